@@ -1,0 +1,191 @@
+"""ORM rows: the control plane's schema, the single source Alembic migrations
+are checked against. Constraints that matter (unique names, unique key
+digests, credential references) live here, i.e. in the database."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+# Deterministic constraint names so migrations are identical on both backends.
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite drops tzinfo)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+class OrgRow(Base):
+    __tablename__ = "orgs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    tier: Mapped[str] = mapped_column(String(32))
+    # Per-org overrides of the tier's limits; NULL = inherit from the tier.
+    requests_per_minute: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger)
+    monthly_token_quota: Mapped[int | None] = mapped_column(BigInteger)
+    monthly_spend_cap_micros: Mapped[int | None] = mapped_column(BigInteger)
+    outage_policy: Mapped[int] = mapped_column(SmallInteger, default=0)
+    default_models: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CredentialRow(Base):
+    """A provider key under envelope encryption: the secret is sealed with a
+    per-row data key (DEK), the DEK is wrapped by the KEK named in kek_id.
+    Both ciphertexts are bound to this row's id as associated data."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    family: Mapped[int] = mapped_column(SmallInteger)
+    last4: Mapped[str] = mapped_column(String(4))
+    kek_id: Mapped[str] = mapped_column(String(64), index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)  # nonce || AES-GCM(KEK, DEK)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)  # nonce || AES-GCM(DEK, secret)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    rotate_time: Mapped[datetime | None] = mapped_column()
+
+
+class ModelRow(Base):
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    family: Mapped[int] = mapped_column(SmallInteger)
+    upstream_slug: Mapped[str] = mapped_column(String(256))
+    base_url: Mapped[str] = mapped_column(String(2048))
+    timeout_ms: Mapped[int] = mapped_column(Integer)
+    # RESTRICT: a credential in use cannot be deleted (the service names the models first).
+    credential_id: Mapped[str] = mapped_column(ForeignKey("credentials.id", ondelete="RESTRICT"), index=True)
+    input_per_mtok_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_per_mtok_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_input_per_mtok_micros: Mapped[int | None] = mapped_column(BigInteger)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VirtualKeyRow(Base):
+    """Only HMAC-SHA-256(pepper, key) is stored. During a rotation grace period
+    the previous digest also resolves, until previous_expire_time."""
+
+    __tablename__ = "virtual_keys"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str | None] = mapped_column(String(63))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    last4: Mapped[str] = mapped_column(String(4))
+    previous_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32), unique=True)
+    previous_last4: Mapped[str | None] = mapped_column(String(4))
+    previous_expire_time: Mapped[datetime | None] = mapped_column()
+    all_models: Mapped[bool] = mapped_column(Boolean, default=False)
+    models: Mapped[list[str]] = mapped_column(default=list)
+    expire_time: Mapped[datetime | None] = mapped_column()
+    requests_per_minute: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger)
+    budget_micros: Mapped[int | None] = mapped_column(BigInteger)
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    revoke_time: Mapped[datetime | None] = mapped_column()
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AdminTokenRow(Base):
+    """Org-scoped admin token, stored as HMAC-SHA-256(pepper, token)."""
+
+    __tablename__ = "admin_tokens"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    last4: Mapped[str] = mapped_column(String(4))
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    revoke_time: Mapped[datetime | None] = mapped_column()
+
+
+class RevisionCounterRow(Base):
+    """One row. Incremented with UPDATE ... RETURNING inside each mutating
+    transaction: the row lock serialises writers until commit, so revisions
+    commit in order and without gaps, and a watcher can detect a missed one."""
+
+    __tablename__ = "revision_counter"
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class ChangeRow(Base):
+    """The invalidation log that Watch streams replay from."""
+
+    __tablename__ = "changes"
+    __table_args__ = (Index("ix_changes_time", "time"),)
+
+    revision: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[int] = mapped_column(SmallInteger)  # odock.v1.InvalidationKind
+    org_id: Mapped[str] = mapped_column(String(40))
+    key_id: Mapped[str | None] = mapped_column(String(40))
+    model_name: Mapped[str | None] = mapped_column(String(256))
+    credential_id: Mapped[str | None] = mapped_column(String(40))
+    time: Mapped[datetime] = mapped_column(default=utcnow)
