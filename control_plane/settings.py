@@ -1,0 +1,204 @@
+"""The control plane's frozen settings, built from the environment in one place.
+
+Every secret ``X`` may instead be given as ``X_FILE`` (a path to a file holding
+it). Bad or missing values raise :class:`SettingsError` with a one-line message
+that names the variable and never echoes a secret.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DATABASE_URL = "sqlite:///./odock.db"
+KEK_BYTES = 32
+MIN_PEPPER_BYTES = 32
+MIN_TOKEN_CHARS = 32
+_KID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class SettingsError(ValueError):
+    """A missing or malformed setting; the message is one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Control-plane configuration (see docs/architecture.md for the variables)."""
+
+    listen: str = DEFAULT_LISTEN
+    database_url: str = DEFAULT_DATABASE_URL
+    # "kid1=BASE64,kid2=BASE64": the last one encrypts, all decrypt (Keyring.from_spec).
+    keks_spec: str = field(default="", repr=False)
+    kek_ids: tuple[str, ...] = ()
+    key_pepper: bytes = field(default=b"", repr=False)
+    admin_token: str = field(default="", repr=False)
+    node_tokens: tuple[str, ...] = field(default=(), repr=False)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    migrate: bool = True
+    ready_file: Path | None = None
+    grace_seconds: float = 10.0
+    heartbeat_seconds: float = 5.0
+
+    @property
+    def tls(self) -> bool:
+        """True when the gRPC port serves TLS."""
+        return self.tls_cert_file is not None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build and validate settings from an environment mapping."""
+        env = _Env(environ)
+        keks_spec, kek_ids = _parse_keks(env.secret("ODOCK_KEKS"))
+        pepper = _parse_pepper(env.secret("ODOCK_KEY_PEPPER"))
+        admin = env.secret("ODOCK_ADMIN_TOKEN")
+        if len(admin) < MIN_TOKEN_CHARS or any(c.isspace() for c in admin):
+            raise SettingsError(
+                f"ODOCK_ADMIN_TOKEN: must be at least {MIN_TOKEN_CHARS} characters without whitespace"
+            )
+        nodes = tuple(t.strip() for t in env.secret("ODOCK_NODE_TOKENS").split(",") if t.strip())
+        if not nodes:
+            raise SettingsError("ODOCK_NODE_TOKENS: at least one node token is required")
+        for i, tok in enumerate(nodes, 1):
+            if len(tok) < MIN_TOKEN_CHARS or any(c.isspace() for c in tok):
+                raise SettingsError(
+                    f"ODOCK_NODE_TOKENS: token #{i} must be at least {MIN_TOKEN_CHARS} characters"
+                    " without whitespace"
+                )
+        if admin in nodes:
+            raise SettingsError("ODOCK_NODE_TOKENS: a node token must differ from ODOCK_ADMIN_TOKEN")
+        cert = env.path("ODOCK_TLS_CERT_FILE")
+        key = env.path("ODOCK_TLS_KEY_FILE")
+        ca = env.path("ODOCK_TLS_CLIENT_CA_FILE")
+        if (cert is None) != (key is None):
+            raise SettingsError("ODOCK_TLS_CERT_FILE and ODOCK_TLS_KEY_FILE must be set together")
+        if ca is not None and cert is None:
+            raise SettingsError("ODOCK_TLS_CLIENT_CA_FILE: mutual TLS needs ODOCK_TLS_CERT_FILE too")
+        migrate = env.plain("ODOCK_MIGRATE", "auto").lower()
+        if migrate not in ("auto", "off"):
+            raise SettingsError("ODOCK_MIGRATE: must be 'auto' or 'off'")
+        ready = env.plain("ODOCK_READY_FILE", "")
+        return cls(
+            listen=_parse_listen(env.plain("ODOCK_CP_LISTEN", DEFAULT_LISTEN)),
+            database_url=_parse_db_url(env.plain("ODOCK_DATABASE_URL", DEFAULT_DATABASE_URL)),
+            keks_spec=keks_spec,
+            kek_ids=kek_ids,
+            key_pepper=pepper,
+            admin_token=admin,
+            node_tokens=nodes,
+            tls_cert_file=cert,
+            tls_key_file=key,
+            tls_client_ca_file=ca,
+            migrate=migrate == "auto",
+            ready_file=Path(ready) if ready else None,
+            grace_seconds=env.number("ODOCK_GRACE_SECONDS", 10.0, low=0.0, high=3600.0),
+            heartbeat_seconds=env.number("ODOCK_HEARTBEAT_SECONDS", 5.0, low=0.05, high=3600.0),
+        )
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._env = environ
+
+    def plain(self, name: str, default: str) -> str:
+        return self._env.get(name, "").strip() or default
+
+    def secret(self, name: str) -> str:
+        """``name`` or the contents of ``name_FILE``; required, never echoed."""
+        direct = self._env.get(name, "")
+        path = self._env.get(f"{name}_FILE", "").strip()
+        if direct and path:
+            raise SettingsError(f"{name}: set either {name} or {name}_FILE, not both")
+        if path:
+            try:
+                direct = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+                raise SettingsError(f"{name}_FILE: cannot read {path}: {reason}") from None
+        direct = direct.strip()
+        if not direct:
+            raise SettingsError(f"{name}: required (set {name} or {name}_FILE)")
+        return direct
+
+    def path(self, name: str) -> Path | None:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return None
+        p = Path(raw)
+        if not p.is_file():
+            raise SettingsError(f"{name}: no such file: {raw}")
+        return p
+
+    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingsError(f"{name}: not a number: {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name}: must be between {low:g} and {high:g}")
+        return value
+
+
+def _b64(value: str) -> bytes | None:
+    value = value.strip()
+    try:
+        return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        except (binascii.Error, ValueError):
+            return None
+
+
+def _parse_keks(spec: str) -> tuple[str, tuple[str, ...]]:
+    ids: list[str] = []
+    parts: list[str] = []
+    for i, item in enumerate((p.strip() for p in spec.split(",")), 1):
+        if not item:
+            continue
+        kid, sep, material = item.partition("=")
+        kid = kid.strip()
+        if not sep or not _KID.match(kid):
+            raise SettingsError(f"ODOCK_KEKS: entry #{i} must look like ID=BASE64 (ID: letters, digits, ._-)")
+        if kid in ids:
+            raise SettingsError(f"ODOCK_KEKS: duplicate KEK id {kid!r}")
+        raw = _b64(material)
+        if raw is None or len(raw) != KEK_BYTES:
+            raise SettingsError(f"ODOCK_KEKS: KEK {kid!r} must be {KEK_BYTES} bytes, base64-encoded")
+        ids.append(kid)
+        parts.append(f"{kid}={base64.b64encode(raw).decode('ascii')}")
+    if not ids:
+        raise SettingsError("ODOCK_KEKS: at least one KEK (ID=BASE64) is required")
+    return ",".join(parts), tuple(ids)
+
+
+def _parse_pepper(value: str) -> bytes:
+    raw = _b64(value)
+    if raw is None:
+        raise SettingsError("ODOCK_KEY_PEPPER: must be base64")
+    if len(raw) < MIN_PEPPER_BYTES:
+        raise SettingsError(f"ODOCK_KEY_PEPPER: must decode to at least {MIN_PEPPER_BYTES} bytes")
+    return raw
+
+
+def _parse_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise SettingsError(f"ODOCK_CP_LISTEN: expected HOST:PORT, got {value!r}")
+    return value
+
+
+def _parse_db_url(value: str) -> str:
+    scheme = value.partition(":")[0].lower()
+    if not (scheme.startswith("sqlite") or scheme.startswith("postgres")):
+        raise SettingsError("ODOCK_DATABASE_URL: must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
+    return value
