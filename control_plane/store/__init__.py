@@ -1,0 +1,1 @@
+"""Persistence: schema, engines, migrations, change log, repositories."""

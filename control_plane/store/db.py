@@ -1,0 +1,157 @@
+"""Engines and sessions for the two backends (SQLite via aiosqlite, PostgreSQL
+via psycopg 3), and running the Alembic migrations programmatically."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# SQLite waits this long for a competing writer's lock before failing with
+# "database is locked"; long enough to ride out a burst of admin writes.
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def normalize_url(url: str) -> str:
+    """Map user-facing URLs onto the async drivers: sqlite -> aiosqlite, postgresql -> psycopg."""
+    raw = url.strip()
+    if not raw:
+        raise ValueError("database url is empty")
+    scheme, sep, rest = raw.partition("://")
+    if not sep:
+        raise ValueError("database url must look like sqlite:///path or postgresql://user@host:port/db")
+    driver_by_scheme = {
+        "sqlite": "sqlite+aiosqlite",
+        "sqlite+aiosqlite": "sqlite+aiosqlite",
+        "sqlite+pysqlite": "sqlite+aiosqlite",
+        "postgres": "postgresql+psycopg",
+        "postgresql": "postgresql+psycopg",
+        "postgresql+psycopg": "postgresql+psycopg",
+        "postgresql+psycopg_async": "postgresql+psycopg",
+    }
+    driver = driver_by_scheme.get(scheme.lower())
+    if driver is None:
+        raise ValueError(f"unsupported database url scheme {scheme!r}: use sqlite:// or postgresql://")
+    return f"{driver}://{rest}"
+
+
+def sync_url(url: str) -> str:
+    """The same database for a synchronous driver (pysqlite / psycopg), as Alembic wants."""
+    async_url = normalize_url(url)
+    if async_url.startswith("sqlite+aiosqlite://"):
+        return "sqlite+pysqlite://" + async_url.removeprefix("sqlite+aiosqlite://")
+    # psycopg 3 serves both the sync and the async dialect under one name.
+    return async_url
+
+
+def _is_sqlite_url(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, foreign_keys: bool) -> None:
+    cur = dbapi_conn.cursor()
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # Safe under WAL: a crash may lose the last commits, never corrupt.
+        cur.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cur.close()
+
+
+def _install_sqlite_pragmas(engine: Engine, *, foreign_keys: bool = True) -> None:
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        _sqlite_pragmas(dbapi_conn, foreign_keys)
+
+    event.listen(engine, "connect", on_connect)
+
+
+def _install_sqlite_immediate_transactions(engine: Engine) -> None:
+    # A deferred SQLite transaction that reads and then writes fails at once
+    # with SQLITE_BUSY (no busy wait) when another writer committed in between.
+    # BEGIN IMMEDIATE takes the write lock up front, so writers queue on
+    # busy_timeout instead. Reads queue too; fine for the single-replica
+    # embedded store, whose transactions are short.
+    def on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver must not emit its own BEGIN
+
+    def on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    event.listen(engine, "connect", on_connect)
+    event.listen(engine, "begin", on_begin)
+
+
+def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """Create the async engine for ``url`` (SQLite: WAL, foreign keys, busy timeout)."""
+    async_url = normalize_url(url)
+    if _is_sqlite_url(async_url):
+        engine = create_async_engine(async_url, **kwargs)
+        _install_sqlite_pragmas(engine.sync_engine)
+        _install_sqlite_immediate_transactions(engine.sync_engine)
+        return engine
+    options: dict[str, Any] = {
+        "pool_size": 10,
+        "max_overflow": 10,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "pool_timeout": 30,
+    }
+    options.update(kwargs)
+    return create_async_engine(async_url, **options)
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions whose objects stay readable after commit (no lazy loads in async code)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_postgres(engine: AsyncEngine | Engine) -> bool:
+    """True when the engine talks to PostgreSQL."""
+    return engine.dialect.name == "postgresql"
+
+
+def _alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # '%' is ConfigParser interpolation syntax; a password may contain it.
+    cfg.set_main_option("sqlalchemy.url", sync_url(url).replace("%", "%%"))
+    return cfg
+
+
+def _upgrade_head(url: str) -> None:
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    cfg = _alembic_config(url)
+    engine = create_engine(sync_url(url), poolclass=NullPool)
+    if _is_sqlite_url(sync_url(url)):
+        # Batch migrations copy and recreate tables; foreign keys enforced
+        # mid-copy would cascade deletes, so they are off while migrating.
+        _install_sqlite_pragmas(engine, foreign_keys=False)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        engine.dispose()
+
+
+def migrate_sync(url: str) -> None:
+    """Run ``alembic upgrade head`` on ``url`` (blocking)."""
+    _upgrade_head(url)
+
+
+async def migrate(url: str) -> None:
+    """Run ``alembic upgrade head`` on ``url`` in a worker thread, off the event loop."""
+    await asyncio.to_thread(_upgrade_head, url)
