@@ -1,0 +1,165 @@
+"""Rows <-> proto messages: the only bridge. Never emits digests or ciphertext."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from control_plane.store.tables import AdminTokenRow, CredentialRow, ModelRow, OrgRow, VirtualKeyRow
+from control_plane.tiers import LIMIT_FIELDS, LimitSet, Tier, effective_limits
+from odock import keyformat
+from odock.v1 import admin_tokens_pb2, common_pb2, credentials_pb2, keys_pb2, models_pb2, orgs_pb2
+
+
+def timestamp(value: datetime) -> Timestamp:
+    """A proto Timestamp for an aware datetime."""
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(timezone.utc))
+    return ts
+
+
+def from_timestamp(value: Timestamp) -> datetime:
+    """An aware UTC datetime for a proto Timestamp."""
+    return value.ToDatetime(tzinfo=timezone.utc)
+
+
+def duration_ms(ms: int) -> Duration:
+    """A proto Duration of ``ms`` milliseconds."""
+    d = Duration()
+    d.FromTimedelta(timedelta(milliseconds=ms))
+    return d
+
+
+def limits_to_proto(limits: LimitSet) -> common_pb2.Limits:
+    """LimitSet -> Limits (unset stays unset)."""
+    msg = common_pb2.Limits()
+    for name in LIMIT_FIELDS:
+        value = getattr(limits, name)
+        if value is not None:
+            setattr(msg, name, value)
+    return msg
+
+
+def limits_from_proto(msg: common_pb2.Limits) -> LimitSet:
+    """Limits -> LimitSet (unset stays None)."""
+    return LimitSet(**{name: getattr(msg, name) if msg.HasField(name) else None for name in LIMIT_FIELDS})
+
+
+def org_overrides(row: OrgRow) -> LimitSet:
+    """The org's per-org limit overrides."""
+    return LimitSet(**{name: getattr(row, name) for name in LIMIT_FIELDS})
+
+
+def tier_to_proto(tier: Tier) -> orgs_pb2.Tier:
+    """A built-in tier."""
+    return orgs_pb2.Tier(name=tier.name, limits=limits_to_proto(tier.limits), description=tier.description)
+
+
+def org_to_proto(row: OrgRow) -> orgs_pb2.Org:
+    """An org with its overrides and effective limits."""
+    overrides = org_overrides(row)
+    return orgs_pb2.Org(
+        id=row.id,
+        name=row.name,
+        tier=row.tier,
+        limits=limits_to_proto(overrides),
+        effective_limits=limits_to_proto(effective_limits(row.tier, overrides)),
+        outage_policy=row.outage_policy,  # type: ignore[arg-type]
+        default_models={str(k): str(v) for k, v in row.default_models.items()},
+        labels={str(k): str(v) for k, v in row.labels.items()},
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+
+
+def credential_to_proto(row: CredentialRow) -> credentials_pb2.Credential:
+    """Name, family, last 4, KEK id and times; never the wrapped key or ciphertext."""
+    msg = credentials_pb2.Credential(
+        id=row.id,
+        org_id=row.org_id,
+        name=row.name,
+        family=row.family,  # type: ignore[arg-type]
+        last4=row.last4,
+        kek_id=row.kek_id,
+        create_time=timestamp(row.create_time),
+    )
+    if row.rotate_time is not None:
+        msg.rotate_time.CopyFrom(timestamp(row.rotate_time))
+    return msg
+
+
+def model_to_proto(row: ModelRow, credential_name: str) -> models_pb2.Model:
+    """A model, naming its credential."""
+    pricing = common_pb2.Pricing(
+        input_per_mtok_micros=row.input_per_mtok_micros,
+        output_per_mtok_micros=row.output_per_mtok_micros,
+    )
+    if row.cached_input_per_mtok_micros is not None:
+        pricing.cached_input_per_mtok_micros = row.cached_input_per_mtok_micros
+    return models_pb2.Model(
+        id=row.id,
+        org_id=row.org_id,
+        name=row.name,
+        family=row.family,  # type: ignore[arg-type]
+        upstream_slug=row.upstream_slug,
+        base_url=row.base_url,
+        timeout=duration_ms(row.timeout_ms),
+        credential=credential_name,
+        pricing=pricing,
+        enabled=row.enabled,
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+
+
+def key_limits_to_proto(row: VirtualKeyRow) -> common_pb2.KeyLimits:
+    """The key's own limits (unset stays unset)."""
+    msg = common_pb2.KeyLimits()
+    for name in ("requests_per_minute", "tokens_per_minute", "budget_micros"):
+        value = getattr(row, name)
+        if value is not None:
+            setattr(msg, name, value)
+    return msg
+
+
+def key_to_proto(row: VirtualKeyRow, now: datetime | None = None) -> keys_pb2.VirtualKey:
+    """A virtual key as listings show it: prefix + last 4, never the digest."""
+    now = now or datetime.now(timezone.utc)
+    msg = keys_pb2.VirtualKey(
+        id=row.id,
+        org_id=row.org_id,
+        name=row.name or "",
+        display=f"{keyformat.VIRTUAL_KEY_PREFIX}…{row.last4}",
+        all_models=row.all_models,
+        models=list(row.models),
+        limits=key_limits_to_proto(row),
+        labels={str(k): str(v) for k, v in row.labels.items()},
+        revoked=row.revoked,
+        create_time=timestamp(row.create_time),
+        update_time=timestamp(row.update_time),
+    )
+    if row.expire_time is not None:
+        msg.expire_time.CopyFrom(timestamp(row.expire_time))
+    if row.revoke_time is not None:
+        msg.revoke_time.CopyFrom(timestamp(row.revoke_time))
+    if row.previous_expire_time is not None and row.previous_expire_time > now and row.previous_last4:
+        msg.previous_secret_expire_time.CopyFrom(timestamp(row.previous_expire_time))
+        msg.previous_display = f"{keyformat.VIRTUAL_KEY_PREFIX}…{row.previous_last4}"
+    return msg
+
+
+def token_to_proto(row: AdminTokenRow) -> admin_tokens_pb2.AdminToken:
+    """An org admin token as listings show it: prefix + last 4, never the digest."""
+    msg = admin_tokens_pb2.AdminToken(
+        id=row.id,
+        org_id=row.org_id,
+        name=row.name,
+        display=f"{keyformat.ADMIN_TOKEN_PREFIX}…{row.last4}",
+        revoked=row.revoked,
+        create_time=timestamp(row.create_time),
+    )
+    if row.revoke_time is not None:
+        msg.revoke_time.CopyFrom(timestamp(row.revoke_time))
+    return msg

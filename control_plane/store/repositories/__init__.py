@@ -1,0 +1,1 @@
+"""One module of queries per resource; services own transactions and rules."""

@@ -1,0 +1,182 @@
+"""Request-field validation. Each check raises InvalidArgument naming the field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from google.protobuf.duration_pb2 import Duration
+
+from control_plane.errors import InvalidArgument
+from odock.v1 import common_pb2
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 256
+MAX_MODEL_NAME = 256
+MAX_SLUG = 256
+MAX_URL = 2048
+MAX_SECRET_BYTES = 8192
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+DEFAULT_TIMEOUT = timedelta(seconds=60)
+MIN_TIMEOUT = timedelta(milliseconds=100)
+MAX_TIMEOUT = timedelta(seconds=3600)
+MAX_GRACE = timedelta(days=30)
+_FAMILIES = frozenset(v for v in common_pb2.ProviderFamily.values() if v != common_pb2.PROVIDER_FAMILY_UNSPECIFIED)
+_POLICIES = frozenset(common_pb2.OutagePolicy.values())
+
+
+def name(field: str, value: str) -> str:
+    """An org, credential, key or token name: ``[a-z0-9][a-z0-9._-]{0,62}``."""
+    if not value:
+        raise InvalidArgument(field, "required")
+    if not NAME_RE.match(value):
+        raise InvalidArgument(
+            field, "must be 1-63 characters of a-z, 0-9, '.', '_', '-' starting with a letter or digit"
+        )
+    return value
+
+
+def model_name(field: str, value: str) -> str:
+    """1..256 printable characters without '/', '?', '#' or whitespace."""
+    if not value:
+        raise InvalidArgument(field, "required")
+    if len(value) > MAX_MODEL_NAME:
+        raise InvalidArgument(field, f"must be at most {MAX_MODEL_NAME} characters")
+    if any(c in "/?#" or c.isspace() or not c.isprintable() for c in value):
+        raise InvalidArgument(field, "must not contain '/', '?', '#', whitespace or control characters")
+    return value
+
+
+def slug(field: str, value: str) -> str:
+    """An upstream model slug: required, printable, no whitespace."""
+    if not value:
+        raise InvalidArgument(field, "required")
+    if len(value) > MAX_SLUG or any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidArgument(field, f"must be at most {MAX_SLUG} printable characters without whitespace")
+    return value
+
+
+def base_url(field: str, value: str) -> str:
+    """An http(s) URL with a host and no userinfo, query or fragment."""
+    if not value:
+        raise InvalidArgument(field, "required")
+    if len(value) > MAX_URL or any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidArgument(field, "must be a URL without whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise InvalidArgument(field, "is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidArgument(field, "scheme must be http or https")
+    if "@" in parts.netloc:
+        raise InvalidArgument(field, "must not contain userinfo (put secrets in a credential)")
+    if not parts.hostname:
+        raise InvalidArgument(field, "host is required")
+    if port == 0:
+        raise InvalidArgument(field, "port must be 1-65535")
+    if parts.query or "?" in value:
+        raise InvalidArgument(field, "must not contain a query")
+    if parts.fragment or "#" in value:
+        raise InvalidArgument(field, "must not contain a fragment")
+    return value
+
+
+def family(field: str, value: int) -> int:
+    """A known provider family other than UNSPECIFIED."""
+    if value == common_pb2.PROVIDER_FAMILY_UNSPECIFIED:
+        raise InvalidArgument(field, "required (openai, anthropic, gemini or vllm)")
+    if value not in _FAMILIES:
+        raise InvalidArgument(field, f"unknown provider family {value}")
+    return value
+
+
+def outage_policy(field: str, value: int) -> int:
+    """A known OutagePolicy value."""
+    if value not in _POLICIES:
+        raise InvalidArgument(field, f"unknown outage policy {value}")
+    return value
+
+
+def timeout_ms(field: str, value: Duration | None) -> int:
+    """A duration in [100 ms, 3600 s]; unset or zero means the 60 s default."""
+    if value is None or (value.seconds == 0 and value.nanos == 0):
+        return int(DEFAULT_TIMEOUT.total_seconds() * 1000)
+    if value.seconds < 0 or value.nanos < 0:
+        raise InvalidArgument(field, "must not be negative")
+    td = value.ToTimedelta()
+    if not MIN_TIMEOUT <= td <= MAX_TIMEOUT:
+        raise InvalidArgument(field, "must be between 0.1s and 3600s")
+    return int(td.total_seconds() * 1000)
+
+
+def grace(field: str, value: Duration | None) -> timedelta:
+    """A rotation grace period in [0, 30 days]."""
+    if value is None:
+        return timedelta(0)
+    if value.seconds < 0 or value.nanos < 0:
+        raise InvalidArgument(field, "must not be negative")
+    td = value.ToTimedelta()
+    if td > MAX_GRACE:
+        raise InvalidArgument(field, "must be at most 30 days")
+    return td
+
+
+def non_negative(field: str, value: int | None) -> int | None:
+    """``None`` or an integer >= 0."""
+    if value is not None and value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return value
+
+
+def labels(field: str, value: Mapping[str, str]) -> dict[str, str]:
+    """Free-form labels with bounded keys and values."""
+    if len(value) > MAX_LABELS:
+        raise InvalidArgument(field, f"at most {MAX_LABELS} labels")
+    for k, v in value.items():
+        if not _LABEL_KEY_RE.match(k):
+            raise InvalidArgument(f"{field}[{k!r}]", "key must be 1-63 characters of A-Z, a-z, 0-9, '._/-'")
+        if len(v) > MAX_LABEL_VALUE or not v.isprintable():
+            raise InvalidArgument(f"{field}[{k!r}]", f"value must be at most {MAX_LABEL_VALUE} printable characters")
+    return dict(value)
+
+
+def default_models(field: str, value: Mapping[str, str]) -> dict[str, str]:
+    """Endpoint path (e.g. ``/v1/images/generations``) -> model name."""
+    if len(value) > MAX_LABELS:
+        raise InvalidArgument(field, f"at most {MAX_LABELS} entries")
+    for endpoint, model in value.items():
+        if not endpoint.startswith("/") or len(endpoint) > 256 or any(c.isspace() for c in endpoint):
+            raise InvalidArgument(f"{field}[{endpoint!r}]", "key must be an endpoint path such as /v1/embeddings")
+        model_name(f"{field}[{endpoint!r}]", model)
+    return dict(value)
+
+
+def secret(field: str, value: str) -> str:
+    """A plaintext provider key: 1..8192 bytes, printable, no whitespace."""
+    if not value:
+        raise InvalidArgument(field, "required")
+    if len(value.encode("utf-8")) > MAX_SECRET_BYTES:
+        raise InvalidArgument(field, f"must be at most {MAX_SECRET_BYTES} bytes")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidArgument(field, "must not contain whitespace or control characters")
+    return value
+
+
+def page_size(field: str, value: int) -> int:
+    """0 -> the default (50); at most 1000."""
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def required(field: str, value: str) -> str:
+    """A non-empty string."""
+    if not value:
+        raise InvalidArgument(field, "required")
+    return value
