@@ -16,17 +16,17 @@ import collections
 import logging
 import random
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
+from odock.v1 import node_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from control_plane.store import changes
 from control_plane.store.db import is_postgres
 from control_plane.store.tables import ChangeRow
-from odock.v1 import node_pb2
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class ChangeFeed:
                     await self._prune()
                     next_prune = loop.time() + PRUNE_EVERY_SECONDS
                 backoff = RECONNECT_MIN_SECONDS
-            except Exception as exc:  # a database hiccup must not kill the feed
+            except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the feed
                 log.warning("change feed: reading the change log failed (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
@@ -202,7 +202,7 @@ class ChangeFeed:
             sub.offer(event)
 
     async def _prune(self) -> None:
-        cutoff = datetime.now(timezone.utc) - self._retention
+        cutoff = datetime.now(UTC) - self._retention
         async with self._sessionmaker() as session, session.begin():
             removed = await changes.prune(session, cutoff)
         if removed:
@@ -223,7 +223,7 @@ class ChangeFeed:
                         self._wake.set()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect
                 log.warning("change feed: LISTEN connection lost (%s); reconnecting", type(exc).__name__)
             self._listening.clear()
             await asyncio.sleep(backoff * (0.5 + random.random()))
@@ -318,4 +318,3 @@ class ChangeFeed:
                     return
                 pos = row.revision
                 yield event_from_row(row)
-

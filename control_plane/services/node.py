@@ -9,11 +9,15 @@ revision than the cached answer, so its invalidation is never lost.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import NoReturn
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+from odock import sealing
+from odock.keyformat import DIGEST_SIZE
+from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,21 +29,25 @@ from control_plane.crypto.keyring import Keyring
 from control_plane.settings import Settings
 from control_plane.store import changes
 from control_plane.store.tables import CredentialRow, ModelRow, OrgRow, VirtualKeyRow
-from odock import sealing
-from odock.keyformat import DIGEST_SIZE
-from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 
-REPORT_USAGE_UNIMPLEMENTED = "ReportUsage: usage reporting is not implemented yet (arrives with the usage issue)"
+REPORT_USAGE_UNIMPLEMENTED = (
+    "ReportUsage: usage reporting is not implemented yet (arrives with the usage issue)"
+)
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+    await context.abort(code, message)
+    raise AssertionError("unreachable: abort raises")
 
 
 def _ts(value: datetime) -> Timestamp:
     ts = Timestamp()
-    ts.FromDatetime(value.astimezone(timezone.utc))
+    ts.FromDatetime(value.astimezone(UTC))
     return ts
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _org_limits(org: OrgRow) -> common_pb2.Limits:
@@ -111,8 +119,10 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     ) -> node_pb2.ResolveKeyResponse:
         digest = request.key_digest
         if len(digest) != DIGEST_SIZE:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"key_digest: must be {DIGEST_SIZE} bytes (HMAC-SHA256)"
+            await _abort(
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"key_digest: must be {DIGEST_SIZE} bytes (HMAC-SHA256)",
             )
         now = _now()
         async with self._sessionmaker() as session, session.begin():
@@ -122,7 +132,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             if key is not None:
                 expire_time = key.expire_time
             else:
-                key = await session.scalar(select(VirtualKeyRow).where(VirtualKeyRow.previous_digest == digest))
+                key = await session.scalar(
+                    select(VirtualKeyRow).where(VirtualKeyRow.previous_digest == digest)
+                )
                 if key is None:
                     return self._rejection(node_pb2.KEY_REJECTION_UNKNOWN, revision)
                 grace_end = key.previous_expire_time
@@ -146,11 +158,12 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self, request: node_pb2.ResolveRouteRequest, context: grpc.aio.ServicerContext
     ) -> node_pb2.Route:
         if not request.org_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "org_id: required")
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "org_id: required")
         if not request.model_name:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model_name: required")
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "model_name: required")
         if len(request.node_public_key) != sealing.PUBLIC_KEY_SIZE:
-            await context.abort(
+            await _abort(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"node_public_key: must be a {sealing.PUBLIC_KEY_SIZE}-byte X25519 public key",
             )
@@ -164,22 +177,27 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 )
             ).first()
         if found is None:
-            await context.abort(
+            await _abort(
+                context,
                 grpc.StatusCode.NOT_FOUND,
                 f"model_name: no model {request.model_name!r} in org {request.org_id!r}",
             )
-        model, cred = found.tuple()
+        model, cred = found[0], found[1]
         try:
             secret = envelope.decrypt(
                 self._keyring, envelope.Envelope(cred.kek_id, cred.wrapped_dek, cred.ciphertext), cred.id
             )
         except CryptoError as exc:
             # Never hand out an empty or wrong secret: the route is unusable until fixed.
-            await context.abort(grpc.StatusCode.DATA_LOSS, f"credential {cred.id}: cannot be decrypted: {exc}")
+            await _abort(
+                context, grpc.StatusCode.DATA_LOSS, f"credential {cred.id}: cannot be decrypted: {exc}"
+            )
         try:
             sealed = sealing.seal(request.node_public_key, secret, context=cred.id.encode())
         except ValueError:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "node_public_key: not a valid X25519 public key")
+            await _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, "node_public_key: not a valid X25519 public key"
+            )
         return node_pb2.Route(
             org_id=model.org_id,
             model_id=model.id,
@@ -192,7 +210,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             enabled=model.enabled,
             credential_id=cred.id,
             credential_secret=common_pb2.SealedSecret(
-                ephemeral_public_key=sealed.ephemeral_public_key, nonce=sealed.nonce, ciphertext=sealed.ciphertext
+                ephemeral_public_key=sealed.ephemeral_public_key,
+                nonce=sealed.nonce,
+                ciphertext=sealed.ciphertext,
             ),
             revision=revision,
         )
@@ -201,7 +221,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self, request: node_pb2.ListRoutesRequest, context: grpc.aio.ServicerContext
     ) -> node_pb2.ListRoutesResponse:
         if not request.org_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "org_id: required")
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "org_id: required")
         async with self._sessionmaker() as session, session.begin():
             revision = await changes.current_revision(session)
             org = await session.get(OrgRow, request.org_id)
@@ -211,7 +231,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 )
             ).all()
         if org is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"org_id: no org {request.org_id!r}")
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"org_id: no org {request.org_id!r}")
         return node_pb2.ListRoutesResponse(
             routes=[
                 node_pb2.RouteSummary(
@@ -229,15 +249,15 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self, request: node_pb2.WatchRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[node_pb2.WatchEvent]:
         if request.after_revision < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "after_revision: must be >= 0")
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "after_revision: must be >= 0")
         try:
             async for event in self._feed.subscribe(request.after_revision):
                 yield event
         except FeedClosed as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"watch: {exc}; reconnect to another replica")
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, f"watch: {exc}; reconnect to another replica")
 
     async def ReportUsage(
         self, request_iterator: AsyncIterator[node_pb2.UsageBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[node_pb2.UsageAck]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, REPORT_USAGE_UNIMPLEMENTED)
+        await _abort(context, grpc.StatusCode.UNIMPLEMENTED, REPORT_USAGE_UNIMPLEMENTED)
         yield node_pb2.UsageAck()  # pragma: no cover - abort raises; this makes it a generator
