@@ -1,0 +1,1 @@
+"""Fake upstream LLM providers (the only fake in the test suite)."""
