@@ -57,3 +57,9 @@ async def models_using(session: AsyncSession, credential_id: str) -> list[str]:
 async def all_ids(session: AsyncSession) -> list[str]:
     """Every credential id, for re-wrapping."""
     return list(await session.scalars(select(CredentialRow.id).order_by(CredentialRow.id)))
+
+
+async def by_ids(session: AsyncSession, row_ids: list[str]) -> Sequence[CredentialRow]:
+    """The credentials with these ids, locked for update on PostgreSQL."""
+    stmt = select(CredentialRow).where(CredentialRow.id.in_(row_ids)).with_for_update()
+    return (await session.scalars(stmt)).all()

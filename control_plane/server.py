@@ -1,0 +1,160 @@
+"""Wiring only: engine, migrations, keyring, change feed, servicers, auth, health, reflection, TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_plane.changefeed import ChangeFeed
+from control_plane.crypto import Keyring
+from control_plane.interceptors import AuthInterceptor
+from control_plane.services import Deps
+from control_plane.services.admin_tokens import AdminTokenServicer
+from control_plane.services.credentials import CredentialServicer
+from control_plane.services.keys import VirtualKeyServicer
+from control_plane.services.models import ModelServicer
+from control_plane.services.node import NodeServicer
+from control_plane.services.orgs import OrgServicer
+from control_plane.settings import Settings
+from control_plane.store import db
+from odock.v1 import (
+    admin_tokens_pb2,
+    admin_tokens_pb2_grpc,
+    credentials_pb2,
+    credentials_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+    orgs_pb2,
+    orgs_pb2_grpc,
+)
+
+log = logging.getLogger("odock.control_plane")
+
+# Every odock.v1 service this server hosts, by full name.
+SERVICE_NAMES: tuple[str, ...] = tuple(
+    d.full_name
+    for d in (
+        orgs_pb2.DESCRIPTOR.services_by_name["OrgService"],
+        credentials_pb2.DESCRIPTOR.services_by_name["CredentialService"],
+        models_pb2.DESCRIPTOR.services_by_name["ModelService"],
+        keys_pb2.DESCRIPTOR.services_by_name["VirtualKeyService"],
+        admin_tokens_pb2.DESCRIPTOR.services_by_name["AdminTokenService"],
+        node_pb2.DESCRIPTOR.services_by_name["NodeService"],
+    )
+)
+
+
+@dataclass
+class RunningServer:
+    """A started control plane; ``stop()`` shuts it down in order."""
+
+    server: grpc.aio.Server
+    address: str
+    health: health.aio.HealthServicer
+    feed: ChangeFeed
+    engine: AsyncEngine
+
+    async def stop(self, grace: float | None) -> None:
+        """Refuse new RPCs, let running ones finish within ``grace``, then close feed and engine."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.feed.stop()
+        await self.engine.dispose()
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
+    ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+
+def _bind(server: grpc.aio.Server, settings: Settings) -> str:
+    creds = _server_credentials(settings)
+    if creds is None:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        port = server.add_secure_port(settings.listen, creds)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    host = settings.listen.rpartition(":")[0]
+    if host in ("0.0.0.0", "[::]", "::", ""):
+        host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+async def start(settings: Settings) -> RunningServer:
+    """Migrate (if enabled), open the database, start the feed and serve gRPC."""
+    keyring = Keyring.from_spec(settings.keks_spec)
+    if settings.migrate:
+        await db.migrate(settings.database_url)
+    engine = db.make_engine(settings.database_url)
+    try:
+        sessionmaker = db.make_sessionmaker(engine)
+        feed = ChangeFeed(sessionmaker, engine, settings)
+        await feed.start()
+    except BaseException:
+        await engine.dispose()
+        raise
+    try:
+        deps = Deps(sessionmaker=sessionmaker, settings=settings, keyring=keyring, feed=feed)
+        server = grpc.aio.server(interceptors=[AuthInterceptor(settings, sessionmaker)])
+        orgs_pb2_grpc.add_OrgServiceServicer_to_server(OrgServicer(deps), server)
+        credentials_pb2_grpc.add_CredentialServiceServicer_to_server(CredentialServicer(deps), server)
+        models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(deps), server)
+        keys_pb2_grpc.add_VirtualKeyServiceServicer_to_server(VirtualKeyServicer(deps), server)
+        admin_tokens_pb2_grpc.add_AdminTokenServiceServicer_to_server(AdminTokenServicer(deps), server)
+        node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(sessionmaker, settings, feed), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = _bind(server, settings)
+        await server.start()
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    except BaseException:
+        await feed.stop()
+        await engine.dispose()
+        raise
+    return RunningServer(server=server, address=address, health=health_servicer, feed=feed, engine=engine)
+
+
+def write_ready_file(path: Path, address: str) -> None:
+    """Atomically write ``{"grpc": address, "pid": N}`` to ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"grpc": address, "pid": os.getpid()}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await start(settings)
+    log.info("control plane serving on %s (%s)", running.address, "tls" if settings.tls else "plaintext")
+    try:
+        if settings.ready_file is not None:
+            write_ready_file(settings.ready_file, running.address)
+        await stop.wait()
+        log.info("shutting down (grace %.1fs)", settings.grace_seconds)
+    finally:
+        await running.stop(settings.grace_seconds)
