@@ -2,7 +2,7 @@
 
 Usage::
 
-    async with Provisioner.connect(cp.grpc_address, cp.admin_token) as admin:
+    async with Provisioner.connect(cp.address, cp.admin_token) as admin:
         org = await admin.create_org("acme")
         ...
 
@@ -16,11 +16,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Self
+from typing import Protocol, Self, cast
 
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
-
 from odock.v1 import (
     common_pb2,
     credentials_pb2,
@@ -33,7 +32,7 @@ from odock.v1 import (
     orgs_pb2_grpc,
 )
 
-FAMILY_ENUM: dict[str, int] = {
+FAMILY_ENUM: dict[str, common_pb2.ProviderFamily.ValueType] = {
     "openai": common_pb2.PROVIDER_FAMILY_OPENAI,
     "anthropic": common_pb2.PROVIDER_FAMILY_ANTHROPIC,
     "gemini": common_pb2.PROVIDER_FAMILY_GEMINI,
@@ -45,7 +44,7 @@ class ControlPlaneLike(Protocol):
     """What provisioning needs from a started control plane (``tests/support/planes.py``)."""
 
     @property
-    def grpc_address(self) -> str: ...
+    def address(self) -> str: ...
 
     @property
     def admin_token(self) -> str: ...
@@ -59,9 +58,11 @@ class UpstreamLike(Protocol):
     def secret(self, family: str | int) -> str: ...
 
 
-def family_enum(family: str | int) -> int:
+def family_enum(family: str | int) -> common_pb2.ProviderFamily.ValueType:
     """A ProviderFamily value from a name ("openai") or the value itself."""
-    return family if isinstance(family, int) else FAMILY_ENUM[family]
+    if isinstance(family, int):
+        return cast("common_pb2.ProviderFamily.ValueType", family)
+    return FAMILY_ENUM[family]
 
 
 def unique_name(prefix: str) -> str:
@@ -204,5 +205,5 @@ async def provision_all_families(cp: ControlPlaneLike, upstream: UpstreamLike,
                                  specs: Iterable[ModelSpec] = STANDARD_MODELS, *, slug_suffix: str = "",
                                  default_models: dict[str, str] | None = None) -> Provisioned:
     """``provision_org`` with ``specs`` against ``upstream``, over a short-lived channel."""
-    async with Provisioner.connect(cp.grpc_address, cp.admin_token) as admin:
+    async with Provisioner.connect(cp.address, cp.admin_token) as admin:
         return await provision_org(admin, upstream, specs, slug_suffix=slug_suffix, default_models=default_models)
