@@ -1,0 +1,15 @@
+"""Request-body inspection and model rewriting (JSON and multipart), pure functions."""
+
+from data_plane.payload.errors import PayloadError
+from data_plane.payload.json_body import DEFAULT_MAX_DEPTH, JsonFacts, inspect_json, with_model
+from data_plane.payload.multipart import inspect_multipart, multipart_with_model
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "JsonFacts",
+    "PayloadError",
+    "inspect_json",
+    "inspect_multipart",
+    "multipart_with_model",
+    "with_model",
+]

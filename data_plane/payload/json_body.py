@@ -1,0 +1,187 @@
+"""Strict inspection of JSON request bodies and a byte-exact rewrite of the top-level model.
+
+The body the gateway checks must be the body the provider parses, so inspection is
+stricter than most JSON parsers: anything two parsers could read differently (duplicate
+keys, NaN/Infinity, invalid UTF-8, lone surrogates, huge exponents) is refused.
+
+Two C-speed steps, no per-byte Python work:
+1. ``msgspec`` decodes the whole body (syntax, UTF-8, NaN/Infinity, trailing garbage).
+2. One ``re.finditer`` walk over strings and brackets only (numbers, literals and
+   punctuation are skipped inside the regex engine) checks nesting depth, duplicate
+   keys at every level, and records where the top-level ``model`` value sits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from data_plane.payload.errors import PayloadError, echo
+
+DEFAULT_MAX_DEPTH = 64
+
+# A JSON string token (validity already checked by msgspec), optionally followed by ':'
+# (then it is an object key); or an opening bracket; or a closing bracket.
+_TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")([ \t\r\n]*:)?|([{\[])|[}\]]', re.DOTALL)
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_WS = re.compile(rb"[ \t\r\n]*")
+_BYTE_AT = re.compile(r"\(byte (\d+)\)")
+_MODEL_KEY = b'"model"'
+_DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True, slots=True)
+class JsonFacts:
+    """What the gateway needs from a JSON body, found in one inspection."""
+
+    model: str | None
+    stream: bool | None
+    # Byte span [start, end) of the top-level model value, quotes included.
+    model_span: tuple[int, int] | None
+    # Offset of the top-level '{' and how many members it has (for inserting a model).
+    object_start: int
+    members: int
+    max_tokens: int | None = None
+    max_output_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    # Gemini: generationConfig.maxOutputTokens (snake_case accepted as the API does).
+    gemini_max_output_tokens: int | None = None
+
+    @property
+    def output_token_limit(self) -> int | None:
+        """The first output-token cap the client set, whichever dialect spelled it."""
+        for value in (
+            self.max_completion_tokens,
+            self.max_tokens,
+            self.max_output_tokens,
+            self.gemini_max_output_tokens,
+        ):
+            if value is not None:
+                return value
+        return None
+
+
+def inspect_json(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonFacts:
+    """Validate a JSON request body strictly and extract the routing facts; raise PayloadError."""
+    if not body.strip(b" \t\r\n"):
+        raise PayloadError("request body is empty; a JSON object is required", code="invalid_json")
+    doc = _decode(body, max_depth)
+    if type(doc) is not dict:
+        raise PayloadError("request body must be a JSON object", code="invalid_json")
+    members, model_at = _scan(body, max_depth)
+
+    model = doc.get("model")
+    model_span: tuple[int, int] | None = None
+    if "model" in doc:
+        if type(model) is not str:
+            raise PayloadError("'model' must be a string", code="invalid_model", param="model")
+        assert model_at is not None  # the scan saw the same top-level key msgspec did
+        start = _skip_ws(body, model_at)
+        string = _STRING.match(body, start)
+        assert string is not None  # msgspec decoded a str here
+        model_span = (start, string.end())
+    stream = doc.get("stream")
+    if stream is not None and type(stream) is not bool:
+        raise PayloadError("'stream' must be a boolean", code="invalid_stream", param="stream")
+
+    config = doc.get("generationConfig", doc.get("generation_config"))
+    gemini_max = None
+    if type(config) is dict:
+        gemini_max = _int(config.get("maxOutputTokens", config.get("max_output_tokens")))
+    return JsonFacts(
+        model=model,
+        stream=stream,
+        model_span=model_span,
+        object_start=_skip_ws(body, 0),
+        members=members,
+        max_tokens=_int(doc.get("max_tokens")),
+        max_output_tokens=_int(doc.get("max_output_tokens")),
+        max_completion_tokens=_int(doc.get("max_completion_tokens")),
+        gemini_max_output_tokens=gemini_max,
+    )
+
+
+def with_model(body: bytes, facts: JsonFacts, slug: str) -> bytes:
+    """Return body with only the top-level model value replaced by slug (inserted first when absent)."""
+    encoded = msgspec.json.encode(slug)
+    if facts.model_span is not None:
+        start, end = facts.model_span
+        return b"".join((body[:start], encoded, body[end:]))
+    at = facts.object_start + 1
+    sep = b"," if facts.members else b""
+    return b"".join((body[:at], b'"model":', encoded, sep, body[at:]))
+
+
+def _decode(body: bytes, max_depth: int) -> Any:
+    try:
+        return _DECODER.decode(body)
+    except RecursionError:
+        raise PayloadError(f"JSON nesting is deeper than {max_depth} levels", code="json_too_deep") from None
+    except UnicodeDecodeError:
+        raise PayloadError("request body is not valid UTF-8", code="invalid_json") from None
+    except msgspec.ValidationError:
+        raise PayloadError("JSON number out of range", code="invalid_json") from None
+    except msgspec.DecodeError as exc:
+        raise PayloadError(_syntax_message(body, str(exc)), code="invalid_json") from None
+
+
+def _syntax_message(body: bytes, detail: str) -> str:
+    found = _BYTE_AT.search(detail)
+    if found:
+        at = int(found.group(1))
+        if body.startswith((b"NaN", b"Infinity"), at):
+            return "NaN and Infinity are not valid JSON numbers"
+        if at < len(body) and body[at] >= 0x80:
+            return "request body is not valid UTF-8"
+    if "truncated" in detail:
+        # msgspec also reports lone UTF-16 surrogate escapes this way.
+        return "request body is not valid JSON (truncated, or an invalid \\u escape)"
+    # msgspec's messages name a position and a reason, never the input itself.
+    return f"request body is not valid JSON: {detail[:120]}"
+
+
+def _scan(body: bytes, max_depth: int) -> tuple[int, int | None]:
+    """Check depth and duplicate keys; return (top-level member count, offset after the model key's ':')."""
+    stack: list[set[bytes] | None] = []
+    members = 0
+    model_at: int | None = None
+    for m in _TOKEN.finditer(body):
+        kind = m.lastindex
+        if kind == 1:  # a string value
+            continue
+        if kind == 2:  # an object key
+            key = m.group(1)
+            if b"\\" in key:
+                key = msgspec.json.encode(msgspec.json.decode(key))
+            seen = stack[-1]
+            assert seen is not None  # keys only occur in objects (msgspec validated)
+            if key in seen:
+                raise PayloadError(
+                    f"duplicate key {echo(msgspec.json.decode(key))} in a JSON object",
+                    code="duplicate_key",
+                    param="model" if key == _MODEL_KEY else None,
+                )
+            seen.add(key)
+            if len(stack) == 1:
+                members += 1
+                if key == _MODEL_KEY:
+                    model_at = m.end()
+        elif kind == 3:  # an opening bracket
+            stack.append(set() if m.group(3) == b"{" else None)
+            if len(stack) > max_depth:
+                raise PayloadError(f"JSON nesting is deeper than {max_depth} levels", code="json_too_deep")
+        else:
+            stack.pop()
+    return members, model_at
+
+
+def _skip_ws(body: bytes, pos: int) -> int:
+    m = _WS.match(body, pos)
+    return m.end() if m else pos
+
+
+def _int(value: object) -> int | None:
+    return value if type(value) is int else None

@@ -1,0 +1,113 @@
+"""One native endpoint of one provider family, and how a request to it maps upstream.
+
+Client text never reaches the upstream path: the path is the endpoint's fixed native
+path, plus (Gemini only) the control plane's canonical slug, percent-encoded. The
+client's query string is carried over minus anything that could steer authentication.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+BodyKind = Literal["json", "multipart", "none"]
+ModelIn = Literal["body", "path", "form", "none"]
+Streams = Literal["never", "body_flag", "always"]
+# A parsed query (aiohttp's request.query, a MultiDict, or pairs) or a raw, still
+# percent-encoded query string (request.rel_url.raw_query_string). Never a decoded one.
+Query = Mapping[str, str] | Iterable[tuple[str, str]] | str | None
+
+SLUG = "{slug}"
+# Query parameters that authenticate or pick credentials somewhere (Google's key=,
+# access_token=, oauth_token=; common api_key spellings). Compared case-insensitively.
+AUTH_QUERY_PARAMS = frozenset(
+    {"key", "$key", "api_key", "apikey", "api-key", "access_token", "oauth_token", "x-goog-api-key"}
+)
+# Characters a Gemini model id uses; everything else in a slug is percent-encoded.
+_GEMINI_SLUG_SAFE = ""  # quote() always keeps A-Z a-z 0-9 _ . - ~
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A native route (aiohttp pattern) of one family and its upstream mapping."""
+
+    family: int  # odock.v1.ProviderFamily
+    method: str
+    route: str  # aiohttp route pattern the data plane serves
+    name: str  # stable id: default_models key and usage label
+    body: BodyKind
+    model_in: ModelIn
+    streams: Streams
+    # Native path appended to the model's base URL; may contain "{slug}" (model_in == "path").
+    upstream_path: str
+    # Suffix of the base URL's path to drop first (vLLM's base may end in "/v1").
+    strip_base_suffix: str = ""
+    path_param: str | None = field(default=None)
+
+    def model_from_path(self, match_info: Mapping[str, str]) -> str | None:
+        """The model the client named in the URL path (lookup only, never forwarded), else None."""
+        if self.model_in != "path" or self.path_param is None:
+            return None
+        value = match_info.get(self.path_param)
+        if not value:
+            return None
+        # The google-genai SDK sends "models/x" unchanged when given it; aiohttp's default
+        # pattern cannot match a raw "/", but an encoded one arrives decoded here.
+        return value.removeprefix("models/")
+
+    def upstream_url(self, base_url: str, slug: str, query: Query = None) -> str:
+        """The upstream URL: base URL + native path (+ encoded slug) + the client's query minus auth."""
+        path = self.upstream_path
+        if SLUG in path:
+            path = path.replace(SLUG, encode_gemini_slug(slug))
+        return join_url(base_url, path, query, strip_suffix=self.strip_base_suffix)
+
+
+def encode_gemini_slug(slug: str) -> str:
+    """Percent-encode a Gemini model slug for one path segment (a leading "models/" dropped)."""
+    bare = slug.removeprefix("models/")
+    if not bare:
+        raise ValueError("empty Gemini model slug")
+    return quote(bare, safe=_GEMINI_SLUG_SAFE)
+
+
+def join_url(base_url: str, path: str, query: Query = None, *, strip_suffix: str = "") -> str:
+    """Append a native path to a base URL (trailing slash tolerated) and attach a filtered query."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("base URL must be an absolute http(s) URL")
+    base_path = parts.path.rstrip("/")
+    if strip_suffix and base_path.endswith(strip_suffix):
+        base_path = base_path[: -len(strip_suffix)]
+    queries = [q for q in (parts.query, filter_query(query)) if q]
+    return urlunsplit((parts.scheme, parts.netloc, base_path + path, "&".join(queries), ""))
+
+
+def filter_query(query: Query) -> str:
+    """Re-encode a client query without authentication parameters."""
+    if not query:
+        return ""
+    if isinstance(query, str):
+        pairs: Iterable[tuple[str, str]] = parse_qsl(query, keep_blank_values=True)
+    elif isinstance(query, Mapping):
+        pairs = query.items()
+    else:
+        pairs = query
+    kept = [(k, v) for k, v in pairs if k.strip().lower() not in AUTH_QUERY_PARAMS]
+    return urlencode(kept, quote_via=quote)
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How one provider family authenticates and which client headers it must not see."""
+
+    family: int
+    endpoints: tuple[Endpoint, ...]
+    auth_header: str
+    auth_prefix: str = ""
+    # Lower-case client header names to drop for this family (beyond the common set).
+    drop_headers: frozenset[str] = frozenset()
+    # Headers to send when the client did not (lower-case name -> value).
+    default_headers: Mapping[str, str] = field(default_factory=dict)
