@@ -22,7 +22,7 @@ class PayloadError(Exception):
 
 def echo(text: str) -> str:
     """A short, printable rendering of client text for an error message (never unbounded)."""
-    cleaned = "".join(c if c.isprintable() and c not in "\"\\" else "?" for c in text[: _MAX_ECHO + 1])
+    cleaned = "".join(c if c.isprintable() and c not in '"\\' else "?" for c in text[: _MAX_ECHO + 1])
     if len(cleaned) > _MAX_ECHO:
         cleaned = cleaned[:_MAX_ECHO] + "..."
     return f'"{cleaned}"'

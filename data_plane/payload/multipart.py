@@ -181,7 +181,9 @@ def _part_name(block: bytes) -> str:
     name = params["name"]
     if name == _FIELD:
         if "filename" in params or "filename*" in params:
-            raise PayloadError("'model' must be a plain form field, not a file", code="invalid_model", param="model")
+            raise PayloadError(
+                "'model' must be a plain form field, not a file", code="invalid_model", param="model"
+            )
         if encoding is not None and encoding not in _IDENTITY_ENCODINGS:
             raise PayloadError(
                 "'model' must not use a Content-Transfer-Encoding", code="invalid_model", param="model"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from data_plane.providers.endpoint import SLUG, Dialect, Endpoint, Streams
 from odock.v1 import common_pb2
+
+from data_plane.providers.endpoint import SLUG, Dialect, Endpoint, Streams
 
 FAMILY = common_pb2.PROVIDER_FAMILY_GEMINI
 PATH_PARAM = "model"
