@@ -19,23 +19,22 @@ KEK_SIZE = 32
 KID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def _decode_key(kid: str, text: str) -> bytes:
+def _decode_key(where: str, text: str) -> bytes:
     compact = text.strip()
     padded = compact + "=" * (-len(compact) % 4)
     try:
         # Accept the URL-safe alphabet and missing padding, but nothing else.
         raw = base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
-        raise KeyringError(f"KEK {kid!r}: value is not valid base64") from None
+        raise KeyringError(f"{where}: value is not valid base64") from None
     if len(raw) != KEK_SIZE:
-        raise KeyringError(f"KEK {kid!r}: must decode to {KEK_SIZE} bytes, got {len(raw)}")
+        raise KeyringError(f"{where}: must decode to {KEK_SIZE} bytes, got {len(raw)}")
     return raw
 
 
-def _check_kid(kid: str) -> None:
+def _check_kid(kid: str, where: str = "KEK") -> None:
     if not KID_RE.fullmatch(kid):
-        # The id is not secret, but a mangled entry might be a pasted key: don't echo it.
-        raise KeyringError("KEK id must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+        raise KeyringError(f"{where}: id must match [A-Za-z0-9][A-Za-z0-9._-]{{0,63}}")
 
 
 class Keyring:
@@ -47,30 +46,36 @@ class Keyring:
         if not keys:
             raise KeyringError("at least one KEK is required")
         checked: dict[str, bytes] = {}
-        for kid, key in keys.items():
-            _check_kid(kid)
+        for position, (kid, key) in enumerate(keys.items(), start=1):
+            _check_kid(kid, f"KEK #{position}")
             if len(key) != KEK_SIZE:
-                raise KeyringError(f"KEK {kid!r}: must be {KEK_SIZE} bytes, got {len(key)}")
+                raise KeyringError(f"KEK #{position}: must be {KEK_SIZE} bytes, got {len(key)}")
             checked[kid] = bytes(key)
         self._keys = checked
         self._newest = next(reversed(checked))
 
     @classmethod
     def from_spec(cls, spec: str) -> Keyring:
-        """Parse ``kid1=BASE64,kid2=BASE64`` (last = newest)."""
+        """Parse ``kid1=BASE64,kid2=BASE64`` (last = newest).
+
+        Errors name entries by position only: a malformed entry may be a pasted key.
+        """
         keys: dict[str, bytes] = {}
+        first_seen: dict[str, int] = {}
         entries = [e.strip() for e in spec.replace("\n", ",").split(",")]
         for position, entry in enumerate(entries, start=1):
             if not entry:
                 continue
+            where = f"KEK entry #{position}"
             kid, sep, value = entry.partition("=")
             kid = kid.strip()
-            if not sep or not kid:
-                raise KeyringError(f"KEK entry #{position} must look like kid=BASE64")
-            _check_kid(kid)
+            if not sep or not kid or not value.strip():
+                raise KeyringError(f"{where}: must look like kid=BASE64")
+            _check_kid(kid, where)
             if kid in keys:
-                raise KeyringError(f"KEK id {kid!r} appears more than once")
-            keys[kid] = _decode_key(kid, value)
+                raise KeyringError(f"{where}: id repeats KEK entry #{first_seen[kid]}")
+            keys[kid] = _decode_key(where, value)
+            first_seen[kid] = position
         if not keys:
             raise KeyringError("at least one KEK is required (kid=BASE64)")
         return cls(keys)
@@ -107,5 +112,5 @@ class Keyring:
 
 def generate_kek_spec(kid: str) -> str:
     """A fresh random KEK as one ``kid=BASE64`` spec entry (for setup tooling)."""
-    _check_kid(kid)
+    _check_kid(kid, "KEK")
     return f"{kid}={base64.b64encode(secrets.token_bytes(KEK_SIZE)).decode('ascii')}"

@@ -74,29 +74,18 @@ def _install_sqlite_pragmas(engine: Engine, *, foreign_keys: bool = True) -> Non
     event.listen(engine, "connect", on_connect)
 
 
-def _install_sqlite_immediate_transactions(engine: Engine) -> None:
-    # A deferred SQLite transaction that reads and then writes fails at once
-    # with SQLITE_BUSY (no busy wait) when another writer committed in between.
-    # BEGIN IMMEDIATE takes the write lock up front, so writers queue on
-    # busy_timeout instead. Reads queue too; fine for the single-replica
-    # embedded store, whose transactions are short.
-    def on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # the driver must not emit its own BEGIN
-
-    def on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    event.listen(engine, "connect", on_connect)
-    event.listen(engine, "begin", on_begin)
-
-
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """Create the async engine for ``url`` (SQLite: WAL, foreign keys, busy timeout)."""
+    """Create the async engine for ``url`` (SQLite: WAL, foreign keys, busy timeout).
+
+    SQLite keeps the driver's transaction handling: BEGIN is sent just before
+    the first write, so a transaction always starts by taking the write lock
+    (waiting up to busy_timeout) and never has to upgrade a stale read
+    snapshot, which would fail at once with "database is locked".
+    """
     async_url = normalize_url(url)
     if _is_sqlite_url(async_url):
         engine = create_async_engine(async_url, **kwargs)
         _install_sqlite_pragmas(engine.sync_engine)
-        _install_sqlite_immediate_transactions(engine.sync_engine)
         return engine
     options: dict[str, Any] = {
         "pool_size": 10,
