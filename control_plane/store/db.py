@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -17,6 +17,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # SQLite waits this long for a competing writer's lock before failing with
 # "database is locked"; long enough to ride out a burst of admin writes.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+# pg_advisory_xact_lock key serialising concurrent migrations ("odock" in ASCII).
+MIGRATION_LOCK_KEY = 0x6F646F636B
 
 
 def normalize_url(url: str) -> str:
@@ -130,6 +133,10 @@ def _upgrade_head(url: str) -> None:
         _install_sqlite_pragmas(engine, foreign_keys=False)
     try:
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                # Replicas starting together migrate one at a time; the others
+                # then find the schema at head. Released at commit.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     finally:

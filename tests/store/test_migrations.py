@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import Column, Connection, Integer, MetaData, inspect, select, t
 
 from control_plane.store.db import _alembic_config, make_engine, migrate, normalize_url, sync_url
 from control_plane.store.tables import Base, RevisionCounterRow
+from tests.support.postgres import PostgresServer
 
 EXPECTED_TABLES = {
     "alembic_version",
@@ -113,5 +115,20 @@ async def test_sqlite_engine_pragmas(tmp_path: Any) -> None:
             assert (await conn.execute(text("PRAGMA journal_mode"))).scalar_one() == "wal"
             assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar_one() == 1
             assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one() >= 1000
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_concurrent_migrations_on_postgres(pg_server: PostgresServer) -> None:
+    # Replicas starting at once must not race each other's CREATE TABLE.
+    url = pg_server.create_database()
+    await asyncio.gather(*(migrate(url) for _ in range(3)))
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff, Base.metadata) == []
+            rows = (await conn.execute(select(RevisionCounterRow.id, RevisionCounterRow.value))).all()
+            assert [tuple(r) for r in rows] == [(1, 0)]
     finally:
         await engine.dispose()
