@@ -1,0 +1,48 @@
+"""``data-plane`` / ``python -m data_plane``: one worker, or N workers sharing one port."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from data_plane.server import serve
+from data_plane.settings import Settings, SettingsError, process_environ
+from data_plane.supervisor import supervise
+
+
+def _run_worker(settings: Settings, reuse_port: bool) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency where available
+        asyncio.run(serve(settings, reuse_port=reuse_port))
+    else:
+        uvloop.run(serve(settings, reuse_port=reuse_port))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="data-plane", description="Odock data plane (native LLM endpoints)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes sharing the port (ODOCK_WORKERS)"
+    )
+    parser.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    environ = process_environ()
+    if args.workers is not None:
+        environ["ODOCK_WORKERS"] = str(args.workers)
+    try:
+        settings = Settings.from_env(environ)
+    except SettingsError as exc:
+        print(f"data-plane: {exc}", file=sys.stderr)
+        return 2
+    if args.worker_child or settings.workers == 1:
+        return _run_worker(settings, reuse_port=args.worker_child)
+    return supervise(settings, environ)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Reading a client's request body: bounded before buffering, with an idle timeout."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from data_plane.errors import GatewayError
+
+
+def too_large(limit: int) -> GatewayError:
+    """The 413 for a body over ``limit`` bytes (the connection is closed: the rest is never read)."""
+    return GatewayError(
+        413, "request_too_large", f"Request body exceeds the limit of {limit} bytes", close=True
+    )
+
+
+def check_declared_length(request: web.BaseRequest, limit: int) -> None:
+    """Refuse a declared Content-Length over the limit before reading anything."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise too_large(limit)
+
+
+async def read_body(request: web.BaseRequest, limit: int, idle: float) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes as they arrive (chunked bodies too)."""
+    check_declared_length(request, limit)
+    buf = bytearray()
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            raise GatewayError(
+                408, "request_timeout", f"Client sent no request body data for {idle:g} seconds", close=True
+            ) from None
+        except (ConnectionError, ValueError) as exc:
+            raise GatewayError(400, "invalid_request", "Malformed request body framing", close=True) from exc
+        if not chunk:
+            return bytes(buf)
+        if len(buf) + len(chunk) > limit:
+            raise too_large(limit)
+        buf += chunk

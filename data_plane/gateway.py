@@ -1,0 +1,187 @@
+"""The native-endpoint handler: authenticate, govern, rewrite the model, forward.
+
+Rules, in order (seed "Native endpoint rules"): the key is valid, not revoked
+or expired (401) -> the model exists in the key's org and is enabled (404; a
+disabled model is indistinguishable from a missing one) -> the key may use it
+(403) -> the model's family matches the endpoint's (400 provider_not_allowed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from data_plane import auth
+from data_plane.body import check_declared_length, read_body
+from data_plane.errors import GatewayError, clip, family_name
+from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, KeyRejected, Route, RouteUnusable
+from data_plane.payload import PayloadError, inspect_json, inspect_multipart, multipart_with_model, with_model
+from data_plane.providers import Endpoint, upstream_headers
+from data_plane.proxy import ProxyLimits, UpstreamCall, forward
+from data_plane.state import STATE, NodeState
+
+RETRY_AFTER_SECONDS = 5
+MAX_MODEL_NAME = 256
+# Model names: 1..256 printable characters without '/', '?', '#', whitespace or controls.
+_MODEL_NAME = re.compile(r"[^\s/?#\x00-\x1f\x7f]{1,256}")
+
+_REJECTIONS = {
+    "revoked": ("api_key_revoked", "API key has been revoked"),
+    "expired": ("api_key_expired", "API key has expired"),
+}
+
+
+def unavailable() -> GatewayError:
+    """The 503 for an unreachable control plane with nothing usable cached."""
+    return GatewayError(
+        503,
+        "control_plane_unavailable",
+        "Gateway cannot verify the request right now (control plane unreachable); retry shortly",
+        retry_after=RETRY_AFTER_SECONDS,
+    )
+
+
+def not_found(name: str) -> GatewayError:
+    """The 404 for a model the org does not have (or has disabled)."""
+    return GatewayError(
+        404, "model_not_found", f"The model {clip(name)!r} does not exist in your organization", param="model"
+    )
+
+
+def valid_model_name(name: str) -> bool:
+    """Whether ``name`` could name a model at all (anything else cannot exist: 404 without lookup)."""
+    return _MODEL_NAME.fullmatch(name) is not None and name.isprintable()
+
+
+async def authorize(state: NodeState, request: web.Request) -> KeyGrant:
+    """The grant of the presented key, or a 401/503 GatewayError."""
+    digest = auth.key_digest(request, state.settings.key_pepper)
+    try:
+        grant = await state.cache.grant(digest)
+    except KeyRejected as exc:
+        code, message = _REJECTIONS.get(exc.reason, ("invalid_api_key", "Invalid API key"))
+        raise GatewayError(401, code, message) from None
+    except ControlPlaneUnavailable:
+        raise unavailable() from None
+    if grant.expired():
+        raise GatewayError(401, "api_key_expired", "API key has expired")
+    return grant
+
+
+async def resolve(state: NodeState, grant: KeyGrant, name: str, endpoint_family: int) -> Route:
+    """The route for ``name`` after the model, permission and family rules."""
+    if not valid_model_name(name):
+        raise not_found(name)
+    try:
+        route = await state.cache.route(grant.org_id, name)
+    except ControlPlaneUnavailable:
+        raise unavailable() from None
+    except RouteUnusable:
+        raise GatewayError(
+            502, "credential_unavailable", "The model's provider credential cannot be used right now"
+        ) from None
+    if route is None or not route.enabled:
+        raise not_found(name)
+    if not grant.allows(name):
+        raise GatewayError(
+            403,
+            "model_not_allowed",
+            f"This API key is not allowed to use the model {clip(name)!r}",
+            param="model",
+        )
+    if route.family != endpoint_family:
+        raise GatewayError(
+            400,
+            "provider_not_allowed",
+            f"The model {clip(name)!r} is a {family_name(route.family)} model; "
+            f"this endpoint serves {family_name(endpoint_family)} models",
+            param="model",
+        )
+    return route
+
+
+def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler of one native endpoint."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        state = request.app[STATE]
+        settings = state.settings
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + settings.timeouts.total
+        check_declared_length(request, settings.max_body_bytes)
+        grant = await authorize(state, request)
+
+        body: bytes | None = None
+        content_type = request.headers.get("Content-Type", "")
+        facts = None
+        model: str | None = None
+        try:
+            if endpoint.body != "none":
+                body = await read_body(request, settings.max_body_bytes, settings.timeouts.client_body_idle)
+            if endpoint.body == "json":
+                assert body is not None
+                facts = inspect_json(body, max_depth=settings.max_json_depth)
+            if endpoint.model_in == "body" and facts is not None:
+                model = facts.model
+            elif endpoint.model_in == "form":
+                assert body is not None
+                model = inspect_multipart(body, content_type)
+            elif endpoint.model_in == "path":
+                model = endpoint.model_from_path(request.match_info)
+        except PayloadError as exc:
+            raise GatewayError(400, exc.code, exc.message, param=exc.param) from None
+
+        if model is None:
+            model = grant.default_models.get(endpoint.name)
+            if model is None:
+                raise GatewayError(
+                    400,
+                    "missing_model",
+                    "The request does not name a model ('model' is required)",
+                    param="model",
+                )
+        route = await resolve(state, grant, model, endpoint.family)
+
+        try:
+            if endpoint.model_in == "body" and facts is not None and body is not None:
+                body = with_model(body, facts, route.upstream_slug)
+            elif endpoint.model_in == "form" and body is not None:
+                body, content_type = multipart_with_model(body, content_type, route.upstream_slug)
+            url = endpoint.upstream_url(route.base_url, route.upstream_slug, request.rel_url.raw_query_string)
+        except PayloadError as exc:
+            raise GatewayError(400, exc.code, exc.message, param=exc.param) from None
+        except ValueError:
+            raise GatewayError(
+                502, "upstream_misconfigured", "The model's upstream address is not usable"
+            ) from None
+        try:
+            headers = upstream_headers(endpoint.family, request.headers.items(), route.secret)
+        except (ValueError, UnicodeDecodeError):
+            raise GatewayError(
+                502, "credential_unavailable", "The model's provider credential cannot be used right now"
+            ) from None
+        if endpoint.model_in == "form" and content_type:
+            headers["Content-Type"] = content_type
+        streaming = endpoint.streams == "always" or (
+            endpoint.streams == "body_flag" and facts is not None and bool(facts.stream)
+        )
+        call = UpstreamCall(
+            method=endpoint.method,
+            url=url,
+            headers=headers,
+            body=body,
+            first_byte_timeout=route.timeout,
+            streaming=streaming,
+            family=endpoint.family,
+        )
+        limits = ProxyLimits(
+            upstream_idle=settings.timeouts.upstream_idle,
+            deadline=deadline,
+            max_buffered=settings.max_buffered_response_bytes,
+        )
+        return await forward(request, state.session, call, limits)
+
+    return handle

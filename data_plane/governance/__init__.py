@@ -1,0 +1,1 @@
+"""Governance state from the control plane: gRPC client, cache and watch stream."""

@@ -1,0 +1,159 @@
+"""gRPC client of the control plane's NodeService (node-token auth, optional TLS/mTLS)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import grpc
+from cryptography.exceptions import InvalidTag
+from odock import sealing
+from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
+
+from data_plane.governance.types import (
+    ControlPlaneUnavailable,
+    KeyGrant,
+    KeyRejected,
+    ModelSummary,
+    Route,
+    RouteUnusable,
+)
+from data_plane.settings import Settings
+
+_REJECTIONS = {
+    node_pb2.KEY_REJECTION_REVOKED: "revoked",
+    node_pb2.KEY_REJECTION_EXPIRED: "expired",
+}
+
+
+def _channel(settings: Settings) -> grpc.aio.Channel:
+    options = [
+        # Reconnect quickly after a control-plane restart; the watcher adds its own jittered backoff.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", int(settings.timeouts.reconnect_max * 1000)),
+        ("grpc.enable_retries", 0),
+    ]
+    if not settings.cp_tls:
+        return grpc.aio.insecure_channel(settings.cp_address, options=options)
+    assert settings.cp_tls_ca_file is not None
+    cert = settings.cp_tls_cert_file.read_bytes() if settings.cp_tls_cert_file else None
+    key = settings.cp_tls_key_file.read_bytes() if settings.cp_tls_key_file else None
+    creds = grpc.ssl_channel_credentials(settings.cp_tls_ca_file.read_bytes(), key, cert)
+    return grpc.aio.secure_channel(settings.cp_address, creds, options=options)
+
+
+def grant_from_proto(grant: node_pb2.Grant) -> KeyGrant:
+    """The cached form of a proto Grant."""
+    expire_at = None
+    if grant.HasField("expire_time"):
+        expire_at = grant.expire_time.seconds + grant.expire_time.nanos / 1e9
+    return KeyGrant(
+        org_id=grant.org_id,
+        org_name=grant.org_name,
+        key_id=grant.key_id,
+        all_models=grant.all_models,
+        models=frozenset(grant.models),
+        expire_at=expire_at,
+        default_models=dict(grant.default_models),
+        fail_closed=grant.outage_policy == common_pb2.OUTAGE_POLICY_FAIL_CLOSED,
+    )
+
+
+class NodeClient:
+    """Typed calls to NodeService; every failure other than a definite answer is ControlPlaneUnavailable."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._channel = _channel(settings)
+        self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {settings.node_token}"),)
+        self._keys = sealing.NodeKeyPair()
+        self.calls: Counter[str] = Counter()
+
+    async def close(self) -> None:
+        """Close the channel (cancels any open watch)."""
+        await self._channel.close()
+
+    async def resolve_key(self, digest: bytes) -> tuple[KeyGrant, int]:
+        """The grant for a key digest; raises KeyRejected or ControlPlaneUnavailable."""
+        self.calls["ResolveKey"] += 1
+        try:
+            resp = await self._stub.ResolveKey(
+                node_pb2.ResolveKeyRequest(key_digest=digest, node_id=self._settings.node_id),
+                metadata=self._metadata,
+                timeout=self._settings.timeouts.control_plane_rpc,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ControlPlaneUnavailable(f"ResolveKey: {exc.code().name}") from None
+        if resp.WhichOneof("result") == "grant":
+            return grant_from_proto(resp.grant), resp.revision
+        raise KeyRejected(_REJECTIONS.get(resp.rejection, "unknown"))
+
+    async def resolve_route(self, org_id: str, model_name: str) -> tuple[Route | None, int]:
+        """The route of (org, model), None when the org has no such model."""
+        self.calls["ResolveRoute"] += 1
+        try:
+            resp = await self._stub.ResolveRoute(
+                node_pb2.ResolveRouteRequest(
+                    org_id=org_id,
+                    model_name=model_name,
+                    node_public_key=self._keys.public_key,
+                    node_id=self._settings.node_id,
+                ),
+                metadata=self._metadata,
+                timeout=self._settings.timeouts.control_plane_rpc,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None, -1
+            if exc.code() in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.FAILED_PRECONDITION):
+                raise RouteUnusable(f"ResolveRoute: {exc.code().name}") from None
+            raise ControlPlaneUnavailable(f"ResolveRoute: {exc.code().name}") from None
+        sealed = resp.credential_secret
+        try:
+            secret = self._keys.open(
+                sealing.Sealed(sealed.ephemeral_public_key, sealed.nonce, sealed.ciphertext),
+                resp.credential_id.encode(),
+            )
+        except (InvalidTag, ValueError):
+            raise RouteUnusable("the sealed credential does not open with this node's key") from None
+        route = Route(
+            org_id=resp.org_id,
+            model_id=resp.model_id,
+            model_name=resp.model_name,
+            family=int(resp.family),
+            upstream_slug=resp.upstream_slug,
+            base_url=resp.base_url,
+            timeout=(resp.timeout.seconds + resp.timeout.nanos / 1e9) or 60.0,
+            enabled=resp.enabled,
+            credential_id=resp.credential_id,
+            secret=secret,
+        )
+        return route, resp.revision
+
+    async def list_routes(self, org_id: str) -> tuple[list[ModelSummary], int]:
+        """Every model of an org."""
+        self.calls["ListRoutes"] += 1
+        try:
+            resp = await self._stub.ListRoutes(
+                node_pb2.ListRoutesRequest(org_id=org_id),
+                metadata=self._metadata,
+                timeout=self._settings.timeouts.control_plane_rpc,
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return [], -1
+            raise ControlPlaneUnavailable(f"ListRoutes: {exc.code().name}") from None
+        return [
+            ModelSummary(
+                name=r.model_name, family=int(r.family), enabled=r.enabled, created=r.create_time.seconds
+            )
+            for r in resp.routes
+        ], resp.revision
+
+    def watch(self) -> grpc.aio.UnaryStreamCall[node_pb2.WatchRequest, node_pb2.WatchEvent]:
+        """Open the invalidation stream from now on (the caller flushes on its first event)."""
+        self.calls["Watch"] += 1
+        return self._stub.Watch(
+            node_pb2.WatchRequest(after_revision=0, node_id=self._settings.node_id), metadata=self._metadata
+        )

@@ -1,0 +1,88 @@
+"""What the data plane keeps of governance state: grants, routes, model summaries, link status."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+class KeyRejected(Exception):
+    """The control plane refused the key (unknown, revoked or expired)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ControlPlaneUnavailable(Exception):
+    """No answer could be had from the control plane and nothing usable is cached."""
+
+
+class RouteUnusable(Exception):
+    """The route exists but its credential cannot be used (sealing or decryption failed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGrant:
+    """A valid key's permissions, as cached."""
+
+    org_id: str
+    org_name: str
+    key_id: str
+    all_models: bool
+    models: frozenset[str]
+    expire_at: float | None  # unix seconds; None = never
+    default_models: Mapping[str, str]
+    fail_closed: bool
+
+    def allows(self, model_name: str) -> bool:
+        """Whether this key may use ``model_name``."""
+        return self.all_models or model_name in self.models
+
+    def expired(self, now: float | None = None) -> bool:
+        """Whether the key's expiry (or rotation grace) has passed."""
+        return self.expire_at is not None and (time.time() if now is None else now) >= self.expire_at
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where and how to call upstream for one (org, model)."""
+
+    org_id: str
+    model_id: str
+    model_name: str
+    family: int
+    upstream_slug: str
+    base_url: str
+    timeout: float
+    enabled: bool
+    credential_id: str
+    secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSummary:
+    """One model of an org, for model listings."""
+
+    name: str
+    family: int
+    enabled: bool
+    created: int
+
+
+@dataclass
+class Link:
+    """The state of this node's connection to the control plane (written by the watcher)."""
+
+    connected: bool = False
+    ever_connected: bool = False
+    # monotonic time of the last event on the watch stream; invalidations up to then are applied
+    last_contact: float | None = None
+    revision: int = 0
+    flushes: int = 0
+    reconnects: int = 0
+
+    def staleness(self, now: float) -> float | None:
+        """Seconds since the last watch event (None: never heard from the control plane)."""
+        return None if self.last_contact is None else max(0.0, now - self.last_contact)

@@ -1,0 +1,198 @@
+"""Forwarding one request upstream and relaying the answer.
+
+- Before the response: connect and first-byte timeouts give 504, connection
+  failures 502, a redirect 502 (redirects are never followed).
+- Provider errors (non-2xx) and non-streamed answers are read fully (bounded by
+  ``max_buffered_response_bytes``) before anything is sent, so an upstream that
+  stalls or resets mid-body yields a clean 504/502 instead of a truncated 200.
+- Streamed answers are relayed chunk by chunk as they arrive. For SSE a stall
+  (no bytes for ``upstream_idle`` seconds) or a reset ends the stream with an
+  error event in the family's shape; other streams are aborted without the
+  final chunk, which every HTTP client reports as an incomplete body.
+- Client disconnect cancels the handler (aiohttp ``handler_cancellation``); the
+  ``finally`` closes the upstream connection rather than returning it to the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from data_plane.errors import GatewayError, sse_error_event
+from data_plane.sse import EventSplitter
+
+log = logging.getLogger("odock.data_plane.proxy")
+
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "date",
+        "server",
+        "x-request-id",
+    }
+)
+
+UPSTREAM_TIMEOUT = "Upstream provider did not respond in time"
+UPSTREAM_STALLED = "Upstream provider stopped sending data"
+UPSTREAM_UNREACHABLE = "Upstream provider is unreachable"
+UPSTREAM_BROKEN = "Upstream provider closed the connection before completing its response"
+UPSTREAM_REDIRECT = "Upstream provider answered with a redirect; redirects are not followed"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCall:
+    """One request to send upstream."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+    first_byte_timeout: float
+    streaming: bool
+    family: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyLimits:
+    """Per-request relay limits."""
+
+    upstream_idle: float
+    deadline: float  # loop.time() by which everything must be done
+    max_buffered: int
+
+
+def _timeout(limit: float, deadline: float) -> float:
+    return max(0.0, min(limit, deadline - asyncio.get_running_loop().time()))
+
+
+def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+    """Upstream response headers minus hop-by-hop ones (and any the Connection header names)."""
+    named = {h.strip().lower() for h in upstream.headers.get("Connection", "").split(",") if h.strip()}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.headers.items():
+        lower = name.lower()
+        if lower in _HOP_BY_HOP or lower in named:
+            continue
+        out.add(name, value)
+    upstream_id = upstream.headers.get("x-request-id") or upstream.headers.get("request-id")
+    if upstream_id:
+        out["x-upstream-request-id"] = upstream_id[:128]
+    return out
+
+
+async def forward(
+    request: web.Request, session: aiohttp.ClientSession, call: UpstreamCall, limits: ProxyLimits
+) -> web.StreamResponse:
+    """Send ``call`` upstream and relay its answer to the client."""
+    try:
+        async with asyncio.timeout(_timeout(call.first_byte_timeout, limits.deadline)):
+            upstream = await session.request(
+                call.method, call.url, headers=call.headers, data=call.body, allow_redirects=False
+            )
+    except TimeoutError:
+        raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        log.info("upstream request failed: %s", type(exc).__name__)
+        raise GatewayError(502, "upstream_unreachable", UPSTREAM_UNREACHABLE) from None
+    try:
+        if 300 <= upstream.status < 400:
+            raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)
+        is_sse = upstream.content_type == "text/event-stream"
+        if 200 <= upstream.status < 300 and (call.streaming or is_sse):
+            return await _relay_stream(request, upstream, call, limits, is_sse)
+        return await _relay_buffered(request, upstream, call, limits)
+    finally:
+        # Anything not read to the end is closed, not pooled: on client disconnect this is
+        # what tells the provider to stop generating.
+        if not upstream.content.is_eof():
+            upstream.close()
+        else:
+            upstream.release()
+
+
+async def _read_chunk(upstream: aiohttp.ClientResponse, limits: ProxyLimits) -> bytes:
+    async with asyncio.timeout(_timeout(limits.upstream_idle, limits.deadline)):
+        return await upstream.content.readany()
+
+
+async def _relay_buffered(
+    request: web.Request, upstream: aiohttp.ClientResponse, call: UpstreamCall, limits: ProxyLimits
+) -> web.StreamResponse:
+    buf = bytearray()
+    try:
+        while True:
+            chunk = await _read_chunk(upstream, limits)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > limits.max_buffered:
+                # Too big to hold: relay the rest as it comes (a break then aborts the connection).
+                return await _relay_stream(request, upstream, call, limits, False, bytes(buf))
+    except TimeoutError:
+        raise GatewayError(504, "upstream_timeout", UPSTREAM_STALLED) from None
+    except (aiohttp.ClientError, OSError):
+        raise GatewayError(502, "upstream_reset", UPSTREAM_BROKEN) from None
+    return web.Response(
+        status=upstream.status, reason=upstream.reason, body=bytes(buf), headers=response_headers(upstream)
+    )
+
+
+async def _relay_stream(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    call: UpstreamCall,
+    limits: ProxyLimits,
+    is_sse: bool,
+    head: bytes = b"",
+) -> web.StreamResponse:
+    resp = web.StreamResponse(
+        status=upstream.status, reason=upstream.reason, headers=response_headers(upstream)
+    )
+    if is_sse:
+        resp.headers["Cache-Control"] = resp.headers.get("Cache-Control", "no-cache")
+        resp.headers["X-Accel-Buffering"] = "no"
+    await resp.prepare(request)
+    splitter = EventSplitter() if is_sse else None
+    failure: GatewayError | None = None
+    if head:
+        await resp.write(head)
+    try:
+        while True:
+            chunk = await _read_chunk(upstream, limits)
+            if not chunk:
+                break
+            out = splitter.feed(chunk) if splitter is not None else chunk
+            if out:
+                await resp.write(out)
+    except TimeoutError:
+        failure = GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
+    except (aiohttp.ClientError, OSError):
+        failure = GatewayError(502, "upstream_reset", UPSTREAM_BROKEN)
+    if failure is None:
+        if splitter is not None and splitter.pending:
+            await resp.write(splitter.flush())
+        await resp.write_eof()
+        return resp
+    log.info("upstream stream ended early: %s", failure.code)
+    if splitter is None:
+        # No framing to end cleanly in: drop the connection without the terminating chunk.
+        if request.transport is not None:
+            request.transport.abort()
+        return resp
+    await resp.write(sse_error_event(call.family, failure))
+    await resp.write_eof()
+    return resp

@@ -1,0 +1,167 @@
+"""Serving one worker: listening socket (SO_REUSEPORT), slow-client guard, ready file, SIGTERM.
+
+aiohttp has no request-header timeout, so connections get a guard: from the
+moment a connection opens (or the first byte of a new request arrives on a
+kept-alive one) its headers must be complete within ``client_header``
+seconds, or it is answered 408 and closed. The guard is disarmed when the
+handler starts (the middleware calls ``request_started``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+
+from data_plane.app import build_app
+from data_plane.settings import Settings
+
+log = logging.getLogger("odock.data_plane")
+
+
+class GuardedRequestHandler(RequestHandler):
+    """RequestHandler with a deadline for receiving a complete request head."""
+
+    def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._odock_header_timeout = header_timeout
+        self._odock_timer: asyncio.TimerHandle | None = None
+        self._odock_busy = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._odock_arm()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._odock_busy and self._odock_timer is None:
+            self._odock_arm()
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._odock_disarm()
+        super().connection_lost(exc)
+
+    def request_started(self) -> None:
+        """The head of a request arrived: stop the header clock."""
+        self._odock_busy = True
+        self._odock_disarm()
+
+    def request_finished(self) -> None:
+        """The handler is done: the next request's head starts the clock on its first byte."""
+        self._odock_busy = False
+
+    def _odock_arm(self) -> None:
+        self._odock_disarm()
+        self._odock_timer = asyncio.get_running_loop().call_later(
+            self._odock_header_timeout, self._odock_expire
+        )
+
+    def _odock_disarm(self) -> None:
+        if self._odock_timer is not None:
+            self._odock_timer.cancel()
+            self._odock_timer = None
+
+    def _odock_expire(self) -> None:
+        self._odock_timer = None
+        if self._odock_busy or self.transport is None or self.transport.is_closing():
+            return
+        rid = f"req_{secrets.token_hex(12)}"
+        self.transport.write(
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nConnection: close\r\n"
+            + f"x-request-id: {rid}\r\nContent-Length: 40\r\n\r\n".encode()
+            + b"Request headers not received in time.\r\n\r\n"
+        )
+        self.force_close()
+        self.transport.close()
+
+
+class GuardedServer(web.Server):
+    """web.Server whose connections get a header deadline."""
+
+    def __init__(self, base: web.Server, header_timeout: float) -> None:
+        # Rebuilt from the server AppRunner made, keeping its handler and keyword arguments.
+        super().__init__(
+            base.request_handler,
+            request_factory=base.request_factory,
+            handler_cancellation=base.handler_cancellation,
+            loop=base._loop,
+            **base._kwargs,
+        )
+        self._header_timeout = header_timeout
+
+    def __call__(self) -> RequestHandler:
+        return GuardedRequestHandler(
+            self, loop=self._loop, header_timeout=self._header_timeout, **self._kwargs
+        )
+
+
+class GuardedAppRunner(web.AppRunner):
+    """AppRunner serving through GuardedServer."""
+
+    def __init__(self, app: web.Application, header_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._header_timeout = header_timeout
+
+    async def _make_server(self) -> web.Server:
+        return GuardedServer(await super()._make_server(), self._header_timeout)
+
+
+def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A bound TCP socket; with ``reuse_port`` several workers share the port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
+def write_ready_file(path: Path, address: str) -> None:
+    """Atomically write ``{"http": address, "pid": N}``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"http": address, "pid": os.getpid()}), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Run one worker until SIGTERM/SIGINT, then drain in-flight requests within the grace period."""
+    app = build_app(settings)
+    runner = GuardedAppRunner(
+        app,
+        settings.timeouts.client_header,
+        handle_signals=False,
+        handler_cancellation=True,
+        access_log=None,
+        keepalive_timeout=settings.timeouts.client_keepalive,
+        shutdown_timeout=settings.timeouts.grace,
+    )
+    await runner.setup()
+    host, port = settings.host_port
+    sock = listening_socket(host, port, reuse_port)
+    site = web.SockSite(runner, sock, backlog=1024)
+    await site.start()
+    bound_host, bound_port = sock.getsockname()[:2]
+    address = f"{bound_host}:{bound_port}"
+    log.info("data plane worker %d serving on %s", os.getpid(), address)
+    if settings.ready_file is not None:
+        write_ready_file(settings.ready_file, address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("data plane worker %d stopping", os.getpid())
+        await runner.cleanup()

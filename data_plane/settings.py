@@ -1,0 +1,230 @@
+"""The data plane's frozen settings, built from the environment in one place.
+
+Every secret ``X`` may instead be given as ``X_FILE``. Bad or missing values
+raise :class:`SettingsError` with a one-line message naming the variable and
+never echoing a secret. Defaults are documented in docs/errors.md (timeouts)
+and docs/architecture.md (the rest).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+DEFAULT_CP_ADDRESS = "127.0.0.1:50051"
+MIN_PEPPER_BYTES = 32
+MIN_TOKEN_CHARS = 32
+
+
+class SettingsError(ValueError):
+    """A missing or malformed setting; the message is one line naming the variable."""
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Every data-plane timeout, in seconds (upstream first byte is the model's own timeout)."""
+
+    client_header: float = 10.0
+    client_body_idle: float = 30.0
+    client_keepalive: float = 75.0
+    upstream_connect: float = 10.0
+    upstream_idle: float = 60.0
+    total: float = 900.0
+    control_plane_rpc: float = 5.0
+    watch_idle: float = 20.0
+    reconnect_max: float = 10.0
+    grace: float = 10.0
+
+
+@dataclass(frozen=True)
+class CacheSizes:
+    """Bounds and lifetimes of the governance cache."""
+
+    keys: int = 100_000
+    routes: int = 20_000
+    negative: int = 50_000
+    ttl: float = 600.0
+    negative_ttl: float = 5.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Data-plane configuration (see docs/architecture.md and docs/errors.md)."""
+
+    listen: str = DEFAULT_LISTEN
+    cp_address: str = DEFAULT_CP_ADDRESS
+    node_token: str = field(default="", repr=False)
+    key_pepper: bytes = field(default=b"", repr=False)
+    cp_tls_ca_file: Path | None = None
+    cp_tls_cert_file: Path | None = None
+    cp_tls_key_file: Path | None = None
+    workers: int = 1
+    node_id: str = ""
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_json_depth: int = 64
+    max_buffered_response_bytes: int = 64 * 1024 * 1024
+    max_staleness: float = 300.0
+    upstream_pool_size: int = 1000
+    upstream_pool_per_host: int = 256
+    ready_file: Path | None = None
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    cache: CacheSizes = field(default_factory=CacheSizes)
+
+    @property
+    def cp_tls(self) -> bool:
+        """True when the control-plane channel uses TLS."""
+        return self.cp_tls_ca_file is not None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """The listen address split into host and port."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build and validate settings from an environment mapping."""
+        env = _Env(environ)
+        token = env.secret("ODOCK_NODE_TOKEN")
+        if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+            raise SettingsError(
+                f"ODOCK_NODE_TOKEN: must be at least {MIN_TOKEN_CHARS} characters without whitespace"
+            )
+        ca = env.path("ODOCK_CP_TLS_CA_FILE")
+        cert = env.path("ODOCK_CP_TLS_CERT_FILE")
+        key = env.path("ODOCK_CP_TLS_KEY_FILE")
+        if (cert is None) != (key is None):
+            raise SettingsError("ODOCK_CP_TLS_CERT_FILE and ODOCK_CP_TLS_KEY_FILE must be set together")
+        if cert is not None and ca is None:
+            raise SettingsError("ODOCK_CP_TLS_CERT_FILE: mutual TLS needs ODOCK_CP_TLS_CA_FILE too")
+        listen = _parse_address("ODOCK_DP_LISTEN", env.plain("ODOCK_DP_LISTEN", DEFAULT_LISTEN))
+        workers = int(env.number("ODOCK_WORKERS", 1, low=1, high=256, integer=True))
+        ready = env.plain("ODOCK_READY_FILE", "")
+        timeouts = Timeouts(
+            client_header=env.number("ODOCK_CLIENT_HEADER_TIMEOUT_SECONDS", 10.0, low=0.05, high=3600),
+            client_body_idle=env.number("ODOCK_CLIENT_BODY_IDLE_SECONDS", 30.0, low=0.05, high=3600),
+            client_keepalive=env.number("ODOCK_CLIENT_KEEPALIVE_SECONDS", 75.0, low=0.05, high=3600),
+            upstream_connect=env.number("ODOCK_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0, low=0.05, high=600),
+            upstream_idle=env.number("ODOCK_UPSTREAM_IDLE_SECONDS", 60.0, low=0.05, high=3600),
+            total=env.number("ODOCK_REQUEST_TOTAL_SECONDS", 900.0, low=0.1, high=86400),
+            control_plane_rpc=env.number("ODOCK_CP_RPC_TIMEOUT_SECONDS", 5.0, low=0.05, high=600),
+            watch_idle=env.number("ODOCK_WATCH_IDLE_SECONDS", 20.0, low=0.1, high=3600),
+            reconnect_max=env.number("ODOCK_RECONNECT_MAX_SECONDS", 10.0, low=0.05, high=600),
+            grace=env.number("ODOCK_GRACE_SECONDS", 10.0, low=0.0, high=3600),
+        )
+        cache = CacheSizes(
+            keys=int(env.number("ODOCK_KEY_CACHE_SIZE", 100_000, low=1, high=10**8, integer=True)),
+            routes=int(env.number("ODOCK_ROUTE_CACHE_SIZE", 20_000, low=1, high=10**8, integer=True)),
+            negative=int(env.number("ODOCK_NEGATIVE_CACHE_SIZE", 50_000, low=1, high=10**8, integer=True)),
+            ttl=env.number("ODOCK_CACHE_TTL_SECONDS", 600.0, low=0.05, high=86400 * 7),
+            negative_ttl=env.number("ODOCK_NEGATIVE_CACHE_SECONDS", 5.0, low=0.0, high=3600),
+        )
+        return cls(
+            listen=listen,
+            cp_address=_parse_address("ODOCK_CP_ADDRESS", env.plain("ODOCK_CP_ADDRESS", DEFAULT_CP_ADDRESS)),
+            node_token=token,
+            key_pepper=_parse_pepper(env.secret("ODOCK_KEY_PEPPER")),
+            cp_tls_ca_file=ca,
+            cp_tls_cert_file=cert,
+            cp_tls_key_file=key,
+            workers=workers,
+            node_id=env.plain("ODOCK_NODE_ID", f"{socket.gethostname()}-{os.getpid()}")[:128],
+            max_body_bytes=int(
+                env.number("ODOCK_MAX_BODY_BYTES", 32 * 1024 * 1024, low=1, high=2**40, integer=True)
+            ),
+            max_json_depth=int(env.number("ODOCK_MAX_JSON_DEPTH", 64, low=2, high=10_000, integer=True)),
+            max_buffered_response_bytes=int(
+                env.number(
+                    "ODOCK_MAX_BUFFERED_RESPONSE_BYTES", 64 * 1024 * 1024, low=1024, high=2**40, integer=True
+                )
+            ),
+            max_staleness=env.number("ODOCK_MAX_STALENESS_SECONDS", 300.0, low=0.0, high=86400 * 30),
+            upstream_pool_size=int(
+                env.number("ODOCK_UPSTREAM_POOL_SIZE", 1000, low=1, high=10**6, integer=True)
+            ),
+            upstream_pool_per_host=int(
+                env.number("ODOCK_UPSTREAM_POOL_PER_HOST", 256, low=0, high=10**6, integer=True)
+            ),
+            ready_file=Path(ready) if ready else None,
+            timeouts=timeouts,
+            cache=cache,
+        )
+
+
+class _Env:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._env = environ
+
+    def plain(self, name: str, default: str) -> str:
+        return self._env.get(name, "").strip() or default
+
+    def secret(self, name: str) -> str:
+        """``name`` or the contents of ``name_FILE``; required, never echoed."""
+        direct = self._env.get(name, "")
+        path = self._env.get(f"{name}_FILE", "").strip()
+        if direct and path:
+            raise SettingsError(f"{name}: set either {name} or {name}_FILE, not both")
+        if path:
+            try:
+                direct = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+                raise SettingsError(f"{name}_FILE: cannot read {path}: {reason}") from None
+        direct = direct.strip()
+        if not direct:
+            raise SettingsError(f"{name}: required (set {name} or {name}_FILE)")
+        return direct
+
+    def path(self, name: str) -> Path | None:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return None
+        p = Path(raw)
+        if not p.is_file():
+            raise SettingsError(f"{name}: no such file: {raw}")
+        return p
+
+    def number(self, name: str, default: float, *, low: float, high: float, integer: bool = False) -> float:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(int(raw)) if integer else float(raw)
+        except ValueError:
+            kind = "an integer" if integer else "a number"
+            raise SettingsError(f"{name}: not {kind}: {raw[:32]!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{name}: must be between {low:g} and {high:g}")
+        return value
+
+
+def _parse_pepper(value: str) -> bytes:
+    padded = value + "=" * (-len(value) % 4)
+    try:
+        raw = base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        try:
+            raw = base64.urlsafe_b64decode(padded)
+        except (binascii.Error, ValueError):
+            raise SettingsError("ODOCK_KEY_PEPPER: must be base64") from None
+    if len(raw) < MIN_PEPPER_BYTES:
+        raise SettingsError(f"ODOCK_KEY_PEPPER: must decode to at least {MIN_PEPPER_BYTES} bytes")
+    return raw
+
+
+def _parse_address(name: str, value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise SettingsError(f"{name}: expected HOST:PORT, got {value[:64]!r}")
+    return value
+
+
+def process_environ() -> dict[str, str]:
+    """A copy of this process's environment (read here only, to configure worker processes)."""
+    return dict(os.environ)

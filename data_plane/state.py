@@ -1,0 +1,107 @@
+"""Per-worker state (governance client, cache, watcher, upstream session) and its lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from data_plane.governance.cache import GovernanceCache
+from data_plane.governance.client import NodeClient
+from data_plane.governance.types import Link
+from data_plane.governance.watch import Watcher
+from data_plane.settings import Settings
+
+log = logging.getLogger("odock.data_plane")
+
+
+@dataclass
+class NodeState:
+    """Everything one worker shares across requests."""
+
+    settings: Settings
+    client: NodeClient
+    link: Link
+    cache: GovernanceCache
+    watcher: Watcher
+    session: aiohttp.ClientSession
+
+    def status(self) -> dict[str, Any]:
+        """The status object behind /readyz: link, staleness, cache and RPC counts."""
+        staleness = self.link.staleness(time.monotonic())
+        return {
+            "ready": self.ready(),
+            "node_id": self.settings.node_id,
+            "control_plane": "connected" if self.link.connected else "disconnected",
+            "staleness_seconds": None if staleness is None else round(staleness, 3),
+            "max_staleness_seconds": self.settings.max_staleness,
+            "revision": self.link.revision,
+            "flushes": self.link.flushes,
+            "reconnects": self.link.reconnects,
+            "cache": self.cache.sizes(),
+            "rpc": dict(self.client.calls),
+        }
+
+    def ready(self) -> bool:
+        """Connected, or disconnected but still within the staleness budget."""
+        if self.link.connected:
+            return True
+        staleness = self.link.staleness(time.monotonic())
+        return self.link.ever_connected and staleness is not None and staleness <= self.settings.max_staleness
+
+
+STATE: web.AppKey[NodeState] = web.AppKey("odock_state", NodeState)
+
+
+def upstream_session(settings: Settings) -> aiohttp.ClientSession:
+    """One pooled client per worker: keep-alive, bounded, no redirects, bytes passed through as sent."""
+    connector = aiohttp.TCPConnector(
+        limit=settings.upstream_pool_size,
+        limit_per_host=settings.upstream_pool_per_host,
+        keepalive_timeout=30.0,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.timeouts.upstream_connect,
+            sock_connect=settings.timeouts.upstream_connect,
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),  # tenants must never share cookies
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        trust_env=False,
+        raise_for_status=False,
+    )
+
+
+def node_state_ctx(settings: Settings) -> Any:
+    """A cleanup context that owns the node state and every background task."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        client = NodeClient(settings)
+        link = Link()
+        cache = GovernanceCache(client, link, settings.cache, settings.max_staleness)
+        watcher = Watcher(client, cache, link, settings)
+        session = upstream_session(settings)
+        app[STATE] = NodeState(settings, client, link, cache, watcher, session)
+        watch_task = asyncio.create_task(watcher.run(), name="odock-watch")
+        try:
+            yield
+        finally:
+            watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch_task
+            await cache.close()
+            await session.close()
+            await client.close()
+
+    return ctx
