@@ -603,24 +603,34 @@ Global___UsageBatch: _TypeAlias = UsageBatch  # noqa: Y015
 
 @_typing.final
 class UsageAck(_message.Message):
+    """Sent only after the batch's transaction committed; the node may then forget
+    the batch. accepted + duplicates + rejected = number of records in the batch.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQUENCE_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     DUPLICATES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     accepted: _builtins.int
+    """newly stored"""
     duplicates: _builtins.int
+    """request id already stored (a replay): ignored"""
+    rejected: _builtins.int
+    """malformed (no request id, org or time; bad values): dropped, logged"""
     def __init__(
         self,
         *,
         sequence: _builtins.int = ...,
         accepted: _builtins.int = ...,
         duplicates: _builtins.int = ...,
+        rejected: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates", "rejected", b"rejected", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
