@@ -1,0 +1,56 @@
+"""Fixtures: a control plane and a data plane per module (real processes), a fake provider per test.
+
+Every test provisions its own org against its own fake provider, so tests sharing the
+planes never see each other's models or keys. Tests that stop or restart a plane
+start their own (``tests/data_plane/test_resilience.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.fakes.fixtures import fake_provider
+from tests.fakes.provider import FakeProvider
+from tests.support.dataplane import DataPlaneProcess, start_data_plane
+from tests.support.planes import ControlPlaneProcess, start_control_plane
+from tests.support.provision import Provisioned, provision_all_families
+
+__all__ = ["fake_provider"]
+
+
+@pytest.fixture(scope="module")
+def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess]:
+    """A control plane on a fresh SQLite file, shared by one test module."""
+    db: Path = tmp_path_factory.mktemp("cp") / "cp.db"
+    proc = start_control_plane(f"sqlite:///{db}")
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def dp(cp: ControlPlaneProcess) -> Iterator[DataPlaneProcess]:
+    """A data plane connected to ``cp``, shared by one test module."""
+    proc = start_data_plane(
+        cp.address,
+        cp.node_token,
+        cp.pepper,
+        extra_env={"ODOCK_UPSTREAM_IDLE_SECONDS": "1", "ODOCK_CLIENT_HEADER_TIMEOUT_SECONDS": "1",
+                   "ODOCK_CLIENT_BODY_IDLE_SECONDS": "1", "ODOCK_MAX_BODY_BYTES": str(1024 * 1024)},
+    )  # fmt: skip
+    try:
+        proc.wait_connected()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest_asyncio.fixture
+async def org(cp: ControlPlaneProcess, fake_provider: FakeProvider) -> AsyncIterator[Provisioned]:
+    """A fresh org wired to this test's fake provider, with an all-models key."""
+    yield await provision_all_families(cp, fake_provider)
