@@ -30,7 +30,7 @@ from tests.fakes.errors import native_error
 from tests.fakes.reply import Ask, JsonReply, StreamReply, dumps
 
 FAMILIES = ("openai", "anthropic", "gemini", "vllm")
-_PREFIX = {"openai": "/openai", "anthropic": "/anthropic", "gemini": "/gemini", "vllm": "/vllm"}
+PREFIXES = {"openai": "/openai", "anthropic": "/anthropic", "gemini": "/gemini", "vllm": "/vllm"}
 _FAMILY_BY_ENUM = {1: "openai", 2: "anthropic", 3: "gemini", 4: "vllm"}
 
 Builder = Callable[[Ask], JsonReply | StreamReply]
@@ -171,7 +171,7 @@ class FakeProvider:
     def base_url(self, family: str | int) -> str:
         """The base URL a model of ``family`` should be configured with."""
         name = family_name(family)
-        return self.url + _PREFIX[name] + ("/v1" if name == "openai" else "")
+        return self.url + PREFIXES[name] + ("/v1" if name == "openai" else "")
 
     def secret(self, family: str | int) -> str:
         """The provider key this fake expects for ``family`` (checked when ``require_keys``)."""
@@ -318,7 +318,7 @@ def _record(request: web.BaseRequest, body: bytes) -> RecordedRequest:
     raw = request.raw_path
     path, _, query = raw.partition("?")
     family, native = None, path
-    for name, prefix in _PREFIX.items():
+    for name, prefix in PREFIXES.items():
         if path.startswith(prefix + "/"):
             family, native = name, path[len(prefix):]
             break
