@@ -123,12 +123,11 @@ def start_data_plane(
     ready = workdir / "ready.json"
     env = data_plane_env(cp_address, node_token, pepper, ready, listen=listen, extra_env=extra_env)
     stderr_path = workdir / "stderr.log"
-    err = open(stderr_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "data_plane", "--workers", str(workers)],
-        env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-    )  # fmt: skip
-    err.close()
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "data_plane", "--workers", str(workers)],
+            env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+        )  # fmt: skip
     dp = DataPlaneProcess(proc, "", env, workdir, stderr_path)
     deadline = time.monotonic() + timeout
     delay = 0.02
