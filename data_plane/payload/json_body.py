@@ -23,13 +23,25 @@ from data_plane.payload.errors import PayloadError, echo
 
 DEFAULT_MAX_DEPTH = 64
 
-# A JSON string token (validity already checked by msgspec), optionally followed by ':'
-# (then it is an object key); or an opening bracket; or a closing bracket.
-_TOKEN = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")([ \t\r\n]*:)?|([{\[])|[}\]]', re.DOTALL)
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# One token per match, every alternative led by a literal so the regex engine jumps
+# between candidates at C speed (numbers, literals, ',' and whitespace are never visited).
+# Validity was already checked by msgspec, so these patterns only need to tokenize:
+# 1. a key (group 1 = its contents) with ':' and, when the value is a string or scalar,
+#    that value (group 2): one match per member;
+# 2. a run of string values in an array (no group): one match for ["a", "b", ...];
+# 3. '{' (group 3), '[' (group 4), '}' (group 5), ']' (group 6).
+_S = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_W = rb"[ \t\r\n]*+"
+_TOKEN = re.compile(
+    rb'"([^"\\]*+(?:\\.[^"\\]*+)*+)"' + _W + b":" + _W + rb"(" + _S + rb"|[-+.0-9A-Za-z]++)?"
+    + rb"|" + _S + rb"(?:" + _W + b"," + _W + _S + rb"(?!" + _W + rb":))*+"
+    + rb"|\{()|\[()|\}()|\]()",
+    re.DOTALL,
+)  # fmt: skip
+_KEY, _KEY_WITH_VALUE, _OPEN_OBJECT, _OPEN_ARRAY = 1, 2, 3, 4
 _WS = re.compile(rb"[ \t\r\n]*")
 _BYTE_AT = re.compile(r"\(byte (\d+)\)")
-_MODEL_KEY = b'"model"'
+_MODEL_KEY = b"model"
 _DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 
 
@@ -37,9 +49,9 @@ _DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
 class JsonFacts:
     """What the gateway needs from a JSON body, found in one inspection."""
 
-    model: str | None
-    stream: bool | None
-    # Byte span [start, end) of the top-level model value, quotes included.
+    model: str | None  # None: absent or null
+    stream: bool | None  # None: absent or null
+    # Byte span [start, end) of the top-level model value (quotes included), or of its null.
     model_span: tuple[int, int] | None
     # Offset of the top-level '{' and how many members it has (for inserting a model).
     object_start: int
@@ -71,19 +83,17 @@ def inspect_json(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonFact
     doc = _decode(body, max_depth)
     if type(doc) is not dict:
         raise PayloadError("request body must be a JSON object", code="invalid_json")
-    members, model_at = _scan(body, max_depth)
+    members, model_span = _scan(body, max_depth)
 
     model = doc.get("model")
-    model_span: tuple[int, int] | None = None
-    if "model" in doc:
-        if type(model) is not str:
-            raise PayloadError("'model' must be a string", code="invalid_model", param="model")
-        assert model_at is not None  # the scan saw the same top-level key msgspec did
-        start = _skip_ws(body, model_at)
-        string = _STRING.match(body, start)
-        assert string is not None  # msgspec decoded a str here
-        model_span = (start, string.end())
-    stream = doc.get("stream")
+    # null means "the provider's default" where a provider allows that (OpenAI images):
+    # model stays None, but model_span covers the null so a splice replaces it.
+    if model is not None and type(model) is not str:
+        raise PayloadError("'model' must be a string", code="invalid_model", param="model")
+    if model_span is None and "model" in doc:
+        # Unreachable for valid JSON; refusing beats inserting a second "model" key.
+        raise PayloadError("could not locate 'model' in the body", code="invalid_json", param="model")
+    stream = doc.get("stream")  # null is what the OpenAI schema calls "not streaming"
     if stream is not None and type(stream) is not bool:
         raise PayloadError("'stream' must be a boolean", code="invalid_stream", param="stream")
 
@@ -126,6 +136,8 @@ def _decode(body: bytes, max_depth: int) -> Any:
         raise PayloadError("JSON number out of range", code="invalid_json") from None
     except msgspec.DecodeError as exc:
         raise PayloadError(_syntax_message(body, str(exc)), code="invalid_json") from None
+    except ValueError:  # a gateway error is always a 400, never a 500
+        raise PayloadError("request body is not valid JSON", code="invalid_json") from None
 
 
 def _syntax_message(body: bytes, detail: str) -> str:
@@ -143,39 +155,39 @@ def _syntax_message(body: bytes, detail: str) -> str:
     return f"request body is not valid JSON: {detail[:120]}"
 
 
-def _scan(body: bytes, max_depth: int) -> tuple[int, int | None]:
-    """Check depth and duplicate keys; return (top-level member count, offset after the model key's ':')."""
+def _scan(body: bytes, max_depth: int) -> tuple[int, tuple[int, int] | None]:
+    """Check depth and duplicate keys; return (top-level member count, span of a scalar top-level model)."""
     stack: list[set[bytes] | None] = []
     members = 0
-    model_at: int | None = None
+    model_span: tuple[int, int] | None = None
     for m in _TOKEN.finditer(body):
         kind = m.lastindex
-        if kind == 1:  # a string value
+        if kind is None:  # string values in an array
             continue
-        if kind == 2:  # an object key
+        if kind <= _KEY_WITH_VALUE:
             key = m.group(1)
             if b"\\" in key:
-                key = msgspec.json.encode(msgspec.json.decode(key))
+                key = msgspec.json.decode(b'"' + key + b'"').encode("utf-8", "surrogatepass")
             seen = stack[-1]
             assert seen is not None  # keys only occur in objects (msgspec validated)
             if key in seen:
                 raise PayloadError(
-                    f"duplicate key {echo(msgspec.json.decode(key))} in a JSON object",
+                    f"duplicate key {echo(key.decode('utf-8', 'replace'))} in a JSON object",
                     code="duplicate_key",
                     param="model" if key == _MODEL_KEY else None,
                 )
             seen.add(key)
             if len(stack) == 1:
                 members += 1
-                if key == _MODEL_KEY:
-                    model_at = m.end()
-        elif kind == 3:  # an opening bracket
-            stack.append(set() if m.group(3) == b"{" else None)
+                if key == _MODEL_KEY and kind == _KEY_WITH_VALUE:
+                    model_span = m.span(2)
+        elif kind <= _OPEN_ARRAY:
+            stack.append(set() if kind == _OPEN_OBJECT else None)
             if len(stack) > max_depth:
                 raise PayloadError(f"JSON nesting is deeper than {max_depth} levels", code="json_too_deep")
         else:
             stack.pop()
-    return members, model_at
+    return members, model_span
 
 
 def _skip_ws(body: bytes, pos: int) -> int:

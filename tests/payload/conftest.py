@@ -1,0 +1,1 @@
+"""Payload and provider-dialect tests: pure functions, no servers or fixtures needed."""
