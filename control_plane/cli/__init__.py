@@ -1,0 +1,1 @@
+"""odockctl: the admin command-line tool over the control plane's gRPC API."""

@@ -1,0 +1,1 @@
+"""odockctl apply: make the control plane match a YAML file, idempotently."""

@@ -1,0 +1,193 @@
+"""odockctl model create|get|list|update|delete."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.field_mask_pb2 import FieldMask
+from odock.v1 import models_pb2
+
+from control_plane.cli.commands.common import add_command, add_group, usd_or_none
+from control_plane.cli.context import Context, parsed
+from control_plane.cli.errors import UsageError
+from control_plane.cli.output import timestamp_text, usd
+from control_plane.cli.values import (
+    check_base_url,
+    families,
+    family_name,
+    format_duration_ms,
+    parse_duration_ms,
+    parse_family,
+    parse_usd,
+)
+
+
+def duration_ms(d: Duration) -> int:
+    """A Duration in whole milliseconds."""
+    return d.seconds * 1000 + d.nanos // 1_000_000
+
+
+def pricing_text(m: models_pb2.Model) -> str:
+    """Input/output (cached) prices per million tokens."""
+    p = m.pricing
+    text = f"in {usd(p.input_per_mtok_micros)} / out {usd(p.output_per_mtok_micros)}"
+    if p.HasField("cached_input_per_mtok_micros"):
+        text += f" / cached {usd(p.cached_input_per_mtok_micros)}"
+    return text + " per Mtok"
+
+
+def model_fields(m: models_pb2.Model) -> list[tuple[str, str]]:
+    """Key/value rendering of one model."""
+    return [
+        ("id", m.id),
+        ("org id", m.org_id),
+        ("name", m.name),
+        ("family", family_name(m.family)),
+        ("upstream slug", m.upstream_slug),
+        ("base url", m.base_url),
+        ("timeout", format_duration_ms(duration_ms(m.timeout))),
+        ("credential", m.credential),
+        ("pricing", pricing_text(m)),
+        ("enabled", "yes" if m.enabled else "no"),
+        ("created", timestamp_text(m.create_time)),
+        ("updated", timestamp_text(m.update_time)),
+    ]
+
+
+def _fill(model: models_pb2.Model, args: argparse.Namespace) -> list[str]:
+    """Copy given flags into ``model``; returns the update-mask paths they touch."""
+    paths = []
+    if args.family is not None:
+        model.family = parsed(args.family, parse_family, "--family")
+        paths.append("family")
+    if args.slug is not None:
+        model.upstream_slug = args.slug
+        paths.append("upstream_slug")
+    if args.base_url is not None:
+        model.base_url = parsed(args.base_url, check_base_url, "--base-url")
+        paths.append("base_url")
+    if args.timeout_value is not None:
+        model.timeout.FromMilliseconds(parsed(args.timeout_value, parse_duration_ms, "--upstream-timeout"))
+        paths.append("timeout")
+    if args.credential is not None:
+        model.credential = args.credential
+        paths.append("credential")
+    if args.input_price is not None:
+        model.pricing.input_per_mtok_micros = parsed(args.input_price, parse_usd, "--input-price")
+        paths.append("pricing.input_per_mtok_micros")
+    if args.output_price is not None:
+        model.pricing.output_per_mtok_micros = parsed(args.output_price, parse_usd, "--output-price")
+        paths.append("pricing.output_per_mtok_micros")
+    if args.cached_input_price is not _KEEP:
+        if args.cached_input_price is not None:
+            model.pricing.cached_input_per_mtok_micros = args.cached_input_price
+        paths.append("pricing.cached_input_per_mtok_micros")
+    if args.enabled is not None:
+        model.enabled = args.enabled
+        paths.append("enabled")
+    return paths
+
+
+_KEEP: Any = object()
+
+
+def create(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.client()
+    model = models_pb2.Model(org_id=client.org_id(args.org), name=args.name)
+    _fill(model, args)
+    created = client.call(client.models.CreateModel, models_pb2.CreateModelRequest(model=model))
+    ctx.out.message(created, model_fields(created))
+
+
+def get(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.client()
+    m = client.call(client.models.GetModel, models_pb2.GetModelRequest(org_id=client.org_id(args.org), name=args.name))
+    ctx.out.message(m, model_fields(m))
+
+
+def list_(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.client()
+    org_id = client.org_id(args.org)
+    models = client.pages(
+        client.models.ListModels,
+        lambda token, size: models_pb2.ListModelsRequest(org_id=org_id, page_size=size, page_token=token),
+        lambda r: iter(r.models),
+    )
+    rows = [[m.name, family_name(m.family), m.upstream_slug, m.base_url, m.credential,
+             usd(m.pricing.input_per_mtok_micros), usd(m.pricing.output_per_mtok_micros),
+             "yes" if m.enabled else "no"] for m in models]
+    ctx.out.listing("models", models,
+                    ["NAME", "FAMILY", "SLUG", "BASE URL", "CREDENTIAL", "IN/MTOK", "OUT/MTOK", "ENABLED"], rows)
+
+
+def update(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.client()
+    org_id = client.org_id(args.org)
+    model = models_pb2.Model(org_id=org_id, name=args.name)
+    paths = _fill(model, args)
+    if not paths:
+        raise UsageError("nothing to update: give at least one field flag")
+    if any(p.startswith("pricing.") for p in paths):
+        # The mask addresses pricing as a whole: merge the given prices into the current ones.
+        current = client.call(client.models.GetModel, models_pb2.GetModelRequest(org_id=org_id, name=args.name))
+        merged = models_pb2.Model()
+        merged.pricing.CopyFrom(current.pricing)
+        for path in paths:
+            if path.startswith("pricing."):
+                field = path.removeprefix("pricing.")
+                if field == "cached_input_per_mtok_micros" and not model.pricing.HasField(field):
+                    merged.pricing.ClearField(field)
+                else:
+                    setattr(merged.pricing, field, getattr(model.pricing, field))
+        model.pricing.CopyFrom(merged.pricing)
+        paths = [p for p in paths if not p.startswith("pricing.")] + ["pricing"]
+    updated = client.call(
+        client.models.UpdateModel, models_pb2.UpdateModelRequest(model=model, update_mask=FieldMask(paths=paths))
+    )
+    ctx.out.message(updated, model_fields(updated))
+
+
+def delete(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.client()
+    org_id = client.org_id(args.org)
+    client.call(client.models.DeleteModel, models_pb2.DeleteModelRequest(org_id=org_id, name=args.name))
+    if ctx.out.as_json:
+        ctx.out.json({"deleted": "model", "org_id": org_id, "name": args.name})
+    else:
+        ctx.out.line(f"deleted model {args.org}/{args.name}")
+
+
+def _add_model_flags(p: argparse.ArgumentParser, create: bool) -> None:
+    p.add_argument("org", help="org name or id")
+    p.add_argument("name", help="model name clients send")
+    p.add_argument("--family", required=create, help=f"provider family: {', '.join(families())}")
+    p.add_argument("--slug", required=create, help="the provider's model id, e.g. gpt-4.1-mini")
+    p.add_argument("--base-url", required=create, help="provider base URL, e.g. https://api.openai.com/v1")
+    p.add_argument("--credential", required=create, help="credential name in the same org and family")
+    p.add_argument("--upstream-timeout", dest="timeout_value", metavar="DURATION",
+                   help="upstream first-byte timeout, e.g. 60s (server default 60s)")
+    p.add_argument("--input-price", metavar="USD", help="USD per million input tokens, e.g. 0.15")
+    p.add_argument("--output-price", metavar="USD", help="USD per million output tokens")
+    p.add_argument("--cached-input-price", metavar="USD|none", type=usd_or_none("--cached-input-price"),
+                   default=_KEEP, help="USD per million cached input tokens; 'none' = not priced separately")
+    state = p.add_mutually_exclusive_group()
+    state.add_argument("--enabled", dest="enabled", action="store_const", const=True, default=None)
+    state.add_argument("--disabled", dest="enabled", action="store_const", const=False)
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add the model command group."""
+    group = add_group(sub, common, "model", "manage models (what clients name in requests)")
+    _add_model_flags(add_command(group, common, "create", "create a model", create), create=True)
+    p = add_command(group, common, "get", "show one model", get)
+    p.add_argument("org", help="org name or id")
+    p.add_argument("name")
+    p = add_command(group, common, "list", "list an org's models", list_)
+    p.add_argument("org", help="org name or id")
+    _add_model_flags(add_command(group, common, "update", "change fields of a model (only the flags given)",
+                                 update), create=False)
+    p = add_command(group, common, "delete", "delete a model", delete)
+    p.add_argument("org", help="org name or id")
+    p.add_argument("name")

@@ -1,0 +1,101 @@
+"""Run ``odockctl`` as a real subprocess against a control-plane process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+RUN_TIMEOUT_S = 60
+
+
+def console_script(name: str, module: str) -> list[str]:
+    """The installed console script, or ``python -m module`` when not installed."""
+    script = BIN / name
+    return [str(script)] if script.exists() else [sys.executable, "-m", module]
+
+
+ODOCKCTL = console_script("odockctl", "control_plane.cli.main")
+ODOCK = console_script("odock", "control_plane.local")
+
+
+@dataclass(frozen=True)
+class Result:
+    """Exit status and output of one invocation."""
+
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def lines(self) -> list[str]:
+        return self.out.splitlines()
+
+
+def assert_one_line_error(result: Result, code: int, *needles: str) -> str:
+    """Non-zero exit, nothing on stdout, exactly one ``odockctl: error:`` line naming the problem."""
+    assert result.code == code, result
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("odockctl: error: "), lines[0]
+    assert "Traceback" not in result.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+@dataclass
+class Ctl:
+    """An ``odockctl`` bound to one control plane (address and admin token in the env)."""
+
+    address: str
+    token: str
+    base_env: dict[str, str] = field(default_factory=dict)
+
+    def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ODOCK_")}
+        env.update({"ODOCK_CP_ADDRESS": self.address, "ODOCK_ADMIN_TOKEN": self.token})
+        env.update(self.base_env)
+        env.update(extra or {})
+        return env
+
+    def run(self, *args: str, env: Mapping[str, str] | None = None, stdin: str = "",
+            cwd: Path | None = None) -> Result:
+        """Run and capture; never raises on a non-zero exit."""
+        proc = subprocess.run(
+            [*ODOCKCTL, *args], input=stdin, capture_output=True, text=True, env=self.env(env),
+            timeout=RUN_TIMEOUT_S, cwd=cwd,
+        )  # fmt: skip
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    def ok(self, *args: str, env: Mapping[str, str] | None = None, stdin: str = "") -> Result:
+        """Run and require exit 0 with an empty stderr."""
+        result = self.run(*args, env=env, stdin=stdin)
+        assert result.code == 0, result
+        assert result.err == "", result.err
+        return result
+
+    def json(self, *args: str, env: Mapping[str, str] | None = None, stdin: str = "") -> Any:
+        """Run with --json and parse stdout."""
+        return self.ok("--json", *args, env=env, stdin=stdin).json()
+
+    def state(self) -> dict[str, Any]:
+        """Everything the admin API shows, for before/after comparisons."""
+        orgs = self.json("org", "list")["orgs"]
+        state: dict[str, Any] = {"orgs": orgs}
+        for org in orgs:
+            name = org["name"]
+            state[name] = {
+                "credentials": self.json("credential", "list", name)["credentials"],
+                "models": self.json("model", "list", name)["models"],
+                "keys": self.json("key", "list", name, "--include-revoked")["keys"],
+            }
+        return state
