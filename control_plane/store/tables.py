@@ -189,3 +189,62 @@ class ChangeRow(Base):
     model_name: Mapped[str | None] = mapped_column(String(256))
     credential_id: Mapped[str | None] = mapped_column(String(40))
     time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageRecordRow(Base):
+    """One proxied request as a data plane reported it (odock.v1.UsageRecord).
+
+    The request id is the primary key, so a replayed record is ignored whatever
+    its attempt or node: ``attempt`` and ``node_id`` only say which delivery was
+    stored. No foreign keys on purpose: usage outlives deleted orgs, keys and
+    models, and a batch must never fail because one was deleted meanwhile. No
+    model or pricing data is copied here; the cost was computed by the node.
+    """
+
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_records_org_id_time", "org_id", "time"),)
+
+    request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    node_id: Mapped[str] = mapped_column(String(128))
+    org_id: Mapped[str] = mapped_column(String(40))
+    key_id: Mapped[str] = mapped_column(String(40))  # '' when unknown
+    model_name: Mapped[str] = mapped_column(String(256))  # '' when unknown
+    upstream_slug: Mapped[str] = mapped_column(String(256))
+    family: Mapped[int] = mapped_column(SmallInteger)
+    endpoint: Mapped[str] = mapped_column(String(128))
+    http_status: Mapped[int] = mapped_column(SmallInteger)
+    outcome: Mapped[int] = mapped_column(SmallInteger)  # odock.v1.Outcome
+    streamed: Mapped[bool] = mapped_column(Boolean)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_picos: Mapped[int] = mapped_column(BigInteger)
+    latency_us: Mapped[int] = mapped_column(BigInteger)
+    upstream_latency_us: Mapped[int] = mapped_column(BigInteger)
+    time_to_first_byte_us: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[datetime] = mapped_column()  # taken on the data plane
+    flags: Mapped[int] = mapped_column(BigInteger)
+    receive_time: Mapped[datetime] = mapped_column()  # stored by the control plane
+
+
+class UsageRollupRow(Base):
+    """Hourly totals per (org, hour, key, model, outcome), bumped in the same
+    transaction that inserts the records they count, and only for records
+    actually inserted, so replays never count twice. ``hour`` is whole hours
+    since the Unix epoch (UTC): day buckets are ``hour // 24`` on both backends."""
+
+    __tablename__ = "usage_rollups"
+
+    org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    key_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    outcome: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    input_tokens: Mapped[int] = mapped_column(BigInteger)
+    output_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_input_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_picos: Mapped[int] = mapped_column(BigInteger)

@@ -25,6 +25,8 @@ EXPECTED_TABLES = {
     "admin_tokens",
     "revision_counter",
     "changes",
+    "usage_records",
+    "usage_rollups",
 }
 
 
