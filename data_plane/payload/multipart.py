@@ -33,6 +33,7 @@ def _malformed(why: str) -> PayloadError:
 class _Field:
     content_start: int
     content_end: int
+    value: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +75,8 @@ def boundary_of(content_type: str) -> bytes:
 
 def inspect_multipart(body: bytes, content_type: str) -> str | None:
     """The value of the ``model`` form field, or None when the body has none; PayloadError if malformed."""
-    parsed = _parse(body, content_type)
-    if parsed.model is None:
-        return None
-    raw = body[parsed.model.content_start : parsed.model.content_end]
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise PayloadError("'model' is not valid UTF-8", code="invalid_model", param="model") from None
+    model = _parse(body, content_type).model
+    return None if model is None else model.value
 
 
 def multipart_with_model(body: bytes, content_type: str, slug: str) -> tuple[bytes, str]:
@@ -140,9 +135,16 @@ def _parse(body: bytes, content_type: str) -> _Parsed:
                 raise PayloadError(
                     "duplicate 'model' field in multipart body", code="duplicate_key", param="model"
                 )
-            model = _Field(headers_end + 4, next_delimiter)
+            model = _Field(headers_end + 4, next_delimiter, _utf8(body[headers_end + 4 : next_delimiter]))
         pos = next_delimiter + 2
     return _Parsed(boundary, first, model)
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise PayloadError("'model' is not valid UTF-8", code="invalid_model", param="model") from None
 
 
 def _refuse_bare_lf_delimiters(body: bytes, dash: bytes) -> None:
