@@ -80,15 +80,17 @@ async def test_first_chunk_reaches_client_before_upstream_finishes(
     release = asyncio.Event()
     fake_provider.knobs.hold_last = release
     call = chat_call(family, CHAT_MODEL[family], stream=True, key=org.key)
-    async with httpx.AsyncClient(base_url=dp.url, timeout=10) as client:
-        async with client.stream("POST", call.path, content=call.body, headers=call.headers) as resp:
-            assert resp.status_code == 200
-            body = resp.aiter_bytes()
-            first = await asyncio.wait_for(_until(body, b"piece1"), 5)
-            rec = fake_provider.last()
-            assert not rec.complete, "the client holds a chunk while the provider has not sent its last piece"
-            release.set()
-            rest = b"".join([c async for c in body])
+    async with (
+        httpx.AsyncClient(base_url=dp.url, timeout=10) as client,
+        client.stream("POST", call.path, content=call.body, headers=call.headers) as resp,
+    ):
+        assert resp.status_code == 200
+        body = resp.aiter_bytes()
+        first = await asyncio.wait_for(_until(body, b"piece1"), 5)
+        rec = fake_provider.last()
+        assert not rec.complete, "the client holds a chunk while the provider has not sent its last piece"
+        release.set()
+        rest = b"".join([c async for c in body])
     assert rec.complete and b"piece2" in first + rest
 
 
@@ -98,10 +100,12 @@ async def test_client_disconnect_mid_stream_closes_the_upstream_connection(
 ) -> None:
     fake_provider.knobs.hold_last = asyncio.Event()  # never released: the provider is mid-answer
     call = chat_call(family, CHAT_MODEL[family], stream=True, key=org.key)
-    async with httpx.AsyncClient(base_url=dp.url, timeout=10) as client:
-        async with client.stream("POST", call.path, content=call.body, headers=call.headers) as resp:
-            await asyncio.wait_for(_until(resp.aiter_bytes(), b"piece0"), 5)
-            rec = fake_provider.last()
+    async with (
+        httpx.AsyncClient(base_url=dp.url, timeout=10) as client,
+        client.stream("POST", call.path, content=call.body, headers=call.headers) as resp,
+    ):
+        await asyncio.wait_for(_until(resp.aiter_bytes(), b"piece0"), 5)
+        rec = fake_provider.last()
     # leaving the block closed the client connection mid-stream
     await asyncio.wait_for(rec.finished.wait(), 1.0)
     assert rec.disconnected and not rec.complete
