@@ -22,6 +22,7 @@ _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _PARAM = re.compile(rf'[ \t]*;[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^;\s"]+))[ \t]*')
 _QUOTED_PAIR = re.compile(r"\\(.)")
 _HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
+_PADDING = re.compile(rb"[ \t]*")
 _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 
 
@@ -107,16 +108,22 @@ def _parse(body: bytes, content_type: str) -> _Parsed:
         if found < 0:
             raise _malformed("no boundary found")
         pos = found + 2
+        if body.find(dash) < pos:
+            # A lenient parser might start its first part here; we would not.
+            raise _malformed("boundary text in the preamble")
     first = pos
     model: _Field | None = None
     parts = 0
     while True:
         after = pos + len(dash)
         if body.startswith(b"--", after):
-            break  # close delimiter; the epilogue is ignored, as RFC 2046 says
-        line_end = after
-        while line_end < len(body) and body[line_end] in b" \t":
-            line_end += 1
+            # Close delimiter. RFC 2046 ignores the epilogue; refuse one a lenient parser
+            # could read more parts from.
+            if body.find(dash, after + 2) >= 0:
+                raise _malformed("boundary text after the closing boundary")
+            break
+        padding = _PADDING.match(body, after)
+        line_end = padding.end() if padding else after
         if not body.startswith(_CRLF, line_end):
             raise _malformed("boundary line not followed by CRLF")
         parts += 1

@@ -68,7 +68,7 @@ def test_quoted_boundary_preamble_padding_and_epilogue() -> None:
         + b"\r\n" + dash + b"\r\n"
         + b'CONTENT-DISPOSITION: Form-Data ; name = "model" \r\n\r\n'
         + b"whisper-\xc3\xa9"
-        + b"\r\n" + dash + b"--\r\nepilogue " + dash + b"\r\n"
+        + b"\r\n" + dash + b"--\r\nepilogue\r\n"
     )  # fmt: skip
     assert inspect_multipart(body, content_type) == "whisper-\u00e9"
     out, _ = multipart_with_model(body, content_type, "openai/whisper-large-v3")
@@ -135,6 +135,9 @@ MALFORMED: list[tuple[bytes, str, str]] = [
     (field("model", b"\xff") + b"--xyz--", CT, "invalid_model"),
     (b"--xyz\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n--xyz--", CT, "invalid_multipart"),
     (field("x", b"1") * 1001 + b"--xyz--", CT, "invalid_multipart"),
+    (b"pre --xyz\r\n" + field("model", b"a") + b"--xyz--", CT, "invalid_multipart"),  # boundary in preamble
+    (field("model", b"a") + b"--xyz--\r\n" + field("model", b"b") + b"--xyz--", CT, "invalid_multipart"),
+    (b"--xyz" + b" " * 1_000_000 + b"x", CT, "invalid_multipart"),  # long padding, no CRLF
 ]  # fmt: skip
 
 
