@@ -33,10 +33,18 @@ async def request(base_url: str, method: str, target: str, headers: dict[str, st
         head += [f"{k}: {v}" for k, v in (headers or {}).items()]
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()
-        raw = await asyncio.wait_for(reader.read(), timeout)
+        return await asyncio.wait_for(read_response(reader), timeout)
     finally:
         writer.close()
-    return parse(raw)
+
+
+async def read_response(reader: asyncio.StreamReader) -> RawResponse:
+    """Read one response: by Content-Length when given (the server may keep the socket open), else to EOF."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), None)
+    rest = await reader.readexactly(length) if length is not None else await reader.read()
+    return parse(head + rest)
 
 
 def parse(raw: bytes) -> RawResponse:
