@@ -1,0 +1,128 @@
+"""Usage records between the wire and the table: validation of what a node
+reported (``odock.v1.UsageRecord`` -> row values) and back (row -> proto)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from odock.v1 import node_pb2
+
+from control_plane.store.tables import UsageRecordRow
+
+SECONDS_PER_HOUR = 3600
+HOURS_PER_DAY = 24
+# Latest instant a Timestamp (and a datetime) can hold: 9999-12-31T23:59:59Z.
+MAX_SECONDS = 253_402_300_799
+_INT32_MAX = 2**31 - 1
+_SMALLINT_MAX = 2**15 - 1
+
+# Column -> longest accepted value (the column's length).
+_STRINGS = {
+    "request_id": 128,
+    "node_id": 128,
+    "org_id": 40,
+    "key_id": 40,
+    "model_name": 256,
+    "upstream_slug": 256,
+    "endpoint": 128,
+}
+# Non-negative int64 counters copied as they are.
+_COUNTERS = (
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+    "cost_picos",
+    "latency_us",
+    "upstream_latency_us",
+    "time_to_first_byte_us",
+)
+# Small enums / codes: proto3 keeps unknown enum numbers, the column is a smallint.
+_SMALL = ("family", "outcome", "http_status")
+ROLLUP_COUNTERS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost_picos")
+
+
+class BadRecord(ValueError):
+    """A record that can never be stored; the message names the field."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated record: its column values and its rollup hour."""
+
+    values: dict[str, Any]
+    hour: int
+
+
+def _string(name: str, value: str) -> str:
+    if len(value) > _STRINGS[name]:
+        raise BadRecord(f"{name}: longer than {_STRINGS[name]} characters")
+    if "\x00" in value:
+        # PostgreSQL text cannot hold NUL; refusing here keeps one record from failing a batch.
+        raise BadRecord(f"{name}: contains a NUL character")
+    return value
+
+
+def prepare(record: node_pb2.UsageRecord, batch_node_id: str, receive_time: datetime) -> Prepared:
+    """Column values for ``record``; BadRecord when it cannot be stored as is."""
+    if not record.request_id:
+        raise BadRecord("request_id: required")
+    if not record.org_id:
+        raise BadRecord("org_id: required")
+    if not record.HasField("time"):
+        raise BadRecord("time: required")
+    seconds = record.time.seconds
+    if not 0 <= seconds <= MAX_SECONDS or not 0 <= record.time.nanos < 1_000_000_000:
+        raise BadRecord("time: out of range")
+    values: dict[str, Any] = {
+        name: _string(name, getattr(record, name)) for name in _STRINGS if name != "node_id"
+    }
+    values["node_id"] = _string("node_id", record.node_id or batch_node_id)
+    for name in _COUNTERS:
+        value = getattr(record, name)
+        if value < 0:
+            raise BadRecord(f"{name}: negative")
+        values[name] = value
+    for name in _SMALL:
+        value = int(getattr(record, name))
+        if not 0 <= value <= _SMALLINT_MAX:
+            raise BadRecord(f"{name}: out of range")
+        values[name] = value
+    if record.attempt > _INT32_MAX:
+        raise BadRecord("attempt: out of range")
+    values["attempt"] = record.attempt
+    values["streamed"] = record.streamed
+    values["flags"] = record.flags
+    values["time"] = record.time.ToDatetime(tzinfo=UTC)
+    values["receive_time"] = receive_time
+    return Prepared(values=values, hour=seconds // SECONDS_PER_HOUR)
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(UTC))
+    return ts
+
+
+def to_proto(row: UsageRecordRow) -> node_pb2.UsageRecord:
+    """The stored record as the node reported it (time at microsecond precision)."""
+    msg = node_pb2.UsageRecord(
+        request_id=row.request_id, attempt=row.attempt, node_id=row.node_id, org_id=row.org_id,
+        key_id=row.key_id, model_name=row.model_name, upstream_slug=row.upstream_slug,
+        family=row.family,  # type: ignore[arg-type]
+        endpoint=row.endpoint, http_status=row.http_status,
+        outcome=row.outcome,  # type: ignore[arg-type]
+        streamed=row.streamed, flags=row.flags,
+    )  # fmt: skip
+    for name in _COUNTERS:
+        setattr(msg, name, getattr(row, name))
+    msg.time.CopyFrom(_timestamp(row.time))
+    return msg
+
+
+def receive_timestamp(row: UsageRecordRow) -> Timestamp:
+    """When the control plane stored the row."""
+    return _timestamp(row.receive_time)
