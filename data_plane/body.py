@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from data_plane.errors import GatewayError
 
@@ -23,19 +24,27 @@ def check_declared_length(request: web.BaseRequest, limit: int) -> None:
         raise too_large(limit)
 
 
-async def read_body(request: web.BaseRequest, limit: int, idle: float) -> bytes:
-    """The whole body, refusing more than ``limit`` bytes as they arrive (chunked bodies too)."""
+async def read_body(request: web.BaseRequest, limit: int, idle: float, total: float) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes as they arrive (chunked bodies too).
+
+    A client that pauses longer than ``idle`` or takes longer than ``total`` is cut off (408).
+    """
     check_declared_length(request, limit)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total
     buf = bytearray()
     while True:
+        wait = min(idle, deadline - loop.time())
         try:
-            async with asyncio.timeout(idle):
+            if wait <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(wait):
                 chunk = await request.content.readany()
         except TimeoutError:
             raise GatewayError(
-                408, "request_timeout", f"Client sent no request body data for {idle:g} seconds", close=True
+                408, "request_timeout", "Client did not send the request body in time", close=True
             ) from None
-        except (ConnectionError, ValueError) as exc:
+        except (ConnectionError, ValueError, HttpProcessingError) as exc:
             raise GatewayError(400, "invalid_request", "Malformed request body framing", close=True) from exc
         if not chunk:
             return bytes(buf)

@@ -120,7 +120,12 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         model: str | None = None
         try:
             if endpoint.body != "none":
-                body = await read_body(request, settings.max_body_bytes, settings.timeouts.client_body_idle)
+                body = await read_body(
+                    request,
+                    settings.max_body_bytes,
+                    settings.timeouts.client_body_idle,
+                    settings.timeouts.client_body,
+                )
             if endpoint.body == "json":
                 assert body is not None
                 facts = inspect_json(body, max_depth=settings.max_json_depth)

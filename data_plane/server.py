@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import socket
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from data_plane.app import build_app
 from data_plane.settings import Settings
 
 log = logging.getLogger("odock.data_plane")
+
+LINGER_SECONDS = 2.0
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -58,6 +61,37 @@ class GuardedRequestHandler(RequestHandler):
     def request_finished(self) -> None:
         """The handler is done: the next request's head starts the clock on its first byte."""
         self._odock_busy = False
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Transport-level errors (unparsable requests) as short plain text, never echoing the request.
+
+        aiohttp's default quotes the start of the offending request line (which may carry a
+        ``?key=``) in the answer and in a logged traceback.
+        """
+        kind = type(exc).__name__ if exc is not None else "error"
+        if status >= 500:
+            log.error("error handling a request: %s", kind)
+        else:
+            log.debug("refused a malformed request: %s", kind)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send an error response")
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Error"
+        resp = web.Response(
+            status=status,
+            text=f"{status} {phrase}: {'malformed HTTP request' if status < 500 else 'gateway error'}\n",
+            headers={"x-request-id": f"req_{secrets.token_hex(12)}"},
+        )
+        resp.force_close()
+        return resp
 
     def _odock_arm(self) -> None:
         self._odock_disarm()
@@ -144,6 +178,9 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
         handler_cancellation=True,
         access_log=None,
         keepalive_timeout=settings.timeouts.client_keepalive,
+        # After an early answer (413, 408) aiohttp reads and discards the rest of the body so the
+        # client sees the answer rather than a reset; keep that short for slow or huge uploads.
+        lingering_time=LINGER_SECONDS,
         shutdown_timeout=settings.timeouts.grace,
     )
     await runner.setup()

@@ -32,6 +32,7 @@ class Timeouts:
 
     client_header: float = 10.0
     client_body_idle: float = 30.0
+    client_body: float = 120.0
     client_keepalive: float = 75.0
     upstream_connect: float = 10.0
     upstream_idle: float = 60.0
@@ -109,6 +110,7 @@ class Settings:
         timeouts = Timeouts(
             client_header=env.number("ODOCK_CLIENT_HEADER_TIMEOUT_SECONDS", 10.0, low=0.05, high=3600),
             client_body_idle=env.number("ODOCK_CLIENT_BODY_IDLE_SECONDS", 30.0, low=0.05, high=3600),
+            client_body=env.number("ODOCK_CLIENT_BODY_TIMEOUT_SECONDS", 120.0, low=0.05, high=86400),
             client_keepalive=env.number("ODOCK_CLIENT_KEEPALIVE_SECONDS", 75.0, low=0.05, high=3600),
             upstream_connect=env.number("ODOCK_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0, low=0.05, high=600),
             upstream_idle=env.number("ODOCK_UPSTREAM_IDLE_SECONDS", 60.0, low=0.05, high=3600),

@@ -21,6 +21,8 @@ from tests.support.provision import Provisioned, provision_all_families
 
 __all__ = ["fake_provider"]
 
+MAX_BODY = 11 * 1024 * 1024  # room for a 10 MB model name; 413 above it
+
 
 @pytest.fixture(scope="module")
 def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess]:
@@ -41,7 +43,8 @@ def dp(cp: ControlPlaneProcess) -> Iterator[DataPlaneProcess]:
         cp.node_token,
         cp.pepper,
         extra_env={"ODOCK_UPSTREAM_IDLE_SECONDS": "1", "ODOCK_CLIENT_HEADER_TIMEOUT_SECONDS": "1",
-                   "ODOCK_CLIENT_BODY_IDLE_SECONDS": "1", "ODOCK_MAX_BODY_BYTES": str(1024 * 1024)},
+                   "ODOCK_CLIENT_BODY_IDLE_SECONDS": "1", "ODOCK_CLIENT_BODY_TIMEOUT_SECONDS": "2",
+                   "ODOCK_MAX_BODY_BYTES": str(MAX_BODY)},
     )  # fmt: skip
     try:
         proc.wait_connected()

@@ -17,6 +17,7 @@ from google.genai import types as genai_types
 from google.protobuf import field_mask_pb2
 from odock.v1 import models_pb2
 
+from tests.data_plane.conftest import MAX_BODY
 from tests.data_plane.helpers import CHAT_MODEL, FAMILIES, assert_error, chat_call, send
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess
@@ -95,14 +96,15 @@ async def test_error_table_rows_in_family_shape(
         # missing model (the model is in the path for gemini)
         if family != "gemini":
             assert_error(family, await send(client, chat_call(family, None, key=key)), 400, "missing_model")
-        # body too large, declared and chunked (limit 1 MiB in the fixture)
-        big = b'{"model": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+        # body too large, declared and chunked
+        big = b'{"model": "' + b"x" * (MAX_BODY + 10) + b'"}'
         resp = await client.post(call.path, content=big, headers=call.headers)
         assert_error(family, resp, 413, "request_too_large")
 
         async def chunks() -> AsyncIterator[bytes]:
-            for _ in range(40):
-                yield b" " * 32768
+            chunk = b" " * 262144
+            for _ in range(MAX_BODY // len(chunk) + 2):
+                yield chunk
 
         resp = await client.post(call.path, content=chunks(), headers=call.headers)
         assert "content-length" not in resp.request.headers
