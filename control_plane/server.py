@@ -25,6 +25,7 @@ from control_plane.services.keys import VirtualKeyServicer
 from control_plane.services.models import ModelServicer
 from control_plane.services.node import NodeServicer
 from control_plane.services.orgs import OrgServicer
+from control_plane.services.usage import UsageServicer
 from control_plane.settings import Settings
 from control_plane.store import db
 from odock.v1 import (
@@ -40,6 +41,8 @@ from odock.v1 import (
     node_pb2_grpc,
     orgs_pb2,
     orgs_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
 )
 
 log = logging.getLogger("odock.control_plane")
@@ -54,6 +57,7 @@ SERVICE_NAMES: tuple[str, ...] = tuple(
         keys_pb2.DESCRIPTOR.services_by_name["VirtualKeyService"],
         admin_tokens_pb2.DESCRIPTOR.services_by_name["AdminTokenService"],
         node_pb2.DESCRIPTOR.services_by_name["NodeService"],
+        usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
     )
 )
 
@@ -120,6 +124,7 @@ async def start(settings: Settings) -> RunningServer:
         keys_pb2_grpc.add_VirtualKeyServiceServicer_to_server(VirtualKeyServicer(deps), server)
         admin_tokens_pb2_grpc.add_AdminTokenServiceServicer_to_server(AdminTokenServicer(deps), server)
         node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(sessionmaker, settings, feed), server)
+        usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(sessionmaker), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -135,10 +135,13 @@ class VirtualKeyServicer(keys_pb2_grpc.VirtualKeyServiceServicer):
                     raise AlreadyExists(conflict)
                 row.name = name
             if "all_models" in paths or "models" in paths:
-                all_models = msg.all_models if "all_models" in paths else row.all_models
                 names = list(msg.models) if "models" in paths else list(row.models)
-                if "all_models" in paths and all_models and "models" not in paths:
-                    names = []
+                if "all_models" in paths:
+                    all_models = msg.all_models
+                    if all_models and "models" not in paths:
+                        names = []
+                else:  # a new explicit list replaces an all-models scope
+                    all_models = row.all_models and not names
                 row.all_models = all_models
                 row.models = await _check_scope(session, org_id, all_models, names)
             if "expire_time" in paths:

@@ -33,7 +33,7 @@ async def names_by_id(session: AsyncSession, ids: set[str]) -> dict[str, str]:
     if not ids:
         return {}
     rows = await session.execute(select(CredentialRow.id, CredentialRow.name).where(CredentialRow.id.in_(ids)))
-    return {i: n for i, n in rows.tuples()}
+    return {str(i): str(n) for i, n in rows}
 
 
 async def list_page(
