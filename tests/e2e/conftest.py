@@ -25,7 +25,10 @@ MAX_BODY_BYTES = 1 << 20
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     marker = pytest.mark.asyncio(loop_scope="package")
     for item in items:
-        if pytest_asyncio.is_async_test(item) and Path(str(item.path)).parent == _E2E_DIR:
+        if Path(str(item.path)).parent != _E2E_DIR:
+            continue
+        item.add_marker(pytest.mark.slow)  # multi-process
+        if pytest_asyncio.is_async_test(item):
             item.add_marker(marker, append=False)
 
 
