@@ -32,7 +32,9 @@ class Context:
         if self._client is None:
             token = self.args.token or self.settings.token
             if not token:
-                raise UsageError("no admin token: set ODOCK_ADMIN_TOKEN (or ODOCK_ADMIN_TOKEN_FILE) or pass --token")
+                raise UsageError(
+                    "no admin token: set ODOCK_ADMIN_TOKEN (or ODOCK_ADMIN_TOKEN_FILE) or pass --token"
+                )
             if self.args.timeout <= 0:
                 raise UsageError(f"--timeout must be positive, got {self.args.timeout}")
             self._client = Client(

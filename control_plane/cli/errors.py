@@ -1,9 +1,9 @@
 """Errors odockctl reports as one stderr line, each with its exit status.
 
-    CliError            exit 1: generic
-    ├── UsageError      exit 2: bad flags, bad file, missing env var, bad value
-    ├── RemoteError     exit 1: the control plane answered with an error status
-    └── UnreachableError exit 3: no answer from the control plane at all
+CliError            exit 1: generic
+├── UsageError      exit 2: bad flags, bad file, missing env var, bad value
+├── RemoteError     exit 1: the control plane answered with an error status
+└── UnreachableError exit 3: no answer from the control plane at all
 """
 
 from __future__ import annotations

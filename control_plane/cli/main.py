@@ -36,27 +36,52 @@ def _global_flags(parser: argparse.ArgumentParser, suppress: bool) -> None:
     def d(value: object) -> object:
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("--address", default=d(None), metavar="HOST:PORT",
-                        help=f"control plane gRPC address (env ODOCK_CP_ADDRESS, default {DEFAULT_ADDRESS})")
-    parser.add_argument("--token", default=d(None),
-                        help="admin token (env ODOCK_ADMIN_TOKEN or ODOCK_ADMIN_TOKEN_FILE; prefer those)")
-    parser.add_argument("--tls-ca", default=d(None), metavar="FILE",
-                        help="CA bundle to verify the control plane's TLS certificate (env ODOCK_CP_TLS_CA_FILE)")
-    parser.add_argument("--tls-cert", default=d(None), metavar="FILE",
-                        help="client certificate for mTLS (env ODOCK_CP_TLS_CERT_FILE)")
-    parser.add_argument("--tls-key", default=d(None), metavar="FILE",
-                        help="client key for mTLS (env ODOCK_CP_TLS_KEY_FILE)")
+    parser.add_argument(
+        "--address",
+        default=d(None),
+        metavar="HOST:PORT",
+        help=f"control plane gRPC address (env ODOCK_CP_ADDRESS, default {DEFAULT_ADDRESS})",
+    )
+    parser.add_argument(
+        "--token",
+        default=d(None),
+        help="admin token (env ODOCK_ADMIN_TOKEN or ODOCK_ADMIN_TOKEN_FILE; prefer those)",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        default=d(None),
+        metavar="FILE",
+        help="CA bundle to verify the control plane's TLS certificate (env ODOCK_CP_TLS_CA_FILE)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        default=d(None),
+        metavar="FILE",
+        help="client certificate for mTLS (env ODOCK_CP_TLS_CERT_FILE)",
+    )
+    parser.add_argument(
+        "--tls-key", default=d(None), metavar="FILE", help="client key for mTLS (env ODOCK_CP_TLS_KEY_FILE)"
+    )
     parser.add_argument("--json", action="store_true", default=d(False), help="print JSON for scripts")
-    parser.add_argument("--timeout", type=float, default=d(DEFAULT_TIMEOUT), metavar="SECONDS",
-                        help=f"deadline per RPC (default {DEFAULT_TIMEOUT:g})")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=d(DEFAULT_TIMEOUT),
+        metavar="SECONDS",
+        help=f"deadline per RPC (default {DEFAULT_TIMEOUT:g})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full command tree."""
     common = Parser(add_help=False)
     _global_flags(common, suppress=True)
-    parser = Parser(prog=PROG, description="Odock admin tool over the control plane's gRPC API.",
-                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog=PROG,
+        description="Odock admin tool over the control plane's gRPC API.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _global_flags(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (orgs, credentials, models, keys, tokens, apply_command):
@@ -76,8 +101,14 @@ def run(
     try:
         settings = CliSettings.from_env(environ)
         args = build_parser().parse_args(list(argv))
-        ctx = Context(args=args, out=Output(stdout, args.json), err=stderr, stdin=stdin,
-                      environ=environ, settings=settings)
+        ctx = Context(
+            args=args,
+            out=Output(stdout, args.json),
+            err=stderr,
+            stdin=stdin,
+            environ=environ,
+            settings=settings,
+        )
         args.handler(ctx, args)
         return EXIT_OK
     except CliError as exc:
@@ -98,7 +129,9 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
     try:
-        code = run(sys.argv[1:] if argv is None else argv, process_environ(), sys.stdin, sys.stdout, sys.stderr)
+        code = run(
+            sys.argv[1:] if argv is None else argv, process_environ(), sys.stdin, sys.stdout, sys.stderr
+        )
         sys.stdout.flush()
     except BrokenPipeError:
         # Output piped into e.g. `head`: not an error worth a traceback.

@@ -11,6 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+from odock.v1 import (
+    credentials_pb2,
+    credentials_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    orgs_pb2,
+    orgs_pb2_grpc,
+)
+
 BIN = Path(sys.executable).parent
 RUN_TIMEOUT_S = 60
 
@@ -67,12 +81,13 @@ class Ctl:
         env.update(extra or {})
         return env
 
-    def run(self, *args: str, env: Mapping[str, str] | None = None, stdin: str = "",
-            cwd: Path | None = None) -> Result:
+    def run(
+        self, *args: str, env: Mapping[str, str] | None = None, stdin: str = "", cwd: Path | None = None
+    ) -> Result:
         """Run and capture; never raises on a non-zero exit."""
         proc = subprocess.run(
             [*ODOCKCTL, *args], input=stdin, capture_output=True, text=True, env=self.env(env),
-            timeout=RUN_TIMEOUT_S, cwd=cwd,
+            timeout=RUN_TIMEOUT_S, cwd=cwd, check=False,
         )  # fmt: skip
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
@@ -88,14 +103,34 @@ class Ctl:
         return self.ok("--json", *args, env=env, stdin=stdin).json()
 
     def state(self) -> dict[str, Any]:
-        """Everything the admin API shows, for before/after comparisons."""
-        orgs = self.json("org", "list")["orgs"]
-        state: dict[str, Any] = {"orgs": orgs}
+        """Everything the admin API shows (read in-process over gRPC), for before/after comparisons."""
+        return admin_state(self.address, self.token)
+
+
+def admin_state(address: str, token: str) -> dict[str, Any]:
+    """Every org with its credentials, models and keys (revoked too), as proto-named JSON data."""
+    meta = (("authorization", f"Bearer {token}"),)
+    with grpc.insecure_channel(address) as channel:
+        orgs = (
+            orgs_pb2_grpc.OrgServiceStub(channel)
+            .ListOrgs(orgs_pb2.ListOrgsRequest(page_size=1000), metadata=meta, timeout=30)
+            .orgs
+        )
+        creds = credentials_pb2_grpc.CredentialServiceStub(channel)
+        models = models_pb2_grpc.ModelServiceStub(channel)
+        keys = keys_pb2_grpc.VirtualKeyServiceStub(channel)
+        state: dict[str, Any] = {"orgs": [_dict(o) for o in orgs]}
         for org in orgs:
-            name = org["name"]
-            state[name] = {
-                "credentials": self.json("credential", "list", name)["credentials"],
-                "models": self.json("model", "list", name)["models"],
-                "keys": self.json("key", "list", name, "--include-revoked")["keys"],
-            }
-        return state
+            state[org.name] = {
+                "credentials": [_dict(c) for c in creds.ListCredentials(credentials_pb2.ListCredentialsRequest(
+                    org_id=org.id, page_size=1000), metadata=meta, timeout=30).credentials],
+                "models": [_dict(m) for m in models.ListModels(models_pb2.ListModelsRequest(
+                    org_id=org.id, page_size=1000), metadata=meta, timeout=30).models],
+                "keys": [_dict(k) for k in keys.ListVirtualKeys(keys_pb2.ListVirtualKeysRequest(
+                    org_id=org.id, page_size=1000, include_revoked=True), metadata=meta, timeout=30).keys],
+            }  # fmt: skip
+    return state
+
+
+def _dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)

@@ -14,16 +14,51 @@ def _org(ctl: Ctl, name: str) -> dict[str, object]:
 
 
 def _credential_and_model(ctl: Ctl, org: str) -> None:
-    ctl.ok("credential", "create", org, "openai", "--family", "openai", "--secret-env", "S",
-           env={"S": OPENAI_SECRET})
-    ctl.ok("model", "create", org, "gpt", "--family", "openai", "--slug", "gpt-4.1-mini",
-           "--base-url", "https://api.openai.com/v1", "--credential", "openai")
+    ctl.ok(
+        "credential",
+        "create",
+        org,
+        "openai",
+        "--family",
+        "openai",
+        "--secret-env",
+        "S",
+        env={"S": OPENAI_SECRET},
+    )
+    ctl.ok(
+        "model",
+        "create",
+        org,
+        "gpt",
+        "--family",
+        "openai",
+        "--slug",
+        "gpt-4.1-mini",
+        "--base-url",
+        "https://api.openai.com/v1",
+        "--credential",
+        "openai",
+    )
 
 
 def test_org_and_tier_commands(ctl: Ctl) -> None:
-    out = ctl.ok("org", "create", "orgs-a", "--tier", "standard", "--rpm", "100", "--monthly-spend-cap", "12.5",
-                 "--outage-policy", "fail_closed", "--label", "team=a",
-                 "--default-model", "/v1/embeddings=emb").out
+    out = ctl.ok(
+        "org",
+        "create",
+        "orgs-a",
+        "--tier",
+        "standard",
+        "--rpm",
+        "100",
+        "--monthly-spend-cap",
+        "12.5",
+        "--outage-policy",
+        "fail_closed",
+        "--label",
+        "team=a",
+        "--default-model",
+        "/v1/embeddings=emb",
+    ).out
     assert "orgs-a" in out and "spend/month=$12.50" in out and "fail_closed" in out and "team=a" in out
     org = ctl.json("org", "get", "orgs-a")
     assert org["tier"] == "standard" and org["outage_policy"] == "OUTAGE_POLICY_FAIL_CLOSED"
@@ -59,19 +94,40 @@ def test_org_delete_refused_then_forced(ctl: Ctl) -> None:
 
 def test_credential_commands(ctl: Ctl, tmp_path: Path) -> None:
     _org(ctl, "creds")
-    created = ctl.ok("credential", "create", "creds", "openai", "--family", "openai", "--secret-env", "S",
-                     env={"S": OPENAI_SECRET})
+    created = ctl.ok(
+        "credential",
+        "create",
+        "creds",
+        "openai",
+        "--family",
+        "openai",
+        "--secret-env",
+        "S",
+        env={"S": OPENAI_SECRET},
+    )
     assert OPENAI_SECRET not in created.out and "…0001" in created.out
     secret_file = tmp_path / "key.txt"
     secret_file.write_text("sk-ant-test-secret-0002\n")
-    ctl.ok("--json", "credential", "create", "creds", "anthropic", "--family", "anthropic",
-           "--secret-file", str(secret_file))
-    from_stdin = ctl.json("credential", "create", "creds", "gem", "--family", "gemini",
-                          stdin="AIza-test-secret-0003\n")
+    ctl.ok(
+        "--json",
+        "credential",
+        "create",
+        "creds",
+        "anthropic",
+        "--family",
+        "anthropic",
+        "--secret-file",
+        str(secret_file),
+    )
+    from_stdin = ctl.json(
+        "credential", "create", "creds", "gem", "--family", "gemini", stdin="AIza-test-secret-0003\n"
+    )
     assert from_stdin["last4"] == "0003" and from_stdin["family"] == "PROVIDER_FAMILY_GEMINI"
     assert "secret" not in from_stdin
 
-    warned = ctl.run("credential", "create", "creds", "vllm", "--family", "vllm", "--secret", "vllm-secret-0004")
+    warned = ctl.run(
+        "credential", "create", "creds", "vllm", "--family", "vllm", "--secret", "vllm-secret-0004"
+    )
     assert warned.code == 0 and warned.err.count("\n") == 1 and "process list" in warned.err
 
     listing = ctl.ok("credential", "list", "creds").out
@@ -84,8 +140,20 @@ def test_credential_commands(ctl: Ctl, tmp_path: Path) -> None:
     rotated = ctl.json("credential", "rotate", "creds", "openai", stdin="sk-test-openai-secret-9999")
     assert rotated["last4"] == "9999" and "rotate_time" in rotated
 
-    ctl.ok("model", "create", "creds", "gpt", "--family", "openai", "--slug", "gpt-4.1-mini",
-           "--base-url", "https://api.openai.com/v1", "--credential", "openai")
+    ctl.ok(
+        "model",
+        "create",
+        "creds",
+        "gpt",
+        "--family",
+        "openai",
+        "--slug",
+        "gpt-4.1-mini",
+        "--base-url",
+        "https://api.openai.com/v1",
+        "--credential",
+        "openai",
+    )
     assert_one_line_error(ctl.run("credential", "delete", "creds", "openai"), 1, "FAILED_PRECONDITION", "gpt")
     ctl.ok("model", "delete", "creds", "gpt")
     assert ctl.ok("credential", "delete", "creds", "openai").out.strip() == "deleted credential creds/openai"
@@ -94,33 +162,71 @@ def test_credential_commands(ctl: Ctl, tmp_path: Path) -> None:
     assert rewrap["kek_id"] == "kek1"
     assert "rewrapped:" in ctl.ok("credential", "rewrap").out
 
-    assert_one_line_error(ctl.run("credential", "create", "creds", "x", "--family", "openai", "--secret-env", "NOPE"),
-                          2, "NOPE")
+    assert_one_line_error(
+        ctl.run("credential", "create", "creds", "x", "--family", "openai", "--secret-env", "NOPE"), 2, "NOPE"
+    )
 
 
 def test_model_commands(ctl: Ctl) -> None:
     _org(ctl, "models")
     ctl.ok("credential", "create", "models", "openai", "--family", "openai", stdin=OPENAI_SECRET)
-    human = ctl.ok("model", "create", "models", "gpt", "--family", "openai", "--slug", "gpt-4.1-mini",
-                   "--base-url", "https://api.openai.com/v1", "--credential", "openai", "--upstream-timeout", "90s",
-                   "--input-price", "0.15", "--output-price", "0.6").out
+    human = ctl.ok(
+        "model",
+        "create",
+        "models",
+        "gpt",
+        "--family",
+        "openai",
+        "--slug",
+        "gpt-4.1-mini",
+        "--base-url",
+        "https://api.openai.com/v1",
+        "--credential",
+        "openai",
+        "--upstream-timeout",
+        "90s",
+        "--input-price",
+        "0.15",
+        "--output-price",
+        "0.6",
+    ).out
     assert "in $0.15 / out $0.60 per Mtok" in human and "1m30s" in human
     model = ctl.json("model", "get", "models", "gpt")
     assert model["pricing"] == {"input_per_mtok_micros": "150000", "output_per_mtok_micros": "600000"}
     assert model["timeout"] == "90s" and model["enabled"] is True
 
-    updated = ctl.json("model", "update", "models", "gpt", "--input-price", "0.2", "--cached-input-price", "0.05",
-                       "--disabled")
-    assert updated["pricing"] == {"input_per_mtok_micros": "200000", "output_per_mtok_micros": "600000",
-                                  "cached_input_per_mtok_micros": "50000"}
+    updated = ctl.json(
+        "model",
+        "update",
+        "models",
+        "gpt",
+        "--input-price",
+        "0.2",
+        "--cached-input-price",
+        "0.05",
+        "--disabled",
+    )
+    assert updated["pricing"] == {
+        "input_per_mtok_micros": "200000",
+        "output_per_mtok_micros": "600000",
+        "cached_input_per_mtok_micros": "50000",
+    }
     assert updated["enabled"] is False
     assert "gpt-4.1-mini" in ctl.ok("model", "list", "models").out
     assert len(ctl.json("model", "list", "models")["models"]) == 1
 
-    assert_one_line_error(ctl.run("model", "update", "models", "gpt", "--base-url", "https://u:p@x/v1"), 2,
-                          "--base-url", "userinfo")
-    assert_one_line_error(ctl.run("model", "update", "models", "gpt", "--input-price", "0.1234567"), 2,
-                          "--input-price", "6 decimal")
+    assert_one_line_error(
+        ctl.run("model", "update", "models", "gpt", "--base-url", "https://u:p@x/v1"),
+        2,
+        "--base-url",
+        "userinfo",
+    )
+    assert_one_line_error(
+        ctl.run("model", "update", "models", "gpt", "--input-price", "0.1234567"),
+        2,
+        "--input-price",
+        "6 decimal",
+    )
     assert ctl.ok("model", "delete", "models", "gpt").out.strip() == "deleted model models/gpt"
     assert_one_line_error(ctl.run("model", "get", "models", "gpt"), 1, "NOT_FOUND")
 
@@ -132,8 +238,21 @@ def test_key_commands(ctl: Ctl) -> None:
     secret_lines = [line.strip() for line in human.splitlines() if line.strip().startswith("odk-")]
     assert len(secret_lines) == 1 and len(secret_lines[0]) == 53 and "shown only once" in human
 
-    created = ctl.json("key", "create", "keys", "--name", "batch", "--model", "gpt", "--rpm", "5",
-                       "--budget", "1.5", "--expires", "2030-01-01T00:00:00Z")
+    created = ctl.json(
+        "key",
+        "create",
+        "keys",
+        "--name",
+        "batch",
+        "--model",
+        "gpt",
+        "--rpm",
+        "5",
+        "--budget",
+        "1.5",
+        "--expires",
+        "2030-01-01T00:00:00Z",
+    )
     secret, key = created["secret"], created["key"]
     assert secret.startswith("odk-") and key["models"] == ["gpt"]
     assert key["limits"] == {"requests_per_minute": "5", "budget_micros": "1500000"}
@@ -146,7 +265,11 @@ def test_key_commands(ctl: Ctl) -> None:
 
     updated = ctl.json("key", "update", "keys", "batch", "--all-models", "--tpm", "1000", "--no-expiry")
     assert updated["all_models"] is True and "expire_time" not in updated
-    assert updated["limits"] == {"requests_per_minute": "5", "tokens_per_minute": "1000", "budget_micros": "1500000"}
+    assert updated["limits"] == {
+        "requests_per_minute": "5",
+        "tokens_per_minute": "1000",
+        "budget_micros": "1500000",
+    }
 
     rotated = ctl.json("key", "rotate", "keys", "batch", "--grace", "1h")
     assert rotated["secret"] != secret and rotated["key"]["previous_display"] == key["display"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -20,8 +20,16 @@ from control_plane.cli.values import (
 
 @pytest.mark.parametrize(
     ("text", "micros"),
-    [("0.15", 150_000), ("1", 1_000_000), ("0.000001", 1), ("$2.50", 2_500_000), (0.1, 100_000), (3, 3_000_000),
-     ("1e-6", 1), ("0", 0)],
+    [
+        ("0.15", 150_000),
+        ("1", 1_000_000),
+        ("0.000001", 1),
+        ("$2.50", 2_500_000),
+        (0.1, 100_000),
+        (3, 3_000_000),
+        ("1e-6", 1),
+        ("0", 0),
+    ],
 )
 def test_usd_converts_exactly(text: str | float, micros: int) -> None:
     assert parse_usd(text) == micros
@@ -39,8 +47,17 @@ def test_usd_formats_back() -> None:
     assert format_usd(25_000_000) == "25.00"
 
 
-@pytest.mark.parametrize(("text", "ms"), [("30s", 30_000), ("5m", 300_000), ("24h", 86_400_000),
-                                          ("1h30m", 5_400_000), ("250ms", 250), ("7d", 604_800_000)])
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("30s", 30_000),
+        ("5m", 300_000),
+        ("24h", 86_400_000),
+        ("1h30m", 5_400_000),
+        ("250ms", 250),
+        ("7d", 604_800_000),
+    ],
+)
 def test_durations(text: str, ms: int) -> None:
     assert parse_duration_ms(text) == ms
     assert parse_duration_ms(format_duration_ms(ms)) == ms
@@ -52,8 +69,18 @@ def test_bad_durations(text: str) -> None:
         parse_duration_ms(text)
 
 
-@pytest.mark.parametrize("url", ["ftp://x", "https://user:pw@x", "https://x/v1?a=1", "https://x#f", "https://",
-                                 "api.openai.com/v1", "https://x:99999"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://x",
+        "https://user:pw@x",
+        "https://x/v1?a=1",
+        "https://x#f",
+        "https://",
+        "api.openai.com/v1",
+        "https://x:99999",
+    ],
+)
 def test_bad_base_urls(url: str) -> None:
     with pytest.raises(ValueProblem):
         check_base_url(url)
@@ -63,6 +90,6 @@ def test_families_and_timestamps() -> None:
     assert parse_family("Anthropic") == 2
     with pytest.raises(ValueProblem, match="unknown family"):
         parse_family("cohere")
-    assert parse_timestamp("2027-01-01T00:00:00Z") == datetime(2027, 1, 1, tzinfo=timezone.utc)
+    assert parse_timestamp("2027-01-01T00:00:00Z") == datetime(2027, 1, 1, tzinfo=UTC)
     with pytest.raises(ValueProblem):
         parse_timestamp("2027-01-01T00:00:00")

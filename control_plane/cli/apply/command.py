@@ -77,8 +77,10 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
                 record["id"] = created.key_id
                 org, _, name = step.name.partition("/")
                 if keys_out is not None:
-                    keys_out.write(json.dumps({"org": org, "name": name, "id": created.key_id,
-                                               "secret": created.secret}) + "\n")
+                    keys_out.write(
+                        json.dumps({"org": org, "name": name, "id": created.key_id, "secret": created.secret})
+                        + "\n"
+                    )
                     keys_out.flush()
                 else:
                     record["secret"] = created.secret
@@ -99,10 +101,14 @@ def run(ctx: Context, args: argparse.Namespace) -> None:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add the apply command."""
-    p = sub.add_parser("apply", help="make the control plane match a YAML file", description=HELP,
-                       parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "apply",
+        help="make the control plane match a YAML file",
+        description=HELP,
+        parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("-f", "--file", required=True, metavar="FILE", help="the YAML file ('-' for stdin)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
     p.add_argument("--keys-out", metavar="FILE", help="append new virtual-key secrets to FILE (mode 0600)")
     p.set_defaults(handler=run)
-

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import yaml
 
@@ -14,8 +14,14 @@ from control_plane.cli.errors import UsageError
 from control_plane.cli.values import ValueProblem
 
 T = TypeVar("T")
-_TYPE_NAMES = {str: "a string", int: "a whole number", bool: "true or false", dict: "a mapping",
-               list: "a list", float: "a number"}
+_TYPE_NAMES = {
+    str: "a string",
+    int: "a whole number",
+    bool: "true or false",
+    dict: "a mapping",
+    list: "a list",
+    float: "a number",
+}
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -30,7 +36,8 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
         if key in seen:
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark)
+                None, None, f"duplicate key {key!r} (line {mark.line + 1})", mark
+            )
         seen.add(key)
     return loader.construct_mapping(node)
 
@@ -78,7 +85,7 @@ class Node:
         ok = isinstance(self.value, kind) and not (kind is int and isinstance(self.value, bool))
         if not ok:
             raise self.fail(f"expected {_TYPE_NAMES.get(kind, kind.__name__)}, got {_kind(self.value)}")
-        return self.value
+        return cast(T, self.value)
 
     def parse(self, parser: Callable[[Any], T]) -> T:
         """Run a values.* parser; its complaint is prefixed with this path."""
@@ -93,7 +100,8 @@ class Node:
         for key in data:
             if not isinstance(key, str) or key not in allowed:
                 raise Node(None, self._child(str(key)), self.source).fail(
-                    f"unknown field (allowed here: {', '.join(allowed)})")
+                    f"unknown field (allowed here: {', '.join(allowed)})"
+                )
         for key in required:
             if key not in data or data[key] is None:
                 raise Node(None, self._child(key), self.source).fail("required field missing")

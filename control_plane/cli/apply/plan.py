@@ -12,6 +12,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 from odock.v1 import credentials_pb2, keys_pb2, models_pb2, orgs_pb2
 
+from control_plane.cli import protos
 from control_plane.cli.apply.spec import (
     ApplySpec,
     CredentialSpec,
@@ -23,9 +24,15 @@ from control_plane.cli.client import Client
 from control_plane.cli.commands.keys import list_keys
 from control_plane.cli.commands.models import duration_ms
 from control_plane.cli.errors import UsageError
+from control_plane.cli.protos import optional_int
 from control_plane.cli.values import family_name, outage_policy_name
 
-_LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "monthly_token_quota", "monthly_spend_cap_micros")
+_LIMIT_FIELDS = (
+    "requests_per_minute",
+    "tokens_per_minute",
+    "monthly_token_quota",
+    "monthly_spend_cap_micros",
+)
 _KEY_LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "budget_micros")
 
 
@@ -69,12 +76,16 @@ def _limits_proto(spec_limits: object, names: tuple[str, ...], target: object) -
             setattr(target, name, value)
 
 
-def _current(message: object, name: str) -> int | None:
-    return getattr(message, name) if message.HasField(name) else None  # type: ignore[attr-defined]
+_current = optional_int
 
 
 def _org_proto(spec: OrgSpec) -> orgs_pb2.Org:
-    org = orgs_pb2.Org(name=spec.name, tier=spec.tier, outage_policy=spec.outage_policy, labels=dict(spec.labels))
+    org = orgs_pb2.Org(
+        name=spec.name,
+        tier=spec.tier,
+        outage_policy=protos.outage_policy(spec.outage_policy),
+        labels=dict(spec.labels),
+    )
     _limits_proto(spec.limits, _LIMIT_FIELDS, org.limits)
     return org
 
@@ -103,7 +114,11 @@ def model_diff(current: models_pb2.Model, spec: ModelSpec) -> list[str]:
         "base_url": current.base_url.rstrip("/") != spec.base_url.rstrip("/"),
         "timeout": duration_ms(current.timeout) != spec.timeout_ms,
         "credential": current.credential != spec.credential,
-        "pricing": (p.input_per_mtok_micros, p.output_per_mtok_micros, _current(p, "cached_input_per_mtok_micros"))
+        "pricing": (
+            p.input_per_mtok_micros,
+            p.output_per_mtok_micros,
+            _current(p, "cached_input_per_mtok_micros"),
+        )
         != (spec.input_micros, spec.output_micros, spec.cached_input_micros),
         "enabled": (current.enabled if current.HasField("enabled") else True) != spec.enabled,
     }
@@ -111,8 +126,15 @@ def model_diff(current: models_pb2.Model, spec: ModelSpec) -> list[str]:
 
 
 def _model_proto(org_id: str, spec: ModelSpec) -> models_pb2.Model:
-    model = models_pb2.Model(org_id=org_id, name=spec.name, family=spec.family, upstream_slug=spec.upstream_slug,
-                             base_url=spec.base_url, credential=spec.credential, enabled=spec.enabled)
+    model = models_pb2.Model(
+        org_id=org_id,
+        name=spec.name,
+        family=protos.family(spec.family),
+        upstream_slug=spec.upstream_slug,
+        base_url=spec.base_url,
+        credential=spec.credential,
+        enabled=spec.enabled,
+    )
     model.timeout.FromMilliseconds(spec.timeout_ms)
     model.pricing.input_per_mtok_micros = spec.input_micros
     model.pricing.output_per_mtok_micros = spec.output_micros
@@ -140,8 +162,13 @@ def key_diff(current: keys_pb2.VirtualKey, spec: KeySpec) -> list[str]:
 
 
 def _key_proto(org_id: str, spec: KeySpec) -> keys_pb2.VirtualKey:
-    key = keys_pb2.VirtualKey(org_id=org_id, name=spec.name, all_models=spec.all_models, models=list(spec.models),
-                              labels=dict(spec.labels))
+    key = keys_pb2.VirtualKey(
+        org_id=org_id,
+        name=spec.name,
+        all_models=spec.all_models,
+        models=list(spec.models),
+        labels=dict(spec.labels),
+    )
     if spec.expire_time is not None:
         key.expire_time.FromDatetime(spec.expire_time)
     _limits_proto(spec.limits, _KEY_LIMIT_FIELDS, key.limits)
@@ -170,8 +197,10 @@ class Planner:
             known = [t.name for t in tiers]
             for org in spec.orgs:
                 if org.tier not in known:
-                    raise UsageError(f"{spec.source}: {org.path}.tier: unknown tier {org.tier!r} (control plane has: "
-                                     f"{', '.join(known)})")
+                    raise UsageError(
+                        f"{spec.source}: {org.path}.tier: unknown tier {org.tier!r} (control plane has: "
+                        f"{', '.join(known)})"
+                    )
         steps: list[Step] = []
         for org in spec.orgs:
             steps += self._org(org)
@@ -184,6 +213,7 @@ class Planner:
         steps: list[Step] = []
         late: list[Step] = []
         if current is None:
+
             def create() -> None:
                 ref.id = c.call(c.orgs.CreateOrg, orgs_pb2.CreateOrgRequest(org=_org_proto(spec))).id
 
@@ -196,18 +226,39 @@ class Planner:
                 org = _org_proto(spec)
                 org.id = current.id
                 request = orgs_pb2.UpdateOrgRequest(org=org, update_mask=FieldMask(paths=now))
-                steps.append(Step("org", spec.name, "changed", tuple(changed),
-                                  run=_rpc(c, c.orgs.UpdateOrg, lambda: request)))
+                steps.append(
+                    Step(
+                        "org",
+                        spec.name,
+                        "changed",
+                        tuple(changed),
+                        run=_rpc(c, c.orgs.UpdateOrg, lambda: request),
+                    )
+                )
             else:
                 steps.append(Step("org", spec.name, "changed" if changed else "unchanged", tuple(changed)))
         if "default_models" in changed:
             # After the models exist: the control plane checks default model names against them.
-            late.append(Step("org", spec.name, "changed", silent=True, run=_rpc(
-                c, c.orgs.UpdateOrg, lambda: orgs_pb2.UpdateOrgRequest(
-                    org=orgs_pb2.Org(id=ref.id, default_models=dict(spec.default_models)),
-                    update_mask=FieldMask(paths=["default_models"])))))
+            late.append(
+                Step(
+                    "org",
+                    spec.name,
+                    "changed",
+                    silent=True,
+                    run=_rpc(
+                        c,
+                        c.orgs.UpdateOrg,
+                        lambda: orgs_pb2.UpdateOrgRequest(
+                            org=orgs_pb2.Org(id=ref.id, default_models=dict(spec.default_models)),
+                            update_mask=FieldMask(paths=["default_models"]),
+                        ),
+                    ),
+                )
+            )
         existing_creds = self._credentials(ref.id) if current else {}
-        steps += [self._credential(spec.name, ref, cs, existing_creds.get(cs.name)) for cs in spec.credentials]
+        steps += [
+            self._credential(spec.name, ref, cs, existing_creds.get(cs.name)) for cs in spec.credentials
+        ]
         existing_models = self._models(ref.id) if current else {}
         steps += [self._model(spec.name, ref, ms, existing_models.get(ms.name)) for ms in spec.models]
         existing_keys = {k.name: k for k in list_keys(c, ref.id, include_revoked=True)} if current else {}
@@ -216,57 +267,103 @@ class Planner:
 
     def _credentials(self, org_id: str) -> dict[str, credentials_pb2.Credential]:
         c = self.client
-        creds = c.pages(c.credentials.ListCredentials, lambda t, n: credentials_pb2.ListCredentialsRequest(
-            org_id=org_id, page_size=n, page_token=t), lambda r: iter(r.credentials))
+        creds = c.pages(
+            c.credentials.ListCredentials,
+            lambda t, n: credentials_pb2.ListCredentialsRequest(org_id=org_id, page_size=n, page_token=t),
+            lambda r: iter(r.credentials),
+        )
         return {cred.name: cred for cred in creds}
 
     def _models(self, org_id: str) -> dict[str, models_pb2.Model]:
         c = self.client
-        models = c.pages(c.models.ListModels, lambda t, n: models_pb2.ListModelsRequest(
-            org_id=org_id, page_size=n, page_token=t), lambda r: iter(r.models))
+        models = c.pages(
+            c.models.ListModels,
+            lambda t, n: models_pb2.ListModelsRequest(org_id=org_id, page_size=n, page_token=t),
+            lambda r: iter(r.models),
+        )
         return {m.name: m for m in models}
 
-    def _credential(self, org: str, ref: OrgRef, spec: CredentialSpec,
-                    current: credentials_pb2.Credential | None) -> Step:
+    def _credential(
+        self, org: str, ref: OrgRef, spec: CredentialSpec, current: credentials_pb2.Credential | None
+    ) -> Step:
         c, name = self.client, f"{org}/{spec.name}"
         if current is None:
-            return Step("credential", name, "created", run=_rpc(
-                c, c.credentials.CreateCredential, lambda: credentials_pb2.CreateCredentialRequest(
-                    org_id=ref.id, name=spec.name, family=spec.family, secret=spec.secret)))
+            return Step(
+                "credential",
+                name,
+                "created",
+                run=_rpc(
+                    c,
+                    c.credentials.CreateCredential,
+                    lambda: credentials_pb2.CreateCredentialRequest(
+                        org_id=ref.id, name=spec.name, family=protos.family(spec.family), secret=spec.secret
+                    ),
+                ),
+            )
         if current.family != spec.family:
-            raise UsageError(f"credential {name}: the control plane has family {family_name(current.family)}, "
-                             f"the file says {family_name(spec.family)}; a credential cannot change family "
-                             "(use a new name)")
+            raise UsageError(
+                f"credential {name}: the control plane has family {family_name(current.family)}, "
+                f"the file says {family_name(spec.family)}; a credential cannot change family "
+                "(use a new name)"
+            )
         # The control plane withholds last4 for short secrets: then a change cannot be seen.
         differs = bool(current.last4) and current.last4 != spec.secret[-4:]
         rotate = spec.rotate == "always" or (spec.rotate == "on_change" and differs)
         if not rotate:
             return Step("credential", name, "unchanged")
-        return Step("credential", name, "changed", ("secret",), run=_rpc(
-            c, c.credentials.RotateCredential, lambda: credentials_pb2.RotateCredentialRequest(
-                org_id=ref.id, name=spec.name, secret=spec.secret)))
+        return Step(
+            "credential",
+            name,
+            "changed",
+            ("secret",),
+            run=_rpc(
+                c,
+                c.credentials.RotateCredential,
+                lambda: credentials_pb2.RotateCredentialRequest(
+                    org_id=ref.id, name=spec.name, secret=spec.secret
+                ),
+            ),
+        )
 
     def _model(self, org: str, ref: OrgRef, spec: ModelSpec, current: models_pb2.Model | None) -> Step:
         c, name = self.client, f"{org}/{spec.name}"
         if current is None:
-            return Step("model", name, "created", run=_rpc(
-                c, c.models.CreateModel, lambda: models_pb2.CreateModelRequest(model=_model_proto(ref.id, spec))))
+            return Step(
+                "model",
+                name,
+                "created",
+                run=_rpc(
+                    c,
+                    c.models.CreateModel,
+                    lambda: models_pb2.CreateModelRequest(model=_model_proto(ref.id, spec)),
+                ),
+            )
         paths = model_diff(current, spec)
         if not paths:
             return Step("model", name, "unchanged")
-        request = models_pb2.UpdateModelRequest(model=_model_proto(ref.id, spec), update_mask=FieldMask(paths=paths))
-        return Step("model", name, "changed", tuple(paths), run=_rpc(c, c.models.UpdateModel, lambda: request))
+        request = models_pb2.UpdateModelRequest(
+            model=_model_proto(ref.id, spec), update_mask=FieldMask(paths=paths)
+        )
+        return Step(
+            "model", name, "changed", tuple(paths), run=_rpc(c, c.models.UpdateModel, lambda: request)
+        )
 
     def _key(self, org: str, ref: OrgRef, spec: KeySpec, current: keys_pb2.VirtualKey | None) -> Step:
         c, name = self.client, f"{org}/{spec.name}"
         if current is None:
+
             def create() -> Created:
-                r = c.call(c.keys.CreateVirtualKey, keys_pb2.CreateVirtualKeyRequest(key=_key_proto(ref.id, spec)))
+                r = c.call(
+                    c.keys.CreateVirtualKey, keys_pb2.CreateVirtualKeyRequest(key=_key_proto(ref.id, spec))
+                )
                 return Created(key_id=r.key.id, secret=r.secret)
+
             return Step("key", name, "created", run=create)
         if current.revoked:
-            raise UsageError(f"key {name}: revoked on the control plane; a revoked key cannot come back "
-                             "(give it a new name in the file)")
+            raise UsageError(
+                f"key {name}: revoked on the control plane; a revoked key cannot come back "
+                "(give it a new name in the file)"
+            )
         paths = key_diff(current, spec)
         if not paths:
             return Step("key", name, "unchanged")
@@ -275,4 +372,3 @@ class Planner:
         request = keys_pb2.UpdateVirtualKeyRequest(key=key, update_mask=FieldMask(paths=paths))
         shown = tuple(dict.fromkeys("scope" if p in ("all_models", "models") else p for p in paths))
         return Step("key", name, "changed", shown, run=_rpc(c, c.keys.UpdateVirtualKey, lambda: request))
-

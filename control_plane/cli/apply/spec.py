@@ -137,7 +137,9 @@ def _labels(node: Node) -> dict[str, str]:
     for key, value in values.items():
         where = Node(value, f"{node.path}.{key}", node.source)
         if not LABEL_KEY_RE.fullmatch(key):
-            raise where.fail("label key must be 1-63 characters of A-Z, a-z, 0-9, '._/-' starting alphanumeric")
+            raise where.fail(
+                "label key must be 1-63 characters of A-Z, a-z, 0-9, '._/-' starting alphanumeric"
+            )
         if len(value) > 256 or not value.isprintable():
             raise where.fail("label value must be at most 256 printable characters")
     return values
@@ -176,13 +178,17 @@ def _credential(node: Node, environ: Mapping[str, str]) -> CredentialSpec:
     return CredentialSpec(
         name=f.child("name").parse(lambda v: check_name(v, "credential")),
         family=_family(f.child("family")),
-        secret_env=var, rotate=rotate, secret=secret,
+        secret_env=var,
+        rotate=rotate,
+        secret=secret,
     )
 
 
 def _model(node: Node, credentials: dict[str, CredentialSpec]) -> ModelSpec:
-    f = node.mapping(("name", "family", "upstream_slug", "base_url", "timeout", "credential", "pricing", "enabled"),
-                     required=("name", "base_url", "credential"))
+    f = node.mapping(
+        ("name", "family", "upstream_slug", "base_url", "timeout", "credential", "pricing", "enabled"),
+        required=("name", "base_url", "credential"),
+    )
     name = f.child("name").parse(check_model_name)
     cred_node = f.child("credential")
     cred = credentials.get(cred_node.expect(str))
@@ -191,18 +197,24 @@ def _model(node: Node, credentials: dict[str, CredentialSpec]) -> ModelSpec:
     family = _family(f.child("family")) if f.has("family") else cred.family
     if family != cred.family:
         raise f.child("family").fail(f"does not match the family of credential {cred.name!r}")
-    timeout_ms = (f.child("timeout").parse(lambda v: parse_duration_ms(str(v)))
-                  if f.has("timeout") else DEFAULT_TIMEOUT_MS)
+    timeout_ms = (
+        f.child("timeout").parse(lambda v: parse_duration_ms(str(v)))
+        if f.has("timeout")
+        else DEFAULT_TIMEOUT_MS
+    )
     if not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
         raise f.child("timeout").fail("must be between 100ms and 3600s")
     pricing_node = f.child("pricing")
-    prices = (pricing_node.mapping(("input", "output", "cached_input"))
-              if pricing_node.value is not None else None)
+    prices = (
+        pricing_node.mapping(("input", "output", "cached_input")) if pricing_node.value is not None else None
+    )
     return ModelSpec(
-        name=name, family=family,
+        name=name,
+        family=family,
         upstream_slug=_text(f.child("upstream_slug")) if f.has("upstream_slug") else name,
         base_url=f.child("base_url").parse(check_base_url),
-        timeout_ms=timeout_ms, credential=cred.name,
+        timeout_ms=timeout_ms,
+        credential=cred.name,
         input_micros=(_opt(prices, "input", parse_usd) or 0) if prices else 0,
         output_micros=(_opt(prices, "output", parse_usd) or 0) if prices else 0,
         cached_input_micros=_opt(prices, "cached_input", parse_usd) if prices else None,
@@ -234,10 +246,13 @@ def _key(node: Node, models: set[str]) -> KeySpec:
     if all_models == bool(names):
         raise node.fail("give exactly one of all_models: true or a non-empty models list")
     lim = f.child("limits")
-    lf = lim.mapping(("requests_per_minute", "tokens_per_minute", "budget")) if lim.value is not None else None
+    lf = (
+        lim.mapping(("requests_per_minute", "tokens_per_minute", "budget")) if lim.value is not None else None
+    )
     return KeySpec(
         name=f.child("name").parse(lambda v: check_name(v, "key")),
-        all_models=all_models, models=tuple(names),
+        all_models=all_models,
+        models=tuple(names),
         expire_time=_expiry(f.child("expires")) if f.has("expires") else None,
         limits=KeyLimitsSpec(
             requests_per_minute=_opt(lf, "requests_per_minute", parse_count) if lf else None,
@@ -253,8 +268,20 @@ def _list(f: Fields, key: str) -> list[Node]:
 
 
 def _org(node: Node, environ: Mapping[str, str]) -> OrgSpec:
-    f = node.mapping(("name", "tier", "limits", "outage_policy", "default_models", "labels",
-                      "credentials", "models", "keys"), required=("name",))
+    f = node.mapping(
+        (
+            "name",
+            "tier",
+            "limits",
+            "outage_policy",
+            "default_models",
+            "labels",
+            "credentials",
+            "models",
+            "keys",
+        ),
+        required=("name",),
+    )
     creds = [_credential(n, environ) for n in _list(f, "credentials")]
     _unique(f.child("credentials"), [c.name for c in creds], "credential")
     by_name = {c.name: c for c in creds}
@@ -271,14 +298,20 @@ def _org(node: Node, environ: Mapping[str, str]) -> OrgSpec:
         if model not in model_names:
             raise where.fail(f"model {model!r} is not declared in this org's models")
     return OrgSpec(
-        name=f.child("name").parse(lambda v: check_name(v, "org")), path=node.path,
+        name=f.child("name").parse(lambda v: check_name(v, "org")),
+        path=node.path,
         tier=_text(f.child("tier")) if f.has("tier") else DEFAULT_TIER,
         limits=_limits(f.child("limits")),
-        outage_policy=(f.child("outage_policy").parse(lambda v: parse_outage_policy(str(v)))
-                       if f.has("outage_policy") else common_pb2.OUTAGE_POLICY_FAIL_OPEN),
+        outage_policy=(
+            f.child("outage_policy").parse(lambda v: parse_outage_policy(str(v)))
+            if f.has("outage_policy")
+            else common_pb2.OUTAGE_POLICY_FAIL_OPEN
+        ),
         default_models=defaults,
         labels=_labels(f.child("labels")) if f.has("labels") else {},
-        credentials=tuple(creds), models=tuple(models), keys=tuple(keys),
+        credentials=tuple(creds),
+        models=tuple(models),
+        keys=tuple(keys),
     )
 
 

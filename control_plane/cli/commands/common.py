@@ -6,14 +6,13 @@ import argparse
 from typing import Any
 
 from control_plane.cli.context import parsed
+from control_plane.cli.protos import clear
 from control_plane.cli.values import parse_count, parse_label, parse_usd
 
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def add_group(
-    sub: Any, common: argparse.ArgumentParser, name: str, help_text: str
-) -> Any:
+def add_group(sub: Any, common: argparse.ArgumentParser, name: str, help_text: str) -> Any:
     """A resource group (``odockctl org ...``) with its own required subcommand."""
     group = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
     return group.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
@@ -56,6 +55,6 @@ def labels(values: list[str] | None, flag: str = "--label") -> dict[str, str]:
 def set_optional(message: Any, field: str, value: int | None) -> None:
     """Set a proto3 optional field, or clear it for None."""
     if value is None:
-        message.ClearField(field)
+        clear(message, field)
     else:
         setattr(message, field, value)

@@ -32,10 +32,10 @@ def credential_fields(c: credentials_pb2.Credential) -> list[tuple[str, str]]:
 
 
 def create(ctx: Context, args: argparse.Namespace) -> None:
-    client = ctx.client()
     family = parsed(args.family, parse_family, "--family")
-    org_id = client.org_id(args.org)
     secret = ctx.secret("provider secret")
+    client = ctx.client()
+    org_id = client.org_id(args.org)
     cred = client.call(
         client.credentials.CreateCredential,
         credentials_pb2.CreateCredentialRequest(org_id=org_id, name=args.name, family=family, secret=secret),
@@ -57,18 +57,32 @@ def list_(ctx: Context, args: argparse.Namespace) -> None:
     org_id = client.org_id(args.org)
     creds = client.pages(
         client.credentials.ListCredentials,
-        lambda token, size: credentials_pb2.ListCredentialsRequest(org_id=org_id, page_size=size, page_token=token),
+        lambda token, size: credentials_pb2.ListCredentialsRequest(
+            org_id=org_id, page_size=size, page_token=token
+        ),
         lambda r: iter(r.credentials),
     )
-    rows = [[c.name, c.id, family_name(c.family), _last4(c), c.kek_id, timestamp_text(c.create_time),
-             timestamp_text(c.rotate_time, c.HasField("rotate_time"))] for c in creds]
-    ctx.out.listing("credentials", creds, ["NAME", "ID", "FAMILY", "LAST4", "KEK", "CREATED", "ROTATED"], rows)
+    rows = [
+        [
+            c.name,
+            c.id,
+            family_name(c.family),
+            _last4(c),
+            c.kek_id,
+            timestamp_text(c.create_time),
+            timestamp_text(c.rotate_time, c.HasField("rotate_time")),
+        ]
+        for c in creds
+    ]
+    ctx.out.listing(
+        "credentials", creds, ["NAME", "ID", "FAMILY", "LAST4", "KEK", "CREATED", "ROTATED"], rows
+    )
 
 
 def rotate(ctx: Context, args: argparse.Namespace) -> None:
+    secret = ctx.secret("new provider secret")
     client = ctx.client()
     org_id = client.org_id(args.org)
-    secret = ctx.secret("new provider secret")
     cred = client.call(
         client.credentials.RotateCredential,
         credentials_pb2.RotateCredentialRequest(org_id=org_id, name=args.name, secret=secret),
@@ -80,7 +94,8 @@ def delete(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.client()
     org_id = client.org_id(args.org)
     client.call(
-        client.credentials.DeleteCredential, credentials_pb2.DeleteCredentialRequest(org_id=org_id, name=args.name)
+        client.credentials.DeleteCredential,
+        credentials_pb2.DeleteCredentialRequest(org_id=org_id, name=args.name),
     )
     if ctx.out.as_json:
         ctx.out.json({"deleted": "credential", "org_id": org_id, "name": args.name})
@@ -91,7 +106,9 @@ def delete(ctx: Context, args: argparse.Namespace) -> None:
 def rewrap(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.client()
     r = client.call(client.credentials.RewrapCredentials, credentials_pb2.RewrapCredentialsRequest())
-    ctx.out.message(r, [("kek id", r.kek_id), ("rewrapped", str(r.rewrapped)), ("unchanged", str(r.unchanged))])
+    ctx.out.message(
+        r, [("kek id", r.kek_id), ("rewrapped", str(r.rewrapped)), ("unchanged", str(r.unchanged))]
+    )
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -114,4 +131,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(group, common, "delete", "delete a credential (refused while a model uses it)", delete)
     p.add_argument("org", help="org name or id")
     p.add_argument("name")
-    add_command(group, common, "rewrap", "re-encrypt every data key under the newest KEK (super-admin)", rewrap)
+    add_command(
+        group, common, "rewrap", "re-encrypt every data key under the newest KEK (super-admin)", rewrap
+    )

@@ -16,6 +16,7 @@ from control_plane.cli.commands.common import add_command, add_group, count_or_n
 from control_plane.cli.context import Context, parsed
 from control_plane.cli.errors import RemoteError, UsageError
 from control_plane.cli.output import mapping_text, timestamp_text, to_dict, usd
+from control_plane.cli.protos import has
 from control_plane.cli.values import parse_duration_ms, parse_timestamp
 
 _KEY_ID_RE = re.compile(r"key_[a-z2-7]{26}")
@@ -29,8 +30,11 @@ _LIMIT_FLAGS = (
 
 def limits_text(limits: common_pb2.KeyLimits) -> str:
     """Compact one-line rendering of per-key limits."""
-    parts = [f"{label}={getattr(limits, f)}" for label, f in
-             (("rpm", "requests_per_minute"), ("tpm", "tokens_per_minute")) if limits.HasField(f)]
+    parts = [
+        f"{label}={getattr(limits, f)}"
+        for label, f in (("rpm", "requests_per_minute"), ("tpm", "tokens_per_minute"))
+        if has(limits, f)
+    ]
     if limits.HasField("budget_micros"):
         parts.append(f"budget={usd(limits.budget_micros)}")
     return " ".join(parts) or "org limits only"
@@ -44,11 +48,17 @@ def scope_text(k: keys_pb2.VirtualKey) -> str:
 def key_fields(k: keys_pb2.VirtualKey) -> list[tuple[str, str]]:
     """Key/value rendering of one virtual key (display only, never the secret)."""
     pairs = [
-        ("id", k.id), ("org id", k.org_id), ("name", k.name or "-"), ("key", k.display),
-        ("scope", scope_text(k)), ("expires", timestamp_text(k.expire_time, k.HasField("expire_time"))),
-        ("limits", limits_text(k.limits)), ("labels", mapping_text(k.labels)),
+        ("id", k.id),
+        ("org id", k.org_id),
+        ("name", k.name or "-"),
+        ("key", k.display),
+        ("scope", scope_text(k)),
+        ("expires", timestamp_text(k.expire_time, k.HasField("expire_time"))),
+        ("limits", limits_text(k.limits)),
+        ("labels", mapping_text(k.labels)),
         ("revoked", timestamp_text(k.revoke_time) if k.revoked else "no"),
-        ("created", timestamp_text(k.create_time)), ("updated", timestamp_text(k.update_time)),
+        ("created", timestamp_text(k.create_time)),
+        ("updated", timestamp_text(k.update_time)),
     ]
     if k.previous_display:
         until = timestamp_text(k.previous_secret_expire_time)
@@ -61,7 +71,8 @@ def find_key(client: Client, org_id: str, ref: str) -> keys_pb2.VirtualKey:
     if _KEY_ID_RE.fullmatch(ref):
         try:
             key: keys_pb2.VirtualKey = client.call(
-                client.keys.GetVirtualKey, keys_pb2.GetVirtualKeyRequest(org_id=org_id, id=ref))
+                client.keys.GetVirtualKey, keys_pb2.GetVirtualKeyRequest(org_id=org_id, id=ref)
+            )
             return key
         except RemoteError as err:
             if err.code != grpc.StatusCode.NOT_FOUND:
@@ -77,7 +88,8 @@ def list_keys(client: Client, org_id: str, include_revoked: bool) -> list[keys_p
     return client.pages(
         client.keys.ListVirtualKeys,
         lambda token, size: keys_pb2.ListVirtualKeysRequest(
-            org_id=org_id, page_size=size, page_token=token, include_revoked=include_revoked),
+            org_id=org_id, page_size=size, page_token=token, include_revoked=include_revoked
+        ),
         lambda r: iter(r.keys),
     )
 
@@ -121,11 +133,12 @@ def _fill(key: keys_pb2.VirtualKey, args: argparse.Namespace) -> list[str]:
 
 
 def create(ctx: Context, args: argparse.Namespace) -> None:
-    client = ctx.client()
     if not args.all_models and not args.model:
         raise UsageError("give --all-models or at least one --model")
-    key = keys_pb2.VirtualKey(org_id=client.org_id(args.org), name=args.name or "")
+    key = keys_pb2.VirtualKey(name=args.name or "")
     _fill(key, args)
+    client = ctx.client()
+    key.org_id = client.org_id(args.org)
     response = client.call(client.keys.CreateVirtualKey, keys_pb2.CreateVirtualKeyRequest(key=key))
     show_secret(ctx, response, "new")
 
@@ -139,29 +152,42 @@ def get(ctx: Context, args: argparse.Namespace) -> None:
 def list_(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.client()
     keys = list_keys(client, client.org_id(args.org), args.include_revoked)
-    rows = [[k.name or "-", k.id, k.display, scope_text(k), timestamp_text(k.expire_time, k.HasField("expire_time")),
-             limits_text(k.limits), "revoked" if k.revoked else "active"] for k in keys]
+    rows = [
+        [
+            k.name or "-",
+            k.id,
+            k.display,
+            scope_text(k),
+            timestamp_text(k.expire_time, k.HasField("expire_time")),
+            limits_text(k.limits),
+            "revoked" if k.revoked else "active",
+        ]
+        for k in keys
+    ]
     ctx.out.listing("keys", keys, ["NAME", "ID", "KEY", "SCOPE", "EXPIRES", "LIMITS", "STATE"], rows)
 
 
 def update(ctx: Context, args: argparse.Namespace) -> None:
-    client = ctx.client()
-    org_id = client.org_id(args.org)
-    current = find_key(client, org_id, args.key)
-    key = keys_pb2.VirtualKey(org_id=org_id, id=current.id)
+    key = keys_pb2.VirtualKey()
     paths = _fill(key, args)
     if args.new_name is not None:
         key.name = args.new_name
         paths.append("name")
+    if not paths:
+        raise UsageError("nothing to update: give at least one field flag")
+    client = ctx.client()
+    key.org_id = client.org_id(args.org)
+    current = find_key(client, key.org_id, args.key)
+    key.id = current.id
     if "limits" in paths:
         # "limits" replaces the whole message: keep the limits not mentioned on the command line.
         for _, field, _ in _LIMIT_FLAGS:
-            if vars(args)[field] is _UNSET and current.limits.HasField(field):
+            if vars(args)[field] is _UNSET and has(current.limits, field):
                 setattr(key.limits, field, getattr(current.limits, field))
-    if not paths:
-        raise UsageError("nothing to update: give at least one field flag")
-    updated = client.call(client.keys.UpdateVirtualKey, keys_pb2.UpdateVirtualKeyRequest(
-        key=key, update_mask=FieldMask(paths=sorted(set(paths)))))
+    updated = client.call(
+        client.keys.UpdateVirtualKey,
+        keys_pb2.UpdateVirtualKeyRequest(key=key, update_mask=FieldMask(paths=sorted(set(paths)))),
+    )
     ctx.out.message(updated, key_fields(updated))
 
 
@@ -169,16 +195,18 @@ def revoke(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.client()
     org_id = client.org_id(args.org)
     key_id = find_key(client, org_id, args.key).id
-    revoked = client.call(client.keys.RevokeVirtualKey, keys_pb2.RevokeVirtualKeyRequest(org_id=org_id, id=key_id))
+    revoked = client.call(
+        client.keys.RevokeVirtualKey, keys_pb2.RevokeVirtualKeyRequest(org_id=org_id, id=key_id)
+    )
     ctx.out.message(revoked, key_fields(revoked))
 
 
 def rotate(ctx: Context, args: argparse.Namespace) -> None:
+    grace_ms = parsed(args.grace, parse_duration_ms, "--grace")
     client = ctx.client()
     org_id = client.org_id(args.org)
-    key_id = find_key(client, org_id, args.key).id
-    request = keys_pb2.RotateVirtualKeyRequest(org_id=org_id, id=key_id)
-    request.grace_period.FromMilliseconds(parsed(args.grace, parse_duration_ms, "--grace"))
+    request = keys_pb2.RotateVirtualKeyRequest(org_id=org_id, id=find_key(client, org_id, args.key).id)
+    request.grace_period.FromMilliseconds(grace_ms)
     show_secret(ctx, client.call(client.keys.RotateVirtualKey, request), "rotated")
 
 
@@ -192,10 +220,20 @@ def _add_key_flags(p: argparse.ArgumentParser, update: bool) -> None:
     if update:
         expiry.add_argument("--no-expiry", action="store_true", help="remove the expiry")
     for flag, field, factory in _LIMIT_FLAGS:
-        p.add_argument(flag, dest=field, type=factory(flag), default=_UNSET, metavar="N|none",
-                       help=f"per-key {field.removesuffix('_micros')}" + (" in USD" if "budget" in field else ""))
-    p.add_argument("--label", action="append", metavar="KEY=VALUE",
-                   help="label" + (" (replaces all labels)" if update else ""))
+        p.add_argument(
+            flag,
+            dest=field,
+            type=factory(flag),
+            default=_UNSET,
+            metavar="N|none",
+            help=f"per-key {field.removesuffix('_micros')}" + (" in USD" if "budget" in field else ""),
+        )
+    p.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="label" + (" (replaces all labels)" if update else ""),
+    )
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -223,5 +261,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(group, common, "rotate", "issue a new secret and print it once", rotate)
     p.add_argument("org", help="org name or id")
     p.add_argument("key", help="key id or name")
-    p.add_argument("--grace", default="0s", metavar="DURATION",
-                   help="how long the old secret keeps working, e.g. 24h (default 0s)")
+    p.add_argument(
+        "--grace",
+        default="0s",
+        metavar="DURATION",
+        help="how long the old secret keeps working, e.g. 24h (default 0s)",
+    )

@@ -13,6 +13,7 @@ from control_plane.cli.commands.common import add_command, add_group, usd_or_non
 from control_plane.cli.context import Context, parsed
 from control_plane.cli.errors import UsageError
 from control_plane.cli.output import timestamp_text, usd
+from control_plane.cli.protos import clear, has
 from control_plane.cli.values import (
     check_base_url,
     families,
@@ -94,16 +95,19 @@ _KEEP: Any = object()
 
 
 def create(ctx: Context, args: argparse.Namespace) -> None:
-    client = ctx.client()
-    model = models_pb2.Model(org_id=client.org_id(args.org), name=args.name)
+    model = models_pb2.Model(name=args.name)
     _fill(model, args)
+    client = ctx.client()
+    model.org_id = client.org_id(args.org)
     created = client.call(client.models.CreateModel, models_pb2.CreateModelRequest(model=model))
     ctx.out.message(created, model_fields(created))
 
 
 def get(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.client()
-    m = client.call(client.models.GetModel, models_pb2.GetModelRequest(org_id=client.org_id(args.org), name=args.name))
+    m = client.call(
+        client.models.GetModel, models_pb2.GetModelRequest(org_id=client.org_id(args.org), name=args.name)
+    )
     ctx.out.message(m, model_fields(m))
 
 
@@ -115,36 +119,53 @@ def list_(ctx: Context, args: argparse.Namespace) -> None:
         lambda token, size: models_pb2.ListModelsRequest(org_id=org_id, page_size=size, page_token=token),
         lambda r: iter(r.models),
     )
-    rows = [[m.name, family_name(m.family), m.upstream_slug, m.base_url, m.credential,
-             usd(m.pricing.input_per_mtok_micros), usd(m.pricing.output_per_mtok_micros),
-             "yes" if m.enabled else "no"] for m in models]
-    ctx.out.listing("models", models,
-                    ["NAME", "FAMILY", "SLUG", "BASE URL", "CREDENTIAL", "IN/MTOK", "OUT/MTOK", "ENABLED"], rows)
+    rows = [
+        [
+            m.name,
+            family_name(m.family),
+            m.upstream_slug,
+            m.base_url,
+            m.credential,
+            usd(m.pricing.input_per_mtok_micros),
+            usd(m.pricing.output_per_mtok_micros),
+            "yes" if m.enabled else "no",
+        ]
+        for m in models
+    ]
+    ctx.out.listing(
+        "models",
+        models,
+        ["NAME", "FAMILY", "SLUG", "BASE URL", "CREDENTIAL", "IN/MTOK", "OUT/MTOK", "ENABLED"],
+        rows,
+    )
 
 
 def update(ctx: Context, args: argparse.Namespace) -> None:
-    client = ctx.client()
-    org_id = client.org_id(args.org)
-    model = models_pb2.Model(org_id=org_id, name=args.name)
+    model = models_pb2.Model(name=args.name)
     paths = _fill(model, args)
     if not paths:
         raise UsageError("nothing to update: give at least one field flag")
+    client = ctx.client()
+    org_id = model.org_id = client.org_id(args.org)
     if any(p.startswith("pricing.") for p in paths):
         # The mask addresses pricing as a whole: merge the given prices into the current ones.
-        current = client.call(client.models.GetModel, models_pb2.GetModelRequest(org_id=org_id, name=args.name))
+        current = client.call(
+            client.models.GetModel, models_pb2.GetModelRequest(org_id=org_id, name=args.name)
+        )
         merged = models_pb2.Model()
         merged.pricing.CopyFrom(current.pricing)
         for path in paths:
             if path.startswith("pricing."):
                 field = path.removeprefix("pricing.")
-                if field == "cached_input_per_mtok_micros" and not model.pricing.HasField(field):
-                    merged.pricing.ClearField(field)
+                if field == "cached_input_per_mtok_micros" and not has(model.pricing, field):
+                    clear(merged.pricing, field)
                 else:
                     setattr(merged.pricing, field, getattr(model.pricing, field))
         model.pricing.CopyFrom(merged.pricing)
         paths = [p for p in paths if not p.startswith("pricing.")] + ["pricing"]
     updated = client.call(
-        client.models.UpdateModel, models_pb2.UpdateModelRequest(model=model, update_mask=FieldMask(paths=paths))
+        client.models.UpdateModel,
+        models_pb2.UpdateModelRequest(model=model, update_mask=FieldMask(paths=paths)),
     )
     ctx.out.message(updated, model_fields(updated))
 
@@ -166,12 +187,21 @@ def _add_model_flags(p: argparse.ArgumentParser, create: bool) -> None:
     p.add_argument("--slug", required=create, help="the provider's model id, e.g. gpt-4.1-mini")
     p.add_argument("--base-url", required=create, help="provider base URL, e.g. https://api.openai.com/v1")
     p.add_argument("--credential", required=create, help="credential name in the same org and family")
-    p.add_argument("--upstream-timeout", dest="timeout_value", metavar="DURATION",
-                   help="upstream first-byte timeout, e.g. 60s (server default 60s)")
+    p.add_argument(
+        "--upstream-timeout",
+        dest="timeout_value",
+        metavar="DURATION",
+        help="upstream first-byte timeout, e.g. 60s (server default 60s)",
+    )
     p.add_argument("--input-price", metavar="USD", help="USD per million input tokens, e.g. 0.15")
     p.add_argument("--output-price", metavar="USD", help="USD per million output tokens")
-    p.add_argument("--cached-input-price", metavar="USD|none", type=usd_or_none("--cached-input-price"),
-                   default=_KEEP, help="USD per million cached input tokens; 'none' = not priced separately")
+    p.add_argument(
+        "--cached-input-price",
+        metavar="USD|none",
+        type=usd_or_none("--cached-input-price"),
+        default=_KEEP,
+        help="USD per million cached input tokens; 'none' = not priced separately",
+    )
     state = p.add_mutually_exclusive_group()
     state.add_argument("--enabled", dest="enabled", action="store_const", const=True, default=None)
     state.add_argument("--disabled", dest="enabled", action="store_const", const=False)
@@ -186,8 +216,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("name")
     p = add_command(group, common, "list", "list an org's models", list_)
     p.add_argument("org", help="org name or id")
-    _add_model_flags(add_command(group, common, "update", "change fields of a model (only the flags given)",
-                                 update), create=False)
+    _add_model_flags(
+        add_command(group, common, "update", "change fields of a model (only the flags given)", update),
+        create=False,
+    )
     p = add_command(group, common, "delete", "delete a model", delete)
     p.add_argument("org", help="org name or id")
     p.add_argument("name")

@@ -19,6 +19,7 @@ from control_plane.cli.commands.common import (
 from control_plane.cli.context import Context, parsed
 from control_plane.cli.errors import UsageError
 from control_plane.cli.output import mapping_text, timestamp_text, usd
+from control_plane.cli.protos import has
 from control_plane.cli.values import outage_policy_name, parse_label, parse_outage_policy
 
 # (flag, Limits field, parser factory)
@@ -33,9 +34,12 @@ _LIMIT_FLAGS = (
 def limits_text(limits: common_pb2.Limits) -> str:
     """Compact one-line rendering of org limits."""
     parts = []
-    for label, field in (("rpm", "requests_per_minute"), ("tpm", "tokens_per_minute"),
-                         ("tokens/month", "monthly_token_quota")):
-        if limits.HasField(field):
+    for label, field in (
+        ("rpm", "requests_per_minute"),
+        ("tpm", "tokens_per_minute"),
+        ("tokens/month", "monthly_token_quota"),
+    ):
+        if has(limits, field):
             parts.append(f"{label}={getattr(limits, field)}")
     if limits.HasField("monthly_spend_cap_micros"):
         parts.append(f"spend/month={usd(limits.monthly_spend_cap_micros)}")
@@ -62,14 +66,27 @@ def _add_org_flags(parser: argparse.ArgumentParser, update: bool) -> None:
     parser.add_argument("--tier", help="tier name (see `odockctl tier list`)")
     for flag, field, factory in _LIMIT_FLAGS:
         unit = " in USD" if field.endswith("micros") else ""
-        parser.add_argument(flag, dest=field, type=factory(flag), metavar="N|none",
-                            help=f"override the tier's {field.removesuffix('_micros')}{unit}; 'none' = inherit")
+        parser.add_argument(
+            flag,
+            dest=field,
+            type=factory(flag),
+            metavar="N|none",
+            help=f"override the tier's {field.removesuffix('_micros')}{unit}; 'none' = inherit",
+        )
     parser.add_argument("--outage-policy", help="fail_open or fail_closed")
-    parser.add_argument("--default-model", action="append", metavar="ENDPOINT=MODEL",
-                        help="default model for an endpoint, e.g. /v1/embeddings=text-embedding-3-small"
-                        + (" (replaces the whole map)" if update else ""))
-    parser.add_argument("--label", action="append", metavar="KEY=VALUE",
-                        help="label" + (" (replaces all labels)" if update else ""))
+    parser.add_argument(
+        "--default-model",
+        action="append",
+        metavar="ENDPOINT=MODEL",
+        help="default model for an endpoint, e.g. /v1/embeddings=text-embedding-3-small"
+        + (" (replaces the whole map)" if update else ""),
+    )
+    parser.add_argument(
+        "--label",
+        action="append",
+        metavar="KEY=VALUE",
+        help="label" + (" (replaces all labels)" if update else ""),
+    )
 
 
 def _fill(org: orgs_pb2.Org, args: argparse.Namespace) -> list[str]:
@@ -116,14 +133,22 @@ def list_(ctx: Context, args: argparse.Namespace) -> None:
         lambda token, size: orgs_pb2.ListOrgsRequest(page_size=size, page_token=token),
         lambda r: iter(r.orgs),
     )
-    rows = [[o.name, o.id, o.tier, limits_text(o.effective_limits), outage_policy_name(o.outage_policy),
-             mapping_text(o.labels)] for o in orgs]
+    rows = [
+        [
+            o.name,
+            o.id,
+            o.tier,
+            limits_text(o.effective_limits),
+            outage_policy_name(o.outage_policy),
+            mapping_text(o.labels),
+        ]
+        for o in orgs
+    ]
     ctx.out.listing("orgs", orgs, ["NAME", "ID", "TIER", "EFFECTIVE LIMITS", "OUTAGE", "LABELS"], rows)
 
 
 def update(ctx: Context, args: argparse.Namespace) -> None:
-    client = ctx.client()
-    org = orgs_pb2.Org(id=client.org_id(args.org))
+    org = orgs_pb2.Org()
     paths = _fill(org, args)
     if args.new_name is not None:
         org.name = args.new_name
@@ -134,8 +159,11 @@ def update(ctx: Context, args: argparse.Namespace) -> None:
         paths.append("labels")
     if not paths:
         raise UsageError("nothing to update: give at least one field flag")
+    client = ctx.client()
+    org.id = client.org_id(args.org)
     updated = client.call(
-        client.orgs.UpdateOrg, orgs_pb2.UpdateOrgRequest(org=org, update_mask=FieldMask(paths=sorted(set(paths))))
+        client.orgs.UpdateOrg,
+        orgs_pb2.UpdateOrgRequest(org=org, update_mask=FieldMask(paths=sorted(set(paths)))),
     )
     ctx.out.message(updated, org_fields(updated))
 

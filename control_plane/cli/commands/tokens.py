@@ -15,7 +15,10 @@ from control_plane.cli.output import timestamp_text, to_dict
 def token_fields(t: admin_tokens_pb2.AdminToken) -> list[tuple[str, str]]:
     """Key/value rendering of one admin token (display only)."""
     return [
-        ("id", t.id), ("org id", t.org_id), ("name", t.name), ("token", t.display),
+        ("id", t.id),
+        ("org id", t.org_id),
+        ("name", t.name),
+        ("token", t.display),
         ("revoked", timestamp_text(t.revoke_time) if t.revoked else "no"),
         ("created", timestamp_text(t.create_time)),
     ]
@@ -23,8 +26,10 @@ def token_fields(t: admin_tokens_pb2.AdminToken) -> list[tuple[str, str]]:
 
 def create(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.client()
-    r = client.call(client.tokens.CreateAdminToken,
-                    admin_tokens_pb2.CreateAdminTokenRequest(org_id=client.org_id(args.org), name=args.name))
+    r = client.call(
+        client.tokens.CreateAdminToken,
+        admin_tokens_pb2.CreateAdminTokenRequest(org_id=client.org_id(args.org), name=args.name),
+    )
     if ctx.out.as_json:
         ctx.out.json(to_dict(r))
         return
@@ -36,10 +41,13 @@ def create(ctx: Context, args: argparse.Namespace) -> None:
 
 def list_(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.client()
-    r = client.call(client.tokens.ListAdminTokens,
-                    admin_tokens_pb2.ListAdminTokensRequest(org_id=client.org_id(args.org)))
-    rows = [[t.name, t.id, t.display, "revoked" if t.revoked else "active", timestamp_text(t.create_time)]
-            for t in r.tokens]
+    r = client.call(
+        client.tokens.ListAdminTokens, admin_tokens_pb2.ListAdminTokensRequest(org_id=client.org_id(args.org))
+    )
+    rows = [
+        [t.name, t.id, t.display, "revoked" if t.revoked else "active", timestamp_text(t.create_time)]
+        for t in r.tokens
+    ]
     ctx.out.listing("tokens", list(r.tokens), ["NAME", "ID", "TOKEN", "STATE", "CREATED"], rows)
 
 
@@ -48,11 +56,14 @@ def revoke(ctx: Context, args: argparse.Namespace) -> None:
     org_id = client.org_id(args.org)
     token_id = args.token_ref
     if not token_id.startswith("tok_"):
-        listed = client.call(client.tokens.ListAdminTokens, admin_tokens_pb2.ListAdminTokensRequest(org_id=org_id))
+        listed = client.call(
+            client.tokens.ListAdminTokens, admin_tokens_pb2.ListAdminTokensRequest(org_id=org_id)
+        )
         matches = [t.id for t in listed.tokens if t.name == token_id and not t.revoked]
         token_id = matches[0] if len(matches) == 1 else token_id
-    t = client.call(client.tokens.RevokeAdminToken,
-                    admin_tokens_pb2.RevokeAdminTokenRequest(org_id=org_id, id=token_id))
+    t = client.call(
+        client.tokens.RevokeAdminToken, admin_tokens_pb2.RevokeAdminTokenRequest(org_id=org_id, id=token_id)
+    )
     ctx.out.message(t, token_fields(t))
 
 
