@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from odock import keyformat
+from odock.v1 import admin_tokens_pb2, common_pb2, credentials_pb2, keys_pb2, models_pb2, orgs_pb2
 
 from control_plane.store.tables import AdminTokenRow, CredentialRow, ModelRow, OrgRow, VirtualKeyRow
 from control_plane.tiers import LIMIT_FIELDS, LimitSet, Tier, effective_limits
-from odock import keyformat
-from odock.v1 import admin_tokens_pb2, common_pb2, credentials_pb2, keys_pb2, models_pb2, orgs_pb2
+
+
+def has_field(msg: Message, name: str) -> bool:
+    """``msg.HasField(name)`` for a field name known only at run time."""
+    return msg.HasField(name)
 
 
 def timestamp(value: datetime) -> Timestamp:
     """A proto Timestamp for an aware datetime."""
     ts = Timestamp()
-    ts.FromDatetime(value.astimezone(timezone.utc))
+    ts.FromDatetime(value.astimezone(UTC))
     return ts
 
 
 def from_timestamp(value: Timestamp) -> datetime:
     """An aware UTC datetime for a proto Timestamp."""
-    return value.ToDatetime(tzinfo=timezone.utc)
+    return value.ToDatetime(tzinfo=UTC)
 
 
 def duration_ms(ms: int) -> Duration:
@@ -44,7 +50,7 @@ def limits_to_proto(limits: LimitSet) -> common_pb2.Limits:
 
 def limits_from_proto(msg: common_pb2.Limits) -> LimitSet:
     """Limits -> LimitSet (unset stays None)."""
-    return LimitSet(**{name: getattr(msg, name) if msg.HasField(name) else None for name in LIMIT_FIELDS})
+    return LimitSet(**{name: getattr(msg, name) if has_field(msg, name) else None for name in LIMIT_FIELDS})
 
 
 def org_overrides(row: OrgRow) -> LimitSet:
@@ -126,7 +132,7 @@ def key_limits_to_proto(row: VirtualKeyRow) -> common_pb2.KeyLimits:
 
 def key_to_proto(row: VirtualKeyRow, now: datetime | None = None) -> keys_pb2.VirtualKey:
     """A virtual key as listings show it: prefix + last 4, never the digest."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     msg = keys_pb2.VirtualKey(
         id=row.id,
         org_id=row.org_id,

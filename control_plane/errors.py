@@ -96,7 +96,6 @@ def status_of(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
 def _resource_of(method: str) -> str:
     name = method.rsplit("/", 1)[-1]
     for verb in ("Create", "Update", "Rotate", "Revoke", "Delete"):
-        if name.startswith(verb):
-            name = name[len(verb):]
+        name = name.removeprefix(verb)
     out = "".join(f" {c.lower()}" if c.isupper() else c for c in name).strip()
     return out or "resource"

@@ -21,4 +21,9 @@ def new_id(prefix: str) -> str:
 def looks_like(value: str, prefix: str) -> bool:
     """True when ``value`` has the shape of an id with ``prefix``."""
     head, sep, body = value.partition("_")
-    return bool(sep) and head == prefix and len(body) == 26 and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in body)
+    return (
+        bool(sep)
+        and head == prefix
+        and len(body) == 26
+        and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in body)
+    )

@@ -16,24 +16,29 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
+from odock import keyformat
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.errors import DomainError, PermissionDenied, Unauthenticated, status_of
 from control_plane.settings import Settings
 from control_plane.store.repositories import admin_tokens
-from odock import keyformat
 
 NODE_SERVICE_PREFIX = "/odock.v1.NodeService/"
 ADMIN_PREFIX = "/odock.v1."
-OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-                 "/grpc.reflection.v1.ServerReflection/")
+OPEN_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
 # RPCs an org admin may never call, whatever org they name.
-SUPER_ONLY = frozenset({
-    "/odock.v1.OrgService/CreateOrg",
-    "/odock.v1.OrgService/ListOrgs",
-    "/odock.v1.OrgService/DeleteOrg",
-    "/odock.v1.CredentialService/RewrapCredentials",
-})
+SUPER_ONLY = frozenset(
+    {
+        "/odock.v1.OrgService/CreateOrg",
+        "/odock.v1.OrgService/ListOrgs",
+        "/odock.v1.OrgService/DeleteOrg",
+        "/odock.v1.CredentialService/RewrapCredentials",
+    }
+)
 
 MISSING_TOKEN = "missing bearer token in 'authorization' metadata"
 UNKNOWN_TOKEN = "unknown or revoked token"
@@ -101,14 +106,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        token = bearer_token(handler_call_details.invocation_metadata)  # type: ignore[arg-type]
+        token = bearer_token(handler_call_details.invocation_metadata)
         principal: Principal | None = None
         error: DomainError | None = None
         try:
@@ -163,18 +168,21 @@ async def _fail(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: B
 
 
 def _wrap(
-    handler: grpc.RpcMethodHandler, method: str, principal: Principal | None, error: DomainError | None
-) -> grpc.RpcMethodHandler:
+    handler: grpc.RpcMethodHandler[Any, Any],
+    method: str,
+    principal: Principal | None,
+    error: DomainError | None,
+) -> grpc.RpcMethodHandler[Any, Any]:
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         if error is not None:
             await _fail(context, method, error)
         token = _PRINCIPAL.set(principal)
         try:
-            inner = handler.unary_unary if handler.unary_unary else handler.stream_unary
+            inner: Any = handler.unary_unary or handler.stream_unary
             return await inner(request, context)
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the one place handler errors become statuses
             await _fail(context, method, exc)
         finally:
             _PRINCIPAL.reset(token)
@@ -185,7 +193,7 @@ def _wrap(
         # Each RPC runs in its own task, so the value cannot leak to another call.
         _PRINCIPAL.set(principal)
         try:
-            inner = handler.unary_stream if handler.unary_stream else handler.stream_stream
+            inner: Any = handler.unary_stream or handler.stream_stream
             result = inner(request, context)
             if inspect.isasyncgen(result):
                 async for item in result:
@@ -194,7 +202,7 @@ def _wrap(
                 await result
         except grpc.aio.AbortError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as above, for streams
             await _fail(context, method, exc)
 
     des, ser = handler.request_deserializer, handler.response_serializer
@@ -203,5 +211,7 @@ def _wrap(
     if handler.stream_unary:
         return grpc.stream_unary_rpc_method_handler(unary, request_deserializer=des, response_serializer=ser)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming, request_deserializer=des, response_serializer=ser)
+        return grpc.unary_stream_rpc_method_handler(
+            streaming, request_deserializer=des, response_serializer=ser
+        )
     return grpc.stream_stream_rpc_method_handler(streaming, request_deserializer=des, response_serializer=ser)

@@ -13,21 +13,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from control_plane.changefeed import ChangeFeed
-from control_plane.crypto import Keyring
-from control_plane.interceptors import AuthInterceptor
-from control_plane.services import Deps
-from control_plane.services.admin_tokens import AdminTokenServicer
-from control_plane.services.credentials import CredentialServicer
-from control_plane.services.keys import VirtualKeyServicer
-from control_plane.services.models import ModelServicer
-from control_plane.services.node import NodeServicer
-from control_plane.services.orgs import OrgServicer
-from control_plane.services.usage import UsageServicer
-from control_plane.settings import Settings
-from control_plane.store import db
 from odock.v1 import (
     admin_tokens_pb2,
     admin_tokens_pb2_grpc,
@@ -44,6 +29,21 @@ from odock.v1 import (
     usage_pb2,
     usage_pb2_grpc,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from control_plane.changefeed import ChangeFeed
+from control_plane.crypto import Keyring
+from control_plane.interceptors import AuthInterceptor
+from control_plane.services import Deps
+from control_plane.services.admin_tokens import AdminTokenServicer
+from control_plane.services.credentials import CredentialServicer
+from control_plane.services.keys import VirtualKeyServicer
+from control_plane.services.models import ModelServicer
+from control_plane.services.node import NodeServicer
+from control_plane.services.orgs import OrgServicer
+from control_plane.services.usage import UsageServicer
+from control_plane.settings import Settings
+from control_plane.store import db
 
 log = logging.getLogger("odock.control_plane")
 

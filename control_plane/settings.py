@@ -199,6 +199,6 @@ def _parse_listen(value: str) -> str:
 
 def _parse_db_url(value: str) -> str:
     scheme = value.partition(":")[0].lower()
-    if not (scheme.startswith("sqlite") or scheme.startswith("postgres")):
+    if not scheme.startswith(("sqlite", "postgres")):
         raise SettingsError("ODOCK_DATABASE_URL: must be sqlite:///PATH or postgresql://USER@HOST:PORT/DB")
     return value

@@ -8,9 +8,9 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from google.protobuf.duration_pb2 import Duration
+from odock.v1 import common_pb2
 
 from control_plane.errors import InvalidArgument
-from odock.v1 import common_pb2
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
@@ -26,7 +26,9 @@ DEFAULT_TIMEOUT = timedelta(seconds=60)
 MIN_TIMEOUT = timedelta(milliseconds=100)
 MAX_TIMEOUT = timedelta(seconds=3600)
 MAX_GRACE = timedelta(days=30)
-_FAMILIES = frozenset(v for v in common_pb2.ProviderFamily.values() if v != common_pb2.PROVIDER_FAMILY_UNSPECIFIED)
+_FAMILIES = frozenset(
+    v for v in common_pb2.ProviderFamily.values() if v != common_pb2.PROVIDER_FAMILY_UNSPECIFIED
+)
 _POLICIES = frozenset(common_pb2.OutagePolicy.values())
 
 
@@ -142,7 +144,9 @@ def labels(field: str, value: Mapping[str, str]) -> dict[str, str]:
         if not _LABEL_KEY_RE.match(k):
             raise InvalidArgument(f"{field}[{k!r}]", "key must be 1-63 characters of A-Z, a-z, 0-9, '._/-'")
         if len(v) > MAX_LABEL_VALUE or not v.isprintable():
-            raise InvalidArgument(f"{field}[{k!r}]", f"value must be at most {MAX_LABEL_VALUE} printable characters")
+            raise InvalidArgument(
+                f"{field}[{k!r}]", f"value must be at most {MAX_LABEL_VALUE} printable characters"
+            )
     return dict(value)
 
 
@@ -152,7 +156,9 @@ def default_models(field: str, value: Mapping[str, str]) -> dict[str, str]:
         raise InvalidArgument(field, f"at most {MAX_LABELS} entries")
     for endpoint, model in value.items():
         if not endpoint.startswith("/") or len(endpoint) > 256 or any(c.isspace() for c in endpoint):
-            raise InvalidArgument(f"{field}[{endpoint!r}]", "key must be an endpoint path such as /v1/embeddings")
+            raise InvalidArgument(
+                f"{field}[{endpoint!r}]", "key must be an endpoint path such as /v1/embeddings"
+            )
         model_name(f"{field}[{endpoint!r}]", model)
     return dict(value)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from odock.v1 import credentials_pb2, credentials_pb2_grpc, node_pb2
 
 from control_plane import convert, ids, validation
 from control_plane.crypto import CryptoError, Envelope, encrypt, rewrap
@@ -14,7 +15,6 @@ from control_plane.services import Deps
 from control_plane.store import changes
 from control_plane.store.repositories import credentials, orgs, pages
 from control_plane.store.tables import CredentialRow, utcnow
-from odock.v1 import credentials_pb2, credentials_pb2_grpc, node_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 # Below this length the last four characters would give away too much of the secret.
@@ -128,7 +128,7 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
             all_ids = await credentials.all_ids(session)
         for start in range(0, len(all_ids), REWRAP_BATCH):
             async with self._deps.write() as session:
-                batch = all_ids[start:start + REWRAP_BATCH]
+                batch = all_ids[start : start + REWRAP_BATCH]
                 for row in await credentials.by_ids(session, batch):
                     if row.kek_id == keyring.newest_id:
                         unchanged += 1

@@ -6,6 +6,8 @@ from datetime import datetime
 from typing import Any
 
 import grpc
+from odock import keyformat
+from odock.v1 import keys_pb2, keys_pb2_grpc, node_pb2
 
 from control_plane import convert, ids, validation
 from control_plane.errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -14,8 +16,6 @@ from control_plane.services import Deps, mask_paths
 from control_plane.store import changes
 from control_plane.store.repositories import keys, models, orgs, pages
 from control_plane.store.tables import VirtualKeyRow, utcnow
-from odock import keyformat
-from odock.v1 import keys_pb2, keys_pb2_grpc, node_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "budget_micros")
@@ -27,7 +27,7 @@ MAX_SCOPED_MODELS = 1000
 
 def _apply_limits(row: VirtualKeyRow, msg: keys_pb2.VirtualKey, fields: tuple[str, ...]) -> None:
     for name in fields:
-        value = getattr(msg.limits, name) if msg.limits.HasField(name) else None
+        value = getattr(msg.limits, name) if convert.has_field(msg.limits, name) else None
         setattr(row, name, validation.non_negative(f"key.limits.{name}", value))
 
 
@@ -90,7 +90,9 @@ class VirtualKeyServicer(keys_pb2_grpc.VirtualKeyServiceServicer):
             session.add(row)
         return keys_pb2.CreateVirtualKeyResponse(key=convert.key_to_proto(row), secret=secret)
 
-    async def GetVirtualKey(self, request: keys_pb2.GetVirtualKeyRequest, context: Ctx) -> keys_pb2.VirtualKey:
+    async def GetVirtualKey(
+        self, request: keys_pb2.GetVirtualKeyRequest, context: Ctx
+    ) -> keys_pb2.VirtualKey:
         org_id = validation.required("org_id", request.org_id)
         current_principal().check_org(org_id)
         key_id = validation.required("id", request.id)

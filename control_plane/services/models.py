@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from odock.v1 import common_pb2, models_pb2, models_pb2_grpc, node_pb2
 
 from control_plane import convert, ids, validation
 from control_plane.errors import AlreadyExists, InvalidArgument, NotFound
@@ -13,7 +14,6 @@ from control_plane.services import Deps, mask_paths
 from control_plane.store import changes
 from control_plane.store.repositories import credentials, models, orgs, pages
 from control_plane.store.tables import CredentialRow, ModelRow, utcnow
-from odock.v1 import common_pb2, models_pb2, models_pb2_grpc, node_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 PRICING_FIELDS = ("input_per_mtok_micros", "output_per_mtok_micros", "cached_input_per_mtok_micros")
@@ -30,7 +30,7 @@ def _family_name(value: int) -> str:
 def _apply_pricing(row: ModelRow, pricing: common_pb2.Pricing, fields: tuple[str, ...]) -> None:
     for name in fields:
         if name == "cached_input_per_mtok_micros":
-            value = pricing.cached_input_per_mtok_micros if pricing.HasField(name) else None
+            value = pricing.cached_input_per_mtok_micros if convert.has_field(pricing, name) else None
         else:
             value = getattr(pricing, name)
         setattr(row, name, validation.non_negative(f"model.pricing.{name}", value))
@@ -67,7 +67,9 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             family=validation.family("model.family", msg.family),
             upstream_slug=validation.slug("model.upstream_slug", msg.upstream_slug),
             base_url=validation.base_url("model.base_url", msg.base_url),
-            timeout_ms=validation.timeout_ms("model.timeout", msg.timeout if msg.HasField("timeout") else None),
+            timeout_ms=validation.timeout_ms(
+                "model.timeout", msg.timeout if msg.HasField("timeout") else None
+            ),
             enabled=msg.enabled if msg.HasField("enabled") else True,
         )
         _apply_pricing(row, msg.pricing, PRICING_FIELDS)
@@ -93,7 +95,9 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             names = await credentials.names_by_id(session, {row.credential_id})
         return convert.model_to_proto(row, names.get(row.credential_id, ""))
 
-    async def ListModels(self, request: models_pb2.ListModelsRequest, context: Ctx) -> models_pb2.ListModelsResponse:
+    async def ListModels(
+        self, request: models_pb2.ListModelsRequest, context: Ctx
+    ) -> models_pb2.ListModelsResponse:
         org_id = validation.required("org_id", request.org_id)
         current_principal().check_org(org_id)
         size = validation.page_size("page_size", request.page_size)
@@ -103,7 +107,8 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             rows, token = await models.list_page(session, org_id, after, size)
             names = await credentials.names_by_id(session, {r.credential_id for r in rows})
         return models_pb2.ListModelsResponse(
-            models=[convert.model_to_proto(r, names.get(r.credential_id, "")) for r in rows], next_page_token=token
+            models=[convert.model_to_proto(r, names.get(r.credential_id, "")) for r in rows],
+            next_page_token=token,
         )
 
     async def UpdateModel(self, request: models_pb2.UpdateModelRequest, context: Ctx) -> models_pb2.Model:
@@ -129,21 +134,26 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             if "pricing" in paths:
                 _apply_pricing(row, msg.pricing, PRICING_FIELDS)
             else:
-                _apply_pricing(row, msg.pricing, tuple(p[len("pricing."):] for p in paths if p.startswith("pricing.")))
+                _apply_pricing(
+                    row, msg.pricing, tuple(p[len("pricing.") :] for p in paths if p.startswith("pricing."))
+                )
             if "enabled" in paths:
                 row.enabled = msg.enabled if msg.HasField("enabled") else True
             if "credential" in paths:
                 cred = await _credential(session, org_id, msg.credential, row.family)
                 row.credential_id = cred.id
             else:
-                cred = await session.get(CredentialRow, row.credential_id)
-                if cred is None:
+                current = await session.get(CredentialRow, row.credential_id)
+                if current is None:
                     raise NotFound(f"credential of model {name!r} not found")
+                cred = current
                 if "family" in paths:
                     await _credential(session, org_id, cred.name, row.family)
             if convert.model_to_proto(row, "") != before or row.credential_id != before_credential:
                 row.update_time = utcnow()
-                await changes.record_change(session, node_pb2.INVALIDATION_KIND_MODEL, org_id, model_name=name)
+                await changes.record_change(
+                    session, node_pb2.INVALIDATION_KIND_MODEL, org_id, model_name=name
+                )
         self._deps.feed.poke()
         return convert.model_to_proto(row, cred.name)
 

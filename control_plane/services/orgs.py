@@ -5,16 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from odock.v1 import node_pb2, orgs_pb2, orgs_pb2_grpc
 
 from control_plane import convert, ids, validation
-from control_plane.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from control_plane.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from control_plane.interceptors import current_principal
 from control_plane.services import Deps, mask_paths
 from control_plane.store import changes
 from control_plane.store.repositories import orgs, pages
 from control_plane.store.tables import OrgRow, utcnow
 from control_plane.tiers import DEFAULT_TIER, LIMIT_FIELDS, TIERS
-from odock.v1 import node_pb2, orgs_pb2, orgs_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 ORG_ADMIN_FORBIDDEN = ("tier", "limits")
@@ -32,7 +38,7 @@ def _tier(field: str, value: str) -> str:
 
 def _apply_limits(row: OrgRow, msg: orgs_pb2.Org, fields: tuple[str, ...]) -> None:
     for name in fields:
-        value = getattr(msg.limits, name) if msg.limits.HasField(name) else None
+        value = getattr(msg.limits, name) if convert.has_field(msg.limits, name) else None
         setattr(row, name, validation.non_negative(f"org.limits.{name}", value))
 
 
@@ -68,7 +74,9 @@ class OrgServicer(orgs_pb2_grpc.OrgServiceServicer):
         if bool(request.id) == bool(request.name):
             raise InvalidArgument("id", "set exactly one of id or name")
         async with self._deps.read() as session:
-            row = await (orgs.get(session, request.id) if request.id else orgs.get_by_name(session, request.name))
+            row = await (
+                orgs.get(session, request.id) if request.id else orgs.get_by_name(session, request.name)
+            )
         if row is None:
             if not principal.is_super:  # do not reveal other orgs' existence to org admins
                 principal.check_org(request.id or "")

@@ -45,11 +45,11 @@ def bearer(token: str) -> Metadata:
 
 def settings_for(db_url: str, secrets: PlaneSecrets, **overrides: Any) -> Settings:
     """Settings as from_env would build them, for an already migrated database."""
-    values: dict[str, Any] = dict(
-        listen="127.0.0.1:0", database_url=db_url, keks_spec=keks_spec(secrets.keks),
-        kek_ids=tuple(secrets.keks), key_pepper=secrets.pepper, admin_token=secrets.admin_token,
-        node_tokens=(secrets.node_token,), migrate=False, grace_seconds=0.5, heartbeat_seconds=0.2,
-    )  # fmt: skip
+    values: dict[str, Any] = {
+        "listen": "127.0.0.1:0", "database_url": db_url, "keks_spec": keks_spec(secrets.keks),
+        "kek_ids": tuple(secrets.keks), "key_pepper": secrets.pepper, "admin_token": secrets.admin_token,
+        "node_tokens": (secrets.node_token,), "migrate": False, "grace_seconds": 0.5, "heartbeat_seconds": 0.2,
+    }  # fmt: skip
     values.update(overrides)
     return Settings(**values)
 
@@ -62,12 +62,12 @@ class AdminEnv:
     channel: grpc.aio.Channel
     secrets: PlaneSecrets
     db_url: str
-    orgs: orgs_pb2_grpc.OrgServiceStub
-    creds: credentials_pb2_grpc.CredentialServiceStub
-    models: models_pb2_grpc.ModelServiceStub
-    keys: keys_pb2_grpc.VirtualKeyServiceStub
-    tokens: admin_tokens_pb2_grpc.AdminTokenServiceStub
-    node: node_pb2_grpc.NodeServiceStub
+    orgs: orgs_pb2_grpc.OrgServiceAsyncStub
+    creds: credentials_pb2_grpc.CredentialServiceAsyncStub
+    models: models_pb2_grpc.ModelServiceAsyncStub
+    keys: keys_pb2_grpc.VirtualKeyServiceAsyncStub
+    tokens: admin_tokens_pb2_grpc.AdminTokenServiceAsyncStub
+    node: node_pb2_grpc.NodeServiceAsyncStub
 
     @property
     def su(self) -> Metadata:
@@ -88,7 +88,12 @@ class AdminEnv:
         return org
 
     async def credential(
-        self, org_id: str, name: str = "main", *, family: int = OPENAI, secret: str = "sk-test-0123456789abcd"
+        self,
+        org_id: str,
+        name: str = "main",
+        *,
+        family: common_pb2.ProviderFamily.ValueType = OPENAI,
+        secret: str = "sk-test-0123456789abcd",
     ) -> credentials_pb2.Credential:
         cred: credentials_pb2.Credential = await self.creds.CreateCredential(
             credentials_pb2.CreateCredentialRequest(org_id=org_id, name=name, family=family, secret=secret),
@@ -96,7 +101,9 @@ class AdminEnv:
         )
         return cred
 
-    async def model(self, org_id: str, name: str, credential: str = "main", **fields: Any) -> models_pb2.Model:
+    async def model(
+        self, org_id: str, name: str, credential: str = "main", **fields: Any
+    ) -> models_pb2.Model:
         fields.setdefault("family", OPENAI)
         fields.setdefault("upstream_slug", "gpt-4.1-mini")
         fields.setdefault("base_url", "https://api.openai.com/v1")
@@ -112,7 +119,8 @@ class AdminEnv:
         if "models" not in fields:
             fields.setdefault("all_models", True)
         resp: keys_pb2.CreateVirtualKeyResponse = await self.keys.CreateVirtualKey(
-            keys_pb2.CreateVirtualKeyRequest(key=keys_pb2.VirtualKey(org_id=org_id, **fields)), metadata=self.su
+            keys_pb2.CreateVirtualKeyRequest(key=keys_pb2.VirtualKey(org_id=org_id, **fields)),
+            metadata=self.su,
         )
         return resp
 

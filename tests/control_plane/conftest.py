@@ -11,7 +11,7 @@ from tests.support.postgres import db_url, migrated_db_url, pg_server  # noqa: F
 
 
 @pytest.fixture
-async def cp(migrated_db_url: str) -> AsyncIterator[AdminEnv]:
+async def cp(migrated_db_url: str) -> AsyncIterator[AdminEnv]:  # noqa: F811
     """The full control plane in-process over a fresh migrated database (both backends)."""
     async with open_admin_env(migrated_db_url) as env:
         yield env

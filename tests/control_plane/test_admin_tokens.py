@@ -27,7 +27,9 @@ async def test_create_list_revoke(cp: AdminEnv) -> None:
     finally:
         await engine.dispose()
     assert bytes(digest) == keyformat.digest(cp.secrets.pepper, secret)
-    listed = await cp.tokens.ListAdminTokens(admin_tokens_pb2.ListAdminTokensRequest(org_id=org.id), metadata=cp.su)
+    listed = await cp.tokens.ListAdminTokens(
+        admin_tokens_pb2.ListAdminTokensRequest(org_id=org.id), metadata=cp.su
+    )
     assert list(listed.tokens) == [token] and secret not in str(listed)
 
     md = bearer(secret)
@@ -40,8 +42,12 @@ async def test_create_list_revoke(cp: AdminEnv) -> None:
         admin_tokens_pb2.RevokeAdminTokenRequest(org_id=org.id, id=token.id), metadata=bearer(second.secret)
     )
     assert revoked.revoked and revoked.HasField("revoke_time")
-    await expect(grpc.StatusCode.UNAUTHENTICATED, cp.orgs.GetOrg(orgs_pb2.GetOrgRequest(id=org.id), metadata=md))
-    listed = await cp.tokens.ListAdminTokens(admin_tokens_pb2.ListAdminTokensRequest(org_id=org.id), metadata=cp.su)
+    await expect(
+        grpc.StatusCode.UNAUTHENTICATED, cp.orgs.GetOrg(orgs_pb2.GetOrgRequest(id=org.id), metadata=md)
+    )
+    listed = await cp.tokens.ListAdminTokens(
+        admin_tokens_pb2.ListAdminTokensRequest(org_id=org.id), metadata=cp.su
+    )
     assert [t.revoked for t in listed.tokens] == [True, False]
 
 

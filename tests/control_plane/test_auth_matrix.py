@@ -132,16 +132,24 @@ def is_node(path: str) -> bool:
     return path.startswith("/odock.v1.NodeService/")
 
 
-async def call(channel: grpc.aio.Channel, path: str, method: MethodDescriptor, request: Message,
-               metadata: Metadata | None) -> S:
+async def call(
+    channel: grpc.aio.Channel,
+    path: str,
+    method: MethodDescriptor,
+    request: Message,
+    metadata: Metadata | None,
+) -> S:
     """Invoke any RPC generically; the status it ends with (OK once a streaming RPC answers)."""
     response_cls = message_factory.GetMessageClass(method.output_type)
-    kwargs: dict[str, Any] = dict(request_serializer=type(request).SerializeToString,
-                                  response_deserializer=response_cls.FromString)
+    kwargs: dict[str, Any] = {
+        "request_serializer": type(request).SerializeToString,
+        "response_deserializer": response_cls.FromString,
+    }
     try:
         if not method.client_streaming and not method.server_streaming:
             await channel.unary_unary(path, **kwargs)(request, metadata=metadata, timeout=30)
             return S.OK
+        stream: Any
         if method.client_streaming:
             stream = channel.stream_stream(path, **kwargs)(iter([request]), metadata=metadata)
         else:

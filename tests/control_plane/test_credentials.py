@@ -47,7 +47,9 @@ async def test_get_and_list_paginated(cp: AdminEnv) -> None:
     await cp.credential(other.id, "zzz")
     for n in ("c", "a", "b", "d"):
         await cp.credential(org.id, n, family=ANTHROPIC)
-    got = await cp.creds.GetCredential(credentials_pb2.GetCredentialRequest(org_id=org.id, name="b"), metadata=cp.su)
+    got = await cp.creds.GetCredential(
+        credentials_pb2.GetCredentialRequest(org_id=org.id, name="b"), metadata=cp.su
+    )
     assert got.name == "b" and got.family == ANTHROPIC
     first = await cp.creds.ListCredentials(
         credentials_pb2.ListCredentialsRequest(org_id=org.id, page_size=3), metadata=cp.su
@@ -62,17 +64,22 @@ async def test_get_and_list_paginated(cp: AdminEnv) -> None:
     msg = await expect(
         INVALID,
         cp.creds.ListCredentials(
-            credentials_pb2.ListCredentialsRequest(org_id=other.id, page_token=first.next_page_token), metadata=cp.su
+            credentials_pb2.ListCredentialsRequest(org_id=other.id, page_token=first.next_page_token),
+            metadata=cp.su,
         ),
     )
     assert msg.startswith("page_token:")
     await expect(
         grpc.StatusCode.NOT_FOUND,
-        cp.creds.GetCredential(credentials_pb2.GetCredentialRequest(org_id=org.id, name="zzz"), metadata=cp.su),
+        cp.creds.GetCredential(
+            credentials_pb2.GetCredentialRequest(org_id=org.id, name="zzz"), metadata=cp.su
+        ),
     )
     await expect(
         grpc.StatusCode.NOT_FOUND,
-        cp.creds.ListCredentials(credentials_pb2.ListCredentialsRequest(org_id="org_missing"), metadata=cp.su),
+        cp.creds.ListCredentials(
+            credentials_pb2.ListCredentialsRequest(org_id="org_missing"), metadata=cp.su
+        ),
     )
 
 
@@ -83,20 +90,28 @@ async def test_create_errors(cp: AdminEnv) -> None:
     assert "main" in msg
     await expect(grpc.StatusCode.NOT_FOUND, cp.credential("org_missing", "x"))
     bad = {
-        "org_id": dict(name="x", family=OPENAI, secret=SECRET),
-        "name": dict(org_id=org.id, name="Not Valid", family=OPENAI, secret=SECRET),
-        "family": dict(org_id=org.id, name="x", family=common_pb2.PROVIDER_FAMILY_UNSPECIFIED, secret=SECRET),
-        "secret": dict(org_id=org.id, name="x", family=OPENAI, secret="has space"),
+        "org_id": {"name": "x", "family": OPENAI, "secret": SECRET},
+        "name": {"org_id": org.id, "name": "Not Valid", "family": OPENAI, "secret": SECRET},
+        "family": {
+            "org_id": org.id,
+            "name": "x",
+            "family": common_pb2.PROVIDER_FAMILY_UNSPECIFIED,
+            "secret": SECRET,
+        },
+        "secret": {"org_id": org.id, "name": "x", "family": OPENAI, "secret": "has space"},
     }
     for field, fields in bad.items():
         msg = await expect(
-            INVALID, cp.creds.CreateCredential(credentials_pb2.CreateCredentialRequest(**fields), metadata=cp.su)  # type: ignore[arg-type]
+            INVALID,
+            cp.creds.CreateCredential(credentials_pb2.CreateCredentialRequest(**fields), metadata=cp.su),  # type: ignore[arg-type]
         )
         assert msg.startswith(f"{field}:") and SECRET not in msg
     msg = await expect(
         INVALID,
         cp.creds.CreateCredential(
-            credentials_pb2.CreateCredentialRequest(org_id=org.id, name="x", family=OPENAI, secret="k" * 8193),
+            credentials_pb2.CreateCredentialRequest(
+                org_id=org.id, name="x", family=OPENAI, secret="k" * 8193
+            ),
             metadata=cp.su,
         ),
     )
@@ -108,7 +123,9 @@ async def test_rotate_replaces_secret_and_stamps_time(cp: AdminEnv) -> None:
     cred = await cp.credential(org.id, secret=SECRET)
     before = await _stored(cp.db_url, cred.id)
     rotated = await cp.creds.RotateCredential(
-        credentials_pb2.RotateCredentialRequest(org_id=org.id, name="main", secret="sk-new-secret-value-9876"),
+        credentials_pb2.RotateCredentialRequest(
+            org_id=org.id, name="main", secret="sk-new-secret-value-9876"
+        ),
         metadata=cp.su,
     )
     assert rotated.id == cred.id and rotated.last4 == "9876" and rotated.HasField("rotate_time")
@@ -125,7 +142,9 @@ async def test_rotate_replaces_secret_and_stamps_time(cp: AdminEnv) -> None:
     )
     msg = await expect(
         INVALID,
-        cp.creds.RotateCredential(credentials_pb2.RotateCredentialRequest(org_id=org.id, name="main"), metadata=cp.su),
+        cp.creds.RotateCredential(
+            credentials_pb2.RotateCredentialRequest(org_id=org.id, name="main"), metadata=cp.su
+        ),
     )
     assert msg == "secret: required"
 
@@ -158,10 +177,15 @@ async def test_rewrap_moves_every_row_to_the_newest_kek(migrated_db_url: str) ->
         assert (resp.rewrapped, resp.unchanged, resp.kek_id) == (3, 1, "new")
         again = await env.creds.RewrapCredentials(credentials_pb2.RewrapCredentialsRequest(), metadata=env.su)
         assert (again.rewrapped, again.unchanged) == (0, 4)
-        listed = await env.creds.ListCredentials(credentials_pb2.ListCredentialsRequest(org_id=org_id), metadata=env.su)
+        listed = await env.creds.ListCredentials(
+            credentials_pb2.ListCredentialsRequest(org_id=org_id), metadata=env.su
+        )
         assert {c.kek_id for c in listed.credentials} == {"new"}
     # only the new KEK is needed from now on
     only_new = Keyring.from_spec(keks_spec({"new": both["new"]}))
     for i, cred_id in enumerate(ids):
         row = await _stored(migrated_db_url, cred_id)
-        assert decrypt(only_new, Envelope(row.kek_id, row.wrapped_dek, row.ciphertext), cred_id) == f"{SECRET}-{i}".encode()
+        assert (
+            decrypt(only_new, Envelope(row.kek_id, row.wrapped_dek, row.ciphertext), cred_id)
+            == f"{SECRET}-{i}".encode()
+        )

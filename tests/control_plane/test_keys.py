@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -52,7 +53,11 @@ async def test_create_returns_plaintext_once_and_stores_only_the_digest(cp: Admi
     secret, key = resp.secret, resp.key
     assert keyformat.is_well_formed(secret) and len(secret) == 53
     assert key.id.startswith("key_") and key.display == f"odk-…{secret[-4:]}"
-    assert key.all_models and key.limits.requests_per_minute == 10 and not key.limits.HasField("tokens_per_minute")
+    assert (
+        key.all_models
+        and key.limits.requests_per_minute == 10
+        and not key.limits.HasField("tokens_per_minute")
+    )
     assert not key.revoked and not key.HasField("expire_time")
     stored, previous = await _digests(cp.db_url, key.id)
     assert stored == keyformat.digest(cp.secrets.pepper, secret) and previous is None
@@ -69,13 +74,13 @@ async def test_scope_is_checked_against_existing_models(cp: AdminEnv) -> None:
     org_id = await _org_with_models(cp, "gpt", "claude")
     scoped = await cp.key(org_id, models=["gpt", "claude", "gpt"])
     assert list(scoped.key.models) == ["gpt", "claude"] and not scoped.key.all_models
-    cases = {
-        "required": dict(),
-        "not both": dict(all_models=True, models=["gpt"]),
-        "no model named 'nope'": dict(models=["gpt", "nope"]),
+    cases: dict[str, dict[str, Any]] = {
+        "required": {},
+        "not both": {"all_models": True, "models": ["gpt"]},
+        "no model named 'nope'": {"models": ["gpt", "nope"]},
     }
     for reason, fields in cases.items():
-        req = keys_pb2.CreateVirtualKeyRequest(key=keys_pb2.VirtualKey(org_id=org_id, **fields))  # type: ignore[arg-type]
+        req = keys_pb2.CreateVirtualKeyRequest(key=keys_pb2.VirtualKey(org_id=org_id, **fields))
         msg = await expect(INVALID, cp.keys.CreateVirtualKey(req, metadata=cp.su))
         assert msg.startswith("key.models:") and reason in msg, msg
     # a model of another org does not count, even for the super-admin
@@ -88,11 +93,11 @@ async def test_scope_is_checked_against_existing_models(cp: AdminEnv) -> None:
 
 async def test_create_validates_other_fields(cp: AdminEnv) -> None:
     org_id = await _org_with_models(cp)
-    cases = {
-        "key.expire_time": dict(expire_time=ts(-timedelta(seconds=1))),
-        "key.name": dict(name="Bad Name"),
-        "key.limits.budget_micros": dict(limits=common_pb2.KeyLimits(budget_micros=-1)),
-        "key.labels": dict(labels={"": "x"}),
+    cases: dict[str, dict[str, Any]] = {
+        "key.expire_time": {"expire_time": ts(-timedelta(seconds=1))},
+        "key.name": {"name": "Bad Name"},
+        "key.limits.budget_micros": {"limits": common_pb2.KeyLimits(budget_micros=-1)},
+        "key.labels": {"labels": {"": "x"}},
     }
     for field, fields in cases.items():
         msg = await expect(INVALID, cp.key(org_id, **fields))
@@ -117,7 +122,9 @@ async def test_list_hides_revoked_and_paginates(cp: AdminEnv) -> None:
     token = ""
     for _ in range(5):
         page = await cp.keys.ListVirtualKeys(
-            keys_pb2.ListVirtualKeysRequest(org_id=org_id, include_revoked=True, page_size=2, page_token=token),
+            keys_pb2.ListVirtualKeysRequest(
+                org_id=org_id, include_revoked=True, page_size=2, page_token=token
+            ),
             metadata=cp.su,
         )
         seen += [k.id for k in page.keys]
@@ -138,15 +145,25 @@ async def test_get_and_revoke_errors(cp: AdminEnv) -> None:
     other = await cp.org("other")
     key = (await cp.key(org_id)).key
     # a key is only found under its own org
-    await expect(grpc.StatusCode.NOT_FOUND,
-                 cp.keys.GetVirtualKey(keys_pb2.GetVirtualKeyRequest(org_id=other.id, id=key.id), metadata=cp.su))
-    await expect(grpc.StatusCode.NOT_FOUND,
-                 cp.keys.RevokeVirtualKey(keys_pb2.RevokeVirtualKeyRequest(org_id=org_id, id="key_x"), metadata=cp.su))
-    msg = await expect(INVALID, cp.keys.GetVirtualKey(keys_pb2.GetVirtualKeyRequest(org_id=org_id), metadata=cp.su))
+    await expect(
+        grpc.StatusCode.NOT_FOUND,
+        cp.keys.GetVirtualKey(keys_pb2.GetVirtualKeyRequest(org_id=other.id, id=key.id), metadata=cp.su),
+    )
+    await expect(
+        grpc.StatusCode.NOT_FOUND,
+        cp.keys.RevokeVirtualKey(keys_pb2.RevokeVirtualKeyRequest(org_id=org_id, id="key_x"), metadata=cp.su),
+    )
+    msg = await expect(
+        INVALID, cp.keys.GetVirtualKey(keys_pb2.GetVirtualKeyRequest(org_id=org_id), metadata=cp.su)
+    )
     assert msg == "id: required"  # fmt: skip
-    revoked = await cp.keys.RevokeVirtualKey(keys_pb2.RevokeVirtualKeyRequest(org_id=org_id, id=key.id), metadata=cp.su)
+    revoked = await cp.keys.RevokeVirtualKey(
+        keys_pb2.RevokeVirtualKeyRequest(org_id=org_id, id=key.id), metadata=cp.su
+    )
     assert revoked.revoked and revoked.HasField("revoke_time")
-    again = await cp.keys.RevokeVirtualKey(keys_pb2.RevokeVirtualKeyRequest(org_id=org_id, id=key.id), metadata=cp.su)
+    again = await cp.keys.RevokeVirtualKey(
+        keys_pb2.RevokeVirtualKeyRequest(org_id=org_id, id=key.id), metadata=cp.su
+    )
     assert again.revoke_time == revoked.revoke_time
     await expect(grpc.StatusCode.FAILED_PRECONDITION, cp.keys.RotateVirtualKey(
         keys_pb2.RotateVirtualKeyRequest(org_id=org_id, id=key.id), metadata=cp.su))  # fmt: skip
@@ -160,7 +177,9 @@ async def test_rotate_with_and_without_grace(cp: AdminEnv) -> None:
     created = await cp.key(org_id)
     old_digest = keyformat.digest(cp.secrets.pepper, created.secret)
     rotated = await cp.keys.RotateVirtualKey(
-        keys_pb2.RotateVirtualKeyRequest(org_id=org_id, id=created.key.id, grace_period=Duration(seconds=3600)),
+        keys_pb2.RotateVirtualKeyRequest(
+            org_id=org_id, id=created.key.id, grace_period=Duration(seconds=3600)
+        ),
         metadata=cp.su,
     )
     assert rotated.secret != created.secret and keyformat.is_well_formed(rotated.secret)
@@ -186,7 +205,9 @@ async def test_rotate_with_and_without_grace(cp: AdminEnv) -> None:
 
 async def test_update_with_field_mask(cp: AdminEnv) -> None:
     org_id = await _org_with_models(cp, "gpt", "claude")
-    key = (await cp.key(org_id, name="k1", labels={"a": "1"}, limits=common_pb2.KeyLimits(tokens_per_minute=3))).key
+    key = (
+        await cp.key(org_id, name="k1", labels={"a": "1"}, limits=common_pb2.KeyLimits(tokens_per_minute=3))
+    ).key
 
     async def update(paths: list[str], **fields: object) -> keys_pb2.VirtualKey:
         msg = keys_pb2.VirtualKey(org_id=org_id, id=key.id, **fields)  # type: ignore[arg-type]
@@ -208,10 +229,10 @@ async def test_update_with_field_mask(cp: AdminEnv) -> None:
     cleared = await update(["expire_time"])
     assert not cleared.HasField("expire_time")
     for paths, fields, field in (
-        (["models"], dict(models=["nope"]), "key.models"),
-        (["all_models"], dict(all_models=False), "key.models"),
-        (["expire_time"], dict(expire_time=ts(-timedelta(hours=1))), "key.expire_time"),
-        (["secret"], dict(), "update_mask"),
+        (["models"], {"models": ["nope"]}, "key.models"),
+        (["all_models"], {"all_models": False}, "key.models"),
+        (["expire_time"], {"expire_time": ts(-timedelta(hours=1))}, "key.expire_time"),
+        (["secret"], {}, "update_mask"),
     ):
         msg = await expect(INVALID, update(paths, **fields))
         assert msg.startswith(f"{field}:"), msg

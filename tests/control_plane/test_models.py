@@ -21,7 +21,9 @@ async def test_create_get_with_defaults(cp: AdminEnv) -> None:
     assert model.id.startswith("mdl_") and model.credential == "main"
     assert model.timeout.seconds == 60 and model.enabled is True
     assert model.pricing == pricing
-    got = await cp.models.GetModel(models_pb2.GetModelRequest(org_id=org.id, name="gpt-4.1-mini:latest"), metadata=cp.su)
+    got = await cp.models.GetModel(
+        models_pb2.GetModelRequest(org_id=org.id, name="gpt-4.1-mini:latest"), metadata=cp.su
+    )
     assert got == model
     disabled = await cp.model(org.id, "off", enabled=False, timeout=Duration(seconds=5, nanos=500_000_000))
     assert disabled.enabled is False and disabled.timeout.ToMilliseconds() == 5500
@@ -51,7 +53,9 @@ async def test_base_url_and_other_fields_are_validated(cp: AdminEnv) -> None:
         "model.upstream_slug": {"upstream_slug": ""},
         "model.timeout": {"timeout": Duration(seconds=3601)},
         "model.pricing.input_per_mtok_micros": {"pricing": common_pb2.Pricing(input_per_mtok_micros=-1)},
-        "model.pricing.cached_input_per_mtok_micros": {"pricing": common_pb2.Pricing(cached_input_per_mtok_micros=-5)},
+        "model.pricing.cached_input_per_mtok_micros": {
+            "pricing": common_pb2.Pricing(cached_input_per_mtok_micros=-5)
+        },
         "model.credential": {"credential": "missing"},
     }
     for field, fields in cases.items():
@@ -106,7 +110,9 @@ async def test_update_with_field_mask(cp: AdminEnv) -> None:
     await cp.credential(org.id)
     await cp.credential(org.id, "second")
     await cp.credential(org.id, "claude", family=ANTHROPIC)
-    model = await cp.model(org.id, "gpt", pricing=common_pb2.Pricing(input_per_mtok_micros=1, output_per_mtok_micros=2))
+    model = await cp.model(
+        org.id, "gpt", pricing=common_pb2.Pricing(input_per_mtok_micros=1, output_per_mtok_micros=2)
+    )
     req = models_pb2.UpdateModelRequest(
         model=models_pb2.Model(org_id=org.id, name="gpt", upstream_slug="gpt-5", base_url="ftp://ignored",
                                credential="second", enabled=False),
@@ -116,7 +122,9 @@ async def test_update_with_field_mask(cp: AdminEnv) -> None:
     assert (updated.upstream_slug, updated.credential, updated.enabled) == ("gpt-5", "second", False)
     assert updated.base_url == model.base_url and updated.pricing == model.pricing
     sub = models_pb2.UpdateModelRequest(
-        model=models_pb2.Model(org_id=org.id, name="gpt", pricing=common_pb2.Pricing(output_per_mtok_micros=7)),
+        model=models_pb2.Model(
+            org_id=org.id, name="gpt", pricing=common_pb2.Pricing(output_per_mtok_micros=7)
+        ),
         update_mask=FieldMask(paths=["pricing.output_per_mtok_micros"]),
     )
     updated = await cp.models.UpdateModel(sub, metadata=cp.su)
@@ -140,9 +148,17 @@ async def test_update_with_field_mask(cp: AdminEnv) -> None:
     )
     assert both.family == ANTHROPIC and both.credential == "claude"
     for paths, model_msg, field in (
-        (["base_url"], models_pb2.Model(org_id=org.id, name="gpt", base_url="https://x/?q"), "model.base_url"),
+        (
+            ["base_url"],
+            models_pb2.Model(org_id=org.id, name="gpt", base_url="https://x/?q"),
+            "model.base_url",
+        ),
         (["name"], models_pb2.Model(org_id=org.id, name="gpt"), "update_mask"),
-        (["timeout"], models_pb2.Model(org_id=org.id, name="gpt", timeout=Duration(seconds=-1)), "model.timeout"),
+        (
+            ["timeout"],
+            models_pb2.Model(org_id=org.id, name="gpt", timeout=Duration(seconds=-1)),
+            "model.timeout",
+        ),
     ):
         msg = await expect(
             INVALID,

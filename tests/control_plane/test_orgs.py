@@ -51,7 +51,9 @@ async def test_create_rejects_bad_input(cp: AdminEnv) -> None:
     cases = {
         "org.name": orgs_pb2.Org(name="Bad Name"),
         "org.tier": orgs_pb2.Org(name="x1", tier="platinum"),
-        "org.limits.requests_per_minute": orgs_pb2.Org(name="x2", limits=common_pb2.Limits(requests_per_minute=-1)),
+        "org.limits.requests_per_minute": orgs_pb2.Org(
+            name="x2", limits=common_pb2.Limits(requests_per_minute=-1)
+        ),
         "org.outage_policy": orgs_pb2.Org(name="x3", outage_policy=99),  # type: ignore[arg-type]
         "org.default_models['v1/x']": orgs_pb2.Org(name="x4", default_models={"v1/x": "m"}),
         "org.labels[' bad']": orgs_pb2.Org(name="x5", labels={" bad": "v"}),
@@ -82,7 +84,9 @@ async def test_list_paginates_in_name_order(cp: AdminEnv) -> None:
     everything = await cp.orgs.ListOrgs(orgs_pb2.ListOrgsRequest(), metadata=cp.su)
     assert [o.name for o in everything.orgs] == names and everything.next_page_token == ""
     for bad in ("!!!", "eyJzIjoibW9kZWxzOngiLCJhIjoieCJ9"):  # garbage; a token from another listing
-        msg = await expect(INVALID, cp.orgs.ListOrgs(orgs_pb2.ListOrgsRequest(page_token=bad), metadata=cp.su))
+        msg = await expect(
+            INVALID, cp.orgs.ListOrgs(orgs_pb2.ListOrgsRequest(page_token=bad), metadata=cp.su)
+        )
         assert msg.startswith("page_token:")
     await expect(INVALID, cp.orgs.ListOrgs(orgs_pb2.ListOrgsRequest(page_size=-1), metadata=cp.su))
 
@@ -108,7 +112,9 @@ async def test_update_with_field_mask_touches_only_masked_fields(cp: AdminEnv) -
     assert not updated.limits.HasField("requests_per_minute")
     assert updated.effective_limits.requests_per_minute == 1_000
     renamed = await cp.orgs.UpdateOrg(
-        orgs_pb2.UpdateOrgRequest(org=orgs_pb2.Org(id=org.id, name="acme2"), update_mask=FieldMask(paths=["name"])),
+        orgs_pb2.UpdateOrgRequest(
+            org=orgs_pb2.Org(id=org.id, name="acme2"), update_mask=FieldMask(paths=["name"])
+        ),
         metadata=cp.su,
     )
     assert renamed.name == "acme2" and renamed.tier == "standard"
@@ -153,7 +159,8 @@ async def test_delete_refuses_non_empty_org_unless_forced(cp: AdminEnv) -> None:
     await cp.key(org.id)
     await cp.org_token(org.id)
     msg = await expect(
-        grpc.StatusCode.FAILED_PRECONDITION, cp.orgs.DeleteOrg(orgs_pb2.DeleteOrgRequest(id=org.id), metadata=cp.su)
+        grpc.StatusCode.FAILED_PRECONDITION,
+        cp.orgs.DeleteOrg(orgs_pb2.DeleteOrgRequest(id=org.id), metadata=cp.su),
     )
     assert "1 models" in msg and "1 credentials" in msg and "1 virtual keys" in msg and "force" in msg
     await cp.orgs.DeleteOrg(orgs_pb2.DeleteOrgRequest(id=org.id, force=True), metadata=cp.su)
@@ -188,19 +195,29 @@ async def test_org_admin_sees_and_updates_only_its_own_org(cp: AdminEnv) -> None
     # a name that does not exist does not tell an org admin anything either
     await expect(denied, cp.orgs.GetOrg(orgs_pb2.GetOrgRequest(name="ghost"), metadata=md))
     ok = await cp.orgs.UpdateOrg(
-        orgs_pb2.UpdateOrgRequest(org=orgs_pb2.Org(id=org.id, labels={"x": "y"}), update_mask=FieldMask(paths=["labels"])),
+        orgs_pb2.UpdateOrgRequest(
+            org=orgs_pb2.Org(id=org.id, labels={"x": "y"}), update_mask=FieldMask(paths=["labels"])
+        ),
         metadata=md,
     )
     assert ok.labels == {"x": "y"}
     for paths, org_msg in (
         (["tier"], orgs_pb2.Org(id=org.id, tier="enterprise")),
-        (["limits.tokens_per_minute"], orgs_pb2.Org(id=org.id, limits=common_pb2.Limits(tokens_per_minute=1))),
+        (
+            ["limits.tokens_per_minute"],
+            orgs_pb2.Org(id=org.id, limits=common_pb2.Limits(tokens_per_minute=1)),
+        ),
     ):
         msg = await expect(
-            denied, cp.orgs.UpdateOrg(orgs_pb2.UpdateOrgRequest(org=org_msg, update_mask=FieldMask(paths=paths)), metadata=md)
+            denied,
+            cp.orgs.UpdateOrg(
+                orgs_pb2.UpdateOrgRequest(org=org_msg, update_mask=FieldMask(paths=paths)), metadata=md
+            ),
         )
         assert "tier or limits" in msg
     # an empty mask that keeps tier and limits as they are is allowed
-    same = await cp.orgs.UpdateOrg(orgs_pb2.UpdateOrgRequest(org=orgs_pb2.Org(id=org.id, name="acme", tier="free")), metadata=md)
+    same = await cp.orgs.UpdateOrg(
+        orgs_pb2.UpdateOrgRequest(org=orgs_pb2.Org(id=org.id, name="acme", tier="free")), metadata=md
+    )
     assert same.labels == {}
     assert (await cp.orgs.GetOrg(orgs_pb2.GetOrgRequest(id=org.id), metadata=cp.su)).tier == "free"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -31,7 +32,9 @@ def test_fresh_database_is_migrated_and_served_then_sigterm_exits_0(db_url: str)
     try:
         with grpc.insecure_channel(cp.address) as ch:
             stub = orgs_pb2_grpc.OrgServiceStub(ch)
-            org = stub.CreateOrg(orgs_pb2.CreateOrgRequest(org=orgs_pb2.Org(name="acme")), metadata=_md(cp.admin_token))
+            org = stub.CreateOrg(
+                orgs_pb2.CreateOrgRequest(org=orgs_pb2.Org(name="acme")), metadata=_md(cp.admin_token)
+            )
             assert stub.GetOrg(orgs_pb2.GetOrgRequest(name="acme"), metadata=_md(cp.admin_token)).id == org.id
     finally:
         code = cp.stop()
@@ -51,14 +54,14 @@ def test_ready_file_health_and_reflection(control_plane: ControlPlaneProcess) ->
     ready = json.loads(Path(control_plane.env["ODOCK_READY_FILE"]).read_text())
     assert ready == {"grpc": control_plane.address, "pid": control_plane.pid}
     with grpc.insecure_channel(control_plane.address) as ch:
-        health = health_pb2_grpc.HealthStub(ch)
+        health: Any = health_pb2_grpc.HealthStub(ch)
         for service in ("", *SERVICE_NAMES):
             resp = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
             assert resp.status == health_pb2.HealthCheckResponse.SERVING, service
         with pytest.raises(grpc.RpcError) as err:
             health.Check(health_pb2.HealthCheckRequest(service="nope.Service"), timeout=5)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-        refl = reflection_pb2_grpc.ServerReflectionStub(ch)
+        refl: Any = reflection_pb2_grpc.ServerReflectionStub(ch)
         answers = list(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
                                                  timeout=5))  # fmt: skip
         listed = {s.name for s in answers[0].list_services_response.service}
@@ -91,7 +94,9 @@ def test_tls_and_mutual_tls(tmp_path: Path) -> None:
     try:
         creds = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
         with grpc.secure_channel(cp.address, creds) as ch:
-            tiers = orgs_pb2_grpc.OrgServiceStub(ch).ListTiers(orgs_pb2.ListTiersRequest(), metadata=_md(cp.admin_token))
+            tiers = orgs_pb2_grpc.OrgServiceStub(ch).ListTiers(
+                orgs_pb2.ListTiersRequest(), metadata=_md(cp.admin_token)
+            )
             assert len(tiers.tiers) == 4
         with grpc.insecure_channel(cp.address) as plain:
             with pytest.raises(grpc.RpcError) as err:
@@ -126,7 +131,7 @@ def _run_bad(tmp_path: Path, **changes: str | None) -> tuple[int, str, PlaneSecr
             env.pop(k, None)
         else:
             env[k] = v
-    proc = subprocess.run([sys.executable, "-m", "control_plane"], env=env, cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "control_plane"], env=env, cwd=tmp_path, check=False,
                           capture_output=True, timeout=60)  # fmt: skip
     return proc.returncode, proc.stderr.decode(), secrets
 
@@ -145,7 +150,9 @@ def _run_bad(tmp_path: Path, **changes: str | None) -> tuple[int, str, PlaneSecr
         ({"ODOCK_DATABASE_URL": "mysql://x/y"}, "ODOCK_DATABASE_URL: must be sqlite"),
     ],
 )
-def test_bad_settings_exit_2_with_one_line(tmp_path: Path, changes: dict[str, str | None], needle: str) -> None:
+def test_bad_settings_exit_2_with_one_line(
+    tmp_path: Path, changes: dict[str, str | None], needle: str
+) -> None:
     code, err, secrets = _run_bad(tmp_path, **changes)
     assert code == 2
     lines = err.strip().splitlines()
@@ -173,7 +180,9 @@ def test_secrets_from_files(tmp_path: Path) -> None:
     try:
         assert all(k not in cp.env or not cp.env[k] for k in secrets.control_plane_env())
         with grpc.insecure_channel(cp.address) as ch:
-            tiers = orgs_pb2_grpc.OrgServiceStub(ch).ListTiers(orgs_pb2.ListTiersRequest(), metadata=_md(cp.admin_token))
+            tiers = orgs_pb2_grpc.OrgServiceStub(ch).ListTiers(
+                orgs_pb2.ListTiersRequest(), metadata=_md(cp.admin_token)
+            )
             assert tiers.tiers
     finally:
         assert cp.stop() == 0

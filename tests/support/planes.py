@@ -119,12 +119,11 @@ def start_control_plane(
     ready = workdir / "ready.json"
     env = control_plane_env(db_url, secrets, ready, extra_env)
     stderr_path = workdir / "stderr.log"
-    err = open(stderr_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "control_plane"],
-        env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-    )  # fmt: skip
-    err.close()
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "control_plane"],
+            env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+        )  # fmt: skip
     cp = ControlPlaneProcess(proc, "", secrets, env, workdir, stderr_path)
     deadline = time.monotonic() + timeout
     delay = 0.02

@@ -13,7 +13,9 @@ from control_plane.store.tables import AdminTokenRow
 
 async def by_digest(session: AsyncSession, digest: bytes) -> AdminTokenRow | None:
     """The token stored under this keyed hash, if any."""
-    row: AdminTokenRow | None = await session.scalar(select(AdminTokenRow).where(AdminTokenRow.digest == digest))
+    row: AdminTokenRow | None = await session.scalar(
+        select(AdminTokenRow).where(AdminTokenRow.digest == digest)
+    )
     return row
 
 

@@ -32,7 +32,9 @@ async def names_by_id(session: AsyncSession, ids: set[str]) -> dict[str, str]:
     """Credential id -> name for the given ids."""
     if not ids:
         return {}
-    rows = await session.execute(select(CredentialRow.id, CredentialRow.name).where(CredentialRow.id.in_(ids)))
+    rows = await session.execute(
+        select(CredentialRow.id, CredentialRow.name).where(CredentialRow.id.in_(ids))
+    )
     return {str(i): str(n) for i, n in rows}
 
 

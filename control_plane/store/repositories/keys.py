@@ -45,7 +45,9 @@ async def referencing_model(session: AsyncSession, org_id: str, model_name: str)
     """Unrevoked keys of the org whose explicit scope names ``model_name``."""
     rows = await session.scalars(
         select(VirtualKeyRow).where(
-            VirtualKeyRow.org_id == org_id, VirtualKeyRow.revoked.is_(False), VirtualKeyRow.all_models.is_(False)
+            VirtualKeyRow.org_id == org_id,
+            VirtualKeyRow.revoked.is_(False),
+            VirtualKeyRow.all_models.is_(False),
         )
     )
     return [r for r in rows if model_name in r.models]

@@ -33,7 +33,9 @@ async def list_page(
 ) -> tuple[Sequence[ModelRow], str]:
     """A page of the org's models by name."""
     stmt = select(ModelRow).where(ModelRow.org_id == org_id)
-    return await pages.fetch_page(session, stmt, ModelRow.name, scope=f"models:{org_id}", after=after, size=size)
+    return await pages.fetch_page(
+        session, stmt, ModelRow.name, scope=f"models:{org_id}", after=after, size=size
+    )
 
 
 async def missing_names(session: AsyncSession, org_id: str, names: Iterable[str]) -> list[str]:
@@ -42,6 +44,8 @@ async def missing_names(session: AsyncSession, org_id: str, names: Iterable[str]
     if not wanted:
         return []
     found = set(
-        await session.scalars(select(ModelRow.name).where(ModelRow.org_id == org_id, ModelRow.name.in_(wanted)))
+        await session.scalars(
+            select(ModelRow.name).where(ModelRow.org_id == org_id, ModelRow.name.in_(wanted))
+        )
     )
     return [n for n in wanted if n not in found]

@@ -42,7 +42,11 @@ async def list_page(session: AsyncSession, after: str | None, size: int) -> tupl
 async def owned_counts(session: AsyncSession, org_id: str) -> dict[str, int]:
     """How many models, credentials and virtual keys the org owns."""
     counts: dict[str, int] = {}
-    for label, table in (("models", ModelRow), ("credentials", CredentialRow), ("virtual keys", VirtualKeyRow)):
+    for label, table in (
+        ("models", ModelRow),
+        ("credentials", CredentialRow),
+        ("virtual keys", VirtualKeyRow),
+    ):
         n = await session.scalar(select(func.count()).select_from(table).where(table.org_id == org_id))
         counts[label] = int(n or 0)
     return counts

@@ -39,7 +39,7 @@ def decode(field: str, token: str, scope: str) -> str | None:
 
 async def fetch_page(
     session: AsyncSession,
-    stmt: Select[tuple[T]],
+    stmt: Select[T],
     key: InstrumentedAttribute[Any],
     *,
     scope: str,
