@@ -145,13 +145,25 @@ class Child:
     ready_file: Path
     log_path: Path
 
-    def reason(self) -> str:
+    def reason(self, when: str = "") -> str:
         """Why it stopped, for the one-line message."""
         code = self.process.returncode
         how = (
             f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
         )
-        return f"{self.name} {how} (log: {self.log_path})"
+        detail = last_log_line(self.log_path) if code is not None and code > 0 else ""
+        return f"{self.name} {how}{when}{detail} (log: {self.log_path})"
+
+
+def last_log_line(path: Path) -> str:
+    """': <last non-empty line of the log>' (bounded read), or '' when there is none."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+            tail = fh.read().decode("utf-8", "replace").strip().splitlines()
+    except OSError:
+        return ""
+    return f": {' '.join(tail[-1].split())[:300]}" if tail else ""
 
 
 def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
@@ -215,7 +227,7 @@ def wait_ready(child: Child, others: Sequence[Child], sigs: Signals, timeout: fl
     while True:
         for c in (child, *others):
             if c.process.poll() is not None:
-                raise LocalError(f"{c.reason()} before {child.name} was ready")
+                raise LocalError(c.reason(f" before {child.name} was ready"))
         if sigs.stop is not None:
             raise LocalError(f"interrupted while starting the {child.name}")
         if child.ready_file.exists():
@@ -263,6 +275,7 @@ def _print_banner(out: IO[str], state_dir: Path, grpc_addr: str, http_addr: str,
 def up(args: argparse.Namespace, environ: Mapping[str, str], out: IO[str]) -> int:
     """Run both planes until a signal or until one of them dies."""
     state_dir = Path(args.state_dir)
+    os.umask(0o077)  # the database, logs and ready files are for this user only
     prepare_state_dir(state_dir)
     with state_lock(state_dir):
         values, created = load_or_create_secrets(state_dir)
@@ -289,7 +302,7 @@ def up(args: argparse.Namespace, environ: Mapping[str, str], out: IO[str]) -> in
             while sigs.stop is None:
                 dead = [c for c in children if c.process.poll() is not None]
                 if dead:
-                    raise LocalError(f"{dead[0].reason()}; stopped the other plane")
+                    raise LocalError(dead[0].reason(" (the other plane was stopped)"))
                 sigs.wait(1.0)
             out.write(f"odock: {signal.Signals(sigs.stop).name} received, stopping both planes\n")
             out.flush()
@@ -298,7 +311,7 @@ def up(args: argparse.Namespace, environ: Mapping[str, str], out: IO[str]) -> in
             (state_dir / ENDPOINTS_FILE).unlink(missing_ok=True)
         bad = [c for c in children if c.process.returncode not in (0, -signal.SIGTERM)]
         if bad:
-            raise LocalError(f"{bad[0].reason()} while stopping")
+            raise LocalError(bad[0].reason(" while stopping"))
     return 0
 
 

@@ -72,7 +72,7 @@ def actions(lines: list[str]) -> dict[str, str]:
     """``{"model acme/gpt": "changed (pricing)"}`` from apply's resource lines."""
     out = {}
     for line in lines:
-        if line.startswith("  secret: ") or line.startswith("dry run:"):
+        if line.startswith(("  secret: ", "dry run:")):
             continue
         resource, _, action = line.partition(": ")
         out[resource] = action

@@ -7,6 +7,7 @@ import os
 import queue
 import shlex
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -38,9 +39,12 @@ def _read_until_ready(proc: subprocess.Popen[str]) -> list[str]:
     assert proc.stdout is not None
     stdout = proc.stdout
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(
-        target=lambda: [lines.put(line) for line in iter(stdout.readline, "")], daemon=True
-    ).start()
+
+    def pump() -> None:
+        for line in iter(stdout.readline, ""):
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     seen: list[str] = []
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -149,3 +153,18 @@ def test_env_without_state_is_one_line_error(tmp_path: Path) -> None:
                             env=_env(), timeout=30, check=False)  # fmt: skip
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1 and "odock up" in result.stderr
+
+
+def test_up_reports_a_plane_that_cannot_start(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [*ODOCK, "up", "--state-dir", str(tmp_path / "s"), "--grpc", f"127.0.0.1:{port}", "--http", "127.0.0.1:0"],
+            capture_output=True, text=True, env=_env(), timeout=90, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("odock: error: control-plane exited with status"), lines
+    assert "before control-plane was ready" in lines[0] and "Traceback" not in result.stderr
