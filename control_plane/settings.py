@@ -154,7 +154,7 @@ def _b64(value: str) -> bytes | None:
         return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
     except (binascii.Error, ValueError):
         try:
-            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+            return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
         except (binascii.Error, ValueError):
             return None
 
