@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 
 # A line terminator immediately followed by another: an empty line, the end of an event.
-_EVENT_END = re.compile(rb"(?:\r\n|\r|\n)(?:\r\n|\r|\n)")
+# ("\r\n" is one terminator, so a first "\r" must not be followed by "\n".)
+_EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
 
 
 class EventSplitter:

@@ -58,7 +58,8 @@ async def test_malformed_or_missing_key_is_refused_without_any_control_plane_cal
     async with httpx.AsyncClient(base_url=dp.url) as client:
         call = chat_call(family, CHAT_MODEL[family])
         for presented in ("odk-short", bad_checksum, "sk-" + "x" * 60, good + "x", "odk-" + "\u00e9" * 49):
-            headers: dict[str, str | bytes] = {**call.headers, "x-api-key": presented.encode()}
+            headers = {k.encode(): v.encode() for k, v in call.headers.items()}
+            headers[b"x-api-key"] = presented.encode()
             resp = await client.post(call.path, content=call.body, headers=headers)
             assert_error(family, resp, 401, "invalid_api_key")
             assert presented not in resp.text

@@ -214,7 +214,7 @@ async def test_default_model_per_endpoint_fills_a_missing_model(
         cp, fake_provider, default_models={"/v1/images/generations": "image-gen"}
     )
     async with openai.AsyncOpenAI(api_key=setup.key, base_url=dp.url + "/v1", max_retries=0) as client:
-        resp = await client.with_raw_response.images.generate(prompt="a cat")  # type: ignore[call-overload]
+        resp = await client.with_raw_response.images.generate(prompt="a cat")
         assert resp.status_code == 200
         assert fake_provider.last().json()["model"] == setup.slug("image-gen")
         with pytest.raises(openai.BadRequestError) as missing:

@@ -73,7 +73,7 @@ async def test_revocation_reaches_two_running_nodes_within_a_second(
             revoked_at = time.monotonic()
             pending = {dp.url, dp2.url}
             while pending and time.monotonic() - revoked_at < 1.0:
-                for url in pending:
+                for url in sorted(pending):
                     resp = await client.post(url + call.path, content=call.body, headers=call.headers)
                     if resp.status_code == 401:
                         assert_error("openai", resp, 401, "api_key_revoked")

@@ -158,10 +158,22 @@ async def test_slow_request_bodies_are_cut_off(dp: DataPlaneProcess, org: Provis
     ).encode()
     body = [b"{"] if pace == "paused" else [b" "] * 100  # paused: then nothing; trickled: a byte each 0.3 s
     answer, took = await _raw_exchange(dp, [head, *body], 0.3)
-    status_line, _, rest = answer.partition(b"\r\n")
+    status_line, _, _rest = answer.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 408"), answer[:300]
     assert b'"type":"error"' in answer.replace(b" ", b"") and b"request_timeout" in answer
     assert took < 6.0  # idle/total body timeout, then at most 2 s lingering
     async with httpx.AsyncClient(base_url=dp.url) as client:
         assert (await client.get("/healthz")).status_code == 200
         assert (await send(client, chat_call("anthropic", "claude", key=org.key))).status_code == 200
+
+
+async def test_keys_in_unparsable_requests_are_neither_echoed_nor_logged(
+    dp: DataPlaneProcess, org: Provisioned
+) -> None:
+    path = f"/v1beta/models/gemini-flash:generateContent?key={org.key}&pad=" + "p" * 9000
+    async with httpx.AsyncClient(base_url=dp.url) as client:
+        resp = await client.post(path, json={"contents": []})
+        assert resp.status_code == 400 and resp.headers["x-request-id"]
+        assert org.key not in resp.text and len(resp.text) < 200
+        assert (await client.get("/healthz")).status_code == 200
+    assert org.key not in dp.stderr_text()
