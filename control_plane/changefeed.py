@@ -15,7 +15,7 @@ import asyncio
 import collections
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -70,6 +70,16 @@ def _heartbeat(revision: int) -> node_pb2.WatchEvent:
 
 def _reset(revision: int, reason: str) -> node_pb2.WatchEvent:
     return node_pb2.WatchEvent(revision=revision, reset=node_pb2.Reset(reason=reason))
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds``; TimeoutError when it stays unset.
+
+    Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that races
+    the event being set, and an owner awaiting the cancelled task would hang.
+    """
+    async with asyncio.timeout(seconds):
+        await event.wait()
 
 
 class _Subscriber:
@@ -165,9 +175,9 @@ class ChangeFeed:
         loop = asyncio.get_running_loop()
         next_prune = loop.time()
         backoff = RECONNECT_MIN_SECONDS
-        while True:
+        while not self._closed:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_seconds)
+                await _wait(self._wake, self._poll_seconds)
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -211,7 +221,7 @@ class ChangeFeed:
     async def _listen(self) -> None:
         conninfo = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
         backoff = RECONNECT_MIN_SECONDS
-        while True:
+        while not self._closed:
             try:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
@@ -231,7 +241,7 @@ class ChangeFeed:
 
     # -- subscriptions ----------------------------------------------------
 
-    async def subscribe(self, after_revision: int) -> AsyncIterator[node_pb2.WatchEvent]:
+    async def subscribe(self, after_revision: int) -> AsyncGenerator[node_pb2.WatchEvent, None]:
         """Events after ``after_revision`` (0 = from now), live, until the feed stops.
 
         Raises FeedClosed when the feed is (or gets) stopped.
@@ -301,7 +311,7 @@ class ChangeFeed:
                 continue
             sub.wake.clear()
             try:
-                await asyncio.wait_for(sub.wake.wait(), timeout=next_beat - now)
+                await _wait(sub.wake, next_beat - now)
             except TimeoutError:
                 pass
 

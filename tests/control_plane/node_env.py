@@ -24,7 +24,7 @@ from control_plane.crypto.keyring import Keyring
 from control_plane.services.node import NodeServicer
 from control_plane.settings import Settings
 from control_plane.store import changes
-from control_plane.store.db import make_engine, make_sessionmaker, migrate
+from control_plane.store.db import make_engine, make_sessionmaker
 from control_plane.store.tables import CredentialRow, ModelRow, OrgRow, VirtualKeyRow
 
 PEPPER = os.urandom(32)
@@ -42,12 +42,12 @@ class Env:
 
 @contextlib.asynccontextmanager
 async def open_env(db_url: str, *, heartbeat_seconds: float = 0.2, **feed_options: Any) -> AsyncIterator[Env]:
-    """A migrated database, a started ChangeFeed and NodeServicer on 127.0.0.1:0, and a stub."""
-    await migrate(db_url)
+    """Over an already migrated database: a started ChangeFeed and NodeServicer on 127.0.0.1:0, and a stub."""
     engine = make_engine(db_url)
     sm = make_sessionmaker(engine)
     settings = Settings(keks_spec=KEKS, kek_ids=("k1",), heartbeat_seconds=heartbeat_seconds)
-    feed_options.setdefault("poll_seconds", 0.5)
+    # A slow poll, so a test only passes if poke() or LISTEN does the waking.
+    feed_options.setdefault("poll_seconds", 30.0)
     feed = ChangeFeed(sm, engine, settings, **feed_options)
     await feed.start()
     server = grpc.aio.server()

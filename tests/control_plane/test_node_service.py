@@ -35,8 +35,8 @@ from tests.control_plane.node_env import (
 
 
 @pytest.fixture
-async def env(db_url: str) -> AsyncIterator[Env]:
-    async with open_env(db_url) as e:
+async def env(migrated_db_url: str) -> AsyncIterator[Env]:
+    async with open_env(migrated_db_url) as e:
         yield e
 
 
