@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
@@ -35,7 +35,9 @@ REPORT_USAGE_UNIMPLEMENTED = (
 )
 
 
-async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, message: str
+) -> NoReturn:
     await context.abort(code, message)
     raise AssertionError("unreachable: abort raises")
 
@@ -115,7 +117,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self._feed = feed
 
     async def ResolveKey(
-        self, request: node_pb2.ResolveKeyRequest, context: grpc.aio.ServicerContext
+        self,
+        request: node_pb2.ResolveKeyRequest,
+        context: grpc.aio.ServicerContext[node_pb2.ResolveKeyRequest, node_pb2.ResolveKeyResponse],
     ) -> node_pb2.ResolveKeyResponse:
         digest = request.key_digest
         if len(digest) != DIGEST_SIZE:
@@ -155,7 +159,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         return node_pb2.ResolveKeyResponse(rejection=reason, revision=revision)
 
     async def ResolveRoute(
-        self, request: node_pb2.ResolveRouteRequest, context: grpc.aio.ServicerContext
+        self,
+        request: node_pb2.ResolveRouteRequest,
+        context: grpc.aio.ServicerContext[node_pb2.ResolveRouteRequest, node_pb2.Route],
     ) -> node_pb2.Route:
         if not request.org_id:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "org_id: required")
@@ -218,7 +224,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         )
 
     async def ListRoutes(
-        self, request: node_pb2.ListRoutesRequest, context: grpc.aio.ServicerContext
+        self,
+        request: node_pb2.ListRoutesRequest,
+        context: grpc.aio.ServicerContext[node_pb2.ListRoutesRequest, node_pb2.ListRoutesResponse],
     ) -> node_pb2.ListRoutesResponse:
         if not request.org_id:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "org_id: required")
@@ -246,7 +254,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         )
 
     async def Watch(
-        self, request: node_pb2.WatchRequest, context: grpc.aio.ServicerContext
+        self,
+        request: node_pb2.WatchRequest,
+        context: grpc.aio.ServicerContext[node_pb2.WatchRequest, node_pb2.WatchEvent],
     ) -> AsyncIterator[node_pb2.WatchEvent]:
         if request.after_revision < 0:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "after_revision: must be >= 0")
@@ -257,7 +267,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
             await _abort(context, grpc.StatusCode.UNAVAILABLE, f"watch: {exc}; reconnect to another replica")
 
     async def ReportUsage(
-        self, request_iterator: AsyncIterator[node_pb2.UsageBatch], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[node_pb2.UsageBatch],
+        context: grpc.aio.ServicerContext[node_pb2.UsageBatch, node_pb2.UsageAck],
     ) -> AsyncIterator[node_pb2.UsageAck]:
         await _abort(context, grpc.StatusCode.UNIMPLEMENTED, REPORT_USAGE_UNIMPLEMENTED)
         yield node_pb2.UsageAck()  # pragma: no cover - abort raises; this makes it a generator

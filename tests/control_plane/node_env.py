@@ -36,7 +36,7 @@ class Env:
     engine: AsyncEngine
     sm: async_sessionmaker[AsyncSession]
     feed: ChangeFeed
-    stub: node_pb2_grpc.NodeServiceStub
+    stub: node_pb2_grpc.NodeServiceAsyncStub
     keyring: Keyring
 
 

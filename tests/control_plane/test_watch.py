@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import TypeAlias
 
 import grpc
 import pytest
@@ -24,6 +25,7 @@ from tests.support.postgres import PostgresServer
 KEY = node_pb2.INVALIDATION_KIND_KEY
 MODEL = node_pb2.INVALIDATION_KIND_MODEL
 DEADLINE_S = 1.0
+WatchCall: TypeAlias = "grpc.aio.UnaryStreamCall[node_pb2.WatchRequest, node_pb2.WatchEvent]"
 
 
 @pytest.fixture
@@ -32,13 +34,13 @@ async def env(migrated_db_url: str) -> AsyncIterator[Env]:
         yield e
 
 
-async def next_event(call: grpc.aio.UnaryStreamCall, *, timeout: float = DEADLINE_S) -> node_pb2.WatchEvent:
+async def next_event(call: WatchCall, *, timeout: float = DEADLINE_S) -> node_pb2.WatchEvent:
     event = await asyncio.wait_for(call.read(), timeout)
     assert isinstance(event, node_pb2.WatchEvent), event
     return event
 
 
-async def next_change(call: grpc.aio.UnaryStreamCall, *, timeout: float = DEADLINE_S) -> node_pb2.WatchEvent:
+async def next_change(call: WatchCall, *, timeout: float = DEADLINE_S) -> node_pb2.WatchEvent:
     """The next non-heartbeat event, within ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
