@@ -1,44 +1,37 @@
 """Storing usage batches from the nodes (NodeService.ReportUsage).
 
-One transaction per batch: a multi-row ``INSERT ... ON CONFLICT (request_id)
-DO NOTHING RETURNING request_id`` (the same statement on SQLite and
-PostgreSQL), then the hourly rollups are bumped with ``INSERT ... ON CONFLICT
-DO UPDATE`` for exactly the records that statement returned, i.e. the ones
-actually inserted. A replay (same request id, whatever its attempt or node)
-inserts nothing and so adds nothing to the rollups. The ack is built only
-after commit. Rows and rollup keys are written in sorted order so two batches
-touching the same keys lock them in the same order (no deadlock between
-nodes); PostgreSQL deadlock or serialisation failures are retried anyway.
+One transaction per batch: the records are inserted with ``ON CONFLICT
+(request_id) DO NOTHING RETURNING request_id`` (see bulk.py), then the hourly
+rollups are bumped for exactly the records that statement returned, i.e. the
+ones actually inserted. A replay (same request id, whatever its attempt or
+node) inserts nothing and so adds nothing to the rollups. The ack is built
+only after commit. Rows and rollup keys are written in sorted order so two
+batches touching the same keys lock them in the same order (no deadlock
+between nodes); PostgreSQL deadlock or serialisation failures are retried anyway.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 from odock.v1 import node_pb2
-from sqlalchemy import Insert
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.errors import DomainError
-from control_plane.store.tables import UsageRecordRow, UsageRollupRow, utcnow
+from control_plane.store.tables import utcnow
+from control_plane.usage import bulk
 from control_plane.usage.records import ROLLUP_COUNTERS, BadRecord, Prepared, prepare
 
 log = logging.getLogger("odock.control_plane.usage")
 
-# Rows per INSERT statement: 23 columns x 500 stays under SQLite's 32766 bound
-# variables and PostgreSQL's 65535 parameters.
-RECORDS_PER_STATEMENT = 500
-ROLLUPS_PER_STATEMENT = 1000
 # Attempts of a whole batch transaction on a PostgreSQL deadlock / serialisation failure.
 TRANSACTION_ATTEMPTS = 4
 _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
-_ROLLUP_KEY = ("org_id", "hour", "key_id", "model_name", "outcome")
 
 STORE_UNAVAILABLE = "usage store unavailable; the batch was not stored, send it again"
 
@@ -49,30 +42,6 @@ class StoreUnavailable(DomainError):
     """The database could not take the batch now; nothing was stored."""
 
     code = grpc.StatusCode.UNAVAILABLE
-
-
-def _insert_factory(session: AsyncSession) -> Callable[[Any], Any]:
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
-        return postgresql.insert
-    if name == "sqlite":
-        return sqlite.insert
-    raise RuntimeError(f"unsupported database dialect {name!r}")
-
-
-async def _insert_records(session: AsyncSession, rows: Sequence[Prepared]) -> set[str]:
-    insert = _insert_factory(session)
-    inserted: set[str] = set()
-    for start in range(0, len(rows), RECORDS_PER_STATEMENT):
-        chunk = [p.values for p in rows[start : start + RECORDS_PER_STATEMENT]]
-        stmt = (
-            insert(UsageRecordRow)
-            .values(chunk)
-            .on_conflict_do_nothing(index_elements=["request_id"])
-            .returning(UsageRecordRow.request_id)
-        )
-        inserted.update((await session.scalars(stmt)).all())
-    return inserted
 
 
 def rollup_deltas(rows: Sequence[Prepared]) -> list[dict[str, Any]]:
@@ -88,24 +57,11 @@ def rollup_deltas(rows: Sequence[Prepared]) -> list[dict[str, Any]]:
     out = []
     for key in sorted(acc):
         sums = acc[key]
-        row = dict(zip(_ROLLUP_KEY, key, strict=True))
+        row = dict(zip(bulk.ROLLUP_KEY, key, strict=True))
         row["requests"] = sums[0]
         row.update(zip(ROLLUP_COUNTERS, sums[1:], strict=True))
         out.append(row)
     return out
-
-
-async def _bump_rollups(session: AsyncSession, deltas: list[dict[str, Any]]) -> None:
-    insert = _insert_factory(session)
-    table = UsageRollupRow.__table__
-    for start in range(0, len(deltas), ROLLUPS_PER_STATEMENT):
-        stmt: Insert = insert(UsageRollupRow).values(deltas[start : start + ROLLUPS_PER_STATEMENT])
-        excluded = stmt.excluded  # type: ignore[attr-defined]
-        stmt = stmt.on_conflict_do_update(  # type: ignore[attr-defined]
-            index_elements=list(_ROLLUP_KEY),
-            set_={name: table.c[name] + excluded[name] for name in ("requests", *ROLLUP_COUNTERS)},
-        )
-        await session.execute(stmt)
 
 
 def _retryable(exc: DBAPIError) -> bool:
@@ -117,8 +73,8 @@ async def _store(sessionmaker: Sessions, rows: list[Prepared]) -> int:
     for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
         try:
             async with sessionmaker.begin() as session:
-                inserted = await _insert_records(session, rows)
-                await _bump_rollups(
+                inserted = await bulk.insert_records(session, [p.values for p in rows])
+                await bulk.add_rollups(
                     session, rollup_deltas([p for p in rows if p.values["request_id"] in inserted])
                 )
             return len(inserted)

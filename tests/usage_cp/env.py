@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from odock import keyformat
+from odock.v1 import common_pb2, node_pb2, node_pb2_grpc, usage_pb2_grpc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,8 +24,6 @@ from control_plane.settings import Settings
 from control_plane.store.db import make_engine, make_sessionmaker
 from control_plane.store.tables import AdminTokenRow, OrgRow, UsageRecordRow, UsageRollupRow
 from control_plane.usage import UsageIngestor
-from odock import keyformat
-from odock.v1 import common_pb2, node_pb2, node_pb2_grpc, usage_pb2_grpc
 from tests.support.secrets import PlaneSecrets
 
 Metadata = tuple[tuple[str, str], ...]
@@ -52,20 +52,22 @@ def record(
     **extra: Any,
 ) -> node_pb2.UsageRecord:
     """A usage record with deterministic defaults; a fresh request id unless given."""
-    fields: dict[str, Any] = dict(
-        request_id=f"req-{next(_ids):08d}" if request_id is None else request_id, org_id=org_id, key_id=key_id,
-        model_name=model, upstream_slug=f"{model}-slug", family=common_pb2.PROVIDER_FAMILY_OPENAI,
-        endpoint="/v1/chat/completions", http_status=200, outcome=outcome, input_tokens=input_tokens,
-        output_tokens=output_tokens, cached_input_tokens=cached, reasoning_tokens=reasoning, cost_picos=cost_picos,
-        latency_us=1500, upstream_latency_us=1200,
-    )  # fmt: skip
+    fields: dict[str, Any] = {
+        "request_id": f"req-{next(_ids):08d}" if request_id is None else request_id, "org_id": org_id, "key_id": key_id,
+        "model_name": model, "upstream_slug": f"{model}-slug", "family": common_pb2.PROVIDER_FAMILY_OPENAI,
+        "endpoint": "/v1/chat/completions", "http_status": 200, "outcome": outcome, "input_tokens": input_tokens,
+        "output_tokens": output_tokens, "cached_input_tokens": cached, "reasoning_tokens": reasoning, "cost_picos": cost_picos,
+        "latency_us": 1500, "upstream_latency_us": 1200,
+    }  # fmt: skip
     fields.update(extra)
     msg = node_pb2.UsageRecord(**fields)
     msg.time.FromDatetime(when)
     return msg
 
 
-def batch(records: Iterable[node_pb2.UsageRecord], sequence: int = 1, node_id: str = "node-1") -> node_pb2.UsageBatch:
+def batch(
+    records: Iterable[node_pb2.UsageRecord], sequence: int = 1, node_id: str = "node-1"
+) -> node_pb2.UsageBatch:
     """A batch of ``records`` from ``node_id``."""
     return node_pb2.UsageBatch(node_id=node_id, sequence=sequence, records=list(records))
 

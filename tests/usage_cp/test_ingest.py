@@ -6,13 +6,13 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from odock.v1 import common_pb2, node_pb2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.store.tables import UsageRecordRow
 from control_plane.usage import ingest_batch
 from control_plane.usage.records import BadRecord, prepare
-from odock.v1 import common_pb2, node_pb2
 from tests.usage_cp.env import T0, batch, count_records, record, rollups_match_records
 
 Sessions = async_sessionmaker[AsyncSession]
@@ -135,7 +135,9 @@ async def test_empty_batch_is_acked(sessions: Sessions) -> None:
 
 
 async def test_large_batch_spans_several_statements(sessions: Sessions) -> None:
-    records = [record(key_id=f"key_{i % 7}", model=f"m{i % 3}", when=T0 + timedelta(minutes=i)) for i in range(1203)]
+    records = [
+        record(key_id=f"key_{i % 7}", model=f"m{i % 3}", when=T0 + timedelta(minutes=i)) for i in range(1203)
+    ]
     ack = await ingest_batch(sessions, batch(records))
     assert ack.accepted == 1203
     rolled, recomputed = await rollups_match_records(sessions)
@@ -149,7 +151,9 @@ async def test_concurrent_batches_from_two_nodes_store_each_record_once(sessions
     only_a = [record() for _ in range(50)]
     only_b = [record() for _ in range(70)]
     batches_a = [batch([*shared[i::4], *only_a[i::4]], sequence=i, node_id="node-a") for i in range(4)]
-    batches_b = [batch([*reversed(shared[i::4]), *only_b[i::4]], sequence=i, node_id="node-b") for i in range(4)]
+    batches_b = [
+        batch([*reversed(shared[i::4]), *only_b[i::4]], sequence=i, node_id="node-b") for i in range(4)
+    ]
 
     async def send(batches: list[node_pb2.UsageBatch]) -> list[node_pb2.UsageAck]:
         return [await ingest_batch(sessions, b) for b in batches]
