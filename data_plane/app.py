@@ -66,7 +66,7 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         finished = getattr(request.protocol, "request_finished", None)
         if finished is not None:
-            finished()
+            finished(request.content.is_eof())
 
 
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:

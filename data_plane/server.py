@@ -58,9 +58,14 @@ class GuardedRequestHandler(RequestHandler):
         self._odock_busy = True
         self._odock_disarm()
 
-    def request_finished(self) -> None:
-        """The handler is done: the next request's head starts the clock on its first byte."""
-        self._odock_busy = False
+    def request_finished(self, body_consumed: bool) -> None:
+        """The handler is done: the next request's head starts the clock on its first byte.
+
+        While aiohttp still drains an unread body (lingering after an early 413/401), incoming
+        bytes belong to this request, not to a new head: the clock stays off.
+        """
+        if body_consumed:
+            self._odock_busy = False
 
     def handle_error(
         self,

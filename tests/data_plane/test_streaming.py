@@ -202,3 +202,18 @@ async def test_broken_non_streamed_answer_is_an_error_not_a_truncated_200(
             assert_error(family, resp, 502, "upstream_reset")
         fake_provider.reset()
         assert (await send(client, chat_call(family, CHAT_MODEL[family], key=org.key))).status_code == 200
+
+
+async def test_client_disconnect_while_waiting_for_upstream_cancels_it(
+    dp: DataPlaneProcess, org: Provisioned, fake_provider: FakeProvider
+) -> None:
+    fake_provider.knobs.delay_before_headers = 10.0
+    call = chat_call("openai", "gpt-chat", key=org.key)
+    async with httpx.AsyncClient(base_url=dp.url, timeout=10) as client:
+        pending = asyncio.create_task(send(client, call))
+        rec = (await fake_provider.wait_for_requests(1))[0]
+        pending.cancel()  # the client gives up mid-request
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+    await asyncio.wait_for(rec.finished.wait(), 1.0)
+    assert rec.disconnected and not rec.complete
