@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,7 +40,7 @@ class ControlPlaneProcess:
     env: dict[str, str]
     workdir: Path
     stderr_path: Path
-    _stderr_file: object = field(repr=False, default=None)
+    _stderr_cache: str | None = field(repr=False, default=None)
 
     @property
     def admin_token(self) -> str:
@@ -63,6 +64,8 @@ class ControlPlaneProcess:
 
     def stderr_text(self) -> str:
         """Everything the process wrote to stderr so far."""
+        if self._stderr_cache is not None:
+            return self._stderr_cache
         try:
             return self.stderr_path.read_text(errors="replace")
         except OSError:
@@ -77,7 +80,9 @@ class ControlPlaneProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+                self._cleanup()
                 raise AssertionError(f"control plane ignored signal {sig} for {timeout}s") from None
+        self._cleanup()
         return self.process.returncode
 
     def kill(self) -> None:
@@ -85,6 +90,13 @@ class ControlPlaneProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=10)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        # Keep stderr readable after the work directory (ready file, log) is removed.
+        if self._stderr_cache is None:
+            self._stderr_cache = self.stderr_text()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def control_plane_env(
@@ -132,6 +144,7 @@ def start_control_plane(
             cp.address = json.loads(ready.read_text())["grpc"]
             return cp
         if proc.poll() is not None:
+            cp.kill()  # reaps it and removes the work directory, keeping stderr
             raise RuntimeError(f"control plane exited with {proc.returncode}:\n{cp.stderr_text()[-4000:]}")
         time.sleep(delay)
         delay = min(delay * 1.5, 0.1)
