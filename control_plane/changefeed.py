@@ -35,6 +35,10 @@ PAGE = 500
 QUEUE_LIMIT = 1024
 RETENTION = timedelta(hours=24)
 PRUNE_EVERY_SECONDS = 3600.0
+# The poll is only a backstop: poke() and LISTEN carry changes within milliseconds.
+POLL_SECONDS = 5.0
+# On PostgreSQL without a LISTEN connection, other replicas' changes arrive only by polling.
+UNLISTENED_POLL_SECONDS = 0.5
 RECONNECT_MIN_SECONDS = 0.2
 RECONNECT_MAX_SECONDS = 10.0
 
@@ -119,7 +123,8 @@ class ChangeFeed:
         self._sessionmaker = sessionmaker
         self._engine = engine
         self._heartbeat_seconds = float(settings.heartbeat_seconds)
-        self._poll_seconds = poll_seconds if poll_seconds is not None else max(1.0, self._heartbeat_seconds)
+        self._poll_seconds = poll_seconds if poll_seconds is not None else POLL_SECONDS
+        self._postgres = is_postgres(engine)
         self._queue_limit = queue_limit
         self._retention = retention
         self._last = 0
@@ -148,7 +153,7 @@ class ChangeFeed:
             self._last = await changes.current_revision(session)
         self._started = True
         self._tasks.append(asyncio.create_task(self._run(), name="odock-changefeed"))
-        if is_postgres(self._engine):
+        if self._postgres:
             self._tasks.append(asyncio.create_task(self._listen(), name="odock-changefeed-listen"))
 
     async def stop(self) -> None:
@@ -177,7 +182,7 @@ class ChangeFeed:
         backoff = RECONNECT_MIN_SECONDS
         while not self._closed:
             try:
-                await _wait(self._wake, self._poll_seconds)
+                await _wait(self._wake, self._poll_interval())
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -192,6 +197,11 @@ class ChangeFeed:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
                 self._wake.set()
+
+    def _poll_interval(self) -> float:
+        if self._postgres and not self._listening.is_set():
+            return min(self._poll_seconds, UNLISTENED_POLL_SECONDS)
+        return self._poll_seconds
 
     async def _read_new(self) -> None:
         while True:
@@ -236,6 +246,7 @@ class ChangeFeed:
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect
                 log.warning("change feed: LISTEN connection lost (%s); reconnecting", type(exc).__name__)
             self._listening.clear()
+            self._wake.set()  # re-read now, and poll faster until listening again
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, RECONNECT_MAX_SECONDS)
 

@@ -15,10 +15,13 @@ from typing import TypeAlias
 
 import grpc
 import pytest
-from odock.v1 import node_pb2
+from google.protobuf.duration_pb2 import Duration
+from odock import keyformat
+from odock.v1 import keys_pb2, node_pb2
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.store import changes
+from tests.control_plane.admin_env import AdminEnv
 from tests.control_plane.node_env import Env, open_env, record
 from tests.support.postgres import PostgresServer
 
@@ -202,3 +205,67 @@ async def test_listen_notify_wakes_the_feed_without_poke(pg_server: PostgresServ
             call.cancel()
     finally:
         pg_server.drop_database(url)
+
+
+async def test_revoke_through_the_admin_api_is_announced_within_1s(cp: AdminEnv) -> None:
+    org = await cp.org("acme")
+    created = await cp.key(org.id)
+    watch = cp.node.Watch(node_pb2.WatchRequest(node_id="n1"), metadata=cp.node_md)
+    first = await next_event(watch)
+    assert first.WhichOneof("event") == "heartbeat"
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await cp.keys.RevokeVirtualKey(
+        keys_pb2.RevokeVirtualKeyRequest(org_id=org.id, id=created.key.id), metadata=cp.su
+    )
+    ev = await next_change(watch)
+    assert loop.time() - t0 < DEADLINE_S
+    assert ev.revision == first.revision + 1
+    assert (ev.invalidation.kind, ev.invalidation.org_id, ev.invalidation.key_id) == (
+        KEY,
+        org.id,
+        created.key.id,
+    )
+    resolved = await cp.node.ResolveKey(
+        node_pb2.ResolveKeyRequest(key_digest=keyformat.digest(cp.secrets.pepper, created.secret)),
+        metadata=cp.node_md,
+    )
+    assert resolved.rejection == node_pb2.KEY_REJECTION_REVOKED and resolved.revision >= ev.revision
+    watch.cancel()
+
+
+async def test_rotation_through_the_admin_api(cp: AdminEnv) -> None:
+    org = await cp.org("acme")
+    created = await cp.key(org.id)
+    watch = cp.node.Watch(node_pb2.WatchRequest(), metadata=cp.node_md)
+    first = await next_event(watch)
+
+    async def resolve(secret: str) -> node_pb2.ResolveKeyResponse:
+        resp: node_pb2.ResolveKeyResponse = await cp.node.ResolveKey(
+            node_pb2.ResolveKeyRequest(key_digest=keyformat.digest(cp.secrets.pepper, secret)),
+            metadata=cp.node_md,
+        )
+        return resp
+
+    rotated = await cp.keys.RotateVirtualKey(
+        keys_pb2.RotateVirtualKeyRequest(
+            org_id=org.id, id=created.key.id, grace_period=Duration(seconds=3600)
+        ),
+        metadata=cp.su,
+    )
+    ev = await next_change(watch)
+    assert ev.revision == first.revision + 1 and ev.invalidation.key_id == created.key.id
+    old, new = await resolve(created.secret), await resolve(rotated.secret)
+    assert old.grant.key_id == new.grant.key_id == created.key.id
+    grace_end = old.grant.expire_time.ToDatetime(UTC)
+    assert timedelta(minutes=59) < grace_end - datetime.now(UTC) <= timedelta(hours=1)
+    assert not new.grant.HasField("expire_time")
+    # Rotating again without grace: the first secret and the second stop at once.
+    third = await cp.keys.RotateVirtualKey(
+        keys_pb2.RotateVirtualKeyRequest(org_id=org.id, id=created.key.id), metadata=cp.su
+    )
+    assert (await next_change(watch)).revision == first.revision + 2
+    assert (await resolve(created.secret)).WhichOneof("result") == "rejection"
+    assert (await resolve(rotated.secret)).WhichOneof("result") == "rejection"
+    assert (await resolve(third.secret)).grant.key_id == created.key.id
+    watch.cancel()
