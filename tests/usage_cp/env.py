@@ -53,10 +53,11 @@ def record(
 ) -> node_pb2.UsageRecord:
     """A usage record with deterministic defaults; a fresh request id unless given."""
     fields: dict[str, Any] = {
-        "request_id": f"req-{next(_ids):08d}" if request_id is None else request_id, "org_id": org_id, "key_id": key_id,
-        "model_name": model, "upstream_slug": f"{model}-slug", "family": common_pb2.PROVIDER_FAMILY_OPENAI,
-        "endpoint": "/v1/chat/completions", "http_status": 200, "outcome": outcome, "input_tokens": input_tokens,
-        "output_tokens": output_tokens, "cached_input_tokens": cached, "reasoning_tokens": reasoning, "cost_picos": cost_picos,
+        "request_id": f"req-{next(_ids):08d}" if request_id is None else request_id,
+        "org_id": org_id, "key_id": key_id, "model_name": model, "upstream_slug": f"{model}-slug",
+        "family": common_pb2.PROVIDER_FAMILY_OPENAI, "endpoint": "/v1/chat/completions", "http_status": 200,
+        "outcome": outcome, "input_tokens": input_tokens, "output_tokens": output_tokens,
+        "cached_input_tokens": cached, "reasoning_tokens": reasoning, "cost_picos": cost_picos,
         "latency_us": 1500, "upstream_latency_us": 1200,
     }  # fmt: skip
     fields.update(extra)
@@ -82,12 +83,17 @@ async def rollups_match_records(sessions: async_sessionmaker[AsyncSession]) -> t
     """(rollup rows, the same aggregate recomputed from the raw records), both sorted."""
     r = UsageRecordRow
     async with sessions() as s:
-        rolled = (await s.execute(select(
-            UsageRollupRow.org_id, UsageRollupRow.hour, UsageRollupRow.key_id, UsageRollupRow.model_name, UsageRollupRow.outcome,
-            UsageRollupRow.requests, UsageRollupRow.input_tokens, UsageRollupRow.output_tokens,
-            UsageRollupRow.cached_input_tokens, UsageRollupRow.reasoning_tokens, UsageRollupRow.cost_picos,
-        ).order_by(UsageRollupRow.org_id, UsageRollupRow.hour, UsageRollupRow.key_id, UsageRollupRow.model_name,
-                   UsageRollupRow.outcome))).all()  # fmt: skip
+        u = UsageRollupRow
+        key = (u.org_id, u.hour, u.key_id, u.model_name, u.outcome)
+        sums = (
+            u.requests,
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_input_tokens,
+            u.reasoning_tokens,
+            u.cost_picos,
+        )
+        rolled = (await s.execute(select(*key, *sums).order_by(*key))).all()
         raw = (await s.execute(select(r).order_by(r.request_id))).scalars().all()
     agg: dict[tuple[Any, ...], list[int]] = {}
     for row in raw:
@@ -116,8 +122,8 @@ class UsageEnv:
     channel: grpc.aio.Channel
     sessions: async_sessionmaker[AsyncSession]
     secrets: PlaneSecrets
-    usage: usage_pb2_grpc.UsageServiceStub
-    node: node_pb2_grpc.NodeServiceStub
+    usage: usage_pb2_grpc.UsageServiceAsyncStub
+    node: node_pb2_grpc.NodeServiceAsyncStub
 
     @property
     def su(self) -> Metadata:
@@ -144,13 +150,17 @@ class UsageEnv:
 async def open_usage_env(db_url: str) -> AsyncIterator[UsageEnv]:
     """Serve UsageService and NodeService.ReportUsage over ``db_url`` (already migrated)."""
     secrets = PlaneSecrets()
-    settings = Settings(listen="127.0.0.1:0", database_url=db_url, key_pepper=secrets.pepper,
-                        admin_token=secrets.admin_token, node_tokens=(secrets.node_token,), migrate=False)  # fmt: skip
+    settings = Settings(
+        listen="127.0.0.1:0", database_url=db_url, key_pepper=secrets.pepper, admin_token=secrets.admin_token,
+        node_tokens=(secrets.node_token,), migrate=False,
+    )  # fmt: skip
     engine = make_engine(db_url)
     sessions = make_sessionmaker(engine)
     server = grpc.aio.server(interceptors=[AuthInterceptor(settings, sessions)])
     usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(sessions), server)
-    node_pb2_grpc.add_NodeServiceServicer_to_server(_ReportUsageOnly(UsageIngestor(sessions)), server)
+    # Only ReportUsage is implemented: the base class answers UNIMPLEMENTED for the rest.
+    node = _ReportUsageOnly(UsageIngestor(sessions))  # type: ignore[abstract]
+    node_pb2_grpc.add_NodeServiceServicer_to_server(node, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")

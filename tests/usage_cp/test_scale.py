@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from odock.v1 import common_pb2, usage_pb2
@@ -48,7 +49,7 @@ async def test_50k_records_ingest_and_query(env: UsageEnv, migrated_db_url: str)
     start_ts, end_ts = Timestamp(), Timestamp()
     start_ts.FromDatetime(T0)
     end_ts.FromDatetime(T0 + timedelta(days=DAYS))
-    queries = {
+    queries: dict[str, dict[str, Any]] = {
         "day x key x model, all orgs": {"bucket": usage_pb2.USAGE_BUCKET_DAY, "group_by": [2, 3]},
         "hour, org_a": {"bucket": usage_pb2.USAGE_BUCKET_HOUR, "org_id": "org_a"},
         "total x org": {"bucket": usage_pb2.USAGE_BUCKET_TOTAL, "group_by": [1]},
@@ -60,7 +61,7 @@ async def test_50k_records_ingest_and_query(env: UsageEnv, migrated_db_url: str)
             start_time=start_ts, end_time=end_ts, page_size=1000, **fields
         )
         began = time.perf_counter()
-        rows = []
+        rows: list[usage_pb2.UsageTotals] = []
         while True:
             page = await env.usage.GetUsageTotals(request, metadata=env.su)
             rows += page.totals

@@ -174,7 +174,12 @@ async def test_pages_cover_the_listing_exactly_once(
     env: UsageEnv, loaded: list[node_pb2.UsageRecord]
 ) -> None:
     start, end = T0 - timedelta(days=1), T0 + timedelta(days=3)
-    base = {"start_time": ts(start), "end_time": ts(end), "bucket": HOUR, "group_by": [KEY, MODEL]}
+    base: dict[str, Any] = {
+        "start_time": ts(start),
+        "end_time": ts(end),
+        "bucket": HOUR,
+        "group_by": [KEY, MODEL],
+    }
     whole = await totals(env, env.su, page_size=1000, **base)
     for size in (1, 4):
         assert await totals(env, env.su, page_size=size, **base) == whole
