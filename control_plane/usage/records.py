@@ -17,6 +17,10 @@ HOURS_PER_DAY = 24
 # Latest instant a Timestamp (and a datetime) can hold: 9999-12-31T23:59:59Z.
 MAX_SECONDS = 253_402_300_799
 _INT32_MAX = 2**31 - 1
+# Per-record ceiling for counters: far beyond any real request, and it keeps
+# hourly sums of many records inside int64 (SQLite would silently turn an
+# overflowing sum into a float; PostgreSQL would fail the whole batch).
+COUNTER_MAX = 2**53
 _SMALLINT_MAX = 2**15 - 1
 
 # Column -> longest accepted value (the column's length).
@@ -85,6 +89,8 @@ def prepare(record: node_pb2.UsageRecord, batch_node_id: str, receive_time: date
         value = getattr(record, name)
         if value < 0:
             raise BadRecord(f"{name}: negative")
+        if value > COUNTER_MAX:
+            raise BadRecord(f"{name}: implausibly large")
         values[name] = value
     for name in _SMALL:
         value = int(getattr(record, name))

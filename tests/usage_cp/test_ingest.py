@@ -117,6 +117,7 @@ async def test_bad_records_are_rejected_without_failing_the_batch(sessions: Sess
         ({"request_id": ""}, "request_id: required"),
         ({"org_id": ""}, "org_id: required"),
         ({"cost_picos": -5}, "cost_picos: negative"),
+        ({"output_tokens": 2**60}, "output_tokens: implausibly large"),
         ({"endpoint": "/x" * 100}, "endpoint: longer than 128"),
         ({"key_id": "k\x00"}, "key_id: contains a NUL"),
     ],

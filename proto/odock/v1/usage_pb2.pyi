@@ -121,7 +121,9 @@ Global___GetUsageTotalsRequest: _TypeAlias = GetUsageTotalsRequest  # noqa: Y015
 
 @_typing.final
 class OutcomeCounts(_message.Message):
-    """Requests per outcome (odock.v1.Outcome)."""
+    """Requests per outcome (odock.v1.Outcome); unspecified also counts outcome
+    values this control plane does not know yet.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -155,7 +157,8 @@ Global___OutcomeCounts: _TypeAlias = OutcomeCounts  # noqa: Y015
 @_typing.final
 class UsageTotals(_message.Message):
     """Totals of one (bucket, org?, key?, model?) group. Only non-empty groups
-    are returned. Dimensions not grouped by are empty.
+    are returned. A dimension that is neither grouped by nor filtered on is
+    empty; a filtered one repeats the filter value.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
