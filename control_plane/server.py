@@ -75,8 +75,11 @@ class RunningServer:
     async def stop(self, grace: float | None) -> None:
         """Refuse new RPCs, let running ones finish within ``grace``, then close feed and engine."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        stopping = asyncio.ensure_future(self.server.stop(grace))
+        # Ending the feed ends Watch streams now, so nodes move to another replica
+        # instead of waiting out the grace period; unary RPCs still finish.
         await self.feed.stop()
+        await stopping
         await self.engine.dispose()
 
 
