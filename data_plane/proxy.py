@@ -167,32 +167,44 @@ async def _relay_stream(
         resp.headers["X-Accel-Buffering"] = "no"
     await resp.prepare(request)
     splitter = EventSplitter() if is_sse else None
-    failure: GatewayError | None = None
-    if head:
-        await resp.write(head)
     try:
-        while True:
-            chunk = await _read_chunk(upstream, limits)
-            if not chunk:
-                break
-            out = splitter.feed(chunk) if splitter is not None else chunk
-            if out:
-                await resp.write(out)
-    except TimeoutError:
-        failure = GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
-    except (aiohttp.ClientError, OSError):
-        failure = GatewayError(502, "upstream_reset", UPSTREAM_BROKEN)
-    if failure is None:
-        if splitter is not None and splitter.pending:
-            await resp.write(splitter.flush())
+        if head:
+            await resp.write(head)
+        failure = await _pump(upstream, resp, splitter, limits)
+        if failure is None:
+            if splitter is not None and splitter.pending:
+                await resp.write(splitter.flush())
+            await resp.write_eof()
+            return resp
+        log.info("upstream stream ended early: %s", failure.code)
+        if splitter is None:
+            # No framing to end cleanly in: drop the connection without the terminating chunk.
+            if request.transport is not None:
+                request.transport.abort()
+            return resp
+        await resp.write(sse_error_event(call.family, failure))
         await resp.write_eof()
-        return resp
-    log.info("upstream stream ended early: %s", failure.code)
-    if splitter is None:
-        # No framing to end cleanly in: drop the connection without the terminating chunk.
-        if request.transport is not None:
-            request.transport.abort()
-        return resp
-    await resp.write(sse_error_event(call.family, failure))
-    await resp.write_eof()
+    except ConnectionResetError:
+        pass  # the client went away; the caller closes the upstream connection
     return resp
+
+
+async def _pump(
+    upstream: aiohttp.ClientResponse,
+    resp: web.StreamResponse,
+    splitter: EventSplitter | None,
+    limits: ProxyLimits,
+) -> GatewayError | None:
+    """Relay upstream chunks until the end (None) or an upstream failure (the error to report)."""
+    while True:
+        try:
+            chunk = await _read_chunk(upstream, limits)
+        except TimeoutError:
+            return GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
+        except (aiohttp.ClientError, OSError):
+            return GatewayError(502, "upstream_reset", UPSTREAM_BROKEN)
+        if not chunk:
+            return None
+        out = splitter.feed(chunk) if splitter is not None else chunk
+        if out:
+            await resp.write(out)  # a client write failure propagates: it is not an upstream error

@@ -119,8 +119,7 @@ class GuardedRequestHandler(RequestHandler):
             + f"x-request-id: {rid}\r\nContent-Length: 40\r\n\r\n".encode()
             + b"Request headers not received in time.\r\n\r\n"
         )
-        self.force_close()
-        self.transport.close()
+        self.force_close()  # closes the transport once the 408 is flushed
 
 
 class GuardedServer(web.Server):

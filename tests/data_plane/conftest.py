@@ -50,7 +50,10 @@ def dp(cp: ControlPlaneProcess) -> Iterator[DataPlaneProcess]:
         proc.wait_connected()
         yield proc
     finally:
-        proc.stop()
+        code = proc.stop()
+    log = proc.stderr_text()
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log and "unhandled" not in log, log[-5000:]
 
 
 @pytest_asyncio.fixture
