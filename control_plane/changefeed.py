@@ -119,6 +119,7 @@ class ChangeFeed:
         poll_seconds: float | None = None,
         queue_limit: int = QUEUE_LIMIT,
         retention: timedelta = RETENTION,
+        prune_every_seconds: float = PRUNE_EVERY_SECONDS,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._engine = engine
@@ -127,6 +128,7 @@ class ChangeFeed:
         self._postgres = is_postgres(engine)
         self._queue_limit = queue_limit
         self._retention = retention
+        self._prune_every = prune_every_seconds
         self._last = 0
         self._subscribers: set[_Subscriber] = set()
         self._wake = asyncio.Event()
@@ -190,7 +192,7 @@ class ChangeFeed:
                 await self._read_new()
                 if loop.time() >= next_prune:
                     await self._prune()
-                    next_prune = loop.time() + PRUNE_EVERY_SECONDS
+                    next_prune = loop.time() + self._prune_every
                 backoff = RECONNECT_MIN_SECONDS
             except Exception as exc:  # noqa: BLE001 - a database hiccup must not kill the feed
                 log.warning("change feed: reading the change log failed (%s); retrying", type(exc).__name__)

@@ -14,12 +14,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeAlias
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from odock import keyformat
 from odock.v1 import keys_pb2, node_pb2
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from control_plane.changefeed import CHANNEL
 from control_plane.store import changes
 from tests.control_plane.admin_env import AdminEnv
 from tests.control_plane.node_env import Env, open_env, record
@@ -269,3 +271,52 @@ async def test_rotation_through_the_admin_api(cp: AdminEnv) -> None:
     assert (await resolve(rotated.secret)).WhichOneof("result") == "rejection"
     assert (await resolve(third.secret)).grant.key_id == created.key.id
     watch.cancel()
+
+
+async def test_feed_prunes_old_changes(migrated_db_url: str) -> None:
+    async with open_env(migrated_db_url, retention=timedelta(0), prune_every_seconds=0) as env:
+        revs = [await record(env, KEY, "org_a", key_id=f"key_{i}") for i in range(3)]
+        async with asyncio.timeout(5):
+            while True:
+                async with env.sm() as s:
+                    left = await changes.changes_after(s, 0, 10)
+                if [r.revision for r in left] == revs[-1:]:
+                    break
+                await asyncio.sleep(0.02)
+        call = env.stub.Watch(node_pb2.WatchRequest(after_revision=revs[0]))
+        ev = await next_event(call)
+        assert ev.WhichOneof("event") == "reset" and ev.revision == revs[-1]
+        call.cancel()
+
+
+def _listener_pids(url: str) -> set[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE query = %s AND datname = current_database()",
+            (f"LISTEN {CHANNEL}",),
+        ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+@pytest.mark.postgres
+async def test_listen_connection_is_re_established(pg_server: PostgresServer) -> None:
+    url = pg_server.create_database(migrated=True)
+    try:
+        async with open_env(url) as env:
+            async with asyncio.timeout(5):
+                await env.feed.listening.wait()
+            (old,) = await asyncio.to_thread(_listener_pids, url)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (old,))
+            async with asyncio.timeout(10):
+                while not (pids := await asyncio.to_thread(_listener_pids, url)) or old in pids:
+                    await asyncio.sleep(0.05)
+                await env.feed.listening.wait()
+            call = env.stub.Watch(node_pb2.WatchRequest())
+            await next_event(call)
+            async with env.sm() as s:
+                rev = await _record_without_poke(s, "key_after_reconnect")
+            assert (await next_change(call)).revision == rev
+            call.cancel()
+    finally:
+        pg_server.drop_database(url)
