@@ -125,3 +125,27 @@ async def test_model_listings_show_what_the_key_may_use(
         assert_error("vllm", await client.get("/v1/vllm/models"), 401, "missing_api_key")
         resp = await client.get("/v1/models/" + "x" * 5000, headers={"x-api-key": org.key})
         assert_error("openai", resp, 404, "model_not_found")
+
+
+async def test_every_response_carries_a_request_id(dp: DataPlaneProcess, org: Provisioned) -> None:
+    async with httpx.AsyncClient(base_url=dp.url) as client:
+        call_headers = {"Authorization": f"Bearer {org.key}"}
+        body = {"model": "gpt-chat", "messages": [{"role": "user", "content": "hi"}]}
+        kept = await client.post(
+            "/v1/chat/completions", json=body, headers={**call_headers, "x-request-id": "abc-123:x.y_z"}
+        )
+        assert kept.status_code == 200 and kept.headers["x-request-id"] == "abc-123:x.y_z"
+        for bad in ("has space", "x" * 129, "semi;colon"):
+            resp = await client.post(
+                "/v1/chat/completions", json=body, headers={**call_headers, "x-request-id": bad}
+            )
+            assert resp.headers["x-request-id"].startswith("req_") and bad not in resp.headers["x-request-id"]
+        ids = set()
+        for resp in (
+            await client.get("/healthz"),
+            await client.get("/readyz"),
+            await client.get("/nowhere"),
+            await client.post("/v1/messages", content=b"{}"),
+        ):
+            ids.add(resp.headers["x-request-id"])
+        assert len(ids) == 4
