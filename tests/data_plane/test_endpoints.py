@@ -149,3 +149,25 @@ async def test_every_response_carries_a_request_id(dp: DataPlaneProcess, org: Pr
         ):
             ids.add(resp.headers["x-request-id"])
         assert len(ids) == 4
+
+
+async def test_hop_by_hop_and_client_credential_headers_stay_behind(
+    dp: DataPlaneProcess, org: Provisioned, fake_provider: FakeProvider
+) -> None:
+    headers = {
+        "x-api-key": org.key,
+        "Connection": "keep-alive, x-hop",
+        "x-hop": "1",
+        "Proxy-Authorization": "Basic abc",
+        "Cookie": "session=1",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": "tools-2024-04-04",
+    }
+    body = {"model": "claude", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=dp.url) as client:
+        assert (await client.post("/v1/messages", json=body, headers=headers)).status_code == 200
+    got = fake_provider.last().headers
+    assert got["x-api-key"] == fake_provider.secret("anthropic")
+    assert got["anthropic-version"] == "2023-06-01" and got["anthropic-beta"] == "tools-2024-04-04"
+    for name in ("x-hop", "Proxy-Authorization", "Cookie", "Authorization", "x-goog-api-key"):
+        assert name not in got, name
