@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -137,5 +138,33 @@ async def test_node_starting_without_control_plane_is_not_ready_and_fails_closed
             assert (await client.get("/healthz")).status_code == 200
             resp = await send(client, chat_call("gemini", "gemini-flash", key=setup.key))
             assert_error("gemini", resp, 503, "control_plane_unavailable")
+    finally:
+        dp.stop()
+
+
+async def test_a_hung_control_plane_is_detected_by_missing_heartbeats(
+    own_cp: ControlPlaneProcess, fake_provider: FakeProvider
+) -> None:
+    setup = await provision_all_families(own_cp, fake_provider)
+    async with Provisioner.connect(own_cp.address, own_cp.admin_token) as admin:
+        _, never_used = await admin.create_key(setup.org.id)
+    # the control plane beats every second (tests/support/planes.py); 2.5 s of silence means dead
+    dp = _start_dp(own_cp, ODOCK_WATCH_IDLE_SECONDS="2.5", ODOCK_CP_RPC_TIMEOUT_SECONDS="0.5")
+    try:
+        async with httpx.AsyncClient(base_url=dp.url, timeout=10) as client:
+            call = chat_call("vllm", "llama", key=setup.key)
+            assert (await send(client, call)).status_code == 200
+            own_cp.process.send_signal(signal.SIGSTOP)  # alive but silent, like a blackholed network
+            try:
+                await _wait_status(dp, "disconnected", timeout=6)
+                assert (await send(client, call)).status_code == 200
+                started = time.monotonic()
+                resp = await send(client, chat_call("vllm", "llama", key=never_used))
+                assert_error("vllm", resp, 503, "control_plane_unavailable")
+                assert time.monotonic() - started < 2.0  # bounded by the RPC timeout
+            finally:
+                own_cp.process.send_signal(signal.SIGCONT)
+            await _wait_status(dp, "connected", timeout=15)
+            assert (await send(client, chat_call("vllm", "llama", key=never_used))).status_code == 200
     finally:
         dp.stop()
