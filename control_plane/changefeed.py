@@ -286,10 +286,11 @@ class ChangeFeed:
             self._subscribers.discard(sub)
 
     async def _follow(self, sub: _Subscriber, pos: int) -> AsyncIterator[node_pb2.WatchEvent]:
+        # Every event yielded here (invalidation or reset) moves pos to its revision.
         loop = asyncio.get_running_loop()
         next_beat = loop.time() + self._heartbeat_seconds
         # Catch up from the database to what the feed had read when we joined.
-        async for event in self._replay(pos, self._last):
+        async for event in self._catch_up(sub, pos, self._last):
             pos = event.revision
             yield event
         while True:
@@ -306,14 +307,11 @@ class ChangeFeed:
                 if event.revision <= pos:
                     continue
                 if event.revision > pos + 1:
-                    async for missed in self._replay(pos, event.revision - 1):
+                    sub.events.appendleft(event)
+                    async for missed in self._catch_up(sub, pos, event.revision - 1):
                         pos = missed.revision
                         yield missed
-                    if pos != event.revision - 1:
-                        pos = self._last
-                        sub.events.clear()
-                        yield _reset(pos, "changes were pruned before they could be delivered")
-                        continue
+                    continue
                 pos = event.revision
                 yield event
                 continue
@@ -328,16 +326,23 @@ class ChangeFeed:
             except TimeoutError:
                 pass
 
-    async def _replay(self, after: int, upto: int) -> AsyncIterator[node_pb2.WatchEvent]:
-        """Changes in (after, upto] from the database, in order."""
+    async def _catch_up(self, sub: _Subscriber, after: int, upto: int) -> AsyncIterator[node_pb2.WatchEvent]:
+        """Changes (after, upto] from the database; a Reset if any of them is gone."""
         pos = after
         while pos < upto:
             async with self._sessionmaker() as session:
                 rows = await changes.changes_after(session, pos, min(PAGE, upto - pos))
-            if not rows:
-                return
+            if not rows or rows[0].revision != pos + 1:
+                break
             for row in rows:
-                if row.revision > upto:
-                    return
+                if row.revision != pos + 1 or row.revision > upto:
+                    break
                 pos = row.revision
                 yield event_from_row(row)
+            else:
+                continue
+            break
+        if pos < upto:
+            # Pruned (or never readable): replaying would leave a hole.
+            sub.events.clear()
+            yield _reset(self._last, "changes were pruned before they could be delivered")

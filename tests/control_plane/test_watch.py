@@ -19,10 +19,12 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from odock import keyformat
 from odock.v1 import keys_pb2, node_pb2
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.changefeed import CHANNEL
 from control_plane.store import changes
+from control_plane.store.tables import ChangeRow
 from tests.control_plane.admin_env import AdminEnv
 from tests.control_plane.node_env import Env, open_env, record
 from tests.support.postgres import PostgresServer
@@ -320,3 +322,17 @@ async def test_listen_connection_is_re_established(pg_server: PostgresServer) ->
             call.cancel()
     finally:
         pg_server.drop_database(url)
+
+
+async def test_a_hole_in_the_log_becomes_a_reset_not_a_silent_gap(env: Env) -> None:
+    # Replicas' clocks differ, so pruning by time can remove a change from the middle.
+    revs = [await record(env, KEY, "org_a", key_id=f"key_{i}") for i in range(4)]
+    async with env.sm() as s, s.begin():
+        await s.execute(delete(ChangeRow).where(ChangeRow.revision == revs[2]))
+    call = env.stub.Watch(node_pb2.WatchRequest(after_revision=revs[0]))
+    assert (await next_change(call)).revision == revs[1]
+    ev = await next_change(call)
+    assert ev.WhichOneof("event") == "reset" and ev.revision == revs[3]
+    nxt = await record(env, KEY, "org_a", key_id="key_next")
+    assert (await next_change(call)).revision == nxt
+    call.cancel()
