@@ -155,6 +155,11 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 body = with_model(body, facts, route.upstream_slug)
             elif endpoint.model_in == "form" and body is not None:
                 body, content_type = multipart_with_model(body, content_type, route.upstream_slug)
+            elif endpoint.model_in == "path" and facts is not None and body is not None and facts.model_span:
+                # The path decided the route; a body "model" the provider might
+                # prefer must not point anywhere else, so it gets the canonical slug.
+                slug = route.upstream_slug.removeprefix("models/")
+                body = with_model(body, facts, f"models/{slug}")
             url = endpoint.upstream_url(route.base_url, route.upstream_slug, request.rel_url.raw_query_string)
         except PayloadError as exc:
             raise GatewayError(400, exc.code, exc.message, param=exc.param) from None

@@ -75,3 +75,15 @@ async def test_tricky_names_and_slugs_stay_in_their_slot(gateway: str, tricky: P
                                      json.dumps({"model": name, "messages": []}).encode())
         assert resp.status == 200, (name, resp.body[:300])
         assert_forwarded(fake, tricky, family=family, path="/v1/chat/completions", model=name)
+
+
+async def test_a_body_model_on_a_path_routed_endpoint_cannot_point_elsewhere(gateway: str, org: Provisioned,
+                                                                            fake: FakeProvider) -> None:
+    # The path names the granted model; a body "model" the provider might prefer is pinned to the same slug.
+    body = b'{"model": "models/some-other-model", "contents": [{"parts": [{"text": "hi"}]}]}'
+    resp = await rawhttp.request(gateway, "POST", "/v1beta/models/gemini-flash:generateContent",
+                                 {"x-goog-api-key": org.key, "Content-Type": "application/json"}, body)
+    assert resp.status == 200, resp.body[:300]
+    (rec,) = fake.requests
+    assert json.loads(rec.body)["model"] == "models/" + org.slug("gemini-flash")
+    assert rec.body.endswith(b', "contents": [{"parts": [{"text": "hi"}]}]}')  # every other byte as sent
