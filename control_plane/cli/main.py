@@ -8,6 +8,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn, TextIO
 
+from control_plane.cli import usage_cmd
 from control_plane.cli.apply import command as apply_command
 from control_plane.cli.commands import credentials, keys, models, orgs, tokens
 from control_plane.cli.context import Context
@@ -84,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _global_flags(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (orgs, credentials, models, keys, tokens, apply_command):
+    for module in (orgs, credentials, models, keys, tokens, usage_cmd, apply_command):
         module.register(sub, common)
     return parser
 
