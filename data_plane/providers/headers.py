@@ -19,7 +19,7 @@ DROPPED_HEADERS = frozenset(
         "host",
         "content-length",
         "expect",
-        # The upstream client negotiates (and decodes) its own compression.
+        # Replaced by "identity" below.
         "accept-encoding",
         "authorization",
         "x-api-key",
@@ -64,5 +64,8 @@ def build_headers(
     for lower, value in dialect.default_headers.items():
         if lower not in merged:
             out[lower] = value
+    # Uncompressed answers: usage is read from response bodies as they pass, and an
+    # absent Accept-Encoding would, by RFC 9110, allow any coding.
+    out["Accept-Encoding"] = "identity"
     out[dialect.auth_header] = dialect.auth_prefix + secret
     return out

@@ -86,6 +86,7 @@ def test_filtering_and_provider_auth(
     lowered = {k.lower(): v for k, v in out.items()}
     assert len(lowered) == len(out)  # no name twice in different cases
     assert lowered.pop(auth_name) == auth_value
+    assert lowered.pop("accept-encoding") == "identity"  # never the client's: usage is read from bodies
     for name, value in KEPT.items():
         assert lowered.pop(name) == value
     kept_family_specific = {"openai-organization", "openai-project", "x-goog-user-project"} - family_dropped
@@ -97,14 +98,16 @@ def test_filtering_and_provider_auth(
 
 def test_anthropic_version_defaulted_only_when_absent() -> None:
     out = upstream_headers(ANTHROPIC, {"Content-Type": "application/json"}, "k")
-    assert out == {"Content-Type": "application/json", "anthropic-version": "2023-06-01", "x-api-key": "k"}
+    assert out == {"Content-Type": "application/json", "anthropic-version": "2023-06-01",
+                   "Accept-Encoding": "identity", "x-api-key": "k"}
     out = upstream_headers(ANTHROPIC, {"Anthropic-Version": "2024-01-01"}, "k")
-    assert out == {"Anthropic-Version": "2024-01-01", "x-api-key": "k"}
+    assert out == {"Anthropic-Version": "2024-01-01", "Accept-Encoding": "identity", "x-api-key": "k"}
 
 
 def test_accepts_pairs_and_plain_mappings() -> None:
     assert upstream_headers(VLLM, [("Accept", "a"), ("accept", "b")], "k") == {
         "Accept": "a, b",
+        "Accept-Encoding": "identity",
         "Authorization": "Bearer k",
     }
 
