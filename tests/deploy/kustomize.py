@@ -19,7 +19,9 @@ import yaml
 Doc = dict[str, Any]
 
 SUPPORTED_FIELDS = frozenset({"apiVersion", "kind", "resources", "namespace", "images", "patches"})
-CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "StorageClass"})
+CLUSTER_SCOPED = frozenset(
+    {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "StorageClass"}
+)
 # Lists that strategic merge patches merge item by item, keyed by "name".
 NAMED_LISTS = frozenset({"containers", "initContainers", "env", "volumes", "volumeMounts"})
 
@@ -34,7 +36,7 @@ def load_docs(path: Path) -> list[Doc]:
         docs = [d for d in yaml.safe_load_all(fh) if d is not None]
     for d in docs:
         if not isinstance(d, dict):
-            raise ValueError(f"{path}: a document is not a mapping")
+            raise TypeError(f"{path}: a document is not a mapping")
     return docs
 
 

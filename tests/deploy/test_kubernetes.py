@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
@@ -144,11 +144,17 @@ def test_services_pdbs_and_hpa_point_at_the_right_pods(overlay_objects: list[Doc
         assert dep["spec"]["selector"]["matchLabels"].items() <= labels.items()
         # The selectors tell the planes apart: no Service routes to the other plane's pods.
         assert svc["spec"]["selector"]["app.kubernetes.io/component"] == plane
-        container_ports = {p["name"]: p["containerPort"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        container_ports = {
+            p["name"]: p["containerPort"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]
+        }
         assert [p["targetPort"] for p in svc["spec"]["ports"]] == [port_name]
         assert port_name in container_ports
     hpa = one(overlay_objects, "HorizontalPodAutoscaler", "odock-data-plane")
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "odock-data-plane"}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "odock-data-plane",
+    }
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
     assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     # The HPA owns the data-plane replica count.
@@ -159,7 +165,9 @@ def test_services_pdbs_and_hpa_point_at_the_right_pods(overlay_objects: list[Doc
 def test_listen_ports_match_container_ports_and_the_data_plane_finds_the_control_plane(
     overlay_objects: list[Doc],
 ) -> None:
-    cp = one(overlay_objects, "Deployment", "odock-control-plane")["spec"]["template"]["spec"]["containers"][0]
+    cp = one(overlay_objects, "Deployment", "odock-control-plane")["spec"]["template"]["spec"]["containers"][
+        0
+    ]
     dp = one(overlay_objects, "Deployment", "odock-data-plane")["spec"]["template"]["spec"]["containers"][0]
     assert int(env_value(cp, "ODOCK_CP_LISTEN").rpartition(":")[2]) == cp["ports"][0]["containerPort"]
     assert int(env_value(dp, "ODOCK_DP_LISTEN").rpartition(":")[2]) == dp["ports"][0]["containerPort"]
