@@ -29,10 +29,7 @@ from control_plane.crypto.keyring import Keyring
 from control_plane.settings import Settings
 from control_plane.store import changes
 from control_plane.store.tables import CredentialRow, ModelRow, OrgRow, VirtualKeyRow
-
-REPORT_USAGE_UNIMPLEMENTED = (
-    "ReportUsage: usage reporting is not implemented yet (arrives with the usage issue)"
-)
+from control_plane.usage import UsageIngestor
 
 
 async def _abort(
@@ -115,6 +112,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self._sessionmaker = sessionmaker
         self._keyring = Keyring.from_spec(settings.keks_spec)
         self._feed = feed
+        self._usage = UsageIngestor(sessionmaker)
 
     async def ResolveKey(
         self,
@@ -271,5 +269,5 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         request_iterator: AsyncIterator[node_pb2.UsageBatch],
         context: grpc.aio.ServicerContext[node_pb2.UsageBatch, node_pb2.UsageAck],
     ) -> AsyncIterator[node_pb2.UsageAck]:
-        await _abort(context, grpc.StatusCode.UNIMPLEMENTED, REPORT_USAGE_UNIMPLEMENTED)
-        yield node_pb2.UsageAck()  # pragma: no cover - abort raises; this makes it a generator
+        async for ack in self._usage.handle(request_iterator):
+            yield ack

@@ -18,7 +18,6 @@ from odock.v1 import common_pb2, node_pb2
 from sqlalchemy import update
 
 from control_plane import ids
-from control_plane.services.node import REPORT_USAGE_UNIMPLEMENTED
 from control_plane.store import changes
 from control_plane.store.tables import CredentialRow, VirtualKeyRow
 from tests.control_plane.node_env import (
@@ -259,10 +258,11 @@ async def test_tampered_credential_fails_loudly(env: Env) -> None:
     assert cred_id in (err.value.details() or "")
 
 
-async def test_report_usage_is_unimplemented(env: Env) -> None:
+async def test_report_usage_acks_a_batch(env: Env) -> None:
+    # ReportUsage delegates to control_plane.usage.UsageIngestor (tests/usage_cp covers it in depth).
     call = env.stub.ReportUsage()
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call.write(node_pb2.UsageBatch(node_id="n1", sequence=1))
-        await call.read()
-    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert err.value.details() == REPORT_USAGE_UNIMPLEMENTED
+    await call.write(node_pb2.UsageBatch(node_id="n1", sequence=7))
+    ack = await call.read()
+    await call.done_writing()
+    assert isinstance(ack, node_pb2.UsageAck)
+    assert (ack.sequence, ack.accepted, ack.duplicates, ack.rejected) == (7, 0, 0, 0)
