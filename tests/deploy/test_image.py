@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -135,3 +136,33 @@ def test_every_command_the_manifests_run_exists_in_the_image(
                 used.add(svc["healthcheck"]["test"][1])
     assert {"control-plane", "data-plane", "odock-migrate", "odock-healthcheck"} <= used
     assert used <= available, sorted(used - available)
+
+
+def test_the_copied_sources_alone_build_a_complete_distribution(tmp_path: Path) -> None:
+    # What `pip install .` sees inside the build stage: only the paths the Dockerfile copies.
+    context = tmp_path / "src"
+    context.mkdir()
+    for op, args in instructions():
+        if op != "COPY" or args.startswith("--") or "/opt/odock" in args:
+            continue
+        for src in shlex.split(args)[:-1]:
+            source = REPO / src
+            if source.is_dir():
+                shutil.copytree(source, context / src, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            else:
+                shutil.copy2(source, context / src)
+    dist = tmp_path / "dist"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), "."],
+        cwd=context, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = dist.glob("odock-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        entry_points = next(zf.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    for script in ("control-plane", "data-plane", "odockctl"):
+        assert f"{script} = " in entry_points
+    assert "odock/v1/node_pb2.py" in names
+    assert any(n.startswith("control_plane/store/migrations/versions/") for n in names)
+    assert "control_plane/store/migrations/script.py.mako" in names
