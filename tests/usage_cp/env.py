@@ -97,8 +97,8 @@ async def rollups_match_records(sessions: async_sessionmaker[AsyncSession]) -> t
         raw = (await s.execute(select(r).order_by(r.request_id))).scalars().all()
     agg: dict[tuple[Any, ...], list[int]] = {}
     for row in raw:
-        key = (row.org_id, int(row.time.timestamp()) // 3600, row.key_id, row.model_name, row.outcome)
-        acc = agg.setdefault(key, [0] * 6)
+        bucket = (row.org_id, int(row.time.timestamp()) // 3600, row.key_id, row.model_name, row.outcome)
+        acc = agg.setdefault(bucket, [0] * 6)
         for i, v in enumerate((1, row.input_tokens, row.output_tokens, row.cached_input_tokens,
                                row.reasoning_tokens, row.cost_picos)):  # fmt: skip
             acc[i] += v
