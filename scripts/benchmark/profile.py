@@ -1,0 +1,85 @@
+"""Sampling the data-plane worker with py-spy under load, and summarising where its time goes.
+
+``py-spy record --format raw`` writes collapsed stacks (``frame;frame;... count``); the summary
+gives, per function (line numbers dropped), its share of the samples as the innermost frame
+(self) and anywhere on the stack (inclusive).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+_LINE_NO = re.compile(r":\d+\)$")
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """Top frames of one recording."""
+
+    samples: int
+    self_top: list[tuple[str, float]]  # (function, percent of samples)
+    inclusive_top: list[tuple[str, float]]
+
+    def render(self, title: str, limit: int = 20) -> str:
+        """A plain-text block for reports."""
+        lines = [f"{title}: {self.samples} samples", "  self%  function (innermost frame)"]
+        lines += [f"  {pct:5.1f}  {name}" for name, pct in self.self_top[:limit]]
+        lines += ["  incl%  function (anywhere on the stack)"]
+        lines += [f"  {pct:5.1f}  {name}" for name, pct in self.inclusive_top[:limit]]
+        return "\n".join(lines)
+
+
+def _frame(raw: str) -> str:
+    name = _LINE_NO.sub(")", raw.strip())
+    return name.replace(str(Path(sys.prefix)), "<venv>")
+
+
+def summarise(collapsed: str, top: int = 40) -> ProfileSummary:
+    """Self and inclusive shares per function from collapsed stacks."""
+    own: Counter[str] = Counter()
+    incl: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";") if f.strip()]
+        frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            incl[name] += count
+    def pct(counter: Counter[str]) -> list[tuple[str, float]]:
+        return [(name, 100.0 * n / total) for name, n in counter.most_common(top)] if total else []
+
+    return ProfileSummary(total, pct(own), pct(incl))
+
+
+def py_spy() -> str:
+    """The py-spy binary of this environment (scripts/bench installs the bench extra when missing)."""
+    local = Path(sys.executable).with_name("py-spy")
+    found = str(local) if local.exists() else shutil.which("py-spy")
+    if found is None:
+        raise RuntimeError("py-spy not found: pip install -e '.[bench]'")
+    return found
+
+
+async def record(pid: int, duration_s: int, out: Path, rate: int = 400) -> ProfileSummary:
+    """Sample ``pid`` for ``duration_s`` without pausing it; the raw stacks are kept in ``out``."""
+    cmd = [py_spy(), "record", "--pid", str(pid), "--duration", str(duration_s), "--rate", str(rate),
+           "--format", "raw", "--nonblocking", "--output", str(out)]  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), duration_s + 60)
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"py-spy failed ({proc.returncode}): {err.decode(errors='replace')[-800:]}")
+    return summarise(out.read_text(errors="replace"))
