@@ -30,6 +30,7 @@ from control_plane.settings import Settings
 from control_plane.store import changes
 from control_plane.store.tables import CredentialRow, ModelRow, OrgRow, VirtualKeyRow
 from control_plane.usage import UsageIngestor
+from control_plane.usage.ingest import IngestObserver
 
 
 async def _abort(
@@ -107,12 +108,17 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     """Resolves keys and routes for data planes and streams invalidations to them."""
 
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, feed: ChangeFeed
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        feed: ChangeFeed,
+        *,
+        usage_observer: IngestObserver | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._keyring = Keyring.from_spec(settings.keks_spec)
         self._feed = feed
-        self._usage = UsageIngestor(sessionmaker)
+        self._usage = UsageIngestor(sessionmaker, usage_observer)
 
     async def ResolveKey(
         self,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from odock.v1 import node_pb2
@@ -131,15 +131,32 @@ async def ingest_batch(sessionmaker: Sessions, batch: node_pb2.UsageBatch) -> no
     )
 
 
+class IngestObserver(Protocol):
+    """Counts batches for the metrics (control_plane.metrics.ControlPlaneMetrics)."""
+
+    def batch_stored(self, ack: node_pb2.UsageAck) -> None: ...
+
+    def batch_failed(self) -> None: ...
+
+
 class UsageIngestor:
     """Serves one ReportUsage stream: each batch is stored, then acked, in arrival order."""
 
-    def __init__(self, sessionmaker: Sessions) -> None:
+    def __init__(self, sessionmaker: Sessions, observer: IngestObserver | None = None) -> None:
         self._sessionmaker = sessionmaker
+        self._observer = observer
 
     async def handle(
         self, request_iterator: AsyncIterator[node_pb2.UsageBatch]
     ) -> AsyncIterator[node_pb2.UsageAck]:
         """Acks for the batches of one stream, each sent after its batch committed."""
         async for batch in request_iterator:
-            yield await ingest_batch(self._sessionmaker, batch)
+            try:
+                ack = await ingest_batch(self._sessionmaker, batch)
+            except Exception:
+                if self._observer is not None:
+                    self._observer.batch_failed()
+                raise
+            if self._observer is not None:
+                self._observer.batch_stored(ack)
+            yield ack
