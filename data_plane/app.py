@@ -15,6 +15,7 @@ from data_plane.listing import get_model, list_models, list_vllm_models
 from data_plane.providers import ENDPOINTS, LOCAL_ROUTES
 from data_plane.settings import Settings
 from data_plane.state import STATE, node_state_ctx
+from data_plane.usage import METER, RECORD_ID, RECORD_ID_HEADER, new_record_id
 
 log = logging.getLogger("odock.data_plane")
 
@@ -35,16 +36,18 @@ def family_for_path(path: str) -> int:
     return OPENAI
 
 
-def request_id_for(request: web.BaseRequest) -> str:
+def request_id_for(request: web.BaseRequest, fresh: str | None = None) -> str:
     """A well-formed client x-request-id, else a fresh one."""
     given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID_OK.fullmatch(given) else f"req_{secrets.token_hex(12)}"
+    return given if _REQUEST_ID_OK.fullmatch(given) else (fresh or f"req_{secrets.token_hex(12)}")
 
 
 @web.middleware
 async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id, header-timeout bookkeeping, and GatewayError rendering in the family's shape."""
-    request[REQUEST_ID] = request_id_for(request)
+    record_id = new_record_id()
+    request[RECORD_ID] = record_id
+    request[REQUEST_ID] = request_id_for(request, record_id)
     started = getattr(request.protocol, "request_started", None)
     if started is not None:
         started()
@@ -72,6 +75,8 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
     rid = request.get(REQUEST_ID) or request_id_for(request)
     response.headers["x-request-id"] = rid
+    if METER in request:
+        response.headers[RECORD_ID_HEADER] = request[METER].request_id
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -22,6 +22,10 @@ from data_plane.payload import PayloadError, inspect_json, inspect_multipart, mu
 from data_plane.providers import Endpoint, upstream_headers
 from data_plane.proxy import ProxyLimits, UpstreamCall, forward
 from data_plane.state import STATE, NodeState
+from data_plane.usage import METER, RECORD_ID
+from data_plane.usage.inject import ensure_include_usage
+from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR, RequestMeter
+from data_plane.usage.shapes import INJECTABLE, shape_of
 
 RETRY_AFTER_SECONDS = 5
 MAX_MODEL_NAME = 256
@@ -113,7 +117,33 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         deadline = loop.time() + settings.timeouts.total
         check_declared_length(request, settings.max_body_bytes)
         grant = await authorize(state, request)
+        # From here on the request is metered: exactly one record, whatever happens.
+        meter = RequestMeter(
+            state.shipper,
+            request_id=request[RECORD_ID],
+            node_id=settings.node_id,
+            org_id=grant.org_id,
+            key_id=grant.key_id,
+            family=endpoint.family,
+            endpoint=endpoint.name,
+            shape=shape_of(endpoint.name),
+        )
+        request[METER] = meter
+        try:
+            return await serve(request, state, grant, meter, deadline)
+        except GatewayError as err:
+            meter.settle(err.status, ERROR)
+            raise
+        except asyncio.CancelledError:
+            meter.settle(meter.status or CLIENT_CLOSED, CANCELLED)
+            raise
+        finally:
+            meter.close()
 
+    async def serve(
+        request: web.Request, state: NodeState, grant: KeyGrant, meter: RequestMeter, deadline: float
+    ) -> web.StreamResponse:
+        settings = state.settings
         body: bytes | None = None
         content_type = request.headers.get("Content-Type", "")
         facts = None
@@ -148,7 +178,11 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                     "The request does not name a model ('model' is required)",
                     param="model",
                 )
+        if valid_model_name(model):
+            meter.model_name = model
         route = await resolve(state, grant, model, endpoint.family)
+        meter.upstream_slug = route.upstream_slug[:256]
+        meter.pricing = route.pricing
 
         try:
             if endpoint.model_in == "body" and facts is not None and body is not None:
@@ -178,6 +212,10 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         streaming = endpoint.streams == "always" or (
             endpoint.streams == "body_flag" and facts is not None and bool(facts.stream)
         )
+        meter.streamed = streaming
+        injected = False
+        if streaming and endpoint.name in INJECTABLE and body is not None:
+            body, injected = ensure_include_usage(body)
         call = UpstreamCall(
             method=endpoint.method,
             url=url,
@@ -192,6 +230,6 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             deadline=deadline,
             max_buffered=settings.max_buffered_response_bytes,
         )
-        return await forward(request, state.session, call, limits)
+        return await forward(request, state.session, call, limits, meter, strip_injected=injected)
 
     return handle

@@ -11,6 +11,11 @@
   final chunk, which every HTTP client reports as an incomplete body.
 - Client disconnect cancels the handler (aiohttp ``handler_cancellation``); the
   ``finally`` closes the upstream connection rather than returning it to the pool.
+- Metering (``data_plane.usage``): the meter learns the upstream status,
+  timings and usage; a buffered answer's usage is read from its body, a
+  stream's by a tap the bytes pass through (which may only drop what the
+  gateway itself asked for). Outcomes: complete, error (non-2xx), partial
+  (upstream broke a started stream), cancelled (the client went away).
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ from multidict import CIMultiDict
 
 from data_plane.errors import GatewayError, sse_error_event
 from data_plane.sse import EventSplitter
+from data_plane.usage.meter import CANCELLED, COMPLETE, ERROR, PARTIAL, RequestMeter
+from data_plane.usage.shapes import body_usage
+from data_plane.usage.stream import StreamTap, make_tap
+from data_plane.usage.tokens import MalformedUsage
 
 log = logging.getLogger("odock.data_plane.proxy")
 
@@ -95,9 +104,16 @@ def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
 
 
 async def forward(
-    request: web.Request, session: aiohttp.ClientSession, call: UpstreamCall, limits: ProxyLimits
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    call: UpstreamCall,
+    limits: ProxyLimits,
+    meter: RequestMeter,
+    *,
+    strip_injected: bool = False,
 ) -> web.StreamResponse:
     """Send ``call`` upstream and relay its answer to the client."""
+    meter.upstream_started()
     try:
         async with asyncio.timeout(_timeout(call.first_byte_timeout, limits.deadline)):
             upstream = await session.request(
@@ -111,11 +127,15 @@ async def forward(
     try:
         if 300 <= upstream.status < 400:
             raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)
+        meter.status = upstream.status
         is_sse = upstream.content_type == "text/event-stream"
-        if 200 <= upstream.status < 300 and (call.streaming or is_sse):
-            return await _relay_stream(request, upstream, call, limits, is_sse)
-        return await _relay_buffered(request, upstream, call, limits)
+        ok = 200 <= upstream.status < 300
+        if ok and (call.streaming or is_sse):
+            tap = make_tap(meter, is_sse=is_sse, strip_injected=strip_injected)
+            return await _relay_stream(request, upstream, call, limits, is_sse, meter, tap)
+        return await _relay_buffered(request, upstream, call, limits, meter)
     finally:
+        meter.upstream_finished()
         # Anything not read to the end is closed, not pooled: on client disconnect this is
         # what tells the provider to stop generating.
         if not upstream.content.is_eof():
@@ -130,7 +150,11 @@ async def _read_chunk(upstream: aiohttp.ClientResponse, limits: ProxyLimits) -> 
 
 
 async def _relay_buffered(
-    request: web.Request, upstream: aiohttp.ClientResponse, call: UpstreamCall, limits: ProxyLimits
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    call: UpstreamCall,
+    limits: ProxyLimits,
+    meter: RequestMeter,
 ) -> web.StreamResponse:
     buf = bytearray()
     try:
@@ -141,11 +165,22 @@ async def _relay_buffered(
             buf += chunk
             if len(buf) > limits.max_buffered:
                 # Too big to hold: relay the rest as it comes (a break then aborts the connection).
-                return await _relay_stream(request, upstream, call, limits, False, bytes(buf))
+                ok = 200 <= upstream.status < 300
+                tap = make_tap(meter, is_sse=False, strip_injected=False) if ok else None
+                return await _relay_stream(request, upstream, call, limits, False, meter, tap, bytes(buf))
     except TimeoutError:
         raise GatewayError(504, "upstream_timeout", UPSTREAM_STALLED) from None
     except (aiohttp.ClientError, OSError):
         raise GatewayError(502, "upstream_reset", UPSTREAM_BROKEN) from None
+    meter.upstream_finished()
+    if 200 <= upstream.status < 300:
+        try:
+            meter.report(body_usage(meter.shape, bytes(buf)), final=True)
+        except MalformedUsage:
+            meter.malformed()
+        meter.settle(upstream.status, COMPLETE)
+    else:
+        meter.settle(upstream.status, ERROR)
     return web.Response(
         status=upstream.status, reason=upstream.reason, body=bytes(buf), headers=response_headers(upstream)
     )
@@ -157,8 +192,11 @@ async def _relay_stream(
     call: UpstreamCall,
     limits: ProxyLimits,
     is_sse: bool,
+    meter: RequestMeter,
+    tap: StreamTap | None,
     head: bytes = b"",
 ) -> web.StreamResponse:
+    ok = 200 <= upstream.status < 300
     resp = web.StreamResponse(
         status=upstream.status, reason=upstream.reason, headers=response_headers(upstream)
     )
@@ -169,13 +207,17 @@ async def _relay_stream(
     splitter = EventSplitter() if is_sse else None
     try:
         if head:
-            await resp.write(head)
-        failure = await _pump(upstream, resp, splitter, limits)
+            await _write(resp, tap.relay(head) if tap is not None else head, meter)
+        failure = await _pump(upstream, resp, splitter, limits, meter, tap)
+        meter.upstream_finished()
         if failure is None:
             if splitter is not None and splitter.pending:
-                await resp.write(splitter.flush())
+                rest = splitter.flush()
+                await _write(resp, tap.relay(rest) if tap is not None else rest, meter)
             await resp.write_eof()
+            meter.settle(upstream.status, COMPLETE if ok else ERROR)
             return resp
+        meter.settle(upstream.status, PARTIAL if ok else ERROR)
         log.info("upstream stream ended early: %s", failure.code)
         if splitter is None:
             # No framing to end cleanly in: drop the connection without the terminating chunk.
@@ -185,8 +227,14 @@ async def _relay_stream(
         await resp.write(sse_error_event(call.family, failure))
         await resp.write_eof()
     except ConnectionResetError:
-        pass  # the client went away; the caller closes the upstream connection
+        meter.settle(upstream.status, CANCELLED)  # the client went away; the caller closes upstream
     return resp
+
+
+async def _write(resp: web.StreamResponse, data: bytes, meter: RequestMeter) -> None:
+    if data:
+        meter.first_byte()
+        await resp.write(data)
 
 
 async def _pump(
@@ -194,6 +242,8 @@ async def _pump(
     resp: web.StreamResponse,
     splitter: EventSplitter | None,
     limits: ProxyLimits,
+    meter: RequestMeter,
+    tap: StreamTap | None,
 ) -> GatewayError | None:
     """Relay upstream chunks until the end (None) or an upstream failure (the error to report)."""
     while True:
@@ -206,5 +256,7 @@ async def _pump(
         if not chunk:
             return None
         out = splitter.feed(chunk) if splitter is not None else chunk
-        if out:
-            await resp.write(out)  # a client write failure propagates: it is not an upstream error
+        if tap is not None and out:
+            out = tap.relay(out)
+        # A client write failure propagates: it is not an upstream error.
+        await _write(resp, out, meter)

@@ -20,6 +20,7 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_CP_ADDRESS = "127.0.0.1:50051"
 MIN_PEPPER_BYTES = 32
 MIN_TOKEN_CHARS = 32
+_FULL_POLICIES = ("drop_newest", "drop_oldest")
 
 
 class SettingsError(ValueError):
@@ -55,6 +56,20 @@ class CacheSizes:
 
 
 @dataclass(frozen=True)
+class UsageSettings:
+    """Batching, shipping and spooling of usage records (docs/usage.md)."""
+
+    spool_dir: Path = Path("odock-usage-spool")
+    spool_max_bytes: int = 1024 * 1024 * 1024
+    spool_full_policy: str = "drop_newest"
+    batch_size: int = 500
+    batch_age: float = 1.0
+    spill_after: float = 2.0
+    ack_timeout: float = 10.0
+    flush: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Data-plane configuration (see docs/architecture.md and docs/errors.md)."""
 
@@ -76,6 +91,7 @@ class Settings:
     ready_file: Path | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
     cache: CacheSizes = field(default_factory=CacheSizes)
+    usage: UsageSettings = field(default_factory=UsageSettings)
 
     @property
     def cp_tls(self) -> bool:
@@ -127,6 +143,21 @@ class Settings:
             ttl=env.number("ODOCK_CACHE_TTL_SECONDS", 600.0, low=0.05, high=86400 * 7),
             negative_ttl=env.number("ODOCK_NEGATIVE_CACHE_SECONDS", 5.0, low=0.0, high=3600),
         )
+        policy = env.plain("ODOCK_USAGE_SPOOL_FULL_POLICY", "drop_newest")
+        if policy not in _FULL_POLICIES:
+            raise SettingsError(f"ODOCK_USAGE_SPOOL_FULL_POLICY: must be one of {', '.join(_FULL_POLICIES)}")
+        usage = UsageSettings(
+            spool_dir=Path(env.plain("ODOCK_USAGE_SPOOL_DIR", "odock-usage-spool")),
+            spool_max_bytes=int(
+                env.number("ODOCK_USAGE_SPOOL_MAX_BYTES", 1 << 30, low=4096, high=2**50, integer=True)
+            ),
+            spool_full_policy=policy,
+            batch_size=int(env.number("ODOCK_USAGE_BATCH_SIZE", 500, low=1, high=10_000, integer=True)),
+            batch_age=env.number("ODOCK_USAGE_BATCH_AGE_SECONDS", 1.0, low=0.01, high=600),
+            spill_after=env.number("ODOCK_USAGE_SPILL_SECONDS", 2.0, low=0.01, high=3600),
+            ack_timeout=env.number("ODOCK_USAGE_ACK_TIMEOUT_SECONDS", 10.0, low=0.1, high=3600),
+            flush=env.number("ODOCK_USAGE_FLUSH_SECONDS", 5.0, low=0.0, high=3600),
+        )
         return cls(
             listen=listen,
             cp_address=_parse_address("ODOCK_CP_ADDRESS", env.plain("ODOCK_CP_ADDRESS", DEFAULT_CP_ADDRESS)),
@@ -156,6 +187,7 @@ class Settings:
             ready_file=Path(ready) if ready else None,
             timeouts=timeouts,
             cache=cache,
+            usage=usage,
         )
 
 

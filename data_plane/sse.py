@@ -12,7 +12,7 @@ import re
 
 # A line terminator immediately followed by another: an empty line, the end of an event.
 # ("\r\n" is one terminator, so a first "\r" must not be followed by "\n".)
-_EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
+EVENT_END = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r|\n)")
 
 
 class EventSplitter:
@@ -26,7 +26,7 @@ class EventSplitter:
         data = self._pending + chunk if self._pending else chunk
         # Only the pending tail plus the new chunk can contain a new boundary.
         last_end = -1
-        for match in _EVENT_END.finditer(data, max(0, len(self._pending) - 3)):
+        for match in EVENT_END.finditer(data, max(0, len(self._pending) - 3)):
             last_end = match.end()
         if last_end < 0:
             self._pending = data

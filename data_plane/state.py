@@ -18,6 +18,7 @@ from data_plane.governance.client import NodeClient
 from data_plane.governance.types import Link
 from data_plane.governance.watch import Watcher
 from data_plane.settings import Settings
+from data_plane.usage.shipper import Shipper
 
 log = logging.getLogger("odock.data_plane")
 
@@ -32,6 +33,7 @@ class NodeState:
     cache: GovernanceCache
     watcher: Watcher
     session: aiohttp.ClientSession
+    shipper: Shipper
 
     def status(self) -> dict[str, Any]:
         """The status object behind /readyz: link, staleness, cache and RPC counts."""
@@ -47,6 +49,7 @@ class NodeState:
             "reconnects": self.link.reconnects,
             "cache": self.cache.sizes(),
             "rpc": dict(self.client.calls),
+            "usage": self.shipper.status(),
         }
 
     def ready(self) -> bool:
@@ -92,11 +95,15 @@ def node_state_ctx(settings: Settings) -> Any:
         cache = GovernanceCache(client, link, settings.cache, settings.max_staleness)
         watcher = Watcher(client, cache, link, settings)
         session = upstream_session(settings)
-        app[STATE] = NodeState(settings, client, link, cache, watcher, session)
+        shipper = Shipper(client, settings.usage, settings.node_id, settings.timeouts.reconnect_max)
+        app[STATE] = NodeState(settings, client, link, cache, watcher, session, shipper)
+        await shipper.start()
         watch_task = asyncio.create_task(watcher.run(), name="odock-watch")
         try:
             yield
         finally:
+            # Handlers are done by now (the runner drained them): every record is submitted.
+            await shipper.close()
             watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch_task

@@ -14,6 +14,7 @@ from data_plane.governance.types import (
     KeyGrant,
     KeyRejected,
     ModelSummary,
+    Pricing,
     Route,
     RouteUnusable,
 )
@@ -128,6 +129,15 @@ class NodeClient:
             enabled=resp.enabled,
             credential_id=resp.credential_id,
             secret=secret,
+            pricing=Pricing(
+                input_per_mtok_micros=resp.pricing.input_per_mtok_micros,
+                output_per_mtok_micros=resp.pricing.output_per_mtok_micros,
+                cached_input_per_mtok_micros=(
+                    resp.pricing.cached_input_per_mtok_micros
+                    if resp.pricing.HasField("cached_input_per_mtok_micros")
+                    else None
+                ),
+            ),
         )
         return route, resp.revision
 
@@ -157,3 +167,8 @@ class NodeClient:
         return self._stub.Watch(
             node_pb2.WatchRequest(after_revision=0, node_id=self._settings.node_id), metadata=self._metadata
         )
+
+    def report_usage(self) -> grpc.aio.StreamStreamCall[node_pb2.UsageBatch, node_pb2.UsageAck]:
+        """Open the usage stream: batches up, acknowledgements down (the shipper drives it)."""
+        self.calls["ReportUsage"] += 1
+        return self._stub.ReportUsage(metadata=self._metadata)

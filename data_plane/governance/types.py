@@ -46,6 +46,15 @@ class KeyGrant:
 
 
 @dataclass(frozen=True, slots=True)
+class Pricing:
+    """A model's prices in micro-USD per million tokens (cost in pico-USD = tokens * price)."""
+
+    input_per_mtok_micros: int = 0
+    output_per_mtok_micros: int = 0
+    cached_input_per_mtok_micros: int | None = None  # None: cached input costs the input price
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """Where and how to call upstream for one (org, model)."""
 
@@ -59,6 +68,7 @@ class Route:
     enabled: bool
     credential_id: str
     secret: bytes = field(repr=False)
+    pricing: Pricing = field(default_factory=Pricing)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,32 @@
+"""Usage metering on the data plane: one record per authenticated request, shipped without loss.
+
+- ``tokens``: provider usage objects -> normalised counts (and what counts as malformed).
+- ``shapes``: which endpoint reports usage where; whole-body extraction.
+- ``stream``/``jsonscan``: usage read from streams as they pass (SSE events, JSON arrays).
+- ``inject``: ``stream_options.include_usage`` added upstream when the client left it out.
+- ``meter``: the per-request accumulator that emits exactly one ``UsageRecord``.
+- ``shipper``/``spool``: batching, the ReportUsage stream with acks, the on-disk spool.
+
+Decisions are documented in docs/usage.md.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from aiohttp import web
+
+from data_plane.usage.meter import RequestMeter
+
+METER: web.RequestKey[RequestMeter] = web.RequestKey("odock_usage_meter", RequestMeter)
+# The gateway's own id for a request: unique, the usage record's id (docs/usage.md).
+RECORD_ID: web.RequestKey[str] = web.RequestKey("odock_record_id", str)
+RECORD_ID_HEADER = "x-odock-request-id"
+
+
+def new_record_id() -> str:
+    """A fresh, unique request id (96 random bits), the form the gateway generates."""
+    return f"req_{secrets.token_hex(12)}"
+
+
+__all__ = ["METER", "RECORD_ID", "RECORD_ID_HEADER", "RequestMeter", "new_record_id"]

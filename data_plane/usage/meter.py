@@ -1,0 +1,177 @@
+"""One request's usage, gathered while it runs and turned into exactly one record.
+
+The gateway opens a :class:`RequestMeter` right after authentication and
+closes it in a ``finally``; :meth:`RequestMeter.close` emits the record once,
+whatever happened (a second call does nothing). Closing never awaits: the
+record is handed to the shipper's in-memory queue.
+
+Usage reports come in two kinds. *Final* reports (a JSON answer's usage, the
+OpenAI usage-only chunk, ``response.completed``, Anthropic ``message_start``)
+may arrive once: a second one sets the duplicate flag and is ignored, so it
+never counts twice. *Cumulative* reports (Gemini ``usageMetadata``, Anthropic
+``message_delta``, usage on OpenAI chunks that also carry choices) are running
+totals: the last one wins, and repeats are normal.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from odock.v1 import common_pb2, node_pb2
+
+from data_plane.governance.types import Pricing
+from data_plane.usage.shapes import Shape
+from data_plane.usage.tokens import Usage
+
+FLAG_MALFORMED = 1
+FLAG_DUPLICATE = 2
+
+COMPLETE = common_pb2.OUTCOME_COMPLETE
+PARTIAL = common_pb2.OUTCOME_PARTIAL
+CANCELLED = common_pb2.OUTCOME_CANCELLED
+ERROR = common_pb2.OUTCOME_ERROR
+# HTTP status recorded for a request the client abandoned before any response started.
+CLIENT_CLOSED = 499
+
+
+class RecordSink(Protocol):
+    """Where finished records go (the shipper); must not block."""
+
+    def submit(self, record: node_pb2.UsageRecord) -> None: ...
+
+
+def cost_picos(usage: Usage, pricing: Pricing) -> int:
+    """Cost in pico-USD: tokens times micro-USD per million tokens (exact integers)."""
+    cached_price = pricing.cached_input_per_mtok_micros
+    if cached_price is None:
+        cached_price = pricing.input_per_mtok_micros
+    return (
+        (usage.input - usage.cached) * pricing.input_per_mtok_micros
+        + usage.cached * cached_price
+        + usage.output * pricing.output_per_mtok_micros
+    )
+
+
+def _us(seconds: float) -> int:
+    return max(0, round(seconds * 1_000_000))
+
+
+class RequestMeter:
+    """Usage of one request after authentication; becomes one UsageRecord."""
+
+    def __init__(
+        self,
+        sink: RecordSink,
+        *,
+        request_id: str,
+        node_id: str,
+        org_id: str,
+        key_id: str,
+        family: int,
+        endpoint: str,
+        shape: Shape,
+    ) -> None:
+        self._sink = sink
+        self.request_id = request_id
+        self.node_id = node_id
+        self.org_id = org_id
+        self.key_id = key_id
+        self.family = family
+        self.endpoint = endpoint
+        self.shape = shape
+        self.model_name = ""
+        self.upstream_slug = ""
+        self.pricing = Pricing()
+        self.streamed = False
+        self.status = 0
+        self.outcome: int = common_pb2.OUTCOME_UNSPECIFIED
+        self.usage: Usage | None = None
+        self.flags = 0
+        self._final_seen = False
+        self._wall = time.time()
+        self._start = time.perf_counter()
+        self._upstream_start: float | None = None
+        self._upstream_end: float | None = None
+        self._first_byte: float | None = None
+        self.closed = False
+
+    # -- what the gateway and the proxy learn along the way --
+
+    def upstream_started(self) -> None:
+        """The request is being sent upstream."""
+        self._upstream_start = time.perf_counter()
+
+    def upstream_finished(self) -> None:
+        """The upstream answer ended (fully read, failed or abandoned)."""
+        if self._upstream_start is not None and self._upstream_end is None:
+            self._upstream_end = time.perf_counter()
+
+    def first_byte(self) -> None:
+        """The first body bytes of a stream went to the client."""
+        if self._first_byte is None:
+            self._first_byte = time.perf_counter()
+
+    def report(self, usage: Usage | None, *, final: bool) -> None:
+        """A usage report from the provider (see the module docstring for final vs cumulative)."""
+        if final:
+            if self._final_seen:
+                self.flags |= FLAG_DUPLICATE
+                return
+            self._final_seen = True
+        if usage is not None:
+            self.usage = usage
+
+    def malformed(self) -> None:
+        """The provider sent usage that could not be read."""
+        self.flags |= FLAG_MALFORMED
+
+    def settle(self, status: int, outcome: int) -> None:
+        """Set the status and outcome unless an earlier, more precise one is set."""
+        if self.outcome == common_pb2.OUTCOME_UNSPECIFIED:
+            self.status, self.outcome = status, outcome
+
+    # -- the record --
+
+    def close(self) -> None:
+        """Emit the record (once). An unsettled request counts as an internal error."""
+        if self.closed:
+            return
+        self.closed = True
+        self.upstream_finished()
+        self.settle(500, ERROR)
+        self._sink.submit(self.record())
+
+    def record(self) -> node_pb2.UsageRecord:
+        """The UsageRecord as things stand."""
+        end = time.perf_counter()
+        usage = self.usage or Usage()
+        rec = node_pb2.UsageRecord(
+            request_id=self.request_id,
+            node_id=self.node_id,
+            org_id=self.org_id,
+            key_id=self.key_id,
+            model_name=self.model_name,
+            upstream_slug=self.upstream_slug,
+            family=self.family,  # type: ignore[arg-type]
+            endpoint=self.endpoint,
+            http_status=self.status,
+            outcome=self.outcome,  # type: ignore[arg-type]
+            streamed=self.streamed,
+            input_tokens=usage.input,
+            output_tokens=usage.output,
+            cached_input_tokens=usage.cached,
+            reasoning_tokens=usage.reasoning,
+            cost_picos=cost_picos(usage, self.pricing),
+            latency_us=_us(end - self._start),
+            flags=self.flags,
+        )
+        if self._upstream_start is not None:
+            rec.upstream_latency_us = _us((self._upstream_end or end) - self._upstream_start)
+        if self._first_byte is not None:
+            rec.time_to_first_byte_us = _us(self._first_byte - self._start)
+        ts = Timestamp()
+        ts.FromNanoseconds(int(self._wall * 1e9))
+        rec.time.CopyFrom(ts)
+        return rec

@@ -1,0 +1,226 @@
+"""Usage read from streamed answers as they pass through, without holding them back.
+
+SSE: the relay (``proxy.py``) already splits the stream into complete events
+and holds back only a trailing partial one; :class:`SseTap` looks at those
+complete events, skips at once any block that cannot carry usage (a substring
+test), and decodes only candidate events, into msgspec structs that keep
+just the usage members. When the gateway itself asked for
+``stream_options.include_usage``, the usage-only chunk is removed and the
+``"usage":null`` member the option adds to every other chunk is cut out, so
+the client receives exactly the stream it asked for.
+
+Other streams (Gemini's JSON array, an oversized plain answer): :class:`JsonTap`
+runs :class:`~data_plane.usage.jsonscan.JsonMemberTap` over the bytes.
+
+A tap never raises: unreadable usage flags the record as malformed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+import msgspec
+
+from data_plane.sse import EVENT_END
+from data_plane.usage.jsonscan import JsonMemberTap
+from data_plane.usage.meter import RequestMeter
+from data_plane.usage.shapes import Shape, streamed_key, value_usage
+from data_plane.usage.tokens import MalformedUsage, Usage, anthropic_usage, gemini_usage, openai_usage
+
+_LINE = re.compile(rb"\r\n|\r|\n")
+_USAGE_NULL_AFTER = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t\r\n]*[,}])')
+_USAGE_NULL_FIRST = re.compile(rb'(?<=\{)[ \t]*"usage"[ \t]*:[ \t]*null[ \t]*,')
+_RESPONSE_DONE = re.compile(rb"response\.(?:completed|incomplete|failed)")
+_RESPONSE_DONE_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class StreamTap(Protocol):
+    """Looks at a stream's bytes on their way to the client."""
+
+    def relay(self, data: bytes) -> bytes:
+        """The bytes to send on (complete SSE events in, possibly fewer out)."""
+        ...
+
+
+class _Chunk(msgspec.Struct):
+    usage: Any = None
+    choices: Any = None
+
+
+class _Typed(msgspec.Struct):
+    type: Any = None
+    response: Any = None
+    message: Any = None
+    usage: Any = None
+
+
+class _Gemini(msgspec.Struct):
+    usageMetadata: Any = None  # the provider's member name
+
+
+_CHUNK = msgspec.json.Decoder(_Chunk)
+_TYPED = msgspec.json.Decoder(_Typed)
+_GEMINI = msgspec.json.Decoder(_Gemini)
+
+
+def _fields(event: bytes) -> tuple[bytes, bytes]:
+    """(event name, data) of one SSE event (data lines joined by newlines)."""
+    name = b""
+    data: list[bytes] = []
+    for line in _LINE.split(event):
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            name = line[6:].strip()
+    return name, b"\n".join(data)
+
+
+class SseTap:
+    """Usage from an SSE stream of one shape; strips the gateway's own include_usage additions."""
+
+    def __init__(self, meter: RequestMeter, shape: Shape, *, strip_injected: bool) -> None:
+        self._meter = meter
+        self._shape = shape
+        self._strip = strip_injected
+        self._anthropic: dict[str, Any] = {}
+        self._anthropic_started = False
+
+    def relay(self, data: bytes) -> bytes:
+        """Read usage from complete events; the bytes to relay."""
+        if not data or not self._candidate(data):
+            return data
+        out: list[bytes] = []
+        changed = False
+        start = 0
+        for match in EVENT_END.finditer(data):
+            raw = data[start : match.end()]
+            kept = self._event(data[start : match.start()], raw)
+            changed = changed or len(kept) != len(raw)
+            out.append(kept)
+            start = match.end()
+        if start < len(data):  # a final event without its blank line (end of stream)
+            raw = data[start:]
+            kept = self._event(raw, raw)
+            changed = changed or len(kept) != len(raw)
+            out.append(kept)
+        return b"".join(out) if changed else data
+
+    def _candidate(self, data: bytes) -> bool:
+        shape = self._shape
+        if shape == "openai_chat":
+            return b'"usage"' in data
+        if shape == "openai_responses":
+            return _RESPONSE_DONE.search(data) is not None
+        if shape == "anthropic":
+            return b"message_start" in data or b"message_delta" in data
+        if shape == "gemini":
+            return b"usageMetadata" in data
+        return False
+
+    def _event(self, event: bytes, raw: bytes) -> bytes:
+        """One event (without / with its terminator): what to relay of it."""
+        try:
+            return self._read(event, raw)
+        except (msgspec.DecodeError, msgspec.ValidationError, MalformedUsage):
+            self._meter.malformed()
+            return raw
+
+    def _read(self, event: bytes, raw: bytes) -> bytes:
+        name, data = _fields(event)
+        shape = self._shape
+        if shape == "openai_chat":
+            if b'"usage"' not in data:
+                return raw
+            chunk = _CHUNK.decode(data)
+            if chunk.usage is None:
+                return self._without_null_usage(raw)
+            usage_only = not chunk.choices
+            self._meter.report(openai_usage(chunk.usage), final=usage_only)
+            return b"" if (self._strip and usage_only) else raw
+        if shape == "openai_responses":
+            if not _RESPONSE_DONE.search(data):
+                return raw
+            typed = _TYPED.decode(data)
+            if typed.type in _RESPONSE_DONE_TYPES and isinstance(typed.response, dict):
+                usage = typed.response.get("usage")
+                self._meter.report(None if usage is None else openai_usage(usage), final=True)
+            return raw
+        if shape == "anthropic":
+            if b"message_start" in name + data or b"message_delta" in name + data:
+                self._anthropic_event(_TYPED.decode(data))
+            return raw
+        if shape == "gemini" and b"usageMetadata" in data:
+            meta = _GEMINI.decode(data).usageMetadata
+            if meta is not None:
+                self._meter.report(gemini_usage(meta), final=False)
+        return raw
+
+    def _anthropic_event(self, typed: _Typed) -> None:
+        if typed.type == "message_start":
+            if self._anthropic_started:
+                self._meter.report(None, final=True)  # a second start: flagged, ignored
+                return
+            self._anthropic_started = True
+            self._meter.report(None, final=True)
+            usage = typed.message.get("usage") if isinstance(typed.message, dict) else None
+        elif typed.type == "message_delta":
+            usage = typed.usage
+        else:
+            return
+        if usage is None:
+            return
+        if not isinstance(usage, dict):
+            raise MalformedUsage("usage is not an object")
+        merged = {**self._anthropic, **{k: v for k, v in usage.items() if v is not None}}
+        reading = anthropic_usage(merged)  # raises before anything is kept
+        self._anthropic = merged
+        self._meter.report(reading, final=False)
+
+    def _without_null_usage(self, raw: bytes) -> bytes:
+        if not self._strip:
+            return raw
+        out, cut = _USAGE_NULL_AFTER.subn(b"", raw, count=1)
+        if cut:
+            return out
+        return _USAGE_NULL_FIRST.sub(b"", raw, count=1)
+
+
+class JsonTap:
+    """Usage from a streamed JSON document (Gemini's array, or one large object)."""
+
+    def __init__(self, meter: RequestMeter, shape: Shape, *, array: bool) -> None:
+        self._meter = meter
+        self._shape = shape
+        self._final = shape != "gemini"
+        self._scan = JsonMemberTap(streamed_key(shape), 2 if array else 1, self._value)
+
+    def relay(self, data: bytes) -> bytes:
+        """Scan and pass through unchanged."""
+        try:
+            self._scan.feed(data)
+        except Exception:  # noqa: BLE001 - metering must never break a relay
+            self._meter.malformed()
+        return data
+
+    def _value(self, raw: bytes | None) -> None:
+        if raw is None:
+            self._meter.malformed()
+            return
+        try:
+            usage: Usage | None = value_usage(self._shape, raw)
+        except MalformedUsage:
+            self._meter.malformed()
+            return
+        self._meter.report(usage, final=self._final)
+
+
+def make_tap(meter: RequestMeter, *, is_sse: bool, strip_injected: bool) -> StreamTap | None:
+    """The tap for a streamed answer to ``meter``'s request, None when its shape carries no usage."""
+    shape = meter.shape
+    if shape in ("none", "tokenize"):
+        return None
+    if is_sse:
+        return SseTap(meter, shape, strip_injected=strip_injected)
+    return JsonTap(meter, shape, array=shape == "gemini" and meter.streamed)
