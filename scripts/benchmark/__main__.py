@@ -48,17 +48,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_const", dest="mode", const="quick", help="about 2 minutes")
-    mode.add_argument("--smoke", action="store_const", dest="mode", const="smoke", help="seconds; 1 repetition")
+    mode.add_argument(
+        "--smoke", action="store_const", dest="mode", const="smoke", help="seconds; 1 repetition"
+    )
     parser.set_defaults(mode="full")
     parser.add_argument("--scenarios", default="", help="comma-separated subset of: "
                         + ", ".join(s.name for s in SCENARIOS))  # fmt: skip
     parser.add_argument("--reps", type=int, default=None, help="repetitions per arm (>= 3 for a real run)")
     parser.add_argument("--duration", type=int, default=None, help="seconds per wrk run")
-    parser.add_argument("--docs", type=Path, default=None,
-                        help="markdown file to update (default: docs/benchmarks.md for a full run, none otherwise)")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=None,
+        help="markdown file to update (default: docs/benchmarks.md for a full run, none otherwise)",
+    )
     parser.add_argument("--no-docs", action="store_true", help="never write the markdown file")
-    parser.add_argument("--profile", action="store_true",
-                        help="also sample the gateway worker with py-spy under chat and stream load")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also sample the gateway worker with py-spy under chat and stream load",
+    )
     parser.add_argument("--profile-dir", type=Path, default=None, help="keep py-spy's raw stacks here")
     parser.add_argument("--note", default="", help="a remark recorded with the run (e.g. 'machine busy')")
     return parser.parse_args(argv)
@@ -70,9 +79,14 @@ def core_plan() -> tuple[str | None, str | None, str | None, str]:
     if len(cores) < 2:
         return None, None, None, f"only {len(cores)} core available: nothing pinned"
     load, dp = str(cores[0]), str(cores[-1])
-    return load, dp, f"{load},{dp}", (
-        f"data plane (1 worker) and floor pinned to core {dp}; wrk, streaming client, fake upstream and "
-        f"control plane on core {load}; `--workers 2` data plane on cores {load},{dp}"
+    return (
+        load,
+        dp,
+        f"{load},{dp}",
+        (
+            f"data plane (1 worker) and floor pinned to core {dp}; wrk, streaming client, fake upstream and "
+            f"control plane on core {load}; `--workers 2` data plane on cores {load},{dp}"
+        ),
     )
 
 
@@ -91,8 +105,11 @@ async def check_answers(services: dict[str, Service], key: str) -> None:
             for call, expect in ((chat_call(arm, key), b'"chat.completion"'),
                                  (chat_call(arm, key, stream=True), b"data: [DONE]"),
                                  (messages_call(arm, key), b"event: message_stop")):  # fmt: skip
-                async with session.post(svc.url + call.path, data=call.body,
-                                        headers={**call.headers, "Content-Type": "application/json"}) as resp:
+                async with session.post(
+                    svc.url + call.path,
+                    data=call.body,
+                    headers={**call.headers, "Content-Type": "application/json"},
+                ) as resp:
                     body = await resp.read()
                     if resp.status != 200 or expect not in body:
                         raise RuntimeError(f"{arm} {call.path}: HTTP {resp.status}: {body[:300]!r}")
@@ -114,13 +131,22 @@ async def run_profiles(dp: Service, bench: Bench, out_dir: Path, seconds: int) -
                                ("stream c16", chat_call("gateway", bench.key, stream=True), 16)):  # fmt: skip
         arm = wrk_arm(dp, call, bench.workdir, Knobs(**{**bench.knobs.__dict__, "duration_s": seconds + 2}),
                       connections=conns)  # fmt: skip
-        load = asyncio.create_task(arm(False))
+        load = asyncio.ensure_future(arm(False))
         await asyncio.sleep(1)
         summary = await profile.record(pid, seconds, out_dir / f"gateway-{label.replace(' ', '-')}.txt")
         metrics = await load
         texts.append(summary.render(f"gateway {label} ({metrics['rps']:.0f} req/s while sampled)"))
-        print(json.dumps({"scenario": f"profile_{label.replace(' ', '_')}", "samples": summary.samples,
-                          "self": summary.self_top[:25], "inclusive": summary.inclusive_top[:25]}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "scenario": f"profile_{label.replace(' ', '_')}",
+                    "samples": summary.samples,
+                    "self": summary.self_top[:25],
+                    "inclusive": summary.inclusive_top[:25],
+                }
+            ),
+            flush=True,
+        )
     return "\n\n".join(texts)
 
 
@@ -177,7 +203,10 @@ async def main_async(args: argparse.Namespace) -> int:
         ceil = await ceiling(upstream, workdir, knobs, dp_cpu)
         header["ceiling"] = (f"{ceil['json_rps']:,.0f} req/s (JSON chat, 64 connections), "
                              f"{ceil['sse_streams_per_s']:,.0f} streams/s (SSE chat, 16 connections)")  # fmt: skip
-        print(json.dumps({"scenario": "upstream_ceiling", **{k: round(v, 1) for k, v in ceil.items()}}), flush=True)
+        print(
+            json.dumps({"scenario": "upstream_ceiling", **{k: round(v, 1) for k, v in ceil.items()}}),
+            flush=True,
+        )
         log(f"fake upstream ceiling: {header['ceiling']}")
         results = []
         for scenario in scenarios:

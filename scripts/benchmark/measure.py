@@ -34,8 +34,16 @@ class Knobs:
     load_cpus: str | None  # where the load generators run
 
 
-def wrk_arm(service: Service, call: Call, workdir: Path, knobs: Knobs, *, connections: int,
-            threads: int = 1, cpus: str | None = "default") -> Arm:
+def wrk_arm(
+    service: Service,
+    call: Call,
+    workdir: Path,
+    knobs: Knobs,
+    *,
+    connections: int,
+    threads: int = 1,
+    cpus: str | None = "default",
+) -> Arm:
     """wrk against ``service`` with ``call`` at ``connections``."""
     n = next(_ids)
     body_file = workdir / f"body-{n}.json"

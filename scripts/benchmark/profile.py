@@ -58,6 +58,7 @@ def summarise(collapsed: str, top: int = 40) -> ProfileSummary:
         own[frames[-1]] += count
         for name in set(frames):
             incl[name] += count
+
     def pct(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, 100.0 * n / total) for name, n in counter.most_common(top)] if total else []
 

@@ -46,8 +46,11 @@ async def provision(cp_address: str, admin_token: str, upstream_url: str) -> Ben
                                  oa.name, pricing=_pricing(20_000, 0))  # fmt: skip
         await admin.create_model(org.id, CLAUDE_MODEL, "anthropic", "claude-sonnet-4-5", upstream_url, an.name,
                                  pricing=_pricing(3_000_000, 15_000_000))  # fmt: skip
-        key_limits = common_pb2.KeyLimits(requests_per_minute=_HUGE, tokens_per_minute=_HUGE, budget_micros=_HUGE)
+        key_limits = common_pb2.KeyLimits(
+            requests_per_minute=_HUGE, tokens_per_minute=_HUGE, budget_micros=_HUGE
+        )
         key = keys_pb2.VirtualKey(org_id=org.id, name=unique_name("key"), all_models=True, limits=key_limits)
         resp: keys_pb2.CreateVirtualKeyResponse = await admin.keys.CreateVirtualKey(
-            keys_pb2.CreateVirtualKeyRequest(key=key), metadata=admin.metadata)
+            keys_pb2.CreateVirtualKeyRequest(key=key), metadata=admin.metadata
+        )
         return BenchOrg(org_id=org.id, key=resp.secret)

@@ -44,7 +44,9 @@ def chat_body(model: str, *, stream: bool = False, pad_to: int = 0) -> bytes:
         body["stream_options"] = {"include_usage": True}
     raw = _dumps(body)
     if pad_to > len(raw):
-        body["messages"][1]["content"] = _USER + " " + "lorem ipsum " * ((pad_to - len(raw)) // 12)
+        filler = "lorem ipsum " * ((pad_to - len(raw)) // 12)
+        filler += "." * (pad_to - len(raw) - len(filler) - 1)  # exactly pad_to bytes (ASCII)
+        body["messages"][1]["content"] = _USER + " " + filler
         raw = _dumps(body)
     return raw
 
@@ -58,8 +60,9 @@ def messages_body(model: str, *, stream: bool = True) -> bytes:
     return _dumps(body)
 
 
-def chat_call(target: str, key: str, *, stream: bool = False, pad_to: int = 0,
-              extra: dict[str, str] | None = None) -> Call:
+def chat_call(
+    target: str, key: str, *, stream: bool = False, pad_to: int = 0, extra: dict[str, str] | None = None
+) -> Call:
     """POST /v1/chat/completions for ``target``."""
     model = CHAT_MODEL if target.startswith("gateway") else UPSTREAM_CHAT_MODEL
     secret = key if target.startswith("gateway") else "sk-bench-openai-0123456789"

@@ -132,12 +132,14 @@ def anthropic_events(tokens: int = DEFAULT_EVENTS) -> list[bytes]:
 def embeddings_json(dims: int = EMBEDDING_DIMS) -> bytes:
     """An embeddings answer for one input (float vectors, as with encoding_format=float)."""
     vector = [round(((i * 7919) % 1000) / 1000 - 0.5, 6) for i in range(dims)]
-    return _dumps({
-        "object": "list",
-        "data": [{"object": "embedding", "index": 0, "embedding": vector}],
-        "model": "text-embedding-3-small",
-        "usage": {"prompt_tokens": 8, "total_tokens": 8},
-    })
+    return _dumps(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": vector}],
+            "model": "text-embedding-3-small",
+            "usage": {"prompt_tokens": 8, "total_tokens": 8},
+        }
+    )
 
 
 @dataclass(frozen=True)

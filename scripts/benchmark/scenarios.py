@@ -75,18 +75,21 @@ def _ratio(m: Medians, arm: str, base: str, metric: str) -> float:
 ABC = ("direct", "floor", "gateway")
 
 
-def _wrk(maker: Callable[[str, str], Any], connections: int, threads: int = 1,
-         pinned: bool = True) -> Callable[[Bench, str], Arm]:
+def _wrk(
+    maker: Callable[[str, str], Any], connections: int, threads: int = 1, pinned: bool = True
+) -> Callable[[Bench, str], Arm]:
     def build(bench: Bench, arm: str) -> Arm:
         call = maker(arm, bench.key)
         return wrk_arm(bench.services[arm], call, bench.workdir, bench.knobs, connections=connections,
                        threads=threads, cpus="default" if pinned else None)  # fmt: skip
+
     return build
 
 
 def _ttfb(maker: Callable[[str, str], Any]) -> Callable[[Bench, str], Arm]:
     def build(bench: Bench, arm: str) -> Arm:
         return ttfb_arm(bench.services[arm], maker(arm, bench.key), bench.knobs)
+
     return build
 
 
@@ -97,75 +100,124 @@ def _held(bench: Bench, arm: str) -> Arm:
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
-        "chat_c1", "non-streaming chat, concurrency 1: latency", ABC,
+        "chat_c1",
+        "non-streaming chat, concurrency 1: latency",
+        ABC,
         _wrk(lambda a, k: chat_call(a, k), 1),
         lambda m: [
-            Check("added p50 latency over the floor's", m["gateway"]["p50_ms"] - m["floor"]["p50_ms"],
-                  "<=", 0.3, "ms"),
-            Check("added p99 latency (gateway p99 - direct p99)", m["gateway"]["p99_ms"] - m["direct"]["p99_ms"],
-                  "<=", 2.0, "ms"),
+            Check(
+                "added p50 latency over the floor's",
+                m["gateway"]["p50_ms"] - m["floor"]["p50_ms"],
+                "<=",
+                0.3,
+                "ms",
+            ),
+            Check(
+                "added p99 latency (gateway p99 - direct p99)",
+                m["gateway"]["p99_ms"] - m["direct"]["p99_ms"],
+                "<=",
+                2.0,
+                "ms",
+            ),
         ],
         ("p50_ms", "p99_ms"),
     ),
     Scenario(
-        "chat_c64", "non-streaming chat, concurrency 64: throughput", ABC,
+        "chat_c64",
+        "non-streaming chat, concurrency 64: throughput",
+        ABC,
         _wrk(lambda a, k: chat_call(a, k), 64),
         lambda m: [Check("requests/s vs the floor's", _ratio(m, "gateway", "floor", "rps"), ">=", 0.75, "x")],
         ("rps", "p99_ms"),
     ),
     Scenario(
-        "stream_ttfb_c1", "streaming chat, concurrency 1: time to first byte / first SSE event", ABC,
+        "stream_ttfb_c1",
+        "streaming chat, concurrency 1: time to first byte / first SSE event",
+        ABC,
         _ttfb(lambda a, k: chat_call(a, k, stream=True)),
         lambda m: [
-            Check("added time to first byte over the floor's",
-                  m["gateway"]["first_byte_p50_ms"] - m["floor"]["first_byte_p50_ms"], "<=", 0.3, "ms"),
-            Check("added time to first SSE event over the floor's",
-                  m["gateway"]["first_event_p50_ms"] - m["floor"]["first_event_p50_ms"], "<=", 0.3, "ms"),
+            Check(
+                "added time to first byte over the floor's",
+                m["gateway"]["first_byte_p50_ms"] - m["floor"]["first_byte_p50_ms"],
+                "<=",
+                0.3,
+                "ms",
+            ),
+            Check(
+                "added time to first SSE event over the floor's",
+                m["gateway"]["first_event_p50_ms"] - m["floor"]["first_event_p50_ms"],
+                "<=",
+                0.3,
+                "ms",
+            ),
         ],
         ("first_byte_p50_ms", "first_event_p50_ms", "first_event_p99_ms"),
     ),
     Scenario(
-        "stream_c16", "streaming chat (24 SSE events incl. usage), concurrency 16: streams/s", ABC,
+        "stream_c16",
+        "streaming chat (24 SSE events incl. usage), concurrency 16: streams/s",
+        ABC,
         _wrk(lambda a, k: chat_call(a, k, stream=True), 16),
         lambda m: [Check("streams/s vs the floor's", _ratio(m, "gateway", "floor", "rps"), ">=", 0.70, "x")],
         ("rps", "p99_ms"),
     ),
     Scenario(
-        "delay50_c64", "non-streaming chat, upstream answers after 50 ms, concurrency 64", ABC,
+        "delay50_c64",
+        "non-streaming chat, upstream answers after 50 ms, concurrency 64",
+        ABC,
         _wrk(lambda a, k: chat_call(a, k, extra={"x-fake-delay-ms": "50"}), 64),
         lambda m: [Check("requests/s vs direct", _ratio(m, "gateway", "direct", "rps"), ">=", 0.93, "x")],
         ("rps", "p50_ms", "p99_ms"),
     ),
     Scenario(
-        "body_1mb_c8", "non-streaming chat with a 1 MB request body, concurrency 8", ABC,
+        "body_1mb_c8",
+        "non-streaming chat with a 1 MB request body, concurrency 8",
+        ABC,
         _wrk(lambda a, k: chat_call(a, k, pad_to=1 << 20), 8),
         lambda m: [],
         ("rps", "p50_ms", "p99_ms"),
     ),
     Scenario(
-        "anthropic_stream_c16", "Anthropic messages streaming, concurrency 16: streams/s", ABC,
+        "anthropic_stream_c16",
+        "Anthropic messages streaming, concurrency 16: streams/s",
+        ABC,
         _wrk(lambda a, k: messages_call(a, k), 16),
         lambda m: [],
         ("rps", "p99_ms"),
     ),
     Scenario(
-        "anthropic_ttfb_c1", "Anthropic messages streaming, concurrency 1: time to first SSE event", ABC,
+        "anthropic_ttfb_c1",
+        "Anthropic messages streaming, concurrency 1: time to first SSE event",
+        ABC,
         _ttfb(lambda a, k: messages_call(a, k)),
         lambda m: [],
         ("first_byte_p50_ms", "first_event_p50_ms", "first_event_p99_ms"),
     ),
     Scenario(
-        "workers_c64", "non-streaming chat, concurrency 64: 2 workers on both cores vs 1 worker on one core "
-        "(load generator unpinned, 2 threads)", ("gateway", "gateway-2w"),
+        "workers_c64",
+        "non-streaming chat, concurrency 64: 2 workers on both cores vs 1 worker on one core "
+        "(load generator unpinned, 2 threads)",
+        ("gateway", "gateway-2w"),
         _wrk(lambda a, k: chat_call(a, k), 64, threads=2, pinned=False),
-        lambda m: [Check("2 workers' requests/s vs 1 worker's", _ratio(m, "gateway-2w", "gateway", "rps"),
-                         ">=", 1.7, "x")],
+        lambda m: [
+            Check(
+                "2 workers' requests/s vs 1 worker's",
+                _ratio(m, "gateway-2w", "gateway", "rps"),
+                ">=",
+                1.7,
+                "x",
+            )
+        ],
         ("rps", "p99_ms"),
     ),
     Scenario(
-        "memory_streams", "RSS of one worker holding slow concurrent streams (1 event/s)", ("floor", "gateway"),
+        "memory_streams",
+        "RSS of one worker holding slow concurrent streams (1 event/s)",
+        ("floor", "gateway"),
         _held,
-        lambda m: [Check("gateway worker RSS holding the streams", m["gateway"]["rss_held_mb"], "<", 150.0, "MB")],
+        lambda m: [
+            Check("gateway worker RSS holding the streams", m["gateway"]["rss_held_mb"], "<", 150.0, "MB")
+        ],
         ("rss_idle_mb", "rss_held_mb"),
     ),
 )

@@ -104,8 +104,16 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def spawn(name: str, argv: Sequence[str], env: Mapping[str, str], *, cpus: str | None,
-          ready_env: str | None = None, ready_arg: bool = False, key: str = "http") -> Service:
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    cpus: str | None,
+    ready_env: str | None = None,
+    ready_arg: bool = False,
+    key: str = "http",
+) -> Service:
     """Start ``argv`` (pinned to ``cpus``) and wait for its ready file."""
     workdir = Path(tempfile.mkdtemp(prefix=f"odock-bench-{name}-"))
     ready = workdir / "ready.json"
@@ -176,15 +184,23 @@ def start_control_plane(db_path: Path, cpus: str | None) -> tuple[Service, Plane
     from tests.support.planes import control_plane_env
 
     secrets = PlaneSecrets()
-    env = control_plane_env(f"sqlite:///{db_path}", secrets, Path("/nonexistent"), {"ODOCK_GRACE_SECONDS": "2"})
+    env = control_plane_env(
+        f"sqlite:///{db_path}", secrets, Path("/nonexistent"), {"ODOCK_GRACE_SECONDS": "2"}
+    )
     env.pop("ODOCK_READY_FILE")
     svc = spawn("control-plane", [sys.executable, "-m", "control_plane"], env, cpus=cpus,
                 ready_env="ODOCK_READY_FILE", key="grpc")  # fmt: skip
     return svc, secrets
 
 
-def start_data_plane(cp: Service, secrets: PlaneSecrets, *, workers: int, cpus: str | None,
-                     extra_env: Mapping[str, str] | None = None) -> Service:
+def start_data_plane(
+    cp: Service,
+    secrets: PlaneSecrets,
+    *,
+    workers: int,
+    cpus: str | None,
+    extra_env: Mapping[str, str] | None = None,
+) -> Service:
     """``python -m data_plane --workers N`` pinned to ``cpus``."""
     from tests.support.dataplane import data_plane_env
 

@@ -16,7 +16,11 @@ def percentile(values: Sequence[float], pct: float) -> float:
 
 def summary(values: Sequence[float]) -> dict[str, float]:
     """Median with min and max, rounded for reading."""
-    return {"median": _round(statistics.median(values)), "min": _round(min(values)), "max": _round(max(values))}
+    return {
+        "median": _round(statistics.median(values)),
+        "min": _round(min(values)),
+        "max": _round(max(values)),
+    }
 
 
 def _round(value: float) -> float:

@@ -126,7 +126,7 @@ class ResponseParser:
         self.body_bytes += len(piece)
         if not self.first_event_ns and _EVENT_MARK in self._tail + piece:
             self.first_event_ns = now_ns
-        self._tail = piece[-(len(_EVENT_MARK) - 1):]
+        self._tail = piece[-(len(_EVENT_MARK) - 1) :]
 
 
 class StreamProtocol(asyncio.Protocol):

@@ -35,7 +35,9 @@ _NOT_FOUND = b'{"error":{"message":"Unknown endpoint","type":"invalid_request_er
 
 def _json_response(body: bytes, status: bytes = b"200 OK") -> bytes:
     return (
-        b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nx-request-id: req_fakeupstream0001\r\n"
+        b"HTTP/1.1 "
+        + status
+        + b"\r\nContent-Type: application/json\r\nx-request-id: req_fakeupstream0001\r\n"
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
 

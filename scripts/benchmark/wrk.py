@@ -35,8 +35,8 @@ def write_script(path: Path, body_file: Path, headers: Mapping[str, str]) -> Pat
     """A wrk Lua script POSTing the bytes of ``body_file`` with ``headers``; returns ``path``."""
     lines = [
         'wrk.method = "POST"',
-        f"local f = assert(io.open({lua_string(str(body_file))}, \"rb\"))",
-        "wrk.body = f:read(\"*a\")",
+        f'local f = assert(io.open({lua_string(str(body_file))}, "rb"))',
+        'wrk.body = f:read("*a")',
         "f:close()",
         'wrk.headers["Content-Type"] = "application/json"',
     ]
@@ -70,7 +70,7 @@ def parse(output: str) -> WrkResult:
     """The figures from wrk's stdout (the ``done`` hook's line)."""
     for line in output.splitlines():
         if line.startswith(MARK):
-            d = json.loads(line[len(MARK):])
+            d = json.loads(line[len(MARK) :])
             return WrkResult(
                 requests=d["requests"], duration_s=d["duration_us"] / 1e6,
                 errors=d["connect"] + d["read"] + d["write"] + d["timeout"], non_2xx=d["status"],
@@ -84,12 +84,22 @@ def wrk_path() -> str:
     """The wrk binary (scripts/bench installs it when missing)."""
     found = shutil.which("wrk")
     if found is None:
-        raise RuntimeError("wrk not found: run scripts/bench (it installs the Debian package) or apt-get install wrk")
+        raise RuntimeError(
+            "wrk not found: run scripts/bench (it installs the Debian package) or apt-get install wrk"
+        )
     return found
 
 
-async def run(url: str, script: Path, *, connections: int, duration_s: int, threads: int = 1,
-              cpus: str | None = None, timeout_s: int = 10) -> WrkResult:
+async def run(
+    url: str,
+    script: Path,
+    *,
+    connections: int,
+    duration_s: int,
+    threads: int = 1,
+    cpus: str | None = None,
+    timeout_s: int = 10,
+) -> WrkResult:
     """Run wrk against ``url`` (pinned to ``cpus`` with taskset when given)."""
     cmd = [wrk_path(), f"-t{threads}", f"-c{max(connections, threads)}", f"-d{duration_s}s",
            f"--timeout={timeout_s}s", "-s", str(script), url]  # fmt: skip
