@@ -45,6 +45,12 @@ class Settings:
     ready_file: Path | None = None
     grace_seconds: float = 10.0
     heartbeat_seconds: float = 5.0
+    # Limits (docs/limits.md): a "minute" of the per-minute limits, in seconds
+    # (tests shrink it); how long a monthly/budget lease lives unrenewed; the
+    # largest share of what is left that one lease may take.
+    limit_minute_seconds: float = 60.0
+    lease_ttl_seconds: float = 60.0
+    lease_fraction: float = 0.25
 
     @property
     def tls(self) -> bool:
@@ -99,6 +105,9 @@ class Settings:
             ready_file=Path(ready) if ready else None,
             grace_seconds=env.number("ODOCK_GRACE_SECONDS", 10.0, low=0.0, high=3600.0),
             heartbeat_seconds=env.number("ODOCK_HEARTBEAT_SECONDS", 5.0, low=0.05, high=3600.0),
+            limit_minute_seconds=env.number("ODOCK_LIMIT_MINUTE_SECONDS", 60.0, low=0.5, high=3600.0),
+            lease_ttl_seconds=env.number("ODOCK_LEASE_TTL_SECONDS", 60.0, low=1.0, high=86400.0),
+            lease_fraction=env.number("ODOCK_LEASE_FRACTION", 0.25, low=0.01, high=1.0),
         )
 
 

@@ -26,6 +26,8 @@ from control_plane.changefeed import ChangeFeed, FeedClosed
 from control_plane.crypto import envelope
 from control_plane.crypto.errors import CryptoError
 from control_plane.crypto.keyring import Keyring
+from control_plane.errors import DomainError
+from control_plane.limits import LeaseService
 from control_plane.settings import Settings
 from control_plane.store import changes
 from control_plane.store.tables import CredentialRow, ModelRow, OrgRow, VirtualKeyRow
@@ -119,6 +121,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self._keyring = Keyring.from_spec(settings.keks_spec)
         self._feed = feed
         self._usage = UsageIngestor(sessionmaker, usage_observer)
+        self._leases = LeaseService(sessionmaker, settings, feed)
 
     async def ResolveKey(
         self,
@@ -277,3 +280,14 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     ) -> AsyncIterator[node_pb2.UsageAck]:
         async for ack in self._usage.handle(request_iterator):
             yield ack
+
+    async def AcquireLeases(
+        self,
+        request: node_pb2.AcquireLeasesRequest,
+        context: grpc.aio.ServicerContext[node_pb2.AcquireLeasesRequest, node_pb2.AcquireLeasesResponse],
+    ) -> node_pb2.AcquireLeasesResponse:
+        try:
+            response: node_pb2.AcquireLeasesResponse = await self._leases.acquire(request)
+        except DomainError as exc:
+            await _abort(context, exc.code, exc.message)
+        return response

@@ -248,3 +248,41 @@ class UsageRollupRow(Base):
     cached_input_tokens: Mapped[int] = mapped_column(BigInteger)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
     cost_picos: Mapped[int] = mapped_column(BigInteger)
+
+
+class LimitCounterRow(Base):
+    """How much of one limit window is spoken for: ``settled`` (spent, as reported
+    by returned leases) plus ``outstanding`` (live leases). A grant is a
+    conditional UPDATE that keeps ``settled + outstanding + grant <= limit``, so
+    it is atomic across control-plane replicas and survives restarts.
+    ``scope_id`` is an org id or a key id; ``metric`` an odock.v1.LimitMetric."""
+
+    __tablename__ = "limit_counters"
+    __table_args__ = (Index("ix_limit_counters_window_end", "window_end"),)
+
+    scope_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    metric: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    window: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    org_id: Mapped[str] = mapped_column(String(40))
+    settled: Mapped[int] = mapped_column(BigInteger)
+    outstanding: Mapped[int] = mapped_column(BigInteger)
+    exhausted: Mapped[bool] = mapped_column(Boolean, default=False)
+    window_end: Mapped[datetime | None] = mapped_column()  # NULL: never ends (key budget)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LimitLeaseRow(Base):
+    """A live lease of a monthly or lifetime window (per-minute leases are not
+    returned, so they have no row). Returned: deleted, its ``used`` settled.
+    Expired unreturned: counted as spent in full (the node presumably died)."""
+
+    __tablename__ = "limit_leases"
+    __table_args__ = (Index("ix_limit_leases_expire_time", "expire_time"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(128))
+    scope_id: Mapped[str] = mapped_column(String(40))
+    metric: Mapped[int] = mapped_column(SmallInteger)
+    window: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    expire_time: Mapped[datetime] = mapped_column()

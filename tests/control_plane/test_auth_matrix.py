@@ -98,6 +98,8 @@ CASES: dict[str, Builder] = {
     "/odock.v1.NodeService/ListRoutes": lambda t: node_pb2.ListRoutesRequest(org_id=t.org_id),
     "/odock.v1.NodeService/Watch": lambda t: node_pb2.WatchRequest(after_revision=0, node_id="n"),
     "/odock.v1.NodeService/ReportUsage": lambda t: node_pb2.UsageBatch(node_id="n", sequence=1),
+    "/odock.v1.NodeService/AcquireLeases": lambda t: node_pb2.AcquireLeasesRequest(node_id="n", asks=[
+        node_pb2.LeaseAsk(org_id=t.org_id, metric=node_pb2.LIMIT_METRIC_REQUESTS_PER_MINUTE, want=1, need=1)]),
     "/odock.v1.UsageService/GetUsageTotals": lambda t: usage_pb2.GetUsageTotalsRequest(
         org_id=t.org_id, start_time=Timestamp(seconds=1_700_000_000)),
     "/odock.v1.UsageService/GetUsageRecord": lambda t: usage_pb2.GetUsageRecordRequest(

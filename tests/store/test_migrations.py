@@ -27,6 +27,8 @@ EXPECTED_TABLES = {
     "changes",
     "usage_records",
     "usage_rollups",
+    "limit_counters",
+    "limit_leases",
 }
 
 

@@ -56,6 +56,10 @@ class _InvalidationKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inva
     """credential rotated or deleted"""
     INVALIDATION_KIND_ORG: _InvalidationKind.ValueType  # 4
     """org changed or deleted: evict all of it"""
+    INVALIDATION_KIND_LIMIT: _InvalidationKind.ValueType  # 5
+    """A monthly/lifetime limit of org_id (key_id empty) or of key_id ran out:
+    return unspent leases of that scope and ask again before admitting more.
+    """
 
 class InvalidationKind(_InvalidationKind, metaclass=_InvalidationKindEnumTypeWrapper): ...
 
@@ -68,7 +72,48 @@ INVALIDATION_KIND_CREDENTIAL: InvalidationKind.ValueType  # 3
 """credential rotated or deleted"""
 INVALIDATION_KIND_ORG: InvalidationKind.ValueType  # 4
 """org changed or deleted: evict all of it"""
+INVALIDATION_KIND_LIMIT: InvalidationKind.ValueType  # 5
+"""A monthly/lifetime limit of org_id (key_id empty) or of key_id ran out:
+return unspent leases of that scope and ask again before admitting more.
+"""
 Global___InvalidationKind: _TypeAlias = InvalidationKind  # noqa: Y015
+
+class _LimitMetric:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LimitMetricEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LimitMetric.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LIMIT_METRIC_UNSPECIFIED: _LimitMetric.ValueType  # 0
+    LIMIT_METRIC_REQUESTS_PER_MINUTE: _LimitMetric.ValueType  # 1
+    """org or key"""
+    LIMIT_METRIC_TOKENS_PER_MINUTE: _LimitMetric.ValueType  # 2
+    """org or key"""
+    LIMIT_METRIC_MONTHLY_TOKENS: _LimitMetric.ValueType  # 3
+    """org (monthly token quota)"""
+    LIMIT_METRIC_MONTHLY_SPEND: _LimitMetric.ValueType  # 4
+    """org, micro-USD (monthly spend cap)"""
+    LIMIT_METRIC_BUDGET: _LimitMetric.ValueType  # 5
+    """key, micro-USD (lifetime budget)"""
+
+class LimitMetric(_LimitMetric, metaclass=_LimitMetricEnumTypeWrapper):
+    """What a lease is a slice of. Per-minute metrics use windows of
+    ODOCK_LIMIT_MINUTE_SECONDS; monthly ones calendar months (UTC); the key
+    budget is one window over the key's lifetime.
+    """
+
+LIMIT_METRIC_UNSPECIFIED: LimitMetric.ValueType  # 0
+LIMIT_METRIC_REQUESTS_PER_MINUTE: LimitMetric.ValueType  # 1
+"""org or key"""
+LIMIT_METRIC_TOKENS_PER_MINUTE: LimitMetric.ValueType  # 2
+"""org or key"""
+LIMIT_METRIC_MONTHLY_TOKENS: LimitMetric.ValueType  # 3
+"""org (monthly token quota)"""
+LIMIT_METRIC_MONTHLY_SPEND: LimitMetric.ValueType  # 4
+"""org, micro-USD (monthly spend cap)"""
+LIMIT_METRIC_BUDGET: LimitMetric.ValueType  # 5
+"""key, micro-USD (lifetime budget)"""
+Global___LimitMetric: _TypeAlias = LimitMetric  # noqa: Y015
 
 @_typing.final
 class ResolveKeyRequest(_message.Message):
@@ -635,3 +680,178 @@ class UsageAck(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UsageAck: _TypeAlias = UsageAck  # noqa: Y015
+
+@_typing.final
+class LeaseAsk(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    WANT_FIELD_NUMBER: _builtins.int
+    NEED_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    key_id: _builtins.str
+    """empty: the org's own limit"""
+    metric: Global___LimitMetric.ValueType
+    want: _builtins.int
+    """what the node expects to spend before it asks again"""
+    need: _builtins.int
+    """at least this much or nothing (one request's reservation)"""
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        metric: Global___LimitMetric.ValueType = ...,
+        want: _builtins.int = ...,
+        need: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "metric", b"metric", "need", b"need", "org_id", b"org_id", "want", b"want"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseAsk: _TypeAlias = LeaseAsk  # noqa: Y015
+
+@_typing.final
+class LeaseReturn(_message.Message):
+    """Gives back a lease (lease_id set) or adjusts a window's consumption after
+    the lease it was charged to went back (lease_id empty: used is a delta).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    METRIC_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    lease_id: _builtins.str
+    used: _builtins.int
+    """spent from the lease; may exceed its amount (actual > reserved)"""
+    org_id: _builtins.str
+    key_id: _builtins.str
+    metric: Global___LimitMetric.ValueType
+    window: _builtins.int
+    def __init__(
+        self,
+        *,
+        lease_id: _builtins.str = ...,
+        used: _builtins.int = ...,
+        org_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        metric: Global___LimitMetric.ValueType = ...,
+        window: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "lease_id", b"lease_id", "metric", b"metric", "org_id", b"org_id", "used", b"used", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseReturn: _TypeAlias = LeaseReturn  # noqa: Y015
+
+@_typing.final
+class AcquireLeasesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    ASKS_FIELD_NUMBER: _builtins.int
+    RETURNS_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    @_builtins.property
+    def asks(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseAsk]: ...
+    @_builtins.property
+    def returns(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseReturn]:
+        """applied before the asks"""
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        asks: _abc.Iterable[Global___LeaseAsk] | None = ...,
+        returns: _abc.Iterable[Global___LeaseReturn] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asks", b"asks", "node_id", b"node_id", "returns", b"returns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireLeasesRequest: _TypeAlias = AcquireLeasesRequest  # noqa: Y015
+
+@_typing.final
+class LeaseGrant(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEASE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    UNLIMITED_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    lease_id: _builtins.str
+    """empty for per-minute windows: nothing to return"""
+    amount: _builtins.int
+    """0: denied (less than need is left)"""
+    unlimited: _builtins.bool
+    """no such limit (any more): admit without a lease"""
+    limit: _builtins.int
+    remaining: _builtins.int
+    """not yet granted to anyone, after this grant"""
+    window: _builtins.int
+    window_seconds: _builtins.float
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp:
+        """unset: the window never ends (key budget)"""
+
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """return or renew before; unreturned = spent in full"""
+
+    def __init__(
+        self,
+        *,
+        lease_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        unlimited: _builtins.bool = ...,
+        limit: _builtins.int = ...,
+        remaining: _builtins.int = ...,
+        window: _builtins.int = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        window_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "window_end", b"window_end"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "expire_time", b"expire_time", "lease_id", b"lease_id", "limit", b"limit", "remaining", b"remaining", "unlimited", b"unlimited", "window", b"window", "window_end", b"window_end", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaseGrant: _TypeAlias = LeaseGrant  # noqa: Y015
+
+@_typing.final
+class AcquireLeasesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeaseGrant]: ...
+    def __init__(
+        self,
+        *,
+        grants: _abc.Iterable[Global___LeaseGrant] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grants", b"grants"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcquireLeasesResponse: _TypeAlias = AcquireLeasesResponse  # noqa: Y015

@@ -61,6 +61,11 @@ class NodeServiceStub:
                 request_serializer=odock_dot_v1_dot_node__pb2.UsageBatch.SerializeToString,
                 response_deserializer=odock_dot_v1_dot_node__pb2.UsageAck.FromString,
                 _registered_method=True)
+        self.AcquireLeases = channel.unary_unary(
+                '/odock.v1.NodeService/AcquireLeases',
+                request_serializer=odock_dot_v1_dot_node__pb2.AcquireLeasesRequest.SerializeToString,
+                response_deserializer=odock_dot_v1_dot_node__pb2.AcquireLeasesResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -104,6 +109,15 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcquireLeases(self, request, context):
+        """Limit leases: slices of an org's or key's remaining allowance that a node
+        spends locally (no per-request round trip); returns of spent/unused leases
+        ride on the same call. Grants are index-aligned with the asks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -131,6 +145,11 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.ReportUsage,
                     request_deserializer=odock_dot_v1_dot_node__pb2.UsageBatch.FromString,
                     response_serializer=odock_dot_v1_dot_node__pb2.UsageAck.SerializeToString,
+            ),
+            'AcquireLeases': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcquireLeases,
+                    request_deserializer=odock_dot_v1_dot_node__pb2.AcquireLeasesRequest.FromString,
+                    response_serializer=odock_dot_v1_dot_node__pb2.AcquireLeasesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -270,6 +289,33 @@ class NodeService:
             '/odock.v1.NodeService/ReportUsage',
             odock_dot_v1_dot_node__pb2.UsageBatch.SerializeToString,
             odock_dot_v1_dot_node__pb2.UsageAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcquireLeases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/odock.v1.NodeService/AcquireLeases',
+            odock_dot_v1_dot_node__pb2.AcquireLeasesRequest.SerializeToString,
+            odock_dot_v1_dot_node__pb2.AcquireLeasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

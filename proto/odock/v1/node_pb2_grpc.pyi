@@ -47,6 +47,11 @@ class NodeServiceStub:
     """Invalidations, in revision order, from after_revision on."""
     ReportUsage: _grpc.StreamStreamMultiCallable[_node_pb2.UsageBatch, _node_pb2.UsageAck]
     """Usage records up, acknowledgements down (semantics: usage issue)."""
+    AcquireLeases: _grpc.UnaryUnaryMultiCallable[_node_pb2.AcquireLeasesRequest, _node_pb2.AcquireLeasesResponse]
+    """Limit leases: slices of an org's or key's remaining allowance that a node
+    spends locally (no per-request round trip); returns of spent/unused leases
+    ride on the same call. Grants are index-aligned with the asks.
+    """
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -67,6 +72,11 @@ class NodeServiceAsyncStub(NodeServiceStub):
     """Invalidations, in revision order, from after_revision on."""
     ReportUsage: _aio.StreamStreamMultiCallable[_node_pb2.UsageBatch, _node_pb2.UsageAck]  # type: ignore[assignment]
     """Usage records up, acknowledgements down (semantics: usage issue)."""
+    AcquireLeases: _aio.UnaryUnaryMultiCallable[_node_pb2.AcquireLeasesRequest, _node_pb2.AcquireLeasesResponse]  # type: ignore[assignment]
+    """Limit leases: slices of an org's or key's remaining allowance that a node
+    spends locally (no per-request round trip); returns of spent/unused leases
+    ride on the same call. Grants are index-aligned with the asks.
+    """
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """The data planes' view of governance state. Reachable only with a node
@@ -114,5 +124,16 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_node_pb2.UsageAck], _abc.AsyncIterator[_node_pb2.UsageAck]]:
         """Usage records up, acknowledgements down (semantics: usage issue)."""
+
+    @_abc_1.abstractmethod
+    def AcquireLeases(
+        self,
+        request: _node_pb2.AcquireLeasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.AcquireLeasesResponse, _abc.Awaitable[_node_pb2.AcquireLeasesResponse]]:
+        """Limit leases: slices of an org's or key's remaining allowance that a node
+        spends locally (no per-request round trip); returns of spent/unused leases
+        ride on the same call. Grants are index-aligned with the asks.
+        """
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
