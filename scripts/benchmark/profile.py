@@ -16,6 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _LINE_NO = re.compile(r":\d+\)$")
+# Frames every stack passes through (entry point, event loop): left out of the inclusive list.
+_ROOT_FILES = ("(<frozen runpy>)", "(data_plane/__main__.py)", "(uvloop/__init__.py)", "(asyncio/runners.py)")
+# Layers, by the innermost frame's file (first match wins). uvloop is compiled, so time in its C
+# code (epoll, socket reads and writes, callback dispatch) shows as the Python frame that
+# entered it: the loop's run call.
+AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("usage metering (data_plane/usage)", ("data_plane/usage/",)),
+    ("gateway code (data_plane, other)", ("data_plane/",)),
+    ("aiohttp server (web_*)", ("aiohttp/web_",)),
+    ("aiohttp client (client*, connector)", ("aiohttp/client", "aiohttp/connector")),
+    ("aiohttp wire (http_*, streams, helpers)", ("aiohttp/",)),
+    ("event loop C code (uvloop run)", ("uvloop/", "asyncio/runners.py")),
+    ("asyncio (tasks, timeouts, futures)", ("asyncio/",)),
+    ("multidict / yarl", ("multidict/", "yarl/")),
+    ("grpc (control-plane client)", ("grpc/", "grpc_")),
+)
 
 
 @dataclass(frozen=True)
@@ -25,10 +41,13 @@ class ProfileSummary:
     samples: int
     self_top: list[tuple[str, float]]  # (function, percent of samples)
     inclusive_top: list[tuple[str, float]]
+    areas: list[tuple[str, float]]  # self time grouped by layer (see AREAS)
 
     def render(self, title: str, limit: int = 20) -> str:
         """A plain-text block for reports."""
-        lines = [f"{title}: {self.samples} samples", "  self%  function (innermost frame)"]
+        lines = [f"{title}: {self.samples} samples", "  self%  layer (innermost frame's file)"]
+        lines += [f"  {pct:5.1f}  {name}" for name, pct in self.areas]
+        lines += ["  self%  function (innermost frame)"]
         lines += [f"  {pct:5.1f}  {name}" for name, pct in self.self_top[:limit]]
         lines += ["  incl%  function (anywhere on the stack)"]
         lines += [f"  {pct:5.1f}  {name}" for name, pct in self.inclusive_top[:limit]]
@@ -44,6 +63,7 @@ def summarise(collapsed: str, top: int = 40) -> ProfileSummary:
     """Self and inclusive shares per function from collapsed stacks."""
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    areas: Counter[str] = Counter()
     total = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -56,13 +76,24 @@ def summarise(collapsed: str, top: int = 40) -> ProfileSummary:
             continue
         total += count
         own[frames[-1]] += count
+        areas[area(frames[-1])] += count
         for name in set(frames):
-            incl[name] += count
+            if not name.endswith(_ROOT_FILES):
+                incl[name] += count
 
     def pct(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, 100.0 * n / total) for name, n in counter.most_common(top)] if total else []
 
-    return ProfileSummary(total, pct(own), pct(incl))
+    return ProfileSummary(total, pct(own), pct(incl), pct(areas))
+
+
+def area(frame: str) -> str:
+    """The layer a frame belongs to."""
+    where = frame.rsplit("(", 1)[-1]
+    for name, prefixes in AREAS:
+        if any(p in where for p in prefixes):
+            return name
+    return "other"
 
 
 def py_spy() -> str:
@@ -74,10 +105,14 @@ def py_spy() -> str:
     return found
 
 
-async def record(pid: int, duration_s: int, out: Path, rate: int = 400) -> ProfileSummary:
-    """Sample ``pid`` for ``duration_s`` without pausing it; the raw stacks are kept in ``out``."""
+async def record(pid: int, duration_s: int, out: Path, rate: int = 250) -> ProfileSummary:
+    """Sample ``pid`` for ``duration_s``; the raw stacks are kept in ``out``.
+
+    Blocking mode (py-spy pauses the process for each sample): slower under the profiler, but
+    every stack is complete, so inclusive shares are right.
+    """
     cmd = [py_spy(), "record", "--pid", str(pid), "--duration", str(duration_s), "--rate", str(rate),
-           "--format", "raw", "--nonblocking", "--output", str(out)]  # fmt: skip
+           "--format", "raw", "--output", str(out)]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)  # fmt: skip
     _, err = await asyncio.wait_for(proc.communicate(), duration_s + 60)
