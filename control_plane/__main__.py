@@ -1,15 +1,29 @@
-"""``control-plane`` / ``python -m control_plane``: run the gRPC control plane."""
+"""``control-plane`` / ``python -m control_plane``: run the gRPC control plane.
+
+    control-plane            serve until SIGTERM/SIGINT, then drain and exit 0
+    control-plane migrate    bring the database to the newest schema and exit 0
+
+``migrate`` reads only the database URL (ODOCK_DATABASE_URL or
+ODOCK_DATABASE_URL_FILE) and the log settings, so a migration job needs no
+KEKs, pepper or tokens. Exit codes: 0 done, 1 failed, 2 bad settings or usage.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
-from control_plane.settings import Settings, SettingsError
+import prometheus_client
+
+from control_plane.logs import LogSetup, configure, database_password, secret_values
+from control_plane.settings import LogSettings, Settings, SettingsError, database_url_from_env
+
+PROG = "control-plane"
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:
@@ -21,24 +35,69 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
 
 
-def main() -> None:
-    """Entry point: configure from the environment, serve until SIGTERM, exit 0."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Odock control plane (configured by ODOCK_* environment variables)."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("serve", help="serve gRPC until SIGTERM (the default)")
+    commands.add_parser("migrate", help="run the database migrations (alembic upgrade head) and exit")
+    return parser.parse_args(argv)
+
+
+def _setup_logging(environ: Mapping[str, str], prog: str) -> LogSetup:
+    try:
+        log_settings = LogSettings.from_env(environ)
+    except SettingsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        sys.exit(2)
+    return configure(log_settings)
+
+
+def migrate_main(environ: Mapping[str, str], prog: str = PROG) -> int:
+    """Migrate the database named by the environment; one line on stdout or stderr; the exit code."""
+    setup = _setup_logging(environ, prog)
+    try:
+        url = database_url_from_env(environ)
+    except SettingsError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    from control_plane.store.db import migrate_sync
+
+    password = database_password(url)
+    setup.redact([password] if password else [])
+    try:
+        migrate_sync(url)
+    except Exception as exc:  # noqa: BLE001 - any failure: one line, never the URL (it may hold a password)
+        print(f"{prog}: {type(exc).__name__}: {setup.scrub(_one_line(exc))[:300]}", file=sys.stderr)
+        return 1
+    print(f"{prog}: database schema is at head")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: ``serve`` (default) or ``migrate``."""
+    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "migrate":
+        sys.exit(migrate_main(os.environ))
+    setup = _setup_logging(os.environ, PROG)
+    # The *_created series double /metrics for nothing a dashboard uses.
+    prometheus_client.disable_created_metrics()
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:
-        print(f"control-plane: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         sys.exit(2)
     from control_plane.server import serve
 
+    setup.redact(secret_values(settings))
     try:
         _run(serve(settings))
     except KeyboardInterrupt:
         pass
     except Exception as exc:  # one line for the operator; the traceback is for debugging only
         logging.getLogger("odock.control_plane").debug("startup failed", exc_info=True)
-        print(f"control-plane: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        print(f"{PROG}: {type(exc).__name__}: {setup.scrub(_one_line(exc))}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import collections
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -136,11 +137,22 @@ class ChangeFeed:
         self._started = False
         self._closed = False
         self._listening = asyncio.Event()
+        self._last_read: float | None = None
 
     @property
     def latest_revision(self) -> int:
         """The highest revision this feed has read and fanned out."""
         return self._last
+
+    @property
+    def subscriber_count(self) -> int:
+        """Watch streams subscribed now (a metrics gauge)."""
+        return len(self._subscribers)
+
+    @property
+    def last_read(self) -> float | None:
+        """``time.monotonic()`` of the last successful read of the change log (a metrics gauge)."""
+        return self._last_read
 
     @property
     def listening(self) -> asyncio.Event:
@@ -153,6 +165,7 @@ class ChangeFeed:
             return
         async with self._sessionmaker() as session:
             self._last = await changes.current_revision(session)
+        self._last_read = time.monotonic()
         self._started = True
         self._tasks.append(asyncio.create_task(self._run(), name="odock-changefeed"))
         if self._postgres:
@@ -190,6 +203,7 @@ class ChangeFeed:
             self._wake.clear()
             try:
                 await self._read_new()
+                self._last_read = time.monotonic()
                 if loop.time() >= next_prune:
                     await self._prune()
                     next_prune = loop.time() + self._prune_every

@@ -4,12 +4,16 @@
 takes the super-admin token or an org admin token; health and reflection are
 open. The authenticated principal reaches handlers through a context variable,
 and domain errors raised by handlers become gRPC statuses here (errors.status_of).
+``MetricsInterceptor`` (first in the chain) times and counts every RPC.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import inspect
+import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ from odock import keyformat
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.errors import DomainError, PermissionDenied, Unauthenticated, status_of
+from control_plane.metrics import NODE_STREAM_KINDS, UNKNOWN, ControlPlaneMetrics
 from control_plane.settings import Settings
 from control_plane.store.repositories import admin_tokens
 
@@ -46,6 +51,8 @@ NODE_TOKEN_ON_ADMIN = "node tokens cannot call admin RPCs"
 ADMIN_TOKEN_ON_NODE = "admin tokens cannot call NodeService; use a node token"
 SUPER_ADMIN_ONLY = "only the super-admin may call this RPC"
 OTHER_ORG = "this token is scoped to another org"
+
+_rpc_log = logging.getLogger("odock.control_plane.rpc")
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,123 @@ def _wrap(
         except Exception as exc:  # noqa: BLE001 - as above, for streams
             await _fail(context, method, exc)
 
+    return _rebuild(handler, unary, streaming)
+
+
+# -- metrics ----------------------------------------------------------------
+
+# Codes that mean the server failed (as opposed to the caller or the data).
+_SERVER_FAULTS = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS})
+
+
+def _outcome(context: grpc.aio.ServicerContext[Any, Any], error: BaseException | None) -> grpc.StatusCode:
+    if error is None or isinstance(error, grpc.aio.AbortError):
+        code = context.code()
+        if code is None:
+            return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+        return code
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Times every RPC and counts it by method and status code (put it first: it sees auth failures).
+
+    Labels are bounded: a method not in ``known_methods`` is counted as ``unknown``.
+    """
+
+    def __init__(self, metrics: ControlPlaneMetrics, known_methods: frozenset[str]) -> None:
+        self._m = metrics
+        self._known = known_methods
+
+    def _labels(self, method: str) -> tuple[str, str]:
+        if method not in self._known:
+            return UNKNOWN, UNKNOWN
+        service, _, name = method[1:].rpartition("/")
+        return service, name
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        labels = self._labels(method)
+        if handler is None:  # grpc answers UNIMPLEMENTED
+            self._m.rpc_handled.labels(*labels, grpc.StatusCode.UNIMPLEMENTED.name).inc()
+            return None
+        return self._wrap(handler, method, labels)
+
+    def _begin(self, labels: tuple[str, str], stream_kind: str | None) -> float:
+        self._m.rpc_in_flight.labels(*labels).inc()
+        if stream_kind is not None:
+            self._m.node_streams.labels(stream_kind).inc()
+        return time.perf_counter()
+
+    def _end(
+        self,
+        labels: tuple[str, str],
+        stream_kind: str | None,
+        started: float,
+        context: grpc.aio.ServicerContext[Any, Any],
+        error: BaseException | None,
+    ) -> None:
+        elapsed = time.perf_counter() - started
+        code = _outcome(context, error)
+        self._m.rpc_in_flight.labels(*labels).dec()
+        if stream_kind is not None:
+            self._m.node_streams.labels(stream_kind).dec()
+        self._m.rpc_seconds.labels(*labels).observe(elapsed)
+        self._m.rpc_handled.labels(*labels, code.name).inc()
+        fields = {"grpc_method": "/".join(labels), "grpc_code": code.name, "duration_ms": round(elapsed * 1000, 3)}
+        if code in _SERVER_FAULTS:
+            _rpc_log.warning("rpc failed", extra=fields)
+        else:
+            _rpc_log.debug("rpc done", extra=fields)
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler[Any, Any], method: str, labels: tuple[str, str]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        kind = NODE_STREAM_KINDS.get(method)
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = self._begin(labels, None)
+            error: BaseException | None = None
+            try:
+                inner: Any = handler.unary_unary or handler.stream_unary
+                return await inner(request, context)
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self._end(labels, None, started, context, error)
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            started = self._begin(labels, kind)
+            error: BaseException | None = None
+            try:
+                inner: Any = handler.unary_stream or handler.stream_stream
+                result = inner(request, context)
+                if inspect.isasyncgen(result):
+                    async for item in result:
+                        yield item
+                else:  # a handler that writes with context.write()
+                    await result
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                self._end(labels, kind, started, context, error)
+
+        return _rebuild(handler, unary, streaming)
+
+
+def _rebuild(
+    handler: grpc.RpcMethodHandler[Any, Any], unary: Any, streaming: Any
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same kind and serializers as ``handler`` running ``unary``/``streaming``."""
     des, ser = handler.request_deserializer, handler.response_serializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=des, response_serializer=ser)

@@ -1,4 +1,4 @@
-"""Wiring only: engine, migrations, keyring, change feed, servicers, auth, health, reflection, TLS."""
+"""Wiring only: engine, migrations, keyring, change feed, servicers, auth, health, reflection, TLS, metrics."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_plane.changefeed import ChangeFeed
 from control_plane.crypto import Keyring
-from control_plane.interceptors import AuthInterceptor
+from control_plane.dbcheck import LIVENESS_SERVICE, DatabaseCheck
+from control_plane.interceptors import AuthInterceptor, MetricsInterceptor
+from control_plane.metrics import ControlPlaneMetrics, MetricsServer, serve_metrics, service_methods
 from control_plane.services import Deps
 from control_plane.services.admin_tokens import AdminTokenServicer
 from control_plane.services.credentials import CredentialServicer
@@ -46,6 +48,8 @@ from control_plane.settings import Settings
 from control_plane.store import db
 
 log = logging.getLogger("odock.control_plane")
+
+REFLECTION_NAMES = ("grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection")
 
 # Every odock.v1 service this server hosts, by full name.
 SERVICE_NAMES: tuple[str, ...] = tuple(
@@ -71,16 +75,23 @@ class RunningServer:
     health: health.aio.HealthServicer
     feed: ChangeFeed
     engine: AsyncEngine
+    metrics: ControlPlaneMetrics
+    db_check: DatabaseCheck
+    metrics_server: MetricsServer | None = None
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new RPCs, let running ones finish within ``grace``, then close feed and engine."""
+        await self.db_check.stop()
         await self.health.enter_graceful_shutdown()
+        self.metrics.serving_changed(False)
         stopping = asyncio.ensure_future(self.server.stop(grace))
         # Ending the feed ends Watch streams now, so nodes move to another replica
         # instead of waiting out the grace period; unary RPCs still finish.
         await self.feed.stop()
         await stopping
         await self.engine.dispose()
+        if self.metrics_server is not None:  # last: scrapes still work while draining
+            await self.metrics_server.stop()
 
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -111,6 +122,8 @@ async def start(settings: Settings) -> RunningServer:
     if settings.migrate:
         await db.migrate(settings.database_url)
     engine = db.make_engine(settings.database_url)
+    metrics = ControlPlaneMetrics()
+    metrics.watch_engine(engine)
     try:
         sessionmaker = db.make_sessionmaker(engine)
         feed = ChangeFeed(sessionmaker, engine, settings)
@@ -118,15 +131,22 @@ async def start(settings: Settings) -> RunningServer:
     except BaseException:
         await engine.dispose()
         raise
+    metrics_server: MetricsServer | None = None
     try:
+        metrics.watch_feed(feed)
         deps = Deps(sessionmaker=sessionmaker, settings=settings, keyring=keyring, feed=feed)
-        server = grpc.aio.server(interceptors=[AuthInterceptor(settings, sessionmaker)])
+        known = service_methods((*SERVICE_NAMES, health.SERVICE_NAME, *REFLECTION_NAMES))
+        server = grpc.aio.server(
+            interceptors=[MetricsInterceptor(metrics, known), AuthInterceptor(settings, sessionmaker)]
+        )
         orgs_pb2_grpc.add_OrgServiceServicer_to_server(OrgServicer(deps), server)
         credentials_pb2_grpc.add_CredentialServiceServicer_to_server(CredentialServicer(deps), server)
         models_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(deps), server)
         keys_pb2_grpc.add_VirtualKeyServiceServicer_to_server(VirtualKeyServicer(deps), server)
         admin_tokens_pb2_grpc.add_AdminTokenServiceServicer_to_server(AdminTokenServicer(deps), server)
-        node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(sessionmaker, settings, feed), server)
+        node_pb2_grpc.add_NodeServiceServicer_to_server(
+            NodeServicer(sessionmaker, settings, feed, usage_observer=metrics), server
+        )
         usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(sessionmaker), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -134,20 +154,33 @@ async def start(settings: Settings) -> RunningServer:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = _bind(server, settings)
+        if settings.metrics_listen is not None:
+            metrics_server = await serve_metrics(metrics, settings.metrics_listen)
         await server.start()
-        for name in ("", *SERVICE_NAMES):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        db_check = DatabaseCheck(
+            sessionmaker, health_servicer, ("", *SERVICE_NAMES), settings.db_check_seconds, metrics
+        )
+        await db_check.start()
     except BaseException:
         await feed.stop()
         await engine.dispose()
+        if metrics_server is not None:
+            await metrics_server.stop()
         raise
-    return RunningServer(server=server, address=address, health=health_servicer, feed=feed, engine=engine)
+    return RunningServer(
+        server=server, address=address, health=health_servicer, feed=feed, engine=engine,
+        metrics=metrics, db_check=db_check, metrics_server=metrics_server,
+    )  # fmt: skip
 
 
-def write_ready_file(path: Path, address: str) -> None:
-    """Atomically write ``{"grpc": address, "pid": N}`` to ``path``."""
+def write_ready_file(path: Path, address: str, metrics: str | None = None) -> None:
+    """Atomically write ``{"grpc": address, "pid": N}`` (and ``"metrics": HOST:PORT``) to ``path``."""
+    content: dict[str, object] = {"grpc": address, "pid": os.getpid()}
+    if metrics is not None:
+        content["metrics"] = metrics
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"grpc": address, "pid": os.getpid()}), encoding="utf-8")
+    tmp.write_text(json.dumps(content), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -159,9 +192,12 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     running = await start(settings)
     log.info("control plane serving on %s (%s)", running.address, "tls" if settings.tls else "plaintext")
+    if running.metrics_server is not None:
+        log.info("metrics on http://%s/metrics", running.metrics_server.address)
     try:
         if settings.ready_file is not None:
-            write_ready_file(settings.ready_file, running.address)
+            shown = running.metrics_server.address if running.metrics_server is not None else None
+            write_ready_file(settings.ready_file, running.address, shown)
         await stop.wait()
         log.info("shutting down (grace %.1fs)", settings.grace_seconds)
     finally:

@@ -16,6 +16,9 @@ from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATABASE_URL = "sqlite:///./odock.db"
+DEFAULT_DB_CHECK_SECONDS = 5.0
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 KEK_BYTES = 32
 MIN_PEPPER_BYTES = 32
 MIN_TOKEN_CHARS = 32
@@ -31,7 +34,8 @@ class Settings:
     """Control-plane configuration (see docs/architecture.md for the variables)."""
 
     listen: str = DEFAULT_LISTEN
-    database_url: str = DEFAULT_DATABASE_URL
+    # May carry a password: kept out of repr().
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     # "kid1=BASE64,kid2=BASE64": the last one encrypts, all decrypt (Keyring.from_spec).
     keks_spec: str = field(default="", repr=False)
     kek_ids: tuple[str, ...] = ()
@@ -51,6 +55,9 @@ class Settings:
     limit_minute_seconds: float = 60.0
     lease_ttl_seconds: float = 60.0
     lease_fraction: float = 0.25
+    # HOST:PORT of the Prometheus /metrics listener; None = no listener.
+    metrics_listen: str | None = None
+    db_check_seconds: float = DEFAULT_DB_CHECK_SECONDS
 
     @property
     def tls(self) -> bool:
@@ -90,9 +97,10 @@ class Settings:
         if migrate not in ("auto", "off"):
             raise SettingsError("ODOCK_MIGRATE: must be 'auto' or 'off'")
         ready = env.plain("ODOCK_READY_FILE", "")
+        metrics = env.plain("ODOCK_CP_METRICS_LISTEN", "")
         return cls(
-            listen=_parse_listen(env.plain("ODOCK_CP_LISTEN", DEFAULT_LISTEN)),
-            database_url=_parse_db_url(env.plain("ODOCK_DATABASE_URL", DEFAULT_DATABASE_URL)),
+            listen=_parse_listen("ODOCK_CP_LISTEN", env.plain("ODOCK_CP_LISTEN", DEFAULT_LISTEN)),
+            database_url=_database_url(env),
             keks_spec=keks_spec,
             kek_ids=kek_ids,
             key_pepper=pepper,
@@ -108,7 +116,56 @@ class Settings:
             limit_minute_seconds=env.number("ODOCK_LIMIT_MINUTE_SECONDS", 60.0, low=0.5, high=3600.0),
             lease_ttl_seconds=env.number("ODOCK_LEASE_TTL_SECONDS", 60.0, low=1.0, high=86400.0),
             lease_fraction=env.number("ODOCK_LEASE_FRACTION", 0.25, low=0.01, high=1.0),
+            metrics_listen=_parse_listen("ODOCK_CP_METRICS_LISTEN", metrics) if metrics else None,
+            db_check_seconds=env.number(
+                "ODOCK_DB_CHECK_SECONDS", DEFAULT_DB_CHECK_SECONDS, low=0.05, high=3600.0
+            ),
         )
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How the control plane logs: ``text`` or ``json`` lines on stderr, at a minimum level."""
+
+    format: str = "text"
+    level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LogSettings:
+        """Read ODOCK_LOG_FORMAT and ODOCK_LOG_LEVEL (needs nothing else, so it can run first)."""
+        env = _Env(environ)
+        fmt = env.plain("ODOCK_LOG_FORMAT", "text").lower()
+        if fmt not in LOG_FORMATS:
+            raise SettingsError("ODOCK_LOG_FORMAT: must be 'text' or 'json'")
+        level = env.plain("ODOCK_LOG_LEVEL", "info").lower()
+        if level not in LOG_LEVELS:
+            raise SettingsError("ODOCK_LOG_LEVEL: must be one of debug, info, warning, error")
+        return cls(format=fmt, level=level)
+
+
+def database_url_from_env(environ: Mapping[str, str]) -> str:
+    """Only the database URL (ODOCK_DATABASE_URL or ODOCK_DATABASE_URL_FILE), for ``control-plane migrate``."""
+    return _database_url(_Env(environ))
+
+
+def _database_url(env: _Env) -> str:
+    # A URL with a password is a secret, so it may come from a file; unlike the
+    # other secrets it is optional (the SQLite default needs none).
+    path = env.path("ODOCK_DATABASE_URL_FILE")
+    direct = env.plain("ODOCK_DATABASE_URL", "")
+    if path is not None and direct:
+        raise SettingsError(
+            "ODOCK_DATABASE_URL: set either ODOCK_DATABASE_URL or ODOCK_DATABASE_URL_FILE, not both"
+        )
+    if path is not None:
+        try:
+            direct = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
+            raise SettingsError(f"ODOCK_DATABASE_URL_FILE: cannot read {path}: {reason}") from None
+        if not direct:
+            raise SettingsError(f"ODOCK_DATABASE_URL_FILE: {path} is empty")
+    return _parse_db_url(direct or DEFAULT_DATABASE_URL)
 
 
 class _Env:
@@ -199,10 +256,10 @@ def _parse_pepper(value: str) -> bytes:
     return raw
 
 
-def _parse_listen(value: str) -> str:
+def _parse_listen(name: str, value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise SettingsError(f"ODOCK_CP_LISTEN: expected HOST:PORT, got {value!r}")
+        raise SettingsError(f"{name}: expected HOST:PORT, got {value!r}")
     return value
 
 
