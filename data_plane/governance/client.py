@@ -6,11 +6,13 @@ from collections import Counter
 
 import grpc
 from cryptography.exceptions import InvalidTag
+from google.protobuf.message import Message
 from odock import sealing
 from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 from data_plane.governance.types import (
     ControlPlaneUnavailable,
+    GrantLimits,
     KeyGrant,
     KeyRejected,
     ModelSummary,
@@ -57,6 +59,24 @@ def grant_from_proto(grant: node_pb2.Grant) -> KeyGrant:
         expire_at=expire_at,
         default_models=dict(grant.default_models),
         fail_closed=grant.outage_policy == common_pb2.OUTAGE_POLICY_FAIL_CLOSED,
+        limits=_limits(grant),
+    )
+
+
+def _opt(message: Message, name: str) -> int | None:
+    return int(getattr(message, name)) if message.HasField(name) else None
+
+
+def _limits(grant: node_pb2.Grant) -> GrantLimits:
+    key, org = grant.key_limits, grant.org_limits
+    return GrantLimits(
+        key_requests_per_minute=_opt(key, "requests_per_minute"),
+        key_tokens_per_minute=_opt(key, "tokens_per_minute"),
+        key_budget_micros=_opt(key, "budget_micros"),
+        org_requests_per_minute=_opt(org, "requests_per_minute"),
+        org_tokens_per_minute=_opt(org, "tokens_per_minute"),
+        org_monthly_token_quota=_opt(org, "monthly_token_quota"),
+        org_monthly_spend_cap_micros=_opt(org, "monthly_spend_cap_micros"),
     )
 
 
@@ -160,6 +180,23 @@ class NodeClient:
             )
             for r in resp.routes
         ], resp.revision
+
+    async def acquire_leases(
+        self, asks: list[node_pb2.LeaseAsk], returns: list[node_pb2.LeaseReturn]
+    ) -> list[node_pb2.LeaseGrant]:
+        """Settle ``returns`` and get one grant per ask (index-aligned); raises ControlPlaneUnavailable."""
+        self.calls["AcquireLeases"] += 1
+        try:
+            resp = await self._stub.AcquireLeases(
+                node_pb2.AcquireLeasesRequest(node_id=self._settings.node_id, asks=asks, returns=returns),
+                metadata=self._metadata,
+                timeout=self._settings.timeouts.control_plane_rpc,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise ControlPlaneUnavailable(f"AcquireLeases: {exc.code().name}") from None
+        if len(resp.grants) != len(asks):
+            raise ControlPlaneUnavailable("AcquireLeases: answer does not match the asks")
+        return list(resp.grants)
 
     def watch(self) -> grpc.aio.UnaryStreamCall[node_pb2.WatchRequest, node_pb2.WatchEvent]:
         """Open the invalidation stream from now on (the caller flushes on its first event)."""

@@ -24,6 +24,19 @@ class RouteUnusable(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class GrantLimits:
+    """The limits that apply to a key: its own and its org's effective ones (None: no limit)."""
+
+    key_requests_per_minute: int | None = None
+    key_tokens_per_minute: int | None = None
+    key_budget_micros: int | None = None
+    org_requests_per_minute: int | None = None
+    org_tokens_per_minute: int | None = None
+    org_monthly_token_quota: int | None = None
+    org_monthly_spend_cap_micros: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class KeyGrant:
     """A valid key's permissions, as cached."""
 
@@ -35,6 +48,7 @@ class KeyGrant:
     expire_at: float | None  # unix seconds; None = never
     default_models: Mapping[str, str]
     fail_closed: bool
+    limits: GrantLimits = field(default_factory=GrantLimits)
 
     def allows(self, model_name: str) -> bool:
         """Whether this key may use ``model_name``."""

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 from odock.v1 import node_pb2
@@ -28,6 +29,19 @@ log = logging.getLogger("odock.data_plane.watch")
 _KIND = node_pb2.InvalidationKind
 
 
+class LimitEvents(Protocol):
+    """What the limiter hears from the watch stream."""
+
+    def exhausted(self, org_id: str, key_id: str) -> None:
+        """A monthly/lifetime limit of the org (key_id empty) or key ran out."""
+
+    def changed(self, org_id: str, key_id: str) -> None:
+        """The org's (key_id empty) or key's settings changed: forget cached answers."""
+
+    def flushed(self) -> None:
+        """Everything may have changed (reconnect, reset, gap)."""
+
+
 class Watcher:
     """Owns the watch stream and the link status it implies."""
 
@@ -38,6 +52,8 @@ class Watcher:
         link: Link,
         settings: Settings,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        limits: LimitEvents | None = None,
     ) -> None:
         self._client = client
         self._cache = cache
@@ -45,6 +61,7 @@ class Watcher:
         self._idle = settings.timeouts.watch_idle
         self._backoff_max = settings.timeouts.reconnect_max
         self._clock = clock
+        self._limits = limits
         self.connected_event = asyncio.Event()
 
     async def run(self) -> None:
@@ -91,6 +108,8 @@ class Watcher:
 
     def _flush(self, why: str, revision: int) -> None:
         self._cache.flush()
+        if self._limits is not None:
+            self._limits.flushed()
         self._link.revision = revision
         self._link.flushes += 1
         log.info("cache flushed (%s) at revision %d", why, revision)
@@ -113,6 +132,15 @@ class Watcher:
             return
         self._link.revision = event.revision
         inv = event.invalidation
+        if inv.kind == _KIND.INVALIDATION_KIND_LIMIT:
+            if self._limits is not None:
+                self._limits.exhausted(inv.org_id, inv.key_id)
+            return
+        if self._limits is not None and inv.kind in (
+            _KIND.INVALIDATION_KIND_KEY,
+            _KIND.INVALIDATION_KIND_ORG,
+        ):
+            self._limits.changed(inv.org_id, inv.key_id if inv.kind == _KIND.INVALIDATION_KIND_KEY else "")
         if inv.kind == _KIND.INVALIDATION_KIND_KEY:
             self._cache.evict_key(inv.key_id)
         elif inv.kind == _KIND.INVALIDATION_KIND_MODEL:
