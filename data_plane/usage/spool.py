@@ -82,7 +82,7 @@ class Spool:
         self.directory = directory
         self.max_bytes = max_bytes
         self.policy = policy
-        self.segment_bytes = segment_bytes or max(64 * 1024, min(4 * 1024 * 1024, max_bytes // 8))
+        self.segment_bytes = segment_bytes or max(512, min(4 * 1024 * 1024, max_bytes // 8))
         self._segments: list[Segment] = []  # oldest first
         self._active: Segment | None = None
         self._counter = 0
