@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(migrate_main(os.environ))
     setup = _setup_logging(os.environ, PROG)
     # The *_created series double /metrics for nothing a dashboard uses.
-    prometheus_client.disable_created_metrics()
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     try:
         settings = Settings.from_env(os.environ)
     except SettingsError as exc:

@@ -110,7 +110,9 @@ class DatabaseCheck:
             await self.check_once()
 
     async def _set(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in self._services:
             await self._health.set(name, status)
         self._serving = serving

@@ -282,7 +282,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             self._m.node_streams.labels(stream_kind).dec()
         self._m.rpc_seconds.labels(*labels).observe(elapsed)
         self._m.rpc_handled.labels(*labels, code.name).inc()
-        fields = {"grpc_method": "/".join(labels), "grpc_code": code.name, "duration_ms": round(elapsed * 1000, 3)}
+        fields = {
+            "grpc_method": "/".join(labels),
+            "grpc_code": code.name,
+            "duration_ms": round(elapsed * 1000, 3),
+        }
         if code in _SERVER_FAULTS:
             _rpc_log.warning("rpc failed", extra=fields)
         else:

@@ -141,14 +141,20 @@ class ControlPlaneMetrics:
             ["kind"], registry=reg,
         )  # fmt: skip
         self.usage_batches = Counter(
-            "odock_cp_usage_batches", "Usage batches received: result=stored|failed.", ["result"], registry=reg
+            "odock_cp_usage_batches",
+            "Usage batches received: result=stored|failed.",
+            ["result"],
+            registry=reg,
         )
         self.usage_records = Counter(
             "odock_cp_usage_records", "Usage records received: result=accepted|duplicate|rejected.",
             ["result"], registry=reg,
         )  # fmt: skip
         self.db_errors = Counter(
-            "odock_cp_database_errors", "Errors raised by the database driver, by kind.", ["kind"], registry=reg
+            "odock_cp_database_errors",
+            "Errors raised by the database driver, by kind.",
+            ["kind"],
+            registry=reg,
         )
         self.db_checks = Counter(
             "odock_cp_database_checks", "Periodic database health checks: result=ok|failed.",

@@ -55,10 +55,12 @@ def test_scripted_rpcs_show_up_as_counters_histograms_and_gauges(tmp_path: Path)
             assert unknown.rejection == node_pb2.KEY_REJECTION_UNKNOWN
             short = node_pb2.ResolveKeyRequest(key_digest=b"abc")
             assert _code(lambda: nodes.ResolveKey(short, metadata=node)) == grpc.StatusCode.INVALID_ARGUMENT
-            nope = ch.unary_unary("/odock.v1.Nope/Nothing")
+            nope: Any = ch.unary_unary("/odock.v1.Nope/Nothing")
             assert _code(lambda: nope(b"", metadata=admin)) == grpc.StatusCode.UNIMPLEMENTED
             health: Any = health_pb2_grpc.HealthStub(ch)
-            assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+            assert (
+                health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.SERVING
+            )
 
             # A watch stream is a connected data plane and a feed subscriber while open.
             watch = nodes.Watch(node_pb2.WatchRequest(after_revision=0, node_id="node-1"), metadata=node)
@@ -89,10 +91,12 @@ def test_scripted_rpcs_show_up_as_counters_histograms_and_gauges(tmp_path: Path)
 
         final = wait_for(
             metrics,
-            lambda s: s.value("odock_cp_node_streams", kind="usage") == 0
-            and s.value("odock_cp_changefeed_revision") >= 1
-            and s.value("odock_cp_changefeed_lag_revisions") == 0
-            and s.value("odock_cp_database_checks_total", result="ok") >= 1,
+            lambda s: (
+                s.value("odock_cp_node_streams", kind="usage") == 0
+                and s.value("odock_cp_changefeed_revision") >= 1
+                and s.value("odock_cp_changefeed_lag_revisions") == 0
+                and s.value("odock_cp_database_checks_total", result="ok") >= 1
+            ),
             "usage stream end and a database check",
         )
         _check_final(final, org.id, r1.request_id)
