@@ -83,9 +83,9 @@ def cost(pricing: common_pb2.Pricing, input_tokens: int, output_tokens: int, cac
 
 
 async def provision_priced(cp: ControlPlaneProcess, fake: FakeProvider) -> Provisioned:
-    """One org with the standard models on ``fake``, priced per ``PRICES``, and an all-models key."""
+    """An org (no limits) with the standard models on ``fake``, priced per ``PRICES``, and an all-models key."""
     async with Provisioner.connect(cp.address, cp.admin_token) as admin:
-        org = await admin.create_org()
+        org = await admin.create_org(tier="enterprise")  # no limits: usage tests meter, not refuse
         creds = {}
         for family in dict.fromkeys(s.family for s in STANDARD_MODELS):
             creds[family] = await admin.create_credential(org.id, family, fake.secret(family), name=f"{family}-c")

@@ -14,8 +14,8 @@ from odock.v1 import common_pb2
 from tests.fakes.provider import FakeProvider
 from tests.fakes.reply import dumps
 from tests.support.dataplane import DataPlaneProcess
-from tests.support.provision import Provisioned
 from tests.support.planes import ControlPlaneProcess
+from tests.support.provision import Provisioned
 from tests.usage.stack import PRICES, UsageQueries, cost, provision_priced
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
