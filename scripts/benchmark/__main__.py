@@ -36,6 +36,7 @@ from scripts.benchmark.stack import (
     start_upstream,
     wait_connected,
 )
+from tests.support.secrets import PlaneSecrets
 
 MODES = {
     "full": Knobs(duration_s=6, reps=3, warmup_s=1, ttfb_count=1000, held_streams=1000, load_cpus=None),
@@ -124,11 +125,15 @@ async def ceiling(upstream: Service, workdir: Path, knobs: Knobs, other_core: st
 
 
 async def run_profiles(dp: Service, bench: Bench, out_dir: Path, seconds: int) -> str:
-    """py-spy on the 1-worker gateway under chat (c64) and stream (c16) load."""
+    """py-spy on the 1-worker gateway under chat (c64), stream (c16) and 1 MB body (c8) load."""
     texts = []
     pid = dp.worker_pids()[0]
-    for label, call, conns in (("chat c64", chat_call("gateway", bench.key), 64),
-                               ("stream c16", chat_call("gateway", bench.key, stream=True), 16)):  # fmt: skip
+    loads = (
+        ("chat c64", chat_call("gateway", bench.key), 64),
+        ("stream c16", chat_call("gateway", bench.key, stream=True), 16),
+        ("body 1MB c8", chat_call("gateway", bench.key, pad_to=1 << 20), 8),
+    )
+    for label, call, conns in loads:
         arm = wrk_arm(dp, call, bench.workdir, Knobs(**{**bench.knobs.__dict__, "duration_s": seconds + 2}),
                       connections=conns)  # fmt: skip
         load = asyncio.ensure_future(arm(False))
@@ -148,6 +153,26 @@ async def run_profiles(dp: Service, bench: Bench, out_dir: Path, seconds: int) -
             flush=True,
         )
     return "\n\n".join(texts)
+
+
+async def run_pyinstrument(
+    cp: Service, secrets: PlaneSecrets, dp_cpu: str | None, bench: Bench, out_dir: Path, seconds: int
+) -> str:
+    """A separate 1-worker data plane under pyinstrument, driven by chat load at 64 connections."""
+    out = out_dir / "pyinstrument-chat-c64.txt"
+    dp = start_data_plane(cp, secrets, workers=1, cpus=dp_cpu, name="data-plane-pyinstrument",
+                          launcher=profile.pyinstrument_launcher(out))  # fmt: skip
+    try:
+        await wait_connected(dp)
+        await check_answers({"gateway": dp}, bench.key)  # sequential first requests fill the caches
+        arm = wrk_arm(dp, chat_call("gateway", bench.key), bench.workdir,
+                      Knobs(**{**bench.knobs.__dict__, "duration_s": seconds}), connections=64)  # fmt: skip
+        await arm(True)
+        metrics = await arm(False)
+    finally:
+        dp.stop()
+    text = f"pyinstrument, gateway chat c64 ({metrics['rps']:.0f} req/s under the profiler):\n"
+    return text + profile.pyinstrument_excerpt(out.read_text(errors="replace"))
 
 
 @contextlib.contextmanager
@@ -209,9 +234,17 @@ async def main_async(args: argparse.Namespace) -> int:
         )
         log(f"fake upstream ceiling: {header['ceiling']}")
         results = []
+        failed: dict[str, str] = {}
+        header["failed"] = failed
         for scenario in scenarios:
             log(f"scenario {scenario.name}: {scenario.description}")
-            result = await run_scenario(scenario, bench)
+            try:
+                result = await run_scenario(scenario, bench)
+            except RuntimeError as exc:  # one broken scenario must not hide the others' figures
+                log(f"scenario {scenario.name} failed: {exc}")
+                failed[scenario.name] = str(exc)[:500]
+                print(json.dumps({"scenario": scenario.name, "error": str(exc)[:500]}), flush=True)
+                continue
             results.append(result)
             print(json.dumps(result), flush=True)
         profile_text = None
@@ -219,6 +252,8 @@ async def main_async(args: argparse.Namespace) -> int:
             out_dir = args.profile_dir or workdir
             out_dir.mkdir(parents=True, exist_ok=True)
             profile_text = await run_profiles(dp, bench, out_dir, max(3, knobs.duration_s))
+            profile_text += "\n\n" + await run_pyinstrument(cp, secrets, dp_cpu, bench, out_dir,
+                                                              max(3, knobs.duration_s))  # fmt: skip
             log("profile:\n" + profile_text)
         gateway = Gateway(cp, dp, dp2, secrets)
         started.clear()
@@ -234,6 +269,9 @@ async def main_async(args: argparse.Namespace) -> int:
         log(f"wrote {docs}")
     missed = [f"{r['scenario']}: {t['target']}" for r in results for t in r["targets"] if not t["met"]]
     log("targets missed: " + ("; ".join(missed) if missed else "none"))
+    if failed:
+        log(f"scenarios failed: {', '.join(failed)}")
+        return 1
     return 0
 
 

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _LINE_NO = re.compile(r":\d+\)$")
+# Stacks of the main thread (the event loop) start here; py-spy counts some waits of other
+# threads (gRPC's poller, the loop's executor) as busy, so those are reported apart.
+_MAIN_ROOT = "_run_module_as_main ("
 # Frames every stack passes through (entry point, event loop): left out of the inclusive list.
 _ROOT_FILES = ("(<frozen runpy>)", "(data_plane/__main__.py)", "(uvloop/__init__.py)", "(asyncio/runners.py)")
 # Layers, by the innermost frame's file (first match wins). uvloop is compiled, so time in its C
@@ -38,14 +41,18 @@ AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
 class ProfileSummary:
     """Top frames of one recording."""
 
-    samples: int
+    samples: int  # event-loop (main thread) samples: the shares below are of these
+    other_threads: int  # samples of other threads (gRPC poller, executor), left out of the shares
     self_top: list[tuple[str, float]]  # (function, percent of samples)
     inclusive_top: list[tuple[str, float]]
     areas: list[tuple[str, float]]  # self time grouped by layer (see AREAS)
 
     def render(self, title: str, limit: int = 20) -> str:
         """A plain-text block for reports."""
-        lines = [f"{title}: {self.samples} samples", "  self%  layer (innermost frame's file)"]
+        lines = [
+            f"{title}: {self.samples} event-loop samples (+{self.other_threads} in other threads, not counted)",
+            "  self%  layer (innermost frame's file)",
+        ]
         lines += [f"  {pct:5.1f}  {name}" for name, pct in self.areas]
         lines += ["  self%  function (innermost frame)"]
         lines += [f"  {pct:5.1f}  {name}" for name, pct in self.self_top[:limit]]
@@ -64,7 +71,7 @@ def summarise(collapsed: str, top: int = 40) -> ProfileSummary:
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     areas: Counter[str] = Counter()
-    total = 0
+    total = others = 0
     for line in collapsed.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
@@ -73,6 +80,9 @@ def summarise(collapsed: str, top: int = 40) -> ProfileSummary:
         frames = [_frame(f) for f in stack.split(";") if f.strip()]
         frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
         if not frames:
+            continue
+        if not any(f.startswith(_MAIN_ROOT) for f in frames):
+            others += count
             continue
         total += count
         own[frames[-1]] += count
@@ -84,7 +94,7 @@ def summarise(collapsed: str, top: int = 40) -> ProfileSummary:
     def pct(counter: Counter[str]) -> list[tuple[str, float]]:
         return [(name, 100.0 * n / total) for name, n in counter.most_common(top)] if total else []
 
-    return ProfileSummary(total, pct(own), pct(incl), pct(areas))
+    return ProfileSummary(total, others, pct(own), pct(incl), pct(areas))
 
 
 def area(frame: str) -> str:
@@ -119,3 +129,14 @@ async def record(pid: int, duration_s: int, out: Path, rate: int = 250) -> Profi
     if proc.returncode != 0 or not out.exists():
         raise RuntimeError(f"py-spy failed ({proc.returncode}): {err.decode(errors='replace')[-800:]}")
     return summarise(out.read_text(errors="replace"))
+
+
+def pyinstrument_launcher(out: Path, interval_s: float = 0.0005) -> list[str]:
+    """Arguments that run a module under pyinstrument, writing its text report to ``out`` at exit."""
+    return ["-m", "pyinstrument", "--renderer", "text", "--no-color", "--interval", str(interval_s),
+            "--outfile", str(out)]  # fmt: skip
+
+
+def pyinstrument_excerpt(report: str, lines: int = 70) -> str:
+    """The top of a pyinstrument text report (its header and the heaviest branches)."""
+    return "\n".join(report.splitlines()[:lines])

@@ -104,6 +104,8 @@ def markdown(header: dict[str, Any], results: list[dict[str, Any]], profile_text
     ]
     if header.get("note"):
         lines.append(f"- Note: {header['note']}")
+    for name, error in (header.get("failed") or {}).items():
+        lines.append(f"- **Scenario {name} failed**: {error}")
     lines += [
         "",
         "### Targets (issue 6)",
@@ -119,7 +121,12 @@ def markdown(header: dict[str, Any], results: list[dict[str, Any]], profile_text
     for r in results:
         arms = r["arms"]
         names = [a for a in _ARM_ORDER if a in arms]
-        lines += [f"**{r['scenario']}** — {r['description']}", "",
+        busy = (
+            f" (other processes: {r['foreign_cpu_pct']:.0f}% of the machine)"
+            if "foreign_cpu_pct" in r
+            else ""
+        )
+        lines += [f"**{r['scenario']}** — {r['description']}{busy}", "",
                   "| metric | " + " | ".join(_ARM_TITLES[a] for a in names) + " | gateway vs floor |",
                   "|---|" + "---|" * (len(names) + 1)]  # fmt: skip
         for metric in r["headline"]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scripts.benchmark import cpu
 from scripts.benchmark.measure import Arm, Knobs, Metrics, held_streams_arm, ttfb_arm, wrk_arm
 from scripts.benchmark.requests import chat_call, messages_call
 from scripts.benchmark.stack import Service
@@ -232,6 +233,7 @@ def log(message: str) -> None:
 async def run_scenario(scenario: Scenario, bench: Bench) -> dict[str, Any]:
     """Warm up every arm, then ``reps`` rounds in rotating order; medians, min-max, targets."""
     arms = {name: scenario.build(bench, name) for name in scenario.arms}
+    before = cpu.snapshot()
     if bench.knobs.warmup_s > 0:
         for arm in arms.values():
             await arm(True)
@@ -249,11 +251,14 @@ async def run_scenario(scenario: Scenario, bench: Bench) -> dict[str, Any]:
     medians = {name: {metric: statistics.median([r[metric] for r in rs]) for metric in rs[0]}
                for name, rs in runs.items()}  # fmt: skip
     checks = scenario.checks(medians)
+    foreign = cpu.foreign_load(before, cpu.snapshot())
+    log(f"{scenario.name}: other processes used {foreign:.0f}% of the machine meanwhile")
     return {
         "scenario": scenario.name,
         "description": scenario.description,
         "reps": bench.knobs.reps,
         "duration_s": bench.knobs.duration_s,
+        "foreign_cpu_pct": round(foreign, 1),
         "headline": list(scenario.headline),
         "arms": result_arms,
         "targets": [c.as_json() for c in checks],

@@ -200,15 +200,17 @@ def start_data_plane(
     workers: int,
     cpus: str | None,
     extra_env: Mapping[str, str] | None = None,
+    launcher: Sequence[str] = (),
+    name: str = "",
 ) -> Service:
-    """``python -m data_plane --workers N`` pinned to ``cpus``."""
+    """``python -m data_plane --workers N`` pinned to ``cpus`` (``launcher``: e.g. a profiler's ``-m`` prefix)."""
     from tests.support.dataplane import data_plane_env
 
     env = data_plane_env(cp.address, secrets.node_token, secrets.pepper, Path("/nonexistent"),
                          extra_env={**DP_ENV, "ODOCK_GRACE_SECONDS": "2", **(extra_env or {})})  # fmt: skip
     env.pop("ODOCK_READY_FILE")
-    return spawn(f"data-plane-{workers}w", [sys.executable, "-m", "data_plane", "--workers", str(workers)], env,
-                 cpus=cpus, ready_env="ODOCK_READY_FILE")  # fmt: skip
+    argv = [sys.executable, *launcher, "-m", "data_plane", "--workers", str(workers)]
+    return spawn(name or f"data-plane-{workers}w", argv, env, cpus=cpus, ready_env="ODOCK_READY_FILE")
 
 
 async def wait_connected(dp: Service, timeout: float = 30.0) -> None:

@@ -171,9 +171,12 @@ def test_stats_profile_and_report_helpers(tmp_path: Any) -> None:
     assert percentile([5, 1, 4, 2, 3], 50) == 3 and percentile(list(range(1, 101)), 99) == 99
     assert summary([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0}
 
-    collapsed = "main (a.py:1);handle (gw.py:10);parse (p.py:3) 30\nmain (a.py:1);handle (gw.py:12) 10\n"
+    root = "_run_module_as_main (<frozen runpy>:198);main (a.py:1)"
+    collapsed = (
+        f"{root};handle (gw.py:10);parse (p.py:3) 30\n{root};handle (gw.py:12) 10\nThread.run (t.py:9) 5\n"
+    )
     prof = profile.summarise(collapsed)
-    assert prof.samples == 40
+    assert (prof.samples, prof.other_threads) == (40, 5)
     assert prof.self_top[0] == ("parse (p.py)", 75.0)
     assert dict(prof.inclusive_top)["handle (gw.py)"] == 100.0
 
