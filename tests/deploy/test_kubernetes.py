@@ -12,6 +12,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from control_plane.dbcheck import LIVENESS_SERVICE
 from control_plane.settings import Settings as CpSettings
 from control_plane.settings import SettingsError as CpSettingsError
 from data_plane.settings import Settings as DpSettings
@@ -219,7 +220,10 @@ def test_control_plane_uses_grpc_health_probes(overlay_objects: list[Doc]) -> No
     port = c["ports"][0]["containerPort"]
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert c[probe]["grpc"]["port"] == port
-        assert c[probe]["grpc"].get("service", "") == ""  # the server-wide status the plane reports
+    # Readiness: the server-wide status, NOT_SERVING while the database is unreachable or draining.
+    assert c["startupProbe"]["grpc"].get("service", "") == c["readinessProbe"]["grpc"].get("service", "") == ""
+    # Liveness: process only, so a database outage never restarts every control plane.
+    assert c["livenessProbe"]["grpc"]["service"] == LIVENESS_SERVICE
     grace = float(env_value(c, "ODOCK_GRACE_SECONDS"))
     assert pod["terminationGracePeriodSeconds"] > grace + _prestop_seconds(c)
 
