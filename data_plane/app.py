@@ -11,6 +11,7 @@ from aiohttp import web
 
 from data_plane.errors import ANTHROPIC, GEMINI, OPENAI, VLLM, GatewayError, render
 from data_plane.gateway import make_handler
+from data_plane.limits import stamp_limit_headers
 from data_plane.listing import get_model, list_models, list_vllm_models
 from data_plane.providers import ENDPOINTS, LOCAL_ROUTES
 from data_plane.settings import Settings
@@ -95,6 +96,7 @@ def build_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[gateway_middleware], client_max_size=settings.max_body_bytes)
     app.cleanup_ctx.append(node_state_ctx(settings))
     app.on_response_prepare.append(_stamp_request_id)
+    app.on_response_prepare.append(stamp_limit_headers)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/models", list_models)

@@ -18,6 +18,7 @@ from data_plane import auth
 from data_plane.body import check_declared_length, read_body
 from data_plane.errors import GatewayError, clip, family_name
 from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, KeyRejected, Route, RouteUnusable
+from data_plane.limits.gate import admit_request, settle_request
 from data_plane.payload import PayloadError, inspect_json, inspect_multipart, multipart_with_model, with_model
 from data_plane.providers import Endpoint, upstream_headers
 from data_plane.proxy import ProxyLimits, UpstreamCall, forward
@@ -139,6 +140,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             raise
         finally:
             meter.close()
+            settle_request(request, meter)
 
     async def serve(
         request: web.Request, state: NodeState, grant: KeyGrant, meter: RequestMeter, deadline: float
@@ -183,6 +185,10 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         route = await resolve(state, grant, model, endpoint.family)
         meter.upstream_slug = route.upstream_slug[:256]
         meter.pricing = route.pricing
+        if state.limiter is not None:
+            await admit_request(
+                request, state.limiter, settings.limits, grant, endpoint.name, body, facts, route.pricing
+            )
 
         try:
             if endpoint.model_in == "body" and facts is not None and body is not None:

@@ -70,6 +70,18 @@ class UsageSettings:
 
 
 @dataclass(frozen=True)
+class LimitSettings:
+    """Enforcement of org and key limits through control-plane leases (docs/limits.md)."""
+
+    enabled: bool = True
+    lease_seconds: float = 2.0  # traffic one lease should cover (prefetch horizon)
+    recheck_seconds: float = 5.0  # a refused monthly/budget window is asked again after this
+    idle_return_seconds: float = 10.0  # unused monthly/budget leases go back after this idle time
+    bytes_per_token: float = 3.0  # prompt-size estimate: body bytes / this
+    default_output_tokens: int = 1024  # reserved when the request sets no output cap
+
+
+@dataclass(frozen=True)
 class Settings:
     """Data-plane configuration (see docs/architecture.md and docs/errors.md)."""
 
@@ -92,6 +104,7 @@ class Settings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     cache: CacheSizes = field(default_factory=CacheSizes)
     usage: UsageSettings = field(default_factory=UsageSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def cp_tls(self) -> bool:
@@ -158,6 +171,19 @@ class Settings:
             ack_timeout=env.number("ODOCK_USAGE_ACK_TIMEOUT_SECONDS", 10.0, low=0.1, high=3600),
             flush=env.number("ODOCK_USAGE_FLUSH_SECONDS", 5.0, low=0.0, high=3600),
         )
+        enforce = env.plain("ODOCK_LIMITS", "on").lower()
+        if enforce not in ("on", "off"):
+            raise SettingsError("ODOCK_LIMITS: must be 'on' or 'off'")
+        limits = LimitSettings(
+            enabled=enforce == "on",
+            lease_seconds=env.number("ODOCK_LIMIT_LEASE_SECONDS", 2.0, low=0.01, high=3600),
+            recheck_seconds=env.number("ODOCK_LIMIT_RECHECK_SECONDS", 5.0, low=0.01, high=3600),
+            idle_return_seconds=env.number("ODOCK_LIMIT_IDLE_RETURN_SECONDS", 10.0, low=0.1, high=86400),
+            bytes_per_token=env.number("ODOCK_LIMIT_BYTES_PER_TOKEN", 3.0, low=0.5, high=64),
+            default_output_tokens=int(
+                env.number("ODOCK_LIMIT_DEFAULT_OUTPUT_TOKENS", 1024, low=0, high=10**7, integer=True)
+            ),
+        )
         return cls(
             listen=listen,
             cp_address=_parse_address("ODOCK_CP_ADDRESS", env.plain("ODOCK_CP_ADDRESS", DEFAULT_CP_ADDRESS)),
@@ -188,6 +214,7 @@ class Settings:
             timeouts=timeouts,
             cache=cache,
             usage=usage,
+            limits=limits,
         )
 
 

@@ -17,6 +17,7 @@ from data_plane.governance.cache import GovernanceCache
 from data_plane.governance.client import NodeClient
 from data_plane.governance.types import Link
 from data_plane.governance.watch import Watcher
+from data_plane.limits import Limiter
 from data_plane.settings import Settings
 from data_plane.usage.shipper import Shipper
 
@@ -34,6 +35,7 @@ class NodeState:
     watcher: Watcher
     session: aiohttp.ClientSession
     shipper: Shipper
+    limiter: Limiter | None = None  # None: limits not enforced (ODOCK_LIMITS=off)
 
     def status(self) -> dict[str, Any]:
         """The status object behind /readyz: link, staleness, cache and RPC counts."""
@@ -50,6 +52,7 @@ class NodeState:
             "cache": self.cache.sizes(),
             "rpc": dict(self.client.calls),
             "usage": self.shipper.status(),
+            "limits": self.limiter.status() if self.limiter is not None else {"enabled": False},
         }
 
     def ready(self) -> bool:
@@ -93,17 +96,24 @@ def node_state_ctx(settings: Settings) -> Any:
         client = NodeClient(settings)
         link = Link()
         cache = GovernanceCache(client, link, settings.cache, settings.max_staleness)
-        watcher = Watcher(client, cache, link, settings)
+        limiter = Limiter(client, link, settings.limits) if settings.limits.enabled else None
+        watcher = Watcher(client, cache, link, settings, limits=limiter)
         session = upstream_session(settings)
         shipper = Shipper(client, settings.usage, settings.node_id, settings.timeouts.reconnect_max)
-        app[STATE] = NodeState(settings, client, link, cache, watcher, session, shipper)
+        app[STATE] = NodeState(settings, client, link, cache, watcher, session, shipper, limiter)
         await shipper.start()
         watch_task = asyncio.create_task(watcher.run(), name="odock-watch")
+        limits_task = asyncio.create_task(limiter.run(), name="odock-limits") if limiter is not None else None
         try:
             yield
         finally:
             # Handlers are done by now (the runner drained them): every record is submitted.
             await shipper.close()
+            if limits_task is not None and limiter is not None:
+                limits_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await limits_task
+                await limiter.close()
             watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch_task

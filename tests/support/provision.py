@@ -181,9 +181,14 @@ class Provisioned:
 
 async def provision_org(admin: Provisioner, upstream: UpstreamLike, specs: Iterable[ModelSpec] = STANDARD_MODELS,
                         *, org_name: str | None = None, slug_suffix: str = "",
-                        default_models: dict[str, str] | None = None, timeout_s: float = 30.0) -> Provisioned:
-    """One org with a credential per family used, the ``specs`` models and an all-models key."""
-    org = await admin.create_org(org_name)
+                        default_models: dict[str, str] | None = None, timeout_s: float = 30.0,
+                        tier: str = "enterprise") -> Provisioned:
+    """One org with a credential per family used, the ``specs`` models and an all-models key.
+
+    The org is on the unlimited ``enterprise`` tier unless ``tier`` says otherwise, so tests
+    that are not about limits are not refused by the default (free) tier's limits.
+    """
+    org = await admin.create_org(org_name, tier=tier)
     specs = list(specs)
     creds: dict[str, credentials_pb2.Credential] = {}
     for family in dict.fromkeys(s.family for s in specs):

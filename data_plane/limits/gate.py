@@ -1,0 +1,47 @@
+"""The two calls the gateway makes: admit a request before it goes upstream, settle it after."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from data_plane.governance.types import KeyGrant, Pricing
+from data_plane.limits.admission import ADMISSION
+from data_plane.limits.estimate import estimate
+from data_plane.limits.limiter import Limiter
+from data_plane.payload import JsonFacts
+from data_plane.settings import LimitSettings
+from data_plane.usage.meter import RequestMeter, cost_picos
+
+
+async def admit_request(
+    request: web.Request,
+    limiter: Limiter,
+    settings: LimitSettings,
+    grant: KeyGrant,
+    endpoint_name: str,
+    body: bytes | None,
+    facts: JsonFacts | None,
+    pricing: Pricing,
+) -> None:
+    """Reserve the request's estimated usage against every limit that applies, or raise a GatewayError."""
+    est = estimate(
+        endpoint_name,
+        len(body or b""),
+        facts,
+        pricing,
+        bytes_per_token=settings.bytes_per_token,
+        default_output_tokens=settings.default_output_tokens,
+    )
+    request[ADMISSION] = await limiter.admit(grant, est)
+
+
+def settle_request(request: web.Request, meter: RequestMeter) -> None:
+    """Correct the reservation to what the meter saw (nothing seen: nothing spent but the request)."""
+    admission = request.get(ADMISSION)
+    if admission is None:
+        return
+    usage = meter.usage
+    if usage is None:
+        admission.settle(0, 0)
+    else:
+        admission.settle(usage.input + usage.output, cost_picos(usage, meter.pricing))
