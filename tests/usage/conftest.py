@@ -56,5 +56,3 @@ async def queries(cp: ControlPlaneProcess) -> AsyncIterator[UsageQueries]:
     q = UsageQueries(cp)
     yield q
     await q.close()
-
-

@@ -33,7 +33,9 @@ USAGE_ENV = {
 # micro-USD per million tokens; distinct per model so a cost computed with the wrong model shows.
 PRICES: dict[str, common_pb2.Pricing] = {
     "gpt-chat": common_pb2.Pricing(
-        input_per_mtok_micros=2_500_000, output_per_mtok_micros=10_000_000, cached_input_per_mtok_micros=1_250_000
+        input_per_mtok_micros=2_500_000,
+        output_per_mtok_micros=10_000_000,
+        cached_input_per_mtok_micros=1_250_000,
     ),
     "text-embed": common_pb2.Pricing(input_per_mtok_micros=20_000),
     "image-gen": common_pb2.Pricing(input_per_mtok_micros=5_000_000, output_per_mtok_micros=40_000_000),
@@ -57,14 +59,13 @@ def start_cp(db: Path, listen: str, secrets: PlaneSecrets | None = None) -> Cont
     return start_control_plane(f"sqlite:///{db}", extra_env={"ODOCK_CP_LISTEN": listen}, secrets=secrets)
 
 
-def start_dp(cp: ControlPlaneProcess, spool: Path, *, connected: bool = True, **env: str) -> DataPlaneProcess:
-    """A data plane spooling into ``spool``, with fast usage batching (``env`` overrides)."""
+def start_dp(cp: ControlPlaneProcess, spool: Path, **env: str) -> DataPlaneProcess:
+    """A connected data plane spooling into ``spool``, with fast usage batching (``env`` overrides)."""
     dp = start_data_plane(
         cp.address, cp.node_token, cp.pepper,
         extra_env={**USAGE_ENV, "ODOCK_USAGE_SPOOL_DIR": str(spool), **env},
     )  # fmt: skip
-    if connected:
-        dp.wait_connected()
+    dp.wait_connected()
     return dp
 
 
@@ -88,7 +89,9 @@ async def provision_priced(cp: ControlPlaneProcess, fake: FakeProvider) -> Provi
         org = await admin.create_org(tier="enterprise")  # no limits: usage tests meter, not refuse
         creds = {}
         for family in dict.fromkeys(s.family for s in STANDARD_MODELS):
-            creds[family] = await admin.create_credential(org.id, family, fake.secret(family), name=f"{family}-c")
+            creds[family] = await admin.create_credential(
+                org.id, family, fake.secret(family), name=f"{family}-c"
+            )
         models = {}
         for spec in STANDARD_MODELS:
             models[spec.name] = await admin.create_model(

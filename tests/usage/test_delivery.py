@@ -8,6 +8,7 @@ import asyncio
 import json
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -55,9 +56,9 @@ def _fresh_fake(fake: FakeProvider) -> None:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Stack:
+def stack(tmp_path: Path) -> Iterator[Stack]:
     s = Stack(tmp_path)
-    yield s  # type: ignore[misc]
+    yield s
     s.cp.stop()
 
 
@@ -67,12 +68,15 @@ async def _traffic(dp: DataPlaneProcess, org: Provisioned, count: int, *, stream
     ids: list[str] = []
     sem = asyncio.Semaphore(4)
     async with httpx.AsyncClient(base_url=dp.url, timeout=15) as client:
+
         async def one() -> None:
             async with sem:
-                resp = await client.post("/v1/messages", content=body,
-                                         headers={"Authorization": f"Bearer {org.key}"})
+                resp = await client.post(
+                    "/v1/messages", content=body, headers={"Authorization": f"Bearer {org.key}"}
+                )
             assert resp.status_code == 200, resp.text[:300]
             ids.append(resp.headers["x-odock-request-id"])
+
         await asyncio.gather(*(one() for _ in range(count)))
     return ids
 
@@ -105,8 +109,9 @@ async def test_control_plane_outage_spools_then_replays_exactly(stack: Stack, fa
         await asyncio.to_thread(_stop_cp, stack)
         ids += await during
         ids += await _traffic(dp, org, 20)  # entirely while the control plane is down
-        status = await wait_usage(dp, lambda s: s["spooled_records"] > 0 and s["queued_records"] == 0
-                                  and s["inflight_batches"] == 0)
+        status = await wait_usage(
+            dp, lambda s: s["spooled_records"] > 0 and s["queued_records"] == 0 and s["inflight_batches"] == 0
+        )
         assert status["dropped_records"] == 0
         stack.restart_cp()
         await _assert_exactly(stack, org, ids)
@@ -117,7 +122,9 @@ async def test_control_plane_outage_spools_then_replays_exactly(stack: Stack, fa
 
 
 @pytest.mark.parametrize("cp_up", [True, False])
-async def test_sigterm_during_traffic_flushes_or_spools(stack: Stack, fake: FakeProvider, cp_up: bool) -> None:
+async def test_sigterm_during_traffic_flushes_or_spools(
+    stack: Stack, fake: FakeProvider, cp_up: bool
+) -> None:
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp()
     ids = await _traffic(dp, org, 10)
@@ -153,8 +160,14 @@ async def _cached_then_down(stack: Stack, dp: DataPlaneProcess, org: Provisioned
 
 
 async def _all_spooled(dp: DataPlaneProcess, count: int) -> dict[str, object]:
-    return await wait_usage(dp, lambda s: s["queued_records"] == 0 and s["inflight_batches"] == 0
-                            and s["spooled_records"] + s["dropped_records"] >= count)
+    return await wait_usage(
+        dp,
+        lambda s: (
+            s["queued_records"] == 0
+            and s["inflight_batches"] == 0
+            and s["spooled_records"] + s["dropped_records"] >= count
+        ),
+    )
 
 
 async def test_sigkill_with_spooled_records_then_restart(stack: Stack, fake: FakeProvider) -> None:
@@ -198,7 +211,9 @@ async def test_replayed_acked_segments_count_once(stack: Stack, fake: FakeProvid
 
 
 @pytest.mark.parametrize("policy", ["drop_newest", "drop_oldest"])
-async def test_spool_full_policy_is_applied_and_counted(stack: Stack, fake: FakeProvider, policy: str) -> None:
+async def test_spool_full_policy_is_applied_and_counted(
+    stack: Stack, fake: FakeProvider, policy: str
+) -> None:
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp(ODOCK_USAGE_SPOOL_MAX_BYTES="4096", ODOCK_USAGE_SPOOL_FULL_POLICY=policy)
     try:
@@ -221,7 +236,9 @@ async def test_spool_full_policy_is_applied_and_counted(stack: Stack, fake: Fake
             await queries.close()
         assert len(stored) == status["spooled_records"]
         # drop_newest keeps the first records that fit; drop_oldest keeps the latest ones.
-        assert (ids[0] in stored, ids[-1] in stored) == ((True, False) if policy == "drop_newest" else (False, True))
+        assert (ids[0] in stored, ids[-1] in stored) == (
+            (True, False) if policy == "drop_newest" else (False, True)
+        )
         assert "usage spool full" in dp.stderr_text()
     finally:
         dp.stop()

@@ -29,19 +29,22 @@ def _headers(org: Provisioned, **extra: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {org.key}", "Content-Type": "application/json", **extra}
 
 
-async def _read_events_then_leave(dp: DataPlaneProcess, path: str, body: dict[str, Any], org: Provisioned,
-                                  events: int) -> str:
+async def _read_events_then_leave(
+    dp: DataPlaneProcess, path: str, body: dict[str, Any], org: Provisioned, events: int
+) -> str:
     """Stream ``path``, read ``events`` SSE events, then drop the connection; the record id."""
-    async with httpx.AsyncClient(base_url=dp.url, timeout=15) as client:
-        async with client.stream("POST", path, content=json.dumps(body), headers=_headers(org)) as resp:
-            assert resp.status_code == 200
-            seen = 0
-            if events:
-                async for line in resp.aiter_lines():
-                    seen += line == ""
-                    if seen == events:
-                        break
-            return resp.headers["x-odock-request-id"]
+    async with (
+        httpx.AsyncClient(base_url=dp.url, timeout=15) as client,
+        client.stream("POST", path, content=json.dumps(body), headers=_headers(org)) as resp,
+    ):
+        assert resp.status_code == 200
+        seen = 0
+        if events:
+            async for line in resp.aiter_lines():
+                seen += line == ""
+                if seen == events:
+                    break
+        return resp.headers["x-odock-request-id"]
 
 
 @pytest.mark.parametrize("events", [0, 1, 5])
@@ -73,8 +76,11 @@ async def test_client_disconnect_before_headers_and_anthropic_input_from_message
     fake.knobs.delay_before_headers = 30
     async with httpx.AsyncClient(base_url=dp.url, timeout=0.5) as client:
         with pytest.raises(httpx.ReadTimeout):
-            await client.post("/v1/messages", headers=_headers(org, **{"x-request-id": "mine-1"}),
-                              content=json.dumps({"model": "claude", "messages": MSGS, "max_tokens": 9}))
+            await client.post(
+                "/v1/messages",
+                headers=_headers(org, **{"x-request-id": "mine-1"}),
+                content=json.dumps({"model": "claude", "messages": MSGS, "max_tokens": 9}),
+            )
     await fake.wait_for_requests(1)
     await asyncio.wait_for(fake.last().finished.wait(), 10)
     totals = await queries.wait_requests(org.org.id, 1)
@@ -84,19 +90,36 @@ async def test_client_disconnect_before_headers_and_anthropic_input_from_message
     fake.knobs.chunks = 4
     fake.knobs.hold_last = asyncio.Event()
     rid = await _read_events_then_leave(
-        dp, "/v1/messages", {"model": "claude", "messages": MSGS, "max_tokens": 9, "stream": True}, org, 2)
+        dp, "/v1/messages", {"model": "claude", "messages": MSGS, "max_tokens": 9, "stream": True}, org, 2
+    )
     rec = await queries.record(rid)
     assert rec.outcome == common_pb2.OUTCOME_CANCELLED
     assert (rec.input_tokens, rec.output_tokens) == (fake.last().prompt_tokens, 1)  # message_start's counts
 
 
-@pytest.mark.parametrize(("path", "body", "model", "frames", "want_out"), [
-    (GEMINI_SSE, GEMINI_BODY, "gemini-flash", 3, 3),
-    ("/v1/messages", {"model": "claude", "messages": MSGS, "max_tokens": 9, "stream": True}, "claude", 4, 1),
-])
+@pytest.mark.parametrize(
+    ("path", "body", "model", "frames", "want_out"),
+    [
+        (GEMINI_SSE, GEMINI_BODY, "gemini-flash", 3, 3),
+        (
+            "/v1/messages",
+            {"model": "claude", "messages": MSGS, "max_tokens": 9, "stream": True},
+            "claude",
+            4,
+            1,
+        ),
+    ],
+)
 async def test_upstream_cut_mid_stream_is_partial(
-    path: str, body: dict[str, Any], model: str, frames: int, want_out: int,
-    dp: DataPlaneProcess, org: Provisioned, fake: FakeProvider, queries: UsageQueries,
+    path: str,
+    body: dict[str, Any],
+    model: str,
+    frames: int,
+    want_out: int,
+    dp: DataPlaneProcess,
+    org: Provisioned,
+    fake: FakeProvider,
+    queries: UsageQueries,
 ) -> None:
     fake.reset()
     fake.knobs.chunks = 8
@@ -110,14 +133,22 @@ async def test_upstream_cut_mid_stream_is_partial(
     assert rec.cost_picos == cost(PRICES[model], rec.input_tokens, want_out)
 
 
-@pytest.mark.parametrize(("status", "path", "body"), [
-    (429, "/v1/chat/completions", {"model": "gpt-chat", "messages": MSGS}),
-    (500, GEMINI_SSE, GEMINI_BODY),
-    (529, "/v1/messages", {"model": "claude", "messages": MSGS, "max_tokens": 9, "stream": True}),
-])
+@pytest.mark.parametrize(
+    ("status", "path", "body"),
+    [
+        (429, "/v1/chat/completions", {"model": "gpt-chat", "messages": MSGS}),
+        (500, GEMINI_SSE, GEMINI_BODY),
+        (529, "/v1/messages", {"model": "claude", "messages": MSGS, "max_tokens": 9, "stream": True}),
+    ],
+)
 async def test_provider_error_is_an_error_record_with_its_status(
-    status: int, path: str, body: dict[str, Any],
-    dp: DataPlaneProcess, org: Provisioned, fake: FakeProvider, queries: UsageQueries,
+    status: int,
+    path: str,
+    body: dict[str, Any],
+    dp: DataPlaneProcess,
+    org: Provisioned,
+    fake: FakeProvider,
+    queries: UsageQueries,
 ) -> None:
     fake.reset()
     fake.knobs.status = status
@@ -135,16 +166,24 @@ async def test_gateway_errors_after_auth_are_recorded_and_before_auth_are_not(
 ) -> None:
     fake.reset()
     async with httpx.AsyncClient(base_url=dp.url, timeout=15) as client:
-        missing = await client.post("/v1/chat/completions", headers=_headers(org),
-                                    content=json.dumps({"model": "no-such-model", "messages": MSGS}))
+        missing = await client.post(
+            "/v1/chat/completions",
+            headers=_headers(org),
+            content=json.dumps({"model": "no-such-model", "messages": MSGS}),
+        )
         broken = await client.post("/v1/messages", headers=_headers(org), content=b'{"model": "claude",')
-        no_key = await client.post("/v1/chat/completions", content=b"{}",
-                                   headers={"Authorization": "Bearer odk-nope"})
+        no_key = await client.post(
+            "/v1/chat/completions", content=b"{}", headers={"Authorization": "Bearer odk-nope"}
+        )
     assert (missing.status_code, broken.status_code, no_key.status_code) == (404, 400, 401)
     assert "x-odock-request-id" not in no_key.headers
     rec = await queries.record(missing.headers["x-odock-request-id"])
     assert (rec.outcome, rec.http_status, rec.model_name, rec.upstream_slug) == (
-        common_pb2.OUTCOME_ERROR, 404, "no-such-model", "")
+        common_pb2.OUTCOME_ERROR,
+        404,
+        "no-such-model",
+        "",
+    )
     rec = await queries.record(broken.headers["x-odock-request-id"])
     assert (rec.outcome, rec.http_status, rec.endpoint) == (common_pb2.OUTCOME_ERROR, 400, "/v1/messages")
     assert fake.requests == []
@@ -156,8 +195,14 @@ async def test_a_reused_client_request_id_never_hides_a_record(
     fake.reset()
     body = json.dumps({"model": "gpt-chat", "messages": MSGS})
     async with httpx.AsyncClient(base_url=dp.url, timeout=15) as client:
-        resps = [await client.post("/v1/chat/completions", content=body,
-                                   headers=_headers(org, **{"x-request-id": "client-chosen-1"})) for _ in range(2)]
+        resps = [
+            await client.post(
+                "/v1/chat/completions",
+                content=body,
+                headers=_headers(org, **{"x-request-id": "client-chosen-1"}),
+            )
+            for _ in range(2)
+        ]
         plain = await client.post("/v1/chat/completions", content=body, headers=_headers(org))
     assert [r.headers["x-request-id"] for r in resps] == ["client-chosen-1"] * 2
     ids = [r.headers["x-odock-request-id"] for r in resps]
@@ -177,17 +222,40 @@ async def test_malformed_usage_is_flagged_and_cached_input_uses_the_cached_price
     body = json.dumps({"model": "gpt-chat", "messages": MSGS})
     async with httpx.AsyncClient(base_url=dp.url, timeout=15) as client:
         bad = await client.post("/v1/chat/completions", content=body, headers=_headers(org))
-        fake.knobs.error_body = dumps({"id": "x", "choices": [], "usage": {
-            "prompt_tokens": 1000, "completion_tokens": 50, "prompt_tokens_details": {"cached_tokens": 600},
-            "completion_tokens_details": {"reasoning_tokens": 20}}})
+        fake.knobs.error_body = dumps(
+            {
+                "id": "x",
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": 1000,
+                    "completion_tokens": 50,
+                    "prompt_tokens_details": {"cached_tokens": 600},
+                    "completion_tokens_details": {"reasoning_tokens": 20},
+                },
+            }
+        )
         cached = await client.post("/v1/chat/completions", content=body, headers=_headers(org))
     rec = await queries.record(bad.headers["x-odock-request-id"])
-    assert (rec.outcome, rec.flags, rec.input_tokens, rec.cost_picos) == (common_pb2.OUTCOME_COMPLETE, 1, 0, 0)
+    assert (rec.outcome, rec.flags, rec.input_tokens, rec.cost_picos) == (
+        common_pb2.OUTCOME_COMPLETE,
+        1,
+        0,
+        0,
+    )
     rec = await queries.record(cached.headers["x-odock-request-id"])
-    assert (rec.input_tokens, rec.cached_input_tokens, rec.output_tokens, rec.reasoning_tokens) == (1000, 600, 50, 20)
+    assert (rec.input_tokens, rec.cached_input_tokens, rec.output_tokens, rec.reasoning_tokens) == (
+        1000,
+        600,
+        50,
+        20,
+    )
     price = PRICES["gpt-chat"]
-    assert rec.cost_picos == 400 * price.input_per_mtok_micros + 600 * price.cached_input_per_mtok_micros \
+    assert (
+        rec.cost_picos
+        == 400 * price.input_per_mtok_micros
+        + 600 * price.cached_input_per_mtok_micros
         + 50 * price.output_per_mtok_micros
+    )
 
 
 def _chunks(raw: bytes) -> list[Any]:
@@ -205,14 +273,19 @@ async def test_the_client_sees_usage_chunks_only_when_it_asked(
 ) -> None:
     model = "llama" if "vllm" in path else "gpt-chat"
     base: dict[str, Any] = {"model": model, "stream": True}
-    base.update({"prompt": "hi"} if path.endswith("/completions") and "chat" not in path else {"messages": MSGS})
+    base.update(
+        {"prompt": "hi"} if path.endswith("/completions") and "chat" not in path else {"messages": MSGS}
+    )
     async with httpx.AsyncClient(base_url=dp.url, timeout=15) as client:
         fake.reset()
         quiet = await client.post(path, content=json.dumps(base), headers=_headers(org))
         upstream_asked = fake.last().json()["stream_options"]
         fake.reset()
-        asked = await client.post(path, content=json.dumps({**base, "stream_options": {"include_usage": True}}),
-                                  headers=_headers(org))
+        asked = await client.post(
+            path,
+            content=json.dumps({**base, "stream_options": {"include_usage": True}}),
+            headers=_headers(org),
+        )
     assert upstream_asked == {"include_usage": True}  # the gateway asked upstream on the client's behalf
     quiet_chunks, asked_chunks = _chunks(quiet.content), _chunks(asked.content)
     assert quiet.text.rstrip().endswith("data: [DONE]")

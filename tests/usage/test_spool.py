@@ -10,9 +10,13 @@ from data_plane.usage.spool import SUFFIX, Spool
 
 
 def batch(first: int, n: int = 3) -> node_pb2.UsageBatch:
-    return node_pb2.UsageBatch(node_id="n1", records=[
-        node_pb2.UsageRecord(request_id=f"req_{first + i}", org_id="org_1", input_tokens=first + i)
-        for i in range(n)])
+    return node_pb2.UsageBatch(
+        node_id="n1",
+        records=[
+            node_pb2.UsageRecord(request_id=f"req_{first + i}", org_id="org_1", input_tokens=first + i)
+            for i in range(n)
+        ],
+    )
 
 
 def ids(spool: Spool) -> list[str]:

@@ -29,24 +29,43 @@ class Sink:
 
 
 def ask(family: str, payload: dict[str, Any], *, query: dict[str, str] | None = None) -> Ask:
-    return Ask(family=family, path="/", query=query or {}, body=b"", payload=payload, form=[], model="m",
-               stream=True, prompt_tokens=17, pieces=PIECES)
+    return Ask(
+        family=family,
+        path="/",
+        query=query or {},
+        body=b"",
+        payload=payload,
+        form=[],
+        model="m",
+        stream=True,
+        prompt_tokens=17,
+        pieces=PIECES,
+    )
 
 
 def meter(shape: Shape, streamed: bool = True) -> RequestMeter:
-    m = RequestMeter(Sink(), request_id="req_1", node_id="n", org_id="org_1", key_id="key_1", family=1,
-                     endpoint="/x", shape=shape)
+    m = RequestMeter(
+        Sink(),
+        request_id="req_1",
+        node_id="n",
+        org_id="org_1",
+        key_id="key_1",
+        family=1,
+        endpoint="/x",
+        shape=shape,
+    )
     m.streamed = streamed
     return m
 
 
-def relay(m: RequestMeter, frames: list[bytes], *, sse_stream: bool = True, strip: bool = False,
-          step: int = 0) -> bytes:
+def relay(
+    m: RequestMeter, frames: list[bytes], *, sse_stream: bool = True, strip: bool = False, step: int = 0
+) -> bytes:
     """Feed the stream through splitter + tap as the proxy does; ``step`` re-cuts it into pieces of that size."""
     tap = make_tap(m, is_sse=sse_stream, strip_injected=strip)
     assert tap is not None
     data = b"".join(frames)
-    chunks = [data[i:i + step] for i in range(0, len(data), step)] if step else frames
+    chunks = [data[i : i + step] for i in range(0, len(data), step)] if step else frames
     splitter = EventSplitter() if sse_stream else None
     out = bytearray()
     for chunk in chunks:
@@ -77,16 +96,20 @@ def test_injected_include_usage_is_invisible_to_the_client() -> None:
         m = meter("openai_chat")
         assert relay(m, asked, strip=True, step=step) == b"".join(plain)
         assert m.usage == Usage(input=17, output=5)
-    completions = frames_of(openai_shapes.completions(ask("openai", {"stream_options": {"include_usage": True}})))
+    completions = frames_of(
+        openai_shapes.completions(ask("openai", {"stream_options": {"include_usage": True}}))
+    )
     m = meter("openai_chat")
-    assert relay(m, completions, strip=True) == b"".join(frames_of(openai_shapes.completions(ask("openai", {}))))
+    assert relay(m, completions, strip=True) == b"".join(
+        frames_of(openai_shapes.completions(ask("openai", {})))
+    )
     assert m.usage == Usage(input=17, output=5)
 
 
 def test_duplicate_usage_chunk_is_flagged_and_counted_once() -> None:
     frames = frames_of(openai_shapes.chat(ask("openai", {"stream_options": {"include_usage": True}})))
     usage_chunk = frames[-2]
-    doubled = json.loads(usage_chunk[len(b"data: "):])
+    doubled = json.loads(usage_chunk[len(b"data: ") :])
     doubled["usage"]["completion_tokens"] = 999
     m = meter("openai_chat")
     relay(m, [*frames[:-1], sse(doubled), frames[-1]])
@@ -94,7 +117,11 @@ def test_duplicate_usage_chunk_is_flagged_and_counted_once() -> None:
 
 
 def test_malformed_usage_is_flagged_and_the_stream_passes_unchanged() -> None:
-    bad = [sse({"choices": [], "usage": {"prompt_tokens": "many"}}), b'data: {"usage": {broken\n\n', sse("[DONE]")]
+    bad = [
+        sse({"choices": [], "usage": {"prompt_tokens": "many"}}),
+        b'data: {"usage": {broken\n\n',
+        sse("[DONE]"),
+    ]
     m = meter("openai_chat")
     assert relay(m, bad) == b"".join(bad)
     assert m.usage is None and m.flags == FLAG_MALFORMED
@@ -143,8 +170,10 @@ def test_gemini_json_array_stream_at_any_split() -> None:
 
 
 def test_json_tap_ignores_lookalike_strings_and_bounds_memory() -> None:
-    doc = (b'{"note": "usage", "text": "\\"usage\\": {\\"prompt_tokens\\": 99}", '
-           b'"usage": {"prompt_tokens": 4, "completion_tokens": 2}}')
+    doc = (
+        b'{"note": "usage", "text": "\\"usage\\": {\\"prompt_tokens\\": 99}", '
+        b'"usage": {"prompt_tokens": 4, "completion_tokens": 2}}'
+    )
     for step in (0, 1, 3):
         m = meter("openai", streamed=False)
         relay(m, [doc], sse_stream=False, step=step)
@@ -158,7 +187,10 @@ def test_json_tap_ignores_lookalike_strings_and_bounds_memory() -> None:
 def test_include_usage_injection_keeps_bytes_or_reencodes() -> None:
     body = b'{"model":"m","stream":true,"messages":[]}'
     out, injected = ensure_include_usage(body)
-    assert injected and out == b'{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}'
+    assert (
+        injected
+        and out == b'{"stream_options":{"include_usage":true},"model":"m","stream":true,"messages":[]}'
+    )
     assert ensure_include_usage(b'{"model":"m","stream_options":{"include_usage":true}}')[1] is False
     out, injected = ensure_include_usage(b'{"model":"m","stream_options":{"include_usage":false,"x":1}}')
     assert injected and json.loads(out) == {"model": "m", "stream_options": {"include_usage": True, "x": 1}}
