@@ -84,6 +84,7 @@ class Shipper:
         self._healthy = False  # an ack arrived on the current stream
         self._in_session = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
         self.counters: Counter[str] = Counter()
 
     # -- request path --
@@ -91,6 +92,10 @@ class Shipper:
     def submit(self, record: node_pb2.UsageRecord) -> None:
         """Queue one record (never blocks, never raises)."""
         self.counters["records"] += 1
+        if self._closed:  # a request outliving shutdown: nowhere left to put it, but not silently
+            self.counters["dropped_records"] += 1
+            log.warning("usage record %s dropped: the shipper is closed", record.request_id)
+            return
         if not self._open:
             self._opened_at = time.monotonic()
         self._open.append(record)
@@ -116,6 +121,7 @@ class Shipper:
 
     async def close(self) -> None:
         """Flush to a healthy control plane for up to ``flush`` seconds; spool the rest."""
+        self._closed = True
         self._seal()
         self._wake.set()
         deadline = time.monotonic() + self._settings.flush

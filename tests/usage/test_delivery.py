@@ -242,3 +242,22 @@ async def test_spool_full_policy_is_applied_and_counted(
         assert "usage spool full" in dp.stderr_text()
     finally:
         dp.stop()
+
+
+async def test_workers_share_one_spool_and_a_successor_adopts_it_all(
+    stack: Stack, fake: FakeProvider
+) -> None:
+    org = await provision_priced(stack.cp, fake)
+    dp = start_dp(stack.cp, stack.spool, ODOCK_WORKERS="2", ODOCK_DP_LISTEN=f"127.0.0.1:{free_port()}")
+    ids = await _traffic(dp, org, 12)  # both workers cache the grant (connections are spread by the kernel)
+    await asyncio.to_thread(_stop_cp, stack)
+    ids += await _traffic(dp, org, 20)
+    assert await asyncio.to_thread(dp.stop, signal.SIGTERM) == 0  # each worker spools what it holds
+    assert "Traceback" not in dp.stderr_text()
+    stack.restart_cp()
+    successor = stack.dp()
+    try:
+        await _assert_exactly(stack, org, ids)
+        assert list(stack.spool.glob("*.seg")) == []
+    finally:
+        successor.stop()
