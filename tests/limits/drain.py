@@ -50,4 +50,3 @@ async def drain(bases: list[str], key: str, *, per_node: int, max_tokens: int, t
     async with httpx.AsyncClient(timeout=20, limits=httpx.Limits(max_connections=64)) as client:
         await asyncio.gather(*(worker(client, base) for base in bases for _ in range(per_node)))
     return out
-

@@ -69,7 +69,9 @@ class LimitedOrg:
         async with Provisioner.connect(self.cp.address, self.cp.admin_token) as admin:
             key = keys_pb2.VirtualKey(org_id=self.org.id, name=f"k{free_port()}", all_models=True,
                                       limits=limits or common_pb2.KeyLimits())  # fmt: skip
-            resp = await admin.keys.CreateVirtualKey(keys_pb2.CreateVirtualKeyRequest(key=key), metadata=admin.metadata)
+            resp = await admin.keys.CreateVirtualKey(
+                keys_pb2.CreateVirtualKeyRequest(key=key), metadata=admin.metadata
+            )
             return resp.key, resp.secret
 
 
@@ -97,7 +99,9 @@ async def limited_org(
     return LimitedOrg(created, cp)
 
 
-def chat(family: str, key: str, *, max_tokens: int = 16, text: str = "hi") -> tuple[str, bytes, dict[str, str]]:
+def chat(
+    family: str, key: str, *, max_tokens: int = 16, text: str = "hi"
+) -> tuple[str, bytes, dict[str, str]]:
     """(path, body, headers) of a non-streamed chat request of ``family``."""
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     model = CHAT_MODEL[family]
@@ -107,7 +111,11 @@ def chat(family: str, key: str, *, max_tokens: int = 16, text: str = "hi") -> tu
                    "generationConfig": {"maxOutputTokens": max_tokens}}  # fmt: skip
         return f"/v1beta/models/{model}:generateContent", json.dumps(payload).encode(), headers
     payload = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens}
-    path = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "vllm": "/v1/vllm/chat/completions"}
+    path = {
+        "openai": "/v1/chat/completions",
+        "anthropic": "/v1/messages",
+        "vllm": "/v1/vllm/chat/completions",
+    }
     return path[family], json.dumps(payload).encode(), headers
 
 

@@ -64,7 +64,8 @@ async def test_limit_headers_present_and_consistent(family: str, fake: FakeProvi
     assert int(h1["x-odock-quota-remaining-tokens"]) - int(h2["x-odock-quota-remaining-tokens"]) == used
     last = fake.last()
     cost_usd = Decimal(
-        last.prompt_tokens * CHAT_PRICE.input_per_mtok_micros + last.completion_tokens * CHAT_PRICE.output_per_mtok_micros
+        last.prompt_tokens * CHAT_PRICE.input_per_mtok_micros
+        + last.completion_tokens * CHAT_PRICE.output_per_mtok_micros
     ) / Decimal(10**12)
     spent = Decimal(h1["x-odock-budget-remaining-usd"]) - Decimal(h2["x-odock-budget-remaining-usd"])
     assert abs(spent - cost_usd) <= Decimal("0.000001")

@@ -11,7 +11,15 @@ import pytest
 from odock.v1 import common_pb2
 
 from tests.fakes.provider import FakeProvider
-from tests.limits.stack import error_code, free_port, limited_org, limits_status, post_chat, start_cp, start_dp
+from tests.limits.stack import (
+    error_code,
+    free_port,
+    limited_org,
+    limits_status,
+    post_chat,
+    start_cp,
+    start_dp,
+)
 from tests.support.dataplane import DataPlaneProcess
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -27,7 +35,11 @@ def _wait_disconnected(dp: DataPlaneProcess, timeout: float = 15.0) -> None:
 
 
 def _held_tokens(dp: DataPlaneProcess, scope: str) -> int:
-    pools = [p for p in limits_status(dp)["pools"] if p["scope"] == scope and p["metric"].endswith("MONTHLY_TOKENS")]
+    pools = [
+        p
+        for p in limits_status(dp)["pools"]
+        if p["scope"] == scope and p["metric"].endswith("MONTHLY_TOKENS")
+    ]
     return sum(int(p["available"]) for p in pools)
 
 

@@ -55,7 +55,9 @@ async def test_monthly_token_quota_stops_within_one_request_across_2_nodes(
     assert QUOTA - total < reservation
 
 
-async def test_spend_cap_overshoot_stays_within_the_documented_bound(fake: FakeProvider, tmp_path: Path) -> None:
+async def test_spend_cap_overshoot_stays_within_the_documented_bound(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
     """Prompts estimated at a quarter of their real size: every request spends more than it reserved,
     the worst case for overshoot. Bound (docs/limits.md): nodes x in-flight per node x (actual - reserved)."""
     cap_micros = 300_000
@@ -77,7 +79,8 @@ async def test_spend_cap_overshoot_stays_within_the_documented_bound(fake: FakeP
         cp.stop()
     assert set(result.codes) == {"budget_exceeded"}, result.codes
     costs = [
-        r.prompt_tokens * CHAT_PRICE.input_per_mtok_micros + r.completion_tokens * CHAT_PRICE.output_per_mtok_micros
+        r.prompt_tokens * CHAT_PRICE.input_per_mtok_micros
+        + r.completion_tokens * CHAT_PRICE.output_per_mtok_micros
         for r in fake.requests
     ]
     spent_micros = sum(costs) / 1e6

@@ -1,0 +1,95 @@
+"""Small unit tests: windows, estimates, pool returns, and the ledger on a real SQLite database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from odock.v1 import node_pb2
+
+from control_plane.limits import ledger
+from control_plane.limits.windows import BUDGET, MONTHLY_TOKENS, REQUESTS_PER_MINUTE, window_for
+from control_plane.store import db
+from control_plane.store.tables import UsageRollupRow
+from data_plane.governance.types import Pricing
+from data_plane.limits.estimate import estimate
+from data_plane.limits.pools import MONTHLY_SPEND, Pool
+from data_plane.payload import inspect_json
+
+
+def test_windows() -> None:
+    now = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC)
+    month = window_for(MONTHLY_TOKENS, now, 60)
+    assert month.start == datetime(2026, 12, 1, tzinfo=UTC) and month.end == datetime(2027, 1, 1, tzinfo=UTC)
+    minute = window_for(REQUESTS_PER_MINUTE, now, 10)
+    assert minute.seconds == 10 and minute.start is not None and minute.start <= now < minute.end  # type: ignore[operator]
+    assert window_for(BUDGET, now, 60).end is None
+
+
+def test_estimate_uses_the_output_cap_of_each_dialect() -> None:
+    pricing = Pricing(input_per_mtok_micros=1_000_000, output_per_mtok_micros=2_000_000)
+    body = b'{"model": "m", "generationConfig": {"maxOutputTokens": 50}}'
+    est = estimate(
+        "gemini", len(body), inspect_json(body), pricing, bytes_per_token=3, default_output_tokens=999
+    )
+    assert est.tokens == -(-len(body) // 3) + 50
+    assert est.picos == -(-len(body) // 3) * 1_000_000 + 50 * 2_000_000
+    plain = b'{"model": "m"}'
+    assert estimate("/v1/embeddings", len(plain), inspect_json(plain), pricing, bytes_per_token=3,
+                    default_output_tokens=999).tokens == 5  # fmt: skip
+    assert estimate("/v1/chat/completions", len(plain), inspect_json(plain), pricing, bytes_per_token=3,
+                    default_output_tokens=999).tokens == 5 + 999  # fmt: skip
+
+
+def _grant(amount: int, lease_id: str) -> node_pb2.LeaseGrant:
+    grant = node_pb2.LeaseGrant(amount=amount, lease_id=lease_id, limit=100, remaining=10)
+    grant.expire_time.FromDatetime(datetime.now(UTC) + timedelta(seconds=60))
+    return grant
+
+
+def test_pool_returns_spread_spend_and_carry_credits_in_micro_usd() -> None:
+    pool = Pool("org_a", "key_b", MONTHLY_SPEND, 7, None, 0.0)
+    pool.add(_grant(10, "l1"))
+    pool.add(_grant(5, "l2"))
+    pool.available -= 12_500_000  # 12.5 micro-USD spent, in pico-USD
+    returns = pool.return_all()
+    assert [(r.lease_id, r.used) for r in returns] == [("l1", 10), ("l2", 3)]  # rounded up, never down
+    credit = Pool("org_a", "", MONTHLY_SPEND, 7, None, 0.0)
+    credit.add(_grant(4, "l3"))
+    credit.available += 2_700_000  # settled 2.7 micro-USD below reservations of an earlier lease
+    assert [(r.lease_id, r.used) for r in credit.return_all()] == [("l3", 0), ("", -2)]
+
+
+@pytest.mark.asyncio
+async def test_ledger_seeds_from_rollups_grants_within_the_limit_and_settles(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    await db.migrate(url)
+    engine = db.make_engine(url)
+    sm = db.make_sessionmaker(engine)
+    try:
+        now = datetime.now(UTC)
+        win = window_for(MONTHLY_TOKENS, now, 60)
+        async with sm() as s, s.begin():
+            s.add(UsageRollupRow(org_id="org_x", hour=int(now.timestamp() // 3600), key_id="k", model_name="m",
+                                 outcome=1, requests=1, input_tokens=300, output_tokens=100, cached_input_tokens=0,
+                                 reasoning_tokens=0, cost_picos=0))  # fmt: skip
+        async with sm() as s, s.begin():
+            counter = await ledger.ensure_counter(s, "org_x", "org_x", MONTHLY_TOKENS, win)
+            assert counter.settled == 400  # seeded from the rollups
+            amount, after = await ledger.grant(s, "org_x", MONTHLY_TOKENS, win.index, 1000, 5000, 10, 0.25)
+            assert amount == 150 and after.outstanding == 150  # a quarter of the 600 left
+            await ledger.add_lease(s, "lse_1", "n", "org_x", MONTHLY_TOKENS, win.index, amount, now)
+            denied, _ = await ledger.grant(s, "org_x", MONTHLY_TOKENS, win.index, 1000, 5000, 451, 0.25)
+            assert denied == 0  # 450 left < need
+        async with sm() as s, s.begin():
+            assert await ledger.settle_lease(s, "lse_1", 40)
+            assert not await ledger.settle_lease(s, "lse_1", 40)  # once only
+            counter2 = await ledger.read(s, "org_x", MONTHLY_TOKENS, win.index)
+            assert counter2 is not None and (counter2.settled, counter2.outstanding) == (440, 0)
+            await ledger.add_lease(
+                s, "lse_2", "n", "org_x", MONTHLY_TOKENS, win.index, 0, now - timedelta(seconds=1)
+            )
+            assert await ledger.reclaim_expired(s, now) == 1
+    finally:
+        await engine.dispose()
