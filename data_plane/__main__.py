@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
+import prometheus_client
+
+from data_plane.logs import configure, secret_values
 from data_plane.server import serve
-from data_plane.settings import Settings, SettingsError, process_environ
+from data_plane.settings import LogSettings, Settings, SettingsError, process_environ
 from data_plane.supervisor import supervise
 
 
@@ -30,15 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     environ = process_environ()
     if args.workers is not None:
         environ["ODOCK_WORKERS"] = str(args.workers)
     try:
+        setup = configure(LogSettings.from_env(environ))
         settings = Settings.from_env(environ)
     except SettingsError as exc:
         print(f"data-plane: {exc}", file=sys.stderr)
         return 2
+    setup.redact(secret_values(settings))
+    # The *_created series double /metrics for nothing a dashboard uses.
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     if args.worker_child or settings.workers == 1:
         return _run_worker(settings, reuse_port=args.worker_child)
     return supervise(settings, environ)

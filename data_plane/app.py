@@ -13,6 +13,8 @@ from data_plane.errors import ANTHROPIC, GEMINI, OPENAI, VLLM, GatewayError, ren
 from data_plane.gateway import make_handler
 from data_plane.limits import stamp_limit_headers
 from data_plane.listing import get_model, list_models, list_vllm_models
+from data_plane.metrics import METRICS, DataPlaneMetrics
+from data_plane.observe import observed, stamp_overhead
 from data_plane.providers import ENDPOINTS, LOCAL_ROUTES
 from data_plane.settings import Settings
 from data_plane.state import STATE, node_state_ctx
@@ -94,9 +96,12 @@ async def readyz(request: web.Request) -> web.Response:
 def build_app(settings: Settings) -> web.Application:
     """The data-plane application for one worker."""
     app = web.Application(middlewares=[gateway_middleware], client_max_size=settings.max_body_bytes)
+    metrics = DataPlaneMetrics(multiprocess=settings.metrics_dir is not None)
+    app[METRICS] = metrics
     app.cleanup_ctx.append(node_state_ctx(settings))
     app.on_response_prepare.append(_stamp_request_id)
     app.on_response_prepare.append(stamp_limit_headers)
+    app.on_response_prepare.append(stamp_overhead)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/models", list_models)
@@ -105,5 +110,7 @@ def build_app(settings: Settings) -> web.Application:
     for endpoint in ENDPOINTS:
         if (endpoint.method, endpoint.route) in LOCAL_ROUTES:
             continue
-        app.router.add_route(endpoint.method, endpoint.route, make_handler(endpoint))
+        app.router.add_route(
+            endpoint.method, endpoint.route, observed(endpoint, make_handler(endpoint), metrics)
+        )
     return app

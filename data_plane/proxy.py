@@ -124,6 +124,7 @@ async def forward(
     except (aiohttp.ClientError, OSError) as exc:
         log.info("upstream request failed: %s", type(exc).__name__)
         raise GatewayError(502, "upstream_unreachable", UPSTREAM_UNREACHABLE) from None
+    meter.upstream_responded()
     try:
         if 300 <= upstream.status < 400:
             raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)

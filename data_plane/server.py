@@ -22,9 +22,12 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
+from prometheus_client import generate_latest
 
 from data_plane.app import build_app
+from data_plane.metrics import METRICS, MetricsServer, multiprocess_registry, serve_metrics
 from data_plane.settings import Settings
+from data_plane.state import STATE
 
 log = logging.getLogger("odock.data_plane")
 
@@ -165,11 +168,28 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def write_ready_file(path: Path, address: str) -> None:
-    """Atomically write ``{"http": address, "pid": N}``."""
+def write_ready_file(path: Path, address: str, metrics: str | None = None) -> None:
+    """Atomically write ``{"http": address, "pid": N}`` (and ``"metrics": HOST:PORT`` when serving them)."""
+    content: dict[str, object] = {"http": address, "pid": os.getpid()}
+    if metrics is not None:
+        content["metrics"] = metrics
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"http": address, "pid": os.getpid()}), encoding="utf-8")
+    tmp.write_text(json.dumps(content), encoding="utf-8")
     os.replace(tmp, path)
+
+
+async def start_metrics(app: web.Application, settings: Settings) -> MetricsServer | None:
+    """This worker's ``/metrics`` listener when ``ODOCK_DP_METRICS_LISTEN`` is set (not for supervised workers)."""
+    if settings.metrics_listen is None:
+        return None
+    metrics, state = app[METRICS], app[STATE]
+    registry = multiprocess_registry(settings.metrics_dir) if settings.metrics_dir else metrics.registry
+
+    def render() -> bytes:
+        metrics.refresh(state)  # exact at scrape time
+        return generate_latest(registry)
+
+    return await serve_metrics(render, settings.metrics_listen)
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
@@ -194,9 +214,12 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     await site.start()
     bound_host, bound_port = sock.getsockname()[:2]
     address = f"{bound_host}:{bound_port}"
+    metrics_server = await start_metrics(app, settings)
     log.info("data plane worker %d serving on %s", os.getpid(), address)
+    if metrics_server is not None:
+        log.info("metrics on http://%s/metrics", metrics_server.address)
     if settings.ready_file is not None:
-        write_ready_file(settings.ready_file, address)
+        write_ready_file(settings.ready_file, address, metrics_server.address if metrics_server else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -206,3 +229,6 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     finally:
         log.info("data plane worker %d stopping", os.getpid())
         await runner.cleanup()
+        if metrics_server is not None:  # last: scrapes keep working while the worker drains
+            await metrics_server.stop()
+        log.info("data plane worker %d stopped", os.getpid())

@@ -21,6 +21,10 @@ DEFAULT_CP_ADDRESS = "127.0.0.1:50051"
 MIN_PEPPER_BYTES = 32
 MIN_TOKEN_CHARS = 32
 _FULL_POLICIES = ("drop_newest", "drop_oldest")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Set by the supervisor for its workers (prometheus-client reads the same variable itself).
+METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
 
 class SettingsError(ValueError):
@@ -82,6 +86,26 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """How the data plane logs: ``text`` or ``json`` lines on stderr, at a minimum level."""
+
+    format: str = "text"
+    level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LogSettings:
+        """Read ODOCK_LOG_FORMAT and ODOCK_LOG_LEVEL (needs nothing else, so it can run first)."""
+        env = _Env(environ)
+        fmt = env.plain("ODOCK_LOG_FORMAT", "text").lower()
+        if fmt not in LOG_FORMATS:
+            raise SettingsError("ODOCK_LOG_FORMAT: must be 'text' or 'json'")
+        level = env.plain("ODOCK_LOG_LEVEL", "info").lower()
+        if level not in LOG_LEVELS:
+            raise SettingsError("ODOCK_LOG_LEVEL: must be one of debug, info, warning, error")
+        return cls(format=fmt, level=level)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Data-plane configuration (see docs/architecture.md and docs/errors.md)."""
 
@@ -101,6 +125,8 @@ class Settings:
     upstream_pool_size: int = 1000
     upstream_pool_per_host: int = 256
     ready_file: Path | None = None
+    metrics_listen: str | None = None  # plain-HTTP /metrics listener (None: off)
+    metrics_dir: Path | None = None  # multi-process metrics directory (workers of a supervisor)
     timeouts: Timeouts = field(default_factory=Timeouts)
     cache: CacheSizes = field(default_factory=CacheSizes)
     usage: UsageSettings = field(default_factory=UsageSettings)
@@ -136,6 +162,10 @@ class Settings:
         listen = _parse_address("ODOCK_DP_LISTEN", env.plain("ODOCK_DP_LISTEN", DEFAULT_LISTEN))
         workers = int(env.number("ODOCK_WORKERS", 1, low=1, high=256, integer=True))
         ready = env.plain("ODOCK_READY_FILE", "")
+        metrics_listen = env.plain("ODOCK_DP_METRICS_LISTEN", "")
+        metrics_dir = env.plain(METRICS_DIR_VAR, "")
+        if metrics_dir and not Path(metrics_dir).is_dir():
+            raise SettingsError(f"{METRICS_DIR_VAR}: not a directory: {metrics_dir[:200]}")
         timeouts = Timeouts(
             client_header=env.number("ODOCK_CLIENT_HEADER_TIMEOUT_SECONDS", 10.0, low=0.05, high=3600),
             client_body_idle=env.number("ODOCK_CLIENT_BODY_IDLE_SECONDS", 30.0, low=0.05, high=3600),
@@ -211,6 +241,10 @@ class Settings:
                 env.number("ODOCK_UPSTREAM_POOL_PER_HOST", 256, low=0, high=10**6, integer=True)
             ),
             ready_file=Path(ready) if ready else None,
+            metrics_listen=_parse_address("ODOCK_DP_METRICS_LISTEN", metrics_listen)
+            if metrics_listen
+            else None,
+            metrics_dir=Path(metrics_dir) if metrics_dir else None,
             timeouts=timeouts,
             cache=cache,
             usage=usage,

@@ -18,6 +18,7 @@ from data_plane.governance.client import NodeClient
 from data_plane.governance.types import Link
 from data_plane.governance.watch import Watcher
 from data_plane.limits import Limiter
+from data_plane.metrics import METRICS
 from data_plane.settings import Settings
 from data_plane.usage.shipper import Shipper
 
@@ -104,11 +105,22 @@ def node_state_ctx(settings: Settings) -> Any:
         await shipper.start()
         watch_task = asyncio.create_task(watcher.run(), name="odock-watch")
         limits_task = asyncio.create_task(limiter.run(), name="odock-limits") if limiter is not None else None
+        metrics = app.get(METRICS)
+        metrics_task = (
+            asyncio.create_task(metrics.refresh_forever(app[STATE]), name="odock-metrics")
+            if metrics is not None
+            else None
+        )
         try:
             yield
         finally:
             # Handlers are done by now (the runner drained them): every record is submitted.
             await shipper.close()
+            if metrics_task is not None and metrics is not None:
+                metrics_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await metrics_task
+                metrics.refresh(app[STATE])  # the final counts (multi-process: they outlive the worker)
             if limits_task is not None and limiter is not None:
                 limits_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -4,6 +4,11 @@ With port 0 the supervisor reserves a free port by binding (not listening on)
 a SO_REUSEPORT socket, which it holds for its lifetime; the kernel only
 balances connections across the workers' listening sockets. SIGTERM is
 forwarded to every worker, which drains within the grace period.
+
+Metrics: the supervisor creates a fresh multi-process directory for its
+workers (``PROMETHEUS_MULTIPROC_DIR`` in their environment), serves the merged
+values on ``ODOCK_DP_METRICS_LISTEN`` from a thread, and drops a dead worker's
+live gauges when it reaps it.
 """
 
 from __future__ import annotations
@@ -17,9 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
+from wsgiref.simple_server import WSGIServer
 
+from prometheus_client import start_http_server
+from prometheus_client.multiprocess import mark_process_dead
+
+from data_plane.metrics import multiprocess_registry, shown_address
 from data_plane.server import listening_socket, write_ready_file
-from data_plane.settings import Settings
+from data_plane.settings import METRICS_DIR_VAR, Settings
 
 log = logging.getLogger("odock.data_plane.supervisor")
 
@@ -27,7 +37,7 @@ _START_TIMEOUT = 60.0
 
 
 def _spawn(
-    environ: dict[str, str], index: int, listen: str, ready: Path, node_id: str
+    environ: dict[str, str], index: int, listen: str, ready: Path, node_id: str, metrics_dir: Path
 ) -> subprocess.Popen[bytes]:
     env = dict(environ)
     env.update(
@@ -35,8 +45,23 @@ def _spawn(
         ODOCK_WORKERS="1",
         ODOCK_READY_FILE=str(ready),
         ODOCK_NODE_ID=f"{node_id}-w{index}",
+        ODOCK_DP_METRICS_LISTEN="",  # the supervisor serves every worker's metrics
     )
+    env[METRICS_DIR_VAR] = str(metrics_dir)
     return subprocess.Popen([sys.executable, "-m", "data_plane", "--worker-child"], env=env)
+
+
+def _serve_metrics(listen: str, metrics_dir: Path) -> tuple[WSGIServer, str]:
+    """The merged ``/metrics`` of every worker, on a thread of the supervisor."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    server, _thread = start_http_server(int(port), host, registry=multiprocess_registry(metrics_dir))
+    return server, shown_address(host, server.server_port)
+
+
+def _reaped(proc: subprocess.Popen[bytes], metrics_dir: Path) -> None:
+    """A worker is gone: its live gauges go with it (its counters stay in the totals)."""
+    mark_process_dead(proc.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
 
 
 def supervise(settings: Settings, environ: dict[str, str]) -> int:
@@ -54,8 +79,19 @@ def supervise(settings: Settings, environ: dict[str, str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with tempfile.TemporaryDirectory(prefix="odock-dp-") as tmp:
+        # Fresh at every start: values of an earlier run's workers must not be merged in.
+        metrics_dir = Path(tmp) / "metrics"
+        metrics_dir.mkdir(mode=0o700)
+        metrics_server, metrics_address = (
+            _serve_metrics(settings.metrics_listen, metrics_dir) if settings.metrics_listen else (None, None)
+        )
+        if metrics_address is not None:
+            log.info("metrics of all workers on http://%s/metrics", metrics_address)
         readies = [Path(tmp) / f"worker-{i}.json" for i in range(settings.workers)]
-        procs = [_spawn(environ, i, listen, readies[i], settings.node_id) for i in range(settings.workers)]
+        procs = [
+            _spawn(environ, i, listen, readies[i], settings.node_id, metrics_dir)
+            for i in range(settings.workers)
+        ]
         deadline = time.monotonic() + _START_TIMEOUT
         while not stopping and not all(r.exists() for r in readies):
             if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
@@ -67,13 +103,14 @@ def supervise(settings: Settings, environ: dict[str, str]) -> int:
             pids = [json.loads(r.read_text())["pid"] for r in readies]
             log.info("data plane serving on %s with %d workers %s", listen, len(procs), pids)
             if settings.ready_file is not None:
-                write_ready_file(settings.ready_file, listen)
+                write_ready_file(settings.ready_file, listen, metrics_address)
         while not stopping:
             for i, proc in enumerate(procs):
                 if proc.poll() is not None:
                     log.warning("worker %d exited with %s; restarting", proc.pid, proc.returncode)
+                    _reaped(proc, metrics_dir)
                     time.sleep(0.5)
-                    procs[i] = _spawn(environ, i, listen, readies[i], settings.node_id)
+                    procs[i] = _spawn(environ, i, listen, readies[i], settings.node_id, metrics_dir)
             time.sleep(0.2)
         for proc in procs:
             if proc.poll() is None:
@@ -85,5 +122,9 @@ def supervise(settings: Settings, environ: dict[str, str]) -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            _reaped(proc, metrics_dir)
+        if metrics_server is not None:
+            metrics_server.shutdown()
+            metrics_server.server_close()
     holder.close()
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -131,6 +132,8 @@ class GovernanceCache:
         )
         self._inflight: dict[Hashable, asyncio.Task[Any]] = {}
         self._generation = 0
+        # (table, hit|miss|stale|unavailable) -> lookups, exported by data_plane/metrics.py
+        self.lookups: Counter[tuple[str, str]] = Counter()
 
     # -- lookups -----------------------------------------------------------------
 
@@ -138,6 +141,7 @@ class GovernanceCache:
         """The grant of a key digest; raises KeyRejected or ControlPlaneUnavailable."""
         reason = self._rejected.get(digest)
         if reason is not None:
+            self.lookups["key", "hit"] += 1
             raise KeyRejected(reason)
         grant, stale = await self._get(self._grants, digest, ("key", digest), self._fetch_grant(digest))
         if stale and grant.fail_closed:
@@ -183,19 +187,28 @@ class GovernanceCache:
         fetch: Callable[[], Awaitable[tuple[V, int]]],
     ) -> tuple[V, bool]:
         now = self._clock()
+        kind = str(flight[0]) if isinstance(flight, tuple) else "other"
         entry = table.get(key)
         if entry is not None:
             fresh_for = self._sizes.negative_ttl if entry.value is None else self._sizes.ttl
             if self._link.connected and now - entry.fetched_at <= fresh_for:
+                self.lookups[kind, "hit"] += 1
                 return entry.value, False
             if not self._link.connected and self._servable_stale(entry, now):
+                self.lookups[kind, "stale"] += 1
                 return entry.value, True
         try:
             value = await self._single_flight(flight, table, key, fetch)
         except ControlPlaneUnavailable:
             if entry is not None and self._servable_stale(entry, now):
+                self.lookups[kind, "stale"] += 1
                 return entry.value, True
+            self.lookups[kind, "unavailable"] += 1
             raise
+        except KeyRejected:
+            self.lookups[kind, "miss"] += 1
+            raise
+        self.lookups[kind, "miss"] += 1
         return value, False
 
     def _servable_stale(self, entry: _Entry[Any], now: float) -> bool:

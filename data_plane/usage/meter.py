@@ -94,6 +94,7 @@ class RequestMeter:
         self._start = time.perf_counter()
         self._upstream_start: float | None = None
         self._upstream_end: float | None = None
+        self._upstream_headers: float | None = None
         self._first_byte: float | None = None
         self.closed = False
 
@@ -102,6 +103,11 @@ class RequestMeter:
     def upstream_started(self) -> None:
         """The request is being sent upstream."""
         self._upstream_start = time.perf_counter()
+
+    def upstream_responded(self) -> None:
+        """The upstream response headers arrived."""
+        if self._upstream_headers is None:
+            self._upstream_headers = time.perf_counter()
 
     def upstream_finished(self) -> None:
         """The upstream answer ended (fully read, failed or abandoned)."""
@@ -131,6 +137,21 @@ class RequestMeter:
         """Set the status and outcome unless an earlier, more precise one is set."""
         if self.outcome == common_pb2.OUTCOME_UNSPECIFIED:
             self.status, self.outcome = status, outcome
+
+    # -- timings for metrics and the overhead header (perf_counter seconds) --
+
+    def upstream_wait(self, now: float) -> float:
+        """Seconds spent waiting on upstream so far: until its end, else until its headers, else until now."""
+        if self._upstream_start is None:
+            return 0.0
+        end = self._upstream_end or self._upstream_headers or now
+        return max(0.0, end - self._upstream_start)
+
+    def upstream_first_byte(self) -> float | None:
+        """Seconds from sending upstream to its response headers (None: no headers came)."""
+        if self._upstream_start is None or self._upstream_headers is None:
+            return None
+        return self._upstream_headers - self._upstream_start
 
     # -- the record --
 

@@ -1,0 +1,320 @@
+"""Prometheus metrics of the data plane, correct with one worker or N.
+
+Every metric is named ``odock_dp_*`` and has bounded labels: the family
+(4 values), the endpoint's stable name from ``providers.ENDPOINTS``, HTTP status
+codes, outcomes, and fixed enums (cache tables, RPC methods, limit codes); no
+key, org, node or request ids.
+
+One worker serves its own registry on ``ODOCK_DP_METRICS_LISTEN``. With
+``--workers N`` the supervisor owns a fresh multi-process directory
+(``PROMETHEUS_MULTIPROC_DIR`` in the workers' environment): each worker writes
+its values there and the supervisor serves the merged view; counters and
+histograms are summed across workers (dead ones included), gauges use the
+``live*`` modes and a dead worker's gauges are dropped when it is reaped.
+
+Request metrics are recorded as each request ends. State kept elsewhere (the
+control-plane link, the cache, the usage shipper and spool, the limiter's
+counters) is copied into gauges and counters by :meth:`DataPlaneMetrics.refresh`,
+run every ``REFRESH_SECONDS`` by the worker and once more before a scrape of
+a single worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from data_plane.errors import FAMILY_NAMES
+
+if TYPE_CHECKING:
+    from data_plane.state import NodeState
+
+log = logging.getLogger("odock.data_plane.metrics")
+
+REFRESH_SECONDS = 1.0
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+# The gateway's own time: sub-millisecond when all is well, so the low end is fine-grained.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+FIRST_BYTE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+CACHE_TABLES = ("key", "route", "models")
+CACHE_RESULTS = ("hit", "miss", "stale", "unavailable")
+OUTCOMES = {0: "unspecified", 1: "complete", 2: "partial", 3: "cancelled", 4: "error"}
+
+
+def family_label(family: int) -> str:
+    """The family's label value."""
+    return FAMILY_NAMES.get(family, "unknown")
+
+
+class _Mirror:
+    """Turns cumulative counts kept elsewhere into Prometheus counter increments."""
+
+    def __init__(self) -> None:
+        self._seen: dict[Hashable, float] = {}
+
+    def sync(self, key: Hashable, value: float, inc: Callable[[float], None]) -> None:
+        delta = value - self._seen.get(key, 0.0)
+        if delta > 0:
+            inc(delta)
+            self._seen[key] = value
+
+
+class DataPlaneMetrics:
+    """The metrics of one data-plane worker (multi-process: values go to the shared directory)."""
+
+    def __init__(self, *, multiprocess: bool = False) -> None:
+        self.registry = CollectorRegistry()
+        self.multiprocess = multiprocess
+        reg = self.registry
+        if not multiprocess:  # per-process collectors make no sense merged
+            ProcessCollector(registry=reg)
+            PlatformCollector(registry=reg)
+        self.requests = Counter(
+            "odock_dp_requests", "Requests to native endpoints, by family, endpoint, HTTP status and outcome.",
+            ["family", "endpoint", "code", "outcome"], registry=reg,
+        )  # fmt: skip
+        self.request_seconds = Histogram(
+            "odock_dp_request_seconds", "Total time of a request in the gateway (streams: until they end).",
+            ["family", "endpoint"], buckets=LATENCY_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.overhead_seconds = Histogram(
+            "odock_dp_overhead_seconds", "Gateway overhead: total time minus time spent waiting on upstream.",
+            ["family"], buckets=OVERHEAD_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.upstream_first_byte = Histogram(
+            "odock_dp_upstream_first_byte_seconds", "From sending a request upstream to its response headers.",
+            ["family"], buckets=FIRST_BYTE_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "odock_dp_tokens", "Tokens reported by providers: kind=input|output|cached_input.",
+            ["family", "kind"], registry=reg,
+        )  # fmt: skip
+        self.in_flight = Gauge(
+            "odock_dp_requests_in_flight", "Native-endpoint requests being handled now.",
+            registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.workers = Gauge(
+            "odock_dp_workers", "Worker processes serving.", registry=reg, multiprocess_mode="livesum"
+        )
+        self.ready = Gauge(
+            "odock_dp_ready", "1 when every worker is ready (connected, or within the staleness budget).",
+            registry=reg, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.cp_connected = Gauge(
+            "odock_dp_control_plane_connected", "1 when every worker's watch stream is connected.",
+            registry=reg, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.cp_staleness = Gauge(
+            "odock_dp_control_plane_staleness_seconds",
+            "Seconds since the last event from the control plane (never connected: since start); worst worker.",
+            registry=reg, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.cp_reconnects = Counter(
+            "odock_dp_control_plane_reconnects", "Watch streams re-established.", registry=reg
+        )
+        self.cp_rpcs = Counter(
+            "odock_dp_control_plane_rpcs", "NodeService calls made, by method.", ["method"], registry=reg
+        )
+        self.cache_lookups = Counter(
+            "odock_dp_governance_cache_lookups",
+            "Governance cache lookups: result=hit|miss|stale (served past its freshness)|unavailable.",
+            ["table", "result"], registry=reg,
+        )  # fmt: skip
+        self.cache_entries = Gauge(
+            "odock_dp_governance_cache_entries", "Entries in the governance caches.", ["table"],
+            registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.cache_flushes = Counter(
+            "odock_dp_governance_cache_flushes", "Whole-cache flushes (revision gaps, resets).", registry=reg
+        )
+        self.usage_queue = Gauge(
+            "odock_dp_usage_queue_records", "Usage records in memory, not yet sent.",
+            registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.usage_inflight = Gauge(
+            "odock_dp_usage_inflight_batches", "Usage batches sent and not yet acknowledged.",
+            registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.usage_stream_up = Gauge(
+            "odock_dp_usage_stream_connected", "1 when every worker's usage stream is acknowledging.",
+            registry=reg, multiprocess_mode="livemin",
+        )  # fmt: skip
+        self.usage_records = Counter(
+            "odock_dp_usage_records",
+            "Usage records: result=submitted|accepted|duplicate|rejected|dropped.",
+            ["result"], registry=reg,
+        )  # fmt: skip
+        self.spool_bytes = Gauge(
+            "odock_dp_usage_spool_bytes", "Bytes of the usage spool directory (shared by the workers).",
+            registry=reg, multiprocess_mode="livemax",
+        )  # fmt: skip
+        self.spool_records = Gauge(
+            "odock_dp_usage_spool_records", "Usage records held in the spool, not yet acknowledged.",
+            registry=reg, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.limit_rejections = Counter(
+            "odock_dp_limit_rejections", "Requests refused by org/key limits, by error code.",
+            ["code"], registry=reg,
+        )  # fmt: skip
+        self.limit_degraded = Counter(
+            "odock_dp_limit_degraded_admissions",
+            "Requests admitted without a lease while the control plane was away (fail-open).",
+            registry=reg,
+        )
+        self._mirror = _Mirror()
+        self._started = time.monotonic()
+        for table in CACHE_TABLES:
+            for result in CACHE_RESULTS:
+                self.cache_lookups.labels(table, result)
+        for result in ("submitted", "accepted", "duplicate", "rejected", "dropped"):
+            self.usage_records.labels(result)
+
+    # -- per request --------------------------------------------------------
+
+    def request_done(self, done: RequestDone) -> None:
+        """Record one finished native-endpoint request."""
+        family = family_label(done.family)
+        self.requests.labels(
+            family, done.endpoint, str(done.status), OUTCOMES.get(done.outcome, "unspecified")
+        ).inc()
+        self.request_seconds.labels(family, done.endpoint).observe(done.total)
+        self.overhead_seconds.labels(family).observe(done.overhead)
+        if done.upstream_first_byte is not None:
+            self.upstream_first_byte.labels(family).observe(done.upstream_first_byte)
+        if done.input_tokens:
+            self.tokens.labels(family, "input").inc(done.input_tokens)
+        if done.output_tokens:
+            self.tokens.labels(family, "output").inc(done.output_tokens)
+        if done.cached_tokens:
+            self.tokens.labels(family, "cached_input").inc(done.cached_tokens)
+
+    # -- state kept elsewhere -------------------------------------------------
+
+    def refresh(self, node: NodeState) -> None:
+        """Copy the node's link, cache, usage and limits state into the metrics."""
+        now = time.monotonic()
+        link = node.link
+        self.workers.set(1)
+        self.ready.set(1 if node.ready() else 0)
+        self.cp_connected.set(1 if link.connected else 0)
+        staleness = link.staleness(now)
+        self.cp_staleness.set(staleness if staleness is not None else now - self._started)
+        mirror = self._mirror
+        mirror.sync("reconnects", link.reconnects, self.cp_reconnects.inc)
+        mirror.sync("flushes", link.flushes, self.cache_flushes.inc)
+        for method, count in dict(node.client.calls).items():
+            mirror.sync(("rpc", method), count, self.cp_rpcs.labels(method).inc)
+        for (table, result), count in dict(node.cache.lookups).items():
+            mirror.sync(("cache", table, result), count, self.cache_lookups.labels(table, result).inc)
+        for table, size in node.cache.sizes().items():
+            self.cache_entries.labels(table).set(size)
+        shipper = node.shipper
+        usage = shipper.status()  # lists the spool directory: a few entries, cheap enough each second
+        self.usage_queue.set(usage["queued_records"])
+        self.usage_inflight.set(usage["inflight_batches"])
+        self.usage_stream_up.set(1 if usage["stream"] == "connected" else 0)
+        self.spool_records.set(usage["spooled_records"])
+        self.spool_bytes.set(usage["spool_bytes"])
+        for result, key in (("submitted", "records"), ("accepted", "accepted"), ("duplicate", "duplicates"),
+                            ("rejected", "rejected"), ("dropped", "dropped_records")):  # fmt: skip
+            mirror.sync(("usage", result), usage[key], self.usage_records.labels(result).inc)
+        if node.limiter is not None:
+            for code, count in dict(node.limiter.refused).items():
+                mirror.sync(("refused", code), count, self.limit_rejections.labels(code).inc)
+            mirror.sync("degraded", node.limiter.degraded_admissions, self.limit_degraded.inc)
+
+    async def refresh_forever(self, node: NodeState, period: float = REFRESH_SECONDS) -> None:
+        """Refresh every ``period`` seconds until cancelled."""
+        while True:
+            try:
+                self.refresh(node)
+            except Exception:  # a metrics bug must never take the worker down
+                log.exception("metrics refresh failed")
+            await asyncio.sleep(period)
+
+    def render(self) -> bytes:
+        """This worker's registry in the Prometheus text format (single-process mode)."""
+        return generate_latest(self.registry)
+
+
+METRICS: web.AppKey[DataPlaneMetrics] = web.AppKey("odock_metrics", DataPlaneMetrics)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDone:
+    """What the metrics keep of one finished request."""
+
+    family: int
+    endpoint: str
+    status: int
+    outcome: int
+    total: float
+    overhead: float
+    upstream_first_byte: float | None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+
+
+def multiprocess_registry(directory: Path) -> CollectorRegistry:
+    """A registry merging every worker's values from ``directory``."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    return registry
+
+
+@dataclass
+class MetricsServer:
+    """The running ``/metrics`` HTTP listener of a single worker."""
+
+    runner: web.AppRunner
+    address: str
+
+    async def stop(self) -> None:
+        """Close the listener."""
+        await self.runner.cleanup()
+
+
+async def serve_metrics(render: Callable[[], bytes], listen: str) -> MetricsServer:
+    """Serve ``GET /metrics`` on ``listen`` (HOST:PORT, port 0 = pick one); ``render`` gives the body."""
+
+    async def handle(_request: web.Request) -> web.Response:
+        return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handle)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    site = web.TCPSite(runner, host, int(port))
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return MetricsServer(runner=runner, address=shown_address(host, runner.addresses[0][1]))
+
+
+def shown_address(host: str, port: int) -> str:
+    """``HOST:PORT`` as a client on this machine would dial it."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"{shown}:{port}"
