@@ -232,7 +232,7 @@ class LeaseService:
         elif window.end is not None:
             out.expire_time.CopyFrom(_ts(window.end))
         exhausted = False
-        if amount == 0 and metric in RETURNABLE:
+        if amount == 0 and metric in RETURNABLE and ask.need > 0:  # a refused prefetch says nothing
             exhausted = await ledger.mark_exhausted(session, scope_id, metric, window.index)
         return out, exhausted
 

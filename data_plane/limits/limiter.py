@@ -165,17 +165,19 @@ class Limiter:
         waiting: list[Need] = []
         try:
             for _ in range(ATTEMPTS):
-                self._refuse_denied(needs)
                 wall = self._wall()
                 short = [n for n in needs if not self._covers(n, wall)]
                 if not short:
                     return self._take(needs, wall)
+                # A refusal matters only where the pool cannot cover: a refused prefetch must
+                # not stop requests that what is held still covers.
+                self._refuse_denied(short)
                 if not waiting:
                     waiting = needs
                     for n in waiting:
                         self._demand[n.key] += n.amount
                 try:
-                    await self._fill(short, blocking=True)
+                    await self._fill(short)
                 except ControlPlaneUnavailable:
                     self.refused["control_plane_unavailable"] += 1
                     raise unavailable() from None
@@ -185,7 +187,7 @@ class Limiter:
                 self._demand[n.key] -= n.amount
                 if self._demand[n.key] <= 0:
                     del self._demand[n.key]
-        self._refuse_denied(needs)
+        self._refuse_denied([n for n in needs if not self._covers(n, self._wall())])
         # Lost every race for fresh leases to concurrent requests: a plain rate limit.
         self.refused["rate_limit_exceeded"] += 1
         raise GatewayError(429, "rate_limit_exceeded", "Too many concurrent requests; retry", retry_after=1)
@@ -218,10 +220,14 @@ class Limiter:
             self._rate(need.key).spent += need.amount
             debits.append(Debit(need.org_id, need.key_id, need.metric, pool.window, need.amount))
             pools.append(pool)
-            if pool.available < self._low_water(need, pool) and need.key not in self._flights:
-                self._spawn(
-                    self._fill([Need(need.org_id, need.key_id, need.metric, need.amount)], blocking=False)
-                )
+            if (
+                pool.available < self._low_water(need, pool)
+                and need.key not in self._flights
+                and need.key not in self._denied
+                # Nothing left to grant at the last ask: prefetching would only cost calls.
+                and pool.remaining * scale(need.metric) >= need.amount
+            ):
+                self._launch([need], blocking=False)  # prefetch: registered now, so it runs once
         self.admitted += 1
         if not self._link.connected:
             self.degraded_admissions += 1
@@ -247,35 +253,50 @@ class Limiter:
 
     # -- getting leases --------------------------------------------------------------
 
-    async def _fill(self, needs: list[Need], *, blocking: bool) -> None:
+    async def _fill(self, needs: list[Need]) -> None:
         """Ask for what ``needs`` lack; join flights already under way for the same limits."""
-        waits = [self._flights[n.key] for n in needs if n.key in self._flights]
+        waits: dict[int, asyncio.Future[None]] = {}
+        for n in needs:
+            flight = self._flights.get(n.key)
+            if flight is not None:
+                waits[id(flight)] = flight
         fresh = [n for n in needs if n.key not in self._flights]
         if fresh:
-            flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            for n in fresh:
-                self._flights[n.key] = flight
+            flight = self._launch(fresh, blocking=True)
+            waits[id(flight)] = flight
+        for flight in waits.values():
+            await asyncio.shield(flight)
+
+    def _launch(self, needs: list[Need], *, blocking: bool) -> asyncio.Future[None]:
+        """Start one AcquireLeases call for ``needs``, registered before this returns (single flight).
+
+        A failed prefetch (not ``blocking``) resolves quietly: requests still short ask again.
+        """
+        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for n in needs:
+            self._flights[n.key] = flight
+
+        async def run() -> None:
             try:
-                await self._ask(fresh)
+                await self._ask(needs, prefetch=not blocking)
                 flight.set_result(None)
             except ControlPlaneUnavailable as exc:
-                if not blocking:
-                    flight.set_result(None)  # a failed prefetch: the next short request asks itself
-                    return
-                flight.set_exception(exc)
-                flight.exception()  # retrieved: waiters re-raise it, nobody else must
-                raise
-            except BaseException:
-                flight.set_result(None)  # waiters look again (and ask themselves if still short)
-                raise
+                if blocking:
+                    flight.set_exception(exc)
+                    flight.exception()  # retrieved: waiters re-raise it, nobody else must
+                else:
+                    flight.set_result(None)
             finally:
-                for n in fresh:
+                if not flight.done():
+                    flight.set_result(None)  # cancelled or failed otherwise: waiters look again
+                for n in needs:
                     if self._flights.get(n.key) is flight:
                         del self._flights[n.key]
-        for wait in waits:
-            await asyncio.shield(wait)
 
-    async def _ask(self, needs: list[Need]) -> None:
+        self._spawn(run())
+        return flight
+
+    async def _ask(self, needs: list[Need], *, prefetch: bool = False) -> None:
         wall, now = self._wall(), self._clock()
         asks: list[node_pb2.LeaseAsk] = []
         for n in needs:
@@ -297,7 +318,8 @@ class Limiter:
                     key_id=n.key_id,
                     metric=n.metric,  # type: ignore[arg-type]
                     want=want,
-                    need=max(need, 1),
+                    # A prefetch needs nothing: its refusal is no sign the limit is used up.
+                    need=0 if prefetch else max(need, 1),
                 )
             )
         returns, self._pending = self._pending, []
@@ -356,8 +378,7 @@ class Limiter:
         scope = key_id or org_id
         for key in [k for k in self._pools if k[0] == scope and k[1] in RETURNABLE]:
             self._pending.extend(self._pools.pop(key).return_all())
-        if self._pending:
-            self._spawn(self._send_returns())
+        # Delivered with the next ask (so what comes back is grantable to it) or by housekeeping.
 
     def changed(self, org_id: str, key_id: str) -> None:
         """The scope's limits may have changed: forget refusals and 'unlimited' answers."""
