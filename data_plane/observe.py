@@ -32,6 +32,7 @@ from aiohttp import web
 from data_plane.errors import GatewayError
 from data_plane.metrics import OUTCOMES, DataPlaneMetrics, RequestDone, family_label
 from data_plane.providers import Endpoint
+from data_plane.state import STATE
 from data_plane.usage import METER, RECORD_ID
 from data_plane.usage.meter import CLIENT_CLOSED, ERROR, RequestMeter
 
@@ -131,6 +132,7 @@ def _log_line(request: web.Request, obs: Observation, done: RequestDone, meter: 
     outcome = OUTCOMES.get(done.outcome, "unspecified")
     fields: dict[str, object] = {
         "request_id": request.get(RECORD_ID, ""),
+        "node_id": request.app[STATE].settings.node_id,
         "org_id": meter.org_id if meter is not None else "",
         "key_id": meter.key_id if meter is not None else "",
         "model": meter.model_name if meter is not None else "",
