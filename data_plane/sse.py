@@ -24,6 +24,10 @@ class EventSplitter:
     def feed(self, chunk: bytes) -> bytes:
         """Bytes ready to relay: everything up to the last event boundary seen so far."""
         data = self._pending + chunk if self._pending else chunk
+        if data.endswith((b"\n\n", b"\n\r\n")):
+            # The usual case, a read that ends with an event: all of it goes, nothing is scanned.
+            self._pending = b""
+            return data
         # Only the pending tail plus the new chunk can contain a new boundary.
         last_end = -1
         for match in EVENT_END.finditer(data, max(0, len(self._pending) - 3)):

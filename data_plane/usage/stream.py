@@ -2,9 +2,10 @@
 
 SSE: the relay (``proxy.py``) already splits the stream into complete events
 and holds back only a trailing partial one; :class:`SseTap` looks at those
-complete events, skips at once any block that cannot carry usage (a substring
-test), and decodes only candidate events, into msgspec structs that keep
-just the usage members. When the gateway itself asked for
+complete events, searches each block once (a regex, at C speed) for what can
+start a usage report, and decodes only the events holding such a candidate,
+into msgspec structs that keep just the usage members (OpenAI's
+``"usage":null`` on every chunk is not a candidate). When the gateway itself asked for
 ``stream_options.include_usage``, the usage-only chunk is removed and the
 ``"usage":null`` member the option adds to every other chunk is cut out, so
 the client receives exactly the stream it asked for.
@@ -29,10 +30,27 @@ from data_plane.usage.shapes import Shape, streamed_key, value_usage
 from data_plane.usage.tokens import MalformedUsage, Usage, anthropic_usage, gemini_usage, openai_usage
 
 _LINE = re.compile(rb"\r\n|\r|\n")
+# Blocks are searched for these at C speed; only the events they fall in are ever decoded.
+# OpenAI chat: any "usage" member except a plain null one (with include_usage every chunk
+# carries "usage":null, and those must cost no decoding at all).
+_OPENAI_CANDIDATE = re.compile(rb'"usage"(?![ \t]*:[ \t]*null[ \t]*[,}])')
+_RESPONSE_DONE = re.compile(rb"response\.(?:completed|incomplete|failed)")
+_CANDIDATES: dict[str, re.Pattern[bytes]] = {
+    "openai_chat": _OPENAI_CANDIDATE,
+    "openai_responses": _RESPONSE_DONE,
+    "anthropic": re.compile(rb"message_(?:start|delta)"),
+    "gemini": re.compile(rb"usageMetadata"),
+}
+_RESPONSE_DONE_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# The null usage member include_usage adds, as the last or the first member of a chunk's
+# top-level object (a compact JSON object on one data line: what providers send).
+_NULL_LAST = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t]*\}[ \t]*(?:\r\n|\r|\n|$))')
+_NULL_FIRST = re.compile(rb'(?:(?<=data:\{)|(?<=data: \{))[ \t]*"usage"[ \t]*:[ \t]*null[ \t]*,')
+_NULL_ANY = re.compile(rb'"usage"[ \t]*:[ \t]*null')
+# Anywhere in an event (the generic fallback for unusual layouts).
 _USAGE_NULL_AFTER = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t\r\n]*[,}])')
 _USAGE_NULL_FIRST = re.compile(rb'(?<=\{)[ \t]*"usage"[ \t]*:[ \t]*null[ \t]*,')
-_RESPONSE_DONE = re.compile(rb"response\.(?:completed|incomplete|failed)")
-_RESPONSE_DONE_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_EMPTY_CHOICES = re.compile(rb"[ \t\r\n]*(?:\[[ \t\r\n]*\]|null)[ \t\r\n]*")
 
 
 class StreamTap(Protocol):
@@ -45,7 +63,7 @@ class StreamTap(Protocol):
 
 class _Chunk(msgspec.Struct):
     usage: Any = None
-    choices: Any = None
+    choices: msgspec.Raw = msgspec.Raw(b"null")  # only "is it empty?" matters: never built as objects
 
 
 class _Typed(msgspec.Struct):
@@ -77,47 +95,78 @@ def _fields(event: bytes) -> tuple[bytes, bytes]:
     return name, b"\n".join(data)
 
 
+def event_start(data: bytes, pos: int) -> int:
+    """Where the event holding ``data[pos]`` starts (just after the blank line before it, or 0)."""
+    # Events hold no CR/LF but their line ends, so a blank line is the only place where
+    # "\n\n", "\r\r" or "\n\r" occur ("\r\n" alone is one line end).
+    at = max(data.rfind(b"\n\n", 0, pos), data.rfind(b"\r\r", 0, pos), data.rfind(b"\n\r", 0, pos))
+    if at < 0:
+        return 0
+    at += 2
+    while at < pos and data[at] in b"\r\n":
+        at += 1
+    return at
+
+
 class SseTap:
-    """Usage from an SSE stream of one shape; strips the gateway's own include_usage additions."""
+    """Usage from an SSE stream of one shape; strips the gateway's own include_usage additions.
+
+    A block of complete events is searched once for the few bytes that can start a usage
+    report; events without them pass untouched (or, when stripping, lose their null usage
+    member by one substitution over the block), and only the events holding a candidate
+    are parsed.
+    """
 
     def __init__(self, meter: RequestMeter, shape: Shape, *, strip_injected: bool) -> None:
         self._meter = meter
         self._shape = shape
-        self._strip = strip_injected
+        self._strip = strip_injected and shape == "openai_chat"
+        self._candidate = _CANDIDATES.get(shape)
         self._anthropic: dict[str, Any] = {}
         self._anthropic_started = False
 
     def relay(self, data: bytes) -> bytes:
         """Read usage from complete events; the bytes to relay."""
-        if not data or not self._candidate(data):
+        if not data or self._candidate is None:
             return data
+        found = self._candidate.search(data)
+        if found is None:
+            return self._strip_nulls(data) if self._strip else data
         out: list[bytes] = []
         changed = False
-        start = 0
-        for match in EVENT_END.finditer(data):
-            raw = data[start : match.end()]
-            kept = self._event(data[start : match.start()], raw)
+        done = 0  # data[:done] is handled
+        while found is not None:
+            start = event_start(data, found.start())
+            end_match = EVENT_END.search(data, found.end())
+            body_end, end = (end_match.start(), end_match.end()) if end_match else (len(data), len(data))
+            if start > done:
+                out.append(self._strip_nulls(data[done:start]) if self._strip else data[done:start])
+            raw = data[start:end]
+            kept = self._event(data[start:body_end], raw)
             changed = changed or len(kept) != len(raw)
             out.append(kept)
-            start = match.end()
-        if start < len(data):  # a final event without its blank line (end of stream)
-            raw = data[start:]
-            kept = self._event(raw, raw)
-            changed = changed or len(kept) != len(raw)
-            out.append(kept)
-        return b"".join(out) if changed else data
+            done = end
+            found = self._candidate.search(data, end)
+        if done < len(data):
+            out.append(self._strip_nulls(data[done:]) if self._strip else data[done:])
+        if not changed and not self._strip:
+            return data
+        return b"".join(out)
 
-    def _candidate(self, data: bytes) -> bool:
-        shape = self._shape
-        if shape == "openai_chat":
-            return b'"usage"' in data
-        if shape == "openai_responses":
-            return _RESPONSE_DONE.search(data) is not None
-        if shape == "anthropic":
-            return b"message_start" in data or b"message_delta" in data
-        if shape == "gemini":
-            return b"usageMetadata" in data
-        return False
+    def _strip_nulls(self, block: bytes) -> bytes:
+        """The events of ``block`` (none carrying a usage value) without the injected null member."""
+        out = _NULL_FIRST.sub(b"", _NULL_LAST.sub(b"", block))
+        if _NULL_ANY.search(out) is None:
+            return out
+        # An unusual layout (usage in the middle, multi-line JSON): event by event, as before.
+        parts: list[bytes] = []
+        start = 0
+        for match in EVENT_END.finditer(block):
+            parts.append(self._without_null_usage(block[start : match.end()]))
+            start = match.end()
+        if start < len(block):
+            parts.append(self._without_null_usage(block[start:]))
+        return b"".join(parts)
 
     def _event(self, event: bytes, raw: bytes) -> bytes:
         """One event (without / with its terminator): what to relay of it."""
@@ -132,11 +181,11 @@ class SseTap:
         shape = self._shape
         if shape == "openai_chat":
             if b'"usage"' not in data:
-                return raw
+                return self._without_null_usage(raw)
             chunk = _CHUNK.decode(data)
             if chunk.usage is None:
                 return self._without_null_usage(raw)
-            usage_only = not chunk.choices
+            usage_only = _EMPTY_CHOICES.fullmatch(bytes(chunk.choices)) is not None
             self._meter.report(openai_usage(chunk.usage), final=usage_only)
             return b"" if (self._strip and usage_only) else raw
         if shape == "openai_responses":
