@@ -34,7 +34,7 @@ from data_plane.metrics import OUTCOMES, DataPlaneMetrics, RequestDone, family_l
 from data_plane.providers import Endpoint
 from data_plane.state import STATE
 from data_plane.usage import METER, RECORD_ID
-from data_plane.usage.meter import CLIENT_CLOSED, ERROR, RequestMeter
+from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR, RequestMeter
 
 OVERHEAD_HEADER = "x-odock-overhead-ms"
 
@@ -50,6 +50,7 @@ class Observation:
     endpoint: Endpoint
     started: float  # time.perf_counter() at handler entry
     error_code: str = ""
+    cancelled: bool = False  # the client went away
 
     def overhead(self, meter: RequestMeter | None, now: float) -> float:
         """Seconds of gateway time so far (elapsed minus upstream wait)."""
@@ -79,7 +80,7 @@ def observed(endpoint: Endpoint, handler: Handler, metrics: DataPlaneMetrics) ->
             status = exc.status
             raise
         except asyncio.CancelledError:
-            status = CLIENT_CLOSED
+            status, obs.cancelled = CLIENT_CLOSED, True
             raise
         except Exception:
             obs.error_code = "internal_error"
@@ -96,7 +97,7 @@ def _finish(request: web.Request, obs: Observation, status: int, metrics: DataPl
     meter = request.get(METER)
     total = now - obs.started
     overhead = obs.overhead(meter, now)
-    outcome = ERROR
+    outcome = CANCELLED if obs.cancelled else ERROR
     first_byte: float | None = None
     tokens = (0, 0, 0)
     if meter is not None:
