@@ -4,18 +4,30 @@ The body the gateway checks must be the body the provider parses, so inspection 
 stricter than most JSON parsers: anything two parsers could read differently (duplicate
 keys, NaN/Infinity, invalid UTF-8, lone surrogates, huge exponents) is refused.
 
-Two C-speed steps, no per-byte Python work:
+The common path touches the bytes only at C speed:
 1. ``msgspec`` decodes the whole body (syntax, UTF-8, NaN/Infinity, trailing garbage).
-2. One ``re.finditer`` walk over strings and brackets only (numbers, literals and
-   punctuation are skipped inside the regex engine) checks nesting depth, duplicate
-   keys at every level, and records where the top-level ``model`` value sits.
+2. A walk over the decoded containers (never over the bytes) checks nesting depth and
+   counts object members, and the ':' characters inside strings.
+3. Duplicate keys, at any level: a JSON text has exactly one ':' outside strings per
+   object member, so ``body.count(b":")`` minus the ':' inside strings is the number of
+   members written; the decoded objects hold fewer exactly when a key was repeated
+   (a repeated key drops a member, and with it whatever it contained). A ':' written as
+   the escape ``\u003a`` would skew the count, so such bodies take the exact path.
+4. The top-level ``model`` value is located by a byte search when ``"model"`` occurs
+   once in the body (spelled plainly, no escapes of its letters); otherwise a tokenizing
+   walk finds it.
+
+The exact path (a ``re.finditer`` walk over strings and brackets, numbers and literals
+skipped inside the regex engine) runs only for bodies the count cannot vouch for, and to
+name the duplicate key in the error message.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from itertools import repeat
+from typing import Any, Final
 
 import msgspec
 
@@ -42,7 +54,20 @@ _KEY, _KEY_WITH_VALUE, _OPEN_OBJECT, _OPEN_ARRAY = 1, 2, 3, 4
 _WS = re.compile(rb"[ \t\r\n]*")
 _BYTE_AT = re.compile(r"\(byte (\d+)\)")
 _MODEL_KEY = b"model"
+_QUOTED_MODEL = b'"model"'
+# After the key: ':' and a string or null value (group 1); anything else is left to the walk.
+_MEMBER_VALUE = re.compile(_W + b":" + _W + rb"(" + _S + rb"|null)")
+# \u escapes of ':' skew the colon count (looked for only when a backslash is present).
+_COLON_ESCAPES = (b"\\u003a", b"\\u003A")
 _DECODER: msgspec.json.Decoder[Any] = msgspec.json.Decoder()
+
+
+class _Absent:
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Final = _Absent()  # a member the body does not have (unlike null)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +86,8 @@ class JsonFacts:
     max_completion_tokens: int | None = None
     # Gemini: generationConfig.maxOutputTokens (snake_case accepted as the API does).
     gemini_max_output_tokens: int | None = None
+    # The decoded top-level stream_options value, ABSENT when the body has none.
+    stream_options: object = ABSENT
 
     @property
     def output_token_limit(self) -> int | None:
@@ -83,7 +110,16 @@ def inspect_json(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonFact
     doc = _decode(body, max_depth)
     if type(doc) is not dict:
         raise PayloadError("request body must be a JSON object", code="invalid_json")
-    members, model_span = _scan(body, max_depth)
+    members, texts = _walk(doc, max_depth)
+    colons = body.count(b":")
+    if colons != members and (
+        colons - sum(map(str.count, texts, repeat(":"))) != members
+        or (b"\\" in body and (_COLON_ESCAPES[0] in body or _COLON_ESCAPES[1] in body))
+    ):
+        # A repeated key somewhere (or a body the count cannot vouch for): the exact walk
+        # names the key, or finds nothing wrong and the body is fine.
+        _scan(body, max_depth)
+    model_span = _model_span(body, doc, texts)
 
     model = doc.get("model")
     # null means "the provider's default" where a provider allows that (OpenAI images):
@@ -106,11 +142,12 @@ def inspect_json(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonFact
         stream=stream,
         model_span=model_span,
         object_start=_skip_ws(body, 0),
-        members=members,
+        members=len(doc),
         max_tokens=_int(doc.get("max_tokens")),
         max_output_tokens=_int(doc.get("max_output_tokens")),
         max_completion_tokens=_int(doc.get("max_completion_tokens")),
         gemini_max_output_tokens=gemini_max,
+        stream_options=doc.get("stream_options", ABSENT),
     )
 
 
@@ -155,8 +192,62 @@ def _syntax_message(body: bytes, detail: str) -> str:
     return f"request body is not valid JSON: {detail[:120]}"
 
 
-def _scan(body: bytes, max_depth: int) -> tuple[int, tuple[int, int] | None]:
-    """Check depth and duplicate keys; return (top-level member count, span of a scalar top-level model)."""
+def _too_deep(max_depth: int) -> PayloadError:
+    return PayloadError(f"JSON nesting is deeper than {max_depth} levels", code="json_too_deep")
+
+
+def _walk(doc: dict[str, Any], max_depth: int) -> tuple[int, list[str]]:
+    """Check the nesting depth; return (members of every object, every key and string value)."""
+    members = 0
+    texts: list[str] = []
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    pop, push, add = stack.pop, stack.append, texts.append
+    while stack:
+        node, depth = pop()
+        if depth > max_depth:
+            raise _too_deep(max_depth)
+        if type(node) is dict:
+            members += len(node)
+            texts.extend(node)
+            values = node.values()
+        else:
+            if len(node) > 16:
+                try:
+                    sum(node)  # C speed; only numbers and booleans add up (token ids, embeddings)
+                    continue
+                except TypeError:
+                    pass
+            values = node
+        for value in values:
+            kind = type(value)
+            if kind is str:
+                add(value)
+            elif kind is dict or kind is list:
+                push((value, depth + 1))
+    return members, texts
+
+
+def _model_span(body: bytes, doc: dict[str, Any], texts: list[str]) -> tuple[int, int] | None:
+    """The byte span of the top-level model value (None when there is no top-level model)."""
+    if "model" not in doc:
+        return None
+    if texts.count("model") == 1:
+        # No other key or string is "model", so a '"model"' in the bytes is either this key
+        # or the tail of a string ending in an escaped quote and "model" (a backslash before it).
+        at = body.find(_QUOTED_MODEL)
+        if at > 0 and body[at - 1] != 0x5C:
+            value = _MEMBER_VALUE.match(body, at + len(_QUOTED_MODEL))
+            if value is not None:
+                return value.span(1)
+    return _scan(body, 1 << 30, check_keys=False)[1]
+
+
+def _scan(body: bytes, max_depth: int, *, check_keys: bool = True) -> tuple[int, tuple[int, int] | None]:
+    """Check depth and duplicate keys; return (top-level member count, span of a scalar top-level model).
+
+    With ``check_keys=False`` (a body already validated) it only locates the model and
+    stops there.
+    """
     stack: list[set[bytes] | None] = []
     members = 0
     model_span: tuple[int, int] | None = None
@@ -168,6 +259,10 @@ def _scan(body: bytes, max_depth: int) -> tuple[int, tuple[int, int] | None]:
             key = m.group(1)
             if b"\\" in key:
                 key = msgspec.json.decode(b'"' + key + b'"').encode("utf-8", "surrogatepass")
+            if not check_keys:
+                if len(stack) == 1 and key == _MODEL_KEY:
+                    return members, m.span(2) if kind == _KEY_WITH_VALUE else None
+                continue
             seen = stack[-1]
             assert seen is not None  # keys only occur in objects (msgspec validated)
             if key in seen:
@@ -182,9 +277,9 @@ def _scan(body: bytes, max_depth: int) -> tuple[int, tuple[int, int] | None]:
                 if key == _MODEL_KEY and kind == _KEY_WITH_VALUE:
                     model_span = m.span(2)
         elif kind <= _OPEN_ARRAY:
-            stack.append(set() if kind == _OPEN_OBJECT else None)
+            stack.append(set() if kind == _OPEN_OBJECT and check_keys else None)
             if len(stack) > max_depth:
-                raise PayloadError(f"JSON nesting is deeper than {max_depth} levels", code="json_too_deep")
+                raise _too_deep(max_depth)
         else:
             stack.pop()
     return members, model_span
