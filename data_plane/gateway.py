@@ -221,7 +221,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         meter.streamed = streaming
         injected = False
         if streaming and endpoint.name in INJECTABLE and body is not None:
-            body, injected = ensure_include_usage(body)
+            body, injected = ensure_include_usage(body, facts)
         call = UpstreamCall(
             method=endpoint.method,
             url=url,

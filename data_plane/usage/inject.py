@@ -17,16 +17,30 @@ to refuse.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
 
+from data_plane.payload.json_body import ABSENT, JsonFacts
+
 _MEMBER = b'"stream_options":{"include_usage":true}'
-_WHITESPACE = b" \t\r\n"
+_SPACE = re.compile(rb"[ \t\r\n]*")
 
 
-def ensure_include_usage(body: bytes) -> tuple[bytes, bool]:
-    """``(body to send, whether the gateway added include_usage)``."""
+def ensure_include_usage(body: bytes, facts: JsonFacts | None = None) -> tuple[bytes, bool]:
+    """``(body to send, whether the gateway added include_usage)``.
+
+    ``facts`` (the body's inspection) saves decoding the body again in the common cases.
+    """
+    if facts is not None:
+        options: Any = facts.stream_options
+        if options is ABSENT:
+            return _insert(body), True
+        if isinstance(options, dict) and options.get("include_usage") is True:
+            return body, False
+        if options is not None and not isinstance(options, dict):
+            return body, False
     try:
         doc: Any = msgspec.json.decode(body)
     except msgspec.DecodeError:
@@ -34,10 +48,7 @@ def ensure_include_usage(body: bytes) -> tuple[bytes, bool]:
     if not isinstance(doc, dict):
         return body, False
     if "stream_options" not in doc:
-        at = len(body) - len(body.lstrip(_WHITESPACE))
-        rest = body[at + 1 :]
-        sep = b"," if rest.lstrip(_WHITESPACE)[:1] != b"}" else b""
-        return b"".join((body[: at + 1], _MEMBER, sep, rest)), True
+        return _insert(body), True
     options = doc["stream_options"]
     if isinstance(options, dict) and options.get("include_usage") is True:
         return body, False
@@ -45,3 +56,12 @@ def ensure_include_usage(body: bytes) -> tuple[bytes, bool]:
         return body, False
     doc["stream_options"] = {**(options or {}), "include_usage": True}
     return msgspec.json.encode(doc), True
+
+
+def _insert(body: bytes) -> bytes:
+    """The member inserted right after the opening brace (one copy of the body)."""
+    at = _SPACE.match(body).end()  # type: ignore[union-attr]  # matches the empty string at worst
+    after = _SPACE.match(body, at + 1).end()  # type: ignore[union-attr]
+    sep = b"," if body[after : after + 1] != b"}" else b""
+    view = memoryview(body)
+    return b"".join((view[: at + 1], _MEMBER, sep, view[at + 1 :]))
