@@ -27,14 +27,9 @@ from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, Link
 from data_plane.limits.admission import Admission, Debit
 from data_plane.limits.estimate import Estimate
 from data_plane.limits.pools import (
-    BUDGET,
     MONEY,
-    MONTHLY_SPEND,
-    MONTHLY_TOKENS,
     PER_MINUTE,
-    REQUESTS_PER_MINUTE,
     RETURNABLE,
-    TOKENS_PER_MINUTE,
     Need,
     Pool,
     PoolKey,
@@ -43,6 +38,7 @@ from data_plane.limits.pools import (
     scale,
     to_cp_up,
 )
+from data_plane.limits.rules import Denial, needs_for, refusal, unavailable
 from data_plane.settings import LimitSettings
 
 log = logging.getLogger("odock.data_plane.limits")
@@ -52,7 +48,6 @@ log = logging.getLogger("odock.data_plane.limits")
 ATTEMPTS = 32
 UNLIMITED_SECONDS = 60.0
 TICK_SECONDS = 0.5
-RETRY_AFTER_UNAVAILABLE = 5
 INITIAL_WANT_MULTIPLE = 4
 
 
@@ -65,65 +60,10 @@ class LeaseSource(Protocol):
 
 
 @dataclass(slots=True)
-class _Denial:
-    until: float  # monotonic
-    window_end: float | None  # unix
-
-
-@dataclass(slots=True)
 class _Rate:
     spent: int = 0
     since: float = 0.0
     per_second: float = 0.0
-
-
-def needs_for(grant: KeyGrant, est: Estimate) -> list[Need]:
-    """Every limit this request must reserve from (zero-cost requests skip the money limits)."""
-    lim, org, key = grant.limits, grant.org_id, grant.key_id
-    out: list[Need] = []
-    for scope_key, value, metric, amount in (
-        ("", lim.org_requests_per_minute, REQUESTS_PER_MINUTE, 1),
-        (key, lim.key_requests_per_minute, REQUESTS_PER_MINUTE, 1),
-        ("", lim.org_tokens_per_minute, TOKENS_PER_MINUTE, est.tokens),
-        (key, lim.key_tokens_per_minute, TOKENS_PER_MINUTE, est.tokens),
-        ("", lim.org_monthly_token_quota, MONTHLY_TOKENS, est.tokens),
-        ("", lim.org_monthly_spend_cap_micros, MONTHLY_SPEND, est.picos),
-        (key, lim.key_budget_micros, BUDGET, est.picos),
-    ):
-        if value is not None and amount > 0:
-            out.append(Need(org, scope_key, metric, amount))
-    return out
-
-
-def refusal(need: Need, denial: _Denial | None, now: float) -> GatewayError:
-    """The 429 for a limit that is used up."""
-    who = "API key" if need.key_id else "organization"
-    if need.metric in PER_MINUTE:
-        unit = "requests" if need.metric == REQUESTS_PER_MINUTE else "tokens"
-        wait = 1
-        if denial is not None and denial.window_end is not None:
-            wait = max(1, math.ceil(denial.window_end - now))
-        return GatewayError(
-            429,
-            "rate_limit_exceeded",
-            f"Rate limit reached: the {who}'s {unit} per minute are used up; retry after {wait}s",
-            retry_after=wait,
-        )
-    if need.metric == MONTHLY_TOKENS:
-        return GatewayError(429, "quota_exceeded", "The organization's monthly token quota is used up")
-    if need.metric == MONTHLY_SPEND:
-        return GatewayError(429, "budget_exceeded", "The organization's monthly spend cap is reached")
-    return GatewayError(429, "budget_exceeded", "The API key's budget is used up")
-
-
-def unavailable() -> GatewayError:
-    """The 503 when more allowance is needed and the control plane cannot grant it."""
-    return GatewayError(
-        503,
-        "control_plane_unavailable",
-        "Gateway cannot check usage limits right now (control plane unreachable); retry shortly",
-        retry_after=RETRY_AFTER_UNAVAILABLE,
-    )
 
 
 class Limiter:
@@ -144,7 +84,7 @@ class Limiter:
         self._clock = clock
         self._wall = wall
         self._pools: dict[PoolKey, Pool] = {}
-        self._denied: dict[PoolKey, _Denial] = {}
+        self._denied: dict[PoolKey, Denial] = {}
         self._unlimited: dict[PoolKey, float] = {}
         self._flights: dict[PoolKey, asyncio.Future[None]] = {}
         self._rates: dict[PoolKey, _Rate] = {}
@@ -343,7 +283,7 @@ class Limiter:
                 until = now + max(0.0, end - wall)
             else:
                 until = now + self._settings.recheck_seconds
-            self._denied[key] = _Denial(until=until, window_end=end)
+            self._denied[key] = Denial(until=until, window_end=end)
             if need.metric in PER_MINUTE and key in self._pools:
                 self._pools[key].remaining = grant.remaining
             return
