@@ -30,9 +30,18 @@ async def read_body(request: web.BaseRequest, limit: int, idle: float, total: fl
     A client that pauses longer than ``idle`` or takes longer than ``total`` is cut off (408).
     """
     check_declared_length(request, limit)
+    try:
+        # Usually the whole body came with the headers: take it without arming a timer.
+        first = request.content.read_nowait()
+    except (ConnectionError, ValueError, HttpProcessingError) as exc:
+        raise GatewayError(400, "invalid_request", "Malformed request body framing", close=True) from exc
+    if len(first) > limit:
+        raise too_large(limit)
+    if request.content.is_eof():
+        return first
     loop = asyncio.get_running_loop()
     deadline = loop.time() + total
-    buf = bytearray()
+    buf = bytearray(first)
     while True:
         wait = min(idle, deadline - loop.time())
         try:
