@@ -146,8 +146,12 @@ async def forward(
 
 
 async def _read_chunk(upstream: aiohttp.ClientResponse, limits: ProxyLimits) -> bytes:
+    content = upstream.content
+    data = content.read_nowait()  # what already arrived needs no timer
+    if data or content.is_eof():
+        return data
     async with asyncio.timeout(_timeout(limits.upstream_idle, limits.deadline)):
-        return await upstream.content.readany()
+        return await content.readany()
 
 
 async def _relay_buffered(
@@ -174,16 +178,17 @@ async def _relay_buffered(
     except (aiohttp.ClientError, OSError):
         raise GatewayError(502, "upstream_reset", UPSTREAM_BROKEN) from None
     meter.upstream_finished()
+    body = bytes(buf)
     if 200 <= upstream.status < 300:
         try:
-            meter.report(body_usage(meter.shape, bytes(buf)), final=True)
+            meter.report(body_usage(meter.shape, body), final=True)
         except MalformedUsage:
             meter.malformed()
         meter.settle(upstream.status, COMPLETE)
     else:
         meter.settle(upstream.status, ERROR)
     return web.Response(
-        status=upstream.status, reason=upstream.reason, body=bytes(buf), headers=response_headers(upstream)
+        status=upstream.status, reason=upstream.reason, body=body, headers=response_headers(upstream)
     )
 
 
