@@ -33,7 +33,9 @@ class Tier:
     limits: LimitSet
 
 
-DEFAULT_TIER = "free"
+# A self-hosted operator creating an org expects no limits they didn't ask for;
+# "free" (the product's 100K-tokens, no-spend tier) is one explicit choice away.
+DEFAULT_TIER = "custom"
 
 TIERS: dict[str, Tier] = {
     t.name: t

@@ -12,16 +12,22 @@ NOT_FOUND = grpc.StatusCode.NOT_FOUND
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_create_defaults_to_free_tier_with_effective_limits(cp: AdminEnv) -> None:
+async def test_create_defaults_to_custom_tier_without_implicit_limits(cp: AdminEnv) -> None:
     org = await cp.org("acme", labels={"team": "ml"})
     assert org.id.startswith("org_") and len(org.id) == 30
-    assert org.tier == "free"
+    assert org.tier == "custom"
     assert not org.limits.HasField("tokens_per_minute")
+    for field in ("requests_per_minute", "tokens_per_minute", "monthly_token_quota", "monthly_spend_cap_micros"):
+        assert not org.effective_limits.HasField(field), field
+    assert org.labels == {"team": "ml"}
+    assert org.create_time.seconds > 0 and org.update_time == org.create_time
+
+
+async def test_free_tier_carries_the_products_free_limits(cp: AdminEnv) -> None:
+    org = await cp.org("acme", tier="free")
     assert org.effective_limits.monthly_token_quota == 100_000
     assert org.effective_limits.HasField("monthly_spend_cap_micros")
     assert org.effective_limits.monthly_spend_cap_micros == 0
-    assert org.labels == {"team": "ml"}
-    assert org.create_time.seconds > 0 and org.update_time == org.create_time
 
 
 async def test_overrides_merge_over_tier(cp: AdminEnv) -> None:
@@ -217,7 +223,7 @@ async def test_org_admin_sees_and_updates_only_its_own_org(cp: AdminEnv) -> None
         assert "tier or limits" in msg
     # an empty mask that keeps tier and limits as they are is allowed
     same = await cp.orgs.UpdateOrg(
-        orgs_pb2.UpdateOrgRequest(org=orgs_pb2.Org(id=org.id, name="acme", tier="free")), metadata=md
+        orgs_pb2.UpdateOrgRequest(org=orgs_pb2.Org(id=org.id, name="acme", tier="custom")), metadata=md
     )
     assert same.labels == {}
-    assert (await cp.orgs.GetOrg(orgs_pb2.GetOrgRequest(id=org.id), metadata=cp.su)).tier == "free"
+    assert (await cp.orgs.GetOrg(orgs_pb2.GetOrgRequest(id=org.id), metadata=cp.su)).tier == "custom"

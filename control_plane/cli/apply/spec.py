@@ -26,7 +26,7 @@ from control_plane.cli.values import (
     parse_usd,
 )
 
-DEFAULT_TIER = "free"
+DEFAULT_TIER = "custom"
 LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
 DEFAULT_TIMEOUT_MS = 60_000
 MIN_TIMEOUT_MS = 100

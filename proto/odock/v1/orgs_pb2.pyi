@@ -108,7 +108,7 @@ class Org(_message.Message):
     name: _builtins.str
     """unique, [a-z0-9][a-z0-9-_.]{0,62}"""
     tier: _builtins.str
-    """a Tier name; default "free" """
+    """a Tier name; default "custom" (only the org's own limits)"""
     outage_policy: _common_pb2.OutagePolicy.ValueType
     @_builtins.property
     def limits(self) -> _common_pb2.Limits:
