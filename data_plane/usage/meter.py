@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from odock.v1 import common_pb2, node_pb2
 
 from data_plane.governance.types import Pricing
@@ -192,7 +191,5 @@ class RequestMeter:
             rec.upstream_latency_us = _us((self._upstream_end or end) - self._upstream_start)
         if self._first_byte is not None:
             rec.time_to_first_byte_us = _us(self._first_byte - self._start)
-        ts = Timestamp()
-        ts.FromNanoseconds(int(self._wall * 1e9))
-        rec.time.CopyFrom(ts)
+        rec.time.FromNanoseconds(int(self._wall * 1e9))
         return rec
