@@ -118,16 +118,18 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         deadline = loop.time() + settings.timeouts.total
         check_declared_length(request, settings.max_body_bytes)
         grant = await authorize(state, request)
-        # From here on the request is metered: exactly one record, whatever happens.
+        # From here on the request is metered: exactly one record, whatever happens. With metering
+        # off the meter only keeps timings (metrics, logs): shape "none" means no tap and no usage read.
+        metering = settings.usage.metering
         meter = RequestMeter(
-            state.shipper,
+            state.shipper if metering else None,
             request_id=request[RECORD_ID],
             node_id=settings.node_id,
             org_id=grant.org_id,
             key_id=grant.key_id,
             family=endpoint.family,
             endpoint=endpoint.name,
-            shape=shape_of(endpoint.name),
+            shape=shape_of(endpoint.name) if metering else "none",
         )
         request[METER] = meter
         try:
@@ -220,7 +222,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         )
         meter.streamed = streaming
         injected = False
-        if streaming and endpoint.name in INJECTABLE and body is not None:
+        if streaming and endpoint.name in INJECTABLE and body is not None and settings.usage.metering:
             body, injected = ensure_include_usage(body, facts)
         call = UpstreamCall(
             method=endpoint.method,

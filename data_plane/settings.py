@@ -71,6 +71,7 @@ class UsageSettings:
     spill_after: float = 2.0
     ack_timeout: float = 10.0
     flush: float = 5.0
+    metering: bool = True  # off: no usage extraction and no records (benchmarks, or usage not wanted)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,9 @@ class Settings:
         policy = env.plain("ODOCK_USAGE_SPOOL_FULL_POLICY", "drop_newest")
         if policy not in _FULL_POLICIES:
             raise SettingsError(f"ODOCK_USAGE_SPOOL_FULL_POLICY: must be one of {', '.join(_FULL_POLICIES)}")
+        metering = env.plain("ODOCK_USAGE_METERING", "on").lower()
+        if metering not in ("on", "off"):
+            raise SettingsError("ODOCK_USAGE_METERING: must be 'on' or 'off'")
         usage = UsageSettings(
             spool_dir=Path(env.plain("ODOCK_USAGE_SPOOL_DIR", "odock-usage-spool")),
             spool_max_bytes=int(
@@ -200,10 +204,14 @@ class Settings:
             spill_after=env.number("ODOCK_USAGE_SPILL_SECONDS", 2.0, low=0.01, high=3600),
             ack_timeout=env.number("ODOCK_USAGE_ACK_TIMEOUT_SECONDS", 10.0, low=0.1, high=3600),
             flush=env.number("ODOCK_USAGE_FLUSH_SECONDS", 5.0, low=0.0, high=3600),
+            metering=metering == "on",
         )
         enforce = env.plain("ODOCK_LIMITS", "on").lower()
         if enforce not in ("on", "off"):
             raise SettingsError("ODOCK_LIMITS: must be 'on' or 'off'")
+        if metering == "off" and enforce == "on":
+            # Token and spend limits settle on metered usage: without it they would never be charged.
+            raise SettingsError("ODOCK_USAGE_METERING: 'off' needs ODOCK_LIMITS=off")
         limits = LimitSettings(
             enabled=enforce == "on",
             lease_seconds=env.number("ODOCK_LIMIT_LEASE_SECONDS", 2.0, low=0.01, high=3600),

@@ -62,7 +62,7 @@ class RequestMeter:
 
     def __init__(
         self,
-        sink: RecordSink,
+        sink: RecordSink | None,
         *,
         request_id: str,
         node_id: str,
@@ -161,7 +161,8 @@ class RequestMeter:
         self.closed = True
         self.upstream_finished()
         self.settle(500, ERROR)
-        self._sink.submit(self.record())
+        if self._sink is not None:  # None: metering is off (ODOCK_USAGE_METERING), no record is built
+            self._sink.submit(self.record())
 
     def record(self) -> node_pb2.UsageRecord:
         """The UsageRecord as things stand."""
