@@ -33,12 +33,14 @@ DROPPED_HEADERS = frozenset(
 DROPPED_PREFIXES = ("proxy-", "x-forwarded-")
 
 
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
-    named: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            named.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return named
+_DROP_BY_FAMILY: dict[int, tuple[Dialect, frozenset[str]]] = {}
+
+
+def _dropped(dialect: Dialect) -> frozenset[str]:
+    cached = _DROP_BY_FAMILY.get(dialect.family)
+    if cached is None or cached[0] is not dialect:
+        cached = _DROP_BY_FAMILY[dialect.family] = (dialect, DROPPED_HEADERS | dialect.drop_headers)
+    return cached[1]
 
 
 def build_headers(
@@ -47,20 +49,25 @@ def build_headers(
     """Forward the client's end-to-end headers, minus credentials, plus the provider key."""
     if isinstance(secret, bytes):
         secret = secret.decode("utf-8")
-    if not secret or any(c in secret for c in "\r\n\0"):
+    if not secret or "\r" in secret or "\n" in secret or "\0" in secret:
         raise ValueError("provider secret is not a valid header value")  # never echo the secret
-    items = list(client_headers.items() if isinstance(client_headers, Mapping) else client_headers)
-    drop = DROPPED_HEADERS | dialect.drop_headers | _connection_tokens(items)
+    drop = _dropped(dialect)
+    named: list[str] = []  # what a Connection header names is hop-by-hop too
     merged: dict[str, tuple[str, list[str]]] = {}
-    for name, value in items:
+    for name, value in client_headers.items() if isinstance(client_headers, Mapping) else client_headers:
         lower = name.lower()
         if lower in drop or lower.startswith(DROPPED_PREFIXES):
+            if lower == "connection":
+                named += (t.strip().lower() for t in value.split(","))
             continue
-        if lower in merged:
-            merged[lower][1].append(value)
-        else:
+        entry = merged.get(lower)
+        if entry is None:
             merged[lower] = (name, [value])
-    out = {name: ", ".join(values) for name, values in merged.values()}
+        else:
+            entry[1].append(value)
+    for token in named:
+        merged.pop(token, None)
+    out = {name: values[0] if len(values) == 1 else ", ".join(values) for name, values in merged.values()}
     for lower, value in dialect.default_headers.items():
         if lower not in merged:
             out[lower] = value
