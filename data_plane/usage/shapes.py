@@ -74,18 +74,19 @@ _GEMINI = msgspec.json.Decoder(_Gemini)
 _COUNT = msgspec.json.Decoder(_Count)
 
 
-def _reader(shape: Shape) -> Callable[[bytes], Usage | None]:
-    if shape == "anthropic":
-        return lambda body: _some(_USAGE.decode(body).usage, anthropic_usage)
-    if shape == "gemini":
-        return lambda body: _some(_GEMINI.decode(body).usageMetadata, gemini_usage)
-    if shape == "tokenize":
-        return lambda body: _some(_COUNT.decode(body).count, tokenize_usage)
-    return lambda body: _some(_USAGE.decode(body).usage, openai_usage)
-
-
-def _some(raw: object, read: Callable[[object], Usage | None]) -> Usage | None:
+def _some(raw: object, read: Callable[[Any], Usage | None]) -> Usage | None:
     return None if raw is None else read(raw)
+
+
+_READERS: dict[str, Callable[[bytes], Usage | None]] = {
+    "anthropic": lambda body: _some(_USAGE.decode(body).usage, anthropic_usage),
+    "gemini": lambda body: _some(_GEMINI.decode(body).usageMetadata, gemini_usage),
+    "tokenize": lambda body: _some(_COUNT.decode(body).count, tokenize_usage),
+}
+
+
+def _openai_reader(body: bytes) -> Usage | None:
+    return _some(_USAGE.decode(body).usage, openai_usage)
 
 
 def body_usage(shape: Shape, body: bytes) -> Usage | None:
@@ -93,7 +94,7 @@ def body_usage(shape: Shape, body: bytes) -> Usage | None:
     if shape == "none":
         return None
     try:
-        return _reader(shape)(body)
+        return _READERS.get(shape, _openai_reader)(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise MalformedUsage("answer is not a JSON object") from None
 
