@@ -36,6 +36,7 @@ from data_plane.governance.types import (
 from data_plane.settings import CacheSizes
 
 K = TypeVar("K", bound=Hashable)
+_MISS = object()
 V = TypeVar("V")
 
 
@@ -139,10 +140,14 @@ class GovernanceCache:
 
     async def grant(self, digest: bytes) -> KeyGrant:
         """The grant of a key digest; raises KeyRejected or ControlPlaneUnavailable."""
-        reason = self._rejected.get(digest)
-        if reason is not None:
-            self.lookups["key", "hit"] += 1
-            raise KeyRejected(reason)
+        if self._rejected:
+            reason = self._rejected.get(digest)
+            if reason is not None:
+                self.lookups["key", "hit"] += 1
+                raise KeyRejected(reason)
+        fresh = self._fresh(self._grants, digest, "key")
+        if fresh is not _MISS:
+            return fresh  # type: ignore[no-any-return]
         grant, stale = await self._get(self._grants, digest, ("key", digest), self._fetch_grant(digest))
         if stale and grant.fail_closed:
             raise ControlPlaneUnavailable("the org's outage policy is fail-closed")
@@ -151,6 +156,9 @@ class GovernanceCache:
     async def route(self, org_id: str, model_name: str) -> Route | None:
         """The route of (org, model); None when the org has no such model."""
         key = (org_id, model_name)
+        fresh = self._fresh(self._routes, key, "route")
+        if fresh is not _MISS:
+            return fresh  # type: ignore[no-any-return]
 
         async def fetch() -> tuple[Route | None, int]:
             return await self._source.resolve_route(org_id, model_name)
@@ -178,6 +186,19 @@ class GovernanceCache:
                 raise
 
         return fetch
+
+    def _fresh(self, table: _Table[K, V], key: K, kind: str) -> V | object:
+        """The entry's value when it is fresh (the hot path: no closures, no awaits), else _MISS."""
+        if not self._link.connected:
+            return _MISS
+        entry = table.get(key)
+        if entry is None:
+            return _MISS
+        fresh_for = self._sizes.negative_ttl if entry.value is None else self._sizes.ttl
+        if self._clock() - entry.fetched_at > fresh_for:
+            return _MISS
+        self.lookups[kind, "hit"] += 1
+        return entry.value
 
     async def _get(
         self,
