@@ -165,6 +165,19 @@ class Backend:
     cp: ControlPlaneProcess
 
 
+def shown_command(prog: str, argv: list[str]) -> str:
+    """The command line as recorded in the docs: without --docs/--note and their values."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--docs", "--note"):
+            skip = True
+        elif not arg.startswith(("--docs=", "--note=")):
+            shown.append(arg)
+    return shlex.join([prog, *shown])
+
+
 def log(message: str) -> None:
     """Progress goes to stderr; stdout carries only the JSON lines."""
     print(f"[bench-ingest {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -208,7 +221,7 @@ def markdown(header: dict[str, Any], results: list[dict[str, Any]]) -> str:
     """The generated section of docs/benchmarks.md."""
     lines = [BEGIN, "", (f"Run {header['date']} on {header['machine']['nproc']} cores "
              f"({header['machine']['cpu']}, load average {header['machine']['loadavg']} at the start), "
-             f"commit {header['commit']}: `{header['command']}`. {header['plan']}. {header['cores']}.")]  # fmt: skip
+             f"commit {header['commit']}: `{header['command']}`. {header['plan']}; {header['cores']}.")]  # fmt: skip
     if header["note"]:
         lines.append(f"\nNote: {header['note']}")
     lines += ["", ("| database | new records/s (median, min–max) | replayed (duplicate) records/s | "
@@ -247,7 +260,7 @@ async def main_async(args: argparse.Namespace) -> int:
                   "server unpinned" if cp_cpu is not None else "nothing pinned (1 core)")  # fmt: skip
     names = [n for n in args.databases.split(",") if n]
     header = {"date": report.today(), "machine": report.machine(), "commit": report.versions(None)["odock"],
-              "command": "scripts/bench-ingest " + shlex.join(sys.argv[1:]), "note": args.note,
+              "command": shown_command("scripts/bench-ingest", sys.argv[1:]), "note": args.note,
               "cores": cores_text, "plan": (f"{plan.records:,} records per repetition in batches of "
               f"{plan.batch} over {plan.streams} streams ({plan.window} batches in flight each), "
               f"{plan.reps} interleaved repetitions")}  # fmt: skip

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from scripts.benchmark import report, wrk
 from scripts.benchmark.__main__ import check_answers, core_plan, raise_fd_limit, stopping
+from scripts.benchmark.ingest import shown_command
 from scripts.benchmark.measure import Knobs
 from scripts.benchmark.provision import provision
 from scripts.benchmark.requests import chat_call
@@ -151,7 +151,7 @@ async def main_async(args: argparse.Namespace) -> int:
     header: dict[str, Any] = {"date": report.today(), "machine": report.machine(),
                               "versions": report.versions(wrk.wrk_path()), "reps": knobs.reps,
                               "duration_s": knobs.duration_s, "cores": cores_text, "note": args.note,
-                              "command": "scripts/bench-toggles " + shlex.join(sys.argv[1:]), "failed": {}}  # fmt: skip
+                              "command": shown_command("scripts/bench-toggles", sys.argv[1:]), "failed": {}}  # fmt: skip
     started: list[Any] = []
     results = []
     with stopping(started), tempfile.TemporaryDirectory(prefix="odock-bench-toggles-") as tmp:
