@@ -43,9 +43,16 @@ _CANDIDATES: dict[str, re.Pattern[bytes]] = {
 }
 _RESPONSE_DONE_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # The null usage member include_usage adds, as the last or the first member of a chunk's
-# top-level object (a compact JSON object on one data line: what providers send).
+# top-level object (a JSON object on one data line: what providers send). Compact JSON (what
+# OpenAI and vLLM write) is cut with bytes.replace; spaced JSON with the regexes.
+_COMPACT_NULLS = (
+    (b',"usage":null}\n', b"}\n"),
+    (b',"usage":null}\r', b"}\r"),
+    (b'data: {"usage":null,', b"data: {"),
+    (b'data:{"usage":null,', b"data:{"),
+)
 _NULL_LAST = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t]*\}[ \t]*(?:\r\n|\r|\n|$))')
-_NULL_FIRST = re.compile(rb'(?:(?<=data:\{)|(?<=data: \{))[ \t]*"usage"[ \t]*:[ \t]*null[ \t]*,')
+_NULL_FIRST = re.compile(rb'(data:[ ]?\{)[ \t]*"usage"[ \t]*:[ \t]*null[ \t]*,')
 _NULL_ANY = re.compile(rb'"usage"[ \t]*:[ \t]*null')
 # Anywhere in an event (the generic fallback for unusual layouts).
 _USAGE_NULL_AFTER = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t\r\n]*[,}])')
@@ -155,7 +162,13 @@ class SseTap:
 
     def _strip_nulls(self, block: bytes) -> bytes:
         """The events of ``block`` (none carrying a usage value) without the injected null member."""
-        out = _NULL_FIRST.sub(b"", _NULL_LAST.sub(b"", block))
+        out = block
+        for compact, kept in _COMPACT_NULLS:
+            if compact in out:
+                out = out.replace(compact, kept)
+        if _NULL_ANY.search(out) is None:
+            return out
+        out = _NULL_FIRST.sub(rb"\1", _NULL_LAST.sub(b"", out))
         if _NULL_ANY.search(out) is None:
             return out
         # An unusual layout (usage in the middle, multi-line JSON): event by event, as before.
