@@ -147,7 +147,7 @@ class GovernanceCache:
                 raise KeyRejected(reason)
         fresh = self._fresh(self._grants, digest, "key")
         if fresh is not _MISS:
-            return fresh  # type: ignore[no-any-return]
+            return fresh  # type: ignore[return-value]
         grant, stale = await self._get(self._grants, digest, ("key", digest), self._fetch_grant(digest))
         if stale and grant.fail_closed:
             raise ControlPlaneUnavailable("the org's outage policy is fail-closed")
@@ -158,7 +158,7 @@ class GovernanceCache:
         key = (org_id, model_name)
         fresh = self._fresh(self._routes, key, "route")
         if fresh is not _MISS:
-            return fresh  # type: ignore[no-any-return]
+            return fresh  # type: ignore[return-value]
 
         async def fetch() -> tuple[Route | None, int]:
             return await self._source.resolve_route(org_id, model_name)

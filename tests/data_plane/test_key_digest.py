@@ -13,7 +13,9 @@ PEPPER = b"p" * 32
 
 
 def digest_of(key: str) -> bytes:
-    return auth.key_digest(make_mocked_request("POST", "/", headers={"Authorization": f"Bearer {key}"}), PEPPER)
+    return auth.key_digest(
+        make_mocked_request("POST", "/", headers={"Authorization": f"Bearer {key}"}), PEPPER
+    )
 
 
 def test_remembered_form_never_admits_a_malformed_key() -> None:

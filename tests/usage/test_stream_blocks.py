@@ -11,7 +11,7 @@ import pytest
 from data_plane.sse import EventSplitter
 from data_plane.usage.meter import FLAG_DUPLICATE, FLAG_MALFORMED, RequestMeter
 from data_plane.usage.shapes import Shape
-from data_plane.usage.stream import event_start, make_tap
+from data_plane.usage.stream import event_start
 from data_plane.usage.tokens import Usage
 from tests.fakes import anthropic_shapes, gemini_shapes, openai_shapes
 from tests.fakes.reply import sse
@@ -64,7 +64,9 @@ def test_injected_usage_is_stripped_from_a_block_in_every_layout() -> None:
     usage_chunk = sse({"id": "c3", "choices": [], "usage": USAGE})
     for sent, seen in layouts:
         m = meter("openai_chat")
-        assert one_block(m, [*sent, usage_chunk, sse("[DONE]")], strip=True) == b"".join([*seen, sse("[DONE]")])
+        assert one_block(m, [*sent, usage_chunk, sse("[DONE]")], strip=True) == b"".join(
+            [*seen, sse("[DONE]")]
+        )
         assert m.usage == Usage(input=7, output=3) and m.flags == 0
 
 
@@ -79,7 +81,9 @@ def test_nested_null_usage_is_left_alone_when_stripping() -> None:
 def test_lookalikes_are_not_usage() -> None:
     chunks = [
         sse({"id": "c1", "choices": [{"delta": {"content": "usage"}}], "usage": None}),
-        sse({"id": "c2", "choices": [{"delta": {"content": '"usage": {"prompt_tokens": 99}'}}], "usage": None}),
+        sse(
+            {"id": "c2", "choices": [{"delta": {"content": '"usage": {"prompt_tokens": 99}'}}], "usage": None}
+        ),
         sse({"id": "c3", "choices": [], "usage": USAGE}),
     ]
     m = meter("openai_chat")
@@ -89,7 +93,9 @@ def test_lookalikes_are_not_usage() -> None:
 
 def test_usage_on_chunks_with_choices_is_cumulative_and_a_second_final_is_flagged() -> None:
     chunks = [
-        sse({"id": "c1", "choices": [{"delta": {"content": "a"}}], "usage": {**USAGE, "completion_tokens": 1}}),
+        sse(
+            {"id": "c1", "choices": [{"delta": {"content": "a"}}], "usage": {**USAGE, "completion_tokens": 1}}
+        ),
         sse({"id": "c2", "choices": [], "usage": USAGE}),
         sse({"id": "c3", "choices": None, "usage": {**USAGE, "completion_tokens": 50}}),
     ]
@@ -145,7 +151,10 @@ def _chunk(i: int, **extra: Any) -> dict[str, Any]:
 
 
 def test_many_events_per_block_at_random_cuts() -> None:
-    sent = [sse(_chunk(i, usage=None)) for i in range(30)] + [sse({"choices": [], "usage": USAGE}), sse("[DONE]")]
+    sent = [sse(_chunk(i, usage=None)) for i in range(30)] + [
+        sse({"choices": [], "usage": USAGE}),
+        sse("[DONE]"),
+    ]
     seen = b"".join([*(sse(_chunk(i)) for i in range(30)), sse("[DONE]")])
     data = b"".join(sent)
     for step in (17, 250, 1024, len(data)):
