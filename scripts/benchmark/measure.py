@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,15 +55,30 @@ def wrk_arm(
 
     async def measure(warmup: bool) -> Metrics:
         duration = knobs.warmup_s if warmup else knobs.duration_s
+        pids = service.worker_pids()
+        before = cpu_seconds(pids)
         result = await wrk.run(url, script, connections=connections, threads=threads, duration_s=duration,
                                cpus=pin)  # fmt: skip
+        used = cpu_seconds(pids) - before
         if result.non_2xx or result.errors or not result.requests:
             raise RuntimeError(f"{service.name} {call.path}: {result.non_2xx} non-2xx answers, "
                                f"{result.errors} socket errors in {result.requests} requests")  # fmt: skip
         return {"rps": result.rps, "p50_ms": result.p50_ms, "p90_ms": result.p90_ms, "p99_ms": result.p99_ms,
-                "mean_ms": result.mean_ms}  # fmt: skip
+                "mean_ms": result.mean_ms, "cpu_us_per_req": used * 1e6 / result.requests}  # fmt: skip
 
     return measure
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time of these processes so far (0 for any that is gone)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def ttfb_arm(service: Service, call: Call, knobs: Knobs) -> Arm:

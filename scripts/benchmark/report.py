@@ -78,6 +78,8 @@ def _vs_floor(arms: dict[str, Any], metric: str) -> str:
         return ""
     if metric == "rps":
         return f"{gw['median'] / floor['median']:.2f}× floor" if floor["median"] else ""
+    if metric == "cpu_us_per_req":
+        return f"{gw['median'] - floor['median']:+.0f} µs of CPU per request vs floor"
     return f"{gw['median'] - floor['median']:+.3f} ms vs floor" if metric.endswith("_ms") else ""
 
 

@@ -129,7 +129,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         ABC,
         _wrk(lambda a, k: chat_call(a, k), 64),
         lambda m: [Check("requests/s vs the floor's", _ratio(m, "gateway", "floor", "rps"), ">=", 0.75, "x")],
-        ("rps", "p99_ms"),
+        ("rps", "p99_ms", "cpu_us_per_req"),
     ),
     Scenario(
         "stream_ttfb_c1",
@@ -160,7 +160,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         ABC,
         _wrk(lambda a, k: chat_call(a, k, stream=True), 16),
         lambda m: [Check("streams/s vs the floor's", _ratio(m, "gateway", "floor", "rps"), ">=", 0.70, "x")],
-        ("rps", "p99_ms"),
+        ("rps", "p99_ms", "cpu_us_per_req"),
     ),
     Scenario(
         "delay50_c64",
@@ -168,7 +168,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         ABC,
         _wrk(lambda a, k: chat_call(a, k, extra={"x-fake-delay-ms": "50"}), 64),
         lambda m: [Check("requests/s vs direct", _ratio(m, "gateway", "direct", "rps"), ">=", 0.93, "x")],
-        ("rps", "p50_ms", "p99_ms"),
+        ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"),
     ),
     Scenario(
         "body_1mb_c8",
@@ -176,7 +176,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         ABC,
         _wrk(lambda a, k: chat_call(a, k, pad_to=1 << 20), 8),
         lambda m: [],
-        ("rps", "p50_ms", "p99_ms"),
+        ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"),
     ),
     Scenario(
         "anthropic_stream_c16",
@@ -184,7 +184,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         ABC,
         _wrk(lambda a, k: messages_call(a, k), 16),
         lambda m: [],
-        ("rps", "p99_ms"),
+        ("rps", "p99_ms", "cpu_us_per_req"),
     ),
     Scenario(
         "anthropic_ttfb_c1",
@@ -209,7 +209,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                 "x",
             )
         ],
-        ("rps", "p99_ms"),
+        ("rps", "p99_ms", "cpu_us_per_req"),
     ),
     Scenario(
         "memory_streams",
