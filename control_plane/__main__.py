@@ -19,8 +19,9 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import prometheus_client
+from odock.logfmt import LogSetup
 
-from control_plane.logs import LogSetup, configure, database_password, secret_values
+from control_plane.logs import configure, database_password, secret_values
 from control_plane.settings import LogSettings, Settings, SettingsError, database_url_from_env
 
 PROG = "control-plane"

@@ -14,123 +14,22 @@ ciphertext) at debug level, are held at WARNING whatever the level.
 from __future__ import annotations
 
 import base64
-import json
-import logging
-import sys
-from collections.abc import Iterable
-from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 
+from odock import logfmt
+from odock.logfmt import LogSetup
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from control_plane.settings import LogSettings, Settings
 
-REDACTED = "[redacted]"
-# Shorter values are not secrets we hold, and replacing them would mangle ordinary text.
-MIN_REDACT_CHARS = 8
 # Their debug output includes statement parameters (digests, ciphertext, URLs), or is chatter.
 QUIET_LOGGERS = ("sqlalchemy", "aiosqlite", "psycopg", "alembic", "aiohttp.access", "grpc._cython")
 
-_RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-
-
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The ``extra=`` fields of a record (anything a plain LogRecord does not have)."""
-    return {k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")}
-
-
-def _timestamp(record: logging.LogRecord) -> str:
-    return (
-        datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
-
-
-class _Redacting(logging.Formatter):
-    """Base: replaces registered secret values in the formatted line."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: tuple[str, ...] = ()
-
-    def add_secrets(self, values: Iterable[str]) -> None:
-        """Never write any of ``values`` (longest first, so overlapping ones go whole)."""
-        merged = set(self._secrets) | {v for v in values if len(v) >= MIN_REDACT_CHARS}
-        self._secrets = tuple(sorted(merged, key=len, reverse=True))
-
-    def scrub(self, line: str, *, escaped: bool) -> str:
-        """``line`` with every registered secret (JSON-escaped when ``escaped``) replaced."""
-        for secret in self._secrets:
-            needle = json.dumps(secret, ensure_ascii=False)[1:-1] if escaped else secret
-            if needle in line:
-                line = line.replace(needle, REDACTED)
-        return line
-
-
-class JsonFormatter(_Redacting):
-    """One JSON object per record, on one line."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "time": _timestamp(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in _fields(record).items():
-            out.setdefault(key, value)
-        if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        if record.stack_info:
-            out["stack"] = self.formatStack(record.stack_info)
-        return self.scrub(json.dumps(out, default=str, ensure_ascii=False), escaped=True)
-
-
-class TextFormatter(_Redacting):
-    """``time LEVEL logger: message key=value ...`` (tracebacks on the following lines)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        parts = [_timestamp(record), record.levelname, f"{record.name}:", record.getMessage()]
-        parts += [f"{k}={v}" for k, v in _fields(record).items()]
-        line = " ".join(parts)
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
-        if record.stack_info:
-            line += "\n" + self.formatStack(record.stack_info)
-        return self.scrub(line, escaped=False)
-
-
-class LogSetup:
-    """The installed handler; ``redact()`` registers secret values it must never write."""
-
-    def __init__(self, handler: logging.Handler, formatter: _Redacting) -> None:
-        self.handler = handler
-        self._formatter = formatter
-
-    def redact(self, values: Iterable[str]) -> None:
-        """Replace each of ``values`` with ``[redacted]`` in every line from now on."""
-        self._formatter.add_secrets(values)
-
-    def scrub(self, text: str) -> str:
-        """``text`` with every registered secret replaced (for messages printed outside logging)."""
-        return self._formatter.scrub(text, escaped=False)
-
 
 def configure(settings: LogSettings, stream: TextIO | None = None) -> LogSetup:
-    """Install one stderr handler on the root logger (replacing any), at ``settings.level``."""
-    formatter: _Redacting = JsonFormatter() if settings.format == "json" else TextFormatter()
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(formatter)
-    root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
-    root.addHandler(handler)
-    level = logging.getLevelName(settings.level.upper())
-    root.setLevel(level)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(max(logging.WARNING, level))
-    logging.captureWarnings(True)
-    return LogSetup(handler, formatter)
+    """Install this plane's stderr handler at ``settings.level`` (see ``odock.logfmt``)."""
+    return logfmt.configure(settings.format, settings.level, QUIET_LOGGERS, stream)
 
 
 def secret_values(settings: Settings) -> list[str]:

@@ -8,11 +8,17 @@ that names the variable and never echoes a secret.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from odock import envconfig
+from odock.envconfig import EnvReader as _Env
+from odock.envconfig import parse_address, parse_base64, parse_pepper
+
+# Raised for every bad setting; defined in odock.envconfig, re-exported as this plane's own.
+SettingsError = envconfig.SettingsError
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATABASE_URL = "sqlite:///./odock.db"
@@ -20,13 +26,8 @@ DEFAULT_DB_CHECK_SECONDS = 5.0
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 KEK_BYTES = 32
-MIN_PEPPER_BYTES = 32
 MIN_TOKEN_CHARS = 32
 _KID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class SettingsError(ValueError):
-    """A missing or malformed setting; the message is one line naming the variable."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Settings:
         """Build and validate settings from an environment mapping."""
         env = _Env(environ)
         keks_spec, kek_ids = _parse_keks(env.secret("ODOCK_KEKS"))
-        pepper = _parse_pepper(env.secret("ODOCK_KEY_PEPPER"))
+        pepper = parse_pepper(env.secret("ODOCK_KEY_PEPPER"))
         admin = env.secret("ODOCK_ADMIN_TOKEN")
         if len(admin) < MIN_TOKEN_CHARS or any(c.isspace() for c in admin):
             raise SettingsError(
@@ -99,7 +100,7 @@ class Settings:
         ready = env.plain("ODOCK_READY_FILE", "")
         metrics = env.plain("ODOCK_CP_METRICS_LISTEN", "")
         return cls(
-            listen=_parse_listen("ODOCK_CP_LISTEN", env.plain("ODOCK_CP_LISTEN", DEFAULT_LISTEN)),
+            listen=parse_address("ODOCK_CP_LISTEN", env.plain("ODOCK_CP_LISTEN", DEFAULT_LISTEN)),
             database_url=_database_url(env),
             keks_spec=keks_spec,
             kek_ids=kek_ids,
@@ -116,7 +117,7 @@ class Settings:
             limit_minute_seconds=env.number("ODOCK_LIMIT_MINUTE_SECONDS", 60.0, low=0.5, high=3600.0),
             lease_ttl_seconds=env.number("ODOCK_LEASE_TTL_SECONDS", 60.0, low=1.0, high=86400.0),
             lease_fraction=env.number("ODOCK_LEASE_FRACTION", 0.25, low=0.01, high=1.0),
-            metrics_listen=_parse_listen("ODOCK_CP_METRICS_LISTEN", metrics) if metrics else None,
+            metrics_listen=parse_address("ODOCK_CP_METRICS_LISTEN", metrics) if metrics else None,
             db_check_seconds=env.number(
                 "ODOCK_DB_CHECK_SECONDS", DEFAULT_DB_CHECK_SECONDS, low=0.05, high=3600.0
             ),
@@ -168,63 +169,6 @@ def _database_url(env: _Env) -> str:
     return _parse_db_url(direct or DEFAULT_DATABASE_URL)
 
 
-class _Env:
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._env = environ
-
-    def plain(self, name: str, default: str) -> str:
-        return self._env.get(name, "").strip() or default
-
-    def secret(self, name: str) -> str:
-        """``name`` or the contents of ``name_FILE``; required, never echoed."""
-        direct = self._env.get(name, "")
-        path = self._env.get(f"{name}_FILE", "").strip()
-        if direct and path:
-            raise SettingsError(f"{name}: set either {name} or {name}_FILE, not both")
-        if path:
-            try:
-                direct = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-                raise SettingsError(f"{name}_FILE: cannot read {path}: {reason}") from None
-        direct = direct.strip()
-        if not direct:
-            raise SettingsError(f"{name}: required (set {name} or {name}_FILE)")
-        return direct
-
-    def path(self, name: str) -> Path | None:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return None
-        p = Path(raw)
-        if not p.is_file():
-            raise SettingsError(f"{name}: no such file: {raw}")
-        return p
-
-    def number(self, name: str, default: float, *, low: float, high: float) -> float:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingsError(f"{name}: not a number: {raw!r}") from None
-        if not low <= value <= high:
-            raise SettingsError(f"{name}: must be between {low:g} and {high:g}")
-        return value
-
-
-def _b64(value: str) -> bytes | None:
-    value = value.strip()
-    try:
-        return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        try:
-            return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError):
-            return None
-
-
 def _parse_keks(spec: str) -> tuple[str, tuple[str, ...]]:
     ids: list[str] = []
     parts: list[str] = []
@@ -237,7 +181,7 @@ def _parse_keks(spec: str) -> tuple[str, tuple[str, ...]]:
             raise SettingsError(f"ODOCK_KEKS: entry #{i} must look like ID=BASE64 (ID: letters, digits, ._-)")
         if kid in ids:
             raise SettingsError(f"ODOCK_KEKS: duplicate KEK id {kid!r}")
-        raw = _b64(material)
+        raw = parse_base64(material)
         if raw is None or len(raw) != KEK_BYTES:
             raise SettingsError(f"ODOCK_KEKS: KEK {kid!r} must be {KEK_BYTES} bytes, base64-encoded")
         ids.append(kid)
@@ -245,22 +189,6 @@ def _parse_keks(spec: str) -> tuple[str, tuple[str, ...]]:
     if not ids:
         raise SettingsError("ODOCK_KEKS: at least one KEK (ID=BASE64) is required")
     return ",".join(parts), tuple(ids)
-
-
-def _parse_pepper(value: str) -> bytes:
-    raw = _b64(value)
-    if raw is None:
-        raise SettingsError("ODOCK_KEY_PEPPER: must be base64")
-    if len(raw) < MIN_PEPPER_BYTES:
-        raise SettingsError(f"ODOCK_KEY_PEPPER: must decode to at least {MIN_PEPPER_BYTES} bytes")
-    return raw
-
-
-def _parse_listen(name: str, value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise SettingsError(f"{name}: expected HOST:PORT, got {value!r}")
-    return value
 
 
 def _parse_db_url(value: str) -> str:

@@ -8,27 +8,27 @@ and docs/architecture.md (the rest).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from odock import envconfig
+from odock.envconfig import EnvReader as _Env
+from odock.envconfig import parse_address, parse_pepper
+
+# Raised for every bad setting; defined in odock.envconfig, re-exported as this plane's own.
+SettingsError = envconfig.SettingsError
+
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_CP_ADDRESS = "127.0.0.1:50051"
-MIN_PEPPER_BYTES = 32
 MIN_TOKEN_CHARS = 32
 _FULL_POLICIES = ("drop_newest", "drop_oldest")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # Set by the supervisor for its workers (prometheus-client reads the same variable itself).
 METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
-
-
-class SettingsError(ValueError):
-    """A missing or malformed setting; the message is one line naming the variable."""
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class Settings:
             raise SettingsError("ODOCK_CP_TLS_CERT_FILE and ODOCK_CP_TLS_KEY_FILE must be set together")
         if cert is not None and ca is None:
             raise SettingsError("ODOCK_CP_TLS_CERT_FILE: mutual TLS needs ODOCK_CP_TLS_CA_FILE too")
-        listen = _parse_address("ODOCK_DP_LISTEN", env.plain("ODOCK_DP_LISTEN", DEFAULT_LISTEN))
+        listen = parse_address("ODOCK_DP_LISTEN", env.plain("ODOCK_DP_LISTEN", DEFAULT_LISTEN))
         workers = int(env.number("ODOCK_WORKERS", 1, low=1, high=256, integer=True))
         ready = env.plain("ODOCK_READY_FILE", "")
         metrics_listen = env.plain("ODOCK_DP_METRICS_LISTEN", "")
@@ -224,9 +224,9 @@ class Settings:
         )
         return cls(
             listen=listen,
-            cp_address=_parse_address("ODOCK_CP_ADDRESS", env.plain("ODOCK_CP_ADDRESS", DEFAULT_CP_ADDRESS)),
+            cp_address=parse_address("ODOCK_CP_ADDRESS", env.plain("ODOCK_CP_ADDRESS", DEFAULT_CP_ADDRESS)),
             node_token=token,
-            key_pepper=_parse_pepper(env.secret("ODOCK_KEY_PEPPER")),
+            key_pepper=parse_pepper(env.secret("ODOCK_KEY_PEPPER")),
             cp_tls_ca_file=ca,
             cp_tls_cert_file=cert,
             cp_tls_key_file=key,
@@ -249,7 +249,7 @@ class Settings:
                 env.number("ODOCK_UPSTREAM_POOL_PER_HOST", 256, low=0, high=10**6, integer=True)
             ),
             ready_file=Path(ready) if ready else None,
-            metrics_listen=_parse_address("ODOCK_DP_METRICS_LISTEN", metrics_listen)
+            metrics_listen=parse_address("ODOCK_DP_METRICS_LISTEN", metrics_listen)
             if metrics_listen
             else None,
             metrics_dir=Path(metrics_dir) if metrics_dir else None,
@@ -258,74 +258,6 @@ class Settings:
             usage=usage,
             limits=limits,
         )
-
-
-class _Env:
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._env = environ
-
-    def plain(self, name: str, default: str) -> str:
-        return self._env.get(name, "").strip() or default
-
-    def secret(self, name: str) -> str:
-        """``name`` or the contents of ``name_FILE``; required, never echoed."""
-        direct = self._env.get(name, "")
-        path = self._env.get(f"{name}_FILE", "").strip()
-        if direct and path:
-            raise SettingsError(f"{name}: set either {name} or {name}_FILE, not both")
-        if path:
-            try:
-                direct = Path(path).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "unreadable"
-                raise SettingsError(f"{name}_FILE: cannot read {path}: {reason}") from None
-        direct = direct.strip()
-        if not direct:
-            raise SettingsError(f"{name}: required (set {name} or {name}_FILE)")
-        return direct
-
-    def path(self, name: str) -> Path | None:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return None
-        p = Path(raw)
-        if not p.is_file():
-            raise SettingsError(f"{name}: no such file: {raw}")
-        return p
-
-    def number(self, name: str, default: float, *, low: float, high: float, integer: bool = False) -> float:
-        raw = self._env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(int(raw)) if integer else float(raw)
-        except ValueError:
-            kind = "an integer" if integer else "a number"
-            raise SettingsError(f"{name}: not {kind}: {raw[:32]!r}") from None
-        if not low <= value <= high:
-            raise SettingsError(f"{name}: must be between {low:g} and {high:g}")
-        return value
-
-
-def _parse_pepper(value: str) -> bytes:
-    padded = value + "=" * (-len(value) % 4)
-    try:
-        raw = base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError):
-        try:
-            raw = base64.urlsafe_b64decode(padded)
-        except (binascii.Error, ValueError):
-            raise SettingsError("ODOCK_KEY_PEPPER: must be base64") from None
-    if len(raw) < MIN_PEPPER_BYTES:
-        raise SettingsError(f"ODOCK_KEY_PEPPER: must decode to at least {MIN_PEPPER_BYTES} bytes")
-    return raw
-
-
-def _parse_address(name: str, value: str) -> str:
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise SettingsError(f"{name}: expected HOST:PORT, got {value[:64]!r}")
-    return value
 
 
 def process_environ() -> dict[str, str]:

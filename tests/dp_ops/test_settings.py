@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from odock.logfmt import REDACTED, JsonFormatter
 
-from data_plane.logs import REDACTED, JsonFormatter, secret_values
+from data_plane.logs import secret_values
 from data_plane.settings import LogSettings, Settings, SettingsError
 from tests.support.dataplane import data_plane_env
 
