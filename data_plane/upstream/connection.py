@@ -1,0 +1,191 @@
+"""One keep-alive HTTP/1.1 connection to an upstream: write a request, parse its answer (httptools)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from data_plane.upstream.errors import UpstreamBroken
+from data_plane.upstream.response import UpstreamResponse
+
+if TYPE_CHECKING:
+    from data_plane.upstream.pool import UpstreamClient
+    from data_plane.upstream.url import Origin
+
+# Below this a request body is copied into the head's buffer (one write); above, written beside it.
+_COPY_BODY_MAX = 64 * 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+class _Unexpected(Exception):
+    """Bytes arrived that answer no request (an idle connection, or more after a complete answer)."""
+
+
+class Connection(asyncio.Protocol):
+    """A connection owned by the pool; it carries one request at a time."""
+
+    def __init__(self, pool: UpstreamClient, origin: Origin) -> None:
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.closed = False  # the transport is gone or going
+        self.paused = False  # reading paused: the reader lags (flow control)
+        self.keep_alive = False  # the last answer allows another request on this connection
+        self.idle_since = 0.0
+        self.sent = 0  # requests written on this connection
+        self._pool = pool
+        self._parser = httptools.HttpResponseParser(self)
+        self._response: UpstreamResponse | None = None
+        self._head: asyncio.Future[UpstreamResponse] | None = None
+        self._reason = b""
+        self._informational = False  # parsing a 1xx answer, which precedes the real one
+        self._has_length = False
+        self._chunked = False
+
+    # Used by the pool and the response.
+
+    def send(self, head: bytes, body: bytes | None) -> asyncio.Future[UpstreamResponse]:
+        """Write one request; the future resolves when the answer's head has arrived."""
+        transport = self.transport
+        assert transport is not None and self._response is None
+        self._response = UpstreamResponse(self)
+        self.keep_alive = False
+        head_future = self._head = asyncio.get_running_loop().create_future()
+        self.sent += 1
+        if not body:
+            transport.write(head)
+        elif len(body) <= _COPY_BODY_MAX:
+            transport.write(head + body)
+        else:
+            transport.writelines((head, body))
+        return head_future
+
+    def finished(self, clean: bool) -> None:
+        """The response's reader is done: pool the connection if it can carry another request, else close it."""
+        response, self._response = self._response, None
+        reusable = clean and self.keep_alive and not self.closed and response is not None and response.at_eof()
+        if not reusable:
+            self.close()
+        self._pool._done_with(self, reusable)
+
+    def resume(self) -> None:
+        """The reader caught up: read the socket again."""
+        self.paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        """Close the transport (idempotent); the pool learns of it in ``connection_lost``."""
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.close()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast("asyncio.Transport", transport)  # uvloop's transports are not subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass  # not TCP (tests may use other sockets); latency only
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            self._break("Malformed HTTP answer from upstream")
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too; connection_lost decides what the end means
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.keep_alive = False
+        response = self._response
+        if response is not None and exc is None and response.close_delimited and self._head is None:
+            response._finish()  # the end of a body without a length is the end of the connection
+        else:
+            self._fail("Upstream closed the connection before completing its answer")
+        self._pool._lost(self)
+
+    # httptools callbacks (each runs inside data_received).
+
+    def on_message_begin(self) -> None:
+        response = self._response
+        if response is None or response._done:
+            raise _Unexpected
+        self._reason = b""
+        self._has_length = self._chunked = False
+        response.raw_headers = []
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        response = self._response
+        assert response is not None
+        lower = name.lower()
+        text = value.decode("utf-8", "surrogateescape")
+        if lower == b"content-type":
+            response.content_type = text.partition(";")[0].strip().lower()
+        elif lower == b"content-length":
+            self._has_length = True
+        elif lower == b"transfer-encoding":
+            self._chunked = True
+        response.raw_headers.append((name.decode("utf-8", "surrogateescape"), text))
+
+    def on_headers_complete(self) -> None:
+        response = self._response
+        assert response is not None
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            if status == 101:
+                raise _Unexpected  # no protocol switch was asked for
+            self._informational = True  # e.g. 103 Early Hints: the real answer follows
+            return
+        response.status = status
+        response.reason = self._reason.decode("utf-8", "replace")
+        response.close_delimited = not (self._has_length or self._chunked or status in _NO_BODY_STATUSES)
+        head = self._head
+        self._head = None
+        if head is not None and not head.done():
+            head.set_result(response)
+
+    def on_body(self, body: bytes) -> None:
+        response = self._response
+        assert response is not None
+        if response._feed(body) and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        response = self._response
+        assert response is not None
+        self.keep_alive = self._parser.should_keep_alive()
+        response._finish()
+
+    # Failures.
+
+    def _break(self, message: str) -> None:
+        self.keep_alive = False
+        self._fail(message)
+        self.close()
+
+    def _fail(self, message: str) -> None:
+        error = UpstreamBroken(message)
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not head.done():
+                head.set_exception(error)
+        response = self._response
+        if response is not None:
+            response._fail(error)
