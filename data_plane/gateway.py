@@ -21,7 +21,7 @@ from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, KeyRe
 from data_plane.limits.gate import admit_request, settle_request
 from data_plane.payload import PayloadError, inspect_json, inspect_multipart, multipart_with_model, with_model
 from data_plane.providers import Endpoint, upstream_headers
-from data_plane.proxy import ProxyLimits, UpstreamCall, forward
+from data_plane.proxy import Relay
 from data_plane.state import STATE, NodeState
 from data_plane.usage import METER, RECORD_ID
 from data_plane.usage.inject import ensure_include_usage
@@ -224,20 +224,23 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         injected = False
         if streaming and endpoint.name in INJECTABLE and body is not None and settings.usage.metering:
             body, injected = ensure_include_usage(body, facts)
-        call = UpstreamCall(
-            method=endpoint.method,
-            url=url,
-            headers=headers,
-            body=body,
-            first_byte_timeout=route.timeout,
-            streaming=streaming,
+        relay = Relay(
+            request,
+            meter,
             family=endpoint.family,
-        )
-        limits = ProxyLimits(
             upstream_idle=settings.timeouts.upstream_idle,
             deadline=deadline,
             max_buffered=settings.max_buffered_response_bytes,
         )
-        return await forward(request, state.session, call, limits, meter, strip_injected=injected)
+        return await relay.forward(
+            state.upstream,
+            endpoint.method,
+            url,
+            headers,
+            body,
+            first_byte_timeout=route.timeout,
+            streaming=streaming,
+            strip_injected=injected,
+        )
 
     return handle

@@ -11,6 +11,9 @@
   final chunk, which every HTTP client reports as an incomplete body.
 - Client disconnect cancels the handler (aiohttp ``handler_cancellation``); the
   ``finally`` closes the upstream connection rather than returning it to the pool.
+- The upstream hop is ``data_plane.upstream`` (a lean HTTP/1.1 client): bodies are
+  passed through as sent (identity encoding, no decompression), reading pauses when
+  the client lags (bounded buffering), and nothing is ever retried once sent.
 - Metering (``data_plane.usage``): the meter learns the upstream status,
   timings and usage; a buffered answer's usage is read from its body, a
   stream's by a tap the bytes pass through (which may only drop what the
@@ -22,14 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
 from data_plane.errors import GatewayError, sse_error_event
 from data_plane.sse import EventSplitter
+from data_plane.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 from data_plane.usage.meter import CANCELLED, COMPLETE, ERROR, PARTIAL, RequestMeter
 from data_plane.usage.shapes import body_usage
 from data_plane.usage.stream import StreamTap, make_tap
@@ -62,207 +64,202 @@ UPSTREAM_BROKEN = "Upstream provider closed the connection before completing its
 UPSTREAM_REDIRECT = "Upstream provider answered with a redirect; redirects are not followed"
 
 
-@dataclass(frozen=True, slots=True)
-class UpstreamCall:
-    """One request to send upstream."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | None
-    first_byte_timeout: float
-    streaming: bool
-    family: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProxyLimits:
-    """Per-request relay limits."""
-
-    upstream_idle: float
-    deadline: float  # loop.time() by which everything must be done
-    max_buffered: int
-
-
-def _timeout(limit: float, deadline: float) -> float:
-    return max(0.0, min(limit, deadline - asyncio.get_running_loop().time()))
-
-
-def response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
+def response_headers(upstream: UpstreamResponse) -> CIMultiDict[str]:
     """Upstream response headers minus hop-by-hop ones (and any the Connection header names)."""
-    named = {h.strip().lower() for h in upstream.headers.get("Connection", "").split(",") if h.strip()}
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.headers.items():
+    named: list[str] = []
+    request_id: str | None = None
+    alt_id: str | None = None
+    for name, value in upstream.raw_headers:
         lower = name.lower()
-        if lower in _HOP_BY_HOP or lower in named:
+        if lower in _HOP_BY_HOP:
+            if lower == "connection":
+                named += (t.strip().lower() for t in value.split(","))
+            elif lower == "x-request-id" and request_id is None:
+                request_id = value
             continue
+        if lower == "request-id" and alt_id is None:
+            alt_id = value
         out.add(name, value)
-    upstream_id = upstream.headers.get("x-request-id") or upstream.headers.get("request-id")
+    for token in named:
+        if token:
+            out.popall(token, None)
+    upstream_id = request_id or alt_id
     if upstream_id:
         out["x-upstream-request-id"] = upstream_id[:128]
     return out
 
 
-async def forward(
-    request: web.Request,
-    session: aiohttp.ClientSession,
-    call: UpstreamCall,
-    limits: ProxyLimits,
-    meter: RequestMeter,
-    *,
-    strip_injected: bool = False,
-) -> web.StreamResponse:
-    """Send ``call`` upstream and relay its answer to the client."""
-    meter.upstream_started()
-    try:
-        async with asyncio.timeout(_timeout(call.first_byte_timeout, limits.deadline)):
-            upstream = await session.request(
-                call.method, call.url, headers=call.headers, data=call.body, allow_redirects=False
-            )
-    except TimeoutError:
-        raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        log.info("upstream request failed: %s", type(exc).__name__)
-        raise GatewayError(502, "upstream_unreachable", UPSTREAM_UNREACHABLE) from None
-    meter.upstream_responded()
-    try:
-        if 300 <= upstream.status < 400:
-            raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)
-        meter.status = upstream.status
-        is_sse = upstream.content_type == "text/event-stream"
-        ok = 200 <= upstream.status < 300
-        if ok and (call.streaming or is_sse):
-            tap = make_tap(meter, is_sse=is_sse, strip_injected=strip_injected)
-            return await _relay_stream(request, upstream, call, limits, is_sse, meter, tap)
-        return await _relay_buffered(request, upstream, call, limits, meter)
-    finally:
-        meter.upstream_finished()
-        # Anything not read to the end is closed, not pooled: on client disconnect this is
-        # what tells the provider to stop generating.
-        if not upstream.content.is_eof():
-            upstream.close()
-        else:
+class Relay:
+    """One request's trip upstream and back: its limits, the meter, and the answer once it arrived."""
+
+    __slots__ = ("deadline", "family", "idle", "max_buffered", "meter", "request")
+
+    def __init__(
+        self,
+        request: web.Request,
+        meter: RequestMeter,
+        *,
+        family: int,
+        upstream_idle: float,
+        deadline: float,
+        max_buffered: int,
+    ) -> None:
+        self.request = request
+        self.meter = meter
+        self.family = family
+        self.idle = upstream_idle
+        self.deadline = deadline  # loop.time() by which everything must be done
+        self.max_buffered = max_buffered
+
+    def _timeout(self, limit: float) -> float:
+        return max(0.0, min(limit, self.deadline - asyncio.get_running_loop().time()))
+
+    async def forward(
+        self,
+        client: UpstreamClient,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        first_byte_timeout: float,
+        streaming: bool,
+        strip_injected: bool = False,
+    ) -> web.StreamResponse:
+        """Send the request upstream and relay its answer to the client."""
+        meter = self.meter
+        meter.upstream_started()
+        try:
+            async with asyncio.timeout(self._timeout(first_byte_timeout)):
+                upstream = await client.request(method, url, headers, body)
+        except TimeoutError:  # connect timeouts included
+            raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
+        except (UpstreamError, OSError) as exc:
+            log.info("upstream request failed: %s", type(exc).__name__)
+            raise GatewayError(502, "upstream_unreachable", UPSTREAM_UNREACHABLE) from None
+        meter.upstream_responded()
+        try:
+            status = upstream.status
+            if 300 <= status < 400:
+                raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)
+            meter.status = status
+            is_sse = upstream.content_type == "text/event-stream"
+            if 200 <= status < 300 and (streaming or is_sse):
+                tap = make_tap(meter, is_sse=is_sse, strip_injected=strip_injected)
+                return await self._relay_stream(upstream, is_sse, tap)
+            return await self._relay_buffered(upstream)
+        finally:
+            meter.upstream_finished()
+            # An answer that did not end cleanly is closed, not pooled: on client disconnect
+            # this is what tells the provider to stop generating.
             upstream.release()
 
+    async def _read(self, upstream: UpstreamResponse) -> bytes:
+        data = upstream.read_nowait()  # what already arrived needs no timer
+        if data or upstream.at_eof():
+            return data
+        async with asyncio.timeout(self._timeout(self.idle)):
+            return await upstream.read()
 
-async def _read_chunk(upstream: aiohttp.ClientResponse, limits: ProxyLimits) -> bytes:
-    content = upstream.content
-    data = content.read_nowait()  # what already arrived needs no timer
-    if data or content.is_eof():
-        return data
-    async with asyncio.timeout(_timeout(limits.upstream_idle, limits.deadline)):
-        return await content.readany()
-
-
-async def _relay_buffered(
-    request: web.Request,
-    upstream: aiohttp.ClientResponse,
-    call: UpstreamCall,
-    limits: ProxyLimits,
-    meter: RequestMeter,
-) -> web.StreamResponse:
-    buf = bytearray()
-    try:
-        while True:
-            chunk = await _read_chunk(upstream, limits)
-            if not chunk:
-                break
-            buf += chunk
-            if len(buf) > limits.max_buffered:
-                # Too big to hold: relay the rest as it comes (a break then aborts the connection).
-                ok = 200 <= upstream.status < 300
-                tap = make_tap(meter, is_sse=False, strip_injected=False) if ok else None
-                return await _relay_stream(request, upstream, call, limits, False, meter, tap, bytes(buf))
-    except TimeoutError:
-        raise GatewayError(504, "upstream_timeout", UPSTREAM_STALLED) from None
-    except (aiohttp.ClientError, OSError):
-        raise GatewayError(502, "upstream_reset", UPSTREAM_BROKEN) from None
-    meter.upstream_finished()
-    body = bytes(buf)
-    if 200 <= upstream.status < 300:
+    async def _relay_buffered(self, upstream: UpstreamResponse) -> web.StreamResponse:
+        meter = self.meter
+        limit = self.max_buffered
         try:
-            meter.report(body_usage(meter.shape, body), final=True)
-        except MalformedUsage:
-            meter.malformed()
-        meter.settle(upstream.status, COMPLETE)
-    else:
-        meter.settle(upstream.status, ERROR)
-    return web.Response(
-        status=upstream.status, reason=upstream.reason, body=body, headers=response_headers(upstream)
-    )
-
-
-async def _relay_stream(
-    request: web.Request,
-    upstream: aiohttp.ClientResponse,
-    call: UpstreamCall,
-    limits: ProxyLimits,
-    is_sse: bool,
-    meter: RequestMeter,
-    tap: StreamTap | None,
-    head: bytes = b"",
-) -> web.StreamResponse:
-    ok = 200 <= upstream.status < 300
-    resp = web.StreamResponse(
-        status=upstream.status, reason=upstream.reason, headers=response_headers(upstream)
-    )
-    if is_sse:
-        resp.headers["Cache-Control"] = resp.headers.get("Cache-Control", "no-cache")
-        resp.headers["X-Accel-Buffering"] = "no"
-    await resp.prepare(request)
-    splitter = EventSplitter() if is_sse else None
-    try:
-        if head:
-            await _write(resp, tap.relay(head) if tap is not None else head, meter)
-        failure = await _pump(upstream, resp, splitter, limits, meter, tap)
+            body = await self._read(upstream)
+            if body and len(body) <= limit:
+                chunk = await self._read(upstream)
+                if chunk:  # more than one read (the usual answer is one): gather it, up to the limit
+                    buf = bytearray(body)
+                    while chunk:
+                        buf += chunk
+                        if len(buf) > limit:
+                            break
+                        chunk = await self._read(upstream)
+                    body = bytes(buf)
+        except TimeoutError:
+            raise GatewayError(504, "upstream_timeout", UPSTREAM_STALLED) from None
+        except (UpstreamError, OSError):
+            raise GatewayError(502, "upstream_reset", UPSTREAM_BROKEN) from None
+        if len(body) > limit:
+            # Too big to hold: relay the rest as it comes (a break then aborts the connection).
+            tap = make_tap(meter, is_sse=False, strip_injected=False) if 200 <= upstream.status < 300 else None
+            return await self._relay_stream(upstream, False, tap, body)
         meter.upstream_finished()
-        if failure is None:
-            if splitter is not None and splitter.pending:
-                rest = splitter.flush()
-                await _write(resp, tap.relay(rest) if tap is not None else rest, meter)
+        status = upstream.status
+        if 200 <= status < 300:
+            try:
+                meter.report(body_usage(meter.shape, body), final=True)
+            except MalformedUsage:
+                meter.malformed()
+            meter.settle(status, COMPLETE)
+        else:
+            meter.settle(status, ERROR)
+        return web.Response(status=status, reason=upstream.reason, body=body, headers=response_headers(upstream))
+
+    async def _relay_stream(
+        self, upstream: UpstreamResponse, is_sse: bool, tap: StreamTap | None, head: bytes = b""
+    ) -> web.StreamResponse:
+        request, meter = self.request, self.meter
+        status = upstream.status
+        ok = 200 <= status < 300
+        resp = web.StreamResponse(status=status, reason=upstream.reason, headers=response_headers(upstream))
+        if is_sse:
+            resp.headers["Cache-Control"] = resp.headers.get("Cache-Control", "no-cache")
+            resp.headers["X-Accel-Buffering"] = "no"
+        await resp.prepare(request)
+        splitter = EventSplitter() if is_sse else None
+        try:
+            if head:
+                await _write(resp, tap.relay(head) if tap is not None else head, meter)
+            failure = await self._pump(upstream, resp, splitter, tap)
+            meter.upstream_finished()
+            if failure is None:
+                if splitter is not None and splitter.pending:
+                    rest = splitter.flush()
+                    await _write(resp, tap.relay(rest) if tap is not None else rest, meter)
+                await resp.write_eof()
+                meter.settle(status, COMPLETE if ok else ERROR)
+                return resp
+            meter.settle(status, PARTIAL if ok else ERROR)
+            log.info("upstream stream ended early: %s", failure.code)
+            if splitter is None:
+                # No framing to end cleanly in: drop the connection without the terminating chunk.
+                if request.transport is not None:
+                    request.transport.abort()
+                return resp
+            await resp.write(sse_error_event(self.family, failure))
             await resp.write_eof()
-            meter.settle(upstream.status, COMPLETE if ok else ERROR)
-            return resp
-        meter.settle(upstream.status, PARTIAL if ok else ERROR)
-        log.info("upstream stream ended early: %s", failure.code)
-        if splitter is None:
-            # No framing to end cleanly in: drop the connection without the terminating chunk.
-            if request.transport is not None:
-                request.transport.abort()
-            return resp
-        await resp.write(sse_error_event(call.family, failure))
-        await resp.write_eof()
-    except ConnectionResetError:
-        meter.settle(upstream.status, CANCELLED)  # the client went away; the caller closes upstream
-    return resp
+        except ConnectionResetError:
+            meter.settle(status, CANCELLED)  # the client went away; the caller closes upstream
+        return resp
+
+    async def _pump(
+        self,
+        upstream: UpstreamResponse,
+        resp: web.StreamResponse,
+        splitter: EventSplitter | None,
+        tap: StreamTap | None,
+    ) -> GatewayError | None:
+        """Relay upstream chunks until the end (None) or an upstream failure (the error to report)."""
+        meter = self.meter
+        while True:
+            try:
+                chunk = await self._read(upstream)
+            except TimeoutError:
+                return GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
+            except (UpstreamError, OSError):
+                return GatewayError(502, "upstream_reset", UPSTREAM_BROKEN)
+            if not chunk:
+                return None
+            out = splitter.feed(chunk) if splitter is not None else chunk
+            if tap is not None and out:
+                out = tap.relay(out)
+            # A client write failure propagates: it is not an upstream error.
+            await _write(resp, out, meter)
 
 
 async def _write(resp: web.StreamResponse, data: bytes, meter: RequestMeter) -> None:
     if data:
         meter.first_byte()
         await resp.write(data)
-
-
-async def _pump(
-    upstream: aiohttp.ClientResponse,
-    resp: web.StreamResponse,
-    splitter: EventSplitter | None,
-    limits: ProxyLimits,
-    meter: RequestMeter,
-    tap: StreamTap | None,
-) -> GatewayError | None:
-    """Relay upstream chunks until the end (None) or an upstream failure (the error to report)."""
-    while True:
-        try:
-            chunk = await _read_chunk(upstream, limits)
-        except TimeoutError:
-            return GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
-        except (aiohttp.ClientError, OSError):
-            return GatewayError(502, "upstream_reset", UPSTREAM_BROKEN)
-        if not chunk:
-            return None
-        out = splitter.feed(chunk) if splitter is not None else chunk
-        if tap is not None and out:
-            out = tap.relay(out)
-        # A client write failure propagates: it is not an upstream error.
-        await _write(resp, out, meter)

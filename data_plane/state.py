@@ -1,4 +1,4 @@
-"""Per-worker state (governance client, cache, watcher, upstream session) and its lifecycle."""
+"""Per-worker state (governance client, cache, watcher, upstream client) and its lifecycle."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from data_plane.governance.cache import GovernanceCache
@@ -20,6 +19,7 @@ from data_plane.governance.watch import Watcher
 from data_plane.limits import Limiter
 from data_plane.metrics import METRICS
 from data_plane.settings import Settings
+from data_plane.upstream import UpstreamClient
 from data_plane.usage.shipper import Shipper
 
 log = logging.getLogger("odock.data_plane")
@@ -34,7 +34,7 @@ class NodeState:
     link: Link
     cache: GovernanceCache
     watcher: Watcher
-    session: aiohttp.ClientSession
+    upstream: UpstreamClient
     shipper: Shipper
     limiter: Limiter | None = None  # None: limits not enforced (ODOCK_LIMITS=off)
 
@@ -67,29 +67,6 @@ class NodeState:
 STATE: web.AppKey[NodeState] = web.AppKey("odock_state", NodeState)
 
 
-def upstream_session(settings: Settings) -> aiohttp.ClientSession:
-    """One pooled client per worker: keep-alive, bounded, no redirects, bytes passed through as sent."""
-    connector = aiohttp.TCPConnector(
-        limit=settings.upstream_pool_size,
-        limit_per_host=settings.upstream_pool_per_host,
-        keepalive_timeout=30.0,
-        enable_cleanup_closed=True,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(
-            total=None,
-            connect=settings.timeouts.upstream_connect,
-            sock_connect=settings.timeouts.upstream_connect,
-        ),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),  # tenants must never share cookies
-        skip_auto_headers=("User-Agent", "Accept-Encoding"),
-        trust_env=False,
-        raise_for_status=False,
-    )
-
-
 def node_state_ctx(settings: Settings) -> Any:
     """A cleanup context that owns the node state and every background task."""
 
@@ -99,9 +76,9 @@ def node_state_ctx(settings: Settings) -> Any:
         cache = GovernanceCache(client, link, settings.cache, settings.max_staleness)
         limiter = Limiter(client, link, settings.limits) if settings.limits.enabled else None
         watcher = Watcher(client, cache, link, settings, limits=limiter)
-        session = upstream_session(settings)
+        upstream = UpstreamClient.from_settings(settings)  # keep-alive pool, bounded, no redirects
         shipper = Shipper(client, settings.usage, settings.node_id, settings.timeouts.reconnect_max)
-        app[STATE] = NodeState(settings, client, link, cache, watcher, session, shipper, limiter)
+        app[STATE] = NodeState(settings, client, link, cache, watcher, upstream, shipper, limiter)
         await shipper.start()
         watch_task = asyncio.create_task(watcher.run(), name="odock-watch")
         limits_task = asyncio.create_task(limiter.run(), name="odock-limits") if limiter is not None else None
@@ -130,7 +107,7 @@ def node_state_ctx(settings: Settings) -> Any:
             with contextlib.suppress(asyncio.CancelledError):
                 await watch_task
             await cache.close()
-            await session.close()
+            await upstream.close()
             await client.close()
 
     return ctx

@@ -65,7 +65,8 @@ class Connection(asyncio.Protocol):
     def finished(self, clean: bool) -> None:
         """The response's reader is done: pool the connection if it can carry another request, else close it."""
         response, self._response = self._response, None
-        reusable = clean and self.keep_alive and not self.closed and response is not None and response.at_eof()
+        # A complete answer leaves the connection clean even if the reader left bytes unread.
+        reusable = clean and self.keep_alive and not self.closed and response is not None
         if not reusable:
             self.close()
         self._pool._done_with(self, reusable)

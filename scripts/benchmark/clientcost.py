@@ -5,8 +5,9 @@ Sends N keep-alive requests (sequential, then concurrent) to the fast fake upstr
 ``taskset`` is there) with each client in turn and prints the client process's CPU time per
 request:
 
-- ``aiohttp``: the ``ClientSession`` exactly as ``data_plane/state.py`` builds it, used the way
-  ``data_plane/proxy.py`` uses it (request, buffered read with ``read_nowait``/``readany``, release);
+- ``aiohttp``: the ``ClientSession`` exactly as ``data_plane/state.py`` built it before the lean
+  client replaced it, used the way ``data_plane/proxy.py`` used it (request, buffered read with
+  ``read_nowait``/``readany``, release);
 - ``lean``: ``data_plane.upstream`` (asyncio.Protocol + httptools, one ``write`` per request).
 
 Run: ``python -m scripts.benchmark.clientcost [--requests 20000] [--concurrency 64] [--rounds 3]``.
@@ -28,10 +29,10 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import uvloop
 
 from data_plane.settings import Settings
-from data_plane.state import upstream_session
 from data_plane.upstream import UpstreamClient
 from scripts.benchmark.requests import UPSTREAM_CHAT_MODEL, chat_body
 from scripts.benchmark.stack import python_env
@@ -45,6 +46,29 @@ HEADERS = {
     "Authorization": "Bearer sk-benchmark-provider-key-0123456789abcdefghijklmnopqrstuvwxyz",
 }
 Send = Callable[[str, bytes], Awaitable[bytes]]
+
+
+def upstream_session(settings: Settings) -> aiohttp.ClientSession:
+    """The data plane's former upstream session (data_plane/state.py before data_plane.upstream)."""
+    connector = aiohttp.TCPConnector(
+        limit=settings.upstream_pool_size,
+        limit_per_host=settings.upstream_pool_per_host,
+        keepalive_timeout=30.0,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.timeouts.upstream_connect,
+            sock_connect=settings.timeouts.upstream_connect,
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        trust_env=False,
+        raise_for_status=False,
+    )
 
 
 def _settings() -> Settings:
