@@ -84,6 +84,7 @@ class LimitSettings:
     idle_return_seconds: float = 10.0  # unused monthly/budget leases go back after this idle time
     bytes_per_token: float = 3.0  # prompt-size estimate: body bytes / this
     default_output_tokens: int = 1024  # reserved when the request sets no output cap
+    wait_seconds: float = 10.0  # longest a request queues for a lease before 503
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ class Settings:
             default_output_tokens=int(
                 env.number("ODOCK_LIMIT_DEFAULT_OUTPUT_TOKENS", 1024, low=0, high=10**7, integer=True)
             ),
+            wait_seconds=env.number("ODOCK_LIMIT_WAIT_SECONDS", 10.0, low=0.01, high=3600),
         )
         return cls(
             listen=listen,
