@@ -59,10 +59,25 @@ class Endpoint:
 
     def upstream_url(self, base_url: str, slug: str, query: Query = None) -> str:
         """The upstream URL: base URL + native path (+ encoded slug) + the client's query minus auth."""
-        path = self.upstream_path
-        if SLUG in path:
-            path = path.replace(SLUG, encode_gemini_slug(slug))
-        return join_url(base_url, path, query, strip_suffix=self.strip_base_suffix)
+        templated = SLUG in self.upstream_path
+        key = (self.upstream_path, self.strip_base_suffix, base_url, slug if templated else "")
+        cached = _PREFIXES.get(key)
+        if cached is None:
+            path = self.upstream_path
+            if templated:
+                path = path.replace(SLUG, encode_gemini_slug(slug))
+            cached = _url_prefix(base_url, path, self.strip_base_suffix)
+            if len(_PREFIXES) >= _PREFIXES_MAX:
+                _PREFIXES.clear()
+            _PREFIXES[key] = cached
+        prefix, base_query = cached
+        return _with_query(prefix, base_query, filter_query(query) if query else "")
+
+
+# (native path, suffix to strip, base URL, slug) -> (URL without query, the base URL's query):
+# the same few routes serve every request, so the URL parsing runs once per route.
+_PREFIXES: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+_PREFIXES_MAX = 4096
 
 
 def encode_gemini_slug(slug: str) -> str:
@@ -75,14 +90,23 @@ def encode_gemini_slug(slug: str) -> str:
 
 def join_url(base_url: str, path: str, query: Query = None, *, strip_suffix: str = "") -> str:
     """Append a native path to a base URL (trailing slash tolerated) and attach a filtered query."""
+    prefix, base_query = _url_prefix(base_url, path, strip_suffix)
+    return _with_query(prefix, base_query, filter_query(query))
+
+
+def _url_prefix(base_url: str, path: str, strip_suffix: str) -> tuple[str, str]:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("base URL must be an absolute http(s) URL")
     base_path = parts.path.rstrip("/")
     if strip_suffix and base_path.endswith(strip_suffix):
         base_path = base_path[: -len(strip_suffix)]
-    queries = [q for q in (parts.query, filter_query(query)) if q]
-    return urlunsplit((parts.scheme, parts.netloc, base_path + path, "&".join(queries), ""))
+    return urlunsplit((parts.scheme, parts.netloc, base_path + path, "", "")), parts.query
+
+
+def _with_query(prefix: str, base_query: str, extra: str) -> str:
+    query = f"{base_query}&{extra}" if base_query and extra else base_query or extra
+    return f"{prefix}?{query}" if query else prefix
 
 
 def filter_query(query: Query) -> str:
@@ -90,13 +114,28 @@ def filter_query(query: Query) -> str:
     if not query:
         return ""
     if isinstance(query, str):
-        pairs: Iterable[tuple[str, str]] = parse_qsl(query, keep_blank_values=True)
-    elif isinstance(query, Mapping):
+        cached = _FILTERED.get(query)
+        if cached is None:
+            cached = urlencode(_without_auth(parse_qsl(query, keep_blank_values=True)), quote_via=quote)
+            if len(query) <= _FILTERED_LEN_MAX:  # clients repeat the same few short queries ("alt=sse")
+                if len(_FILTERED) >= _PREFIXES_MAX:
+                    _FILTERED.clear()
+                _FILTERED[query] = cached
+        return cached
+    pairs: Iterable[tuple[str, str]]
+    if isinstance(query, Mapping):
         pairs = query.items()
     else:
         pairs = query
-    kept = [(k, v) for k, v in pairs if k.strip().lower() not in AUTH_QUERY_PARAMS]
-    return urlencode(kept, quote_via=quote)
+    return urlencode(_without_auth(pairs), quote_via=quote)
+
+
+_FILTERED: dict[str, str] = {}
+_FILTERED_LEN_MAX = 256
+
+
+def _without_auth(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in pairs if k.strip().lower() not in AUTH_QUERY_PARAMS]
 
 
 @dataclass(frozen=True, slots=True)
