@@ -89,19 +89,16 @@ def error_body(family: int, err: GatewayError) -> dict[str, Any]:
     if family == ANTHROPIC:
         return {"type": "error", "error": {"type": anthropic_type, "message": err.message, "code": err.code}}
     if family == GEMINI:
+        details: list[dict[str, str]] = [
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": err.code, "domain": "odock.ai"}
+        ]
+        if err.retry_after is not None:
+            # Google APIs say how long to wait in a RetryInfo detail (google.rpc.RetryInfo).
+            details.append(
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{err.retry_after}s"}
+            )
         return {
-            "error": {
-                "code": err.status,
-                "message": err.message,
-                "status": gemini_status,
-                "details": [
-                    {
-                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                        "reason": err.code,
-                        "domain": "odock.ai",
-                    }
-                ],
-            }
+            "error": {"code": err.status, "message": err.message, "status": gemini_status, "details": details}
         }
     return {"error": {"message": err.message, "type": openai_type, "code": err.code, "param": err.param}}
 

@@ -5,6 +5,12 @@ moment a connection opens (or the first byte of a new request arrives on a
 kept-alive one) its headers must be complete within ``client_header``
 seconds, or it is answered 408 and closed. The guard is disarmed when the
 handler starts (the middleware calls ``request_started``).
+
+Requests the HTTP parser refuses (a request line or header over aiohttp's 8190-byte
+limits, too many headers, bad framing) and header timeouts are answered in the error
+shape of the family whose path prefix the request line started with, so SDKs parse
+them like any other gateway error. Only the first bytes of each request head are
+kept for that; the answer never quotes them.
 """
 
 from __future__ import annotations
@@ -13,18 +19,20 @@ import asyncio
 import json
 import logging
 import os
+import re
 import secrets
 import signal
 import socket
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import generate_latest
 
-from data_plane.app import build_app
+from data_plane.app import build_app, family_for_path
+from data_plane.errors import GatewayError, error_body
 from data_plane.metrics import METRICS, MetricsServer, multiprocess_registry, serve_metrics
 from data_plane.settings import Settings
 from data_plane.state import STATE
@@ -32,6 +40,42 @@ from data_plane.state import STATE
 log = logging.getLogger("odock.data_plane")
 
 LINGER_SECONDS = 2.0
+# Bytes of a request head kept to find its path prefix ("POST /v1/vllm/..." needs ~20).
+HEAD_PEEK_BYTES = 64
+_METHOD = re.compile(rb"[A-Z]{1,16} ")
+
+
+def head_target(head: bytes) -> bytes:
+    """The request target (as far as seen) of a request head starting with ``head``."""
+    method = _METHOD.match(head)
+    return re.split(rb"[ \r\n]", head[method.end() :], maxsplit=1)[0] if method else b""
+
+
+def head_family(head: bytes) -> int:
+    """The family whose error shape a request starting with ``head`` gets (by its path prefix)."""
+    target = head_target(head)
+    if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+        slash = target.find(b"/", target.find(b"//") + 2)  # absolute-form: skip the authority
+        target = target[slash:] if slash >= 0 else b"/"
+    return family_for_path(re.split(rb"[?#]", target, maxsplit=1)[0].decode("latin-1"))
+
+
+def transport_error(status: int, exc: BaseException | None, head: bytes) -> GatewayError:
+    """The GatewayError for a request the HTTP parser refused (never quoting the request)."""
+    if status >= 500:
+        return GatewayError(500, "internal_error", "Internal gateway error")
+    if isinstance(exc, LineTooLong):
+        # aiohttp's exception carries the start of the offending line: the target when it is
+        # the request line, a header's name or value otherwise.
+        line, target = exc.args[0] if exc.args else b"", head_target(head)
+        if target and isinstance(line, (bytes, bytearray)) and bytes(line[:32]).startswith(target[:32]):
+            return GatewayError(status, "uri_too_long", "Request line too long")
+        return GatewayError(status, "header_too_large", "Request header too large")
+    if isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc):
+        return GatewayError(status, "too_many_headers", "Too many request headers (limit 128)")
+    if isinstance(exc, ContentEncodingError):
+        return GatewayError(status, "unsupported_content_encoding", "Unsupported or corrupt Content-Encoding")
+    return GatewayError(status, "malformed_http", "Malformed HTTP request")
 
 
 class GuardedRequestHandler(RequestHandler):
@@ -42,14 +86,18 @@ class GuardedRequestHandler(RequestHandler):
         self._odock_header_timeout = header_timeout
         self._odock_timer: asyncio.TimerHandle | None = None
         self._odock_busy = False
+        self._odock_head = b""  # the first bytes of the current request's head
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._odock_arm()
 
     def data_received(self, data: bytes) -> None:
-        if not self._odock_busy and self._odock_timer is None:
-            self._odock_arm()
+        if not self._odock_busy:
+            if self._odock_timer is None:
+                self._odock_arm()
+            if len(self._odock_head) < HEAD_PEEK_BYTES:
+                self._odock_head += data[: HEAD_PEEK_BYTES - len(self._odock_head)]
         super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -69,6 +117,7 @@ class GuardedRequestHandler(RequestHandler):
         """
         if body_consumed:
             self._odock_busy = False
+            self._odock_head = b""
 
     def handle_error(
         self,
@@ -77,10 +126,11 @@ class GuardedRequestHandler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        """Transport-level errors (unparsable requests) as short plain text, never echoing the request.
+        """Transport-level errors (unparsable requests) in the family's JSON shape, never echoing the request.
 
         aiohttp's default quotes the start of the offending request line (which may carry a
-        ``?key=``) in the answer and in a logged traceback.
+        ``?key=``) in the answer and in a logged traceback. A parse error has no request path
+        (aiohttp passes a placeholder), so the family comes from the head bytes seen.
         """
         kind = type(exc).__name__ if exc is not None else "error"
         if status >= 500:
@@ -89,13 +139,13 @@ class GuardedRequestHandler(RequestHandler):
             log.debug("refused a malformed request: %s", kind)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error response")
-        try:
-            phrase = HTTPStatus(status).phrase
-        except ValueError:
-            phrase = "Error"
+        parse_error = isinstance(exc, HttpProcessingError) or status < 500
+        family = head_family(self._odock_head) if parse_error else family_for_path(request.path)
+        err = transport_error(status, exc, self._odock_head)
         resp = web.Response(
-            status=status,
-            text=f"{status} {phrase}: {'malformed HTTP request' if status < 500 else 'gateway error'}\n",
+            status=err.status,
+            body=json.dumps(error_body(family, err), separators=(",", ":")).encode(),
+            content_type="application/json",
             headers={"x-request-id": f"req_{secrets.token_hex(12)}"},
         )
         resp.force_close()
@@ -117,10 +167,12 @@ class GuardedRequestHandler(RequestHandler):
         if self._odock_busy or self.transport is None or self.transport.is_closing():
             return
         rid = f"req_{secrets.token_hex(12)}"
+        err = GatewayError(408, "request_timeout", "Request headers not received in time")
+        body = json.dumps(error_body(head_family(self._odock_head), err), separators=(",", ":")).encode()
         self.transport.write(
-            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nConnection: close\r\n"
-            + f"x-request-id: {rid}\r\nContent-Length: 40\r\n\r\n".encode()
-            + b"Request headers not received in time.\r\n\r\n"
+            b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + f"x-request-id: {rid}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
         )
         self.force_close()  # closes the transport once the 408 is flushed
 

@@ -47,8 +47,19 @@ def _read(path: str, flag: str) -> bytes:
         raise UsageError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
 
 
+_PORT_RE = re.compile(r":(\d+)$")
+
+
+def check_address(address: str) -> None:
+    """Refuse a HOST:PORT whose port is outside 1..65535 (gRPC silently wraps it to another port)."""
+    match = _PORT_RE.search(address)
+    if match is not None and not 1 <= int(match.group(1)) <= 65535:
+        raise UsageError(f"--address: port {match.group(1)[:12]} is out of range (1-65535)")
+
+
 def open_channel(conn: Connection) -> grpc.Channel:
     """A plaintext channel, or TLS when a CA (or client certificate) is given."""
+    check_address(conn.address)
     if conn.tls_ca_file or conn.tls_cert_file:
         if bool(conn.tls_cert_file) != bool(conn.tls_key_file):
             raise UsageError("--tls-cert and --tls-key must be given together")

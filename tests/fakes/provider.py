@@ -88,6 +88,7 @@ class Knobs:
     chunks: int = 3  # generated pieces = completion tokens
     status: int | None = None  # answer this status with a native error body (or error_body)
     error_body: bytes | None = None
+    error_content_type: str = "application/json"  # of error_body
     error_message: str = "fake upstream error"
     stall_after: int | None = None  # stop sending (forever) after N frames / bytes
     reset_after: int | None = None  # TCP reset after N frames / bytes
@@ -220,7 +221,7 @@ class FakeProvider:
         if k.status is not None:
             if k.error_body is not None:
                 return web.Response(status=k.status, body=k.error_body, headers=k.extra_headers,
-                                    content_type="application/json")
+                                    content_type=k.error_content_type)
             return _error(family, k.status, k.error_message, k)
         try:
             ask = _ask(rec, k.chunks)

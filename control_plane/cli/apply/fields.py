@@ -67,6 +67,12 @@ def _kind(value: Any) -> str:
     return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
+def shown_key(key: Any, limit: int = 40) -> str:
+    """A mapping key as quoted in an error: printable and short (the file may not be ours to echo)."""
+    text = "".join(c if c.isprintable() else "?" for c in str(key)[: limit + 1])
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class Node:
     """A value in the document and where it is (``orgs[0].models[1]``)."""
 
@@ -99,7 +105,7 @@ class Node:
         data = self.expect(dict)
         for key in data:
             if not isinstance(key, str) or key not in allowed:
-                raise Node(None, self._child(str(key)), self.source).fail(
+                raise Node(None, self._child(shown_key(key)), self.source).fail(
                     f"unknown field (allowed here: {', '.join(allowed)})"
                 )
         for key in required:
