@@ -3,8 +3,9 @@
 One server per pytest session (a fresh cluster in a temp dir, 127.0.0.1 on a
 free port, durability off for speed), one fresh database per test. PostgreSQL
 refuses to run as root, so under root the cluster belongs to the unprivileged
-``postgres`` OS user (created when missing). The server gets SIGQUIT when the
-pytest process dies, however it dies, so no orphan outlives the run.
+``postgres`` OS user (created when missing). The server joins the session's process
+group (``tests/support/spawn.py``): when the pytest process dies, however it dies, the
+reaper sends it SIGQUIT (then SIGKILL), so no orphan outlives the run.
 
 Use from a test directory's conftest.py::
 
@@ -29,6 +30,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.support import spawn
 
 SETUP_HINT = "run scripts/setup (it installs the postgresql package), or put initdb/postgres on PATH"
 PG_USER = "postgres"  # the database superuser created by initdb
@@ -75,20 +78,19 @@ def _os_user() -> pwd.struct_passwd | None:
 
 
 def _server_prefix(owner: pwd.struct_passwd | None) -> list[str]:
-    """Command prefix: drop to ``owner`` and arrange SIGQUIT (immediate shutdown) when pytest dies.
+    """Command prefix that drops to ``owner`` and execs the server in place (empty when not root).
 
-    setpriv applies the parent-death signal after the uid switch (which would
-    clear it) and execs in place, so the server stays our direct child.
+    The uid switch is in the command rather than in Popen arguments, so a restart from
+    ``process.args`` runs as the same user; restart through ``spawn.popen`` to stay in the
+    session group. No parent-death signal: it fires when the spawning *thread* exits (a
+    server started from ``asyncio.to_thread`` would die at once); the reaper does the cleanup.
     """
+    if owner is None:
+        return []
     setpriv = shutil.which("setpriv")
     if setpriv is None:
-        if owner is not None:
-            return ["runuser", "-u", owner.pw_name, "--"]
-        return []
-    prefix = [setpriv, "--pdeathsig", "QUIT"]
-    if owner is not None:
-        prefix += ["--reuid", str(owner.pw_uid), "--regid", str(owner.pw_gid), "--clear-groups"]
-    return [*prefix, "--"]
+        return ["runuser", "-u", owner.pw_name, "--"]
+    return [setpriv, "--reuid", str(owner.pw_uid), "--regid", str(owner.pw_gid), "--clear-groups", "--"]
 
 
 @dataclass
@@ -211,7 +213,7 @@ def start_postgres() -> PostgresServer:
     for _attempt in range(3):  # the free port may be taken between probe and bind
         port = _free_port()
         with open(root / "postgres.log", "ab") as log:
-            proc = subprocess.Popen(
+            proc = spawn.popen(
                 [*_server_prefix(owner), str(bindir / "postgres"), "-D", str(data), "-p", str(port),
                  "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={sock}",
                  "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",

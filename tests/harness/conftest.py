@@ -1,0 +1,1 @@
+"""The test harness itself: plane start/stop helpers and the session reaper (``tests/support/spawn.py``)."""
