@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from data_plane import logs
 from data_plane.errors import ANTHROPIC, GEMINI, OPENAI, VLLM, GatewayError, render
 from data_plane.gateway import make_handler
 from data_plane.limits import stamp_limit_headers
 from data_plane.listing import get_model, list_models, list_vllm_models
 from data_plane.metrics import METRICS, DataPlaneMetrics
-from data_plane.observe import observed, stamp_overhead
+from data_plane.observe import OBSERVATION, observed, stamp_overhead
 from data_plane.providers import ENDPOINTS, LOCAL_ROUTES
 from data_plane.settings import Settings
 from data_plane.state import STATE, node_state_ctx
@@ -75,11 +76,26 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
             finished(request.content.is_eof())
 
 
-async def _stamp_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    rid = request.get(REQUEST_ID) or request_id_for(request)
-    response.headers["x-request-id"] = rid
-    if METER in request:
-        response.headers[RECORD_ID_HEADER] = request[METER].request_id
+async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every header the gateway adds, in one handler.
+
+    ``x-request-id`` on every answer; on native endpoints also ``x-odock-request-id``
+    (metered requests), the limit headers (admitted requests) and ``x-odock-overhead-ms``.
+    """
+    headers = response.headers
+    headers["x-request-id"] = request.get(REQUEST_ID) or request_id_for(request)
+    obs = request.get(OBSERVATION)
+    if obs is None:  # not a native endpoint: nothing metered or admitted
+        return
+    meter = request.get(METER)
+    if meter is not None:
+        headers[RECORD_ID_HEADER] = meter.request_id
+    await stamp_limit_headers(request, response)
+    stamp_overhead(response, obs, meter)
+
+
+async def _flush_logs(_app: web.Application) -> None:
+    logs.flush()  # queued request lines reach stderr before the worker exits
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -99,9 +115,8 @@ def build_app(settings: Settings) -> web.Application:
     metrics = DataPlaneMetrics(multiprocess=settings.metrics_dir is not None)
     app[METRICS] = metrics
     app.cleanup_ctx.append(node_state_ctx(settings))
-    app.on_response_prepare.append(_stamp_request_id)
-    app.on_response_prepare.append(stamp_limit_headers)
-    app.on_response_prepare.append(stamp_overhead)
+    app.on_response_prepare.append(stamp_headers)
+    app.on_cleanup.append(_flush_logs)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/v1/models", list_models)

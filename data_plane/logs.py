@@ -10,25 +10,222 @@ their digest at once and never kept, provider keys live only inside cached
 routes, and request and response bodies are never logged (there is no switch
 to log them). As a second line of defence the handler replaces the secrets
 this process is configured with (node token, pepper) with ``[redacted]``.
+
+The per-request line is the one log line written on the hot path, so it skips
+the ``logging`` machinery (record, formatter, a write and flush per line):
+:class:`RequestLog` renders it straight to the handler's format, redacts it
+with the handler's formatter, and hands it to the handler's stream, a
+:class:`LineBuffer` that writes request lines once per event-loop iteration.
+Ordinary records still go through ``logging`` and are written at once, after
+any request lines queued before them, so lines stay in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from typing import TextIO
+import contextlib
+import json
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import NamedTuple, TextIO
 
 from odock import logfmt
-from odock.logfmt import LogSetup
+from odock.logfmt import LogSetup, Redacting
 
 from data_plane.settings import LogSettings, Settings
 
 # Chatter (access logs are off anyway: the request log replaces them), or gRPC internals.
 QUIET_LOGGERS = ("aiohttp.access", "grpc._cython", "asyncio")
+REQUEST_LOGGER = "odock.data_plane.request"
+# Queued request lines are written at the end of the loop iteration, or at once past this size.
+FLUSH_CHARS = 64 * 1024
+
+
+class LineBuffer:
+    """The log handler's stream: records pass straight through, request lines wait for the loop tick."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._pending: list[str] = []
+        self._chars = 0
+        self._lock = threading.Lock()  # the handler may be used from other threads too
+        self._tick_loop: asyncio.AbstractEventLoop | None = None
+
+    def write(self, text: str) -> int:
+        """Queue ``text`` (the logging handler calls :meth:`flush` right after)."""
+        with self._lock:
+            self._pending.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        """Write everything queued, in order, with one write to the stream."""
+        with self._lock:
+            pending, self._pending, self._chars = self._pending, [], 0
+            if pending:
+                self.stream.write("".join(pending))
+            self.stream.flush()
+
+    def add_line(self, line: str) -> None:
+        """Queue one request line (ending in a newline); written when this loop iteration ends."""
+        with self._lock:
+            self._pending.append(line)
+            self._chars += len(line)
+            full = self._chars >= FLUSH_CHARS
+        if full:
+            self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop in this thread: nothing would run the flush later
+            self.flush()
+            return
+        if self._tick_loop is not loop:
+            self._tick_loop = loop
+            loop.call_soon(self._tick)
+
+    def _tick(self) -> None:
+        self._tick_loop = None
+        with contextlib.suppress(OSError, ValueError):  # stderr gone or closed: the lines are lost anyway
+            self.flush()
+
+
+class RequestFields(NamedTuple):
+    """The fields of one request line, in the order they are written (docs/operations.md)."""
+
+    request_id: str
+    node_id: str
+    org_id: str
+    key_id: str
+    model: str
+    family: str
+    endpoint: str
+    method: str
+    status: int
+    outcome: str
+    streamed: bool
+    latency_ms: float
+    overhead_ms: float
+    upstream_first_byte_ms: float | None
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    error_code: str = ""  # written only when set
+
+    def message(self) -> str:
+        """``POST /v1/messages 200 complete``."""
+        return f"{self.method} {self.endpoint} {self.status:d} {self.outcome}"
+
+    def extra(self) -> dict[str, object]:
+        """The fields as ``logging`` ``extra=`` (``error_code`` only when set)."""
+        out: dict[str, object] = self._asdict()
+        if not self.error_code:
+            del out["error_code"]
+        return out
+
+
+def _jstr(value: str) -> str:
+    """``value`` escaped as ``json.dumps(value, ensure_ascii=False)`` would, without the quotes."""
+    if value.isprintable() and '"' not in value and "\\" not in value:
+        return value  # nothing JSON escapes (controls, quote, backslash) can be in it
+    return json.dumps(value, ensure_ascii=False)[1:-1]
+
+
+def _tstr(value: str) -> str:
+    """``value`` for a text line: as is, but controls escaped so no value can start a new line."""
+    return value if value.isprintable() else value.encode("unicode_escape").decode("ascii")
+
+
+class RequestLog:
+    """Renders request lines in the handler's format, redacted, into its :class:`LineBuffer`."""
+
+    def __init__(self, buffer: LineBuffer, formatter: Redacting, json_format: bool) -> None:
+        self.buffer = buffer
+        self._formatter = formatter
+        self._json = json_format
+        self._second = -1
+        self._second_text = ""
+
+    def write(self, f: RequestFields) -> None:
+        """Queue the line of one finished request."""
+        line = self._json_line(f) if self._json else self._text_line(f)
+        self.buffer.add_line(self._formatter.scrub(line, escaped=self._json))
+
+    def _time(self) -> str:
+        """Now as ``logfmt`` writes it (UTC, milliseconds, ``Z``); the date part is kept per second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            stamp = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+            self._second, self._second_text = second, stamp
+        return f"{self._second_text}{int((now - second) * 1000):03d}Z"
+
+    def _json_line(self, f: RequestFields) -> str:
+        (rid, node, org, key, model, family, endpoint, method, status, outcome, streamed, latency, overhead,
+         first_byte, tokens_in, tokens_out, tokens_cached, error) = f  # fmt: skip
+        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}"
+        if not text.isprintable() or '"' in text or "\\" in text:  # rare: escape each string
+            rid, node, org, key, model, family, endpoint, method, outcome, error = map(
+                _jstr, (rid, node, org, key, model, family, endpoint, method, outcome, error)
+            )
+        line = (
+            f'{{"time": "{self._time()}", "level": "info", "logger": "{REQUEST_LOGGER}", '
+            f'"message": "{method} {endpoint} {status:d} {outcome}", "request_id": "{rid}", '
+            f'"node_id": "{node}", "org_id": "{org}", "key_id": "{key}", "model": "{model}", '
+            f'"family": "{family}", "endpoint": "{endpoint}", "method": "{method}", "status": {status:d}, '
+            f'"outcome": "{outcome}", "streamed": {"true" if streamed else "false"}, '
+            f'"latency_ms": {latency!r}, "overhead_ms": {overhead!r}, '
+            f'"upstream_first_byte_ms": {"null" if first_byte is None else repr(first_byte)}, '
+            f'"input_tokens": {tokens_in:d}, "output_tokens": {tokens_out:d}, '
+            f'"cached_input_tokens": {tokens_cached:d}'
+        )
+        if error:
+            line += f', "error_code": "{error}"'
+        return line + "}\n"
+
+    def _text_line(self, f: RequestFields) -> str:
+        (rid, node, org, key, model, family, endpoint, method, status, outcome, streamed, latency, overhead,
+         first_byte, tokens_in, tokens_out, tokens_cached, error) = f  # fmt: skip
+        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}"
+        if not text.isprintable():  # rare: escape controls in each string
+            rid, node, org, key, model, family, endpoint, method, outcome, error = map(
+                _tstr, (rid, node, org, key, model, family, endpoint, method, outcome, error)
+            )
+        line = (
+            f"{self._time()} INFO {REQUEST_LOGGER}: {method} {endpoint} {status:d} {outcome} "
+            f"request_id={rid} node_id={node} org_id={org} key_id={key} model={model} family={family} "
+            f"endpoint={endpoint} method={method} status={status:d} outcome={outcome} streamed={streamed} "
+            f"latency_ms={latency!r} overhead_ms={overhead!r} upstream_first_byte_ms={first_byte!r} "
+            f"input_tokens={tokens_in:d} output_tokens={tokens_out:d} cached_input_tokens={tokens_cached:d}"
+        )
+        if error:
+            line += f" error_code={error}"
+        return line + "\n"
+
+
+_REQUEST_LOG: RequestLog | None = None
+
+
+def request_log() -> RequestLog | None:
+    """The installed request-line writer (None until :func:`configure` ran: lines go through ``logging``)."""
+    return _REQUEST_LOG
 
 
 def configure(settings: LogSettings, stream: TextIO | None = None) -> LogSetup:
     """Install this plane's stderr handler at ``settings.level`` (see ``odock.logfmt``)."""
-    return logfmt.configure(settings.format, settings.level, QUIET_LOGGERS, stream)
+    global _REQUEST_LOG
+    buffer = LineBuffer(stream if stream is not None else sys.stderr)
+    setup = logfmt.configure(settings.format, settings.level, QUIET_LOGGERS, buffer)
+    _REQUEST_LOG = RequestLog(buffer, setup.formatter, settings.format == "json")
+    return setup
+
+
+def flush() -> None:
+    """Write any queued request lines now (shutdown)."""
+    if _REQUEST_LOG is not None:
+        _REQUEST_LOG.buffer.flush()
 
 
 def secret_values(settings: Settings) -> list[str]:

@@ -12,11 +12,12 @@ its values there and the supervisor serves the merged view; counters and
 histograms are summed across workers (dead ones included), gauges use the
 ``live*`` modes and a dead worker's gauges are dropped when it is reaped.
 
-Request metrics are recorded as each request ends. State kept elsewhere (the
-control-plane link, the cache, the usage shipper and spool, the limiter's
-counters) is copied into gauges and counters by :meth:`DataPlaneMetrics.refresh`,
-run every ``REFRESH_SECONDS`` by the worker and once more before a scrape of
-a single worker.
+Request metrics are recorded as each request ends, through label children
+looked up once per (family, endpoint, status, outcome). State kept elsewhere
+(the requests in flight, the control-plane link, the cache, the usage shipper
+and spool, the limiter's counters) is copied into gauges and counters by
+:meth:`DataPlaneMetrics.refresh`, run every ``REFRESH_SECONDS`` by the worker
+and once more before a scrape of a single worker.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ FIRST_BYTE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 CACHE_TABLES = ("key", "route", "models")
 CACHE_RESULTS = ("hit", "miss", "stale", "unavailable")
 OUTCOMES = {0: "unspecified", 1: "complete", 2: "partial", 3: "cancelled", 4: "error"}
+# Label children cached for the request path; statuses are bounded, but a bound costs nothing.
+MAX_CACHED_CHILDREN = 1024
 
 
 def family_label(family: int) -> str:
@@ -181,6 +184,8 @@ class DataPlaneMetrics:
         )
         self._mirror = _Mirror()
         self._started = time.monotonic()
+        self._children: dict[tuple[int, str, int, int], _RequestChildren] = {}
+        self.in_flight_now = 0  # kept by the request path; the gauge gets it on refresh
         for table in CACHE_TABLES:
             for result in CACHE_RESULTS:
                 self.cache_lookups.labels(table, result)
@@ -189,22 +194,45 @@ class DataPlaneMetrics:
 
     # -- per request --------------------------------------------------------
 
-    def request_done(self, done: RequestDone) -> None:
-        """Record one finished native-endpoint request."""
-        family = family_label(done.family)
-        self.requests.labels(
-            family, done.endpoint, str(done.status), OUTCOMES.get(done.outcome, "unspecified")
-        ).inc()
-        self.request_seconds.labels(family, done.endpoint).observe(done.total)
-        self.overhead_seconds.labels(family).observe(done.overhead)
-        if done.upstream_first_byte is not None:
-            self.upstream_first_byte.labels(family).observe(done.upstream_first_byte)
-        if done.input_tokens:
-            self.tokens.labels(family, "input").inc(done.input_tokens)
-        if done.output_tokens:
-            self.tokens.labels(family, "output").inc(done.output_tokens)
-        if done.cached_tokens:
-            self.tokens.labels(family, "cached_input").inc(done.cached_tokens)
+    def request_done(
+        self, family: int, endpoint: str, status: int, outcome: int, total: float, overhead: float,
+        upstream_first_byte: float | None, input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0,
+    ) -> None:  # fmt: skip
+        """Record one finished native-endpoint request (times in seconds)."""
+        key = (family, endpoint, status, outcome)
+        c = self._children.get(key)
+        if c is None:
+            c = self._children_for(key)
+        c.requests.inc()
+        c.seconds.observe(total)
+        c.overhead.observe(overhead)
+        if upstream_first_byte is not None:
+            c.first_byte.observe(upstream_first_byte)
+        if input_tokens:
+            c.input_tokens.inc(input_tokens)
+        if output_tokens:
+            c.output_tokens.inc(output_tokens)
+        if cached_tokens:
+            c.cached_tokens.inc(cached_tokens)
+
+    def _children_for(self, key: tuple[int, str, int, int]) -> _RequestChildren:
+        family_code, endpoint, status, outcome = key
+        if len(self._children) >= MAX_CACHED_CHILDREN:  # bounded whatever statuses come along
+            self._children.clear()
+        family = family_label(family_code)
+        c = _RequestChildren(
+            requests=self.requests.labels(
+                family, endpoint, str(status), OUTCOMES.get(outcome, "unspecified")
+            ),
+            seconds=self.request_seconds.labels(family, endpoint),
+            overhead=self.overhead_seconds.labels(family),
+            first_byte=self.upstream_first_byte.labels(family),
+            input_tokens=self.tokens.labels(family, "input"),
+            output_tokens=self.tokens.labels(family, "output"),
+            cached_tokens=self.tokens.labels(family, "cached_input"),
+        )
+        self._children[key] = c
+        return c
 
     # -- state kept elsewhere -------------------------------------------------
 
@@ -213,6 +241,7 @@ class DataPlaneMetrics:
         now = time.monotonic()
         link = node.link
         self.workers.set(1)
+        self.in_flight.set(self.in_flight_now)
         self.ready.set(1 if node.ready() else 0)
         self.cp_connected.set(1 if link.connected else 0)
         staleness = link.staleness(now)
@@ -259,19 +288,16 @@ METRICS: web.AppKey[DataPlaneMetrics] = web.AppKey("odock_metrics", DataPlaneMet
 
 
 @dataclass(frozen=True, slots=True)
-class RequestDone:
-    """What the metrics keep of one finished request."""
+class _RequestChildren:
+    """The labelled series one (family, endpoint, status, outcome) updates, looked up once."""
 
-    family: int
-    endpoint: str
-    status: int
-    outcome: int
-    total: float
-    overhead: float
-    upstream_first_byte: float | None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
+    requests: Counter
+    seconds: Histogram
+    overhead: Histogram
+    first_byte: Histogram
+    input_tokens: Counter
+    output_tokens: Counter
+    cached_tokens: Counter
 
 
 def multiprocess_registry(directory: Path) -> CollectorRegistry:

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from data_plane.errors import GatewayError
-from data_plane.metrics import OUTCOMES, DataPlaneMetrics, RequestDone, family_label
+from data_plane.logs import REQUEST_LOGGER, RequestFields, request_log
+from data_plane.metrics import OUTCOMES, DataPlaneMetrics, family_label
 from data_plane.providers import Endpoint
 from data_plane.state import STATE
 from data_plane.usage import METER, RECORD_ID
@@ -38,7 +39,7 @@ from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR, RequestMeter
 
 OVERHEAD_HEADER = "x-odock-overhead-ms"
 
-log = logging.getLogger("odock.data_plane.request")
+log = logging.getLogger(REQUEST_LOGGER)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -68,7 +69,7 @@ def observed(endpoint: Endpoint, handler: Handler, metrics: DataPlaneMetrics) ->
         obs = Observation(endpoint, time.perf_counter())
         request[OBSERVATION] = obs
         status = 500
-        metrics.in_flight.inc()
+        metrics.in_flight_now += 1
         try:
             response = await handler(request)
             status = response.status
@@ -86,7 +87,7 @@ def observed(endpoint: Endpoint, handler: Handler, metrics: DataPlaneMetrics) ->
             obs.error_code = "internal_error"
             raise
         finally:
-            metrics.in_flight.dec()
+            metrics.in_flight_now -= 1
             _finish(request, obs, status, metrics)
 
     return handle
@@ -99,65 +100,65 @@ def _finish(request: web.Request, obs: Observation, status: int, metrics: DataPl
     overhead = obs.overhead(meter, now)
     outcome = CANCELLED if obs.cancelled else ERROR
     first_byte: float | None = None
-    tokens = (0, 0, 0)
+    usage = None
     if meter is not None:
         status, outcome = meter.status or status, meter.outcome
         first_byte = meter.upstream_first_byte()
-        if meter.usage is not None:
-            tokens = (meter.usage.input, meter.usage.output, meter.usage.cached)
-    done = RequestDone(
-        family=obs.endpoint.family,
-        endpoint=obs.endpoint.name,
-        status=status,
-        outcome=outcome,
-        total=total,
-        overhead=overhead,
-        upstream_first_byte=first_byte,
-        input_tokens=tokens[0],
-        output_tokens=tokens[1],
-        cached_tokens=tokens[2],
-    )
+        usage = meter.usage
+    tokens = (usage.input, usage.output, usage.cached) if usage is not None else (0, 0, 0)
+    endpoint = obs.endpoint
     try:
-        metrics.request_done(done)
+        metrics.request_done(
+            endpoint.family, endpoint.name, status, outcome, total, overhead, first_byte, *tokens
+        )
     except Exception:  # a metrics bug must never fail a request
         log.exception("recording request metrics failed")
-    if log.isEnabledFor(logging.INFO):
-        _log_line(request, obs, done, meter)
+    if not log.isEnabledFor(logging.INFO):
+        return
+    if meter is not None:  # the meter carries the record's ids (request_id is the record id)
+        rid, node, org, key, model = (
+            meter.request_id,
+            meter.node_id,
+            meter.org_id,
+            meter.key_id,
+            meter.model_name,
+        )
+    else:  # refused before authentication
+        rid, node, org, key, model = (
+            request.get(RECORD_ID, ""),
+            request.app[STATE].settings.node_id,
+            "",
+            "",
+            "",
+        )
+    fields = RequestFields(
+        rid,
+        node,
+        org,
+        key,
+        model,
+        family_label(endpoint.family),
+        endpoint.name,
+        request.method,
+        status,
+        OUTCOMES.get(outcome, "unspecified"),
+        meter is not None and meter.streamed,
+        round(total * 1000, 3),
+        round(overhead * 1000, 3),
+        None if first_byte is None else round(first_byte * 1000, 3),
+        tokens[0],
+        tokens[1],
+        tokens[2],
+        obs.error_code,
+    )
+    writer = request_log()
+    if writer is not None:
+        writer.write(fields)
+    else:  # logging not configured by this plane (embedded, tests): the ordinary path
+        log.info(fields.message(), extra=fields.extra())
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 3)
-
-
-def _log_line(request: web.Request, obs: Observation, done: RequestDone, meter: RequestMeter | None) -> None:
-    outcome = OUTCOMES.get(done.outcome, "unspecified")
-    fields: dict[str, object] = {
-        "request_id": request.get(RECORD_ID, ""),
-        "node_id": request.app[STATE].settings.node_id,
-        "org_id": meter.org_id if meter is not None else "",
-        "key_id": meter.key_id if meter is not None else "",
-        "model": meter.model_name if meter is not None else "",
-        "family": family_label(done.family),
-        "endpoint": done.endpoint,
-        "method": request.method,
-        "status": done.status,
-        "outcome": outcome,
-        "streamed": bool(meter is not None and meter.streamed),
-        "latency_ms": _ms(done.total),
-        "overhead_ms": _ms(done.overhead),
-        "upstream_first_byte_ms": _ms(done.upstream_first_byte),
-        "input_tokens": done.input_tokens,
-        "output_tokens": done.output_tokens,
-        "cached_input_tokens": done.cached_tokens,
-    }
-    if obs.error_code:
-        fields["error_code"] = obs.error_code
-    log.info("%s %s %d %s", request.method, done.endpoint, done.status, outcome, extra=fields)
-
-
-async def stamp_overhead(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: ``x-odock-overhead-ms`` on every native-endpoint response."""
-    obs = request.get(OBSERVATION)
-    if obs is not None:
-        overhead = obs.overhead(request.get(METER), time.perf_counter())
-        response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
+def stamp_overhead(response: web.StreamResponse, obs: Observation, meter: RequestMeter | None) -> None:
+    """``x-odock-overhead-ms`` on a native endpoint's response, as it is prepared."""
+    overhead = obs.overhead(meter, time.perf_counter())
+    response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"

@@ -15,9 +15,19 @@ import logging
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 REDACTED = "[redacted]"
+
+
+class TextSink(Protocol):
+    """Where the handler writes: a text stream (stderr) or anything with ``write`` and ``flush``."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> object: ...
+
+
 # Shorter values are not secrets we hold, and replacing them would mangle ordinary text.
 MIN_REDACT_CHARS = 8
 
@@ -35,7 +45,7 @@ def _timestamp(record: logging.LogRecord) -> str:
     )
 
 
-class _Redacting(logging.Formatter):
+class Redacting(logging.Formatter):
     """Base: replaces registered secret values in the formatted line."""
 
     def __init__(self) -> None:
@@ -58,7 +68,7 @@ class _Redacting(logging.Formatter):
         return line
 
 
-class JsonFormatter(_Redacting):
+class JsonFormatter(Redacting):
     """One JSON object per record, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -77,7 +87,7 @@ class JsonFormatter(_Redacting):
         return self.scrub(json.dumps(out, default=str, ensure_ascii=False), escaped=True)
 
 
-class TextFormatter(_Redacting):
+class TextFormatter(Redacting):
     """``time LEVEL logger: message key=value ...`` (tracebacks on the following lines)."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -94,9 +104,14 @@ class TextFormatter(_Redacting):
 class LogSetup:
     """The installed handler; ``redact()`` registers secret values it must never write."""
 
-    def __init__(self, handler: logging.Handler, formatter: _Redacting) -> None:
+    def __init__(self, handler: logging.Handler, formatter: Redacting) -> None:
         self.handler = handler
         self._formatter = formatter
+
+    @property
+    def formatter(self) -> Redacting:
+        """The handler's formatter (its ``scrub`` for lines written outside ``logging``)."""
+        return self._formatter
 
     def redact(self, values: Iterable[str]) -> None:
         """Replace each of ``values`` with ``[redacted]`` in every line from now on."""
@@ -108,11 +123,11 @@ class LogSetup:
 
 
 def configure(
-    log_format: str, level_name: str, quiet_loggers: Iterable[str] = (), stream: TextIO | None = None
+    log_format: str, level_name: str, quiet_loggers: Iterable[str] = (), stream: TextSink | None = None
 ) -> LogSetup:
     """Install one stderr handler on the root logger (replacing any), at ``level_name``;
     ``quiet_loggers`` stay at WARNING or above whatever the level."""
-    formatter: _Redacting = JsonFormatter() if log_format == "json" else TextFormatter()
+    formatter: Redacting = JsonFormatter() if log_format == "json" else TextFormatter()
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()

@@ -18,13 +18,14 @@ from typing import Any
 import httpx
 import pytest
 from odock import keyformat
+from odock.logfmt import REDACTED
 from odock.v1 import common_pb2, keys_pb2
 
 from tests.cp_ops.ops import scrape
 from tests.data_plane.helpers import NativeCall, chat_call
 from tests.dp_ops.stack import REQUEST_FIELDS, OpsControlPlane, OpsDataPlane, start_ops_dp
 from tests.fakes.provider import FAMILIES, FakeProvider
-from tests.support.provision import Provisioner, unique_name
+from tests.support.provision import Provisioned, Provisioner, unique_name
 from tests.usage.stack import UsageQueries, provision_priced
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -209,3 +210,33 @@ def _check_lines(dp: OpsDataPlane, org_id: str, key_id: str, records: list[Any])
             assert line["upstream_first_byte_ms"] is not None and line["input_tokens"] > 0, json.dumps(line)
     refused = [line for line in by_id.values() if line["status"] == 401 and not line["org_id"]]
     assert len(refused) == 3 and all(line["error_code"] for line in refused)  # unknown, malformed, revoked
+
+
+async def test_text_request_lines_redact_a_secret_model_name_and_warning_turns_them_off(
+    ops_cp: OpsControlPlane, org: Provisioned, tmp_path: Path
+) -> None:
+    token = ops_cp.process.node_token  # a model name the gateway must not write back out
+    planes = [
+        await asyncio.to_thread(start_ops_dp, ops_cp.process, tmp_path / "text", ODOCK_LOG_FORMAT="text"),
+        await asyncio.to_thread(start_ops_dp, ops_cp.process, tmp_path / "quiet", ODOCK_LOG_LEVEL="warning"),
+    ]
+    try:
+        for dp in planes:
+            async with httpx.AsyncClient(base_url=dp.url, timeout=20) as client:
+                for model, status in (("gpt-chat", 200), (token, 404)):
+                    req = chat_call("openai", model, key=org.key)
+                    resp = await client.post(req.path, content=req.body, headers=req.headers)
+                    assert resp.status_code == status, resp.text[:300]
+        assert planes[1].metrics is not None
+        counted = await asyncio.to_thread(scrape, planes[1].metrics)
+    finally:
+        codes = [await asyncio.to_thread(dp.process.stop) for dp in planes]
+    assert codes == [0, 0]
+    text = planes[0].process.stderr_text()
+    lines = [line for line in text.splitlines() if " INFO odock.data_plane.request: " in line]
+    assert len(lines) == 2 and token not in text, text[-2000:]
+    assert lines[0].split(" ", 3)[3].startswith("POST /v1/chat/completions 200 complete request_id=req_")
+    assert " model=gpt-chat " in lines[0] and f" model={REDACTED} " in lines[1] and " status=404 " in lines[1]
+    quiet = planes[1].process.stderr_text()
+    assert "odock.data_plane.request" not in quiet  # off at warning; the metrics still count
+    assert sum(v for (name, _), v in counted.samples.items() if name == "odock_dp_requests_total") == 2
