@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 
+from tests.support import spawn
 from tests.support.postgres import (
     PostgresServer,
     _os_user,
@@ -30,7 +31,7 @@ def start_pg(*, durable: bool) -> PostgresServer:
     server.process.wait(timeout=30)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": str(server.root)}
     with open(server.root / "postgres.log", "ab") as log:
-        server.process = subprocess.Popen(
+        server.process = spawn.popen(
             [*_server_prefix(_os_user()), str(server.bindir / "postgres"), "-D", str(server.root / "data"),
              "-p", str(server.port), "-c", "listen_addresses=127.0.0.1",
              "-c", f"unix_socket_directories={server.root / 'sock'}", "-c", "max_connections=300",

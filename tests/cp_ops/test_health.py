@@ -20,6 +20,7 @@ from odock.v1 import node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
 
 from control_plane.dbcheck import LIVENESS_SERVICE
 from tests.cp_ops.ops import WAIT_S, bearer, scrape, start_with_metrics, wait_for
+from tests.support import spawn
 from tests.support.postgres import PostgresServer, start_postgres
 
 pytestmark = pytest.mark.postgres
@@ -46,7 +47,7 @@ def _restart(server: PostgresServer) -> None:
     """Start the same cluster again with the same command line (same port, same data)."""
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "HOME": str(server.root)}
     with open(server.root / "postgres.log", "ab") as log:
-        server.process = subprocess.Popen(
+        server.process = spawn.popen(
             server.process.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=server.root,
         )  # fmt: skip
