@@ -74,21 +74,23 @@ class LineBuffer:
             self._pending.append(line)
             self._chars += len(line)
             full = self._chars >= FLUSH_CHARS
-        if full:
-            self.flush()
-            return
         try:
-            loop = asyncio.get_running_loop()
+            loop = None if full else asyncio.get_running_loop()
         except RuntimeError:  # no loop in this thread: nothing would run the flush later
-            self.flush()
-            return
-        if self._tick_loop is not loop:
+            loop = None
+        if loop is None:
+            self._flush_quietly()
+        elif self._tick_loop is not loop:
             self._tick_loop = loop
             loop.call_soon(self._tick)
 
     def _tick(self) -> None:
         self._tick_loop = None
-        with contextlib.suppress(OSError, ValueError):  # stderr gone or closed: the lines are lost anyway
+        self._flush_quietly()
+
+    def _flush_quietly(self) -> None:
+        # Never an error for the request that happens to write: stderr gone or closed loses the lines.
+        with contextlib.suppress(OSError, ValueError):
             self.flush()
 
 

@@ -181,3 +181,17 @@ def test_queued_lines_are_written_when_the_process_exits() -> None:
     assert proc.returncode == 3, proc.stderr[-2000:]
     lines = [json.loads(line) for line in proc.stderr.decode().splitlines()]
     assert [r["request_id"] for r in lines] == [fields(n).request_id for n in range(500)]
+
+
+class BrokenStream(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("stderr is gone")
+
+
+async def test_a_broken_stderr_never_fails_the_request_that_writes(restore_logging: None) -> None:
+    w = writer("json", BrokenStream())
+    w.write(fields())  # queued: the tick's write fails quietly
+    await asyncio.sleep(0)
+    for n in range(FLUSH_CHARS // 100):  # past the bound: the write happens in this call
+        w.write(fields(n))
+    await asyncio.to_thread(w.write, fields())  # no loop in that thread: written at once
