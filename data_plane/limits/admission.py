@@ -2,94 +2,106 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from data_plane.limits.pools import (
-    BUDGET,
-    MONEY,
-    MONTHLY_SPEND,
-    MONTHLY_TOKENS,
-    REQUESTS_PER_MINUTE,
-    TOKENS,
-    TOKENS_PER_MINUTE,
-    Pool,
-    scale,
-)
+from data_plane.limits.lanes import MONEY_KIND, REQUESTS, Plan
+from data_plane.limits.pools import PICOS_PER_USD, Pool
 
 if TYPE_CHECKING:
     from data_plane.limits.limiter import Limiter
 
-PICOS_PER_USD = 10**12
+__all__ = ["ADMISSION", "PICOS_PER_USD", "Admission", "stamp_limit_headers"]
 
 
-@dataclass(frozen=True, slots=True)
-class Debit:
-    """What was reserved from one limit window."""
-
-    org_id: str
-    key_id: str
-    metric: int
-    window: int
-    amount: int  # node units
-
-
-def _reset(pool: Pool, now: float) -> str | None:
-    if pool.window_end is None:
-        return None
-    return f"{max(0.0, pool.window_end - now):.3f}s"
+def _tightest(pools: list[Pool | None], group: tuple[int, ...]) -> tuple[Pool, int] | None:
+    # The tightest limit of each kind (org or key) is the one a client must respect.
+    best: Pool | None = None
+    best_left = 0
+    for i in group:
+        pool = pools[i]
+        if pool is None:
+            continue
+        available = pool.available
+        left = (available if available > 0 else 0) + pool.headroom  # noqa: FURB136 - no call: per response
+        if best is None or left < best_left:
+            best, best_left = pool, left
+    return None if best is None else (best, best_left)
 
 
 class Admission:
-    """A request let through: settle it once with the actual usage; its headers say what is left."""
+    """A request let through: settle it once with the actual usage; its headers say what is left.
 
-    def __init__(self, limiter: Limiter, debits: list[Debit], pools: list[Pool], now: float) -> None:
+    The headers are rendered when the response is prepared (once), from the pools the request
+    reserved from, so admission itself builds no strings.
+    """
+
+    __slots__ = ("_limiter", "_picos", "_plan", "_pools", "_tokens", "settled")
+
+    def __init__(
+        self, limiter: Limiter, plan: Plan, pools: list[Pool | None], tokens: int, picos: int
+    ) -> None:
         self._limiter = limiter
-        self._debits = debits
+        self._plan = plan
+        self._pools = pools  # aligned with plan.lanes; None: nothing reserved there
+        self._tokens = tokens
+        self._picos = picos
         self.settled = False
-        self.headers = self._headers(pools, now)
 
     def settle(self, tokens: int, picos: int) -> None:
         """Correct every reservation to the actual tokens and cost (once; later calls do nothing)."""
         if self.settled:
             return
         self.settled = True
-        for debit in self._debits:
-            if debit.metric in TOKENS:
-                self._limiter.correct(debit, tokens - debit.amount)
-            elif debit.metric in MONEY:
-                self._limiter.correct(debit, picos - debit.amount)
-
-    @staticmethod
-    def _headers(pools: list[Pool], now: float) -> dict[str, str]:
-        # The tightest limit of each kind (org or key) is the one a client must respect.
-        tightest: dict[int, Pool] = {}
-        for pool in pools:
-            kind = BUDGET if pool.metric == MONTHLY_SPEND else pool.metric
-            best = tightest.get(kind)
-            if best is None or pool.estimate_remaining() < best.estimate_remaining():
-                tightest[kind] = pool
-        out: dict[str, str] = {}
-        for metric, unit in ((REQUESTS_PER_MINUTE, "requests"), (TOKENS_PER_MINUTE, "tokens")):
-            found = tightest.get(metric)
-            if found is None:
+        d_tokens, d_picos = tokens - self._tokens, picos - self._picos
+        if not d_tokens and not d_picos:
+            return
+        for lane, pool in zip(self._plan.lanes, self._pools, strict=True):
+            if pool is None or lane.kind == REQUESTS:
                 continue
-            out[f"x-ratelimit-limit-{unit}"] = str(found.limit)
-            out[f"x-ratelimit-remaining-{unit}"] = str(found.estimate_remaining())
-            reset = _reset(found, now)
-            if reset is not None:
-                out[f"x-ratelimit-reset-{unit}"] = reset
-        quota = tightest.get(MONTHLY_TOKENS)
-        if quota is not None:
-            out["x-odock-quota-limit-tokens"] = str(quota.limit)
-            out["x-odock-quota-remaining-tokens"] = str(quota.estimate_remaining())
-        money = tightest.get(BUDGET)
-        if money is not None:
-            picos = money.estimate_remaining()
-            out["x-odock-budget-limit-usd"] = f"{money.limit * scale(money.metric) / PICOS_PER_USD:.6f}"
-            out["x-odock-budget-remaining-usd"] = f"{picos / PICOS_PER_USD:.6f}"
+            delta = d_picos if lane.kind == MONEY_KIND else d_tokens
+            if delta > 0 and pool.live:
+                pool.available -= delta  # the common case, inline: used more than reserved
+            elif delta:
+                self._limiter.correct(lane, pool, delta)
+
+    def write_headers(self, headers: MutableMapping[str, str], wall: float | None = None) -> None:
+        """Set the limit headers (tightest of org and key per kind) in ``headers``."""
+        pools = self._pools
+        requests, tokens, quota, money = self._plan.groups
+        if wall is None:
+            wall = time.time()
+        found = _tightest(pools, requests) if requests else None
+        if found is not None:
+            pool, left = found
+            headers["x-ratelimit-limit-requests"] = pool.limit_text
+            headers["x-ratelimit-remaining-requests"] = str(left)
+            if pool.window_end is not None:
+                headers["x-ratelimit-reset-requests"] = f"{max(0.0, pool.window_end - wall):.3f}s"
+        found = _tightest(pools, tokens) if tokens else None
+        if found is not None:
+            pool, left = found
+            headers["x-ratelimit-limit-tokens"] = pool.limit_text
+            headers["x-ratelimit-remaining-tokens"] = str(left)
+            if pool.window_end is not None:
+                headers["x-ratelimit-reset-tokens"] = f"{max(0.0, pool.window_end - wall):.3f}s"
+        found = _tightest(pools, quota) if quota else None
+        if found is not None:
+            headers["x-odock-quota-limit-tokens"] = found[0].limit_text
+            headers["x-odock-quota-remaining-tokens"] = str(found[1])
+        found = _tightest(pools, money) if money else None
+        if found is not None:
+            headers["x-odock-budget-limit-usd"] = found[0].limit_text
+            headers["x-odock-budget-remaining-usd"] = f"{found[1] / PICOS_PER_USD:.6f}"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The limit headers as they would be rendered now."""
+        out: dict[str, str] = {}
+        self.write_headers(out)
         return out
 
 
@@ -100,5 +112,4 @@ async def stamp_limit_headers(request: web.Request, response: web.StreamResponse
     """on_response_prepare: the admitted request's limit headers on its response."""
     admission = request.get(ADMISSION)
     if admission is not None:
-        for name, value in admission.headers.items():
-            response.headers[name] = value
+        admission.write_headers(response.headers)

@@ -18,6 +18,7 @@ from data_plane.payload import JsonFacts
 
 # Endpoints whose answers carry no generated tokens (embeddings, pooling, tokenizer...).
 _NO_OUTPUT = ("embeddings", "tokenize", "detokenize", "pooling", "classify", "score", "rerank")
+_NO_OUTPUT_BY_NAME: dict[str, bool] = {}  # endpoint names are a fixed set: decided once each
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,12 @@ def estimate(
 ) -> Estimate:
     """The reservation for one request (see the module docstring)."""
     input_tokens = max(1, math.ceil(body_size / bytes_per_token)) if body_size else 1
-    if any(part in endpoint_name for part in _NO_OUTPUT):
+    no_output = _NO_OUTPUT_BY_NAME.get(endpoint_name)
+    if no_output is None:
+        no_output = any(part in endpoint_name for part in _NO_OUTPUT)
+        if len(_NO_OUTPUT_BY_NAME) < 1024:
+            _NO_OUTPUT_BY_NAME[endpoint_name] = no_output
+    if no_output:
         output_tokens = 0
     else:
         cap = facts.output_token_limit if facts is not None else None

@@ -1,11 +1,13 @@
 """Admission against org and key limits from locally held leases (docs/limits.md).
 
-A request reserves what it needs from this node's pools; only when a pool
-runs short does the node call ``AcquireLeases`` (one call for every limit
-that is short, shared by concurrent requests), and it asks for more before
-running out (prefetch, sized by its recent rate). The control plane never
-sees individual requests. Settlement corrects each reservation to the actual
-usage once the response is done.
+A request reserves what it needs from this node's pools without waiting when every pool it
+uses covers it and nobody is queued there. Otherwise it queues, FIFO, on every lane it uses, and
+is admitted when it is at the head of all of them and they all cover it; a short lane gets one
+``AcquireLeases`` call at a time (several short lanes share it) whose grant wakes the queue. A
+request is refused (429) only when the control plane granted nothing to a request that needed
+it, and gets 503 when the control plane cannot be reached (or did not answer within
+``ODOCK_LIMIT_WAIT_SECONDS``). Pools are refilled in the background before they run out.
+Settlement corrects each reservation to the actual usage once the response is done.
 """
 
 from __future__ import annotations
@@ -13,42 +15,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from odock.v1 import node_pb2
 
 from data_plane.errors import GatewayError
 from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, Link
-from data_plane.limits.admission import Admission, Debit
+from data_plane.limits.admission import Admission
 from data_plane.limits.estimate import Estimate
-from data_plane.limits.pools import (
-    MONEY,
-    PER_MINUTE,
-    RETURNABLE,
-    Need,
-    Pool,
-    PoolKey,
-    adjustment,
-    grant_window_end,
-    scale,
-    to_cp_up,
-)
-from data_plane.limits.rules import Denial, needs_for, refusal, unavailable
+from data_plane.limits.fills import Fills
+from data_plane.limits.lanes import MONEY_KIND, REQUESTS, TOKENS, Lane, Plan, Waiter, plan_for
+from data_plane.limits.pools import MONEY, RETURNABLE, Pool, PoolKey, adjustment, scale
+from data_plane.limits.rules import refusal, unavailable
 from data_plane.settings import LimitSettings
 
 log = logging.getLogger("odock.data_plane.limits")
 
-# Rounds of asking for more while concurrent requests take what was granted (each round grants
-# something, else the limit is refused), so this bounds only pathological contention.
-ATTEMPTS = 32
-UNLIMITED_SECONDS = 60.0
 TICK_SECONDS = 0.5
-INITIAL_WANT_MULTIPLE = 4
 
 
 class LeaseSource(Protocol):
@@ -59,14 +45,7 @@ class LeaseSource(Protocol):
     ) -> list[node_pb2.LeaseGrant]: ...
 
 
-@dataclass(slots=True)
-class _Rate:
-    spent: int = 0
-    since: float = 0.0
-    per_second: float = 0.0
-
-
-class Limiter:
+class Limiter(Fills):
     """Holds this worker's leases and admits, refuses and settles requests against them."""
 
     def __init__(
@@ -78,19 +57,9 @@ class Limiter:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        self._source = source
+        super().__init__(source, settings, clock, wall)
         self._link = link
-        self._settings = settings
-        self._clock = clock
-        self._wall = wall
-        self._pools: dict[PoolKey, Pool] = {}
-        self._denied: dict[PoolKey, Denial] = {}
-        self._unlimited: dict[PoolKey, float] = {}
-        self._flights: dict[PoolKey, asyncio.Future[None]] = {}
-        self._rates: dict[PoolKey, _Rate] = {}
-        # What requests waiting for leases need in all, so one grant can cover a burst of them.
-        self._demand: Counter[PoolKey] = Counter()
-        self._pending: list[node_pb2.LeaseReturn] = []  # returns and corrections not yet delivered
+        self._plans: dict[str, Plan] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.degraded_admissions = 0
         self.admitted = 0
@@ -100,213 +69,202 @@ class Limiter:
 
     async def admit(self, grant: KeyGrant, est: Estimate) -> Admission:
         """Reserve what the request needs, or raise a GatewayError (429, or 503 without leases)."""
-        now = self._clock()
-        needs = [n for n in needs_for(grant, est) if self._unlimited.get(n.key, 0.0) <= now]
-        waiting: list[Need] = []
-        try:
-            for _ in range(ATTEMPTS):
-                wall = self._wall()
-                short = [n for n in needs if not self._covers(n, wall)]
-                if not short:
-                    return self._take(needs, wall)
-                # A refusal matters only where the pool cannot cover: a refused prefetch must
-                # not stop requests that what is held still covers.
-                self._refuse_denied(short)
-                if not waiting:
-                    waiting = needs
-                    for n in waiting:
-                        self._demand[n.key] += n.amount
-                try:
-                    await self._fill(short)
-                except ControlPlaneUnavailable:
-                    self.refused["control_plane_unavailable"] += 1
-                    raise unavailable() from None
-                needs = [n for n in needs if self._unlimited.get(n.key, 0.0) <= self._clock()]
-        finally:
-            for n in waiting:
-                self._demand[n.key] -= n.amount
-                if self._demand[n.key] <= 0:
-                    del self._demand[n.key]
-        self._refuse_denied([n for n in needs if not self._covers(n, self._wall())])
-        # Lost every race for fresh leases to concurrent requests: a plain rate limit.
-        self.refused["rate_limit_exceeded"] += 1
-        raise GatewayError(429, "rate_limit_exceeded", "Too many concurrent requests; retry", retry_after=1)
+        plan = self._plans.get(grant.key_id)
+        if plan is None or plan.limits is not grant.limits:
+            plan = self._plan(grant)
+        tokens, picos = est.tokens, est.picos
+        wall = self._wall()
+        for lane in plan.lanes:
+            kind = lane.kind
+            amount = 1 if kind == REQUESTS else tokens if kind == TOKENS else picos
+            if amount <= 0:
+                continue  # an unpriced request does not touch the money limits
+            pool = lane.pool
+            if lane.waiters or pool is None or pool.available < amount:
+                break
+            end = pool.window_end
+            if end is not None and wall >= end:
+                break
+        else:
+            return self._take(plan, tokens, picos, wall, None)
+        return await self._admit_slow(plan, tokens, picos, wall)
 
-    def _refuse_denied(self, needs: Iterable[Need]) -> None:
-        now = self._clock()
-        for need in needs:
-            denial = self._denied.get(need.key)
-            if denial is None:
+    def _plan(self, grant: KeyGrant) -> Plan:
+        plan = self._plans.get(grant.key_id)
+        if plan is not None and plan.org_id == grant.org_id and plan.limits == grant.limits:
+            plan.limits = grant.limits  # the same limits in a refreshed grant: identity hits from now on
+            return plan
+        plan = self._plans[grant.key_id] = plan_for(grant, self._lanes, self._clock())
+        return plan
+
+    def _take(
+        self, plan: Plan, tokens: int, picos: int, wall: float, skip: frozenset[Lane] | None
+    ) -> Admission:
+        pools: list[Pool | None] = []
+        low: list[Lane] | None = None
+        for lane in plan.lanes:
+            kind = lane.kind
+            amount = 1 if kind == REQUESTS else tokens if kind == TOKENS else picos
+            pool = lane.pool
+            if pool is None or amount <= 0 or (skip is not None and lane in skip):
+                pools.append(None)
                 continue
-            if denial.until <= now:
-                del self._denied[need.key]
-                continue
-            err = refusal(need, denial, self._wall())
-            self.refused[err.code] += 1
-            raise err
-
-    def _covers(self, need: Need, wall: float) -> bool:
-        pool = self._pools.get(need.key)
-        return pool is not None and pool.current(wall) and pool.available >= need.amount
-
-    def _take(self, needs: list[Need], wall: float) -> Admission:
-        debits: list[Debit] = []
-        pools: list[Pool] = []
-        now = self._clock()
-        for need in needs:
-            pool = self._pools[need.key]
-            pool.available -= need.amount
-            pool.last_used = now
-            self._rate(need.key).spent += need.amount
-            debits.append(Debit(need.org_id, need.key_id, need.metric, pool.window, need.amount))
+            pool.available -= amount
+            pool.last_used = wall
+            lane.spent += amount
+            lane.count += 1
+            if pool.available < lane.low_water and not lane.filling:
+                if low is None:
+                    low = []
+                low.append(lane)
             pools.append(pool)
-            if (
-                pool.available < self._low_water(need, pool)
-                and need.key not in self._flights
-                and need.key not in self._denied
-                # Nothing left to grant at the last ask: prefetching would only cost calls.
-                and pool.remaining * scale(need.metric) >= need.amount
-            ):
-                self._launch([need], blocking=False)  # prefetch: registered now, so it runs once
+        if low is not None:
+            self._prefetch(low)  # one call for every limit of this request that runs low
         self.admitted += 1
         if not self._link.connected:
             self.degraded_admissions += 1
-        return Admission(self, debits, pools, wall)
+        return Admission(self, plan, pools, tokens, picos)
 
-    def _low_water(self, need: Need, pool: Pool) -> int:
-        return max(need.amount, self._want(need, pool.window_seconds) // 2)
-
-    def _rate(self, key: PoolKey) -> _Rate:
-        rate = self._rates.get(key)
-        if rate is None:
-            rate = self._rates[key] = _Rate(since=self._clock())
-        return rate
-
-    def _want(self, need: Need, window_seconds: float) -> int:
-        rate = self._rate(need.key)
-        horizon = self._settings.lease_seconds
-        if window_seconds > 0:
-            horizon = min(horizon, window_seconds / 10)
-        if rate.per_second <= 0:
-            return need.amount * INITIAL_WANT_MULTIPLE
-        return max(need.amount, math.ceil(rate.per_second * horizon))
-
-    # -- getting leases --------------------------------------------------------------
-
-    async def _fill(self, needs: list[Need]) -> None:
-        """Ask for what ``needs`` lack; join flights already under way for the same limits."""
-        waits: dict[int, asyncio.Future[None]] = {}
-        for n in needs:
-            flight = self._flights.get(n.key)
-            if flight is not None:
-                waits[id(flight)] = flight
-        fresh = [n for n in needs if n.key not in self._flights]
-        if fresh:
-            flight = self._launch(fresh, blocking=True)
-            waits[id(flight)] = flight
-        for flight in waits.values():
-            await asyncio.shield(flight)
-
-    def _launch(self, needs: list[Need], *, blocking: bool) -> asyncio.Future[None]:
-        """Start one AcquireLeases call for ``needs``, registered before this returns (single flight).
-
-        A failed prefetch (not ``blocking``) resolves quietly: requests still short ask again.
-        """
-        flight: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for n in needs:
-            self._flights[n.key] = flight
-
-        async def run() -> None:
-            try:
-                await self._ask(needs, prefetch=not blocking)
-                flight.set_result(None)
-            except ControlPlaneUnavailable as exc:
-                if blocking:
-                    flight.set_exception(exc)
-                    flight.exception()  # retrieved: waiters re-raise it, nobody else must
-                else:
-                    flight.set_result(None)
-            finally:
-                if not flight.done():
-                    flight.set_result(None)  # cancelled or failed otherwise: waiters look again
-                for n in needs:
-                    if self._flights.get(n.key) is flight:
-                        del self._flights[n.key]
-
-        self._spawn(run())
-        return flight
-
-    async def _ask(self, needs: list[Need], *, prefetch: bool = False) -> None:
-        wall, now = self._wall(), self._clock()
-        asks: list[node_pb2.LeaseAsk] = []
-        for n in needs:
-            pool = self._pools.get(n.key)
-            have = pool.available if pool is not None and pool.current(wall) else 0
-            rate = self._rate(n.key)
-            elapsed = now - rate.since
-            if elapsed >= 0.05:
-                sample = rate.spent / elapsed
-                rate.per_second = sample if rate.per_second <= 0 else 0.5 * (rate.per_second + sample)
-                rate.spent, rate.since = 0, now
-            need = to_cp_up(n.metric, max(0, n.amount - have))
-            window_seconds = pool.window_seconds if pool is not None else 0.0
-            burst = to_cp_up(n.metric, max(0, self._demand[n.key] - have))
-            want = max(need, burst, to_cp_up(n.metric, self._want(n, window_seconds)))
-            asks.append(
-                node_pb2.LeaseAsk(
-                    org_id=n.org_id,
-                    key_id=n.key_id,
-                    metric=n.metric,  # type: ignore[arg-type]
-                    want=want,
-                    # A prefetch needs nothing: its refusal is no sign the limit is used up.
-                    need=0 if prefetch else max(need, 1),
-                )
-            )
-        returns, self._pending = self._pending, []
+    async def _admit_slow(self, plan: Plan, tokens: int, picos: int, wall: float) -> Admission:
+        now = self._clock()
+        needs: list[tuple[Lane, int]] = []
+        unlimited: set[Lane] = set()
+        for lane in plan.lanes:
+            amount = 1 if lane.kind == REQUESTS else tokens if lane.kind == TOKENS else picos
+            if amount <= 0:
+                continue
+            if lane.unlimited_until > wall:
+                unlimited.add(lane)
+                continue
+            needs.append((lane, amount))
+        # A refusal matters only where the pool cannot cover: what is held still serves requests.
+        for lane, amount in needs:
+            if not lane.covers(amount, wall):
+                err = self._verdict(lane, now, wall)
+                if err is not None:
+                    self.refused[err.code] += 1
+                    raise err
+        skip = frozenset(unlimited) if unlimited else None
+        if all(not lane.waiters and lane.covers(amount, wall) for lane, amount in needs):
+            return self._take(plan, tokens, picos, wall, skip)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Admission] = loop.create_future()
+        waiter = Waiter(needs, plan, tokens, picos, future, skip)
+        for lane, amount in needs:
+            lane.waiters.append(waiter)
+            lane.demand += amount
+        waiter.timer = loop.call_later(self._settings.wait_seconds, self._expire, waiter)
+        self._dispatch([lane for lane, _ in needs])
         try:
-            grants = await self._source.acquire_leases(asks, returns)
-        except ControlPlaneUnavailable:
-            self._pending = returns + self._pending
+            return await future
+        except asyncio.CancelledError:
+            # The client went away while queued (or just as it was admitted: give that back).
+            self._leave(waiter)
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().settle(0, 0)
             raise
-        for n, g in zip(needs, grants, strict=True):
-            self._apply(n, g)
 
-    def _apply(self, need: Need, grant: node_pb2.LeaseGrant) -> None:
-        key, now, wall = need.key, self._clock(), self._wall()
-        if grant.unlimited:
-            self._unlimited[key] = now + UNLIMITED_SECONDS
-            self._denied.pop(key, None)
-            return
-        end = grant_window_end(grant)
-        if grant.amount <= 0:
-            if need.metric in PER_MINUTE and end is not None:
-                until = now + max(0.0, end - wall)
+    def _verdict(self, lane: Lane, now: float, wall: float) -> GatewayError | None:
+        """Why a lane that cannot cover a request refuses it now (None: asking may help)."""
+        denial = lane.denied
+        if denial is not None:
+            if denial.until > now:
+                return refusal(lane.metric, bool(lane.key_id), denial, wall)
+            lane.denied = None
+        if lane.fail_until > now:
+            return unavailable()
+        return None
+
+    # -- the waiters' queues --------------------------------------------------------------
+
+    def _dispatch(self, lanes: Iterable[Lane]) -> None:
+        """Admit or refuse queued requests from the heads of ``lanes``; ask for what is short."""
+        wall, now = self._wall(), self._clock()
+        work = list(lanes)
+        short: dict[Lane, None] = {}
+        while work:
+            lane = work.pop()
+            while lane.waiters:
+                waiter = lane.waiters[0]
+                if not self._settle_waiter(waiter, wall, now, short):
+                    break
+                work.extend(other for other, _ in waiter.needs if other is not lane)
+        fill = [lane for lane in short if not lane.filling and lane.fail_until <= now]
+        if fill:
+            self._fill(fill)
+
+    def _settle_waiter(self, waiter: Waiter, wall: float, now: float, short: dict[Lane, None]) -> bool:
+        """Admit or refuse ``waiter`` if it can be now (True), else note the lanes it lacks."""
+        lacking = False
+        behind = False
+        for lane, amount in waiter.needs:
+            if not lane.covers(amount, wall):
+                err = self._verdict(lane, now, wall)
+                if err is not None:
+                    self._finish(waiter, None, err)
+                    return True
+                short[lane] = None
+                lacking = True
+            elif lane.waiters[0] is not waiter:
+                behind = True
+        if lacking or behind:
+            return False
+        self._finish(waiter, self._take(waiter.plan, waiter.tokens, waiter.picos, wall, waiter.skip), None)
+        return True
+
+    def _finish(self, waiter: Waiter, admission: Admission | None, err: GatewayError | None) -> None:
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        for lane, amount in waiter.needs:
+            if lane.waiters and lane.waiters[0] is waiter:
+                lane.waiters.popleft()
             else:
-                until = now + self._settings.recheck_seconds
-            self._denied[key] = Denial(until=until, window_end=end)
-            if need.metric in PER_MINUTE and key in self._pools:
-                self._pools[key].remaining = grant.remaining
+                lane.waiters.remove(waiter)
+            lane.demand -= amount
+        if err is not None:
+            self.refused[err.code] += 1
+            waiter.future.set_exception(err)
+        elif admission is not None:
+            waiter.future.set_result(admission)
+
+    def _leave(self, waiter: Waiter) -> None:
+        """Take a waiter that gave up out of its queues; whoever was behind it may go now."""
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        touched = []
+        for lane, amount in waiter.needs:
+            with contextlib.suppress(ValueError):
+                lane.waiters.remove(waiter)
+                lane.demand -= amount
+                touched.append(lane)
+        if touched:
+            self._dispatch(touched)
+
+    def _expire(self, waiter: Waiter) -> None:
+        """The wait deadline passed: the control plane did not answer in time."""
+        if waiter.future.done():
             return
-        self._denied.pop(key, None)
-        pool = self._pools.get(key)
-        if pool is None or pool.window != grant.window:
-            if pool is not None and pool.metric in RETURNABLE:
-                self._pending.extend(pool.return_all())
-            pool = Pool(need.org_id, need.key_id, need.metric, grant.window, end, grant.window_seconds)
-            self._pools[key] = pool
-        pool.add(grant)
+        self._leave(waiter)
+        if not waiter.future.done():
+            err = unavailable()
+            self.refused[err.code] += 1
+            waiter.future.set_exception(err)
+
+    def _woken(self, lanes: list[Lane]) -> None:
+        waiting = [lane for lane in lanes if lane.waiters]
+        if waiting:
+            self._dispatch(waiting)
 
     # -- settlement -------------------------------------------------------------------
 
-    def correct(self, debit: Debit, delta: int) -> None:
-        """Charge ``delta`` more (or, negative, less) than reserved to the debit's window."""
-        if not delta:
-            return
-        pool = self._pools.get((debit.key_id or debit.org_id, debit.metric))
-        if pool is not None and pool.window == debit.window:
+    def correct(self, lane: Lane, pool: Pool, delta: int) -> None:
+        """Charge ``delta`` more (or, negative, less) than reserved to the pool it was taken from."""
+        if pool.live:
             pool.available -= delta
-        elif debit.metric in RETURNABLE:
-            fix = adjustment(debit.org_id, debit.key_id, debit.metric, debit.window, delta)
+            if delta < 0 and lane.waiters:
+                self._dispatch([lane])
+        elif lane.metric in RETURNABLE:
+            fix = adjustment(lane.org_id, lane.key_id, lane.metric, pool.window, delta)
             if fix is not None:
                 self._pending.append(fix)
         # Per-minute windows that already ended: nothing left to correct.
@@ -316,21 +274,26 @@ class Limiter:
     def exhausted(self, org_id: str, key_id: str) -> None:
         """A monthly/lifetime limit of this scope ran out somewhere: give back what we hold of it."""
         scope = key_id or org_id
-        for key in [k for k in self._pools if k[0] == scope and k[1] in RETURNABLE]:
-            self._pending.extend(self._pools.pop(key).return_all())
+        lanes = [ln for ln in self._lanes.values() if ln.key[0] == scope and ln.metric in RETURNABLE]
+        for lane in lanes:
+            self._retire(lane)
         # Delivered with the next ask (so what comes back is grantable to it) or by housekeeping.
+        self._woken(lanes)
 
     def changed(self, org_id: str, key_id: str) -> None:
         """The scope's limits may have changed: forget refusals and 'unlimited' answers."""
         scope = key_id or org_id
-        for table in (self._denied, self._unlimited):
-            for key in [k for k in table if k[0] == scope]:
-                del table[key]
+        for lane in self._lanes.values():
+            if lane.key[0] == scope:
+                lane.denied = None
+                lane.unlimited_until = 0.0
 
     def flushed(self) -> None:
-        """Reconnected or reset: every cached refusal and 'unlimited' answer may be stale."""
-        self._denied.clear()
-        self._unlimited.clear()
+        """Reconnected or reset: every cached refusal, 'unlimited' answer and failure may be stale."""
+        for lane in self._lanes.values():
+            lane.denied = None
+            lane.unlimited_until = 0.0
+            lane.fail_until = lane.backoff = 0.0
 
     # -- background -----------------------------------------------------------------------
 
@@ -339,39 +302,15 @@ class Limiter:
         while True:
             await asyncio.sleep(TICK_SECONDS)
             try:
-                self._housekeep()
+                if self._housekeep(self._link.connected):
+                    self._plans.clear()  # some lanes were dropped: plans are rebuilt on use
+                self._woken(list(self._lanes.values()))
                 if self._pending and self._link.connected:
                     await self._send_returns()
             except ControlPlaneUnavailable:
                 pass
             except Exception:
                 log.exception("limits housekeeping failed")
-
-    def _housekeep(self) -> None:
-        wall, now = self._wall(), self._clock()
-        for key, pool in list(self._pools.items()):
-            if not pool.current(wall):
-                del self._pools[key]
-                if pool.metric in RETURNABLE:
-                    self._pending.extend(pool.return_all())
-            elif pool.metric in RETURNABLE and self._link.connected:
-                if now - pool.last_used > self._settings.idle_return_seconds:
-                    del self._pools[key]
-                    self._pending.extend(pool.return_all())
-                    continue
-                for lease in list(pool.leases):
-                    if wall >= lease.expire_at - (lease.expire_at - lease.issued_at) / 2:
-                        self._pending.append(pool.return_lease(lease))
-
-    async def _send_returns(self) -> None:
-        returns, self._pending = self._pending, []
-        if not returns:
-            return
-        try:
-            await self._source.acquire_leases([], returns)
-        except ControlPlaneUnavailable:
-            self._pending = returns + self._pending
-            raise
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -392,8 +331,10 @@ class Limiter:
         for task in list(self._tasks):
             with contextlib.suppress(BaseException):
                 await task
-        for key in [k for k in self._pools if k[1] in RETURNABLE]:
-            self._pending.extend(self._pools.pop(key).return_all())
+        for lane in self._lanes.values():
+            while lane.waiters:
+                self._finish(lane.waiters[0], None, unavailable())
+            self._retire(lane)
         if self._pending:
             with contextlib.suppress(ControlPlaneUnavailable, TimeoutError):
                 async with asyncio.timeout(timeout):
@@ -407,6 +348,7 @@ class Limiter:
             "degraded_admissions": self.degraded_admissions,
             "refused": dict(self.refused),
             "pending_returns": len(self._pending),
+            "waiting": len({id(waiter) for lane in self._lanes.values() for waiter in lane.waiters}),
             "pools": [
                 {
                     "scope": pool.key_id or pool.org_id,
@@ -416,6 +358,10 @@ class Limiter:
                     "leases": len(pool.leases),
                     "money": pool.metric in MONEY,
                 }
-                for pool in self._pools.values()
+                for pool in (lane.pool for lane in self._lanes.values())
+                if pool is not None
             ],
         }
+
+
+__all__ = ["MONEY_KIND", "LeaseSource", "Limiter", "PoolKey"]

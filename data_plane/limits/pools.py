@@ -24,6 +24,7 @@ RETURNABLE = frozenset({MONTHLY_TOKENS, MONTHLY_SPEND, BUDGET})
 MONEY = frozenset({MONTHLY_SPEND, BUDGET})
 TOKENS = frozenset({TOKENS_PER_MINUTE, MONTHLY_TOKENS})
 PICOS_PER_MICRO = 1_000_000
+PICOS_PER_USD = 10**12
 
 PoolKey = tuple[str, int]  # (scope id: an org id or a key id, metric)
 
@@ -44,20 +45,6 @@ def to_cp_toward_zero(metric: int, amount: int) -> int:
     return units if amount >= 0 else -units
 
 
-@dataclass(frozen=True, slots=True)
-class Need:
-    """What one request must reserve from one limit."""
-
-    org_id: str
-    key_id: str  # empty: the org's own limit
-    metric: int
-    amount: int  # node units
-
-    @property
-    def key(self) -> PoolKey:
-        return (self.key_id or self.org_id, self.metric)
-
-
 @dataclass(slots=True)
 class Lease:
     """One returnable lease inside a pool."""
@@ -68,9 +55,13 @@ class Lease:
     issued_at: float  # unix seconds
 
 
-@dataclass
+@dataclass(slots=True)
 class Pool:
-    """The leases this node holds for one (scope, metric, window)."""
+    """The leases this node holds for one (scope, metric, window).
+
+    ``live`` turns False when the pool is retired (window over, returned, replaced): a settlement
+    that arrives later goes to the control plane as an adjustment instead.
+    """
 
     org_id: str
     key_id: str
@@ -80,10 +71,13 @@ class Pool:
     window_seconds: float
     limit: int = 0  # control-plane units
     remaining: int = 0  # control-plane units not granted to anyone at the last grant
+    headroom: int = 0  # the same in node units
     amount: int = 0
     available: int = 0
     leases: list[Lease] = field(default_factory=list)
-    last_used: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.time)  # unix seconds
+    live: bool = True
+    limit_text: str = "0"  # the limit as the headers show it (rendered once per grant)
 
     @property
     def key(self) -> PoolKey:
@@ -98,18 +92,31 @@ class Pool:
         amount = grant.amount * scale(self.metric)
         self.amount += amount
         self.available += amount
-        self.limit = grant.limit
-        self.remaining = grant.remaining
+        if grant.limit != self.limit or self.limit_text == "0":
+            self.limit = grant.limit
+            self.limit_text = (
+                f"{grant.limit * scale(self.metric) / PICOS_PER_USD:.6f}"
+                if self.metric in MONEY
+                else str(grant.limit)
+            )
+        self.set_remaining(grant.remaining)
         if grant.lease_id:
             expire = grant.expire_time.seconds + grant.expire_time.nanos / 1e9
             self.leases.append(Lease(grant.lease_id, amount, expire, time.time()))
 
+    def set_remaining(self, remaining: int) -> None:
+        """What the control plane had not granted to anyone at its last answer (its units)."""
+        self.remaining = remaining
+        self.headroom = remaining * scale(self.metric)
+
     def estimate_remaining(self) -> int:
         """What this node can tell of the window's remaining allowance, in node units."""
-        return max(0, self.available) + self.remaining * scale(self.metric)
+        available = self.available
+        return max(0, available) + self.headroom
 
     def return_all(self) -> list[node_pb2.LeaseReturn]:
-        """Returns for every lease, spreading what was spent over them; empties the pool."""
+        """Returns for every lease, spreading what was spent over them; empties and retires the pool."""
+        self.live = False
         used = self.amount - self.available
         out: list[node_pb2.LeaseReturn] = []
         for i, lease in enumerate(self.leases):

@@ -1,0 +1,239 @@
+"""Getting leases: one AcquireLeases call at a time per lane, sized to the lane's recent rate and
+the control plane's latency, started before the pool runs out; grants, renewals and returns.
+
+Sizing: a lane asks for ``horizon`` seconds of its traffic, where ``horizon`` is
+``ODOCK_LIMIT_LEASE_SECONDS`` or ``WANT_LATENCIES`` round trips of the control plane if that is
+longer (capped at a tenth of a per-minute window), plus whatever its queue still needs; it asks
+again (prefetch, ``need`` 0) when the pool drops under half of that, so a node at a steady rate
+has ``WANT_LATENCIES / 2`` round trips of traffic in hand when the call starts. A failed call
+backs the lane off (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX``): no new call and, for requests
+the pool cannot cover, 503 at once, until it expires or the watch stream reconnects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from odock.v1 import node_pb2
+
+from data_plane.governance.types import ControlPlaneUnavailable
+from data_plane.limits.lanes import NEVER, Lane
+from data_plane.limits.pools import (
+    PER_MINUTE,
+    RETURNABLE,
+    Pool,
+    PoolKey,
+    grant_window_end,
+    to_cp_up,
+)
+from data_plane.limits.rules import Denial
+from data_plane.settings import LimitSettings
+
+if TYPE_CHECKING:
+    from data_plane.limits.limiter import LeaseSource
+
+log = logging.getLogger("odock.data_plane.limits")
+
+UNLIMITED_SECONDS = 60.0
+WANT_LATENCIES = 8
+BACKOFF_MIN = 0.25
+BACKOFF_MAX = 2.0
+RENEW_LAST_RESORT = 0.75  # of a lease's TTL: returned even if no renewal call succeeded
+
+
+class Fills:
+    """The lease-getting half of the limiter (``Limiter`` adds admission and the queues)."""
+
+    def __init__(
+        self,
+        source: LeaseSource,
+        settings: LimitSettings,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+    ) -> None:
+        self._source = source
+        self._settings = settings
+        self._clock = clock
+        self._wall = wall
+        self._lanes: dict[PoolKey, Lane] = {}
+        self._pending: list[node_pb2.LeaseReturn] = []  # returns and corrections not yet delivered
+        self._latency = 0.0  # smoothed AcquireLeases round trip, seconds
+        self.lease_calls = 0
+
+    # Provided by Limiter.
+    def _dispatch(self, lanes: Iterable[Lane]) -> None:
+        raise NotImplementedError
+
+    def _spawn(self, coro: Any) -> None:
+        raise NotImplementedError
+
+    def _woken(self, lanes: list[Lane]) -> None:
+        raise NotImplementedError
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def _prefetch(self, lanes: list[Lane]) -> None:
+        now = self._clock()
+        due = [lane for lane in lanes if not lane.filling and lane.fail_until <= now]
+        if due:
+            self._fill(due)
+
+    def _fill(self, lanes: list[Lane]) -> None:
+        """Start one call for ``lanes`` (none of them filling); its asks are sized when it starts."""
+        for lane in lanes:
+            lane.filling = True
+        self._spawn(self._run_fill(lanes))
+
+    async def _run_fill(self, lanes: list[Lane]) -> None:
+        try:
+            # Sized now, not when launched: requests queued meanwhile are in the demand.
+            wall, now = self._wall(), self._clock()
+            asks = [self._ask(lane, wall, now) for lane in lanes]
+            returns, self._pending = self._pending, []
+            self.lease_calls += 1
+            try:
+                grants = await self._source.acquire_leases(asks, returns)
+            except BaseException:
+                self._pending = returns + self._pending
+                raise
+            taken = self._clock() - now
+            self._latency = taken if self._latency <= 0 else 0.7 * self._latency + 0.3 * taken
+            wall, now = self._wall(), self._clock()
+            for lane, grant in zip(lanes, grants, strict=True):
+                self._apply(lane, grant, wall, now)
+        except ControlPlaneUnavailable:
+            for lane in lanes:
+                self._failed(lane)
+        except Exception:
+            log.exception("limits: lease call failed")
+            for lane in lanes:
+                self._failed(lane)
+        finally:
+            for lane in lanes:
+                lane.filling = False
+        self._woken(lanes)
+
+    def _failed(self, lane: Lane) -> None:
+        lane.backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, lane.backoff * 2))
+        lane.fail_until = self._clock() + lane.backoff
+
+    def _horizon(self) -> float:
+        return max(self._settings.lease_seconds, WANT_LATENCIES * self._latency)
+
+    def _ask(self, lane: Lane, wall: float, now: float) -> node_pb2.LeaseAsk:
+        lane.sample_rate(now)
+        pool = lane.pool
+        have = pool.available if pool is not None and pool.current(wall) else 0
+        window_seconds = pool.window_seconds if pool is not None else 0.0
+        head = lane.waiters[0].amount_for(lane) if lane.waiters else 0
+        if lane.avg <= 0:
+            lane.avg = head  # nothing taken yet: the first request is the best guess of the next
+        need = max(0, head - have)
+        # What the queue needs, else the next horizon of traffic; a deficit is paid first.
+        want = max(need, lane.demand - have, lane.want(self._horizon(), window_seconds) - min(0, have))
+        if lane.renew:
+            want = max(want, have)  # replaces what the leases being renewed still hold
+        return node_pb2.LeaseAsk(
+            org_id=lane.org_id,
+            key_id=lane.key_id,
+            metric=lane.metric,  # type: ignore[arg-type]
+            want=to_cp_up(lane.metric, want),
+            # A prefetch needs nothing: its refusal is no sign the limit is used up.
+            need=to_cp_up(lane.metric, need) if need > 0 else 0,
+        )
+
+    def _apply(self, lane: Lane, grant: node_pb2.LeaseGrant, wall: float, now: float) -> None:
+        lane.backoff = lane.fail_until = 0.0
+        if grant.unlimited:
+            lane.unlimited_until = wall + UNLIMITED_SECONDS
+            lane.denied = None
+            self._retire(lane)
+            return
+        end = grant_window_end(grant)
+        if grant.amount <= 0:
+            if lane.metric in PER_MINUTE and end is not None:
+                until = now + max(0.0, end - wall)
+            else:
+                until = now + self._settings.recheck_seconds
+            lane.denied = Denial(until=until, window_end=end)
+            lane.low_water = NEVER
+            if lane.pool is not None:
+                lane.pool.set_remaining(grant.remaining)
+            if lane.renew:
+                self._renewed(lane, wall)
+            return
+        lane.denied = None
+        pool = lane.pool
+        if pool is None or pool.window != grant.window:
+            self._retire(lane)
+            pool = lane.pool = Pool(
+                lane.org_id, lane.key_id, lane.metric, grant.window, end, grant.window_seconds
+            )
+        pool.add(grant)
+        if lane.renew:
+            self._renewed(lane, wall)
+        one = max(lane.avg, 1)
+        if pool.headroom < one:
+            lane.low_water = NEVER  # nothing left to grant at this ask: prefetching would only cost calls
+        else:
+            lane.low_water = max(one, lane.want(self._horizon(), pool.window_seconds) // 2)
+
+    def _retire(self, lane: Lane) -> None:
+        """Drop the lane's pool (returning its leases if it has any)."""
+        pool = lane.pool
+        if pool is None:
+            return
+        lane.pool = None
+        if pool.metric in RETURNABLE:
+            self._pending.extend(pool.return_all())
+        pool.live = False
+
+    def _renewed(self, lane: Lane, wall: float, fraction: float = 0.5) -> None:
+        """Return the leases past ``fraction`` of their TTL (the grant just added replaces them)."""
+        lane.renew = False
+        pool = lane.pool
+        if pool is None:
+            return
+        for lease in list(pool.leases):
+            if wall >= lease.issued_at + (lease.expire_at - lease.issued_at) * fraction:
+                self._pending.append(pool.return_lease(lease))
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def _housekeep(self, connected: bool) -> bool:
+        """Window ends, idle returns, renewals; drops idle lanes (True when it dropped any)."""
+        wall, now = self._wall(), self._clock()
+        renew: list[Lane] = []
+        idle: list[PoolKey] = []
+        for key, lane in self._lanes.items():
+            pool = lane.pool
+            if pool is not None and not pool.current(wall):
+                self._retire(lane)
+            elif pool is not None and pool.metric in RETURNABLE and connected:
+                if wall - pool.last_used > self._settings.idle_return_seconds and not lane.waiters:
+                    self._retire(lane)
+                elif any(wall >= ls.issued_at + (ls.expire_at - ls.issued_at) / 2 for ls in pool.leases):
+                    lane.renew = True
+                    if not lane.filling and lane.fail_until <= now:
+                        renew.append(lane)
+                    else:
+                        self._renewed(lane, wall, RENEW_LAST_RESORT)
+            if lane.idle(wall, now):
+                idle.append(key)
+        for key in idle:
+            del self._lanes[key]
+        if renew:
+            self._fill(renew)
+        return bool(idle)
+
+    async def _send_returns(self) -> None:
+        returns, self._pending = self._pending, []
+        if not returns:
+            return
+        try:
+            await self._source.acquire_leases([], returns)
+        except ControlPlaneUnavailable:
+            self._pending = returns + self._pending
+            raise
