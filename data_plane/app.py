@@ -42,8 +42,10 @@ def family_for_path(path: str) -> int:
 
 def request_id_for(request: web.BaseRequest, fresh: str | None = None) -> str:
     """A well-formed client x-request-id, else a fresh one."""
-    given = request.headers.get("x-request-id", "")
-    return given if _REQUEST_ID_OK.fullmatch(given) else (fresh or f"req_{secrets.token_hex(12)}")
+    given = request.headers.get("x-request-id")
+    if given and _REQUEST_ID_OK.fullmatch(given):
+        return given
+    return fresh or f"req_{secrets.token_hex(12)}"
 
 
 @web.middleware

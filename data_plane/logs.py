@@ -40,7 +40,7 @@ from data_plane.settings import LogSettings, Settings
 # Chatter (access logs are off anyway: the request log replaces them), or gRPC internals.
 QUIET_LOGGERS = ("aiohttp.access", "grpc._cython", "asyncio")
 REQUEST_LOGGER = "odock.data_plane.request"
-# Queued request lines are written at the end of the loop iteration, or at once past this size.
+# Queued request lines are written by a callback on the next loop iteration, or at once past this size.
 FLUSH_CHARS = 64 * 1024
 
 
@@ -69,7 +69,7 @@ class LineBuffer:
             self.stream.flush()
 
     def add_line(self, line: str) -> None:
-        """Queue one request line (ending in a newline); written when this loop iteration ends."""
+        """Queue one request line (ending in a newline); written by the next loop iteration's callbacks."""
         with self._lock:
             self._pending.append(line)
             self._chars += len(line)
