@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import psycopg
@@ -48,7 +48,7 @@ def _restart(server: PostgresServer) -> None:
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "HOME": str(server.root)}
     with open(server.root / "postgres.log", "ab") as log:
         server.process = spawn.popen(
-            server.process.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cast(list[str], server.process.args), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=env, cwd=server.root,
         )  # fmt: skip
     deadline = time.monotonic() + WAIT_S
