@@ -20,7 +20,8 @@ from data_plane.errors import GatewayError, clip, family_name
 from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, KeyRejected, Route, RouteUnusable
 from data_plane.limits.gate import admit_request, settle_request
 from data_plane.payload import PayloadError, inspect_json, inspect_multipart, multipart_with_model, with_model
-from data_plane.providers import Endpoint, upstream_headers
+from data_plane.providers import DIALECTS, Endpoint
+from data_plane.providers.headers import build_headers
 from data_plane.proxy import Relay
 from data_plane.state import STATE, NodeState
 from data_plane.usage import METER, RECORD_ID
@@ -110,6 +111,11 @@ async def resolve(state: NodeState, grant: KeyGrant, name: str, endpoint_family:
 
 def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler of one native endpoint."""
+    # What depends only on the endpoint is decided once, not per request.
+    shape = shape_of(endpoint.name)
+    injectable = endpoint.name in INJECTABLE
+    dialect = DIALECTS[endpoint.family]
+    form = endpoint.model_in == "form"
 
     async def handle(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE]
@@ -129,7 +135,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             key_id=grant.key_id,
             family=endpoint.family,
             endpoint=endpoint.name,
-            shape=shape_of(endpoint.name) if metering else "none",
+            shape=shape if metering else "none",
         )
         request[METER] = meter
         try:
@@ -149,7 +155,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
     ) -> web.StreamResponse:
         settings = state.settings
         body: bytes | None = None
-        content_type = request.headers.get("Content-Type", "")
+        content_type = request.headers.get("Content-Type", "") if form else ""
         facts = None
         model: str | None = None
         try:
@@ -165,7 +171,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 facts = inspect_json(body, max_depth=settings.max_json_depth)
             if endpoint.model_in == "body" and facts is not None:
                 model = facts.model
-            elif endpoint.model_in == "form":
+            elif form:
                 assert body is not None
                 model = inspect_multipart(body, content_type)
             elif endpoint.model_in == "path":
@@ -195,7 +201,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         try:
             if endpoint.model_in == "body" and facts is not None and body is not None:
                 body = with_model(body, facts, route.upstream_slug)
-            elif endpoint.model_in == "form" and body is not None:
+            elif form and body is not None:
                 body, content_type = multipart_with_model(body, content_type, route.upstream_slug)
             elif endpoint.model_in == "path" and facts is not None and body is not None and facts.model_span:
                 # The path decided the route; a body "model" the provider might
@@ -210,19 +216,19 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 502, "upstream_misconfigured", "The model's upstream address is not usable"
             ) from None
         try:
-            headers = upstream_headers(endpoint.family, request.headers.items(), route.secret)
+            headers = build_headers(dialect, request.headers.items(), route.secret)
         except (ValueError, UnicodeDecodeError):
             raise GatewayError(
                 502, "credential_unavailable", "The model's provider credential cannot be used right now"
             ) from None
-        if endpoint.model_in == "form" and content_type:
+        if form and content_type:
             headers["Content-Type"] = content_type
         streaming = endpoint.streams == "always" or (
             endpoint.streams == "body_flag" and facts is not None and bool(facts.stream)
         )
         meter.streamed = streaming
         injected = False
-        if streaming and endpoint.name in INJECTABLE and body is not None and settings.usage.metering:
+        if streaming and injectable and body is not None and settings.usage.metering:
             body, injected = ensure_include_usage(body, facts)
         relay = Relay(
             request,

@@ -71,6 +71,10 @@ class Connection(asyncio.Protocol):
             self.close()
         self._pool._done_with(self, reusable)
 
+    def transport_closing(self) -> bool:
+        """Whether the transport is closing (before ``connection_lost`` has run)."""
+        return self.transport is None or self.transport.is_closing()
+
     def resume(self) -> None:
         """The reader caught up: read the socket again."""
         self.paused = False
@@ -130,6 +134,8 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         response = self._response
         assert response is not None
+        if self._head is None:
+            return  # a chunked body's trailer: the head was handed over already
         lower = name.lower()
         text = value.decode("utf-8", "surrogateescape")
         if lower == b"content-type":

@@ -72,6 +72,8 @@ class UpstreamClient:
         """
         if self._closed:
             raise RuntimeError("upstream client is closed")
+        if method == "HEAD":
+            raise ValueError("HEAD is not supported (its answer's length would be misread)")
         origin, target = split_url(url)
         head = encode_head(method, target, origin.host_header, headers, body)
         retried = False
@@ -124,7 +126,7 @@ class UpstreamClient:
         while idle:
             conn = idle.pop()
             self._idle_total -= 1
-            if not conn.closed:  # one the server closed meanwhile is dropped before any byte is sent
+            if not conn.closed and not conn.transport_closing():  # a closed one is dropped before any byte is sent
                 self._mark_busy(key)
                 return conn
         return None
@@ -194,7 +196,9 @@ class UpstreamClient:
         """A request finished with ``conn``; it goes idle if ``reusable`` (else it was closed)."""
         key = conn.origin.key
         self._unmark_busy(key)
-        if reusable and not self._closed:
+        if reusable and self._closed:
+            conn.close()
+        elif reusable:
             conn.idle_since = asyncio.get_running_loop().time()
             self._idle.setdefault(key, []).append(conn)
             self._idle_total += 1

@@ -88,6 +88,7 @@ def test_chunked_answer_arrives_piece_by_piece(run: Run[None]) -> None:
             assert resp.read_nowait() == b"" and not resp.at_eof()
             go_on.set()
             assert await read_all(resp) == b"data: 2\n\ndata: [DONE]\n\n"
+            assert "x-trailer" not in resp.headers and resp.content_type == "text/event-stream"  # trailers ignored
             resp.release()
             # The connection was clean after the last chunk: it carries the next request.
             again = await client.request("POST", server.url(), {}, b"{}")

@@ -225,15 +225,28 @@ def test_cancelled_request_frees_its_connection(run: Run[None]) -> None:
     run(scenario())
 
 
-def test_close_closes_idle_connections_and_refuses_new_requests(run: Run[None]) -> None:
+def test_close_closes_idle_and_later_released_connections_and_refuses_new_requests(run: Run[None]) -> None:
     async def scenario() -> None:
         async with Server() as server:
             client = new_client()
-            resp = await client.request("POST", server.url(), {}, b"")
-            resp.release()
+            idle = await client.request("POST", server.url(), {}, b"")
+            idle.release()
+            busy = await client.request("POST", server.url(), {}, b"")
+            busy2 = await client.request("POST", server.url(), {}, b"")
             await client.close()
-            await server.peers[0].done.wait()
+            busy2.release()  # complete, but the client is closed: not pooled
+            await asyncio.gather(*(peer.done.wait() for peer in server.peers))
+            assert server.connections == 2 and client.status() == {"in_use": 1, "idle": 0, "opened": 2}
+            busy.release()
             with pytest.raises(RuntimeError):
                 await client.request("POST", server.url(), {}, b"")
+
+
+def test_head_requests_are_refused(run: Run[None]) -> None:
+    async def scenario() -> None:
+        client = new_client()
+        with pytest.raises(ValueError, match="HEAD"):
+            await client.request("HEAD", "http://127.0.0.1:1/x", {}, None)
+        await client.close()
 
     run(scenario())
