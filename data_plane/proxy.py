@@ -13,7 +13,7 @@
   ``finally`` closes the upstream connection rather than returning it to the pool.
 - The upstream hop is ``data_plane.upstream`` (a lean HTTP/1.1 client): bodies are
   passed through as sent (identity encoding, no decompression), reading pauses when
-  the client lags (bounded buffering), and nothing is ever retried once sent.
+  the client lags (bounded buffering), and a request once sent is never sent again.
 - Metering (``data_plane.usage``): the meter learns the upstream status,
   timings and usage; a buffered answer's usage is read from its body, a
   stream's by a tap the bytes pass through (which may only drop what the

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 # Below this a request body is copied into the head's buffer (one write); above, written beside it.
 _COPY_BODY_MAX = 64 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
+# The most bytes an answer's status line and headers may take (aiohttp's client allows 8190 per
+# line): an upstream sending more, or never ending its head, is broken rather than buffered.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class _Unexpected(Exception):
@@ -43,6 +46,7 @@ class Connection(asyncio.Protocol):
         self._informational = False  # parsing a 1xx answer, which precedes the real one
         self._has_length = False
         self._chunked = False
+        self._head_bytes = 0  # bytes received while the answer's head is incomplete
 
     # Used by the pool and the response.
 
@@ -53,6 +57,7 @@ class Connection(asyncio.Protocol):
         self._response = UpstreamResponse(self)
         self.keep_alive = False
         head_future = self._head = asyncio.get_running_loop().create_future()
+        self._head_bytes = 0
         self.sent += 1
         if not body:
             transport.write(head)
@@ -104,6 +109,11 @@ class Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade):
             self._break("Malformed HTTP answer from upstream")
+            return
+        if self._head is not None:  # the head is still incomplete after these bytes
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._break("Upstream answer head too large")
 
     def eof_received(self) -> bool | None:
         return False  # close our side too; connection_lost decides what the end means

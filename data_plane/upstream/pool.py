@@ -54,12 +54,16 @@ class UpstreamClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, ssl_context: ssl.SSLContext | None = None) -> UpstreamClient:
-        """The client a worker uses: pool bounds and connect timeout from the settings."""
+        """The client a worker uses: pool bounds and connect timeout from the settings.
+
+        The default TLS context (system CAs, hostname checks) is built here, at start-up: loading
+        the CA store blocks for milliseconds, which the first https request must not pay.
+        """
         return cls(
             limit=settings.upstream_pool_size,
             limit_per_host=settings.upstream_pool_per_host,
             connect_timeout=settings.timeouts.upstream_connect,
-            ssl_context=ssl_context,
+            ssl_context=ssl_context or ssl.create_default_context(),
         )
 
     async def request(

@@ -286,3 +286,27 @@ def test_unread_complete_answer_still_pools_but_unfinished_one_does_not(run: Run
             await client.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("shape", ["many-headers", "endless-header"])
+def test_oversized_answer_head_is_broken_not_buffered(run: Run[None], shape: str) -> None:
+    async def scenario() -> None:
+        async def handler(peer: Peer) -> None:
+            await peer.read_request()
+            await peer.send(b"HTTP/1.1 200 OK\r\n")
+            try:
+                for i in range(2000):  # 2000 x 100 bytes: far over the 64 KiB bound
+                    line = b"X-Pad-%d: %s\r\n" % (i, b"v" * 90) if shape == "many-headers" else b"v" * 100
+                    await peer.send(line if shape == "many-headers" or i else b"X-Long: " + line)
+            except ConnectionError:
+                return
+            await peer.wait_client_close()
+
+        async with Server(handler) as server:
+            client = new_client()
+            with pytest.raises(UpstreamBroken, match="too large"):
+                await client.request("POST", server.url(), {}, b"")
+            assert client.status()["in_use"] == 0
+            await client.close()
+
+    run(scenario())

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import pytest
 
-from data_plane.upstream import UpstreamBroken, UpstreamConnectTimeout, UpstreamUnreachable
+from data_plane.settings import Settings
+from data_plane.upstream import UpstreamBroken, UpstreamClient, UpstreamConnectTimeout, UpstreamUnreachable
 from tests.upstream.conftest import Run
 from tests.upstream.server import Peer, Server, response
 from tests.upstream.test_framing import new_client, read_all
@@ -247,6 +249,19 @@ def test_head_requests_are_refused(run: Run[None]) -> None:
         client = new_client()
         with pytest.raises(ValueError, match="HEAD"):
             await client.request("HEAD", "http://127.0.0.1:1/x", {}, None)
+        await client.close()
+
+    run(scenario())
+
+
+def test_from_settings_takes_the_pool_bounds_and_connect_timeout(run: Run[None]) -> None:
+    async def scenario() -> None:
+        env = {"ODOCK_NODE_TOKEN": "n" * 40, "ODOCK_KEY_PEPPER": "cGVwcGVy" * 6,
+               "ODOCK_UPSTREAM_POOL_SIZE": "7", "ODOCK_UPSTREAM_POOL_PER_HOST": "3",
+               "ODOCK_UPSTREAM_CONNECT_TIMEOUT_SECONDS": "2.5"}  # fmt: skip
+        client = UpstreamClient.from_settings(Settings.from_env(env))
+        assert (client._limit, client._limit_per_host, client._connect_timeout) == (7, 3, 2.5)
+        assert client._ssl is not None and client._ssl.verify_mode == ssl.CERT_REQUIRED  # built at start-up
         await client.close()
 
     run(scenario())
