@@ -88,15 +88,16 @@ async def ensure_counter(
     return row
 
 
-async def read(session: AsyncSession, scope_id: str, metric: int, window: int) -> Counter | None:
-    """The counter of one window, if it exists."""
-    found = (
-        await session.execute(
-            select(C.settled, C.outstanding, C.exhausted).where(
-                C.scope_id == scope_id, C.metric == metric, C.window == window
-            )
-        )
-    ).first()
+async def read(
+    session: AsyncSession, scope_id: str, metric: int, window: int, *, lock: bool = False
+) -> Counter | None:
+    """The counter of one window, if it exists (``lock``: row-locked until the transaction ends)."""
+    query = select(C.settled, C.outstanding, C.exhausted).where(
+        C.scope_id == scope_id, C.metric == metric, C.window == window
+    )
+    if lock:
+        query = query.with_for_update()
+    found = (await session.execute(query)).first()
     return None if found is None else Counter(int(found[0]), int(found[1]), bool(found[2]))
 
 
@@ -119,8 +120,10 @@ async def grant(
     No single grant takes more than ``fraction`` of what is left (unless that is
     less than ``need``), so an idle node never strands much of the allowance.
     """
-    for _ in range(GRANT_ATTEMPTS):
-        counter = await read(session, scope_id, metric, window)
+    for attempt in range(GRANT_ATTEMPTS):
+        # The last attempt locks the row (PostgreSQL), so a busy window cannot starve a grant into
+        # a spurious 0 while allowance is left. SQLite has a single writer: nothing to lock there.
+        counter = await read(session, scope_id, metric, window, lock=attempt == GRANT_ATTEMPTS - 1)
         assert counter is not None
         remaining = counter.remaining(limit)
         if remaining < max(need, 1):

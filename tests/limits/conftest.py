@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 
 from tests.fakes.provider import FakeProvider
+from tests.support.postgres import pg_server  # noqa: F401
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -1,7 +1,8 @@
-"""Small unit tests: windows, estimates, pool returns, and the ledger on a real SQLite database."""
+"""Small unit tests: windows, estimates, pool returns, and the ledger on real SQLite and PostgreSQL databases."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from data_plane.governance.types import Pricing
 from data_plane.limits.estimate import estimate
 from data_plane.limits.pools import MONTHLY_SPEND, Pool
 from data_plane.payload import inspect_json
+from tests.support.postgres import PostgresServer
 
 
 def test_windows() -> None:
@@ -91,5 +93,39 @@ async def test_ledger_seeds_from_rollups_grants_within_the_limit_and_settles(tmp
                 s, "lse_2", "n", "org_x", MONTHLY_TOKENS, win.index, 0, now - timedelta(seconds=1)
             )
             assert await ledger.reclaim_expired(s, now) == 1
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.asyncio
+@pytest.mark.postgres
+async def test_ledger_grants_under_contention_never_refuse_while_allowance_is_left(
+    pg_server: PostgresServer,
+) -> None:
+    """64 replicas' worth of concurrent grants on one window near exhaustion (PostgreSQL).
+
+    Each grant races the others between its read and its conditional update; a grant may only
+    come back empty when the window truly has less than it needs, and together they hand out
+    exactly the limit.
+    """
+    url = pg_server.create_database()
+    await db.migrate(url)
+    engine = db.make_engine(url, pool_size=64, max_overflow=0)
+    sm = db.make_sessionmaker(engine)
+    try:
+        win = window_for(MONTHLY_TOKENS, datetime.now(UTC), 60)
+        async with sm() as s, s.begin():
+            await ledger.ensure_counter(s, "org_c", "org_c", MONTHLY_TOKENS, win)
+
+        async def one() -> tuple[int, ledger.Counter]:
+            async with sm() as s, s.begin():
+                return await ledger.grant(s, "org_c", MONTHLY_TOKENS, win.index, 1000, 10**6, 1, 0.25)
+
+        results = await asyncio.gather(*(one() for _ in range(64)))
+        granted = sum(amount for amount, _ in results)
+        assert granted == 1000
+        for amount, counter in results:
+            if amount == 0:
+                assert counter.remaining(1000) < 1, counter
     finally:
         await engine.dispose()
