@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -171,7 +172,7 @@ async def _run(url: str, requests: int, concurrency: int, rounds: int) -> list[d
 def _start_upstream(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     ready = workdir / "ready.json"
     argv = [sys.executable, "-m", "scripts.benchmark.upstream", "--port", "0", "--ready-file", str(ready)]
-    if shutil.which("taskset"):
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         argv = ["taskset", "-c", "0", *argv]
     proc = subprocess.Popen(argv, env=python_env(), stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
@@ -191,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    if shutil.which("taskset"):
-        import os
-
+    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {1})  # the client on core 1, the upstream on core 0
     with tempfile.TemporaryDirectory(prefix="clientcost-") as tmp:
         proc, url = _start_upstream(Path(tmp))
