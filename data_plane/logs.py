@@ -51,7 +51,8 @@ class LineBuffer:
         self.stream = stream
         self._pending: list[str] = []
         self._chars = 0
-        self._lock = threading.Lock()  # the handler may be used from other threads too
+        # Re-entrant like logging's own handler lock: a signal handler that logs may interrupt a flush.
+        self._lock = threading.RLock()  # the handler is used from other threads too
         self._tick_loop: asyncio.AbstractEventLoop | None = None
 
     def write(self, text: str) -> int:
