@@ -8,12 +8,22 @@ import secrets
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http import HttpVersion11
 
 from data_plane import logs
+from data_plane.body import too_large
 from data_plane.errors import ANTHROPIC, GEMINI, OPENAI, VLLM, GatewayError, render
 from data_plane.gateway import make_handler
 from data_plane.limits import stamp_limit_headers
-from data_plane.listing import get_model, list_models, list_vllm_models
+from data_plane.listing import (
+    GEMINI_MODEL_ROUTE,
+    get_gemini_model,
+    get_model,
+    list_gemini_models,
+    list_models,
+    list_vllm_models,
+    speaks_anthropic,
+)
 from data_plane.metrics import METRICS, DataPlaneMetrics
 from data_plane.observe import OBSERVATION, observed, stamp_overhead
 from data_plane.providers import ENDPOINTS, LOCAL_ROUTES
@@ -40,6 +50,42 @@ def family_for_path(path: str) -> int:
     return OPENAI
 
 
+def family_for(request: web.BaseRequest) -> int:
+    """The family whose error shape a request's errors use: by path, and for ``/v1/models*`` by client."""
+    path = request.path
+    if (path == "/v1/models" or path.startswith("/v1/models/")) and speaks_anthropic(request):
+        return ANTHROPIC
+    return family_for_path(path)
+
+
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+_UNKNOWN_EXPECTATION = GatewayError(
+    417, "expectation_failed", "Only 'Expect: 100-continue' is supported", close=True
+)
+
+
+def continue_handler(limit: int) -> ExpectHandler:
+    """The routes' ``Expect`` handler: a declared body over ``limit`` is refused before ``100 Continue``.
+
+    aiohttp's default handler says "100 Continue" to any size, inviting the client to send
+    a body the gateway will refuse. It runs before the middleware, so it renders its own errors.
+    """
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        family = family_for(request)
+        if request.headers.get("Expect", "").strip().lower() != "100-continue":
+            return render(family, _UNKNOWN_EXPECTATION)
+        length = request.content_length
+        if length is not None and length > limit:
+            return render(family, too_large(limit))
+        if request.version == HttpVersion11:
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the answer's head is still to come
+        return None
+
+    return expect
+
+
 def request_id_for(request: web.BaseRequest, fresh: str | None = None) -> str:
     """A well-formed client x-request-id, else a fresh one."""
     given = request.headers.get("x-request-id")
@@ -60,18 +106,16 @@ async def gateway_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except GatewayError as err:
-        return render(family_for_path(request.path), err)
+        return render(family_for(request), err)
     except web.HTTPNotFound:
-        return render(family_for_path(request.path), GatewayError(404, "not_found", "Unknown endpoint"))
-    except web.HTTPMethodNotAllowed:
-        return render(
-            family_for_path(request.path), GatewayError(405, "method_not_allowed", "Method not allowed here")
-        )
+        return render(family_for(request), GatewayError(404, "not_found", "Unknown endpoint"))
+    except web.HTTPMethodNotAllowed as exc:
+        resp = render(family_for(request), GatewayError(405, "method_not_allowed", "Method not allowed here"))
+        resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))  # RFC 9110: a 405 names them
+        return resp
     except Exception:
         log.exception("unhandled error on %s", request.path[:200])
-        return render(
-            family_for_path(request.path), GatewayError(500, "internal_error", "Internal gateway error")
-        )
+        return render(family_for(request), GatewayError(500, "internal_error", "Internal gateway error"))
     finally:
         finished = getattr(request.protocol, "request_finished", None)
         if finished is not None:
@@ -121,13 +165,22 @@ def build_app(settings: Settings) -> web.Application:
     app.on_cleanup.append(_flush_logs)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/v1/models/{model}", get_model)
-    app.router.add_get("/v1/vllm/models", list_vllm_models)
+    expect = continue_handler(settings.max_body_bytes)
+    for path, handler in (
+        ("/v1/models", list_models),
+        ("/v1/models/{model}", get_model),
+        ("/v1/vllm/models", list_vllm_models),
+        ("/v1beta/models", list_gemini_models),
+        (GEMINI_MODEL_ROUTE, get_gemini_model),
+    ):
+        app.router.add_get(path, handler, expect_handler=expect)
     for endpoint in ENDPOINTS:
         if (endpoint.method, endpoint.route) in LOCAL_ROUTES:
             continue
         app.router.add_route(
-            endpoint.method, endpoint.route, observed(endpoint, make_handler(endpoint), metrics)
+            endpoint.method,
+            endpoint.route,
+            observed(endpoint, make_handler(endpoint), metrics),
+            expect_handler=expect,
         )
     return app
