@@ -48,6 +48,8 @@ def key_digest(request: web.BaseRequest, pepper: bytes) -> bytes:
     key = presented_key(request)
     if not key:
         raise GatewayError(401, "missing_api_key", MISSING_KEY)
+    if not key.isascii():  # a header with non-UTF-8 bytes arrives with surrogates
+        raise GatewayError(401, "invalid_api_key", MALFORMED_KEY)
     digest = keyformat.digest(pepper, key)
     if digest not in _WELL_FORMED:
         if not keyformat.is_well_formed(key):

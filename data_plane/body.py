@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from data_plane.errors import GatewayError
 
@@ -33,7 +34,7 @@ async def read_body(request: web.BaseRequest, limit: int, idle: float, total: fl
     try:
         # Usually the whole body came with the headers: take it without arming a timer.
         first = request.content.read_nowait()
-    except (ConnectionError, ValueError, HttpProcessingError) as exc:
+    except (ConnectionError, ValueError, HttpProcessingError, RequestPayloadError) as exc:
         raise GatewayError(400, "invalid_request", "Malformed request body framing", close=True) from exc
     if len(first) > limit:
         raise too_large(limit)
@@ -53,7 +54,7 @@ async def read_body(request: web.BaseRequest, limit: int, idle: float, total: fl
             raise GatewayError(
                 408, "request_timeout", "Client did not send the request body in time", close=True
             ) from None
-        except (ConnectionError, ValueError, HttpProcessingError) as exc:
+        except (ConnectionError, ValueError, HttpProcessingError, RequestPayloadError) as exc:
             raise GatewayError(400, "invalid_request", "Malformed request body framing", close=True) from exc
         if not chunk:
             return bytes(buf)

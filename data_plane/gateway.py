@@ -57,6 +57,11 @@ def not_found(name: str) -> GatewayError:
     )
 
 
+def article(word: str) -> str:
+    """``word`` with its indefinite article ("an anthropic", "a gemini")."""
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
 def valid_model_name(name: str) -> bool:
     """Whether ``name`` could name a model at all (anything else cannot exist: 404 without lookup)."""
     return _MODEL_NAME.fullmatch(name) is not None and name.isprintable()
@@ -102,7 +107,7 @@ async def resolve(state: NodeState, grant: KeyGrant, name: str, endpoint_family:
         raise GatewayError(
             400,
             "provider_not_allowed",
-            f"The model {clip(name)!r} is a {family_name(route.family)} model; "
+            f"The model {clip(name)!r} is {article(family_name(route.family))} model; "
             f"this endpoint serves {family_name(endpoint_family)} models",
             param="model",
         )

@@ -19,6 +19,8 @@ DROPPED_HEADERS = frozenset(
         "host",
         "content-length",
         "expect",
+        # aiohttp has already decoded a compressed request body: the bytes sent on are identity.
+        "content-encoding",
         # Replaced by "identity" below.
         "accept-encoding",
         "authorization",
