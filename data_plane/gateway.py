@@ -57,6 +57,13 @@ def not_found(name: str) -> GatewayError:
     )
 
 
+def not_allowed(name: str) -> GatewayError:
+    """The 403 for a model the key may not use."""
+    return GatewayError(
+        403, "model_not_allowed", f"This API key is not allowed to use the model {clip(name)!r}", param="model"
+    )
+
+
 def article(word: str) -> str:
     """``word`` with its indefinite article ("an anthropic", "a gemini")."""
     return ("an " if word[:1] in "aeiou" else "a ") + word
@@ -97,12 +104,7 @@ async def resolve(state: NodeState, grant: KeyGrant, name: str, endpoint_family:
     if route is None or not route.enabled:
         raise not_found(name)
     if not grant.allows(name):
-        raise GatewayError(
-            403,
-            "model_not_allowed",
-            f"This API key is not allowed to use the model {clip(name)!r}",
-            param="model",
-        )
+        raise not_allowed(name)
     if route.family != endpoint_family:
         raise GatewayError(
             400,

@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from data_plane.errors import ANTHROPIC, GEMINI, VLLM, GatewayError, clip, family_name
-from data_plane.gateway import authorize, not_found, unavailable, valid_model_name
+from data_plane.gateway import authorize, not_allowed, not_found, unavailable, valid_model_name
 from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, ModelSummary
 from data_plane.state import STATE, NodeState
 
@@ -75,12 +75,7 @@ async def _one(state: NodeState, grant: KeyGrant, name: str, family: int | None 
     if found is None:
         raise not_found(name)
     if not grant.allows(name):
-        raise GatewayError(
-            403,
-            "model_not_allowed",
-            f"This API key is not allowed to use the model {clip(name)!r}",
-            param="model",
-        )
+        raise not_allowed(name)
     return found
 
 
