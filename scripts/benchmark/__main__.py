@@ -86,7 +86,7 @@ def core_plan() -> tuple[str | None, str | None, str | None, str]:
         f"{load},{dp}",
         (
             f"data plane (1 worker) and floor pinned to core {dp}; wrk, streaming client, fake upstream and "
-            f"control plane (at SCHED_IDLE) on core {load}; `--workers 2` data plane on cores {load},{dp}"
+            f"control plane on core {load}; `--workers 2` data plane on cores {load},{dp}"
         ),
     )
 

@@ -113,7 +113,8 @@ def held_streams_arm(service: Service, call: Call, knobs: Knobs) -> Arm:
         finally:
             await held.close()
         if opened != knobs.held_streams:
-            raise RuntimeError(f"{service.name}: only {opened} of {knobs.held_streams} streams opened")
+            why = ", ".join(f"{n} x {what}" for what, n in held.failures.most_common(3))
+            raise RuntimeError(f"{service.name}: only {opened} of {knobs.held_streams} streams opened ({why})")
         await asyncio.sleep(0.5)  # let the proxy notice the disconnects before the next arm
         return {"rss_idle_mb": idle / 2**20, "rss_held_mb": busy / 2**20, "streams": float(opened)}
 

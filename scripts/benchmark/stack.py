@@ -113,9 +113,8 @@ def spawn(
     ready_env: str | None = None,
     ready_arg: bool = False,
     key: str = "http",
-    idle: bool = False,
 ) -> Service:
-    """Start ``argv`` (pinned to ``cpus``; with ``idle``, at SCHED_IDLE) and wait for its ready file."""
+    """Start ``argv`` (pinned to ``cpus``) and wait for its ready file."""
     workdir = Path(tempfile.mkdtemp(prefix=f"odock-bench-{name}-"))
     ready = workdir / "ready.json"
     env = dict(env)
@@ -126,8 +125,6 @@ def spawn(
         args += ["--ready-file", str(ready)]
     if cpus is not None:
         args = ["taskset", "-c", cpus, *args]
-    if idle:
-        args = ["chrt", "--idle", "0", *args]
     log_path = workdir / "output.log"
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(args, env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
@@ -183,14 +180,7 @@ DP_ENV = {"ODOCK_UPSTREAM_POOL_SIZE": "4096", "ODOCK_UPSTREAM_POOL_PER_HOST": "4
 
 
 def start_control_plane(db_path: Path, cpus: str | None) -> tuple[Service, PlaneSecrets]:
-    """``python -m control_plane`` on a fresh SQLite file with generated secrets, at SCHED_IDLE.
-
-    In production the control plane runs on other machines. Here it shares core 0 with wrk
-    and the fake upstream, and its ingestion of usage batches (tens of ms of CPU per batch)
-    preempted them: +4 ms on the gateway's p99 at concurrency 1 that the data plane never
-    spent. At idle priority it uses only what the load generator leaves; the data plane's
-    own work (metering, batching, shipping, waiting for acks) is unchanged.
-    """
+    """``python -m control_plane`` on a fresh SQLite file with generated secrets."""
     from tests.support.planes import control_plane_env
 
     secrets = PlaneSecrets()
@@ -199,7 +189,7 @@ def start_control_plane(db_path: Path, cpus: str | None) -> tuple[Service, Plane
     )
     env.pop("ODOCK_READY_FILE")
     svc = spawn("control-plane", [sys.executable, "-m", "control_plane"], env, cpus=cpus,
-                ready_env="ODOCK_READY_FILE", key="grpc", idle=True)  # fmt: skip
+                ready_env="ODOCK_READY_FILE", key="grpc")  # fmt: skip
     return svc, secrets
 
 

@@ -8,6 +8,7 @@ beyond one protocol callback.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -228,6 +229,7 @@ class HeldStreams:
 
     def __init__(self) -> None:
         self.protocols: list[StreamProtocol] = []
+        self.failures: collections.Counter[str] = collections.Counter()  # why streams did not open
 
     async def open(self, host: str, port: int, wire: bytes, count: int, timeout: float = 60.0) -> int:
         """Open ``count`` streams and wait until each has delivered its first event; returns how many did."""
@@ -242,6 +244,11 @@ class HeldStreams:
 
         results = await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count)),
                                                         return_exceptions=True), timeout)  # fmt: skip
+        self.failures = collections.Counter(
+            f"HTTP {r.parser.status}" if isinstance(r, StreamProtocol) else type(r).__name__
+            for r in results
+            if not (isinstance(r, StreamProtocol) and r.parser.status == 200)
+        )
         return sum(1 for r in results if isinstance(r, StreamProtocol) and r.parser.status == 200)
 
     async def close(self) -> None:

@@ -153,7 +153,7 @@ async def main_async(args: argparse.Namespace) -> int:
     if load_cpus is not None:
         os.sched_setaffinity(0, {int(load_cpus)})
     cores_text = (f"the data planes (1 worker each) pinned to core {dp_cpu}; wrk, the streaming client, the fake "
-                  f"upstream and the control plane (at SCHED_IDLE) on core {load_cpus}") if dp_cpu else "nothing pinned"  # fmt: skip
+                  f"upstream and the control plane on core {load_cpus}") if dp_cpu else "nothing pinned"  # fmt: skip
     header: dict[str, Any] = {"date": report.today(), "machine": report.machine(),
                               "versions": report.versions(wrk.wrk_path()), "reps": knobs.reps,
                               "duration_s": knobs.duration_s, "cores": cores_text, "note": args.note,
