@@ -19,10 +19,11 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import prometheus_client
+from odock.envconfig import LogSettings
 from odock.logfmt import LogSetup
 
 from control_plane.logs import configure, database_password, secret_values
-from control_plane.settings import LogSettings, Settings, SettingsError, database_url_from_env
+from control_plane.settings import Settings, SettingsError, database_url_from_env
 
 PROG = "control-plane"
 

@@ -13,14 +13,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from typing import Protocol
 
-from aiohttp import web
 from google.protobuf import descriptor_pool
 from odock.v1 import node_pb2
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -219,38 +216,3 @@ class ControlPlaneMetrics:
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
         return generate_latest(self.registry)
-
-
-@dataclass
-class MetricsServer:
-    """The running ``/metrics`` HTTP listener."""
-
-    runner: web.AppRunner
-    address: str
-
-    async def stop(self) -> None:
-        """Close the listener."""
-        await self.runner.cleanup()
-
-
-async def serve_metrics(metrics: ControlPlaneMetrics, listen: str) -> MetricsServer:
-    """Serve ``GET /metrics`` on ``listen`` (HOST:PORT, port 0 = pick one)."""
-
-    async def handle(_request: web.Request) -> web.Response:
-        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/metrics", handle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    site = web.TCPSite(runner, host, int(port))
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    bound = runner.addresses[0][1]
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return MetricsServer(runner=runner, address=f"{shown}:{bound}")

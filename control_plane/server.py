@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from odock.metricsserver import MetricsServer, serve_metrics
 from odock.v1 import (
     admin_tokens_pb2,
     admin_tokens_pb2_grpc,
@@ -35,7 +36,7 @@ from control_plane.changefeed import ChangeFeed
 from control_plane.crypto import Keyring
 from control_plane.dbcheck import LIVENESS_SERVICE, DatabaseCheck
 from control_plane.interceptors import AuthInterceptor, MetricsInterceptor
-from control_plane.metrics import ControlPlaneMetrics, MetricsServer, serve_metrics, service_methods
+from control_plane.metrics import ControlPlaneMetrics, service_methods
 from control_plane.services import Deps
 from control_plane.services.admin_tokens import AdminTokenServicer
 from control_plane.services.credentials import CredentialServicer
@@ -155,7 +156,7 @@ async def start(settings: Settings) -> RunningServer:
         )
         address = _bind(server, settings)
         if settings.metrics_listen is not None:
-            metrics_server = await serve_metrics(metrics, settings.metrics_listen)
+            metrics_server = await serve_metrics(metrics.render, settings.metrics_listen)
         await server.start()
         await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         db_check = DatabaseCheck(

@@ -23,8 +23,6 @@ SettingsError = envconfig.SettingsError
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DATABASE_URL = "sqlite:///./odock.db"
 DEFAULT_DB_CHECK_SECONDS = 5.0
-LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 KEK_BYTES = 32
 MIN_TOKEN_CHARS = 32
 _KID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -122,26 +120,6 @@ class Settings:
                 "ODOCK_DB_CHECK_SECONDS", DEFAULT_DB_CHECK_SECONDS, low=0.05, high=3600.0
             ),
         )
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    """How the control plane logs: ``text`` or ``json`` lines on stderr, at a minimum level."""
-
-    format: str = "text"
-    level: str = "info"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> LogSettings:
-        """Read ODOCK_LOG_FORMAT and ODOCK_LOG_LEVEL (needs nothing else, so it can run first)."""
-        env = _Env(environ)
-        fmt = env.plain("ODOCK_LOG_FORMAT", "text").lower()
-        if fmt not in LOG_FORMATS:
-            raise SettingsError("ODOCK_LOG_FORMAT: must be 'text' or 'json'")
-        level = env.plain("ODOCK_LOG_LEVEL", "info").lower()
-        if level not in LOG_LEVELS:
-            raise SettingsError("ODOCK_LOG_LEVEL: must be one of debug, info, warning, error")
-        return cls(format=fmt, level=level)
 
 
 def database_url_from_env(environ: Mapping[str, str]) -> str:

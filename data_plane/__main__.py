@@ -8,10 +8,11 @@ import gc
 import sys
 
 import prometheus_client
+from odock.envconfig import LogSettings
 
 from data_plane.logs import configure, secret_values
 from data_plane.server import serve
-from data_plane.settings import LogSettings, Settings, SettingsError, process_environ
+from data_plane.settings import Settings, SettingsError, process_environ
 from data_plane.supervisor import supervise
 
 # Under load the collector cost a worker about 8-9 us of CPU per request at the default thresholds

@@ -33,9 +33,10 @@ from datetime import UTC, datetime
 from typing import NamedTuple, TextIO
 
 from odock import logfmt
+from odock.envconfig import LogSettings
 from odock.logfmt import LogSetup, Redacting
 
-from data_plane.settings import LogSettings, Settings
+from data_plane.settings import Settings
 
 # Chatter (access logs are off anyway: the request log replaces them), or gRPC internals.
 QUIET_LOGGERS = ("aiohttp.access", "grpc._cython", "asyncio")

@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -326,42 +325,3 @@ def multiprocess_registry(directory: Path) -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
     return registry
-
-
-@dataclass
-class MetricsServer:
-    """The running ``/metrics`` HTTP listener of a single worker."""
-
-    runner: web.AppRunner
-    address: str
-
-    async def stop(self) -> None:
-        """Close the listener."""
-        await self.runner.cleanup()
-
-
-async def serve_metrics(render: Callable[[], bytes], listen: str) -> MetricsServer:
-    """Serve ``GET /metrics`` on ``listen`` (HOST:PORT, port 0 = pick one); ``render`` gives the body."""
-
-    async def handle(_request: web.Request) -> web.Response:
-        return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    app = web.Application()
-    app.router.add_get("/metrics", handle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    site = web.TCPSite(runner, host, int(port))
-    try:
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return MetricsServer(runner=runner, address=shown_address(host, runner.addresses[0][1]))
-
-
-def shown_address(host: str, port: int) -> str:
-    """``HOST:PORT`` as a client on this machine would dial it."""
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"{shown}:{port}"

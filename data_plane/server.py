@@ -29,11 +29,12 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
+from odock.metricsserver import MetricsServer, serve_metrics
 from prometheus_client import generate_latest
 
 from data_plane.app import build_app, family_for_path
 from data_plane.errors import GatewayError, error_body
-from data_plane.metrics import METRICS, MetricsServer, multiprocess_registry, serve_metrics
+from data_plane.metrics import METRICS, multiprocess_registry
 from data_plane.settings import Settings
 from data_plane.state import STATE
 

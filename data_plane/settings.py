@@ -25,8 +25,6 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_CP_ADDRESS = "127.0.0.1:50051"
 MIN_TOKEN_CHARS = 32
 _FULL_POLICIES = ("drop_newest", "drop_oldest")
-LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 # Set by the supervisor for its workers (prometheus-client reads the same variable itself).
 METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -85,26 +83,6 @@ class LimitSettings:
     bytes_per_token: float = 3.0  # prompt-size estimate: body bytes / this
     default_output_tokens: int = 1024  # reserved when the request sets no output cap
     wait_seconds: float = 10.0  # longest a request queues for a lease before 503
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    """How the data plane logs: ``text`` or ``json`` lines on stderr, at a minimum level."""
-
-    format: str = "text"
-    level: str = "info"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> LogSettings:
-        """Read ODOCK_LOG_FORMAT and ODOCK_LOG_LEVEL (needs nothing else, so it can run first)."""
-        env = _Env(environ)
-        fmt = env.plain("ODOCK_LOG_FORMAT", "text").lower()
-        if fmt not in LOG_FORMATS:
-            raise SettingsError("ODOCK_LOG_FORMAT: must be 'text' or 'json'")
-        level = env.plain("ODOCK_LOG_LEVEL", "info").lower()
-        if level not in LOG_LEVELS:
-            raise SettingsError("ODOCK_LOG_LEVEL: must be one of debug, info, warning, error")
-        return cls(format=fmt, level=level)
 
 
 @dataclass(frozen=True)

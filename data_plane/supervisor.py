@@ -24,10 +24,11 @@ from pathlib import Path
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
+from odock.metricsserver import shown_address
 from prometheus_client import start_http_server
 from prometheus_client.multiprocess import mark_process_dead
 
-from data_plane.metrics import multiprocess_registry, shown_address
+from data_plane.metrics import multiprocess_registry
 from data_plane.server import listening_socket, write_ready_file
 from data_plane.settings import METRICS_DIR_VAR, Settings
 

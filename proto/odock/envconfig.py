@@ -10,9 +10,12 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 MIN_PEPPER_BYTES = 32
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class SettingsError(ValueError):
@@ -96,3 +99,23 @@ def parse_address(name: str, value: str) -> str:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         raise SettingsError(f"{name}: expected HOST:PORT, got {value[:64]!r}")
     return value
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How a plane logs: ``text`` or ``json`` lines on stderr, at a minimum level."""
+
+    format: str = "text"
+    level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> LogSettings:
+        """Read ODOCK_LOG_FORMAT and ODOCK_LOG_LEVEL (needs nothing else, so it can run first)."""
+        env = EnvReader(environ)
+        fmt = env.plain("ODOCK_LOG_FORMAT", "text").lower()
+        if fmt not in LOG_FORMATS:
+            raise SettingsError("ODOCK_LOG_FORMAT: must be 'text' or 'json'")
+        level = env.plain("ODOCK_LOG_LEVEL", "info").lower()
+        if level not in LOG_LEVELS:
+            raise SettingsError("ODOCK_LOG_LEVEL: must be one of debug, info, warning, error")
+        return cls(format=fmt, level=level)

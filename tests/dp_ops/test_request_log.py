@@ -14,11 +14,11 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
+from odock.envconfig import LogSettings
 from odock.logfmt import REDACTED, JsonFormatter, TextFormatter
 
 from data_plane import logs
 from data_plane.logs import FLUSH_CHARS, REQUEST_LOGGER, RequestFields, RequestLog
-from data_plane.settings import LogSettings
 
 CANARY = "node-" + "Zq9" * 12  # registered as a secret, like the node token
 
@@ -161,7 +161,7 @@ def test_queued_lines_are_written_when_the_process_exits() -> None:
         """
         import asyncio, sys
         from data_plane import logs
-        from data_plane.settings import LogSettings
+        from odock.envconfig import LogSettings
         from tests.dp_ops.test_request_log import fields
 
         logs.configure(LogSettings(format="json", level="info"))
