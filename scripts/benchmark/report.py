@@ -148,12 +148,12 @@ def markdown(header: dict[str, Any], results: list[dict[str, Any]], profile_text
     return "\n".join(lines)
 
 
-def write_block(path: Path, block: str) -> None:
-    """Replace the generated block in ``path`` (append it when the markers are absent)."""
+def write_block(path: Path, block: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the block between ``begin`` and ``end`` in ``path`` (append it when they are absent)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"

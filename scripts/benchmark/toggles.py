@@ -130,17 +130,6 @@ def markdown(header: dict[str, Any], results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, block: str) -> None:
-    """Replace this script's block in ``path`` (append it when the markers are absent)."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 async def main_async(args: argparse.Namespace) -> int:
     base = MODES[args.mode]
     load_cpus, dp_cpu, _, _ = core_plan()
@@ -203,7 +192,7 @@ async def main_async(args: argparse.Namespace) -> int:
     docs = None if args.no_docs else (args.docs or (REPO_ROOT / "docs" / "benchmarks.md" if args.mode == "full"
                                                     else None))  # fmt: skip
     if docs is not None:
-        write_section(docs, markdown(header, results))
+        report.write_block(docs, markdown(header, results), BEGIN, END)
         log(f"wrote {docs}")
     return 1 if header["failed"] else 0
 
