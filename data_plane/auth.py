@@ -1,7 +1,7 @@
 """Virtual-key extraction: every auth style the provider SDKs use, checked offline first.
 
 The plaintext key is only ever turned into its keyed digest here; it is never
-forwarded upstream (``upstream_headers`` strips every client auth header),
+forwarded upstream (``providers.headers.build_headers`` strips every client auth header),
 logged, or echoed in an error message.
 """
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-
 from data_plane.providers import anthropic, gemini, openai, vllm
 from data_plane.providers.endpoint import BodyKind, Dialect, Endpoint, ModelIn, Query, Streams
-from data_plane.providers.headers import build_headers
 
 DIALECTS: dict[int, Dialect] = {
     d.family: d for d in (openai.DIALECT, anthropic.DIALECT, gemini.DIALECT, vllm.DIALECT)
@@ -18,13 +15,6 @@ LOCAL_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/models/{model}"),
     ("GET", vllm.MODELS_ROUTE),
 )
-
-
-def upstream_headers(
-    family: int, client_headers: Mapping[str, str] | Iterable[tuple[str, str]], provider_secret: str | bytes
-) -> dict[str, str]:
-    """Headers for the upstream request: client end-to-end headers, no client auth, the provider key."""
-    return build_headers(DIALECTS[family], client_headers, provider_secret)
 
 
 def endpoint_named(name: str) -> Endpoint:
@@ -45,5 +35,4 @@ __all__ = [
     "Query",
     "Streams",
     "endpoint_named",
-    "upstream_headers",
 ]

@@ -38,7 +38,7 @@ from data_plane.upstream import UpstreamClient
 from scripts.benchmark.requests import UPSTREAM_CHAT_MODEL, chat_body
 from scripts.benchmark.stack import python_env
 
-# What the gateway sends upstream for the benchmark's chat request (upstream_headers' output).
+# What the gateway sends upstream for the benchmark's chat request (build_headers' output).
 HEADERS = {
     "Content-Type": "application/json",
     "User-Agent": "wrk",

@@ -6,7 +6,8 @@ import pytest
 from multidict import CIMultiDict
 from odock.v1 import common_pb2
 
-from data_plane.providers import upstream_headers
+from data_plane.providers import DIALECTS
+from data_plane.providers.headers import build_headers
 
 OPENAI = common_pb2.PROVIDER_FAMILY_OPENAI
 ANTHROPIC = common_pb2.PROVIDER_FAMILY_ANTHROPIC
@@ -82,7 +83,7 @@ KEPT = {
 def test_filtering_and_provider_auth(
     family: int, auth_name: str, auth_value: str, family_dropped: set[str]
 ) -> None:
-    out = upstream_headers(family, client_headers(), b"sk-provider")
+    out = build_headers(DIALECTS[family], client_headers(), b"sk-provider")
     lowered = {k.lower(): v for k, v in out.items()}
     assert len(lowered) == len(out)  # no name twice in different cases
     assert lowered.pop(auth_name) == auth_value
@@ -97,15 +98,15 @@ def test_filtering_and_provider_auth(
 
 
 def test_anthropic_version_defaulted_only_when_absent() -> None:
-    out = upstream_headers(ANTHROPIC, {"Content-Type": "application/json"}, "k")
+    out = build_headers(DIALECTS[ANTHROPIC], {"Content-Type": "application/json"}, "k")
     assert out == {"Content-Type": "application/json", "anthropic-version": "2023-06-01",
                    "Accept-Encoding": "identity", "x-api-key": "k"}
-    out = upstream_headers(ANTHROPIC, {"Anthropic-Version": "2024-01-01"}, "k")
+    out = build_headers(DIALECTS[ANTHROPIC], {"Anthropic-Version": "2024-01-01"}, "k")
     assert out == {"Anthropic-Version": "2024-01-01", "Accept-Encoding": "identity", "x-api-key": "k"}
 
 
 def test_accepts_pairs_and_plain_mappings() -> None:
-    assert upstream_headers(VLLM, [("Accept", "a"), ("accept", "b")], "k") == {
+    assert build_headers(DIALECTS[VLLM], [("Accept", "a"), ("accept", "b")], "k") == {
         "Accept": "a, b",
         "Accept-Encoding": "identity",
         "Authorization": "Bearer k",
@@ -115,5 +116,5 @@ def test_accepts_pairs_and_plain_mappings() -> None:
 @pytest.mark.parametrize("secret", ["", "sk\r\nX-Injected: 1", "sk\n", b"", "a\x00b"])
 def test_secret_that_is_no_header_value_is_refused_without_echo(secret: str | bytes) -> None:
     with pytest.raises(ValueError) as info:
-        upstream_headers(OPENAI, {}, secret)
+        build_headers(DIALECTS[OPENAI], {}, secret)
     assert "sk" not in str(info.value) and "Injected" not in str(info.value)
