@@ -19,6 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from odock.limitmetrics import (
+    BUDGET,
+    MONTHLY_SPEND,
+    MONTHLY_TOKENS,
+    REQUESTS_PER_MINUTE,
+    RETURNABLE,
+    TOKENS_PER_MINUTE,
+)
 from odock.v1 import node_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,17 +35,7 @@ from control_plane.changefeed import ChangeFeed
 from control_plane.errors import InvalidArgument
 from control_plane.ids import new_id
 from control_plane.limits import ledger
-from control_plane.limits.windows import (
-    BUDGET,
-    KEY_METRICS,
-    MONTHLY_SPEND,
-    MONTHLY_TOKENS,
-    ORG_METRICS,
-    REQUESTS_PER_MINUTE,
-    RETURNABLE,
-    TOKENS_PER_MINUTE,
-    window_for,
-)
+from control_plane.limits.windows import KEY_METRICS, ORG_METRICS, window_for
 from control_plane.store import changes
 from control_plane.store.tables import OrgRow, VirtualKeyRow
 

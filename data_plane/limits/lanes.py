@@ -13,17 +13,17 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from data_plane.governance.types import GrantLimits, KeyGrant
-from data_plane.limits.pools import (
+from odock.limitmetrics import (
     BUDGET,
     MONEY,
     MONTHLY_SPEND,
     MONTHLY_TOKENS,
     REQUESTS_PER_MINUTE,
     TOKENS_PER_MINUTE,
-    Pool,
-    PoolKey,
 )
+
+from data_plane.governance.types import GrantLimits, KeyGrant
+from data_plane.limits.pools import Pool, PoolKey
 from data_plane.limits.rules import Denial
 
 if TYPE_CHECKING:

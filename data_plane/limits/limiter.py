@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from odock.limitmetrics import MONEY, RETURNABLE
 from odock.v1 import node_pb2
 
 from data_plane.errors import GatewayError
@@ -28,7 +29,7 @@ from data_plane.limits.admission import Admission
 from data_plane.limits.estimate import Estimate
 from data_plane.limits.fills import Fills
 from data_plane.limits.lanes import MONEY_KIND, REQUESTS, TOKENS, Lane, Plan, Waiter, plan_for
-from data_plane.limits.pools import MONEY, RETURNABLE, Pool, PoolKey, adjustment, scale
+from data_plane.limits.pools import Pool, PoolKey, adjustment, scale
 from data_plane.limits.rules import refusal, unavailable
 from data_plane.settings import LimitSettings
 
