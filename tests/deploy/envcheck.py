@@ -1,4 +1,4 @@
-"""Which ODOCK_* variables each plane reads, taken from its settings.py source.
+"""Which ODOCK_* variables each plane reads, taken from its settings.py source (plus odock.envconfig).
 
 ``Settings.from_env`` reads variables through ``env.secret`` (required; ``X`` or
 ``X_FILE``), ``env.plain``, ``env.number`` and ``env.path``. Parsing those calls
@@ -36,9 +36,15 @@ class PlaneVars:
         return self.required_secrets | files | self.optional
 
 
+# Read by both planes through the shared package (the log settings).
+SHARED_SETTINGS = REPO / "proto" / "odock" / "envconfig.py"
+
+
 def plane_vars(plane: str) -> PlaneVars:
-    """Parse ``<plane>/settings.py`` for the variables it reads."""
-    source = (REPO / plane / "settings.py").read_text(encoding="utf-8")
+    """Parse ``<plane>/settings.py`` and the shared ``odock.envconfig`` for the variables it reads."""
+    source = (REPO / plane / "settings.py").read_text(encoding="utf-8") + SHARED_SETTINGS.read_text(
+        encoding="utf-8"
+    )
     required: set[str] = set()
     optional: set[str] = set()
     for kind, name in _CALL.findall(source):
