@@ -14,6 +14,11 @@ from sqlalchemy.pool import NullPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
+# SQLAlchemy errors render "[parameters: ...]" in str(); a logged "database is
+# locked" would then carry the row being written (names, digests, ciphertext).
+# Every engine is created with the parameters withheld from its exceptions.
+HIDE_PARAMETERS = {"hide_parameters": True}
+
 # SQLite waits this long for a competing writer's lock before failing with
 # "database is locked"; long enough to ride out a burst of admin writes.
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -86,6 +91,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     snapshot, which would fail at once with "database is locked".
     """
     async_url = normalize_url(url)
+    kwargs = {**HIDE_PARAMETERS, **kwargs}
     if _is_sqlite_url(async_url):
         engine = create_async_engine(async_url, **kwargs)
         _install_sqlite_pragmas(engine.sync_engine)
@@ -126,7 +132,7 @@ def _upgrade_head(url: str) -> None:
     from sqlalchemy import create_engine
 
     cfg = _alembic_config(url)
-    engine = create_engine(sync_url(url), poolclass=NullPool)
+    engine = create_engine(sync_url(url), poolclass=NullPool, **HIDE_PARAMETERS)
     if _is_sqlite_url(sync_url(url)):
         # Batch migrations copy and recreate tables; foreign keys enforced
         # mid-copy would cascade deletes, so they are off while migrating.

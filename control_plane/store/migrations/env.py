@@ -47,7 +47,7 @@ def run_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     if not url:
         raise RuntimeError("alembic: sqlalchemy.url is not set")
-    engine = create_engine(sync_url(url), poolclass=NullPool)
+    engine = create_engine(sync_url(url), poolclass=NullPool, hide_parameters=True)
     try:
         with engine.connect() as conn:
             _configure(conn)
