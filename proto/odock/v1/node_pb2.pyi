@@ -561,6 +561,8 @@ class UsageRecord(_message.Message):
     TIME_TO_FIRST_BYTE_US_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
     FLAGS_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     attempt: _builtins.int
     node_id: _builtins.str
@@ -583,7 +585,19 @@ class UsageRecord(_message.Message):
     upstream_latency_us: _builtins.int
     time_to_first_byte_us: _builtins.int
     flags: _builtins.int
-    """bit 0: malformed usage, bit 1: duplicate usage seen"""
+    """bit 0: malformed usage, bit 1: duplicate usage seen, bit 2: a token count above
+    2^40 was clamped, bit 3: cost saturated at 2^53 pico-USD, bit 4: the meter failed
+    (the record carries ids, status and outcome only). docs/usage.md.
+    """
+    client_request_id: _builtins.str
+    """The client's x-request-id when it sent a well-formed one (the id the gateway
+    echoed: 1-128 of A-Z a-z 0-9 . _ : -), else empty. Never a record id.
+    """
+    error_code: _builtins.str
+    """The error code the client got (the gateway's code such as rate_limit_exceeded
+    or upstream_timeout; "upstream_error" for a provider's non-2xx answer relayed
+    as is, its status in http_status); empty when there was no error.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -611,10 +625,12 @@ class UsageRecord(_message.Message):
         time_to_first_byte_us: _builtins.int = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
         flags: _builtins.int = ...,
+        client_request_id: _builtins.str = ...,
+        error_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cached_input_tokens", b"cached_input_tokens", "cost_picos", b"cost_picos", "endpoint", b"endpoint", "family", b"family", "flags", b"flags", "http_status", b"http_status", "input_tokens", b"input_tokens", "key_id", b"key_id", "latency_us", b"latency_us", "model_name", b"model_name", "node_id", b"node_id", "org_id", b"org_id", "outcome", b"outcome", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "streamed", b"streamed", "time", b"time", "time_to_first_byte_us", b"time_to_first_byte_us", "upstream_latency_us", b"upstream_latency_us", "upstream_slug", b"upstream_slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cached_input_tokens", b"cached_input_tokens", "client_request_id", b"client_request_id", "cost_picos", b"cost_picos", "endpoint", b"endpoint", "error_code", b"error_code", "family", b"family", "flags", b"flags", "http_status", b"http_status", "input_tokens", b"input_tokens", "key_id", b"key_id", "latency_us", b"latency_us", "model_name", b"model_name", "node_id", b"node_id", "org_id", b"org_id", "outcome", b"outcome", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "streamed", b"streamed", "time", b"time", "time_to_first_byte_us", b"time_to_first_byte_us", "upstream_latency_us", b"upstream_latency_us", "upstream_slug", b"upstream_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -298,3 +298,83 @@ class GetUsageRecordResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetUsageRecordResponse: _TypeAlias = GetUsageRecordResponse  # noqa: Y015
+
+@_typing.final
+class ListUsageRecordsRequest(_message.Message):
+    """Every filter is optional and they combine (AND); an org admin must name its own org."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    """required for org admins; empty = every org (super-admin only)"""
+    key_id: _builtins.str
+    model_name: _builtins.str
+    client_request_id: _builtins.str
+    """the client's x-request-id, exact match"""
+    request_id: _builtins.str
+    """the gateway's request id (x-odock-request-id), exact match"""
+    page_size: _builtins.int
+    """0 = 50, at most 1000"""
+    page_token: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """record time >= start_time (unset: no bound)"""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """record time < end_time (unset: no bound)"""
+
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        client_request_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_request_id", b"client_request_id", "end_time", b"end_time", "key_id", b"key_id", "model_name", b"model_name", "org_id", b"org_id", "page_size", b"page_size", "page_token", b"page_token", "request_id", b"request_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUsageRecordsRequest: _TypeAlias = ListUsageRecordsRequest  # noqa: Y015
+
+@_typing.final
+class ListUsageRecordsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[_node_pb2.UsageRecord]:
+        """Ordered by time, newest first (ties by request id, descending)."""
+
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[_node_pb2.UsageRecord] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListUsageRecordsResponse: _TypeAlias = ListUsageRecordsResponse  # noqa: Y015

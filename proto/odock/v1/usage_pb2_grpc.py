@@ -47,6 +47,11 @@ class UsageServiceStub:
                 request_serializer=odock_dot_v1_dot_usage__pb2.GetUsageRecordRequest.SerializeToString,
                 response_deserializer=odock_dot_v1_dot_usage__pb2.GetUsageRecordResponse.FromString,
                 _registered_method=True)
+        self.ListUsageRecords = channel.unary_unary(
+                '/odock.v1.UsageService/ListUsageRecords',
+                request_serializer=odock_dot_v1_dot_usage__pb2.ListUsageRecordsRequest.SerializeToString,
+                response_deserializer=odock_dot_v1_dot_usage__pb2.ListUsageRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -71,6 +76,13 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListUsageRecords(self, request, context):
+        """Raw records matching filters, newest first, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +95,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.GetUsageRecord,
                     request_deserializer=odock_dot_v1_dot_usage__pb2.GetUsageRecordRequest.FromString,
                     response_serializer=odock_dot_v1_dot_usage__pb2.GetUsageRecordResponse.SerializeToString,
+            ),
+            'ListUsageRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsageRecords,
+                    request_deserializer=odock_dot_v1_dot_usage__pb2.ListUsageRecordsRequest.FromString,
+                    response_serializer=odock_dot_v1_dot_usage__pb2.ListUsageRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -142,6 +159,33 @@ class UsageService:
             '/odock.v1.UsageService/GetUsageRecord',
             odock_dot_v1_dot_usage__pb2.GetUsageRecordRequest.SerializeToString,
             odock_dot_v1_dot_usage__pb2.GetUsageRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsageRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/odock.v1.UsageService/ListUsageRecords',
+            odock_dot_v1_dot_usage__pb2.ListUsageRecordsRequest.SerializeToString,
+            odock_dot_v1_dot_usage__pb2.ListUsageRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

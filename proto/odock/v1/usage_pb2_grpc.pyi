@@ -44,6 +44,8 @@ class UsageServiceStub:
     """The raw record stored for one request id. NOT_FOUND when there is none
     (or it belongs to an org the caller cannot see).
     """
+    ListUsageRecords: _grpc.UnaryUnaryMultiCallable[_usage_pb2.ListUsageRecordsRequest, _usage_pb2.ListUsageRecordsResponse]
+    """Raw records matching filters, newest first, paged."""
 
 @_typing.type_check_only
 class UsageServiceAsyncStub(UsageServiceStub):
@@ -61,6 +63,8 @@ class UsageServiceAsyncStub(UsageServiceStub):
     """The raw record stored for one request id. NOT_FOUND when there is none
     (or it belongs to an org the caller cannot see).
     """
+    ListUsageRecords: _aio.UnaryUnaryMultiCallable[_usage_pb2.ListUsageRecordsRequest, _usage_pb2.ListUsageRecordsResponse]  # type: ignore[assignment]
+    """Raw records matching filters, newest first, paged."""
 
 class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Usage queries over what the data planes reported (NodeService.ReportUsage).
@@ -87,5 +91,13 @@ class UsageServiceServicer(metaclass=_abc_1.ABCMeta):
         """The raw record stored for one request id. NOT_FOUND when there is none
         (or it belongs to an org the caller cannot see).
         """
+
+    @_abc_1.abstractmethod
+    def ListUsageRecords(
+        self,
+        request: _usage_pb2.ListUsageRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_usage_pb2.ListUsageRecordsResponse, _abc.Awaitable[_usage_pb2.ListUsageRecordsResponse]]:
+        """Raw records matching filters, newest first, paged."""
 
 def add_UsageServiceServicer_to_server(servicer: UsageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
