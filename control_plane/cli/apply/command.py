@@ -17,7 +17,10 @@ from control_plane.cli.errors import UsageError
 HELP = """\
 Make the control plane match FILE: orgs (tier, limit overrides, outage policy,
 default models, labels), their credentials, models and virtual keys. Prints
-one line per resource: created, changed (fields...), or unchanged. The whole
+one line per resource: created, changed (fields...), unchanged, revoked (the
+file says `revoked: true`), skipped (a key revoked in the file that was never
+created) or revoked elsewhere (a key revoked on the control plane that the file
+still lists as active: it stays revoked, the rest is applied). The whole
 file is validated before anything changes. Apply never deletes anything that
 is not in the file.
 
@@ -55,7 +58,10 @@ def _open_keys_out(path: str) -> IO[str]:
 
 
 def _record(step: Step) -> dict[str, Any]:
-    return {"kind": step.kind, "name": step.name, "action": step.action, "fields": list(step.fields)}
+    record = {"kind": step.kind, "name": step.name, "action": step.action, "fields": list(step.fields)}
+    if step.note:
+        record["note"] = step.note
+    return record
 
 
 def run(ctx: Context, args: argparse.Namespace) -> None:

@@ -50,16 +50,18 @@ class Step:
 
     kind: str
     name: str
-    action: str  # created | changed | unchanged
+    action: str  # created | changed | unchanged | revoked | skipped | revoked elsewhere
     fields: tuple[str, ...] = ()
     run: Callable[[], Created | None] | None = None
     silent: bool = False  # a follow-up write for a resource whose line was already printed
+    note: str = ""  # why nothing was done, for the actions that are not plain
 
     @property
     def line(self) -> str:
         """The line printed for this step."""
         detail = f" ({', '.join(self.fields)})" if self.fields else ""
-        return f"{self.kind} {self.name}: {self.action}{detail}"
+        note = f": {self.note}" if self.note else ""
+        return f"{self.kind} {self.name}: {self.action}{detail}{note}"
 
 
 @dataclass
@@ -350,6 +352,8 @@ class Planner:
 
     def _key(self, org: str, ref: OrgRef, spec: KeySpec, current: keys_pb2.VirtualKey | None) -> Step:
         c, name = self.client, f"{org}/{spec.name}"
+        if spec.revoked:
+            return self._revoked_key(ref, name, current)
         if current is None:
 
             def create() -> Created:
@@ -360,9 +364,12 @@ class Planner:
 
             return Step("key", name, "created", run=create)
         if current.revoked:
-            raise UsageError(
-                f"key {name}: revoked on the control plane; a revoked key cannot come back "
-                "(give it a new name in the file)"
+            # Revoked elsewhere (odockctl key revoke, another file): report it and apply the rest.
+            return Step(
+                "key",
+                name,
+                "revoked elsewhere",
+                note="left revoked (a revoked key cannot come back: say revoked: true, or use a new name)",
             )
         paths = key_diff(current, spec)
         if not paths:
@@ -372,3 +379,19 @@ class Planner:
         request = keys_pb2.UpdateVirtualKeyRequest(key=key, update_mask=FieldMask(paths=paths))
         shown = tuple(dict.fromkeys("scope" if p in ("all_models", "models") else p for p in paths))
         return Step("key", name, "changed", shown, run=_rpc(c, c.keys.UpdateVirtualKey, lambda: request))
+
+    def _revoked_key(self, ref: OrgRef, name: str, current: keys_pb2.VirtualKey | None) -> Step:
+        """A key the file says is revoked: revoke it once; never create one just to revoke it."""
+        if current is None:
+            return Step("key", name, "skipped", note="revoked: true and not on the control plane")
+        if current.revoked:
+            return Step("key", name, "unchanged")
+        c, key_id = self.client, current.id
+        return Step(
+            "key",
+            name,
+            "revoked",
+            run=_rpc(
+                c, c.keys.RevokeVirtualKey, lambda: keys_pb2.RevokeVirtualKeyRequest(org_id=ref.id, id=key_id)
+            ),
+        )

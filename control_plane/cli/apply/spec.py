@@ -90,6 +90,7 @@ class KeySpec:
     expire_time: datetime | None
     limits: KeyLimitsSpec
     labels: Mapping[str, str]
+    revoked: bool = False
 
 
 @dataclass(frozen=True)
@@ -235,7 +236,9 @@ def _expiry(node: Node) -> datetime:
 
 
 def _key(node: Node, models: set[str]) -> KeySpec:
-    f = node.mapping(("name", "all_models", "models", "expires", "limits", "labels"), required=("name",))
+    f = node.mapping(
+        ("name", "all_models", "models", "expires", "limits", "labels", "revoked"), required=("name",)
+    )
     all_models = f.child("all_models").expect(bool) if f.has("all_models") else False
     names: list[str] = []
     if f.has("models"):
@@ -243,7 +246,9 @@ def _key(node: Node, models: set[str]) -> KeySpec:
             if item.expect(str) not in models:
                 raise item.fail(f"model {item.value!r} is not declared in this org's models")
             names.append(item.value)
-    if all_models == bool(names):
+    revoked = f.child("revoked").expect(bool) if f.has("revoked") else False
+    if all_models and names or (not all_models and not names and not revoked):
+        # A revoked key needs no scope: the file only has to name it.
         raise node.fail("give exactly one of all_models: true or a non-empty models list")
     lim = f.child("limits")
     lf = (
@@ -260,6 +265,7 @@ def _key(node: Node, models: set[str]) -> KeySpec:
             budget_micros=_opt(lf, "budget", parse_usd) if lf else None,
         ),
         labels=_labels(f.child("labels")) if f.has("labels") else {},
+        revoked=revoked,
     )
 
 

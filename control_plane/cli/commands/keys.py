@@ -56,6 +56,7 @@ def key_fields(k: keys_pb2.VirtualKey) -> list[tuple[str, str]]:
         ("expires", timestamp_text(k.expire_time, k.HasField("expire_time"))),
         ("limits", limits_text(k.limits)),
         ("labels", mapping_text(k.labels)),
+        ("state", key_state(k, datetime.now(UTC))),
         ("revoked", timestamp_text(k.revoke_time) if k.revoked else "no"),
         ("created", timestamp_text(k.create_time)),
         ("updated", timestamp_text(k.update_time)),
@@ -149,9 +150,19 @@ def get(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.message(key, key_fields(key))
 
 
+def key_state(key: keys_pb2.VirtualKey, now: datetime) -> str:
+    """active, expired (past its expiry, not revoked) or revoked."""
+    if key.revoked:
+        return "revoked"
+    if key.HasField("expire_time") and key.expire_time.ToDatetime(tzinfo=UTC) <= now:
+        return "expired"
+    return "active"
+
+
 def list_(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.client()
     keys = list_keys(client, client.org_id(args.org), args.include_revoked)
+    now = datetime.now(UTC)
     rows = [
         [
             k.name or "-",
@@ -160,7 +171,7 @@ def list_(ctx: Context, args: argparse.Namespace) -> None:
             scope_text(k),
             timestamp_text(k.expire_time, k.HasField("expire_time")),
             limits_text(k.limits),
-            "revoked" if k.revoked else "active",
+            key_state(k, now),
         ]
         for k in keys
     ]
