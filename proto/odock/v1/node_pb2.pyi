@@ -287,6 +287,7 @@ class Route(_message.Message):
     CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     CREDENTIAL_SECRET_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    EGRESS_ALLOW_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     model_id: _builtins.str
     model_name: _builtins.str
@@ -302,6 +303,13 @@ class Route(_message.Message):
     def pricing(self) -> _common_pb2.Pricing: ...
     @_builtins.property
     def credential_secret(self) -> _common_pb2.SealedSecret: ...
+    @_builtins.property
+    def egress_allow(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The control plane's egress allow list (ODOCK_EGRESS_ALLOW: CIDRs and host names) that the
+        node checks each new upstream connection against (odock.egress). Empty: the default policy
+        (loopback, private, link-local and other non-public ranges refused).
+        """
+
     def __init__(
         self,
         *,
@@ -317,10 +325,11 @@ class Route(_message.Message):
         credential_id: _builtins.str = ...,
         credential_secret: _common_pb2.SealedSecret | None = ...,
         revision: _builtins.int = ...,
+        egress_allow: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["credential_secret", b"credential_secret", "pricing", b"pricing", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "credential_id", b"credential_id", "credential_secret", b"credential_secret", "enabled", b"enabled", "family", b"family", "model_id", b"model_id", "model_name", b"model_name", "org_id", b"org_id", "pricing", b"pricing", "revision", b"revision", "timeout", b"timeout", "upstream_slug", b"upstream_slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "credential_id", b"credential_id", "credential_secret", b"credential_secret", "egress_allow", b"egress_allow", "enabled", b"enabled", "family", b"family", "model_id", b"model_id", "model_name", b"model_name", "org_id", b"org_id", "pricing", b"pricing", "revision", b"revision", "timeout", b"timeout", "upstream_slug", b"upstream_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
