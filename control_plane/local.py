@@ -28,6 +28,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, NoReturn
 
+from odock.version import add_version_flag
+
 PROG = "odock"
 SECRETS_FILE = "secrets.env"
 ENDPOINTS_FILE = "endpoints.json"
@@ -167,11 +169,22 @@ def last_log_line(path: Path) -> str:
 
 
 def child_env(base: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """The inherited environment without our variables, plus ours."""
+    """The inherited environment without our variables, plus ours; inherited paths made absolute."""
     drop = set(_OWNED_ENV) | {f"{name}_FILE" for name in _OWNED_ENV}
-    env = {k: v for k, v in base.items() if k not in drop}
+    env = {k: _absolute(k, v) for k, v in base.items() if k not in drop}
     env.update(extra)
     return env
+
+
+def _absolute(name: str, value: str) -> str:
+    # The children run in the state directory, so a relative path the user meant from here
+    # (ODOCK_*_FILE / _DIR / _PATH, the metrics dir, PYTHONPATH entries) would point elsewhere.
+    if name == "PYTHONPATH":
+        return os.pathsep.join(os.path.abspath(p) if p else p for p in value.split(os.pathsep))
+    odock_path = name.startswith("ODOCK_") and name.endswith(("_FILE", "_DIR", "_PATH"))
+    if odock_path or name == "PROMETHEUS_MULTIPROC_DIR":
+        return os.path.abspath(value) if value.strip() else value
+    return value
 
 
 def _die_with_parent() -> None:
@@ -183,7 +196,7 @@ def _die_with_parent() -> None:
 
 
 def spawn(name: str, module: str, env: Mapping[str, str], state_dir: Path) -> Child:
-    """Start ``python -m module`` with its log in STATE_DIR/logs."""
+    """Start ``python -m module`` in STATE_DIR (absolute) with its log in STATE_DIR/logs."""
     ready = state_dir / "run" / f"{name}.ready.json"
     ready.parent.mkdir(mode=0o700, exist_ok=True)
     ready.unlink(missing_ok=True)
@@ -274,12 +287,14 @@ def _print_banner(out: IO[str], state_dir: Path, grpc_addr: str, http_addr: str,
 
 def up(args: argparse.Namespace, environ: Mapping[str, str], out: IO[str]) -> int:
     """Run both planes until a signal or until one of them dies."""
-    state_dir = Path(args.state_dir)
+    # Absolute: the children run in the state dir, so no path handed to them (ready files,
+    # database, spool) may be relative to where `odock` ran. The banner shows it as given.
+    shown, state_dir = Path(args.state_dir), Path(args.state_dir).absolute()
     os.umask(0o077)  # the database, logs and ready files are for this user only
     prepare_state_dir(state_dir)
     with state_lock(state_dir):
         values, created = load_or_create_secrets(state_dir)
-        db_path = (state_dir / "odock.db").resolve()
+        db_path = state_dir / "odock.db"
         sigs = Signals()
         children: list[Child] = []
         try:
@@ -293,12 +308,14 @@ def up(args: argparse.Namespace, environ: Mapping[str, str], out: IO[str]) -> in
             dp = spawn("data-plane", "data_plane", child_env(environ, {
                 "ODOCK_DP_LISTEN": args.http, "ODOCK_CP_ADDRESS": grpc_addr,
                 "ODOCK_NODE_TOKEN": values["ODOCK_NODE_TOKEN"], "ODOCK_KEY_PEPPER": values["ODOCK_KEY_PEPPER"],
+                "ODOCK_USAGE_SPOOL_DIR": os.path.abspath(environ.get("ODOCK_USAGE_SPOOL_DIR", "").strip()
+                                                         or state_dir / "odock-usage-spool"),
             }), state_dir)  # fmt: skip
             children.append(dp)
             http_addr = str(wait_ready(dp, [cp], sigs, args.ready_timeout)["http"])
             endpoints = {"grpc": grpc_addr, "http": http_addr, "pid": os.getpid()}
             (state_dir / ENDPOINTS_FILE).write_text(json.dumps(endpoints) + "\n", encoding="utf-8")
-            _print_banner(out, state_dir, grpc_addr, http_addr, created)
+            _print_banner(out, shown, grpc_addr, http_addr, created)
             while sigs.stop is None:
                 dead = [c for c in children if c.process.poll() is not None]
                 if dead:
@@ -336,6 +353,7 @@ def env(args: argparse.Namespace, out: IO[str]) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """``odock up`` and ``odock env``."""
     parser = Parser(prog=PROG, description="Run the whole Odock gateway locally (SQLite, generated secrets).")
+    add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, help_text in (
         ("up", "start the control plane and a data plane; Ctrl-C stops both"),
@@ -356,13 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
             help="data plane HTTP listen address (port 0 = any free port)",
         )
         if name == "up":
-            p.add_argument(
-                "--ready-timeout",
-                type=float,
-                default=60.0,
-                metavar="SECONDS",
-                help="how long each plane may take to become ready",
-            )
+            p.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS",
+                           help="how long each plane may take to become ready")  # fmt: skip
     return parser
 
 
