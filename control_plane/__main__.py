@@ -21,6 +21,7 @@ from typing import Any
 import prometheus_client
 from odock.envconfig import LogSettings
 from odock.logfmt import LogSetup
+from odock.version import add_version_flag
 
 from control_plane.logs import configure, database_password, secret_values
 from control_plane.settings import Settings, SettingsError, database_url_from_env
@@ -41,6 +42,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Odock control plane (configured by ODOCK_* environment variables)."
     )
+    add_version_flag(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("serve", help="serve gRPC until SIGTERM (the default)")
     commands.add_parser("migrate", help="run the database migrations (alembic upgrade head) and exit")

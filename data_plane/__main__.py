@@ -9,6 +9,7 @@ import sys
 
 import prometheus_client
 from odock.envconfig import LogSettings
+from odock.version import add_version_flag
 
 from data_plane.logs import configure, secret_values
 from data_plane.server import serve
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=None, help="processes sharing the port (ODOCK_WORKERS)"
     )
+    add_version_flag(parser)
     parser.add_argument("--worker-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     environ = process_environ()

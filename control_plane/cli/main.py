@@ -8,6 +8,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn, TextIO
 
+from odock.version import add_version_flag
+
 from control_plane.cli import usage_cmd
 from control_plane.cli.apply import command as apply_command
 from control_plane.cli.commands import credentials, keys, models, orgs, tokens
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _global_flags(parser, suppress=False)
+    add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (orgs, credentials, models, keys, tokens, usage_cmd, apply_command):
         module.register(sub, common)
