@@ -45,7 +45,13 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     add_version_flag(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("serve", help="serve gRPC until SIGTERM (the default)")
-    commands.add_parser("migrate", help="run the database migrations (alembic upgrade head) and exit")
+    migrate = commands.add_parser("migrate", help="run the database migrations (alembic upgrade head) and exit")
+    migrate.add_argument(
+        "--to",
+        default="head",
+        metavar="REVISION",
+        help="schema revision to upgrade or downgrade to, e.g. 0003 (default: head); see docs/production.md",
+    )
     return parser.parse_args(argv)
 
 
@@ -58,7 +64,7 @@ def _setup_logging(environ: Mapping[str, str], prog: str) -> LogSetup:
     return configure(log_settings)
 
 
-def migrate_main(environ: Mapping[str, str], prog: str = PROG) -> int:
+def migrate_main(environ: Mapping[str, str], prog: str = PROG, revision: str = "head") -> int:
     """Migrate the database named by the environment; one line on stdout or stderr; the exit code."""
     setup = _setup_logging(environ, prog)
     try:
@@ -71,11 +77,11 @@ def migrate_main(environ: Mapping[str, str], prog: str = PROG) -> int:
     password = database_password(url)
     setup.redact([password] if password else [])
     try:
-        migrate_sync(url)
+        migrate_sync(url, revision)
     except Exception as exc:  # noqa: BLE001 - any failure: one line, never the URL (it may hold a password)
         print(f"{prog}: {type(exc).__name__}: {setup.scrub(_one_line(exc))[:300]}", file=sys.stderr)
         return 1
-    print(f"{prog}: database schema is at head")
+    print(f"{prog}: database schema is at {revision}")
     return 0
 
 
@@ -83,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: ``serve`` (default) or ``migrate``."""
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "migrate":
-        sys.exit(migrate_main(os.environ))
+        sys.exit(migrate_main(os.environ, revision=args.to))
     setup = _setup_logging(os.environ, PROG)
     # The *_created series double /metrics for nothing a dashboard uses.
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -107,6 +107,15 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(async_url, **options)
 
 
+def make_background_engine(url: str, connections: int) -> AsyncEngine:
+    """A second engine with a small pool of its own, for usage ingestion and pruning.
+
+    Separate from the governance engine so a backlog of background work can
+    never hold the connections lease and resolve RPCs need (see usage/priority.py).
+    """
+    return make_engine(url, pool_size=connections, max_overflow=0)
+
+
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions whose objects stay readable after commit (no lazy loads in async code)."""
     return async_sessionmaker(engine, expire_on_commit=False)
@@ -128,7 +137,14 @@ def _alembic_config(url: str) -> Any:
 
 
 def _upgrade_head(url: str) -> None:
+    _migrate_to(url, "head")
+
+
+def _migrate_to(url: str, revision: str) -> None:
+    """Upgrade to ``revision`` ("head" or a revision id), or downgrade when it is behind the database."""
     from alembic import command
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
     from sqlalchemy import create_engine
 
     cfg = _alembic_config(url)
@@ -144,14 +160,22 @@ def _upgrade_head(url: str) -> None:
                 # then find the schema at head. Released at commit.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            # The history is linear: a target older than the database's revision is a downgrade.
+            order = [r.revision for r in reversed(list(ScriptDirectory.from_config(cfg).walk_revisions()))]
+            if revision != "head" and revision not in order:
+                raise ValueError(f"unknown schema revision {revision!r} (known: {', '.join(order)})")
+            current = MigrationContext.configure(conn).get_current_revision()
+            if revision != "head" and current in order and order.index(revision) < order.index(current):
+                command.downgrade(cfg, revision)
+            else:
+                command.upgrade(cfg, revision)
     finally:
         engine.dispose()
 
 
-def migrate_sync(url: str) -> None:
-    """Run ``alembic upgrade head`` on ``url`` (blocking)."""
-    _upgrade_head(url)
+def migrate_sync(url: str, revision: str = "head") -> None:
+    """Bring ``url``'s schema to ``revision`` (default: ``alembic upgrade head``; blocking)."""
+    _migrate_to(url, revision)
 
 
 async def migrate(url: str) -> None:
