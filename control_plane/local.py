@@ -42,6 +42,7 @@ _OWNED_ENV = (
     "ODOCK_CP_TLS_CERT_FILE", "ODOCK_CP_TLS_KEY_FILE",
 )  # fmt: skip
 STOP_TIMEOUT_S = 30.0
+LOCAL_EGRESS_ALLOW = "127.0.0.0/8,::1"
 
 
 class LocalError(Exception):
@@ -302,6 +303,9 @@ def up(args: argparse.Namespace, environ: Mapping[str, str], out: IO[str]) -> in
                 "ODOCK_CP_LISTEN": args.grpc, "ODOCK_DATABASE_URL": f"sqlite:///{db_path}",
                 "ODOCK_KEKS": values["ODOCK_KEKS"], "ODOCK_KEY_PEPPER": values["ODOCK_KEY_PEPPER"],
                 "ODOCK_ADMIN_TOKEN": values["ODOCK_ADMIN_TOKEN"], "ODOCK_NODE_TOKENS": values["ODOCK_NODE_TOKEN"],
+                # A laptop gateway serves a vLLM or Ollama on the same machine: loopback is allowed
+                # unless the environment says otherwise (docs/operations.md "Egress policy").
+                "ODOCK_EGRESS_ALLOW": environ.get("ODOCK_EGRESS_ALLOW", "").strip() or LOCAL_EGRESS_ALLOW,
             }), state_dir)  # fmt: skip
             children.append(cp)
             grpc_addr = str(wait_ready(cp, [], sigs, args.ready_timeout)["grpc"])

@@ -8,6 +8,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from google.protobuf.duration_pb2 import Duration
+from odock import keyformat
 from odock.v1 import common_pb2
 
 from control_plane.errors import InvalidArgument
@@ -87,6 +88,46 @@ def base_url(field: str, value: str) -> str:
     if parts.fragment or "#" in value:
         raise InvalidArgument(field, "must not contain a fragment")
     return value
+
+
+# Unambiguous base-URL mistakes per family (docs/architecture.md "Upstream base URLs"): the data
+# plane appends the native path, so these would reach the provider as /v1/v1/messages and the like
+# and come back as the provider's bare 404. Only path endings no working proxy uses are refused:
+# OpenAI-compatible servers live under many prefixes (/openai/v1, /api/v1, /inference/v1) and some
+# at the root (DeepSeek, Perplexity), so an OpenAI base URL without /v1 is refused only for
+# api.openai.com itself.
+_ENDPOINT_SUFFIXES = (
+    "/chat/completions", "/completions", "/responses", "/embeddings", "/messages",
+    ":generatecontent", ":streamgeneratecontent", "/models",
+)  # fmt: skip
+_ROOT_SUFFIXES: dict[int, tuple[str, ...]] = {
+    common_pb2.PROVIDER_FAMILY_ANTHROPIC: ("/v1",),
+    common_pb2.PROVIDER_FAMILY_GEMINI: ("/v1", "/v1beta", "/v1alpha"),
+}
+
+
+def base_url_convention(field: str, value: str, family_value: int) -> None:
+    """Refuse a base URL that cannot work for ``family`` (the message says how to fix it)."""
+    parts = urlsplit(value)
+    path = parts.path.rstrip("/").lower()
+    name = common_pb2.ProviderFamily.Name(family_value).removeprefix("PROVIDER_FAMILY_").lower()  # type: ignore[arg-type]
+    article = "an" if name[:1] in "aeiou" else "a"
+    if path.endswith(_ENDPOINT_SUFFIXES):
+        raise InvalidArgument(
+            field,
+            f"{article} {name} base URL must not include the endpoint path ({parts.path[:80]!r});"
+            " give what the provider's SDK takes as its base URL (docs/architecture.md)",
+        )
+    for suffix in _ROOT_SUFFIXES.get(family_value, ()):
+        if path.endswith(suffix):
+            raise InvalidArgument(
+                field,
+                f"{article} {name} base URL is the server root (the SDK path includes {suffix});"
+                f" drop the trailing {suffix}",
+            )
+    host = (parts.hostname or "").rstrip(".")
+    if family_value == common_pb2.PROVIDER_FAMILY_OPENAI and host == "api.openai.com" and path != "/v1":
+        raise InvalidArgument(field, "the OpenAI API's base URL is https://api.openai.com/v1 (add /v1)")
 
 
 def family(field: str, value: int) -> int:
@@ -171,7 +212,31 @@ def secret(field: str, value: str) -> str:
         raise InvalidArgument(field, f"must be at most {MAX_SECRET_BYTES} bytes")
     if any(c.isspace() or not c.isprintable() for c in value):
         raise InvalidArgument(field, "must not contain whitespace or control characters")
+    if _holds_odock_key(value):
+        # A gateway key as a provider key makes the gateway call itself with it: a loop.
+        raise InvalidArgument(
+            field,
+            "is an Odock key (odk-/odka-); a credential holds the provider's own key, not a gateway key",
+        )
     return value
+
+
+_KEY_LENGTHS = {
+    p: len(keyformat.generate(p)) for p in (keyformat.VIRTUAL_KEY_PREFIX, keyformat.ADMIN_TOKEN_PREFIX)
+}
+
+
+def _holds_odock_key(value: str) -> bool:
+    """Whether ``value`` starts with an Odock key prefix or contains a well-formed Odock key."""
+    if value.startswith((keyformat.VIRTUAL_KEY_PREFIX, keyformat.ADMIN_TOKEN_PREFIX)):
+        return True
+    for prefix, length in _KEY_LENGTHS.items():
+        start = value.find(prefix)
+        while start != -1:
+            if keyformat.is_well_formed(value[start : start + length], prefix):
+                return True
+            start = value.find(prefix, start + 1)
+    return False
 
 
 def page_size(field: str, value: int) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 from odock.v1 import common_pb2, models_pb2, models_pb2_grpc, node_pb2
 
-from control_plane import convert, ids, validation
+from control_plane import convert, egress, ids, validation
 from control_plane.errors import AlreadyExists, InvalidArgument, NotFound
 from control_plane.interceptors import current_principal
 from control_plane.services import Deps, mask_paths
@@ -52,6 +52,9 @@ async def _credential(session: Any, org_id: str, name: str, family: int) -> Cred
 class ModelServicer(models_pb2_grpc.ModelServiceServicer):
     """Create, read, update and delete models."""
 
+    # How the egress check resolves host names (tests substitute their own).
+    resolve: egress.Resolver = staticmethod(egress.system_resolve)
+
     def __init__(self, deps: Deps) -> None:
         self._deps = deps
 
@@ -73,6 +76,9 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             enabled=msg.enabled if msg.HasField("enabled") else True,
         )
         _apply_pricing(row, msg.pricing, PRICING_FIELDS)
+        validation.base_url_convention("model.base_url", row.base_url, row.family)
+        # Before the transaction: resolving a name may take a while, and must not hold the database.
+        await self._check_egress(row.base_url)
         row.create_time = row.update_time = utcnow()
         conflict = f"model {name!r} already exists in org {org_id!r}"
         async with self._deps.write(conflict) as session:
@@ -85,6 +91,9 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             await changes.record_change(session, node_pb2.INVALIDATION_KIND_MODEL, org_id, model_name=name)
         self._deps.feed.poke()
         return convert.model_to_proto(row, cred.name)
+
+    async def _check_egress(self, url: str) -> None:
+        await egress.check_base_url("model.base_url", url, self._deps.settings.egress, resolve=self.resolve)
 
     async def GetModel(self, request: models_pb2.GetModelRequest, context: Ctx) -> models_pb2.Model:
         org_id = validation.required("org_id", request.org_id)
@@ -117,6 +126,14 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         current_principal().check_org(org_id)
         name = validation.required("model.name", msg.name)
         paths = mask_paths(request.update_mask, UPDATE_PATHS)
+        if "base_url" in paths:
+            async with self._deps.read() as session:
+                existing = await models.require(session, org_id, name)
+            new_url = validation.base_url("model.base_url", msg.base_url)
+            if (
+                existing.base_url != new_url
+            ):  # an unchanged URL is not re-judged (the policy may have tightened)
+                await self._check_egress(new_url)
         async with self._deps.write() as session:
             row = await models.require(session, org_id, name)
             before = convert.model_to_proto(row, "")
@@ -149,6 +166,8 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
                 cred = current
                 if "family" in paths:
                     await _credential(session, org_id, cred.name, row.family)
+            if "base_url" in paths or "family" in paths:
+                validation.base_url_convention("model.base_url", row.base_url, row.family)
             if convert.model_to_proto(row, "") != before or row.credential_id != before_credential:
                 row.update_time = utcnow()
                 await changes.record_change(

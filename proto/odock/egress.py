@@ -42,14 +42,11 @@ DENIED: tuple[tuple[IPNetwork, str], ...] = (
     *_nets("shared (CGNAT)", "100.64.0.0/10"),
     *_nets("link-local", "169.254.0.0/16", "fe80::/10"),
     *_nets("multicast", "224.0.0.0/4", "ff00::/8"),
-    *_nets(
-        "reserved",
-        "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24",
-        "240.0.0.0/4",  # includes 255.255.255.255
-        "::/96",  # IPv4-compatible (deprecated)
-        "::ffff:0:0:0/96",  # IPv4-translated (SIIT)
-        "100::/64", "2001::/23", "2001:db8::/32", "fec0::/10",
-    ),  # fmt: skip
+    # 240.0.0.0/4 includes 255.255.255.255; ::/96 is IPv4-compatible (deprecated), ::ffff:0:0:0/96
+    # IPv4-translated (SIIT), 2001::/23 IETF protocol assignments (Teredo among them).
+    *_nets("reserved", "192.0.0.0/24", "192.0.2.0/24", "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24"),
+    *_nets("reserved", "240.0.0.0/4", "::/96", "::ffff:0:0:0/96", "100::/64", "2001::/23", "2001:db8::/32"),
+    *_nets("reserved", "fec0::/10"),
 )
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 

@@ -66,7 +66,7 @@ async def test_base_url_and_other_fields_are_validated(cp: AdminEnv) -> None:
     # the credential must be of the model's family
     msg = await expect(INVALID, cp.model(org.id, "m", "claude"))
     assert msg.startswith("model.credential:") and "anthropic" in msg and "openai" in msg
-    ok = await cp.model(org.id, "claude-sonnet", "claude", family=ANTHROPIC, base_url="http://10.0.0.5:8080")
+    ok = await cp.model(org.id, "claude-sonnet", "claude", family=ANTHROPIC, base_url="https://api.anthropic.com")
     assert ok.family == ANTHROPIC
     # a credential of another org is not visible
     other = await cp.org("other")
@@ -141,8 +141,9 @@ async def test_update_with_field_mask(cp: AdminEnv) -> None:
     assert msg.startswith("model.credential:")
     both = await cp.models.UpdateModel(
         models_pb2.UpdateModelRequest(
-            model=models_pb2.Model(org_id=org.id, name="gpt", family=ANTHROPIC, credential="claude"),
-            update_mask=FieldMask(paths=["family", "credential"]),
+            model=models_pb2.Model(org_id=org.id, name="gpt", family=ANTHROPIC, credential="claude",
+                                   base_url="https://api.anthropic.com"),
+            update_mask=FieldMask(paths=["family", "credential", "base_url"]),
         ),
         metadata=cp.su,
     )

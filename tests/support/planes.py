@@ -24,6 +24,7 @@ from tests.support.spawn import READY_FILE, REPO_ROOT, PlaneProcess, launch, new
 __all__ = ["REPO_ROOT", "ControlPlaneProcess", "control_plane", "control_plane_env", "start_control_plane"]
 
 START_TIMEOUT_S = 30.0
+LOOPBACK_EGRESS = "127.0.0.0/8,::1"
 STOP_TIMEOUT_S = 20.0
 
 
@@ -65,6 +66,8 @@ def control_plane_env(
         "ODOCK_READY_FILE": str(ready_file),
         "ODOCK_GRACE_SECONDS": "2",
         "ODOCK_HEARTBEAT_SECONDS": "1",
+        # The fake upstreams listen on loopback, which the egress policy refuses by default.
+        "ODOCK_EGRESS_ALLOW": LOOPBACK_EGRESS,
         "PYTHONPATH": python_path(),
     })  # fmt: skip
     env.update(extra_env or {})
