@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from odock import envconfig
+from odock import egress, envconfig
 from odock.envconfig import EnvReader as _Env
 from odock.envconfig import parse_address, parse_base64, parse_pepper
 
@@ -57,6 +57,14 @@ class Settings:
     # HOST:PORT of the Prometheus /metrics listener; None = no listener.
     metrics_listen: str | None = None
     db_check_seconds: float = DEFAULT_DB_CHECK_SECONDS
+    # ODOCK_EGRESS_ALLOW: CIDRs and host names model upstreams may use beyond public addresses
+    # (odock.egress). Only the operator sets this process's environment, so org admins cannot widen it.
+    egress_allow: tuple[str, ...] = ()
+
+    @property
+    def egress(self) -> egress.EgressPolicy:
+        """The egress policy of ``egress_allow`` (parsed once per distinct list)."""
+        return egress.policy_for(self.egress_allow)
 
     @property
     def tls(self) -> bool:
@@ -97,6 +105,10 @@ class Settings:
             raise SettingsError("ODOCK_MIGRATE: must be 'auto' or 'off'")
         ready = env.plain("ODOCK_READY_FILE", "")
         metrics = env.plain("ODOCK_CP_METRICS_LISTEN", "")
+        try:
+            egress_allow = egress.parse_spec(env.plain("ODOCK_EGRESS_ALLOW", ""))
+        except egress.EgressPolicyError as exc:
+            raise SettingsError(f"ODOCK_EGRESS_ALLOW: {exc}") from None
         return cls(
             listen=parse_address("ODOCK_CP_LISTEN", env.plain("ODOCK_CP_LISTEN", DEFAULT_LISTEN)),
             database_url=_database_url(env),
@@ -119,6 +131,7 @@ class Settings:
             db_check_seconds=env.number(
                 "ODOCK_DB_CHECK_SECONDS", DEFAULT_DB_CHECK_SECONDS, low=0.05, high=3600.0
             ),
+            egress_allow=egress_allow,
         )
 
 

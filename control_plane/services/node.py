@@ -119,6 +119,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     ) -> None:
         self._sessionmaker = sessionmaker
         self._keyring = Keyring.from_spec(settings.keks_spec)
+        self._egress_allow = settings.egress_allow
         self._feed = feed
         self._usage = UsageIngestor(sessionmaker, usage_observer)
         self._leases = LeaseService(sessionmaker, settings, feed)
@@ -228,6 +229,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 ciphertext=sealed.ciphertext,
             ),
             revision=revision,
+            egress_allow=self._egress_allow,  # the node checks its connections against it
         )
 
     async def ListRoutes(
