@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -29,12 +28,11 @@ from data_plane.observe import OBSERVATION, observed, stamp_overhead
 from data_plane.providers import ENDPOINTS, LOCAL_ROUTES
 from data_plane.settings import Settings
 from data_plane.state import STATE, node_state_ctx
-from data_plane.usage import METER, RECORD_ID, RECORD_ID_HEADER, new_record_id
+from data_plane.usage import METER, RECORD_ID, RECORD_ID_HEADER, client_request_id, new_record_id
 
 log = logging.getLogger("odock.data_plane")
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("odock_request_id", str)
-_REQUEST_ID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -88,10 +86,7 @@ def continue_handler(limit: int) -> ExpectHandler:
 
 def request_id_for(request: web.BaseRequest, fresh: str | None = None) -> str:
     """A well-formed client x-request-id, else a fresh one."""
-    given = request.headers.get("x-request-id")
-    if given and _REQUEST_ID_OK.fullmatch(given):
-        return given
-    return fresh or f"req_{secrets.token_hex(12)}"
+    return client_request_id(request) or fresh or f"req_{secrets.token_hex(12)}"
 
 
 @web.middleware

@@ -24,7 +24,7 @@ from data_plane.providers import DIALECTS, Endpoint
 from data_plane.providers.headers import build_headers
 from data_plane.proxy import Relay
 from data_plane.state import STATE, NodeState
-from data_plane.usage import METER, RECORD_ID
+from data_plane.usage import METER, RECORD_ID, client_request_id
 from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR, RequestMeter
 from data_plane.usage.shapes import INJECTABLE, shape_of
@@ -143,12 +143,13 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             family=endpoint.family,
             endpoint=endpoint.name,
             shape=shape if metering else "none",
+            client_request_id=client_request_id(request),
         )
         request[METER] = meter
         try:
             return await serve(request, state, grant, meter, deadline)
         except GatewayError as err:
-            meter.settle(err.status, ERROR)
+            meter.settle(err.status, ERROR, err.code)
             raise
         except asyncio.CancelledError:
             meter.settle(meter.status or CLIENT_CLOSED, CANCELLED)

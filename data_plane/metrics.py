@@ -44,6 +44,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from data_plane.errors import FAMILY_NAMES
+from data_plane.usage import meter as usage_meter
 
 if TYPE_CHECKING:
     from data_plane.state import NodeState
@@ -165,6 +166,11 @@ class DataPlaneMetrics:
             "Usage records: result=submitted|accepted|duplicate|rejected|dropped.",
             ["result"], registry=reg,
         )  # fmt: skip
+        self.usage_meter_failures = Counter(
+            "odock_dp_usage_meter_failures",
+            "Usage records whose building or submission failed (logged; a minimal record is kept).",
+            registry=reg,
+        )
         self.spool_bytes = Gauge(
             "odock_dp_usage_spool_bytes", "Bytes of the usage spool directory (shared by the workers).",
             registry=reg, multiprocess_mode="livemax",
@@ -265,6 +271,7 @@ class DataPlaneMetrics:
         for result, key in (("submitted", "records"), ("accepted", "accepted"), ("duplicate", "duplicates"),
                             ("rejected", "rejected"), ("dropped", "dropped_records")):  # fmt: skip
             mirror.sync(("usage", result), usage[key], self.usage_records.labels(result).inc)
+        mirror.sync("meter_failures", usage_meter.FAILURES.count, self.usage_meter_failures.inc)
         if node.limiter is not None:
             for code, count in dict(node.limiter.refused).items():
                 mirror.sync(("refused", code), count, self.limit_rejections.labels(code).inc)

@@ -221,7 +221,7 @@ class Relay:
                 await resp.write_eof()
                 meter.settle(status, COMPLETE if ok else ERROR)
                 return resp
-            meter.settle(status, PARTIAL if ok else ERROR)
+            meter.settle(status, PARTIAL if ok else ERROR, failure.code)
             log.info("upstream stream ended early: %s", failure.code)
             if splitter is None:
                 # No framing to end cleanly in: drop the connection without the terminating chunk.

@@ -13,7 +13,7 @@ from control_plane import validation
 from control_plane.errors import InvalidArgument, NotFound
 from control_plane.interceptors import current_principal
 from control_plane.store.tables import UsageRecordRow
-from control_plane.usage import records, totals
+from control_plane.usage import listing, records, totals
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 MAX_ID = 128
@@ -56,6 +56,18 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         query = totals.build_query(request, org_id, now)
         async with self._sessionmaker() as session:
             return await totals.run(session, query, request.page_token)
+
+    async def ListUsageRecords(
+        self, request: usage_pb2.ListUsageRecordsRequest, context: Ctx
+    ) -> usage_pb2.ListUsageRecordsResponse:
+        org_id = _org_scope(request.org_id)
+        for field in ("key_id", "client_request_id", "request_id"):
+            _id(field, getattr(request, field))
+        if request.model_name:
+            validation.model_name("model_name", request.model_name)
+        query = listing.build_query(request, org_id)
+        async with self._sessionmaker() as session:
+            return await listing.run(session, query, request.page_token)
 
     async def GetUsageRecord(
         self, request: usage_pb2.GetUsageRecordRequest, context: Ctx

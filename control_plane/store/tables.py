@@ -20,6 +20,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -202,7 +203,18 @@ class UsageRecordRow(Base):
     """
 
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_records_org_id_time", "org_id", "time"),)
+    __table_args__ = (
+        Index("ix_usage_records_org_id_time", "org_id", "time"),
+        Index("ix_usage_records_time", "time"),
+        # Partial: most requests carry no client id. "IS NOT NULL" (not "!= ''") so SQLite's
+        # planner can prove that "client_request_id = ?" implies it and use the index.
+        Index(
+            "ix_usage_records_client_request_id",
+            "client_request_id",
+            sqlite_where=text("client_request_id IS NOT NULL"),
+            postgresql_where=text("client_request_id IS NOT NULL"),
+        ),
+    )
 
     request_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     attempt: Mapped[int] = mapped_column(Integer)
@@ -227,6 +239,9 @@ class UsageRecordRow(Base):
     time: Mapped[datetime] = mapped_column()  # taken on the data plane
     flags: Mapped[int] = mapped_column(BigInteger)
     receive_time: Mapped[datetime] = mapped_column()  # stored by the control plane
+    # The client's x-request-id (NULL: none); the error code the client got (NULL: no error).
+    client_request_id: Mapped[str | None] = mapped_column(String(128))
+    error_code: Mapped[str | None] = mapped_column(String(64))
 
 
 class UsageRollupRow(Base):

@@ -3,6 +3,7 @@ reported (``odock.v1.UsageRecord`` -> row values) and back (row -> proto)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,10 @@ _COUNTERS = (
 )
 # Small enums / codes: proto3 keeps unknown enum numbers, the column is a smallint.
 _SMALL = ("family", "outcome", "http_status")
+# Optional trace strings: the longest kept and what they may hold. A value that does not
+# fit is dropped (stored as NULL), never a reason to lose the record's usage.
+_TRACE = {"client_request_id": 128, "error_code": 64}
+_PRINTABLE_ASCII = re.compile(r"[!-~]+")
 ROLLUP_COUNTERS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost_picos")
 
 
@@ -102,6 +107,9 @@ def prepare(record: node_pb2.UsageRecord, batch_node_id: str, receive_time: date
     values["attempt"] = record.attempt
     values["streamed"] = record.streamed
     values["flags"] = record.flags
+    for name, limit in _TRACE.items():
+        value = getattr(record, name)
+        values[name] = value if len(value) <= limit and _PRINTABLE_ASCII.fullmatch(value) else None
     values["time"] = record.time.ToDatetime(tzinfo=UTC)
     values["receive_time"] = receive_time
     return Prepared(values=values, hour=seconds // SECONDS_PER_HOUR)
@@ -122,6 +130,7 @@ def to_proto(row: UsageRecordRow) -> node_pb2.UsageRecord:
         endpoint=row.endpoint, http_status=row.http_status,
         outcome=row.outcome,  # type: ignore[arg-type]
         streamed=row.streamed, flags=row.flags,
+        client_request_id=row.client_request_id or "", error_code=row.error_code or "",
     )  # fmt: skip
     for name in _COUNTERS:
         setattr(msg, name, getattr(row, name))

@@ -13,6 +13,7 @@ Decisions are documented in docs/usage.md.
 from __future__ import annotations
 
 import os
+import re
 
 from aiohttp import web
 
@@ -22,6 +23,15 @@ METER: web.RequestKey[RequestMeter] = web.RequestKey("odock_usage_meter", Reques
 # The gateway's own id for a request: unique, the usage record's id (docs/usage.md).
 RECORD_ID: web.RequestKey[str] = web.RequestKey("odock_record_id", str)
 RECORD_ID_HEADER = "x-odock-request-id"
+# A client's x-request-id the gateway echoes and stores on the record (docs/usage.md); anything
+# else (too long, other characters) is neither echoed nor stored.
+_CLIENT_ID_OK = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def client_request_id(request: web.BaseRequest) -> str:
+    """The client's well-formed ``x-request-id``, else ``""``."""
+    given = request.headers.get("x-request-id")
+    return given if given and _CLIENT_ID_OK.fullmatch(given) else ""
 
 
 _ID_BYTES = 12
@@ -54,4 +64,4 @@ def new_record_id() -> str:
     return "req_" + pool.buf[at : at + _ID_BYTES].hex()
 
 
-__all__ = ["METER", "RECORD_ID", "RECORD_ID_HEADER", "RequestMeter", "new_record_id"]
+__all__ = ["METER", "RECORD_ID", "RECORD_ID_HEADER", "RequestMeter", "client_request_id", "new_record_id"]

@@ -11,10 +11,16 @@ may arrive once: a second one sets the duplicate flag and is ignored, so it
 never counts twice. *Cumulative* reports (Gemini ``usageMetadata``, Anthropic
 ``message_delta``, usage on OpenAI chunks that also carry choices) are running
 totals: the last one wins, and repeats are normal.
+
+Nothing here may fail a request: counts from upstream are clamped (tokens.py),
+the cost saturates at ``MAX_COST_PICOS`` (both flagged on the record), and
+:meth:`RequestMeter.close` catches anything else, logs it at WARNING, counts it
+(``FAILURES``) and still emits a minimal record.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Protocol
 
@@ -24,8 +30,19 @@ from data_plane.governance.types import Pricing
 from data_plane.usage.shapes import Shape
 from data_plane.usage.tokens import Usage
 
+log = logging.getLogger("odock.data_plane.usage")
+
 FLAG_MALFORMED = 1
 FLAG_DUPLICATE = 2
+FLAG_CLAMPED = 4  # a token count above tokens.MAX_TOKENS was clamped to it
+FLAG_COST_SATURATED = 8  # the cost exceeded MAX_COST_PICOS and was saturated to it
+FLAG_METER_FAILED = 16  # building the record failed: it carries ids, status, outcome and error code only
+# A record's cost ceiling (about $9,007): the control plane's per-record counter ceiling
+# (control_plane/usage/records.py COUNTER_MAX), which keeps hourly sums inside int64.
+MAX_COST_PICOS = 2**53
+# Error code of a provider's own non-2xx answer relayed as is (its status is http_status).
+UPSTREAM_ERROR = "upstream_error"
+MAX_ERROR_CODE = 64
 
 COMPLETE = common_pb2.OUTCOME_COMPLETE
 PARTIAL = common_pb2.OUTCOME_PARTIAL
@@ -41,8 +58,8 @@ class RecordSink(Protocol):
     def submit(self, record: node_pb2.UsageRecord) -> None: ...
 
 
-def cost_picos(usage: Usage, pricing: Pricing) -> int:
-    """Cost in pico-USD: tokens times micro-USD per million tokens (exact integers)."""
+def exact_cost_picos(usage: Usage, pricing: Pricing) -> int:
+    """Cost in pico-USD: tokens times micro-USD per million tokens (exact, unbounded integers)."""
     cached_price = pricing.cached_input_per_mtok_micros
     if cached_price is None:
         cached_price = pricing.input_per_mtok_micros
@@ -51,6 +68,20 @@ def cost_picos(usage: Usage, pricing: Pricing) -> int:
         + usage.cached * cached_price
         + usage.output * pricing.output_per_mtok_micros
     )
+
+
+def cost_picos(usage: Usage, pricing: Pricing) -> int:
+    """The exact cost, saturated to [0, MAX_COST_PICOS] (what records and limits use)."""
+    return min(max(0, exact_cost_picos(usage, pricing)), MAX_COST_PICOS)
+
+
+class _Failures:
+    """Meter failures in this process (exported as a metric)."""
+
+    count = 0
+
+
+FAILURES = _Failures()
 
 
 def _us(seconds: float) -> int:
@@ -71,9 +102,11 @@ class RequestMeter:
         family: int,
         endpoint: str,
         shape: Shape,
+        client_request_id: str = "",
     ) -> None:
         self._sink = sink
         self.request_id = request_id
+        self.client_request_id = client_request_id
         self.node_id = node_id
         self.org_id = org_id
         self.key_id = key_id
@@ -86,6 +119,7 @@ class RequestMeter:
         self.streamed = False
         self.status = 0
         self.outcome: int = common_pb2.OUTCOME_UNSPECIFIED
+        self.error_code = ""
         self.usage: Usage | None = None
         self.flags = 0
         self._final_seen = False
@@ -126,16 +160,19 @@ class RequestMeter:
                 return
             self._final_seen = True
         if usage is not None:
+            if usage.clamped:
+                self.flags |= FLAG_CLAMPED
             self.usage = usage
 
     def malformed(self) -> None:
         """The provider sent usage that could not be read."""
         self.flags |= FLAG_MALFORMED
 
-    def settle(self, status: int, outcome: int) -> None:
-        """Set the status and outcome unless an earlier, more precise one is set."""
+    def settle(self, status: int, outcome: int, error_code: str = "") -> None:
+        """Set the status, outcome and error code unless an earlier, more precise one is set."""
         if self.outcome == common_pb2.OUTCOME_UNSPECIFIED:
             self.status, self.outcome = status, outcome
+            self.error_code = error_code[:MAX_ERROR_CODE]
 
     # -- timings for metrics and the overhead header (perf_counter seconds) --
 
@@ -160,14 +197,53 @@ class RequestMeter:
             return
         self.closed = True
         self.upstream_finished()
-        self.settle(500, ERROR)
-        if self._sink is not None:  # None: metering is off (ODOCK_USAGE_METERING), no record is built
-            self._sink.submit(self.record())
+        self.settle(500, ERROR, "internal_error")
+        if self._sink is None:  # metering is off (ODOCK_USAGE_METERING): no record is built
+            return
+        # Called in the gateway's ``finally``: an exception here would turn the answer already
+        # decided (often the upstream's 200) into a 500 and lose the record.
+        try:
+            record = self.record()
+        except Exception as exc:  # noqa: BLE001 - metering must never fail a request
+            FAILURES.count += 1
+            log.warning("usage record of %s: building it failed (%s); a minimal record is kept",
+                        self.request_id, type(exc).__name__)  # fmt: skip
+            record = self._minimal_record()
+        try:
+            self._sink.submit(record)
+        except Exception as exc:  # noqa: BLE001 - metering must never fail a request
+            FAILURES.count += 1
+            log.warning("usage record of %s not submitted: %s", self.request_id, type(exc).__name__)
+
+    def _error_code(self) -> str:
+        if self.error_code or self.outcome != ERROR:
+            return self.error_code
+        # Settled as an error by the relay without a code of the gateway's: the provider's answer.
+        return UPSTREAM_ERROR if self._upstream_headers is not None else ""
+
+    def _minimal_record(self) -> node_pb2.UsageRecord:
+        rec = node_pb2.UsageRecord(request_id=self.request_id, node_id=self.node_id, org_id=self.org_id,
+                                   flags=FLAG_METER_FAILED)  # fmt: skip
+        for name, value in (("key_id", self.key_id), ("model_name", self.model_name),
+                            ("endpoint", self.endpoint), ("client_request_id", self.client_request_id),
+                            ("error_code", self._error_code()), ("http_status", self.status),
+                            ("outcome", self.outcome), ("family", self.family)):  # fmt: skip
+            try:
+                setattr(rec, name, value)
+            except (TypeError, ValueError):
+                pass  # whatever broke the full record: leave that field out
+        rec.time.FromNanoseconds(int(self._wall * 1e9))
+        return rec
 
     def record(self) -> node_pb2.UsageRecord:
         """The UsageRecord as things stand."""
         end = time.perf_counter()
         usage = self.usage or Usage()
+        cost = exact_cost_picos(usage, self.pricing)
+        flags = self.flags
+        if not 0 <= cost <= MAX_COST_PICOS:
+            flags |= FLAG_COST_SATURATED
+            cost = min(max(0, cost), MAX_COST_PICOS)
         rec = node_pb2.UsageRecord(
             request_id=self.request_id,
             node_id=self.node_id,
@@ -184,9 +260,11 @@ class RequestMeter:
             output_tokens=usage.output,
             cached_input_tokens=usage.cached,
             reasoning_tokens=usage.reasoning,
-            cost_picos=cost_picos(usage, self.pricing),
+            cost_picos=cost,
             latency_us=_us(end - self._start),
-            flags=self.flags,
+            flags=flags,
+            client_request_id=self.client_request_id,
+            error_code=self._error_code(),
         )
         if self._upstream_start is not None:
             rec.upstream_latency_us = _us((self._upstream_end or end) - self._upstream_start)

@@ -21,7 +21,9 @@ part of ``output`` spent thinking. Providers split these differently:
 
 Anything that is present but not a non-negative integer, or parts larger
 than their whole, is :class:`MalformedUsage`: the caller flags the record and
-ignores that report.
+ignores that report. A count larger than ``MAX_TOKENS`` (a broken or hostile
+upstream) is clamped to it and the usage marked ``clamped`` (the record is
+flagged); never an exception.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Far beyond any real request; keeps per-record counters and cost inside int64.
+# Far beyond any real request (about 1.1e12); keeps per-record counters, and sums of
+# many records, inside int64. Larger counts are clamped to it.
 MAX_TOKENS = 2**40
 
 
@@ -46,13 +49,14 @@ class Usage:
     output: int = 0
     cached: int = 0
     reasoning: int = 0
+    clamped: bool = False  # some count was above MAX_TOKENS and was clamped to it
 
 
 def _count(obj: Mapping[str, Any], key: str) -> int:
     value = obj.get(key)
     if value is None:
         return 0
-    if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+    if type(value) is not int or value < 0:
         raise MalformedUsage(f"{key}: not a token count")
     return value
 
@@ -66,10 +70,15 @@ def _details(obj: Mapping[str, Any], key: str, field: str) -> int:
     return _count(details, field)
 
 
-def _checked(usage: Usage) -> Usage:
-    if usage.cached > usage.input or usage.reasoning > usage.output:
+def _usage(input: int, output: int = 0, cached: int = 0, reasoning: int = 0, *, parts: bool = True) -> Usage:
+    """Usage of raw counts, each clamped to MAX_TOKENS; ``parts``: a part larger than its total is malformed."""
+    if parts and (cached > input or reasoning > output):
         raise MalformedUsage("a part is larger than its total")
-    return usage
+    if max(input, output) <= MAX_TOKENS:  # parts are at most their totals here
+        return Usage(input=input, output=output, cached=cached, reasoning=reasoning)
+    m = MAX_TOKENS
+    return Usage(input=min(input, m), output=min(output, m), cached=min(cached, m), reasoning=min(reasoning, m),
+                 clamped=True)  # fmt: skip
 
 
 def _mapping(usage: object) -> Mapping[str, Any]:
@@ -84,25 +93,21 @@ def openai_usage(raw: object) -> Usage | None:
     if u.get("type") == "duration":
         return None  # audio priced by seconds: no tokens to record
     if "prompt_tokens" in u or "completion_tokens" in u:
-        return _checked(
-            Usage(
-                input=_count(u, "prompt_tokens"),
-                output=_count(u, "completion_tokens"),
-                cached=_details(u, "prompt_tokens_details", "cached_tokens"),
-                reasoning=_details(u, "completion_tokens_details", "reasoning_tokens"),
-            )
+        return _usage(
+            input=_count(u, "prompt_tokens"),
+            output=_count(u, "completion_tokens"),
+            cached=_details(u, "prompt_tokens_details", "cached_tokens"),
+            reasoning=_details(u, "completion_tokens_details", "reasoning_tokens"),
         )
     if "input_tokens" in u or "output_tokens" in u:
-        return _checked(
-            Usage(
-                input=_count(u, "input_tokens"),
-                output=_count(u, "output_tokens"),
-                cached=_details(u, "input_tokens_details", "cached_tokens"),
-                reasoning=_details(u, "output_tokens_details", "reasoning_tokens"),
-            )
+        return _usage(
+            input=_count(u, "input_tokens"),
+            output=_count(u, "output_tokens"),
+            cached=_details(u, "input_tokens_details", "cached_tokens"),
+            reasoning=_details(u, "output_tokens_details", "reasoning_tokens"),
         )
     if "total_tokens" in u:
-        return Usage(input=_count(u, "total_tokens"))
+        return _usage(input=_count(u, "total_tokens"))
     raise MalformedUsage("no token counts in usage")
 
 
@@ -111,8 +116,11 @@ def anthropic_usage(raw: object) -> Usage:
     u = _mapping(raw)
     read = _count(u, "cache_read_input_tokens")
     written = _count(u, "cache_creation_input_tokens")
-    return Usage(
-        input=_count(u, "input_tokens") + read + written, output=_count(u, "output_tokens"), cached=read
+    return _usage(
+        input=_count(u, "input_tokens") + read + written,
+        output=_count(u, "output_tokens"),
+        cached=read,
+        parts=False,
     )
 
 
@@ -120,18 +128,16 @@ def gemini_usage(raw: object) -> Usage:
     """Gemini ``usageMetadata``."""
     u = _mapping(raw)
     thoughts = _count(u, "thoughtsTokenCount")
-    return _checked(
-        Usage(
-            input=_count(u, "promptTokenCount") + _count(u, "toolUsePromptTokenCount"),
-            output=_count(u, "candidatesTokenCount") + thoughts,
-            cached=_count(u, "cachedContentTokenCount"),
-            reasoning=thoughts,
-        )
+    return _usage(
+        input=_count(u, "promptTokenCount") + _count(u, "toolUsePromptTokenCount"),
+        output=_count(u, "candidatesTokenCount") + thoughts,
+        cached=_count(u, "cachedContentTokenCount"),
+        reasoning=thoughts,
     )
 
 
 def tokenize_usage(count: object) -> Usage:
     """vLLM ``/tokenize``: the number of prompt tokens."""
-    if type(count) is not int or not 0 <= count <= MAX_TOKENS:
+    if type(count) is not int or count < 0:
         raise MalformedUsage("count: not a token count")
-    return Usage(input=count)
+    return _usage(input=count)
