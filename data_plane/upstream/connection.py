@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 from typing import TYPE_CHECKING, cast
 
@@ -28,10 +29,17 @@ class _Unexpected(Exception):
 
 
 class Connection(asyncio.Protocol):
-    """A connection owned by the pool; it carries one request at a time."""
+    """A connection owned by the pool; it carries one request at a time, for one credential.
 
-    def __init__(self, pool: UpstreamClient, origin: Origin) -> None:
+    It goes back to the pool only once its request was wholly written and its answer wholly
+    read; an answer that arrives while the request is still being written (an early error)
+    retires it, and so does any byte arriving while it is idle (``data_received``, or
+    :meth:`stale` for bytes the loop has not read yet when the connection is taken again).
+    """
+
+    def __init__(self, pool: UpstreamClient, origin: Origin, pool_key: str) -> None:
         self.origin = origin
+        self.pool_key = pool_key  # origin and credential: idle connections are found by it
         self.transport: asyncio.Transport | None = None
         self.closed = False  # the transport is gone or going
         self.paused = False  # reading paused: the reader lags (flow control)
@@ -47,6 +55,8 @@ class Connection(asyncio.Protocol):
         self._has_length = False
         self._chunked = False
         self._head_bytes = 0  # bytes received while the answer's head is incomplete
+        self._early = False  # the answer began before the request was wholly written
+        self._fd = -1
 
     # Used by the pool and the response.
 
@@ -56,6 +66,7 @@ class Connection(asyncio.Protocol):
         assert transport is not None and self._response is None
         self._response = UpstreamResponse(self)
         self.keep_alive = False
+        self._early = False
         head_future = self._head = asyncio.get_running_loop().create_future()
         self._head_bytes = 0
         self.sent += 1
@@ -70,15 +81,42 @@ class Connection(asyncio.Protocol):
     def finished(self, clean: bool) -> None:
         """The response's reader is done: pool the connection if it can carry another request, else close it."""
         response, self._response = self._response, None
-        # A complete answer leaves the connection clean even if the reader left bytes unread.
-        reusable = clean and self.keep_alive and not self.closed and response is not None
+        # A complete answer leaves the connection clean even if the reader left bytes unread;
+        # not so one that came early, or while request bytes still wait to be written (they
+        # would be read as the start of the next request).
+        reusable = (
+            clean
+            and self.keep_alive
+            and not self.closed
+            and response is not None
+            and not self._early
+            and self.transport is not None
+            and self.transport.get_write_buffer_size() == 0
+        )
         if not reusable:
             self.close()
+        elif self.paused:
+            self.resume()  # an idle connection is read: whatever arrives on it retires it
         self._pool._done_with(self, reusable)
 
     def transport_closing(self) -> bool:
         """Whether the transport is closing (before ``connection_lost`` has run)."""
         return self.transport is None or self.transport.is_closing()
+
+    def stale(self) -> bool:
+        """Whether bytes (or the peer's close) wait unread on this idle connection's socket.
+
+        The loop may not have read them yet when the connection is taken again; sending a
+        request first would hand them to it as its answer. One poll(2), no wait.
+        """
+        if self._fd < 0:
+            return False
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN | select.POLLPRI)
+        try:
+            return bool(poller.poll(0))
+        except OSError:
+            return True
 
     def resume(self) -> None:
         """The reader caught up: read the socket again."""
@@ -100,6 +138,7 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
+                self._fd = sock.fileno()
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except (OSError, AttributeError):
                 pass  # not TCP (tests may use other sockets); latency only
@@ -166,6 +205,8 @@ class Connection(asyncio.Protocol):
             self._informational = True  # e.g. 103 Early Hints: the real answer follows
             return
         response.status = status
+        if self.transport is not None and self.transport.get_write_buffer_size():
+            self._early = True  # answered before reading the whole request: never reused
         response.reason = self._reason.decode("utf-8", "replace")
         response.close_delimited = not (self._has_length or self._chunked or status in _NO_BODY_STATUSES)
         head = self._head

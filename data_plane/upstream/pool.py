@@ -1,4 +1,4 @@
-"""The upstream client: a keep-alive connection pool per origin, bounded, with waiting when full."""
+"""The upstream client: a keep-alive connection pool per origin and credential, bounded, with waiting when full."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ class UpstreamClient:
     ``limit_per_host`` those in use per origin (0: no bound); a request over a bound waits for a
     connection, within ``connect_timeout`` like opening one. Idle connections close after
     ``keepalive`` seconds. No redirects, cookies, proxies from the environment or decompression.
+
+    Idle connections are kept per origin **and** ``tenant`` (an opaque tag of the credential
+    the request carries, never the credential itself): no connection ever carries two
+    credentials' traffic. Bounds still count per origin.
     """
 
     def __init__(
@@ -42,7 +46,7 @@ class UpstreamClient:
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive
         self._ssl = ssl_context
-        self._idle: dict[str, list[Connection]] = {}  # oldest first; taken from the end
+        self._idle: dict[str, list[Connection]] = {}  # per pool key; oldest first; taken from the end
         self._busy: dict[str, int] = {}  # per origin: in use or being opened
         self._busy_total = 0
         self._idle_total = 0
@@ -67,12 +71,20 @@ class UpstreamClient:
         )
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        *,
+        tenant: str = "",
     ) -> UpstreamResponse:
         """Send a request and return the answer once its head arrived (the caller reads, then releases it).
 
         ``headers`` must not hold Host, Content-Length, Transfer-Encoding or Connection: the client
-        writes those. ValueError for an unusable URL or a header value holding CR/LF.
+        writes those. ``tenant`` names the credential the headers carry (connections are reused
+        only for the same origin and tenant). ValueError for an unusable URL or a header value
+        holding CR/LF.
         """
         if self._closed:
             raise RuntimeError("upstream client is closed")
@@ -80,11 +92,12 @@ class UpstreamClient:
             raise ValueError("HEAD is not supported (its answer's length would be misread)")
         origin, target = split_url(url)
         head = encode_head(method, target, origin.host_header, headers, body)
+        pool_key = f"{origin.key}#{tenant}" if tenant else origin.key
         retried = False
         while True:
-            conn = self._take_idle(origin.key) if self._room(origin.key) else None
+            conn = self._take_idle(origin.key, pool_key) if self._room(origin.key) else None
             if conn is None:
-                conn = await self._acquire(origin)
+                conn = await self._acquire(origin, pool_key)
             reused = conn.sent > 0
             try:
                 return await conn.send(head, body)
@@ -124,22 +137,26 @@ class UpstreamClient:
             return False
         return not (self._limit_per_host and self._busy.get(key, 0) >= self._limit_per_host)
 
-    def _take_idle(self, key: str) -> Connection | None:
-        """A live idle connection to ``key`` marked in use, or None (with no slot taken)."""
-        idle = self._idle.get(key)
+    def _take_idle(self, key: str, pool_key: str) -> Connection | None:
+        """A live idle connection for ``pool_key`` marked in use (on origin ``key``), or None (no slot taken)."""
+        idle = self._idle.get(pool_key)
         while idle:
             conn = idle.pop()
             self._idle_total -= 1
-            if not conn.closed and not conn.transport_closing():  # a closed one is dropped before any byte is sent
-                self._mark_busy(key)
-                return conn
+            if conn.closed or conn.transport_closing():
+                continue  # a closed one is dropped before any byte is sent
+            if conn.stale():
+                conn.close()  # unsolicited bytes (or a close) wait on it: never hand them to a request
+                continue
+            self._mark_busy(key)
+            return conn
         return None
 
     def _mark_busy(self, key: str) -> None:
         self._busy[key] = self._busy.get(key, 0) + 1
         self._busy_total += 1
 
-    async def _acquire(self, origin: Origin) -> Connection:
+    async def _acquire(self, origin: Origin, pool_key: str) -> Connection:
         """Wait for room, then take an idle connection or open one (all within the connect timeout)."""
         key = origin.key
         try:
@@ -155,26 +172,26 @@ class UpstreamClient:
                         elif waiter.exception() is None:
                             self._wake()  # pass on a wake-up this request will not use
                         raise
-                conn = self._take_idle(key)
+                conn = self._take_idle(key, pool_key)
                 if conn is not None:
                     return conn
                 self._mark_busy(key)
                 try:
-                    return await self._connect(origin)
+                    return await self._connect(origin, pool_key)
                 except BaseException:
                     self._unmark_busy(key)
                     raise
         except TimeoutError:
             raise UpstreamConnectTimeout("no upstream connection within the connect timeout") from None
 
-    async def _connect(self, origin: Origin) -> Connection:
+    async def _connect(self, origin: Origin, pool_key: str) -> Connection:
         if self._limit and self._busy_total + self._idle_total > self._limit:
             self._evict_oldest_idle()  # bound the open sockets: an idle one elsewhere makes room
         loop = asyncio.get_running_loop()
         context = self._ssl_context() if origin.tls else None
         try:
             _, conn = await loop.create_connection(
-                lambda: Connection(self, origin),
+                lambda: Connection(self, origin, pool_key),
                 origin.host,
                 origin.port,
                 ssl=context,
@@ -198,13 +215,12 @@ class UpstreamClient:
 
     def _done_with(self, conn: Connection, reusable: bool) -> None:
         """A request finished with ``conn``; it goes idle if ``reusable`` (else it was closed)."""
-        key = conn.origin.key
-        self._unmark_busy(key)
+        self._unmark_busy(conn.origin.key)
         if reusable and self._closed:
             conn.close()
         elif reusable:
             conn.idle_since = asyncio.get_running_loop().time()
-            self._idle.setdefault(key, []).append(conn)
+            self._idle.setdefault(conn.pool_key, []).append(conn)
             self._idle_total += 1
             if self._sweeper is None:
                 self._sweeper = asyncio.get_running_loop().call_later(self._keepalive, self._sweep)
@@ -212,7 +228,7 @@ class UpstreamClient:
     def _lost(self, conn: Connection) -> None:
         """The transport of ``conn`` is gone: forget it if it was idle."""
         self._open.discard(conn)
-        idle = self._idle.get(conn.origin.key)
+        idle = self._idle.get(conn.pool_key)
         if idle and conn in idle:
             idle.remove(conn)
             self._idle_total -= 1
@@ -262,5 +278,7 @@ class UpstreamClient:
             if idle:
                 due = idle[0].idle_since + self._keepalive
                 next_due = due if next_due is None else min(next_due, due)
+        for key in [key for key, idle in self._idle.items() if not idle]:
+            del self._idle[key]  # one entry per origin and credential: drop those with none idle
         if next_due is not None and not self._closed:
             self._sweeper = asyncio.get_running_loop().call_later(max(0.0, next_due - now), self._sweep)
