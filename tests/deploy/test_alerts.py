@@ -75,5 +75,5 @@ def test_every_alert_says_what_it_means_and_where_to_look(needle: str) -> None:
             page, _, anchor = rule["annotations"]["runbook"].partition("#")
             text = (DEPLOY.parent / page).read_text(encoding="utf-8")
             headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in
-                        re.findall(r"^#+ (.+)$", text, re.M)}  # fmt: skip
+                        re.findall(r"^#+ (.+)$", text, re.MULTILINE)}  # fmt: skip
             assert anchor in headings, (rule["alert"], anchor)
