@@ -21,7 +21,7 @@ from odock.v1 import node_pb2
 
 from data_plane.governance.types import ControlPlaneUnavailable
 from data_plane.limits.lanes import NEVER, Lane
-from data_plane.limits.pools import Pool, PoolKey, grant_window_end, to_cp_up
+from data_plane.limits.pools import Pool, PoolKey, grant_window_end, scale, to_cp_up
 from data_plane.limits.rules import Denial
 from data_plane.settings import LimitSettings
 
@@ -54,7 +54,9 @@ class Fills:
         self._lanes: dict[PoolKey, Lane] = {}
         self._pending: list[node_pb2.LeaseReturn] = []  # returns and corrections not yet delivered
         self._latency = 0.0  # smoothed AcquireLeases round trip, seconds
+        self._call_failed = False  # the latest call failed (or a wait expired): the control plane is away
         self.lease_calls = 0
+        self._minute_seconds = 60.0  # the control plane's "minute", as its latest per-minute grant said
 
     # Provided by Limiter.
     def _dispatch(self, lanes: Iterable[Lane]) -> None:
@@ -64,6 +66,9 @@ class Fills:
         raise NotImplementedError
 
     def _woken(self, lanes: list[Lane]) -> None:
+        raise NotImplementedError
+
+    def _answered(self) -> None:
         raise NotImplementedError
 
     # -- calls ----------------------------------------------------------------------------
@@ -97,6 +102,7 @@ class Fills:
             wall, now = self._wall(), self._clock()
             for lane, grant in zip(lanes, grants, strict=True):
                 self._apply(lane, grant, wall, now)
+            self._answered()
         except ControlPlaneUnavailable:
             for lane in lanes:
                 self._failed(lane)
@@ -110,6 +116,7 @@ class Fills:
         self._woken(lanes)
 
     def _failed(self, lane: Lane) -> None:
+        self._call_failed = True
         lane.backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, lane.backoff * 2))
         lane.fail_until = self._clock() + lane.backoff
 
@@ -145,6 +152,7 @@ class Fills:
             lane.denied = None
             self._retire(lane)
             return
+        self._track(lane, grant)
         end = grant_window_end(grant)
         if grant.amount <= 0:
             if lane.metric in PER_MINUTE and end is not None:
@@ -173,6 +181,22 @@ class Fills:
             lane.low_water = NEVER  # nothing left to grant at this ask: prefetching would only cost calls
         else:
             lane.low_water = max(one, lane.want(self._horizon(), pool.window_seconds) // 2)
+
+    def _track(self, lane: Lane, grant: node_pb2.LeaseGrant) -> None:
+        """Keep what an outage would go on (data_plane/limits/degraded.py)."""
+        if lane.metric in PER_MINUTE:
+            if grant.window != lane.gwin:
+                if lane.gshare >= 0:
+                    lane.share = lane.gshare  # the latest window this node had grants in, complete
+                lane.gwin, lane.granted = grant.window, 0
+            lane.granted += grant.amount
+            total = grant.limit - grant.remaining
+            lane.gshare = min(1.0, lane.granted / total) if total > 0 else 1.0
+            if grant.window_seconds > 0:
+                self._minute_seconds = grant.window_seconds
+        else:
+            lane.dleft = grant.remaining * scale(lane.metric)
+            lane.dtaken = 0
 
     def _retire(self, lane: Lane) -> None:
         """Drop the lane's pool (returning its leases if it has any)."""
@@ -230,4 +254,6 @@ class Fills:
             await self._source.acquire_leases([], returns)
         except ControlPlaneUnavailable:
             self._pending = returns + self._pending
+            self._call_failed = True
             raise
+        self._answered()

@@ -23,7 +23,7 @@ from odock.limitmetrics import (
 )
 
 from data_plane.governance.types import GrantLimits, KeyGrant
-from data_plane.limits.pools import Pool, PoolKey
+from data_plane.limits.pools import PICOS_PER_MICRO, Pool, PoolKey
 from data_plane.limits.rules import Denial
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ IDLE_LANE_SECONDS = 120.0  # a lane unused this long (and holding nothing) is fo
 class Waiter:
     """A request queued on every lane it reserves from, until it is at the head of all of them."""
 
-    __slots__ = ("future", "needs", "picos", "plan", "skip", "timer", "tokens")
+    __slots__ = ("future", "local", "needs", "picos", "plan", "skip", "timer", "tokens")
 
     def __init__(
         self,
@@ -56,6 +56,7 @@ class Waiter:
         self.future = future
         self.skip = skip  # lanes the control plane called unlimited: nothing reserved there
         self.timer: asyncio.TimerHandle | None = None
+        self.local = False  # a local allowance covered it somewhere (the control plane away)
 
     def amount_for(self, lane: Lane) -> int:
         """What this request reserves from ``lane``."""
@@ -74,8 +75,14 @@ class Lane:
         "count",
         "demand",
         "denied",
+        "dleft",
+        "dtaken",
         "fail_until",
         "filling",
+        "granted",
+        "gshare",
+        "gwin",
+        "hint",
         "key",
         "key_id",
         "kind",
@@ -85,6 +92,7 @@ class Lane:
         "pool",
         "rate",
         "renew",
+        "share",
         "since",
         "spent",
         "unlimited_until",
@@ -112,6 +120,18 @@ class Lane:
         self.unlimited_until = 0.0  # unix: the control plane said "no limit" until then
         self.fail_until = 0.0  # monotonic: the last fill failed; no call (and 503 when short) until then
         self.backoff = 0.0
+        # Outage bookkeeping (data_plane/limits/degraded.py): the limit as the key's grant states it
+        # (node units), this node's grants in its latest per-minute window and its fraction of the
+        # scope's grants there (the window before: ``share``; -1: none), for the long windows what
+        # the control plane had left at its last answer (node units, -1: never asked), and what
+        # was added locally while away.
+        self.hint = 0
+        self.gwin = -1
+        self.granted = 0
+        self.gshare = -1.0
+        self.share = -1.0
+        self.dleft = -1
+        self.dtaken = 0
 
     def covers(self, amount: int, wall: float) -> bool:
         """Whether the current pool holds ``amount`` now."""
@@ -161,6 +181,7 @@ class Plan:
     lanes: tuple[Lane, ...]
     # Indices into ``lanes`` per header group: requests/min, tokens/min, monthly quota, money.
     groups: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    fail_closed: bool = False  # the org's outage policy, as of its latest grant seen on the slow path
 
 
 def plan_for(grant: KeyGrant, table: dict[PoolKey, Lane], now: float) -> Plan:
@@ -183,9 +204,10 @@ def plan_for(grant: KeyGrant, table: dict[PoolKey, Lane], now: float) -> Plan:
         found = table.get(pk)
         if found is None:
             found = table[pk] = Lane(org, scope_key, metric, now)
+        found.hint = value * (PICOS_PER_MICRO if metric in MONEY else 1)
         lanes.append(found)
     groups = tuple(
         tuple(i for i, ln in enumerate(lanes) if ln.metric in members)
         for members in ({REQUESTS_PER_MINUTE}, {TOKENS_PER_MINUTE}, {MONTHLY_TOKENS}, MONEY)
     )
-    return Plan(lim, org, tuple(lanes), groups)  # type: ignore[arg-type]
+    return Plan(lim, org, tuple(lanes), groups, grant.fail_closed)  # type: ignore[arg-type]

@@ -5,8 +5,9 @@ uses covers it and nobody is queued there. Otherwise it queues, FIFO, on every l
 is admitted when it is at the head of all of them and they all cover it; a short lane gets one
 ``AcquireLeases`` call at a time (several short lanes share it) whose grant wakes the queue. A
 request is refused (429) only when the control plane granted nothing to a request that needed
-it, and gets 503 when the control plane cannot be reached (or did not answer within
-``ODOCK_LIMIT_WAIT_SECONDS``). Pools are refilled in the background before they run out.
+it. When the control plane is away, a fail-open org's requests are admitted on local limits
+(``degraded.py``) without waiting on a call; a fail-closed org's get 503. Pools are refilled in
+the background before they run out.
 Settlement corrects each reservation to the actual usage once the response is done.
 """
 
@@ -26,8 +27,8 @@ from odock.v1 import node_pb2
 from data_plane.errors import GatewayError
 from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, Link
 from data_plane.limits.admission import Admission
+from data_plane.limits.degraded import Degraded
 from data_plane.limits.estimate import Estimate
-from data_plane.limits.fills import Fills
 from data_plane.limits.lanes import MONEY_KIND, REQUESTS, TOKENS, Lane, Plan, Waiter, plan_for
 from data_plane.limits.pools import Pool, PoolKey, adjustment, scale
 from data_plane.limits.rules import refusal, unavailable
@@ -46,7 +47,7 @@ class LeaseSource(Protocol):
     ) -> list[node_pb2.LeaseGrant]: ...
 
 
-class Limiter(Fills):
+class Limiter(Degraded):
     """Holds this worker's leases and admits, refuses and settles requests against them."""
 
     def __init__(
@@ -58,11 +59,9 @@ class Limiter(Fills):
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(source, settings, clock, wall)
-        self._link = link
+        super().__init__(source, link, settings, clock, wall)
         self._plans: dict[str, Plan] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.degraded_admissions = 0
         self.admitted = 0
         self.refused: Counter[str] = Counter()
 
@@ -88,6 +87,7 @@ class Limiter(Fills):
                 break
         else:
             return self._take(plan, tokens, picos, wall, None)
+        plan.fail_closed = grant.fail_closed
         return await self._admit_slow(plan, tokens, picos, wall)
 
     def _plan(self, grant: KeyGrant) -> Plan:
@@ -99,7 +99,7 @@ class Limiter(Fills):
         return plan
 
     def _take(
-        self, plan: Plan, tokens: int, picos: int, wall: float, skip: frozenset[Lane] | None
+        self, plan: Plan, tokens: int, picos: int, wall: float, skip: frozenset[Lane] | None, local: bool = False
     ) -> Admission:
         pools: list[Pool | None] = []
         low: list[Lane] | None = None
@@ -122,8 +122,8 @@ class Limiter(Fills):
         if low is not None:
             self._prefetch(low)  # one call for every limit of this request that runs low
         self.admitted += 1
-        if not self._link.connected:
-            self.degraded_admissions += 1
+        if self._call_failed or not self._link.connected:
+            self._degraded_admission(local)
         return Admission(self, plan, pools, tokens, picos)
 
     async def _admit_slow(self, plan: Plan, tokens: int, picos: int, wall: float) -> Admission:
@@ -139,15 +139,17 @@ class Limiter(Fills):
                 continue
             needs.append((lane, amount))
         # A refusal matters only where the pool cannot cover: what is held still serves requests.
+        local = False
         for lane, amount in needs:
             if not lane.covers(amount, wall):
-                err = self._verdict(lane, now, wall)
+                err = self._verdict(lane, amount, plan, now, wall)
                 if err is not None:
                     self.refused[err.code] += 1
                     raise err
+                local = local or lane.covers(amount, wall)  # covered now: locally, the control plane away
         skip = frozenset(unlimited) if unlimited else None
         if all(not lane.waiters and lane.covers(amount, wall) for lane, amount in needs):
-            return self._take(plan, tokens, picos, wall, skip)
+            return self._take(plan, tokens, picos, wall, skip, local)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Admission] = loop.create_future()
         waiter = Waiter(needs, plan, tokens, picos, future, skip)
@@ -165,13 +167,19 @@ class Limiter(Fills):
                 future.result().settle(0, 0)
             raise
 
-    def _verdict(self, lane: Lane, now: float, wall: float) -> GatewayError | None:
-        """Why a lane that cannot cover a request refuses it now (None: asking may help)."""
+    def _verdict(self, lane: Lane, amount: int, plan: Plan, now: float, wall: float) -> GatewayError | None:
+        """Why a lane that cannot cover a request refuses it now (None: asking may help, or, the
+        control plane away and the org fail-open, the lane now covers it from its local allowance)."""
         denial = lane.denied
         if denial is not None:
             if denial.until > now:
                 return refusal(lane.metric, bool(lane.key_id), denial, wall)
             lane.denied = None
+        if not plan.fail_closed and (self._call_failed or not self._link.connected):
+            err = self._local(lane, amount, wall)
+            if err is None:
+                self._prefetch([lane])  # in the background: a call that succeeds ends the outage
+            return err
         if lane.fail_until > now:
             return unavailable()
         return None
@@ -200,17 +208,21 @@ class Limiter(Fills):
         behind = False
         for lane, amount in waiter.needs:
             if not lane.covers(amount, wall):
-                err = self._verdict(lane, now, wall)
+                err = self._verdict(lane, amount, waiter.plan, now, wall)
                 if err is not None:
                     self._finish(waiter, None, err)
                     return True
-                short[lane] = None
-                lacking = True
-            elif lane.waiters[0] is not waiter:
+                if not lane.covers(amount, wall):
+                    short[lane] = None
+                    lacking = True
+                    continue
+                waiter.local = True
+            if lane.waiters[0] is not waiter:
                 behind = True
         if lacking or behind:
             return False
-        self._finish(waiter, self._take(waiter.plan, waiter.tokens, waiter.picos, wall, waiter.skip), None)
+        plan = waiter.plan
+        self._finish(waiter, self._take(plan, waiter.tokens, waiter.picos, wall, waiter.skip, waiter.local), None)
         return True
 
     def _finish(self, waiter: Waiter, admission: Admission | None, err: GatewayError | None) -> None:
@@ -245,6 +257,11 @@ class Limiter(Fills):
         """The wait deadline passed: the control plane did not answer in time."""
         if waiter.future.done():
             return
+        if not waiter.plan.fail_closed:
+            self._call_failed = True  # away until a call succeeds: this queue is served locally now
+            self._dispatch([lane for lane, _ in waiter.needs])
+            if waiter.future.done():
+                return
         self._leave(waiter)
         if not waiter.future.done():
             err = unavailable()
@@ -295,6 +312,7 @@ class Limiter(Fills):
             lane.denied = None
             lane.unlimited_until = 0.0
             lane.fail_until = lane.backoff = 0.0
+        self._answered()  # the watch stream is back: leave degraded mode
 
     # -- background -----------------------------------------------------------------------
 
@@ -306,6 +324,7 @@ class Limiter(Fills):
                 if self._housekeep(self._link.connected):
                     self._plans.clear()  # some lanes were dropped: plans are rebuilt on use
                 self._woken(list(self._lanes.values()))
+                self._check_back()
                 if self._pending and self._link.connected:
                     await self._send_returns()
             except ControlPlaneUnavailable:
@@ -346,7 +365,10 @@ class Limiter(Fills):
         return {
             "enabled": True,
             "admitted": self.admitted,
+            "degraded": self.away,
             "degraded_admissions": self.degraded_admissions,
+            "degraded_local": self.degraded_local,
+            "outages": self.outages,
             "refused": dict(self.refused),
             "pending_returns": len(self._pending),
             "waiting": len({id(waiter) for lane in self._lanes.values() for waiter in lane.waiters}),

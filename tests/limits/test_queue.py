@@ -23,10 +23,10 @@ HUGE = 10**12
 SMALL = Estimate(tokens=100, picos=0)
 
 
-def key_grant(limits: GrantLimits, key_id: str = "key_a") -> KeyGrant:
+def key_grant(limits: GrantLimits, key_id: str = "key_a", *, fail_closed: bool = False) -> KeyGrant:
     """A cached grant of key ``key_id`` in org ``org_a`` with ``limits``."""
     return KeyGrant(org_id="org_a", org_name="a", key_id=key_id, all_models=True, models=frozenset(),
-                    expire_at=None, default_models={}, fail_closed=False, limits=limits)  # fmt: skip
+                    expire_at=None, default_models={}, fail_closed=fail_closed, limits=limits)  # fmt: skip
 
 
 def limiter(source: LedgerSource, **settings: float) -> Limiter:
@@ -136,10 +136,11 @@ async def test_a_request_is_refused_only_when_the_allowance_is_used_up() -> None
 
 
 async def test_a_request_queued_past_the_deadline_gets_503_and_frees_the_queue() -> None:
+    """Fail-closed org (a fail-open one is admitted on local limits: tests/limits/test_degraded.py)."""
     source = LedgerSource(HUGE)
     source.gate = asyncio.Event()  # the control plane never answers
     lim = limiter(source, wait_seconds=0.05)
-    grant = key_grant(TPM)
+    grant = key_grant(TPM, fail_closed=True)
     with pytest.raises(GatewayError) as info:
         await lim.admit(grant, SMALL)
     assert (info.value.status, info.value.code) == (503, "control_plane_unavailable")
@@ -152,9 +153,10 @@ async def test_a_request_queued_past_the_deadline_gets_503_and_frees_the_queue()
 
 
 async def test_a_failed_call_backs_off_503s_only_what_the_pool_cannot_cover() -> None:
+    """Fail-closed org (a fail-open one is admitted on local limits: tests/limits/test_degraded.py)."""
     source = LedgerSource(HUGE)
     lim = limiter(source)
-    grant = key_grant(TPM)
+    grant = key_grant(TPM, fail_closed=True)
     (await lim.admit(grant, SMALL)).settle(SMALL.tokens, 0)  # the pool now holds a few requests' worth
     calls = len(source.calls)
     source.fail = True
