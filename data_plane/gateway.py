@@ -21,9 +21,10 @@ from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, KeyRe
 from data_plane.limits.gate import admit_request, settle_request
 from data_plane.payload import PayloadError, inspect_json, inspect_multipart, multipart_with_model, with_model
 from data_plane.providers import DIALECTS, Endpoint
-from data_plane.providers.headers import build_headers
+from data_plane.providers.headers import HOP_HEADER, build_headers
 from data_plane.proxy import Relay
 from data_plane.state import STATE, NodeState
+from data_plane.upstream.egress import EGRESS
 from data_plane.usage import METER, RECORD_ID, client_request_id
 from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR, RequestMeter
@@ -61,6 +62,15 @@ def not_allowed(name: str) -> GatewayError:
     """The 403 for a model the key may not use."""
     return GatewayError(
         403, "model_not_allowed", f"This API key is not allowed to use the model {clip(name)!r}", param="model"
+    )
+
+
+def loop_detected() -> GatewayError:
+    """The 508 for a request a gateway forwarded (x-odock-hop): a model whose base URL is a gateway."""
+    return GatewayError(
+        508,
+        "loop_detected",
+        "This request was forwarded by an Odock gateway; a model's base URL points back at a gateway",
     )
 
 
@@ -125,6 +135,8 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
     form = endpoint.model_in == "form"
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        if HOP_HEADER in request.headers:  # before any work: one nested request, not a loop
+            raise loop_detected()
         state = request.app[STATE]
         settings = state.settings
         loop = asyncio.get_running_loop()
@@ -246,6 +258,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             deadline=deadline,
             max_buffered=settings.max_buffered_response_bytes,
         )
+        EGRESS.set(route.egress)  # checked on each new upstream connection (upstream/egress.py)
         return await relay.forward(
             state.upstream,
             endpoint.method,

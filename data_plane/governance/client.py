@@ -8,6 +8,7 @@ import grpc
 from cryptography.exceptions import InvalidTag
 from google.protobuf.message import Message
 from odock import sealing
+from odock.egress import policy_of
 from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 from data_plane.governance.types import (
@@ -158,6 +159,7 @@ class NodeClient:
                     else None
                 ),
             ),
+            egress=policy_of(resp.egress_allow),  # parsed once per distinct list
         )
         return route, resp.revision
 

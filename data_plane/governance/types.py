@@ -6,6 +6,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from odock.egress import DEFAULT_POLICY, EgressPolicy
+
 
 class KeyRejected(Exception):
     """The control plane refused the key (unknown, revoked or expired)."""
@@ -83,6 +85,8 @@ class Route:
     credential_id: str
     secret: bytes = field(repr=False)
     pricing: Pricing = field(default_factory=Pricing)
+    # Where this route's upstream connections may go (the control plane's ODOCK_EGRESS_ALLOW).
+    egress: EgressPolicy = DEFAULT_POLICY
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,13 @@ DROPPED_HEADERS = frozenset(
         "cookie",
         "forwarded",
         "x-real-ip",
+        "x-odock-hop",
     }
 )
 DROPPED_PREFIXES = ("proxy-", "x-forwarded-")
+# Set on every request the gateway forwards; a gateway refuses a request carrying it (508), so a
+# model whose base URL points at a gateway costs one nested request, not a loop.
+HOP_HEADER = "x-odock-hop"
 
 
 _DROP_BY_FAMILY: dict[int, tuple[Dialect, frozenset[str]]] = {}
@@ -76,5 +80,6 @@ def build_headers(
     # Uncompressed answers: usage is read from response bodies as they pass, and an
     # absent Accept-Encoding would, by RFC 9110, allow any coding.
     out["Accept-Encoding"] = "identity"
+    out[HOP_HEADER] = "1"
     out[dialect.auth_header] = dialect.auth_prefix + secret
     return out

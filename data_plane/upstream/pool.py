@@ -8,6 +8,7 @@ import ssl
 from collections.abc import Mapping
 
 from data_plane.settings import Settings
+from data_plane.upstream import egress
 from data_plane.upstream.connection import Connection
 from data_plane.upstream.errors import UpstreamBroken, UpstreamConnectTimeout, UpstreamUnreachable
 from data_plane.upstream.response import UpstreamResponse
@@ -190,7 +191,8 @@ class UpstreamClient:
         loop = asyncio.get_running_loop()
         context = self._ssl_context() if origin.tls else None
         try:
-            _, conn = await loop.create_connection(
+            _, conn = await egress.create_connection(  # only addresses the egress policy allows
+                loop,
                 lambda: Connection(self, origin, pool_key),
                 origin.host,
                 origin.port,

@@ -88,6 +88,7 @@ def test_filtering_and_provider_auth(
     assert len(lowered) == len(out)  # no name twice in different cases
     assert lowered.pop(auth_name) == auth_value
     assert lowered.pop("accept-encoding") == "identity"  # never the client's: usage is read from bodies
+    assert lowered.pop("x-odock-hop") == "1"  # every forwarded request is marked: a gateway refuses it
     for name, value in KEPT.items():
         assert lowered.pop(name) == value
     kept_family_specific = {"openai-organization", "openai-project", "x-goog-user-project"} - family_dropped
@@ -100,15 +101,22 @@ def test_filtering_and_provider_auth(
 def test_anthropic_version_defaulted_only_when_absent() -> None:
     out = build_headers(DIALECTS[ANTHROPIC], {"Content-Type": "application/json"}, "k")
     assert out == {"Content-Type": "application/json", "anthropic-version": "2023-06-01",
-                   "Accept-Encoding": "identity", "x-api-key": "k"}
+                   "Accept-Encoding": "identity", "x-odock-hop": "1", "x-api-key": "k"}
     out = build_headers(DIALECTS[ANTHROPIC], {"Anthropic-Version": "2024-01-01"}, "k")
-    assert out == {"Anthropic-Version": "2024-01-01", "Accept-Encoding": "identity", "x-api-key": "k"}
+    assert out == {"Anthropic-Version": "2024-01-01", "Accept-Encoding": "identity", "x-odock-hop": "1",
+                   "x-api-key": "k"}
+
+
+def test_a_client_hop_header_is_never_forwarded_as_sent() -> None:
+    out = build_headers(DIALECTS[OPENAI], {"X-Odock-Hop": "0", "x-odock-hop": "7"}, "k")
+    assert [(k, v) for k, v in out.items() if k.lower() == "x-odock-hop"] == [("x-odock-hop", "1")]
 
 
 def test_accepts_pairs_and_plain_mappings() -> None:
     assert build_headers(DIALECTS[VLLM], [("Accept", "a"), ("accept", "b")], "k") == {
         "Accept": "a, b",
         "Accept-Encoding": "identity",
+        "x-odock-hop": "1",
         "Authorization": "Bearer k",
     }
 

@@ -1,0 +1,125 @@
+"""The egress policy at connect time: never open a connection to an address the policy refuses.
+
+The control plane hands each node its allow list with every route (``Route.egress_allow``);
+the gateway sets the route's policy in :data:`EGRESS` (a context variable: each request is its
+own task, so the policy travels with the request without widening the upstream client's
+signature) and every *new* upstream connection is checked here, against the addresses the host
+name resolves to right now -- the check a DNS answer that changed since the model was created
+cannot get around. Only allowed addresses are connected to, in the resolver's order, so a
+refused address never sees a byte (not even a TLS ClientHello).
+
+Pooled connections were checked when they were opened; one opened under an earlier, looser
+policy may carry requests until it closes (idle ones after the keep-alive, 30 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import ssl as _ssl
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from typing import TypeVar
+
+from odock.egress import EgressPolicy, IPAddress
+
+from data_plane.errors import GatewayError
+
+log = logging.getLogger("odock.data_plane.egress")
+
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+# The policy of the route a request goes to; None (the default): no check (tests of the bare client).
+EGRESS: ContextVar[EgressPolicy | None] = ContextVar("odock_egress", default=None)
+EGRESS_DENIED_MESSAGE = "The model's upstream address is not allowed by the gateway's egress policy"
+
+
+class EgressDenied(GatewayError):
+    """Every address of the upstream host is refused: a 502 ``egress_denied``, rendered per family.
+
+    A GatewayError (not an UpstreamError) so the relay passes it on as it is, with its own code.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(502, "egress_denied", EGRESS_DENIED_MESSAGE)
+
+
+async def system_resolve(host: str, port: int) -> list[str]:
+    """The addresses of ``host`` from the system resolver (in the loop's executor, off the loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+# Tests substitute a resolver whose answers they control (a name that "rebinds").
+resolve: Resolver = system_resolve
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+async def allowed_hosts(host: str, port: int, policy: EgressPolicy) -> list[str]:
+    """What to connect to for ``host``: itself if the policy names it or it is an allowed literal,
+    else its allowed addresses. EgressDenied when none is allowed; OSError if it does not resolve."""
+    if policy.allows_host(host):
+        return [host]
+    literal = _address(host)
+    if literal is not None:
+        candidates = [host]
+    else:
+        candidates = list(dict.fromkeys(await resolve(host, port)))
+    allowed: list[str] = []
+    refused: list[str] = []
+    for text in candidates:
+        address = _address(text)
+        if address is not None and policy.allowed(address):
+            allowed.append(text)
+        else:
+            refused.append(text)
+    if not allowed:
+        log.warning(
+            "egress denied: upstream host %s resolves only to refused addresses (%s); nothing sent",
+            host[:253],
+            ", ".join(refused[:8]) or "none",
+        )
+        raise EgressDenied
+    return allowed
+
+
+async def create_connection(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], P],
+    host: str,
+    port: int,
+    *,
+    ssl: _ssl.SSLContext | None,
+    server_hostname: str | None,
+) -> tuple[asyncio.Transport, P]:
+    """``loop.create_connection`` under the request's egress policy (:data:`EGRESS`).
+
+    Without a policy it is exactly the loop's call. With one, only allowed addresses are tried,
+    in order, each with the original name for TLS (SNI, certificate check); the last failure is raised.
+    """
+    policy = EGRESS.get()
+    if policy is None:
+        transport, protocol = await loop.create_connection(
+            factory, host, port, ssl=ssl, server_hostname=server_hostname
+        )
+        return transport, protocol
+    targets = await allowed_hosts(host, port, policy)
+    for i, target in enumerate(targets):
+        try:
+            transport, protocol = await loop.create_connection(
+                factory, target, port, ssl=ssl, server_hostname=server_hostname
+            )
+            return transport, protocol
+        except OSError:
+            if i == len(targets) - 1:
+                raise
+    raise AssertionError("unreachable: targets is never empty")
