@@ -47,6 +47,8 @@ from control_plane.services.orgs import OrgServicer
 from control_plane.services.usage import UsageServicer
 from control_plane.settings import Settings
 from control_plane.store import db
+from control_plane.store.background import BackgroundDatabase
+from control_plane.usage.priority import GovernanceFirst
 
 log = logging.getLogger("odock.control_plane")
 
@@ -76,6 +78,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     feed: ChangeFeed
     engine: AsyncEngine
+    background: BackgroundDatabase
     metrics: ControlPlaneMetrics
     db_check: DatabaseCheck
     metrics_server: MetricsServer | None = None
@@ -91,6 +94,7 @@ class RunningServer:
         await self.feed.stop()
         await stopping
         await self.engine.dispose()
+        await asyncio.to_thread(self.background.close)
         if self.metrics_server is not None:  # last: scrapes still work while draining
             await self.metrics_server.stop()
 
@@ -123,6 +127,8 @@ async def start(settings: Settings) -> RunningServer:
     if settings.migrate:
         await db.migrate(settings.database_url)
     engine = db.make_engine(settings.database_url)
+    # Usage ingestion and pruning: own connections and worker threads (usage/priority.py).
+    background = BackgroundDatabase.open(settings.database_url, settings.usage_ingest_concurrency + 1)
     metrics = ControlPlaneMetrics()
     metrics.watch_engine(engine)
     try:
@@ -131,11 +137,14 @@ async def start(settings: Settings) -> RunningServer:
         await feed.start()
     except BaseException:
         await engine.dispose()
+        await asyncio.to_thread(background.close)
         raise
     metrics_server: MetricsServer | None = None
     try:
         metrics.watch_feed(feed)
         deps = Deps(sessionmaker=sessionmaker, settings=settings, keyring=keyring, feed=feed)
+        # SQLite has one writer: a second ingest transaction would only queue for its lock.
+        priority = GovernanceFirst(settings.usage_ingest_concurrency if background.is_postgres else 1)
         known = service_methods((*SERVICE_NAMES, health.SERVICE_NAME, *REFLECTION_NAMES))
         server = grpc.aio.server(
             interceptors=[MetricsInterceptor(metrics, known), AuthInterceptor(settings, sessionmaker)]
@@ -146,7 +155,15 @@ async def start(settings: Settings) -> RunningServer:
         keys_pb2_grpc.add_VirtualKeyServiceServicer_to_server(VirtualKeyServicer(deps), server)
         admin_tokens_pb2_grpc.add_AdminTokenServiceServicer_to_server(AdminTokenServicer(deps), server)
         node_pb2_grpc.add_NodeServiceServicer_to_server(
-            NodeServicer(sessionmaker, settings, feed, usage_observer=metrics), server
+            NodeServicer(
+                sessionmaker,
+                settings,
+                feed,
+                usage_observer=metrics,
+                usage_store=background,
+                priority=priority,
+            ),
+            server,
         )
         usage_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(sessionmaker), server)
         health_servicer = health.aio.HealthServicer()
@@ -166,12 +183,13 @@ async def start(settings: Settings) -> RunningServer:
     except BaseException:
         await feed.stop()
         await engine.dispose()
+        await asyncio.to_thread(background.close)
         if metrics_server is not None:
             await metrics_server.stop()
         raise
     return RunningServer(
         server=server, address=address, health=health_servicer, feed=feed, engine=engine,
-        metrics=metrics, db_check=db_check, metrics_server=metrics_server,
+        background=background, metrics=metrics, db_check=db_check, metrics_server=metrics_server,
     )  # fmt: skip
 
 

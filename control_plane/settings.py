@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from odock import egress, envconfig
 from odock.envconfig import EnvReader as _Env
@@ -54,6 +55,12 @@ class Settings:
     limit_minute_seconds: float = 60.0
     lease_ttl_seconds: float = 60.0
     lease_fraction: float = 0.25
+    # Usage (docs/operations.md): ingest transactions at once (governance RPCs go first);
+    # days raw records and hourly rollups are kept (0 = forever); how often the pruner runs.
+    usage_ingest_concurrency: int = 2
+    usage_retention_days: float = 30.0
+    usage_rollup_retention_days: float = 400.0
+    usage_prune_seconds: float = 600.0
     # HOST:PORT of the Prometheus /metrics listener; None = no listener.
     metrics_listen: str | None = None
     db_check_seconds: float = DEFAULT_DB_CHECK_SECONDS
@@ -127,12 +134,37 @@ class Settings:
             limit_minute_seconds=env.number("ODOCK_LIMIT_MINUTE_SECONDS", 60.0, low=0.5, high=3600.0),
             lease_ttl_seconds=env.number("ODOCK_LEASE_TTL_SECONDS", 60.0, low=1.0, high=86400.0),
             lease_fraction=env.number("ODOCK_LEASE_FRACTION", 0.25, low=0.01, high=1.0),
+            **_usage_settings(env),
             metrics_listen=parse_address("ODOCK_CP_METRICS_LISTEN", metrics) if metrics else None,
             db_check_seconds=env.number(
                 "ODOCK_DB_CHECK_SECONDS", DEFAULT_DB_CHECK_SECONDS, low=0.05, high=3600.0
             ),
             egress_allow=egress_allow,
         )
+
+
+class _UsageSettings(TypedDict):
+    usage_ingest_concurrency: int
+    usage_retention_days: float
+    usage_rollup_retention_days: float
+    usage_prune_seconds: float
+
+
+def _usage_settings(env: _Env) -> _UsageSettings:
+    records = env.number("ODOCK_USAGE_RETENTION_DAYS", 30.0, low=0.0, high=36500.0)
+    rollups = env.number("ODOCK_USAGE_ROLLUP_RETENTION_DAYS", 400.0, low=0.0, high=36500.0)
+    # Rollups seed the monthly limit counters and serve totals: they must outlive a month and the records.
+    if rollups and (rollups < 35 or (records == 0 or rollups < records)):
+        raise SettingsError(
+            "ODOCK_USAGE_ROLLUP_RETENTION_DAYS: must be 0 (keep forever) or at least 35"
+            " and at least ODOCK_USAGE_RETENTION_DAYS"
+        )
+    return _UsageSettings(
+        usage_ingest_concurrency=int(env.number("ODOCK_USAGE_INGEST_CONCURRENCY", 2, low=1, high=64, integer=True)),
+        usage_retention_days=records,
+        usage_rollup_retention_days=rollups,
+        usage_prune_seconds=env.number("ODOCK_USAGE_PRUNE_SECONDS", 600.0, low=0.05, high=86400.0),
+    )
 
 
 def database_url_from_env(environ: Mapping[str, str]) -> str:

@@ -30,9 +30,11 @@ from control_plane.errors import DomainError
 from control_plane.limits import LeaseService
 from control_plane.settings import Settings
 from control_plane.store import changes
+from control_plane.store.background import BackgroundDatabase
 from control_plane.store.tables import CredentialRow, ModelRow, OrgRow, VirtualKeyRow
 from control_plane.usage import UsageIngestor
 from control_plane.usage.ingest import IngestObserver
+from control_plane.usage.priority import GovernanceFirst
 
 
 async def _abort(
@@ -116,12 +118,17 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         feed: ChangeFeed,
         *,
         usage_observer: IngestObserver | None = None,
+        usage_store: BackgroundDatabase | None = None,
+        priority: GovernanceFirst | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._keyring = Keyring.from_spec(settings.keks_spec)
         self._egress_allow = settings.egress_allow
         self._feed = feed
-        self._usage = UsageIngestor(sessionmaker, usage_observer)
+        # Governance RPCs go before usage ingestion (usage/priority.py); the server gives
+        # ingestion its own engine and threads so its backlog never holds the loop or the pool.
+        self._priority = priority or GovernanceFirst(settings.usage_ingest_concurrency)
+        self._usage = UsageIngestor(usage_store or sessionmaker, usage_observer, self._priority)
         self._leases = LeaseService(sessionmaker, settings, feed)
 
     async def ResolveKey(
@@ -137,7 +144,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 f"key_digest: must be {DIGEST_SIZE} bytes (HMAC-SHA256)",
             )
         now = _now()
-        async with self._sessionmaker() as session, session.begin():
+        async with self._priority.governance(), self._sessionmaker() as session, session.begin():
             revision = await changes.current_revision(session)
             expire_time: datetime | None = None
             key = await session.scalar(select(VirtualKeyRow).where(VirtualKeyRow.digest == digest))
@@ -181,7 +188,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"node_public_key: must be a {sealing.PUBLIC_KEY_SIZE}-byte X25519 public key",
             )
-        async with self._sessionmaker() as session, session.begin():
+        async with self._priority.governance(), self._sessionmaker() as session, session.begin():
             revision = await changes.current_revision(session)
             found = (
                 await session.execute(
@@ -239,7 +246,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     ) -> node_pb2.ListRoutesResponse:
         if not request.org_id:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "org_id: required")
-        async with self._sessionmaker() as session, session.begin():
+        async with self._priority.governance(), self._sessionmaker() as session, session.begin():
             revision = await changes.current_revision(session)
             org = await session.get(OrgRow, request.org_id)
             models = (
@@ -289,7 +296,8 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         context: grpc.aio.ServicerContext[node_pb2.AcquireLeasesRequest, node_pb2.AcquireLeasesResponse],
     ) -> node_pb2.AcquireLeasesResponse:
         try:
-            response: node_pb2.AcquireLeasesResponse = await self._leases.acquire(request)
+            async with self._priority.governance():
+                response: node_pb2.AcquireLeasesResponse = await self._leases.acquire(request)
         except DomainError as exc:
             await _abort(context, exc.code, exc.message)
         return response

@@ -107,13 +107,29 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(async_url, **options)
 
 
-def make_background_engine(url: str, connections: int) -> AsyncEngine:
-    """A second engine with a small pool of its own, for usage ingestion and pruning.
+def make_sync_engine(url: str, connections: int) -> Engine:
+    """A synchronous engine with a pool of ``connections``, for work run in worker threads.
 
-    Separate from the governance engine so a backlog of background work can
-    never hold the connections lease and resolve RPCs need (see usage/priority.py).
+    Usage ingestion and pruning use one (store/background.py): their own
+    connections, so a backlog never holds those lease and resolve RPCs need,
+    and their row binding runs off the event loop. Same SQLite pragmas.
     """
-    return make_engine(url, pool_size=connections, max_overflow=0)
+    from sqlalchemy import create_engine
+
+    target = sync_url(url)
+    sqlite = _is_sqlite_url(target)
+    # The pool hands a connection to one thread at a time, so pysqlite's thread check is moot.
+    engine = create_engine(
+        target,
+        pool_size=connections,
+        max_overflow=0,
+        pool_pre_ping=True,
+        connect_args={"check_same_thread": False} if sqlite else {},
+        **HIDE_PARAMETERS,
+    )
+    if sqlite:
+        _install_sqlite_pragmas(engine)
+    return engine
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -15,12 +15,14 @@ Decisions (the data-plane half relies on these):
   codes), logged with the request id. The three always add up to the batch size,
   so a node may forget an acked batch entirely.
 - A database that cannot take a batch makes the stream fail with UNAVAILABLE
-  and nothing of that batch is stored: the node keeps it and sends it again.
+  and the batch is not acked: the node keeps it and sends it again. A batch
+  over ``priority.SLICE_ROWS`` (250) records is stored in several transactions, so
+  part of it may already be stored; those records come back as duplicates.
 - ``usage_rollups`` holds hourly totals per (org, hour, key, model, outcome),
   bumped in the same transaction and only for rows actually inserted. Totals are
   served from it (day = 24 hours, UTC). Raw rows carry no model or pricing data
-  and no foreign keys: usage outlives deleted orgs, keys and models. There is no
-  retention pruning yet.
+  and no foreign keys: usage outlives deleted orgs, keys and models. Old rows
+  and rollups are pruned by ``retention.py`` (docs/operations.md).
 
 Wiring: ``NodeService.ReportUsage`` delegates to :class:`UsageIngestor`;
 ``UsageService`` lives in ``control_plane.services.usage``.

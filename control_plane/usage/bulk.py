@@ -8,6 +8,11 @@ SQLite: SQLAlchemy's executemany pages rows into multi-row VALUES statements.
 Both: ``ON CONFLICT (request_id) DO NOTHING RETURNING request_id`` returns only
 the rows actually inserted; rollups use ``ON CONFLICT ... DO UPDATE`` adding
 the deltas to what is there.
+
+The functions take a synchronous Connection: the control plane runs ingestion
+in a worker thread on its own engine (ingest.py), so compiling and binding
+thousands of rows never holds the event loop that serves lease RPCs; an
+AsyncSession reaches them through ``run_sync``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import Connection
 
 from control_plane.store.tables import UsageRecordRow, UsageRollupRow
 
@@ -80,18 +85,17 @@ def _columns(table: Table, rows: Sequence[dict[str, Any]]) -> dict[str, list[Any
     return {c.name: [row[c.name] for row in rows] for c in table.columns}
 
 
-def _is_postgres(session: AsyncSession) -> bool:
-    name = session.get_bind().dialect.name
+def _is_postgres(conn: Connection) -> bool:
+    name = conn.dialect.name
     if name not in ("postgresql", "sqlite"):
         raise RuntimeError(f"unsupported database dialect {name!r}")
     return name == "postgresql"
 
 
-async def insert_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> set[str]:
+def insert_records(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
     """Insert ``rows`` (usage_records column values) unless their request id exists; the ids inserted."""
-    conn = await session.connection()
-    if _is_postgres(session):
-        result = await conn.execute(_pg_records_statement(), _columns(RECORDS, rows))
+    if _is_postgres(conn):
+        result = conn.execute(_pg_records_statement(), _columns(RECORDS, rows))
         return set(result.scalars().all())
     stmt = (
         sqlite.insert(RECORDS)
@@ -101,22 +105,21 @@ async def insert_records(session: AsyncSession, rows: Sequence[dict[str, Any]]) 
     inserted: set[str] = set()
     for start in range(0, len(rows), SQLITE_ROWS_PER_CALL):
         inserted.update(
-            (await conn.execute(stmt, list(rows[start : start + SQLITE_ROWS_PER_CALL]))).scalars().all()
+            conn.execute(stmt, list(rows[start : start + SQLITE_ROWS_PER_CALL])).scalars().all()
         )
     return inserted
 
 
-async def add_rollups(session: AsyncSession, deltas: Sequence[dict[str, Any]]) -> None:
+def add_rollups(conn: Connection, deltas: Sequence[dict[str, Any]]) -> None:
     """Add ``deltas`` (one per rollup key, keys unique) to the hourly rollups."""
     if not deltas:
         return
-    conn = await session.connection()
-    if _is_postgres(session):
-        await conn.execute(_pg_rollups_statement(), _columns(ROLLUPS, deltas))
+    if _is_postgres(conn):
+        conn.execute(_pg_rollups_statement(), _columns(ROLLUPS, deltas))
         return
     stmt = sqlite.insert(ROLLUPS)
     stmt = stmt.on_conflict_do_update(
         index_elements=list(ROLLUP_KEY), set_={n: ROLLUPS.c[n] + stmt.excluded[n] for n in ROLLUP_SUMS}
     )
     for start in range(0, len(deltas), SQLITE_ROWS_PER_CALL):
-        await conn.execute(stmt, list(deltas[start : start + SQLITE_ROWS_PER_CALL]))
+        conn.execute(stmt, list(deltas[start : start + SQLITE_ROWS_PER_CALL]))

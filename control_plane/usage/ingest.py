@@ -1,30 +1,37 @@
 """Storing usage batches from the nodes (NodeService.ReportUsage).
 
-One transaction per batch: the records are inserted with ``ON CONFLICT
+One transaction per slice of a batch (a batch of up to ``SLICE_ROWS`` records,
+the data plane's default, is one slice; see priority.py for why larger ones are
+cut): the records are inserted with ``ON CONFLICT
 (request_id) DO NOTHING RETURNING request_id`` (see bulk.py), then the hourly
 rollups are bumped for exactly the records that statement returned, i.e. the
 ones actually inserted. A replay (same request id, whatever its attempt or
-node) inserts nothing and so adds nothing to the rollups. The ack is built
-only after commit. Rows and rollup keys are written in sorted order so two
+node) inserts nothing and so adds nothing to the rollups, which is also why a
+batch that failed after some of its slices committed can simply be sent again.
+The ack is built only after the last commit. Rows and rollup keys are written in sorted order so two
 batches touching the same keys lock them in the same order (no deadlock
 between nodes); PostgreSQL deadlock or serialisation failures are retried anyway.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import grpc
 from odock.v1 import node_pb2
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.errors import DomainError
+from control_plane.store.background import BackgroundDatabase
 from control_plane.store.tables import utcnow
 from control_plane.usage import bulk
+from control_plane.usage.priority import GovernanceFirst
 from control_plane.usage.records import ROLLUP_COUNTERS, BadRecord, Prepared, prepare
 
 log = logging.getLogger("odock.control_plane.usage")
@@ -36,6 +43,8 @@ _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 STORE_UNAVAILABLE = "usage store unavailable; the batch was not stored, send it again"
 
 Sessions = async_sessionmaker[AsyncSession]
+# Where batches are stored: sessions on the event loop, or a worker-thread engine (the server's choice).
+Target = Sessions | BackgroundDatabase
 
 
 class StoreUnavailable(DomainError):
@@ -68,16 +77,25 @@ def _retryable(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
-async def _store(sessionmaker: Sessions, rows: list[Prepared]) -> int:
+def _write(conn: Connection, rows: list[Prepared]) -> int:
+    """Insert ``rows`` and bump the rollups of those actually inserted; how many were."""
+    inserted = bulk.insert_records(conn, [p.values for p in rows])
+    bulk.add_rollups(conn, rollup_deltas([p for p in rows if p.values["request_id"] in inserted]))
+    return len(inserted)
+
+
+async def _transact(target: Target, rows: list[Prepared]) -> int:
+    if isinstance(target, BackgroundDatabase):
+        return await target.transaction(functools.partial(_write, rows=rows))
+    async with target.begin() as session:
+        return await session.run_sync(lambda s: _write(s.connection(), rows))
+
+
+async def _store(target: Target, rows: list[Prepared]) -> int:
     """Insert ``rows`` and bump rollups in one transaction; the number inserted (after commit)."""
     for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
         try:
-            async with sessionmaker.begin() as session:
-                inserted = await bulk.insert_records(session, [p.values for p in rows])
-                await bulk.add_rollups(
-                    session, rollup_deltas([p for p in rows if p.values["request_id"] in inserted])
-                )
-            return len(inserted)
+            return await _transact(target, rows)
         except DBAPIError as exc:
             if _retryable(exc) and attempt < TRANSACTION_ATTEMPTS:
                 log.info("usage batch: transaction retried after %s", getattr(exc.orig, "sqlstate", "?"))
@@ -115,14 +133,29 @@ def _prepare_batch(batch: node_pb2.UsageBatch) -> tuple[list[Prepared], int, int
     return rows, duplicates, rejected
 
 
-async def ingest_batch(sessionmaker: Sessions, batch: node_pb2.UsageBatch) -> node_pb2.UsageAck:
-    """Store one batch idempotently in one transaction; the ack, built only after commit.
+async def ingest_batch(
+    target: Target, batch: node_pb2.UsageBatch, priority: GovernanceFirst | None = None
+) -> node_pb2.UsageAck:
+    """Store one batch idempotently, slice by slice; the ack, built only after the last commit.
 
-    Raises StoreUnavailable (UNAVAILABLE) when the database cannot take it:
-    then nothing of the batch was stored and the node should send it again.
+    ``target`` is an async sessionmaker (work on the event loop) or, as the
+    server runs it, a BackgroundDatabase (validation and writes in its threads).
+    Raises StoreUnavailable (UNAVAILABLE) when the database cannot take it: the
+    node should send the batch again (slices already stored count as duplicates then).
     """
-    rows, duplicates, rejected = _prepare_batch(batch)
-    accepted = await _store(sessionmaker, rows) if rows else 0
+    if isinstance(target, BackgroundDatabase):
+        rows, duplicates, rejected = await target.call(_prepare_batch, batch)
+    else:
+        rows, duplicates, rejected = _prepare_batch(batch)
+    accepted = 0
+    step = priority.slice_rows if priority is not None else max(1, len(rows))
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step]
+        if priority is None:
+            accepted += await _store(target, part)
+            continue
+        async with priority.ingest_slice():
+            accepted += await _store(target, part)
     return node_pb2.UsageAck(
         sequence=batch.sequence,
         accepted=accepted,
@@ -142,9 +175,15 @@ class IngestObserver(Protocol):
 class UsageIngestor:
     """Serves one ReportUsage stream: each batch is stored, then acked, in arrival order."""
 
-    def __init__(self, sessionmaker: Sessions, observer: IngestObserver | None = None) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(
+        self,
+        target: Target,
+        observer: IngestObserver | None = None,
+        priority: GovernanceFirst | None = None,
+    ) -> None:
+        self._target = target
         self._observer = observer
+        self._priority = priority
 
     async def handle(
         self, request_iterator: AsyncIterator[node_pb2.UsageBatch]
@@ -152,7 +191,7 @@ class UsageIngestor:
         """Acks for the batches of one stream, each sent after its batch committed."""
         async for batch in request_iterator:
             try:
-                ack = await ingest_batch(self._sessionmaker, batch)
+                ack = await ingest_batch(self._target, batch, self._priority)
             except Exception:
                 if self._observer is not None:
                     self._observer.batch_failed()
