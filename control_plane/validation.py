@@ -170,6 +170,21 @@ def grace(field: str, value: Duration | None) -> timedelta:
     return td
 
 
+# $1,000,000 per million tokens, in micro-USD: beyond any real price. With token counts bounded
+# per record (2^40), it keeps costs in exact integers a node can saturate (docs/usage.md).
+MAX_PRICE_PER_MTOK_MICROS = 10**12
+
+
+def price(field: str, value: int | None) -> int | None:
+    """``None`` or a price in micro-USD per million tokens from 0 to $1,000,000."""
+    non_negative(field, value)
+    if value is not None and value > MAX_PRICE_PER_MTOK_MICROS:
+        raise InvalidArgument(
+            field, f"must be at most {MAX_PRICE_PER_MTOK_MICROS} micro-USD per million tokens ($1,000,000)"
+        )
+    return value
+
+
 def non_negative(field: str, value: int | None) -> int | None:
     """``None`` or an integer >= 0."""
     if value is not None and value < 0:

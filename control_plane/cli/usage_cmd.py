@@ -1,4 +1,5 @@
-"""odockctl usage totals|get: usage totals by time bucket, org, key and model; one request's record."""
+"""odockctl usage totals|list|get: usage totals by time bucket, org, key and model; records by filter
+(client request id, time range...); one request's record."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import common_pb2, usage_pb2, usage_pb2_grpc
+from odock.v1 import common_pb2, node_pb2, usage_pb2, usage_pb2_grpc
 
 from control_plane.cli.client import Client
 from control_plane.cli.commands.common import add_command, add_group
@@ -28,7 +31,14 @@ BUCKETS = {"hour": usage_pb2.USAGE_BUCKET_HOUR, "day": usage_pb2.USAGE_BUCKET_DA
            "total": usage_pb2.USAGE_BUCKET_TOTAL}  # fmt: skip
 DIMENSIONS = {"org": usage_pb2.USAGE_DIMENSION_ORG, "key": usage_pb2.USAGE_DIMENSION_KEY,
               "model": usage_pb2.USAGE_DIMENSION_MODEL}  # fmt: skip
-FLAG_NAMES = ((1, "malformed usage"), (2, "duplicate usage"))
+FLAG_NAMES = ((1, "malformed usage"), (2, "duplicate usage"), (4, "tokens clamped"), (8, "cost saturated"),
+              (16, "meter failed"))  # fmt: skip
+LIST_PAGE_SIZE = 50
+MAX_LIST_PAGE_SIZE = 1000
+_INT64_FIELDS = frozenset(
+    f.name for f in node_pb2.UsageRecord.DESCRIPTOR.fields
+    if f.type in (FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT64)
+)  # fmt: skip
 
 
 def cost_text(picos: int) -> str:
@@ -159,9 +169,59 @@ def get(ctx: Context, args: argparse.Namespace) -> None:
         ("upstream latency", f"{r.upstream_latency_us / 1000:.1f}ms"),
         ("first byte", f"{r.time_to_first_byte_us / 1000:.1f}ms" if r.streamed else "-"),
         ("time", timestamp_text(r.time)), ("received", timestamp_text(response.receive_time)),
+        ("client request id", r.client_request_id or "-"), ("error code", r.error_code or "-"),
         ("flags", flags_text(r.flags)),
     ]  # fmt: skip
     ctx.out.message(response, pairs)
+
+
+def record_dict(record: node_pb2.UsageRecord) -> dict[str, Any]:
+    """A record as JSON-ready data: every field present (zero values too), counters as numbers."""
+    data = MessageToDict(record, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    for name in _INT64_FIELDS:  # proto3 JSON writes 64-bit integers as strings
+        data[name] = int(data[name])
+    return data
+
+
+def _page_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_LIST_PAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"expected a number from 1 to {MAX_LIST_PAGE_SIZE}: {text!r}")
+    return size
+
+
+def list_records(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.client()
+    now = datetime.now(UTC)
+    org_id = _org_ref(client, args.org)
+    request = usage_pb2.ListUsageRecordsRequest(
+        org_id=org_id, key_id=_key_ref(client, org_id, args.key), model_name=args.model or "",
+        client_request_id=args.client_request_id or "", request_id=args.request_id or "",
+        page_size=args.limit, page_token=args.page_token or "",
+    )  # fmt: skip
+    if args.since:
+        request.start_time.CopyFrom(_timestamp(parsed(args.since, lambda t: parse_when(t, now), "--since")))
+    if args.until:
+        request.end_time.CopyFrom(_timestamp(parsed(args.until, lambda t: parse_when(t, now), "--until")))
+    stub = usage_pb2_grpc.UsageServiceStub(client.channel)
+    page: usage_pb2.ListUsageRecordsResponse = client.call(stub.ListUsageRecords, request)
+    if ctx.out.as_json:
+        ctx.out.json(
+            {"records": [record_dict(r) for r in page.records], "next_page_token": page.next_page_token}
+        )
+        return
+    headers = ["TIME", "REQUEST ID", "CLIENT REQUEST ID", "ORG", "KEY", "MODEL", "ENDPOINT", "STATUS", "OUTCOME",
+               "ERROR", "INPUT", "OUTPUT", "COST", "FLAGS"]  # fmt: skip
+    rows = [[timestamp_text(r.time), r.request_id, r.client_request_id or "-", r.org_id, r.key_id or "-",
+             r.model_name or "-", r.endpoint or "-", str(r.http_status), outcome_name(r.outcome),
+             r.error_code or "-", str(r.input_tokens), str(r.output_tokens), cost_text(r.cost_picos),
+             flags_text(r.flags)] for r in page.records]  # fmt: skip
+    ctx.out.table(headers, rows)
+    if page.next_page_token:
+        ctx.out.line(f"more: --page-token {page.next_page_token}")
 
 
 def _dimensions(text: str) -> list[str]:
@@ -196,6 +256,22 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--key", metavar="KEY", help="only this virtual key (id, or name with the org)")
     p.add_argument("--model", metavar="NAME", help="only this model name")
+    p = add_command(group, common, "list", "usage records by filter, newest first (one page)", list_records)
+    p.add_argument(
+        "org", nargs="?", help="org name or id (required with an org admin token; default: every org)"
+    )
+    p.add_argument("--key", metavar="KEY", help="only this virtual key (id, or name with the org)")
+    p.add_argument("--model", metavar="NAME", help="only this model name")
+    p.add_argument(
+        "--since", metavar="WHEN", help="records from: a duration back from now (24h) or RFC 3339 time"
+    )
+    p.add_argument("--until", metavar="WHEN", help="records before (exclusive), same forms as --since")
+    p.add_argument("--client-request-id", metavar="ID", help="the client's x-request-id")
+    p.add_argument("--request-id", metavar="ID", help="the gateway's request id (x-odock-request-id)")
+    p.add_argument(
+        "--limit", type=_page_size, default=LIST_PAGE_SIZE, metavar="N", help="records per page (default 50)"
+    )
+    p.add_argument("--page-token", metavar="TOKEN", help="continue a listing (the token a page ended with)")
     p = add_command(group, common, "get", "show the stored usage record of one request", get)
     p.add_argument("request_id", help="the request id (as logged by the data plane)")
     p.add_argument("--org", help="org name or id (required with an org admin token)")

@@ -33,7 +33,7 @@ def _apply_pricing(row: ModelRow, pricing: common_pb2.Pricing, fields: tuple[str
             value = pricing.cached_input_per_mtok_micros if convert.has_field(pricing, name) else None
         else:
             value = getattr(pricing, name)
-        setattr(row, name, validation.non_negative(f"model.pricing.{name}", value))
+        setattr(row, name, validation.price(f"model.pricing.{name}", value))
 
 
 async def _credential(session: Any, org_id: str, name: str, family: int) -> CredentialRow:
