@@ -145,9 +145,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness plus the status object (connected/disconnected, staleness, cache, RPC counts)."""
-    status = request.app[STATE].status()
-    return web.json_response(status, status=200 if status["ready"] else 503)
+    """Readiness alone: ``{"status": "ready"}`` or 503 with a fixed reason. The details (ids, pools,
+    counts) are served on the metrics listener only (``GET /readyz/details``), never to clients."""
+    code, body = request.app[STATE].public_status()
+    return web.json_response(body, status=code)
 
 
 def build_app(settings: Settings) -> web.Application:

@@ -43,6 +43,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from data_plane.details import write_worker_status
 from data_plane.errors import FAMILY_NAMES
 from data_plane.usage import meter as usage_meter
 
@@ -185,9 +186,10 @@ class DataPlaneMetrics:
         )  # fmt: skip
         self.limit_degraded = Counter(
             "odock_dp_limit_degraded_admissions",
-            "Requests admitted without a lease while the control plane was away (fail-open).",
-            registry=reg,
-        )
+            "Requests admitted while the control plane was away (fail-open): source=lease (from leases "
+            "held) or local (on a local limit, docs/limits.md).",
+            ["source"], registry=reg,
+        )  # fmt: skip
         self._mirror = _Mirror()
         self._started = time.monotonic()
         self._children: dict[tuple[int, str, int, int], _RequestChildren] = {}
@@ -197,6 +199,8 @@ class DataPlaneMetrics:
                 self.cache_lookups.labels(table, result)
         for result in ("submitted", "accepted", "duplicate", "rejected", "dropped"):
             self.usage_records.labels(result)
+        for source in ("lease", "local"):
+            self.limit_degraded.labels(source)
 
     # -- per request --------------------------------------------------------
 
@@ -273,9 +277,14 @@ class DataPlaneMetrics:
             mirror.sync(("usage", result), usage[key], self.usage_records.labels(result).inc)
         mirror.sync("meter_failures", usage_meter.FAILURES.count, self.usage_meter_failures.inc)
         if node.limiter is not None:
-            for code, count in dict(node.limiter.refused).items():
+            limiter = node.limiter
+            for code, count in dict(limiter.refused).items():
                 mirror.sync(("refused", code), count, self.limit_rejections.labels(code).inc)
-            mirror.sync("degraded", node.limiter.degraded_admissions, self.limit_degraded.inc)
+            local = limiter.degraded_local
+            mirror.sync("degraded", limiter.degraded_admissions - local, self.limit_degraded.labels("lease").inc)
+            mirror.sync("degraded_local", local, self.limit_degraded.labels("local").inc)
+        if node.settings.metrics_dir is not None:  # a supervisor's worker: it serves the details
+            write_worker_status(node.settings.metrics_dir, node.status())
 
     async def refresh_forever(self, node: NodeState, period: float = REFRESH_SECONDS) -> None:
         """Refresh every ``period`` seconds until cancelled."""

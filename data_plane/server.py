@@ -242,7 +242,11 @@ async def start_metrics(app: web.Application, settings: Settings) -> MetricsServ
         metrics.refresh(state)  # exact at scrape time
         return generate_latest(registry)
 
-    return await serve_metrics(render, settings.metrics_listen)
+    def details() -> tuple[int, dict[str, Any]]:
+        status = state.status()
+        return (200 if status["ready"] else 503), status
+
+    return await serve_metrics(render, settings.metrics_listen, details)
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:

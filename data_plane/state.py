@@ -24,6 +24,10 @@ from data_plane.usage.shipper import Shipper
 
 log = logging.getLogger("odock.data_plane")
 
+# Why /readyz says 503 (a fixed set: the public port shows nothing else).
+NEVER_CONNECTED = "control_plane_never_connected"
+TOO_STALE = "control_plane_stale"  # disconnected longer than ODOCK_MAX_STALENESS_SECONDS
+
 
 @dataclass
 class NodeState:
@@ -39,10 +43,12 @@ class NodeState:
     limiter: Limiter | None = None  # None: limits not enforced (ODOCK_LIMITS=off)
 
     def status(self) -> dict[str, Any]:
-        """The status object behind /readyz: link, staleness, cache and RPC counts."""
+        """The detailed status (``GET /readyz/details`` on the metrics listener, never the public
+        port: it names orgs and keys): link, staleness, cache, RPC counts, usage and limits."""
         staleness = self.link.staleness(time.monotonic())
         return {
             "ready": self.ready(),
+            "reason": self.not_ready_reason(),
             "node_id": self.settings.node_id,
             "control_plane": "connected" if self.link.connected else "disconnected",
             "staleness_seconds": None if staleness is None else round(staleness, 3),
@@ -58,10 +64,23 @@ class NodeState:
 
     def ready(self) -> bool:
         """Connected, or disconnected but still within the staleness budget."""
+        return self.not_ready_reason() is None
+
+    def not_ready_reason(self) -> str | None:
+        """Why the node is not ready, from a fixed set (None: ready); the public /readyz shows it."""
         if self.link.connected:
-            return True
+            return None
         staleness = self.link.staleness(time.monotonic())
-        return self.link.ever_connected and staleness is not None and staleness <= self.settings.max_staleness
+        if not self.link.ever_connected or staleness is None:
+            return NEVER_CONNECTED
+        return None if staleness <= self.settings.max_staleness else TOO_STALE
+
+    def public_status(self) -> tuple[int, dict[str, str]]:
+        """The public /readyz answer: the status alone, no ids, counts or pools."""
+        reason = self.not_ready_reason()
+        if reason is None:
+            return 200, {"status": "ready"}
+        return 503, {"status": "not_ready", "reason": reason}
 
 
 STATE: web.AppKey[NodeState] = web.AppKey("odock_state", NodeState)

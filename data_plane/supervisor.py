@@ -7,8 +7,8 @@ forwarded to every worker, which drains within the grace period.
 
 Metrics: the supervisor creates a fresh multi-process directory for its
 workers (``PROMETHEUS_MULTIPROC_DIR`` in their environment), serves the merged
-values on ``ODOCK_DP_METRICS_LISTEN`` from a thread, and drops a dead worker's
-live gauges when it reaps it.
+values on ``ODOCK_DP_METRICS_LISTEN`` from a thread (with the workers' ``/readyz/details``,
+see ``data_plane/details.py``), and drops a dead worker's live gauges and status when it reaps it.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ from pathlib import Path
 from types import FrameType
 from wsgiref.simple_server import WSGIServer
 
-from odock.metricsserver import shown_address
-from prometheus_client import start_http_server
 from prometheus_client.multiprocess import mark_process_dead
 
+from data_plane.details import forget_worker, serve_supervisor
 from data_plane.metrics import multiprocess_registry
 from data_plane.server import listening_socket, write_ready_file
 from data_plane.settings import METRICS_DIR_VAR, Settings
@@ -53,16 +52,14 @@ def _spawn(
 
 
 def _serve_metrics(listen: str, metrics_dir: Path) -> tuple[WSGIServer, str]:
-    """The merged ``/metrics`` of every worker, on a thread of the supervisor."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    server, _thread = start_http_server(int(port), host, registry=multiprocess_registry(metrics_dir))
-    return server, shown_address(host, server.server_port)
+    """The merged ``/metrics`` (and ``/readyz/details``) of every worker, on a thread of the supervisor."""
+    return serve_supervisor(listen, multiprocess_registry(metrics_dir), metrics_dir)
 
 
 def _reaped(proc: subprocess.Popen[bytes], metrics_dir: Path) -> None:
     """A worker is gone: its live gauges go with it (its counters stay in the totals)."""
     mark_process_dead(proc.pid, str(metrics_dir))  # type: ignore[no-untyped-call]
+    forget_worker(metrics_dir, proc.pid)
 
 
 def supervise(settings: Settings, environ: dict[str, str]) -> int:

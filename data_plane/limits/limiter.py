@@ -312,7 +312,9 @@ class Limiter(Degraded):
             lane.denied = None
             lane.unlimited_until = 0.0
             lane.fail_until = lane.backoff = 0.0
-        self._answered()  # the watch stream is back: leave degraded mode
+        self._call_failed = False  # the watch stream is back (connected once this returns)
+        if self._outage_logged:
+            self._back()  # leave degraded mode now, before any request asks on stale state
 
     # -- background -----------------------------------------------------------------------
 

@@ -1,9 +1,14 @@
-"""The ``GET /metrics`` listener both planes run beside their main port (aiohttp, its own runner)."""
+"""The ``GET /metrics`` listener both planes run beside their main port (aiohttp, its own runner).
+
+It may also serve ``GET /readyz/details``: an operator's status object (ids and counts), kept off
+the public port, which answers readiness alone.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -27,14 +32,30 @@ def shown_address(host: str, port: int) -> str:
     return f"{shown}:{port}"
 
 
-async def serve_metrics(render: Callable[[], bytes], listen: str) -> MetricsServer:
-    """Serve ``GET /metrics`` on ``listen`` (HOST:PORT, port 0 = pick one); ``render`` gives the body."""
+DETAILS_PATH = "/readyz/details"
+
+Details = Callable[[], tuple[int, dict[str, Any]]]
+
+
+async def serve_metrics(render: Callable[[], bytes], listen: str, details: Details | None = None) -> MetricsServer:
+    """Serve ``GET /metrics`` on ``listen`` (HOST:PORT, port 0 = pick one); ``render`` gives the body.
+
+    With ``details``, also ``GET /readyz/details``: the (HTTP status, JSON object) it returns.
+    """
 
     async def handle(_request: web.Request) -> web.Response:
         return web.Response(body=render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
     app.router.add_get("/metrics", handle)
+    if details is not None:
+        show = details
+
+        async def handle_details(_request: web.Request) -> web.Response:
+            code, body = show()
+            return web.json_response(body, status=code)
+
+        app.router.add_get(DETAILS_PATH, handle_details)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, _, port = listen.rpartition(":")

@@ -35,20 +35,35 @@ class DataPlaneProcess(PlaneProcess):
     NAME = "data plane"
 
     url: str = ""
+    metrics_url: str = ""  # the metrics listener ("": not serving one)
 
     def status(self) -> dict[str, object]:
-        """The /readyz status object (whatever the HTTP status)."""
-        data: dict[str, object] = httpx.get(f"{self.url}/readyz", timeout=5).json()
+        """The detailed status object, from the metrics listener's ``/readyz/details`` (whatever the
+        HTTP status; with workers: ``{"ready": ..., "workers": [...]}``). The public /readyz has none."""
+        assert self.metrics_url, "this data plane serves no metrics listener (ODOCK_DP_METRICS_LISTEN)"
+        data: dict[str, object] = httpx.get(f"{self.metrics_url}/readyz/details", timeout=5).json()
         return data
 
+    def public_status(self) -> httpx.Response:
+        """The public port's /readyz answer."""
+        return httpx.get(f"{self.url}/readyz", timeout=5)
+
     def wait_connected(self, timeout: float = 15.0) -> dict[str, object]:
-        """Block until /readyz says the node is connected to the control plane."""
+        """Block until the node (every worker) is connected to the control plane (without a metrics
+        listener: until the public /readyz says ready, which at start means connected)."""
         deadline = time.monotonic() + timeout
         status: dict[str, object] = {}
         while time.monotonic() < deadline:
-            status = self.status()
-            if status.get("control_plane") == "connected":
-                return status
+            if not self.metrics_url:
+                resp = self.public_status()
+                status = resp.json()
+                if resp.status_code == 200:
+                    return status
+            else:
+                status = self.status()
+                workers = status.get("workers", [status])
+                if isinstance(workers, list) and all(w.get("control_plane") == "connected" for w in workers):
+                    return status
             time.sleep(0.02)
         raise AssertionError(f"data plane never connected: {status}\n{self.stderr_text()[-3000:]}")
 
@@ -88,10 +103,16 @@ def start_data_plane(
     listen: str = "127.0.0.1:0",
     timeout: float = START_TIMEOUT_S,
 ) -> DataPlaneProcess:
-    """Launch ``python -m data_plane`` on ``listen`` (port 0: any) and wait until it is serving."""
+    """Launch ``python -m data_plane`` on ``listen`` (port 0: any) and wait until it is serving.
+
+    Its metrics listener (where the status details are) is on 127.0.0.1:0 unless ``extra_env``
+    sets ``ODOCK_DP_METRICS_LISTEN`` ("": none).
+    """
     workdir = new_workdir("odock-dp-")
-    env = data_plane_env(cp_address, node_token, pepper, workdir / READY_FILE, listen=listen, extra_env=extra_env)
+    extra = {"ODOCK_DP_METRICS_LISTEN": "127.0.0.1:0", **(extra_env or {})}
+    env = data_plane_env(cp_address, node_token, pepper, workdir / READY_FILE, listen=listen, extra_env=extra)
     dp, ready = launch(DataPlaneProcess, [sys.executable, "-m", "data_plane", "--workers", str(workers)], env,
                        workdir, timeout=timeout)  # fmt: skip
     dp.url = "http://" + str(ready["http"])
+    dp.metrics_url = "http://" + str(ready["metrics"]) if ready.get("metrics") else ""
     return dp
