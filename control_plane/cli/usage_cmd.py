@@ -196,7 +196,9 @@ def _page_size(text: str) -> int:
 def list_records(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.client()
     now = datetime.now(UTC)
-    org_id = _org_ref(client, args.org)
+    if args.org and args.org_option and args.org != args.org_option:
+        raise UsageError("give the org once (as an argument or with --org)")
+    org_id = _org_ref(client, args.org or args.org_option)
     request = usage_pb2.ListUsageRecordsRequest(
         org_id=org_id, key_id=_key_ref(client, org_id, args.key), model_name=args.model or "",
         client_request_id=args.client_request_id or "", request_id=args.request_id or "",
@@ -260,6 +262,7 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument(
         "org", nargs="?", help="org name or id (required with an org admin token; default: every org)"
     )
+    p.add_argument("--org", dest="org_option", metavar="ORG", help="the org, as an option")
     p.add_argument("--key", metavar="KEY", help="only this virtual key (id, or name with the org)")
     p.add_argument("--model", metavar="NAME", help="only this model name")
     p.add_argument(

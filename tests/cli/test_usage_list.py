@@ -16,11 +16,12 @@ from tests.cli.runner import Ctl, assert_one_line_error
 from tests.support.planes import ControlPlaneProcess
 
 T0 = datetime(2026, 5, 4, 12, 0, tzinfo=UTC)
+KEY_ID = "key_" + "a" * 26
 
 
 def _record(org_id: str, i: int, **extra: Any) -> node_pb2.UsageRecord:
     fields: dict[str, Any] = {
-        "request_id": f"req_list_{org_id[-4:]}_{i:02d}", "node_id": "node-1", "org_id": org_id, "key_id": "key_x",
+        "request_id": f"req_list_{org_id[-4:]}_{i:02d}", "node_id": "node-1", "org_id": org_id, "key_id": KEY_ID,
         "model_name": "gpt", "endpoint": "/v1/chat/completions", "http_status": 200,
         "family": common_pb2.PROVIDER_FAMILY_OPENAI, "outcome": common_pb2.OUTCOME_COMPLETE,
         "input_tokens": 10 + i, "output_tokens": 5, "cost_picos": 1_000_000 * (i + 1),
@@ -64,7 +65,7 @@ def test_json_finds_the_client_request_id_with_numbers_and_zero_values(ctl: Ctl,
 
 
 def test_table_newest_first(ctl: Ctl, org_id: str) -> None:
-    lines = ctl.ok("usage", "list", org_id, "--model", "gpt").lines()
+    lines = ctl.ok("usage", "list", "--org", "usage-list", "--key", KEY_ID, "--model", "gpt").lines()
     assert lines[0].split()[:4] == ["TIME", "REQUEST", "ID", "CLIENT"]
     assert [line.split()[1][-2:] for line in lines[1:]] == ["05", "04", "03", "02", "01", "00"]
     newest = lines[1].split()
