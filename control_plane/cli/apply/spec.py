@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime
 
 from odock.v1 import common_pb2
 
+from control_plane import validation
 from control_plane.cli.apply.fields import Fields, Node
 from control_plane.cli.values import (
     check_base_url,
@@ -25,6 +26,7 @@ from control_plane.cli.values import (
     parse_timestamp,
     parse_usd,
 )
+from control_plane.errors import InvalidArgument
 
 DEFAULT_TIER = "custom"
 LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
@@ -205,6 +207,11 @@ def _model(node: Node, credentials: dict[str, CredentialSpec]) -> ModelSpec:
     )
     if not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
         raise f.child("timeout").fail("must be between 100ms and 3600s")
+    base_url = f.child("base_url").parse(check_base_url)
+    try:  # the control plane's own check, so --dry-run and the whole-file check catch it too
+        validation.base_url_convention("base_url", base_url, family)
+    except InvalidArgument as exc:
+        raise f.child("base_url").fail(str(exc).removeprefix("base_url: ")) from None
     pricing_node = f.child("pricing")
     prices = (
         pricing_node.mapping(("input", "output", "cached_input")) if pricing_node.value is not None else None
@@ -213,7 +220,7 @@ def _model(node: Node, credentials: dict[str, CredentialSpec]) -> ModelSpec:
         name=name,
         family=family,
         upstream_slug=_text(f.child("upstream_slug")) if f.has("upstream_slug") else name,
-        base_url=f.child("base_url").parse(check_base_url),
+        base_url=base_url,
         timeout_ms=timeout_ms,
         credential=cred.name,
         input_micros=(_opt(prices, "input", parse_usd) or 0) if prices else 0,
