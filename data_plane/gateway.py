@@ -177,15 +177,11 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         body: bytes | None = None
         content_type = request.headers.get("Content-Type", "") if form else ""
         facts = None
+        form_facts = None
         model: str | None = None
         try:
             if endpoint.body != "none":
-                body = await read_body(
-                    request,
-                    settings.max_body_bytes,
-                    settings.timeouts.client_body_idle,
-                    settings.timeouts.client_body,
-                )
+                body = await read_body(request, settings.max_body_bytes, settings.timeouts)
             if endpoint.body == "json":
                 assert body is not None
                 facts = inspect_json(body, max_depth=settings.max_json_depth)
@@ -193,7 +189,8 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 model = facts.model
             elif form:
                 assert body is not None
-                model = inspect_multipart(body, content_type)
+                form_facts = inspect_multipart(body, content_type)  # parsed once, reused to rewrite
+                model = form_facts.model
             elif endpoint.model_in == "path":
                 model = endpoint.model_from_path(request.match_info)
         except PayloadError as exc:
@@ -221,8 +218,8 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         try:
             if endpoint.model_in == "body" and facts is not None and body is not None:
                 body = with_model(body, facts, route.upstream_slug)
-            elif form and body is not None:
-                body, content_type = multipart_with_model(body, content_type, route.upstream_slug)
+            elif form_facts is not None and body is not None:
+                body = multipart_with_model(body, form_facts, route.upstream_slug)
             elif endpoint.model_in == "path" and facts is not None and body is not None and facts.model_span:
                 # The path decided the route; a body "model" the provider might
                 # prefer must not point anywhere else, so it gets the canonical slug.

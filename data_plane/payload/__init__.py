@@ -2,12 +2,13 @@
 
 from data_plane.payload.errors import PayloadError
 from data_plane.payload.json_body import ABSENT, DEFAULT_MAX_DEPTH, JsonFacts, inspect_json, with_model
-from data_plane.payload.multipart import inspect_multipart, multipart_with_model
+from data_plane.payload.multipart import MultipartFacts, inspect_multipart, multipart_with_model
 
 __all__ = [
     "ABSENT",
     "DEFAULT_MAX_DEPTH",
     "JsonFacts",
+    "MultipartFacts",
     "PayloadError",
     "inspect_json",
     "inspect_multipart",

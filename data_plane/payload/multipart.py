@@ -4,6 +4,12 @@ Parsing is strict (RFC 2046 / 7578, CRLF line ends) because the model the gatewa
 authorises must be the model the provider reads: anything a lenient parser could
 split differently (bare-LF delimiters, folded headers, a second ``model`` field,
 an encoded model value) is refused rather than guessed at.
+
+Parsing is linear in the body and runs once per request: every scan is a ``bytes.find``
+or ``partition`` that starts where the previous one stopped (the header-block search is
+capped at ``MAX_HEADER_BYTES``), and no regular expression is ever applied to a part's
+header lines (a backtracking pattern over ``name: a<spaces>b`` was quadratic). The
+:class:`MultipartFacts` it returns carry the spans :func:`multipart_with_model` splices.
 """
 
 from __future__ import annotations
@@ -14,14 +20,19 @@ from dataclasses import dataclass
 from data_plane.payload.errors import PayloadError
 
 MAX_PARTS = 1000
+# A part's header block (its header lines and their CRLFs, without the blank line). Real
+# clients send one or two short lines; 8 KiB matches the HTTP layer's own line limit.
+MAX_HEADER_BYTES = 8192
 _FIELD = "model"
 _CRLF = b"\r\n"
+_BLANK_LINE = b"\r\n\r\n"
+_SPACE_TAB = b" \t"
 # RFC 2046 bchars: 1..70 of these, not ending in a space.
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_HEADER_NAME = re.compile(_TOKEN.encode())
 _PARAM = re.compile(rf'[ \t]*;[ \t]*({_TOKEN})[ \t]*=[ \t]*(?:"((?:[^"\\]|\\.)*)"|([^;\s"]+))[ \t]*')
 _QUOTED_PAIR = re.compile(r"\\(.)")
-_HEADER = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")
 _PADDING = re.compile(rb"[ \t]*")
 _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 
@@ -31,17 +42,24 @@ def _malformed(why: str) -> PayloadError:
 
 
 @dataclass(frozen=True, slots=True)
-class _Field:
+class Part:
+    """One part: its form-field name and where its header block and content lie in the body."""
+
+    name: str
+    headers_start: int
     content_start: int
     content_end: int
-    value: str
 
 
 @dataclass(frozen=True, slots=True)
-class _Parsed:
+class MultipartFacts:
+    """What one parse of a multipart body found (all a model rewrite needs)."""
+
     boundary: bytes
     first_delimiter: int  # offset of the first "--boundary"
-    model: _Field | None
+    parts: tuple[Part, ...]
+    model_part: Part | None
+    model: str | None  # the model field's value (None: no model field)
 
 
 def parse_header_value(value: str) -> tuple[str, dict[str, str]]:
@@ -74,29 +92,8 @@ def boundary_of(content_type: str) -> bytes:
     return boundary.encode("ascii")
 
 
-def inspect_multipart(body: bytes, content_type: str) -> str | None:
-    """The value of the ``model`` form field, or None when the body has none; PayloadError if malformed."""
-    model = _parse(body, content_type).model
-    return None if model is None else model.value
-
-
-def multipart_with_model(body: bytes, content_type: str, slug: str) -> tuple[bytes, str]:
-    """Set the ``model`` field to slug (added as the first part when absent); other parts byte-identical."""
-    parsed = _parse(body, content_type)
-    value = slug.encode("utf-8")
-    if b"\r" in value or b"\n" in value or b"--" + parsed.boundary in value:
-        raise ValueError("slug cannot be placed in a multipart body")
-    if parsed.model is not None:
-        field = parsed.model
-        return b"".join((body[: field.content_start], value, body[field.content_end :])), content_type
-    at = parsed.first_delimiter
-    part = b"".join(
-        (b"--", parsed.boundary, b'\r\nContent-Disposition: form-data; name="model"\r\n\r\n', value, _CRLF)
-    )
-    return b"".join((body[:at], part, body[at:])), content_type
-
-
-def _parse(body: bytes, content_type: str) -> _Parsed:
+def inspect_multipart(body: bytes, content_type: str) -> MultipartFacts:
+    """Parse and validate a multipart body once; PayloadError (a 400) if it is malformed or too large."""
     boundary = boundary_of(content_type)
     dash = b"--" + boundary
     delimiter = _CRLF + dash
@@ -108,12 +105,12 @@ def _parse(body: bytes, content_type: str) -> _Parsed:
         if found < 0:
             raise _malformed("no boundary found")
         pos = found + 2
-        if body.find(dash) < pos:
+        if body.find(dash, 0, pos) >= 0:
             # A lenient parser might start its first part here; we would not.
             raise _malformed("boundary text in the preamble")
     first = pos
-    model: _Field | None = None
-    parts = 0
+    parts: list[Part] = []
+    model: Part | None = None
     while True:
         after = pos + len(dash)
         if body.startswith(b"--", after):
@@ -126,25 +123,60 @@ def _parse(body: bytes, content_type: str) -> _Parsed:
         line_end = padding.end() if padding else after
         if not body.startswith(_CRLF, line_end):
             raise _malformed("boundary line not followed by CRLF")
-        parts += 1
-        if parts > MAX_PARTS:
+        if len(parts) == MAX_PARTS:
             raise PayloadError(f"multipart body has more than {MAX_PARTS} parts", code="invalid_multipart")
-        start = line_end + 2
-        headers_end = body.find(b"\r\n\r\n", start - 2)
-        next_delimiter = body.find(delimiter, start)
-        if headers_end < 0 or next_delimiter < 0:
-            raise _malformed("unterminated part (no closing boundary)")
-        if next_delimiter < headers_end + 4:
-            raise _malformed("part headers not terminated before the next boundary")
-        name = _part_name(body[start:headers_end] if headers_end >= start else b"")
-        if name == _FIELD:
+        part = _next_part(body, line_end + 2, delimiter)
+        if part.name == _FIELD:
             if model is not None:
                 raise PayloadError(
                     "duplicate 'model' field in multipart body", code="duplicate_key", param="model"
                 )
-            model = _Field(headers_end + 4, next_delimiter, _utf8(body[headers_end + 4 : next_delimiter]))
-        pos = next_delimiter + 2
-    return _Parsed(boundary, first, model)
+            model = part
+        parts.append(part)
+        pos = part.content_end + 2
+    value = None if model is None else _utf8(body[model.content_start : model.content_end])
+    return MultipartFacts(boundary, first, tuple(parts), model, value)
+
+
+def multipart_with_model(body: bytes, facts: MultipartFacts, slug: str) -> bytes:
+    """``body`` (parsed into ``facts``) with the ``model`` field set to slug (added first when absent).
+
+    Every other byte is as sent; the Content-Type (and its boundary) stays the same.
+    """
+    value = slug.encode("utf-8")
+    if b"\r" in value or b"\n" in value or b"--" + facts.boundary in value:
+        raise ValueError("slug cannot be placed in a multipart body")
+    view = memoryview(body)  # slices without copies: the join makes the one copy
+    if facts.model_part is not None:
+        part = facts.model_part
+        return b"".join((view[: part.content_start], value, view[part.content_end :]))
+    at = facts.first_delimiter
+    added = b"".join(
+        (b"--", facts.boundary, b'\r\nContent-Disposition: form-data; name="model"\r\n\r\n', value, _CRLF)
+    )
+    return b"".join((view[:at], added, view[at:]))
+
+
+def _next_part(body: bytes, start: int, delimiter: bytes) -> Part:
+    """The part whose header block starts at ``start`` (just after its boundary line's CRLF)."""
+    # The search starts at the boundary line's CRLF so an empty header block is found too, and
+    # never looks further than the header bound: the block's length is checked, not scanned.
+    limit = start + MAX_HEADER_BYTES + len(_BLANK_LINE)
+    headers_end = body.find(_BLANK_LINE, start - 2, limit)
+    if headers_end < 0:
+        if body.find(delimiter, start, limit) >= 0:
+            raise _malformed("part headers not terminated before the next boundary")
+        if len(body) >= limit:
+            raise _malformed(f"a part's header block exceeds {MAX_HEADER_BYTES} bytes")
+        raise _malformed("unterminated part (no closing boundary)")
+    content_start = headers_end + 4
+    next_delimiter = body.find(delimiter, start)
+    if next_delimiter < 0:
+        raise _malformed("unterminated part (no closing boundary)")
+    if next_delimiter < content_start:
+        raise _malformed("part headers not terminated before the next boundary")
+    name = _part_name(body[start:headers_end] if headers_end >= start else b"")
+    return Part(name, start, content_start, next_delimiter)
 
 
 def _utf8(raw: bytes) -> str:
@@ -164,16 +196,20 @@ def _refuse_bare_lf_delimiters(body: bytes, dash: bytes) -> None:
         at = body.find(needle, at + 1)
 
 
+def _header(line: bytes) -> tuple[bytes, str]:
+    """A header line split into its lower-cased name and its value without surrounding blanks."""
+    name, colon, value = line.partition(b":")
+    if not colon or _HEADER_NAME.fullmatch(name) is None or b"\r" in value or b"\n" in value:
+        raise _malformed("invalid part header line")
+    return name.lower(), value.strip(_SPACE_TAB).decode("latin-1")
+
+
 def _part_name(block: bytes) -> str:
     """The form-field name from a part's header block; validates the model part strictly."""
     disposition: str | None = None
     encoding: str | None = None
     for line in block.split(_CRLF) if block else ():
-        m = _HEADER.fullmatch(line)
-        if m is None or b"\r" in line or b"\n" in line:
-            raise _malformed("invalid part header line")
-        header = m.group(1).lower()
-        value = m.group(2).decode("latin-1")
+        header, value = _header(line)
         if header == b"content-disposition":
             if disposition is not None:
                 raise _malformed("repeated Content-Disposition")

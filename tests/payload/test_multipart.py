@@ -20,6 +20,11 @@ def sdk_body(fields: dict[str, str], files: dict[str, tuple[str, bytes, str]]) -
     return request.read(), request.headers["content-type"]
 
 
+def with_model(body: bytes, content_type: str, slug: str) -> bytes:
+    """Parse once, then rewrite from those facts (as the gateway does)."""
+    return multipart_with_model(body, inspect_multipart(body, content_type), slug)
+
+
 def parts(body: bytes, boundary: bytes) -> list[bytes]:
     """Independent split on CRLF--boundary (preamble and close delimiter dropped), to compare parts."""
     pieces = (b"\r\n" + body).split(b"\r\n--" + boundary)
@@ -32,10 +37,9 @@ def test_sdk_body_model_found_and_rewritten_with_file_parts_untouched() -> None:
         {"prompt": "a cat", "model": "my-image-model", "n": "2"},
         {"image": ("cat.png", PNG, "image/png"), "mask": ("mask.png", PNG[::-1], "image/png")},
     )
-    assert inspect_multipart(body, content_type) == "my-image-model"
-    out, out_type = multipart_with_model(body, content_type, "gpt-image-1")
-    assert out_type == content_type
-    assert inspect_multipart(out, out_type) == "gpt-image-1"
+    assert inspect_multipart(body, content_type).model == "my-image-model"
+    out = with_model(body, content_type, "gpt-image-1")
+    assert inspect_multipart(out, content_type).model == "gpt-image-1"
     assert out == body.replace(b"\r\n\r\nmy-image-model\r\n", b"\r\n\r\ngpt-image-1\r\n")
     boundary = boundary_of(content_type)
     before, after = parts(body, boundary), parts(out, boundary)
@@ -47,12 +51,12 @@ def test_sdk_body_model_found_and_rewritten_with_file_parts_untouched() -> None:
 
 def test_missing_model_is_added_as_first_part() -> None:
     body, content_type = sdk_body({"prompt": "a cat"}, {"image": ("cat.png", PNG, "image/png")})
-    assert inspect_multipart(body, content_type) is None
-    out, _ = multipart_with_model(body, content_type, "dall-e-2")
+    assert inspect_multipart(body, content_type).model is None
+    out = with_model(body, content_type, "dall-e-2")
     boundary = boundary_of(content_type)
     added = b"--" + boundary + b'\r\nContent-Disposition: form-data; name="model"\r\n\r\ndall-e-2\r\n'
     assert out == added + body
-    assert inspect_multipart(out, content_type) == "dall-e-2"
+    assert inspect_multipart(out, content_type).model == "dall-e-2"
 
 
 def test_quoted_boundary_preamble_padding_and_epilogue() -> None:
@@ -70,27 +74,27 @@ def test_quoted_boundary_preamble_padding_and_epilogue() -> None:
         + b"whisper-\xc3\xa9"
         + b"\r\n" + dash + b"--\r\nepilogue\r\n"
     )  # fmt: skip
-    assert inspect_multipart(body, content_type) == "whisper-\u00e9"
-    out, _ = multipart_with_model(body, content_type, "openai/whisper-large-v3")
+    assert inspect_multipart(body, content_type).model == "whisper-\u00e9"
+    out = with_model(body, content_type, "openai/whisper-large-v3")
     assert out == body.replace(b"whisper-\xc3\xa9", b"openai/whisper-large-v3")
 
 
 def test_empty_model_value_and_unquoted_boundary() -> None:
     body = b'--abc\r\nContent-Disposition: form-data; name="model"\r\n\r\n\r\n--abc--\r\n'
-    assert inspect_multipart(body, "multipart/form-data;boundary=abc") == ""
-    out, _ = multipart_with_model(body, "multipart/form-data;boundary=abc", "m")
+    assert inspect_multipart(body, "multipart/form-data;boundary=abc").model == ""
+    out = with_model(body, "multipart/form-data;boundary=abc", "m")
     assert out == b'--abc\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n--abc--\r\n'
 
 
 def test_model_added_after_a_preamble_and_into_an_empty_form() -> None:
     body = b"pre\r\n--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--"
-    out, _ = multipart_with_model(body, "multipart/form-data; boundary=b", "m")
+    out = with_model(body, "multipart/form-data; boundary=b", "m")
     assert out == (
         b'pre\r\n--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n'
         b"--b\r\nContent-Disposition: form-data; name=x\r\n\r\n1\r\n--b--"
     )
-    out, _ = multipart_with_model(b"--b--\r\n", "multipart/form-data; boundary=b", "m")
-    assert inspect_multipart(out, "multipart/form-data; boundary=b") == "m"
+    out = with_model(b"--b--\r\n", "multipart/form-data; boundary=b", "m")
+    assert inspect_multipart(out, "multipart/form-data; boundary=b").model == "m"
 
 
 CT = "multipart/form-data; boundary=xyz"
@@ -145,7 +149,7 @@ MALFORMED: list[tuple[bytes, str, str]] = [
 def test_malformed_bodies_are_refused(body: bytes, content_type: str, code: str) -> None:
     for call in (
         lambda: inspect_multipart(body, content_type),
-        lambda: multipart_with_model(body, content_type, "s"),
+        lambda: with_model(body, content_type, "s"),
     ):
         with pytest.raises(PayloadError) as info:
             call()
@@ -157,7 +161,7 @@ def test_slug_that_would_break_the_body_is_refused() -> None:
     body = field("model", b"a") + b"--xyz--"
     for slug in ("a\r\nb", "x--xyz", "\n"):
         with pytest.raises(ValueError):
-            multipart_with_model(body, CT, slug)
+            with_model(body, CT, slug)
 
 
 def test_randomised_bodies_keep_every_other_part_identical() -> None:
@@ -171,9 +175,9 @@ def test_randomised_bodies_keep_every_other_part_identical() -> None:
         if rng.random() < 0.6:
             fields["model"] = rng.choice(["m", "model-é", "a/b"])
         body, content_type = sdk_body(fields, files)
-        assert inspect_multipart(body, content_type) == fields.get("model")
-        out, _ = multipart_with_model(body, content_type, "slug-1")
-        assert inspect_multipart(out, content_type) == "slug-1"
+        assert inspect_multipart(body, content_type).model == fields.get("model")
+        out = with_model(body, content_type, "slug-1")
+        assert inspect_multipart(out, content_type).model == "slug-1"
         boundary = boundary_of(content_type)
         before = [p for p in parts(body, boundary) if b'name="model"' not in p.split(b"\r\n\r\n")[0]]
         after = [p for p in parts(out, boundary) if b'name="model"' not in p.split(b"\r\n\r\n")[0]]
