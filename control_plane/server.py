@@ -49,6 +49,7 @@ from control_plane.settings import Settings
 from control_plane.store import db
 from control_plane.store.background import BackgroundDatabase
 from control_plane.usage.priority import GovernanceFirst
+from control_plane.usage.retention import RetentionPolicy, RetentionTask
 
 log = logging.getLogger("odock.control_plane")
 
@@ -79,6 +80,7 @@ class RunningServer:
     feed: ChangeFeed
     engine: AsyncEngine
     background: BackgroundDatabase
+    retention: RetentionTask
     metrics: ControlPlaneMetrics
     db_check: DatabaseCheck
     metrics_server: MetricsServer | None = None
@@ -93,6 +95,7 @@ class RunningServer:
         # instead of waiting out the grace period; unary RPCs still finish.
         await self.feed.stop()
         await stopping
+        await self.retention.stop()
         await self.engine.dispose()
         await asyncio.to_thread(self.background.close)
         if self.metrics_server is not None:  # last: scrapes still work while draining
@@ -180,6 +183,13 @@ async def start(settings: Settings) -> RunningServer:
             sessionmaker, health_servicer, ("", *SERVICE_NAMES), settings.db_check_seconds, metrics
         )
         await db_check.start()
+        retention = RetentionTask(
+            background,
+            RetentionPolicy(settings.usage_retention_days, settings.usage_rollup_retention_days),
+            priority,
+            settings.usage_prune_seconds,
+        )
+        retention.start()
     except BaseException:
         await feed.stop()
         await engine.dispose()
@@ -189,7 +199,7 @@ async def start(settings: Settings) -> RunningServer:
         raise
     return RunningServer(
         server=server, address=address, health=health_servicer, feed=feed, engine=engine,
-        background=background, metrics=metrics, db_check=db_check, metrics_server=metrics_server,
+        background=background, retention=retention, metrics=metrics, db_check=db_check, metrics_server=metrics_server,
     )  # fmt: skip
 
 

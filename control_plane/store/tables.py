@@ -251,6 +251,7 @@ class UsageRollupRow(Base):
     since the Unix epoch (UTC): day buckets are ``hour // 24`` on both backends."""
 
     __tablename__ = "usage_rollups"
+    __table_args__ = (Index("ix_usage_rollups_hour", "hour"),)  # retention prunes by hour
 
     org_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     hour: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
