@@ -23,6 +23,7 @@ from data_plane.payload import PayloadError, inspect_json, inspect_multipart, mu
 from data_plane.providers import DIALECTS, Endpoint
 from data_plane.providers.headers import HOP_HEADER, build_headers
 from data_plane.proxy import Relay
+from data_plane.scrub import secret_for
 from data_plane.state import STATE, NodeState
 from data_plane.upstream.egress import EGRESS
 from data_plane.usage import METER, RECORD_ID, client_request_id
@@ -254,6 +255,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             upstream_idle=settings.timeouts.upstream_idle,
             deadline=deadline,
             max_buffered=settings.max_buffered_response_bytes,
+            max_sse_event=settings.max_sse_event_bytes,
         )
         EGRESS.set(route.egress)  # checked on each new upstream connection (upstream/egress.py)
         return await relay.forward(
@@ -265,6 +267,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             first_byte_timeout=route.timeout,
             streaming=streaming,
             strip_injected=injected,
+            secret=secret_for(route.secret),
         )
 
     return handle

@@ -6,9 +6,13 @@
   ``max_buffered_response_bytes``) before anything is sent, so an upstream that
   stalls or resets mid-body yields a clean 504/502 instead of a truncated 200.
 - Streamed answers are relayed chunk by chunk as they arrive. For SSE a stall
-  (no bytes for ``upstream_idle`` seconds) or a reset ends the stream with an
-  error event in the family's shape; other streams are aborted without the
+  (no bytes for the idle timeout: the model's timeout, at most ``upstream_idle``
+  seconds), a reset or an event over ``max_sse_event`` bytes ends the stream with
+  an error event in the family's shape; other streams are aborted without the
   final chunk, which every HTTP client reports as an incomplete body.
+- The provider secret never goes back: status line, headers and bodies (any status,
+  streamed or not) pass through its scrubber (``data_plane.scrub``), and pooled
+  connections are per origin and credential, so none carries two tenants' traffic.
 - Client disconnect cancels the handler (aiohttp ``handler_cancellation``); the
   ``finally`` closes the upstream connection rather than returning it to the pool.
 - The upstream hop is ``data_plane.upstream`` (a lean HTTP/1.1 client): bodies are
@@ -30,7 +34,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from data_plane.errors import GatewayError, sse_error_event
-from data_plane.sse import EventSplitter
+from data_plane.scrub import Secret, StreamScrubber
+from data_plane.sse import DEFAULT_MAX_EVENT, EventSplitter, EventTooLarge
 from data_plane.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 from data_plane.usage.meter import CANCELLED, COMPLETE, ERROR, PARTIAL, RequestMeter
 from data_plane.usage.shapes import body_usage
@@ -62,15 +67,17 @@ UPSTREAM_STALLED = "Upstream provider stopped sending data"
 UPSTREAM_UNREACHABLE = "Upstream provider is unreachable"
 UPSTREAM_BROKEN = "Upstream provider closed the connection before completing its response"
 UPSTREAM_REDIRECT = "Upstream provider answered with a redirect; redirects are not followed"
+UPSTREAM_EVENT_TOO_LARGE = "Upstream provider sent a streamed event larger than the gateway relays"
 
 
-def response_headers(upstream: UpstreamResponse) -> CIMultiDict[str]:
-    """Upstream response headers minus hop-by-hop ones (and any the Connection header names)."""
+def response_headers(upstream: UpstreamResponse, secret: Secret | None = None) -> CIMultiDict[str]:
+    """Upstream response headers minus hop-by-hop ones (and any the Connection header names), scrubbed."""
     out: CIMultiDict[str] = CIMultiDict()
     named: list[str] = []
     request_id: str | None = None
     alt_id: str | None = None
-    for name, value in upstream.raw_headers:
+    for name, raw_value in upstream.raw_headers:
+        value = secret.text(raw_value) if secret is not None else raw_value
         lower = name.lower()
         if lower in _HOP_BY_HOP:
             if lower == "connection":
@@ -93,7 +100,7 @@ def response_headers(upstream: UpstreamResponse) -> CIMultiDict[str]:
 class Relay:
     """One request's trip upstream and back: its limits, the meter, and the answer once it arrived."""
 
-    __slots__ = ("deadline", "family", "idle", "max_buffered", "meter", "request")
+    __slots__ = ("deadline", "family", "idle", "max_buffered", "max_event", "meter", "request", "secret")
 
     def __init__(
         self,
@@ -104,6 +111,7 @@ class Relay:
         upstream_idle: float,
         deadline: float,
         max_buffered: int,
+        max_sse_event: int = DEFAULT_MAX_EVENT,
     ) -> None:
         self.request = request
         self.meter = meter
@@ -111,6 +119,8 @@ class Relay:
         self.idle = upstream_idle
         self.deadline = deadline  # loop.time() by which everything must be done
         self.max_buffered = max_buffered
+        self.max_event = max_sse_event
+        self.secret: Secret | None = None
 
     def _timeout(self, limit: float) -> float:
         return max(0.0, min(limit, self.deadline - asyncio.get_running_loop().time()))
@@ -126,13 +136,24 @@ class Relay:
         first_byte_timeout: float,
         streaming: bool,
         strip_injected: bool = False,
+        secret: Secret | None = None,
     ) -> web.StreamResponse:
-        """Send the request upstream and relay its answer to the client."""
+        """Send the request upstream and relay its answer to the client.
+
+        ``secret`` is the provider credential the headers carry: it keys the connection pool
+        and is scrubbed from the answer. The model's timeout bounds the first byte and, capped
+        by ``upstream_idle``, every silence after it.
+        """
         meter = self.meter
+        self.secret = secret
+        if first_byte_timeout > 0:
+            self.idle = min(self.idle, first_byte_timeout)
         meter.upstream_started()
         try:
             async with asyncio.timeout(self._timeout(first_byte_timeout)):
-                upstream = await client.request(method, url, headers, body)
+                upstream = await client.request(
+                    method, url, headers, body, tenant=secret.pool_tag if secret is not None else ""
+                )
         except TimeoutError:  # connect timeouts included
             raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
         except (UpstreamError, OSError) as exc:
@@ -185,6 +206,9 @@ class Relay:
             # Too big to hold: relay the rest as it comes (a break then aborts the connection).
             tap = make_tap(meter, is_sse=False, strip_injected=False) if 200 <= upstream.status < 300 else None
             return await self._relay_stream(upstream, False, tap, body)
+        secret = self.secret
+        if secret is not None:
+            body = secret.bytes(body)
         meter.upstream_finished()
         status = upstream.status
         if 200 <= status < 300:
@@ -195,7 +219,11 @@ class Relay:
             meter.settle(status, COMPLETE)
         else:
             meter.settle(status, ERROR)
-        return web.Response(status=status, reason=upstream.reason, body=body, headers=response_headers(upstream))
+        return web.Response(status=status, reason=self._reason(upstream), body=body,
+                            headers=response_headers(upstream, secret))  # fmt: skip
+
+    def _reason(self, upstream: UpstreamResponse) -> str:
+        return self.secret.text(upstream.reason) if self.secret is not None else upstream.reason
 
     async def _relay_stream(
         self, upstream: UpstreamResponse, is_sse: bool, tap: StreamTap | None, head: bytes = b""
@@ -203,21 +231,25 @@ class Relay:
         request, meter = self.request, self.meter
         status = upstream.status
         ok = 200 <= status < 300
-        resp = web.StreamResponse(status=status, reason=upstream.reason, headers=response_headers(upstream))
+        resp = web.StreamResponse(
+            status=status, reason=self._reason(upstream), headers=response_headers(upstream, self.secret)
+        )
         if is_sse:
             resp.headers["Cache-Control"] = resp.headers.get("Cache-Control", "no-cache")
             resp.headers["X-Accel-Buffering"] = "no"
         await resp.prepare(request)
-        splitter = EventSplitter() if is_sse else None
+        splitter = EventSplitter(self.max_event) if is_sse else None
+        scrub = self.secret.stream() if self.secret is not None else None
         try:
             if head:
-                await _write(resp, tap.relay(head) if tap is not None else head, meter)
-            failure = await self._pump(upstream, resp, splitter, tap)
+                await _write(resp, _pass(head, scrub, tap), meter)
+            failure = await self._pump(upstream, resp, splitter, scrub, tap)
             meter.upstream_finished()
             if failure is None:
-                if splitter is not None and splitter.pending:
-                    rest = splitter.flush()
-                    await _write(resp, tap.relay(rest) if tap is not None else rest, meter)
+                rest = splitter.flush() if splitter is not None else b""
+                if scrub is not None:
+                    rest = scrub.feed(rest) + scrub.flush()
+                await _write(resp, tap.relay(rest) if tap is not None and rest else rest, meter)
                 await resp.write_eof()
                 meter.settle(status, COMPLETE if ok else ERROR)
                 return resp
@@ -239,6 +271,7 @@ class Relay:
         upstream: UpstreamResponse,
         resp: web.StreamResponse,
         splitter: EventSplitter | None,
+        scrub: StreamScrubber | None,
         tap: StreamTap | None,
     ) -> GatewayError | None:
         """Relay upstream chunks until the end (None) or an upstream failure (the error to report)."""
@@ -252,11 +285,22 @@ class Relay:
                 return GatewayError(502, "upstream_reset", UPSTREAM_BROKEN)
             if not chunk:
                 return None
-            out = splitter.feed(chunk) if splitter is not None else chunk
-            if tap is not None and out:
-                out = tap.relay(out)
+            if splitter is not None:
+                try:
+                    chunk = splitter.feed(chunk)
+                except EventTooLarge:
+                    return GatewayError(502, "upstream_event_too_large", UPSTREAM_EVENT_TOO_LARGE)
             # A client write failure propagates: it is not an upstream error.
-            await _write(resp, out, meter)
+            await _write(resp, _pass(chunk, scrub, tap), meter)
+
+
+def _pass(data: bytes, scrub: StreamScrubber | None, tap: StreamTap | None) -> bytes:
+    """Relayed bytes on their way out: the secret scrubbed, then usage read (and injected parts cut)."""
+    if scrub is not None and data:
+        data = scrub.feed(data)
+    if tap is not None and data:
+        data = tap.relay(data)
+    return data
 
 
 async def _write(resp: web.StreamResponse, data: bytes, meter: RequestMeter) -> None:

@@ -102,13 +102,17 @@ def _fields(event: bytes) -> tuple[bytes, bytes]:
     return name, b"\n".join(data)
 
 
-def event_start(data: bytes, pos: int) -> int:
-    """Where the event holding ``data[pos]`` starts (just after the blank line before it, or 0)."""
+def event_start(data: bytes, pos: int, lo: int = 0) -> int:
+    """Where the event holding ``data[pos]`` starts (just after the blank line before it, or ``lo``).
+
+    ``lo`` is where an event is known to start (the end of the previous one): the search
+    never looks before it, so finding every event of a block stays linear in its size.
+    """
     # Events hold no CR/LF but their line ends, so a blank line is the only place where
     # "\n\n", "\r\r" or "\n\r" occur ("\r\n" alone is one line end).
-    at = max(data.rfind(b"\n\n", 0, pos), data.rfind(b"\r\r", 0, pos), data.rfind(b"\n\r", 0, pos))
+    at = max(data.rfind(b"\n\n", lo, pos), data.rfind(b"\r\r", lo, pos), data.rfind(b"\n\r", lo, pos))
     if at < 0:
-        return 0
+        return lo
     at += 2
     while at < pos and data[at] in b"\r\n":
         at += 1
@@ -143,7 +147,7 @@ class SseTap:
         changed = False
         done = 0  # data[:done] is handled
         while found is not None:
-            start = event_start(data, found.start())
+            start = event_start(data, found.start(), done)
             end_match = EVENT_END.search(data, found.end())
             body_end, end = (end_match.start(), end_match.end()) if end_match else (len(data), len(data))
             if start > done:

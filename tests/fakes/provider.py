@@ -27,6 +27,7 @@ from multidict import CIMultiDict
 
 from tests.fakes import anthropic_shapes, gemini_shapes, multipart, openai_shapes, vllm_shapes
 from tests.fakes.errors import native_error
+from tests.fakes.hostile import echo_error, received_key, unterminated
 from tests.fakes.reply import Ask, JsonReply, StreamReply, dumps
 
 FAMILIES = ("openai", "anthropic", "gemini", "vllm")
@@ -95,6 +96,11 @@ class Knobs:
     redirect_to: str | None = None  # answer 307 with this Location
     hold_last: asyncio.Event | None = None  # a stream waits for it before its last piece
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # A careless provider repeating the key it received: "body" (in a 401 error's message, also
+    # URL-encoded as a key= query), "header" (an X-Echo-Key header on that 401), "stream" (an
+    # X-Echo-Key header, and the key in place of the first piece's text, written in two halves).
+    echo_key: str | None = None
+    unterminated_event: int | None = None  # after the first frame, one event this long that never ends
 
 
 @dataclass
@@ -214,6 +220,8 @@ class FakeProvider:
         family = rec.family or "openai"
         if self.require_keys and not self._key_ok(family, rec.headers):
             return _error(family, 401, "fake: missing or wrong provider key", k)
+        if k.echo_key in ("body", "header"):
+            return echo_error(family, rec.headers, k.echo_key, k.extra_headers)
         if k.delay_before_headers and await self._pause(k.delay_before_headers):
             return web.Response(status=503)
         if k.redirect_to is not None:
@@ -255,12 +263,19 @@ class FakeProvider:
 
     async def _stream(self, request: web.BaseRequest, rec: RecordedRequest, reply: StreamReply) -> web.StreamResponse:
         k = self.knobs
-        resp = web.StreamResponse(headers={**reply.headers, **k.extra_headers})
+        key = received_key(rec.family or "openai", rec.headers).encode() if k.echo_key == "stream" else b""
+        echo = {"X-Echo-Key": key.decode()} if key else {}
+        resp = web.StreamResponse(headers={**reply.headers, **k.extra_headers, **echo})
         resp.content_type = reply.content_type.split(";")[0]
         if "charset=" in reply.content_type:
             resp.charset = reply.content_type.rsplit("charset=", 1)[1]
         await resp.prepare(request)
         for i, frame in enumerate(reply.frames):
+            if i == 1 and k.unterminated_event is not None:
+                await unterminated(resp, k.unterminated_event)
+                rec.complete = True
+                await resp.write_eof()
+                return resp
             if i in (k.stall_after, k.reset_after):
                 await self._cut(request, rec)
                 return resp
@@ -268,6 +283,12 @@ class FakeProvider:
                 return resp
             if i and k.chunk_delay and await self._pause(k.chunk_delay):
                 return resp
+            if key and b"piece0" in frame:
+                frame = frame.replace(b"piece0", key, 1)
+                half = frame.index(key) + len(key) // 2
+                await resp.write(frame[:half])  # the key split across two writes
+                await asyncio.sleep(0.05)
+                frame = frame[half:]
             await resp.write(frame)
             rec.frames_sent += 1
         rec.complete = True
