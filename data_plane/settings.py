@@ -35,7 +35,9 @@ class Timeouts:
 
     client_header: float = 10.0
     client_body_idle: float = 30.0
-    client_body: float = 120.0
+    client_body: float = 900.0  # absolute cap on reading one body, whatever its rate
+    client_body_window: float = 15.0  # pacing window (data_plane/body.py)
+    client_body_min_rate: float = 1024.0  # bytes/s a body must average over each window (0: off)
     client_keepalive: float = 75.0
     upstream_connect: float = 10.0
     upstream_idle: float = 60.0
@@ -150,7 +152,9 @@ class Settings:
         timeouts = Timeouts(
             client_header=env.number("ODOCK_CLIENT_HEADER_TIMEOUT_SECONDS", 10.0, low=0.05, high=3600),
             client_body_idle=env.number("ODOCK_CLIENT_BODY_IDLE_SECONDS", 30.0, low=0.05, high=3600),
-            client_body=env.number("ODOCK_CLIENT_BODY_TIMEOUT_SECONDS", 120.0, low=0.05, high=86400),
+            client_body=env.number("ODOCK_CLIENT_BODY_TIMEOUT_SECONDS", 900.0, low=0.05, high=86400),
+            client_body_window=env.number("ODOCK_CLIENT_BODY_WINDOW_SECONDS", 15.0, low=0.05, high=3600),
+            client_body_min_rate=env.number("ODOCK_CLIENT_BODY_MIN_BYTES_PER_SECOND", 1024.0, low=0, high=2**30),
             client_keepalive=env.number("ODOCK_CLIENT_KEEPALIVE_SECONDS", 75.0, low=0.05, high=3600),
             upstream_connect=env.number("ODOCK_UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0, low=0.05, high=600),
             upstream_idle=env.number("ODOCK_UPSTREAM_IDLE_SECONDS", 60.0, low=0.05, high=3600),
