@@ -169,13 +169,14 @@ async def test_a_20_mb_upload_at_full_speed_is_not_cut(
 async def test_an_upload_paced_above_the_minimum_rate_spans_many_windows(
     paced_dp: DataPlaneProcess, org: Provisioned, fake_provider: FakeProvider
 ) -> None:
-    # 4 s of uploading at 16 KiB/s (16x the minimum), sent as a chunked body in 4 KiB pieces.
-    body = _chat_body(64 * 1024)
+    # 4 s of uploading at 40 KiB/s (40x the minimum: a stalled test loop cannot fail it), sent
+    # as a chunked body in 4 KiB pieces.
+    body = _chat_body(160 * 1024)
 
     async def paced() -> AsyncIterator[bytes]:
         for at in range(0, len(body), 4096):
             yield body[at : at + 4096]
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.1)
 
     started = time.monotonic()
     async with httpx.AsyncClient(base_url=paced_dp.url, timeout=30) as client:
