@@ -13,6 +13,7 @@ import asyncio
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from odock.v1 import common_pb2
 from sqlalchemy import text
@@ -49,6 +50,9 @@ async def test_bytes_per_record_stays_within_the_documented_bound(migrated_db_ur
     try:
         before = await asyncio.to_thread(_measure, store, sqlite_file)
         for b in range(RECORDS // 500):
+            client_ids: list[dict[str, Any]] = [
+                {"client_request_id": f"client-{secrets.token_hex(8)}"} if i % 10 == 0 else {} for i in range(500)
+            ]
             recs = [
                 record(
                     "org_" + secrets.token_hex(13)[:26] if i % 50 == 0 else "org_k7d2m4p6q8r1s3t5v7w9x2y4z6",
@@ -59,7 +63,7 @@ async def test_bytes_per_record_stays_within_the_documented_bound(migrated_db_ur
                     time_to_first_byte_us=250_000, attempt=1, streamed=i % 2 == 0,
                     http_status=200 if i % 20 else 429,
                     outcome=common_pb2.OUTCOME_COMPLETE if i % 20 else common_pb2.OUTCOME_ERROR,
-                    **({"client_request_id": f"client-{secrets.token_hex(8)}"} if i % 10 == 0 else {}),
+                    **client_ids[i],
                 )
                 for i in range(500)
             ]  # fmt: skip
