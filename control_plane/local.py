@@ -365,18 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--state-dir", default=".odock", help="secrets, database and logs (default .odock)")
-        p.add_argument(
-            "--grpc",
-            default="127.0.0.1:50051",
-            metavar="HOST:PORT",
-            help="control plane gRPC listen address (port 0 = any free port)",
-        )
-        p.add_argument(
-            "--http",
-            default="127.0.0.1:8080",
-            metavar="HOST:PORT",
-            help="data plane HTTP listen address (port 0 = any free port)",
-        )
+        p.add_argument("--grpc", default="127.0.0.1:50051", metavar="HOST:PORT",
+                       help="control plane gRPC listen address (port 0 = any free port)")  # fmt: skip
+        p.add_argument("--http", default="127.0.0.1:8080", metavar="HOST:PORT",
+                       help="data plane HTTP listen address (port 0 = any free port)")  # fmt: skip
         if name == "up":
             p.add_argument("--ready-timeout", type=float, default=60.0, metavar="SECONDS",
                            help="how long each plane may take to become ready")  # fmt: skip
