@@ -57,6 +57,7 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0  # bytes received while the answer's head is incomplete
         self._early = False  # the answer began before the request was wholly written
         self._fd = -1
+        self._poller: select.poll | None = None  # made on the first reuse, then kept
 
     # Used by the pool and the response.
 
@@ -111,8 +112,10 @@ class Connection(asyncio.Protocol):
         """
         if self._fd < 0:
             return False
-        poller = select.poll()
-        poller.register(self._fd, select.POLLIN | select.POLLPRI)
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self._fd, select.POLLIN | select.POLLPRI)
         try:
             return bool(poller.poll(0))
         except OSError:
