@@ -104,6 +104,7 @@ CASES: dict[str, Builder] = {
         org_id=t.org_id, start_time=Timestamp(seconds=1_700_000_000)),
     "/odock.v1.UsageService/GetUsageRecord": lambda t: usage_pb2.GetUsageRecordRequest(
         org_id=t.org_id, request_id="req-1"),
+    "/odock.v1.UsageService/ListUsageRecords": lambda t: usage_pb2.ListUsageRecordsRequest(org_id=t.org_id),
 }  # fmt: skip
 
 # Org admins may never call these, whatever org they name.
