@@ -70,6 +70,16 @@ SERVICE_NAMES: tuple[str, ...] = tuple(
 )
 
 
+# Data planes ping every 10 s, also between calls, to notice a vanished replica
+# (data_plane/governance/client.py); without this the server would answer such
+# pings with GOAWAY "too_many_pings" after two of them.
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
 @dataclass
 class RunningServer:
     """A started control plane; ``stop()`` shuts it down in order."""
@@ -150,7 +160,8 @@ async def start(settings: Settings) -> RunningServer:
         priority = GovernanceFirst(settings.usage_ingest_concurrency if background.is_postgres else 1)
         known = service_methods((*SERVICE_NAMES, health.SERVICE_NAME, *REFLECTION_NAMES))
         server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(metrics, known), AuthInterceptor(settings, sessionmaker)]
+            interceptors=[MetricsInterceptor(metrics, known), AuthInterceptor(settings, sessionmaker)],
+            options=KEEPALIVE_OPTIONS,
         )
         orgs_pb2_grpc.add_OrgServiceServicer_to_server(OrgServicer(deps), server)
         credentials_pb2_grpc.add_CredentialServiceServicer_to_server(CredentialServicer(deps), server)

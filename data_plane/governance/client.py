@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import grpc
@@ -29,14 +30,45 @@ _REJECTIONS = {
 }
 
 
-def _channel(settings: Settings) -> grpc.aio.Channel:
-    options = [
-        # Reconnect quickly after a control-plane restart; the watcher adds its own jittered backoff.
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.min_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", int(settings.timeouts.reconnect_max * 1000)),
+# Connection attempts to an absent control plane: 50 ms after the first failure, growing
+# (x1.6, +-20% jitter) to at most 1 s apart, so a node is connected again within about a
+# second of the control plane answering, however long the outage (watch.py waits for it).
+RECONNECT_FIRST_MS = 50
+RECONNECT_CAP_MS = 1000
+# How long one connection attempt may take (TCP + TLS handshake) before it counts as failed.
+CONNECT_TIMEOUT_MS = 5000
+# HTTP/2 pings on an idle connection: a control plane that vanished without a FIN or RST (a
+# node or pod gone) is noticed within KEEPALIVE + TIMEOUT, before the watch's idle timeout.
+KEEPALIVE_MS = 10_000
+KEEPALIVE_TIMEOUT_MS = 5_000
+
+
+# Several replicas (``ipv4:a:p,b:p``, or ``dns:///name:p`` resolving to several addresses): a
+# connection to each, unary calls spread over the ready ones, a new stream on any ready one;
+# when one goes away its calls and streams move to the others at once. DNS names are looked up
+# again after a connection fails, at most once a second (gRPC's default is every 30 s).
+SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+DNS_MIN_RERESOLVE_MS = 1000
+
+
+def channel_options() -> list[tuple[str, int | str]]:
+    """The control-plane channel's options (also right for ``ipv4:a:p,b:p`` and ``dns:///`` targets)."""
+    return [
+        ("grpc.service_config", SERVICE_CONFIG),
+        ("grpc.dns_min_time_between_resolutions_ms", DNS_MIN_RERESOLVE_MS),
+        ("grpc.initial_reconnect_backoff_ms", RECONNECT_FIRST_MS),
+        ("grpc.max_reconnect_backoff_ms", RECONNECT_CAP_MS),
+        ("grpc.min_reconnect_backoff_ms", CONNECT_TIMEOUT_MS),
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
         ("grpc.enable_retries", 0),
     ]
+
+
+def _channel(settings: Settings) -> grpc.aio.Channel:
+    options = channel_options()
     if not settings.cp_tls:
         return grpc.aio.insecure_channel(settings.cp_address, options=options)
     assert settings.cp_tls_ca_file is not None
@@ -203,8 +235,12 @@ class NodeClient:
     def watch(self) -> grpc.aio.UnaryStreamCall[node_pb2.WatchRequest, node_pb2.WatchEvent]:
         """Open the invalidation stream from now on (the caller flushes on its first event)."""
         self.calls["Watch"] += 1
+        # Wait-for-ready: while the control plane is away the stream waits for the channel to
+        # connect (instead of failing at once), and starts the moment it does.
         return self._stub.Watch(
-            node_pb2.WatchRequest(after_revision=0, node_id=self._settings.node_id), metadata=self._metadata
+            node_pb2.WatchRequest(after_revision=0, node_id=self._settings.node_id),
+            metadata=self._metadata,
+            wait_for_ready=True,
         )
 
     def report_usage(self) -> grpc.aio.StreamStreamCall[node_pb2.UsageBatch, node_pb2.UsageAck]:

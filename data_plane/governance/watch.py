@@ -4,7 +4,16 @@ Each (re)connection starts "from now" and flushes the whole cache on its first
 event, so nothing that changed while the stream was down survives. A revision
 gap, a Reset, or a heartbeat announcing revisions we never saw also flushes.
 No event for ``watch_idle`` seconds means the stream is dead: it is cancelled
-and reopened with jittered exponential backoff.
+and reopened.
+
+Reconnecting: the stream is opened wait-for-ready, so while the control plane
+is away it waits for the channel, whose own connection attempts are at most
+about a second apart (client.py), and starts the moment a connection is up:
+the node is back within about a second of the control plane answering again,
+however long the outage. Streams that fail *after* connecting (a replica
+shutting down, an error answer) are reopened after 50 ms, doubling up to
+``ODOCK_RECONNECT_MAX_SECONDS``, jittered. One WARNING per outage (when the
+link is lost), the attempts in between at DEBUG, one INFO when it is back.
 """
 
 from __future__ import annotations
@@ -27,6 +36,8 @@ from data_plane.settings import Settings
 log = logging.getLogger("odock.data_plane.watch")
 
 _KIND = node_pb2.InvalidationKind
+# First reopen delay after a stream failed once connected (doubles per failure, up to the cap).
+FIRST_RETRY_SECONDS = 0.05
 
 
 class LimitEvents(Protocol):
@@ -63,20 +74,32 @@ class Watcher:
         self._clock = clock
         self._limits = limits
         self.connected_event = asyncio.Event()
+        self._outage_logged = False
+        self._outage_since = 0.0
+        self._attempts = 0
 
     async def run(self) -> None:
         """Keep the stream open forever (cancel to stop)."""
         attempt = 0
         while True:
-            healthy = await self._session()
+            healthy, why = await self._session()
+            if healthy or not self._outage_logged:
+                # Once per outage: the link was lost (or never came up).
+                log.warning("watch stream %s; reconnecting", why)
+                self._outage_logged = True
+                self._outage_since = self._clock()
+                self._attempts = 0
+            else:
+                log.debug("watch stream attempt failed: %s", why)
+            self._attempts += 1
             attempt = 0 if healthy else attempt + 1
             self._link.reconnects += 1
-            # full jitter: spreads a fleet's reconnects after a control-plane restart
-            delay = random.uniform(0, min(self._backoff_max, 0.1 * 2 ** min(attempt, 16)))
-            await asyncio.sleep(delay)
+            # 50 ms doubling to the cap; half jitter spreads a fleet without ever waiting the full cap at once.
+            cap = min(self._backoff_max, FIRST_RETRY_SECONDS * 2 ** min(attempt, 16))
+            await asyncio.sleep(random.uniform(cap / 2, cap))
 
-    async def _session(self) -> bool:
-        """One stream, until it fails; True if it delivered at least one event."""
+    async def _session(self) -> tuple[bool, str]:
+        """One stream, until it fails; (delivered at least one event, why it ended)."""
         call = self._client.watch()
         got_event = False
         try:
@@ -84,11 +107,11 @@ class Watcher:
                 async with asyncio.timeout(self._idle):
                     event = await call.read()
                 if event is grpc.aio.EOF:
-                    log.warning("watch stream ended by the control plane")
-                    return got_event
+                    return got_event, "ended by the control plane"
                 assert isinstance(event, node_pb2.WatchEvent)
                 if not got_event:
                     got_event = True
+                    self._connected()
                     self._flush("connected", event.revision)
                     self._link.connected = True
                     self._link.ever_connected = True
@@ -96,15 +119,21 @@ class Watcher:
                 self._link.last_contact = self._clock()
                 self._apply(event)
         except TimeoutError:
-            log.warning("watch stream idle for %.1fs; reconnecting", self._idle)
-            return got_event
+            return got_event, f"idle for {self._idle:.1f}s"
         except grpc.aio.AioRpcError as exc:
-            log.warning("watch stream failed: %s", exc.code().name)
-            return got_event
+            return got_event, f"failed: {exc.code().name}"
         finally:
             self._link.connected = False
             self.connected_event.clear()
             call.cancel()
+
+    def _connected(self) -> None:
+        if self._outage_logged:
+            log.info(
+                "watch stream reconnected after %.1fs (%d attempts)",
+                self._clock() - self._outage_since, self._attempts,
+            )  # fmt: skip
+        self._outage_logged = False
 
     def _flush(self, why: str, revision: int) -> None:
         self._cache.flush()

@@ -172,8 +172,13 @@ def test_listen_ports_match_container_ports_and_the_data_plane_finds_the_control
     dp = one(overlay_objects, "Deployment", "odock-data-plane")["spec"]["template"]["spec"]["containers"][0]
     assert int(env_value(cp, "ODOCK_CP_LISTEN").rpartition(":")[2]) == cp["ports"][0]["containerPort"]
     assert int(env_value(dp, "ODOCK_DP_LISTEN").rpartition(":")[2]) == dp["ports"][0]["containerPort"]
-    host, _, port = env_value(dp, "ODOCK_CP_ADDRESS").rpartition(":")
+    # Every replica through a headless Service (docs/operations.md, "Several control-plane replicas").
+    target = env_value(dp, "ODOCK_CP_ADDRESS")
+    assert target.startswith("dns:///")
+    host, _, port = target.removeprefix("dns:///").rpartition(":")
     svc = one(overlay_objects, "Service", host)
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "control-plane"
     assert int(port) in [p["port"] for p in svc["spec"]["ports"]]
 
 
