@@ -8,6 +8,9 @@ import socket
 import threading
 import time
 
+import pytest
+
+from data_plane.upstream import response as upstream_response
 from tests.upstream.conftest import Run
 from tests.upstream.server import Peer, Server, response
 from tests.upstream.test_framing import new_client, read_all
@@ -100,13 +103,16 @@ def test_unread_unsolicited_bytes_on_an_idle_connection_retire_it(run: Run[None]
     run(scenario())
 
 
-def test_a_paused_complete_answer_is_read_again_once_idle(run: Run[None]) -> None:
-    async def scenario() -> None:
-        body = b"y" * (300 * 1024)  # its last read crosses the high-water mark: reading pauses
+def test_a_paused_complete_answer_is_read_again_once_idle(
+    run: Run[None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small high-water mark: the one read that brings the whole answer also pauses reading.
+    monkeypatch.setattr(upstream_response, "HIGH_WATER", 1024)
 
+    async def scenario() -> None:
         async def handler(peer: Peer) -> None:
             await peer.read_request()
-            await peer.send(response(body))
+            await peer.send(response(b"y" * 4096))
             await asyncio.sleep(0.2)
             await peer.send(response(b"INJECTED"))
             await peer.wait_client_close()
