@@ -59,16 +59,16 @@ def test_an_event_up_to_the_bound_passes_whole() -> None:
 
 
 def _split_seconds(size: int, piece: int = 32) -> float:
-    """Best of three: time to feed ``size`` bytes of one unterminated event in ``piece``-byte chunks."""
+    """Best of three: CPU time to feed ``size`` bytes of one unterminated event in ``piece``-byte chunks."""
     chunk = b"x" * piece
     best = float("inf")
     for _ in range(3):
         s = EventSplitter(max_event=size + 1)
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(size // piece):
             s.feed(chunk)
         assert s.feed(b"\n\n").endswith(b"x\n\n") and s.pending == b""
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 
@@ -95,9 +95,9 @@ def _tap_seconds(events: int) -> float:
                              endpoint="/x", shape="gemini")  # fmt: skip
         tap = make_tap(meter, is_sse=True, strip_injected=False)
         assert tap is not None
-        start = time.perf_counter()
+        start = time.process_time()
         assert tap.relay(block) == block
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time.process_time() - start)
     return best
 
 
