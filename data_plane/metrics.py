@@ -46,9 +46,11 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from data_plane.details import write_worker_status
 from data_plane.errors import FAMILY_NAMES
 from data_plane.usage import meter as usage_meter
+from data_plane.usage.wal import DROP_REASONS
 
 if TYPE_CHECKING:
     from data_plane.state import NodeState
+    from data_plane.usage.shipper import Shipper
 
 log = logging.getLogger("odock.data_plane.metrics")
 
@@ -57,6 +59,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 # The gateway's own time: sub-millisecond when all is well, so the low end is fine-grained.
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 FIRST_BYTE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 10.0)
 CACHE_TABLES = ("key", "route", "models")
 CACHE_RESULTS = ("hit", "miss", "stale", "unavailable")
 OUTCOMES = {0: "unspecified", 1: "complete", 2: "partial", 3: "cancelled", 4: "error"}
@@ -180,6 +183,29 @@ class DataPlaneMetrics:
             "odock_dp_usage_spool_records", "Usage records held in the spool, not yet acknowledged.",
             registry=reg, multiprocess_mode="livesum",
         )  # fmt: skip
+        self.usage_dropped = Counter(
+            "odock_dp_usage_dropped_records",
+            "Usage records lost, by reason: spool_full|disk_error|memory_full|corrupt|shutdown (docs/usage.md).",
+            ["reason"], registry=reg,
+        )  # fmt: skip
+        self.usage_not_durable = Counter(
+            "odock_dp_usage_not_durable_records",
+            "Usage records the spool could not take when committed (kept in memory until delivered).",
+            registry=reg,
+        )  # fmt: skip
+        self.spool_errors = Counter(
+            "odock_dp_usage_spool_errors", "Failed usage spool writes and reads, by errno name or short_write.",
+            ["reason"], registry=reg,
+        )  # fmt: skip
+        self.usage_task_restarts = Counter(
+            "odock_dp_usage_task_restarts", "Usage background tasks restarted after a failure.",
+            ["task"], registry=reg,
+        )  # fmt: skip
+        self.usage_commit_wait = Histogram(
+            "odock_dp_usage_commit_wait_seconds",
+            "From a usage record's submission to its group commit (fdatasync); the oldest record of each commit.",
+            buckets=COMMIT_BUCKETS, registry=reg,
+        )  # fmt: skip
         self.limit_rejections = Counter(
             "odock_dp_limit_rejections", "Requests refused by org/key limits, by error code.",
             ["code"], registry=reg,
@@ -199,6 +225,8 @@ class DataPlaneMetrics:
                 self.cache_lookups.labels(table, result)
         for result in ("submitted", "accepted", "duplicate", "rejected", "dropped"):
             self.usage_records.labels(result)
+        for reason in DROP_REASONS:
+            self.usage_dropped.labels(reason)
         for source in ("lease", "local"):
             self.limit_degraded.labels(source)
 
@@ -275,6 +303,7 @@ class DataPlaneMetrics:
         for result, key in (("submitted", "records"), ("accepted", "accepted"), ("duplicate", "duplicates"),
                             ("rejected", "rejected"), ("dropped", "dropped_records")):  # fmt: skip
             mirror.sync(("usage", result), usage[key], self.usage_records.labels(result).inc)
+        self._refresh_usage_failures(shipper, usage)
         mirror.sync("meter_failures", usage_meter.FAILURES.count, self.usage_meter_failures.inc)
         if node.limiter is not None:
             limiter = node.limiter
@@ -285,6 +314,20 @@ class DataPlaneMetrics:
             mirror.sync("degraded_local", local, self.limit_degraded.labels("local").inc)
         if node.settings.metrics_dir is not None:  # a supervisor's worker: it serves the details
             write_worker_status(node.settings.metrics_dir, node.status())
+
+    def _refresh_usage_failures(self, shipper: Shipper, usage: dict[str, Any]) -> None:
+        mirror = self._mirror
+        for reason, count in usage["dropped"].items():
+            mirror.sync(("usage_dropped", reason), count, self.usage_dropped.labels(reason).inc)
+        for reason, count in usage["spool_errors"].items():
+            mirror.sync(("spool_error", reason), count, self.spool_errors.labels(reason).inc)
+        for task, count in usage["task_restarts"].items():
+            mirror.sync(("usage_restart", task), count, self.usage_task_restarts.labels(task).inc)
+        mirror.sync("usage_not_durable", usage["not_durable_records"], self.usage_not_durable.inc)
+        waits = shipper.journal.commit_waits
+        observe = self.usage_commit_wait.observe
+        while waits:
+            observe(waits.popleft())
 
     async def refresh_forever(self, node: NodeState, period: float = REFRESH_SECONDS) -> None:
         """Refresh every ``period`` seconds until cancelled."""

@@ -71,6 +71,8 @@ class UsageSettings:
     spill_after: float = 2.0
     ack_timeout: float = 10.0
     flush: float = 5.0
+    commit_interval: float = 0.05  # records reach the spool (fdatasync'd) within about this
+    memory_max: int = 50_000  # records held only in memory (spool failing or full) before the policy drops
     metering: bool = True  # off: no usage extraction and no records (benchmarks, or usage not wanted)
 
 
@@ -188,6 +190,10 @@ class Settings:
             spill_after=env.number("ODOCK_USAGE_SPILL_SECONDS", 2.0, low=0.01, high=3600),
             ack_timeout=env.number("ODOCK_USAGE_ACK_TIMEOUT_SECONDS", 10.0, low=0.1, high=3600),
             flush=env.number("ODOCK_USAGE_FLUSH_SECONDS", 5.0, low=0.0, high=3600),
+            commit_interval=env.number("ODOCK_USAGE_COMMIT_SECONDS", 0.05, low=0.001, high=10),
+            memory_max=int(
+                env.number("ODOCK_USAGE_MEMORY_MAX_RECORDS", 50_000, low=1, high=10**8, integer=True)
+            ),
             metering=metering == "on",
         )
         enforce = env.plain("ODOCK_LIMITS", "on").lower()
