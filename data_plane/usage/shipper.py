@@ -1,24 +1,30 @@
-"""Getting usage records to the control plane: batch, send, wait for the ack, spool when it cannot.
+"""Getting usage records to the control plane: durable first, then sent, forgotten only when acknowledged.
 
 The request path only calls :meth:`Shipper.submit`, which appends to a list.
-Two background tasks do the rest:
+The :class:`~data_plane.usage.wal.Journal` makes records durable (the spool is
+a write-ahead log, group-committed every ``commit_interval``), batches them
+and keeps memory bounded. Three supervised background tasks (restarted with
+backoff when they fail, ``task_restarts``) do the rest:
 
+- *commits*: the journal's group commit, every ``commit_interval`` seconds.
 - *sessions*: one long-lived ``ReportUsage`` stream at a time. Spooled batches
   go first (oldest first), then batches from memory, at most ``WINDOW``
   unacknowledged at once. A batch is forgotten only when its ack arrives;
-  when the stream fails, unacknowledged batches go back (memory ones to the
-  front of the queue, spooled ones stay in the spool) and are sent again on
-  the next stream. A resend may repeat a batch the control plane already
-  stored (the ack was lost): it recognises the request ids and stores nothing
-  twice. ``attempt`` on each record counts its sends.
-- *housekeeping*: seals the open batch after ``batch_age`` seconds (or at
-  ``batch_size`` records), moves batches that waited ``spill_after`` seconds
-  without being acknowledged (control plane down or slow) to the on-disk
-  spool, aborts a stream whose oldest ack is ``ack_timeout`` late, and adopts
-  segments other processes left behind.
+  when the stream fails, unacknowledged batches go back to the front of the
+  queue and are sent again on the next stream. A resend may repeat a batch the
+  control plane already stored (the ack was lost): it recognises the request
+  ids and stores nothing twice. ``attempt`` on each record counts its sends.
+  After a failed stream the next one is tried after 50 ms, doubling up to
+  ``RETRY_MAX`` (1 s), so a control plane that answers again is reached
+  within about a second.
+- *housekeeping*: seals the open batch after ``batch_age`` seconds, lets old
+  batches fall back to the spool, aborts a stream whose oldest ack is
+  ``ack_timeout`` late, adopts segments other processes left behind, and
+  reopens a spool that could not be opened.
 
-:meth:`Shipper.close` (shutdown) seals everything, lets a healthy stream
-drain for up to ``flush`` seconds, then spools whatever is left.
+:meth:`Shipper.close` (shutdown) commits and seals everything, lets a healthy
+stream drain for up to ``flush`` seconds, then spools whatever is left; it
+never raises.
 """
 
 from __future__ import annotations
@@ -28,21 +34,25 @@ import contextlib
 import logging
 import random
 import time
-from collections import Counter, deque
-from dataclasses import dataclass
+from collections import Counter
 from typing import Any, Protocol
 
 import grpc
 from odock.v1 import node_pb2
 
 from data_plane.settings import UsageSettings
-from data_plane.usage.spool import Entry, FullPolicy, Spool
+from data_plane.usage.spool import FullPolicy, Spool
+from data_plane.usage.supervisor import supervise
+from data_plane.usage.wal import Batch, Journal
 
 log = logging.getLogger("odock.data_plane.usage")
 
 WINDOW = 8  # unacknowledged batches on the stream
-MEMORY_BATCHES = 64  # sealed batches held in memory before they are spooled regardless
 ADOPT_EVERY = 30.0
+REOPEN_EVERY = 5.0
+RETRY_FIRST = 0.05
+RETRY_MAX = 1.0
+COMMIT_STOP_TIMEOUT = 10.0
 
 
 class UsageStreams(Protocol):
@@ -51,16 +61,8 @@ class UsageStreams(Protocol):
     def report_usage(self) -> grpc.aio.StreamStreamCall[node_pb2.UsageBatch, node_pb2.UsageAck]: ...
 
 
-@dataclass(eq=False)
-class _Batch:
-    records: list[node_pb2.UsageRecord]
-    sealed_at: float
-    entry: Entry | None = None  # set when the batch was read from the spool
-    sent_at: float = 0.0
-
-
 class Shipper:
-    """Owns the usage queue, the ReportUsage stream and the spool of one worker."""
+    """Owns the usage journal, the ReportUsage stream and the spool of one worker."""
 
     def __init__(
         self, streams: UsageStreams, settings: UsageSettings, node_id: str, reconnect_max: float = 10.0
@@ -68,65 +70,71 @@ class Shipper:
         self._streams = streams
         self._settings = settings
         self._node_id = node_id
-        self._reconnect_max = reconnect_max
+        self._retry_max = min(RETRY_MAX, reconnect_max)
         policy: FullPolicy = "drop_oldest" if settings.spool_full_policy == "drop_oldest" else "drop_newest"
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, policy)
-        self._spool_ok = False
-        self._spool_lock = asyncio.Lock()
-        self._open: list[node_pb2.UsageRecord] = []
-        self._opened_at = 0.0
-        self._memory: deque[_Batch] = deque()
-        self._inflight: dict[int, _Batch] = {}
+        self.journal = Journal(settings, node_id, self.spool)
+        self._inflight: dict[int, Batch] = {}
         self._sequence = 0
-        self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._abort = asyncio.Event()
+        self._stop_commits = asyncio.Event()
         self._healthy = False  # an ack arrived on the current stream
         self._in_session = False
+        self._commits: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._closed = False
         self.counters: Counter[str] = Counter()
-
-    # -- request path --
-
-    def submit(self, record: node_pb2.UsageRecord) -> None:
-        """Queue one record (never blocks, never raises)."""
-        self.counters["records"] += 1
-        if self._closed:  # a request outliving shutdown: nowhere left to put it, but not silently
-            self.counters["dropped_records"] += 1
-            log.warning("usage record %s dropped: the shipper is closed", record.request_id)
-            return
-        if not self._open:
-            self._opened_at = time.monotonic()
-        self._open.append(record)
-        if len(self._open) >= self._settings.batch_size:
-            self._seal()
+        self.restarts: Counter[str] = Counter()
+        self.submit = self.journal.submit  # the request path's one call: an append
 
     # -- lifecycle --
 
     async def start(self) -> None:
         """Open the spool (adopting what others left) and start the background tasks."""
+        await self._open_spool()
+        self._commits = asyncio.create_task(
+            supervise("usage commits", lambda: self.journal.commit_forever(self._stop_commits), self.restarts),
+            name="odock-usage-commits",
+        )  # fmt: skip
+        self._tasks = [
+            asyncio.create_task(supervise("usage stream", self._sessions, self.restarts), name="odock-usage-stream"),
+            asyncio.create_task(
+                supervise("usage housekeeping", self._housekeeping, self.restarts), name="odock-usage-housekeeping"
+            ),
+        ]  # fmt: skip
+
+    async def _open_spool(self) -> None:
         try:
             await asyncio.to_thread(self.spool.open)
-            self._spool_ok = True
+            self.journal.spool_ok = True
         except OSError as exc:
             log.error(
-                "usage spool %s unusable (%s): batches that cannot be delivered will be dropped and counted",
-                self._settings.spool_dir, exc.strerror or type(exc).__name__,
+                "usage spool %s unusable (%s): records stay in memory (up to ODOCK_USAGE_MEMORY_MAX_RECORDS) "
+                "until delivered; retrying every %.0fs", self._settings.spool_dir, exc.strerror or type(exc).__name__,
+                REOPEN_EVERY,
             )  # fmt: skip
-        self._tasks = [
-            asyncio.create_task(self._sessions(), name="odock-usage-stream"),
-            asyncio.create_task(self._housekeeping(), name="odock-usage-housekeeping"),
-        ]
 
     async def close(self) -> None:
-        """Flush to a healthy control plane for up to ``flush`` seconds; spool the rest."""
-        self._closed = True
-        self._seal()
-        self._wake.set()
+        """Flush to a healthy control plane for up to ``flush`` seconds; spool the rest. Never raises."""
+        try:
+            await self._close()
+        except Exception as exc:  # noqa: BLE001 - shutdown must finish; the counts say what was lost
+            log.error("usage shipper: shutdown failed (%s: %s)", type(exc).__name__, exc)
+        log.info("usage shipper closed: %s", self.status())
+
+    async def _close(self) -> None:
+        journal = self.journal
+        self._stop_commits.set()
+        if self._commits is not None:
+            try:
+                await asyncio.wait_for(self._commits, COMMIT_STOP_TIMEOUT)
+            except TimeoutError:
+                log.error("usage: the last commit did not finish in %.0fs (disk hanging?)", COMMIT_STOP_TIMEOUT)
+        journal.closed = True
+        journal.seal()
         deadline = time.monotonic() + self._settings.flush
         # Wait on a stream that works, or that still owes acks for batches it took.
-        while (self._memory or self._inflight) and (self._healthy or (self._inflight and self._in_session)):
+        while (journal.memory or self._inflight) and (self._healthy or (self._inflight and self._in_session)):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
@@ -139,28 +147,31 @@ class Shipper:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._requeue_inflight()
-        left = list(self._memory)
-        self._memory.clear()
-        if left:
-            await self._spill(left)
-        if self._spool_ok:
-            async with self._spool_lock:
-                await asyncio.to_thread(self.spool.close)
-        log.info("usage shipper closed: %s", self.status())
+        await journal.shutdown()
 
     def status(self) -> dict[str, Any]:
         """Counters for /readyz."""
+        journal, spool = self.journal, self.spool
+        dropped = Counter(journal.dropped)
+        dropped.update(spool.dropped)
+        waits = sorted(journal.recent_waits)
         return {
             "stream": "connected" if self._healthy else "disconnected",
-            "records": self.counters["records"],
-            "queued_records": len(self._open) + sum(len(b.records) for b in self._memory),
+            "records": journal.submitted,
+            "queued_records": journal.queued(),
             "inflight_batches": len(self._inflight),
-            "spooled_batches": self.spool.held_batches(),
-            "spooled_records": self.spool.held_records(),
-            "spool_bytes": self.spool.disk_bytes() if self._spool_ok else 0,
-            "spool_full_policy": self.spool.policy,
-            "dropped_records": self.spool.dropped_records + self.counters["dropped_records"],
-            "torn_spool_entries": self.spool.torn_entries,
+            "spooled_batches": spool.held_batches,
+            "spooled_records": spool.held_records,
+            "spool_bytes": spool.bytes if journal.spool_ok else 0,
+            "spool_full_policy": spool.policy,
+            "spool_ok": journal.spool_ok,
+            "dropped_records": sum(dropped.values()),
+            "dropped": {reason: dropped[reason] for reason in sorted(dropped)},
+            "not_durable_records": journal.not_durable,
+            "spool_errors": dict(spool.errors),
+            "corrupt_spool_entries": spool.corrupt_entries,
+            "commit_wait_ms": _percentiles(waits),
+            "task_restarts": dict(self.restarts),
             "sent_batches": self.counters["sent_batches"],
             "acked_batches": self.counters["acked_batches"],
             "accepted": self.counters["accepted"],
@@ -168,52 +179,30 @@ class Shipper:
             "rejected": self.counters["rejected"],
         }
 
-    # -- batching and spooling --
-
-    def _seal(self) -> None:
-        if self._open:
-            self._memory.append(_Batch(self._open, time.monotonic()))
-            self._open = []
-            self._wake.set()
-
-    async def _spill(self, batches: list[_Batch]) -> None:
-        records = sum(len(b.records) for b in batches)
-        if not self._spool_ok:
-            self.counters["dropped_records"] += records
-            log.warning("usage: %d records dropped (no usable spool)", records)
-            return
-        protos = [node_pb2.UsageBatch(node_id=self._node_id, records=b.records) for b in batches]
-        async with self._spool_lock:
-            stored = await asyncio.to_thread(self.spool.append, protos)
-        log.info("usage: spooled %d of %d batches (%d records)", stored, len(batches), records)
-        self._wake.set()
+    # -- housekeeping --
 
     async def _housekeeping(self) -> None:
-        period = max(0.005, min(self._settings.batch_age, self._settings.spill_after) / 4)
-        last_adopt = time.monotonic()
+        settings = self._settings
+        period = max(0.005, min(settings.batch_age, settings.spill_after) / 4)
+        last_adopt = last_open = time.monotonic()
+        journal = self.journal
         while True:
             await asyncio.sleep(period)
             now = time.monotonic()
-            if self._open and now - self._opened_at >= self._settings.batch_age:
-                self._seal()
+            journal.seal_if_old(now)
             if self._inflight:
                 oldest = min(b.sent_at for b in self._inflight.values())
-                if now - oldest >= self._settings.ack_timeout:
+                if now - oldest >= settings.ack_timeout:
                     log.warning("usage: no ack for %.1fs; restarting the stream", now - oldest)
                     self._abort.set()
-            spill: list[_Batch] = []
-            while self._memory and (
-                now - self._memory[0].sealed_at >= self._settings.spill_after
-                or len(self._memory) > MEMORY_BATCHES
-            ):
-                spill.append(self._memory.popleft())
-            if spill:
-                await self._spill(spill)
-            if self._spool_ok and now - last_adopt >= ADOPT_EVERY:
+            await journal.spill(now)
+            if not journal.spool_ok and now - last_open >= REOPEN_EVERY:
+                last_open = now
+                await self._open_spool()
+            if journal.spool_ok and now - last_adopt >= ADOPT_EVERY:
                 last_adopt = now
-                async with self._spool_lock:
-                    if await asyncio.to_thread(self.spool.adopt):
-                        self._wake.set()
+                if await asyncio.to_thread(self.spool.adopt):
+                    journal.wake.set()
 
     # -- the stream --
 
@@ -224,18 +213,16 @@ class Shipper:
             acked = await self._session()
             failures = 0 if acked else failures + 1
             if failures:
-                delay = min(self._reconnect_max, 0.1 * 2 ** min(failures, 16))
-                await asyncio.sleep(random.uniform(0, delay))
-
-    def _has_work(self) -> bool:
-        return bool(self._memory) or (self._spool_ok and bool(self.spool.pending()))
+                delay = min(self._retry_max, RETRY_FIRST * 2 ** min(failures - 1, 16))
+                await asyncio.sleep(random.uniform(delay / 2, delay))
 
     async def _work_waiting(self) -> None:
+        wake = self.journal.wake
         while True:
-            self._wake.clear()
-            if self._has_work():
+            wake.clear()
+            if self.journal.has_work():
                 return
-            await self._wake.wait()
+            await wake.wait()
 
     async def _session(self) -> bool:
         """One stream, until it fails or stays idle; True when it delivered at least one ack."""
@@ -250,14 +237,13 @@ class Shipper:
                 if batch is None:
                     break
                 self._sequence += 1
-                for record in batch.records:
+                records = batch.records()
+                for record in records:
                     record.attempt += 1
                 batch.sent_at = time.monotonic()
                 self._inflight[self._sequence] = batch
                 self.counters["sent_batches"] += 1
-                await call.write(
-                    node_pb2.UsageBatch(node_id=self._node_id, sequence=self._sequence, records=batch.records)
-                )
+                await call.write(node_pb2.UsageBatch(node_id=self._node_id, sequence=self._sequence, records=records))
             if not self._inflight and not reader.done() and not self._abort.is_set():
                 # Idle: end the stream cleanly so a restarting control plane is not held up by it.
                 await call.done_writing()
@@ -274,24 +260,25 @@ class Shipper:
             self._requeue_inflight()
         return self.counters["acked_batches"] > acks_before
 
-    async def _next_batch(self, reader: asyncio.Task[None]) -> _Batch | None:
+    async def _next_batch(self, reader: asyncio.Task[None]) -> Batch | None:
         """The next batch to write; None when the stream failed, was aborted, or has been idle a while."""
         idle = max(1.0, self._settings.batch_age * 2)
+        wake = self.journal.wake
         while True:
-            self._wake.clear()
+            wake.clear()
             if reader.done() or self._abort.is_set():
                 if reader.done() and not reader.cancelled() and reader.exception() is not None:
                     log.info("usage stream failed: %s", _why(reader.exception()))
                 return None
             if len(self._inflight) < WINDOW:
-                batch = await self._take()
+                batch = await self.journal.take(self._settings.batch_size)
                 if batch is not None:
                     return batch
-            waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(self._abort.wait())]
+            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(self._abort.wait())]
             try:
                 done, _ = await asyncio.wait(
                     [*waits, reader],
-                    timeout=None if self._inflight or self._open else idle,
+                    timeout=None if self._inflight or self.journal.queued() else idle,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
@@ -299,20 +286,6 @@ class Shipper:
                     w.cancel()
             if not done:
                 return None
-
-    async def _take(self) -> _Batch | None:
-        """The next batch to send: the oldest spooled one, else the oldest in memory."""
-        while self._spool_ok:
-            async with self._spool_lock:
-                pending = self.spool.pending()
-                if not pending:
-                    break
-                entry = pending[0]
-                entry.sending = True
-                proto = await asyncio.to_thread(self.spool.read, entry)
-            if proto is not None:
-                return _Batch(list(proto.records), time.monotonic(), entry=entry)
-        return self._memory.popleft() if self._memory else None
 
     async def _read_acks(
         self, call: grpc.aio.StreamStreamCall[node_pb2.UsageBatch, node_pb2.UsageAck]
@@ -336,25 +309,25 @@ class Shipper:
                 log.warning(
                     "usage: control plane rejected %d records of batch %d", ack.rejected, ack.sequence
                 )
-            if batch.entry is not None:
-                async with self._spool_lock:
-                    await asyncio.to_thread(self.spool.ack, batch.entry)
+            await self.journal.acked(batch)
             self._progress.set()
-            self._wake.set()
+            self.journal.wake.set()
 
     def _requeue_inflight(self) -> None:
-        """Unacknowledged batches go back: memory ones to the front of the queue, spooled ones to the spool."""
-        back: list[_Batch] = []
-        for seq in sorted(self._inflight):
-            batch = self._inflight.pop(seq)
-            if batch.entry is None:
-                back.append(batch)
-            elif batch.entry.segment.gone:
-                self.counters["dropped_records"] += batch.entry.records
-            else:
-                batch.entry.sending = False
-        self._memory.extendleft(reversed(back))
+        """Unacknowledged batches go back to the front of the queue (their spool entries stay claimed)."""
+        back = [self._inflight.pop(seq) for seq in sorted(self._inflight)]
+        self.journal.requeue(back)
         self._progress.set()
+
+
+def _percentiles(waits: list[float]) -> dict[str, float]:
+    if not waits:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+
+    def pick(q: float) -> float:
+        return round(waits[min(len(waits) - 1, int(q * len(waits)))] * 1000, 2)
+
+    return {"p50": pick(0.5), "p99": pick(0.99), "max": pick(1.0)}
 
 
 def _why(exc: BaseException | None) -> str:

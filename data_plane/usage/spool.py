@@ -1,4 +1,4 @@
-"""The on-disk usage spool: append-only segment files of framed batches, bounded in size.
+"""The on-disk usage spool and write-ahead log: append-only segment files of framed batches, bounded.
 
 Layout: ``<dir>/<time_ns>-<pid>-<n>.seg``; names sort oldest first. A segment
 is created under a temporary name, locked (``flock``), then renamed, and the
@@ -7,21 +7,25 @@ closes it. Any segment in the directory that can be locked belongs to nobody
 (its process died, or left it at shutdown) and is adopted, so several workers
 can share one directory and a restarted node replays what a dead one left.
 
-Each entry is ``b"OUB1" | u32 length | u32 crc32 | UsageBatch bytes``. One
-:meth:`Spool.append` call writes a group of batches and fsyncs once. A torn
-or corrupt tail (a crash mid-write) ends the segment: what follows is cut off
-and counted. Entries are never rewritten: an acknowledged entry is only
-forgotten in memory, and a segment is deleted once all of its entries are
-acknowledged; a crash in between replays some acknowledged batches, which the
+Entries are framed with checksums (``frames``): a corrupt or torn entry is
+skipped and its records counted, never decoded into the sender. One
+:meth:`Spool.append` writes a group of entries and ``fdatasync``s once; a
+short or failed write is cut back and reported, never left as an entry.
+Entries are never rewritten: a segment is deleted once all of its entries are
+acknowledged; a crash in between replays acknowledged batches, which the
 control plane recognises by request id and ignores.
 
-When an append would exceed ``max_bytes`` the policy decides: ``drop_newest``
-refuses the new batches, ``drop_oldest`` deletes this process's oldest
-segments to make room. Either way the lost records are counted
-(``dropped_records``) and logged, never silent.
+An entry is *claimed* while the shipper holds its records in memory (just
+written, read back, or on the stream); unclaimed unacknowledged entries are
+*pending* and :meth:`take` reads them back.
 
-Every method does blocking file I/O: the shipper calls them off the event loop,
-one at a time.
+When an append would exceed ``max_bytes`` the policy decides: ``drop_newest``
+refuses the new entries, ``drop_oldest`` deletes this process's oldest
+segments to make room (the unclaimed records in them are counted as dropped).
+
+Every method does blocking file I/O and runs off the event loop; a thread lock
+makes them safe to call from executor threads. The counters are plain ints,
+read by the event loop without the lock.
 """
 
 from __future__ import annotations
@@ -29,23 +33,25 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import struct
+import threading
 import time
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from odock.v1 import node_pb2
 
+from data_plane.usage.disk import Disk, create_locked, dir_bytes, why
+from data_plane.usage.frames import HEADER_SIZE, frame, scan
+
 log = logging.getLogger("odock.data_plane.usage")
 
 FullPolicy = Literal["drop_newest", "drop_oldest"]
 FULL_POLICIES: tuple[FullPolicy, ...] = ("drop_newest", "drop_oldest")
-MAGIC = b"OUB1"
-_HEADER = struct.Struct(">4sII")
 SUFFIX = ".seg"
-MAX_ENTRY = 256 * 1024 * 1024
+WARN_EVERY = 10.0  # seconds between repeated warnings about the same failing disk
 
 
 @dataclass(eq=False)
@@ -56,8 +62,9 @@ class Entry:
     offset: int  # of the payload
     length: int
     records: int
+    crc: int
     acked: bool = False
-    sending: bool = False
+    claimed: bool = False
 
 
 @dataclass(eq=False)
@@ -68,28 +75,38 @@ class Segment:
     fd: int
     size: int
     entries: list[Entry] = field(default_factory=list)
+    pending: int = 0
     writable: bool = False
     gone: bool = False
-
-    def unacked(self) -> list[Entry]:
-        return [e for e in self.entries if not e.acked]
 
 
 class Spool:
     """Batches kept on disk until the control plane acknowledges them."""
 
-    def __init__(self, directory: Path, max_bytes: int, policy: FullPolicy, segment_bytes: int = 0) -> None:
+    def __init__(
+        self, directory: Path, max_bytes: int, policy: FullPolicy, segment_bytes: int = 0, disk: Disk | None = None
+    ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.policy = policy
         self.segment_bytes = segment_bytes or max(512, min(4 * 1024 * 1024, max_bytes // 8))
+        self.disk = disk or Disk()
+        self._lock = threading.Lock()
         self._segments: list[Segment] = []  # oldest first
         self._active: Segment | None = None
         self._counter = 0
-        self.dropped_records = 0
+        self._last_warning = 0.0
+        self._last_error = ""
+        # Read by the event loop without the lock.
+        self.dropped: Counter[str] = Counter()  # records, by reason: spool_full | corrupt
+        self.errors: Counter[str] = Counter()  # failed writes/reads, by errno name or short_write
         self.dropped_batches = 0
-        self.torn_entries = 0
+        self.corrupt_entries = 0
         self.adopted_segments = 0
+        self.pending_entries = 0
+        self.held_records = 0
+        self.held_batches = 0
+        self.bytes = 0  # of every segment in the directory, as of the last append or open
 
     # -- lifecycle --
 
@@ -100,194 +117,291 @@ class Spool:
 
     def close(self) -> None:
         """Release every segment (files stay for whoever comes next)."""
-        for seg in self._segments:
-            self._close_fd(seg)
-        self._segments.clear()
-        self._active = None
+        with self._lock:
+            for seg in self._segments:
+                self._close_fd(seg)
+            self._segments.clear()
+            self._active = None
 
     def adopt(self) -> int:
         """Take over unlocked segments in the directory; the number of entries gained."""
-        held = {seg.path.name for seg in self._segments}
-        gained = 0
-        for path in sorted(self.directory.glob(f"*{SUFFIX}")):
-            if path.name in held:
-                continue
-            try:
-                fd = os.open(path, os.O_RDWR)
-            except FileNotFoundError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            if not path.exists():  # deleted by its owner between listing and locking
-                os.close(fd)
-                continue
-            seg = self._load(path, fd)
-            if not seg.entries:
-                self._delete(seg)
-                continue
-            self._segments.append(seg)
-            self.adopted_segments += 1
-            gained += len(seg.entries)
-            log.info("usage spool: adopted %s (%d batches)", path.name, len(seg.entries))
-        self._segments.sort(key=lambda s: s.path.name)
-        return gained
+        with self._lock:
+            held = {seg.path.name for seg in self._segments}
+            gained = 0
+            for path in sorted(self.directory.glob(f"*{SUFFIX}")):
+                if path.name in held:
+                    continue
+                try:
+                    fd = self.disk.open(path, os.O_RDWR)
+                except OSError:
+                    continue  # deleted meanwhile, or unreadable: another worker may manage
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    continue
+                if not path.exists():  # deleted by its owner between listing and locking
+                    os.close(fd)
+                    continue
+                seg = self._load(path, fd)
+                if not seg.entries:
+                    self._delete(seg)
+                    continue
+                self._segments.append(seg)
+                self.adopted_segments += 1
+                gained += len(seg.entries)
+                log.info("usage spool: adopted %s (%d batches)", path.name, len(seg.entries))
+            self._segments.sort(key=lambda s: s.path.name)
+            self.bytes = self._scan_bytes()
+            return gained
 
     # -- writing --
 
-    def append(self, batches: list[node_pb2.UsageBatch]) -> int:
-        """Write ``batches`` (one fsync for the group); the number stored (the rest were dropped)."""
-        stored = 0
-        for batch in batches:
-            payload = batch.SerializeToString()
-            frame = _HEADER.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
-            if not self._make_room(len(frame), len(batch.records)):
-                continue
-            seg = self._writable()
-            os.pwrite(seg.fd, frame, seg.size)
-            seg.entries.append(Entry(seg, seg.size + _HEADER.size, len(payload), len(batch.records)))
-            seg.size += len(frame)
-            stored += 1
-            if seg.size >= self.segment_bytes:
-                self._sync(seg)
-                seg.writable = False
-                self._active = None
-        if self._active is not None and stored:
-            self._sync(self._active)
-        return stored
+    def append(self, groups: list[tuple[bytes, int]]) -> tuple[list[Entry | None], str]:
+        """Write ``(payload, records)`` groups with one fdatasync: each one's claimed entry or None, and why.
 
-    def _make_room(self, size: int, records: int) -> bool:
-        if self.disk_bytes() + size <= self.max_bytes:
-            return True
-        if self.policy == "drop_oldest":
-            for seg in list(self._segments):
-                if self.disk_bytes() + size <= self.max_bytes:
+        None means not stored: the spool is full (``spool_full``; the caller applies the policy),
+        or the disk failed (the errno's name or ``short_write``; counted in ``errors``, a warning
+        logged). Never raises.
+        """
+        with self._lock:
+            out: list[Entry | None] = [None] * len(groups)
+            reason = ""
+            used = self._scan_bytes()
+            written: list[tuple[int, Entry]] = []
+            for i, (payload, records) in enumerate(groups):
+                data = frame(payload, records)
+                if used + len(data) > self.max_bytes:
+                    used = self._make_room(len(data), used)
+                    if used + len(data) > self.max_bytes:
+                        reason = reason or "spool_full"
+                        continue
+                entry = self._write(data, payload, records)
+                if entry is None:
+                    reason = self._last_error
                     break
-                lost = sum(e.records for e in seg.unacked() if not e.sending)
-                self._count_drop(
-                    lost, len(seg.unacked()), f"spool full: dropped oldest segment {seg.path.name}"
-                )
-                self._delete(seg)
-            if self.disk_bytes() + size <= self.max_bytes:
-                return True
-        self._count_drop(records, 1, "spool full: dropped the newest batch")
-        return False
+                used += len(data)
+                written.append((i, entry))
+                if entry.segment.size >= self.segment_bytes:
+                    entry.segment.writable = False  # rotate; synced below with the rest
+                    self._active = None
+            for seg in dict.fromkeys(e.segment for _, e in written):
+                try:
+                    self.disk.fdatasync(seg.fd)
+                except OSError as exc:
+                    reason = why(exc)
+                    for _, e in written:
+                        if e.segment is seg:
+                            self._forget(e)
+                    self._failed(reason, seg)
+            for i, entry in written:
+                if entry in entry.segment.entries:
+                    out[i] = entry
+            self.bytes = self._scan_bytes()
+            return out, reason
 
-    def _count_drop(self, records: int, batches: int, why: str) -> None:
-        if records or batches:
-            self.dropped_records += records
-            self.dropped_batches += batches
-            log.warning("usage %s (%d records; %d dropped so far)", why, records, self.dropped_records)
+    def _write(self, data: bytes, payload: bytes, records: int) -> Entry | None:
+        try:
+            seg = self._writable()
+            n = self.disk.pwrite(seg.fd, data, seg.size)
+        except OSError as exc:
+            self._failed(why(exc), self._active)
+            return None
+        if n != len(data):  # a full disk: cut the partial frame off so no torn entry stays behind
+            try:
+                self.disk.ftruncate(seg.fd, seg.size)
+            except OSError:
+                pass  # the next reader skips the torn tail by its checksum
+            self._failed("short_write", seg)
+            return None
+        entry = Entry(seg, seg.size + HEADER_SIZE, len(payload), records, zlib.crc32(payload), claimed=True)
+        seg.entries.append(entry)
+        seg.size += len(data)
+        self.held_records += records
+        self.held_batches += 1
+        return entry
+
+    def _failed(self, reason: str, seg: Segment | None) -> None:
+        self._last_error = reason
+        self.errors[reason] += 1
+        if seg is not None:  # never append after a failure: its tail is suspect
+            seg.writable = False
+            if seg is self._active:
+                self._active = None
+            if not seg.entries:
+                self._delete(seg)  # else a failing disk would collect one empty file per attempt
+        now = time.monotonic()
+        if now - self._last_warning >= WARN_EVERY:
+            self._last_warning = now
+            log.warning(
+                "usage spool %s: write failed (%s; %d failures so far); records stay in memory",
+                self.directory, reason, sum(self.errors.values()),
+            )  # fmt: skip
+
+    def _make_room(self, size: int, used: int) -> int:
+        if self.policy != "drop_oldest":
+            return used
+        for seg in list(self._segments):
+            if used + size <= self.max_bytes:
+                break
+            lost = sum(e.records for e in seg.entries if not e.acked and not e.claimed)
+            if lost:
+                self.dropped["spool_full"] += lost
+                self.dropped_batches += sum(1 for e in seg.entries if not e.acked and not e.claimed)
+                log.warning(
+                    "usage spool full: dropped oldest segment %s (%d records; %d dropped so far)",
+                    seg.path.name, lost, self.dropped["spool_full"],
+                )  # fmt: skip
+            used -= seg.size
+            self._delete(seg)
+        return used
 
     def _writable(self) -> Segment:
         if self._active is not None:
             return self._active
         self._counter += 1
         name = f"{time.time_ns():020d}-{os.getpid()}-{self._counter:06d}{SUFFIX}"
-        tmp = self.directory / f".{name}.tmp"
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        path = self.directory / name
-        os.rename(tmp, path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # the new name survives a crash along with the data
-        finally:
-            os.close(dir_fd)
-        seg = Segment(path, fd, 0, writable=True)
+        fd = create_locked(self.disk, self.directory, name)
+        seg = Segment(self.directory / name, fd, 0, writable=True)
         self._segments.append(seg)
         self._active = seg
         return seg
 
-    def _sync(self, seg: Segment) -> None:
-        os.fsync(seg.fd)
-
     # -- reading and acknowledging --
 
-    def pending(self) -> list[Entry]:
-        """Entries neither acknowledged nor being sent, oldest first."""
-        return [e for seg in self._segments for e in seg.entries if not e.acked and not e.sending]
+    def take(self, max_records: int) -> list[tuple[Entry, node_pb2.UsageBatch]]:
+        """Claim and read pending entries, oldest first, up to ``max_records`` (at least one entry).
 
-    def read(self, entry: Entry) -> node_pb2.UsageBatch | None:
-        """The batch of an entry (None when its segment was dropped meanwhile)."""
-        if entry.segment.gone:
+        Entries that fail their checksum or do not parse are counted (``corrupt``) and skipped.
+        """
+        with self._lock:
+            out: list[tuple[Entry, node_pb2.UsageBatch]] = []
+            records = 0
+            for seg in list(self._segments):
+                if not seg.pending:
+                    continue
+                for entry in seg.entries:
+                    if entry.acked or entry.claimed:
+                        continue
+                    if out and records + entry.records > max_records:
+                        return out
+                    batch = self._read(entry)
+                    if batch is None:
+                        continue
+                    self._set_claimed(entry, True)
+                    out.append((entry, batch))
+                    records += entry.records
+            return out
+
+    def _read(self, entry: Entry) -> node_pb2.UsageBatch | None:
+        seg = entry.segment
+        try:
+            payload = self.disk.pread(seg.fd, entry.length, entry.offset)
+            if len(payload) != entry.length or zlib.crc32(payload) != entry.crc:
+                raise ValueError("checksum")
+            batch = node_pb2.UsageBatch()
+            batch.ParseFromString(payload)
+        except Exception as exc:  # noqa: BLE001 - anything unreadable is skipped and counted
+            reason = why(exc) if isinstance(exc, OSError) else "corrupt"
+            self.errors[reason] += 1
+            self.corrupt_entries += 1
+            self.dropped["corrupt"] += entry.records
+            log.warning(
+                "usage spool: unreadable entry at byte %d of %s (%s): %d records dropped",
+                entry.offset, seg.path.name, reason, entry.records,
+            )  # fmt: skip
+            self._ack_one(entry)
             return None
-        batch = node_pb2.UsageBatch()
-        batch.ParseFromString(os.pread(entry.segment.fd, entry.length, entry.offset))
         return batch
 
-    def ack(self, entry: Entry) -> None:
-        """The control plane stored the entry's batch; a fully acknowledged segment is deleted."""
-        entry.acked = True
-        entry.sending = False
+    def release(self, entries: list[Entry]) -> list[Entry]:
+        """The shipper lets go of these entries' records: they are pending again. The ones released;
+        the others (their segment was dropped meanwhile) the caller must keep in memory."""
+        with self._lock:
+            out = []
+            for entry in entries:
+                if not entry.acked and not entry.segment.gone:
+                    self._set_claimed(entry, False)
+                    out.append(entry)
+            return out
+
+    def ack(self, entries: list[Entry]) -> None:
+        """The control plane stored these entries; fully acknowledged segments are deleted."""
+        with self._lock:
+            for entry in entries:
+                self._ack_one(entry)
+
+    def _ack_one(self, entry: Entry) -> None:
+        if entry.acked:
+            return
         seg = entry.segment
-        if not seg.gone and not seg.unacked():
-            if seg is self._active:
-                self._active = None
+        if not seg.gone:
+            self._set_claimed(entry, True)  # no longer pending
+            self.held_records -= entry.records
+            self.held_batches -= 1
+        entry.acked = True
+        if not seg.gone and all(e.acked for e in seg.entries):
             self._delete(seg)
 
-    # -- status --
-
-    def disk_bytes(self) -> int:
-        """Bytes of every segment in the directory (this process's and others')."""
-        total = 0
-        try:
-            with os.scandir(self.directory) as it:
-                for item in it:
-                    if item.name.endswith(SUFFIX):
-                        try:
-                            total += item.stat().st_size
-                        except FileNotFoundError:
-                            continue
-        except FileNotFoundError:
-            return 0
-        return total
-
-    def held_records(self) -> int:
-        """Records in unacknowledged entries this process holds."""
-        return sum(e.records for seg in self._segments for e in seg.entries if not e.acked)
-
-    def held_batches(self) -> int:
-        """Unacknowledged entries this process holds."""
-        return sum(1 for seg in self._segments for e in seg.entries if not e.acked)
+    def _set_claimed(self, entry: Entry, claimed: bool) -> None:
+        if entry.claimed != claimed:
+            entry.claimed = claimed
+            delta = -1 if claimed else 1
+            entry.segment.pending += delta
+            self.pending_entries += delta
 
     # -- internals --
 
+    def _forget(self, entry: Entry) -> None:
+        """An entry whose write was not made durable: not an entry at all."""
+        entry.segment.entries.remove(entry)
+        self.held_records -= entry.records
+        self.held_batches -= 1
+
+    def _scan_bytes(self) -> int:
+        return dir_bytes(self.directory, SUFFIX)
+
     def _load(self, path: Path, fd: int) -> Segment:
-        size = os.fstat(fd).st_size
-        seg = Segment(path, fd, size)
-        offset = 0
-        while offset < size:
-            header = os.pread(fd, _HEADER.size, offset)
-            if len(header) < _HEADER.size:
-                break
-            magic, length, crc = _HEADER.unpack(header)
-            if magic != MAGIC or length > MAX_ENTRY:
-                break
-            payload = os.pread(fd, length, offset + _HEADER.size)
-            if len(payload) < length or zlib.crc32(payload) != crc:
-                break
-            batch = node_pb2.UsageBatch()
-            try:
-                batch.ParseFromString(payload)
-            except Exception:  # noqa: BLE001 - a corrupt entry ends the segment like a torn one
-                break
-            seg.entries.append(Entry(seg, offset + _HEADER.size, length, len(batch.records)))
-            offset += _HEADER.size + length
-        if offset < size:
-            self.torn_entries += 1
-            log.warning("usage spool: %s has a torn or corrupt tail at byte %d; cut off", path.name, offset)
-            os.ftruncate(fd, offset)
-            seg.size = offset
+        seg = Segment(path, fd, 0)
+        try:
+            size = os.fstat(fd).st_size
+            data = self.disk.pread(fd, size, 0) if size else b""
+        except OSError as exc:
+            self.errors[why(exc)] += 1
+            log.warning("usage spool: cannot read %s (%s); left alone", path.name, why(exc))
+            return seg
+        found = scan(data)
+        for offset, records in found.corrupt:
+            self._corrupt(path, offset, records)
+        seg.entries = [Entry(seg, f.offset, f.length, f.records, f.crc) for f in found.entries]
+        seg.size = len(data)
+        seg.pending = len(seg.entries)
+        self.pending_entries += seg.pending
+        self.held_batches += len(seg.entries)
+        self.held_records += sum(e.records for e in seg.entries)
         return seg
 
+    def _corrupt(self, path: Path, offset: int, records: int | None) -> None:
+        self.corrupt_entries += 1
+        if records:
+            self.dropped["corrupt"] += records
+        log.warning(
+            "usage spool: corrupt or torn entry at byte %d of %s skipped (%s records dropped)",
+            offset, path.name, "unknown" if records is None else records,
+        )  # fmt: skip
+
     def _delete(self, seg: Segment) -> None:
+        for e in seg.entries:
+            if not e.acked:
+                self.held_records -= e.records
+                self.held_batches -= 1
+                if not e.claimed:
+                    self.pending_entries -= 1
+        seg.pending = 0
         seg.gone = True
         try:
-            seg.path.unlink()
-        except FileNotFoundError:
+            self.disk.unlink(seg.path)
+        except OSError:
             pass
         self._close_fd(seg)
         if seg in self._segments:

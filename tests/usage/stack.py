@@ -5,7 +5,9 @@ provider, and queries through the real UsageService."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+import sys
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
@@ -13,14 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
 from odock.v1 import common_pb2, node_pb2, usage_pb2, usage_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakes.provider import FakeProvider
-from tests.support.dataplane import DataPlaneProcess, start_data_plane
+from tests.support.dataplane import DataPlaneProcess, data_plane_env, start_data_plane
 from tests.support.planes import ControlPlaneProcess, start_control_plane
 from tests.support.provision import STANDARD_MODELS, Provisioned, Provisioner
 from tests.support.secrets import PlaneSecrets
+from tests.support.spawn import READY_FILE, launch, new_workdir
+from tests.usage.faults import CONTROL_ENV
 
 # Batches sealed every 50 ms; unacked batches spooled after 0.3 s; a stream owing an ack for
 # 3 s is restarted; shutdown flushes for up to 3 s.
@@ -67,6 +73,90 @@ def start_dp(cp: ControlPlaneProcess, spool: Path, **env: str) -> DataPlaneProce
     )  # fmt: skip
     dp.wait_connected()
     return dp
+
+
+def start_faulty_dp(cp: ControlPlaneProcess, spool: Path, control: Path, **env: str) -> DataPlaneProcess:
+    """``start_dp`` with the spool's disk behind ``tests.usage.faults`` (its modes read from ``control``)."""
+    workdir = new_workdir("odock-dp-")
+    extra = {
+        **USAGE_ENV, "ODOCK_DP_METRICS_LISTEN": "127.0.0.1:0", "ODOCK_USAGE_SPOOL_DIR": str(spool),
+        CONTROL_ENV: str(control), **env,
+    }  # fmt: skip
+    full_env = data_plane_env(cp.address, cp.node_token, cp.pepper, workdir / READY_FILE, extra_env=extra)
+    argv = [sys.executable, "-m", "tests.usage.faults", "--workers", "1"]
+    dp, ready = launch(DataPlaneProcess, argv, full_env, workdir, timeout=30.0)
+    dp.url = "http://" + str(ready["http"])
+    dp.metrics_url = "http://" + str(ready["metrics"])
+    dp.wait_connected()
+    return dp
+
+
+def metric(dp: DataPlaneProcess, name: str, **labels: str) -> float:
+    """One sample of the node's /metrics (0 when absent)."""
+    text = httpx.get(f"{dp.metrics_url}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+MSGS = [{"role": "user", "content": "meter me"}]
+
+
+class Stack:
+    """A restartable control plane (fixed address, same database and secrets) and a spool directory."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.db = tmp / "cp.db"
+        self.listen = f"127.0.0.1:{free_port()}"
+        self.spool = tmp / "spool"
+        self.cp: ControlPlaneProcess = start_cp(self.db, self.listen)
+        self.secrets = self.cp.secrets
+
+    def restart_cp(self) -> None:
+        self.cp = start_cp(self.db, self.listen, self.secrets)
+
+    def dp(self, **env: str) -> DataPlaneProcess:
+        return start_dp(self.cp, self.spool, **env)
+
+
+async def traffic(dp: DataPlaneProcess, org: Provisioned, count: int, *, stream: bool = False) -> list[str]:
+    """``count`` chat requests, 4 at a time; the record ids of the answers (all must be 200)."""
+    body = json.dumps({"model": "claude", "messages": MSGS, "max_tokens": 9, "stream": stream})
+    ids: list[str] = []
+    sem = asyncio.Semaphore(4)
+    async with httpx.AsyncClient(base_url=dp.url, timeout=15) as client:
+
+        async def one() -> None:
+            async with sem:
+                resp = await client.post(
+                    "/v1/messages", content=body, headers={"Authorization": f"Bearer {org.key}"}
+                )
+            assert resp.status_code == 200, resp.text[:300]
+            ids.append(resp.headers["x-odock-request-id"])
+
+        await asyncio.gather(*(one() for _ in range(count)))
+    return ids
+
+
+async def assert_exactly(stack: Stack, org: Provisioned, ids: list[str]) -> None:
+    """The control plane holds one record per id and nothing else for the org."""
+    queries = UsageQueries(stack.cp)
+    try:
+        totals = await queries.wait_requests(org.org.id, len(ids))
+        assert len(set(ids)) == len(ids)
+        for rid in ids:
+            assert await queries.find(rid) is not None, rid
+        assert totals.outcomes.complete == len(ids)
+        await asyncio.sleep(0.5)  # late duplicates would show up now
+        assert (await queries.totals(org.org.id)).requests == len(ids)
+    finally:
+        await queries.close()
+
+
+def stop_cp(stack: Stack) -> None:
+    assert stack.cp.stop() == 0
 
 
 def cost(pricing: common_pb2.Pricing, input_tokens: int, output_tokens: int, cached: int = 0) -> int:

@@ -5,50 +5,31 @@ with what the control plane stored (per-id lookups and exact totals)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import httpx
 import pytest
 
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess
-from tests.support.planes import ControlPlaneProcess
 from tests.support.provision import Provisioned
 from tests.usage.stack import (
+    Stack,
     UsageQueries,
+    assert_exactly,
     free_port,
     provision_priced,
-    start_cp,
     start_dp,
+    stop_cp,
+    traffic,
     usage_status,
     wait_usage,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-
-MSGS = [{"role": "user", "content": "meter me"}]
-
-
-class Stack:
-    """A restartable control plane (fixed address, same database and secrets) and a spool directory."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.db = tmp / "cp.db"
-        self.listen = f"127.0.0.1:{free_port()}"
-        self.spool = tmp / "spool"
-        self.cp: ControlPlaneProcess = start_cp(self.db, self.listen)
-        self.secrets = self.cp.secrets
-
-    def restart_cp(self) -> None:
-        self.cp = start_cp(self.db, self.listen, self.secrets)
-
-    def dp(self, **env: str) -> DataPlaneProcess:
-        return start_dp(self.cp, self.spool, **env)
-
 
 @pytest.fixture(autouse=True)
 def _fresh_fake(fake: FakeProvider) -> None:
@@ -62,59 +43,21 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     s.cp.stop()
 
 
-async def _traffic(dp: DataPlaneProcess, org: Provisioned, count: int, *, stream: bool = False) -> list[str]:
-    """``count`` chat requests, 4 at a time; the record ids of the answers (all must be 200)."""
-    body = json.dumps({"model": "claude", "messages": MSGS, "max_tokens": 9, "stream": stream})
-    ids: list[str] = []
-    sem = asyncio.Semaphore(4)
-    async with httpx.AsyncClient(base_url=dp.url, timeout=15) as client:
-
-        async def one() -> None:
-            async with sem:
-                resp = await client.post(
-                    "/v1/messages", content=body, headers={"Authorization": f"Bearer {org.key}"}
-                )
-            assert resp.status_code == 200, resp.text[:300]
-            ids.append(resp.headers["x-odock-request-id"])
-
-        await asyncio.gather(*(one() for _ in range(count)))
-    return ids
-
-
-async def _assert_exactly(stack: Stack, org: Provisioned, ids: list[str]) -> None:
-    """The control plane holds one record per id and nothing else for the org."""
-    queries = UsageQueries(stack.cp)
-    try:
-        totals = await queries.wait_requests(org.org.id, len(ids))
-        assert len(set(ids)) == len(ids)
-        for rid in ids:
-            assert await queries.find(rid) is not None, rid
-        assert totals.outcomes.complete == len(ids)
-        await asyncio.sleep(0.5)  # late duplicates would show up now
-        assert (await queries.totals(org.org.id)).requests == len(ids)
-    finally:
-        await queries.close()
-
-
-def _stop_cp(stack: Stack) -> None:
-    assert stack.cp.stop() == 0
-
-
 async def test_control_plane_outage_spools_then_replays_exactly(stack: Stack, fake: FakeProvider) -> None:
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp()
     try:
-        ids = await _traffic(dp, org, 20)
-        during = asyncio.create_task(_traffic(dp, org, 30, stream=True))
-        await asyncio.to_thread(_stop_cp, stack)
+        ids = await traffic(dp, org, 20)
+        during = asyncio.create_task(traffic(dp, org, 30, stream=True))
+        await asyncio.to_thread(stop_cp, stack)
         ids += await during
-        ids += await _traffic(dp, org, 20)  # entirely while the control plane is down
+        ids += await traffic(dp, org, 20)  # entirely while the control plane is down
         status = await wait_usage(
             dp, lambda s: s["spooled_records"] > 0 and s["queued_records"] == 0 and s["inflight_batches"] == 0
         )
         assert status["dropped_records"] == 0
         stack.restart_cp()
-        await _assert_exactly(stack, org, ids)
+        await assert_exactly(stack, org, ids)
         await wait_usage(dp, lambda s: s["spooled_batches"] == 0)
         assert list(stack.spool.glob("*.seg")) == []
     finally:
@@ -127,11 +70,11 @@ async def test_sigterm_during_traffic_flushes_or_spools(
 ) -> None:
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp()
-    ids = await _traffic(dp, org, 10)
+    ids = await traffic(dp, org, 10)
     if not cp_up:
-        await asyncio.to_thread(_stop_cp, stack)
+        await asyncio.to_thread(stop_cp, stack)
     fake.knobs.chunk_delay = 0.1  # streams still running when SIGTERM arrives
-    during = asyncio.create_task(_traffic(dp, org, 4, stream=True))
+    during = asyncio.create_task(traffic(dp, org, 4, stream=True))
     await fake.wait_for_requests(14)
     assert await asyncio.to_thread(dp.stop, signal.SIGTERM) == 0
     ids += await during
@@ -140,22 +83,22 @@ async def test_sigterm_during_traffic_flushes_or_spools(
     assert "Traceback" not in log, log[-3000:]
     if cp_up:
         assert list(stack.spool.glob("*.seg")) == []  # all delivered before exiting
-        await _assert_exactly(stack, org, ids)
+        await assert_exactly(stack, org, ids)
         return
     assert list(stack.spool.glob("*.seg"))
     stack.restart_cp()
     successor = stack.dp()  # adopts the spool it finds
     try:
-        await _assert_exactly(stack, org, ids)
+        await assert_exactly(stack, org, ids)
     finally:
         successor.stop()
 
 
 async def _cached_then_down(stack: Stack, dp: DataPlaneProcess, org: Provisioned) -> list[str]:
     """One request with the control plane up (the node caches grant and route), then stop it."""
-    ids = await _traffic(dp, org, 1)
+    ids = await traffic(dp, org, 1)
     await wait_usage(dp, lambda s: s["acked_batches"] >= 1)
-    await asyncio.to_thread(_stop_cp, stack)
+    await asyncio.to_thread(stop_cp, stack)
     return ids
 
 
@@ -174,13 +117,13 @@ async def test_sigkill_with_spooled_records_then_restart(stack: Stack, fake: Fak
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp()
     ids = await _cached_then_down(stack, dp, org)
-    ids += await _traffic(dp, org, 25)
+    ids += await traffic(dp, org, 25)
     await _all_spooled(dp, 25)
     dp.kill()
     stack.restart_cp()
     successor = stack.dp()
     try:
-        await _assert_exactly(stack, org, ids)
+        await assert_exactly(stack, org, ids)
         assert usage_status(successor)["accepted"] == 25
     finally:
         successor.stop()
@@ -190,12 +133,12 @@ async def test_replayed_acked_segments_count_once(stack: Stack, fake: FakeProvid
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp()
     ids = await _cached_then_down(stack, dp, org)
-    ids += await _traffic(dp, org, 20)
+    ids += await traffic(dp, org, 20)
     await _all_spooled(dp, 20)
     backup = tmp_path / "acked-but-kept"
     shutil.copytree(stack.spool, backup)
     stack.restart_cp()
-    await _assert_exactly(stack, org, ids)
+    await assert_exactly(stack, org, ids)
     await wait_usage(dp, lambda s: s["spooled_batches"] == 0)
     assert dp.stop() == 0
     # As if the node had died after the acks but before deleting its segments.
@@ -205,9 +148,22 @@ async def test_replayed_acked_segments_count_once(stack: Stack, fake: FakeProvid
     try:
         status = await wait_usage(successor, lambda s: s["spooled_batches"] == 0 and s["duplicates"] >= 20)
         assert (status["duplicates"], status["accepted"]) == (20, 0)
-        await _assert_exactly(stack, org, ids)
+        await assert_exactly(stack, org, ids)
     finally:
         successor.stop()
+
+
+def _settled(count: int) -> Any:
+    """Every record spooled (released from memory), still in memory (refused by a full spool), or
+    dropped: nothing counted twice, nothing in flight."""
+    return lambda s: (
+        s["inflight_batches"] == 0
+        and s["spooled_records"] + s["queued_records"] + s["dropped_records"] == count
+        and s["queued_records"] <= MEMORY_MAX
+    )
+
+
+MEMORY_MAX = 5
 
 
 @pytest.mark.parametrize("policy", ["drop_newest", "drop_oldest"])
@@ -215,31 +171,37 @@ async def test_spool_full_policy_is_applied_and_counted(
     stack: Stack, fake: FakeProvider, policy: str
 ) -> None:
     org = await provision_priced(stack.cp, fake)
-    dp = stack.dp(ODOCK_USAGE_SPOOL_MAX_BYTES="4096", ODOCK_USAGE_SPOOL_FULL_POLICY=policy)
+    dp = stack.dp(
+        ODOCK_USAGE_SPOOL_MAX_BYTES="4096", ODOCK_USAGE_SPOOL_FULL_POLICY=policy,
+        ODOCK_USAGE_MEMORY_MAX_RECORDS=str(MEMORY_MAX),
+    )  # fmt: skip
     try:
         await _cached_then_down(stack, dp, org)
         ids: list[str] = []
         for _ in range(6):  # in rounds, so batches are spooled one after another
-            ids += await _traffic(dp, org, 10)
-            await _all_spooled(dp, len(ids))
+            ids += await traffic(dp, org, 10)
+            await wait_usage(dp, _settled(len(ids)))
         status = usage_status(dp)
         assert status["spool_full_policy"] == policy
-        assert status["dropped_records"] > 0
-        assert status["spooled_records"] + status["dropped_records"] == len(ids) == 60
+        assert status["dropped_records"] == status["dropped"]["spool_full"] > 0, str(status)
+        kept = status["spooled_records"] + status["queued_records"]  # drop_newest: memory holds 5 more
+        assert kept + status["dropped_records"] == len(ids) == 60
+        assert status["queued_records"] == (MEMORY_MAX if policy == "drop_newest" else 0)
         assert status["spool_bytes"] <= 4096
         stack.restart_cp()
         queries = UsageQueries(stack.cp)
         try:
-            await queries.wait_requests(org.org.id, 1 + status["spooled_records"])
+            await queries.wait_requests(org.org.id, 1 + kept)
             stored = [rid for rid in ids if await queries.find(rid) is not None]
         finally:
             await queries.close()
-        assert len(stored) == status["spooled_records"]
+        assert len(stored) == kept
         # drop_newest keeps the first records that fit; drop_oldest keeps the latest ones.
         assert (ids[0] in stored, ids[-1] in stored) == (
             (True, False) if policy == "drop_newest" else (False, True)
         )
-        assert "usage spool full" in dp.stderr_text()
+        log = dp.stderr_text()
+        assert ("usage spool full" if policy == "drop_oldest" else "records dropped (spool_full)") in log
     finally:
         dp.stop()
 
@@ -249,15 +211,15 @@ async def test_workers_share_one_spool_and_a_successor_adopts_it_all(
 ) -> None:
     org = await provision_priced(stack.cp, fake)
     dp = start_dp(stack.cp, stack.spool, ODOCK_WORKERS="2", ODOCK_DP_LISTEN=f"127.0.0.1:{free_port()}")
-    ids = await _traffic(dp, org, 12)  # both workers cache the grant (connections are spread by the kernel)
-    await asyncio.to_thread(_stop_cp, stack)
-    ids += await _traffic(dp, org, 20)
+    ids = await traffic(dp, org, 12)  # both workers cache the grant (connections are spread by the kernel)
+    await asyncio.to_thread(stop_cp, stack)
+    ids += await traffic(dp, org, 20)
     assert await asyncio.to_thread(dp.stop, signal.SIGTERM) == 0  # each worker spools what it holds
     assert "Traceback" not in dp.stderr_text()
     stack.restart_cp()
     successor = stack.dp()
     try:
-        await _assert_exactly(stack, org, ids)
+        await assert_exactly(stack, org, ids)
         assert list(stack.spool.glob("*.seg")) == []
     finally:
         successor.stop()

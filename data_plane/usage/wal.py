@@ -1,0 +1,352 @@
+"""The usage journal: records made durable within ``commit_interval``, batched for the stream, bounded.
+
+A finished request's record is appended to a list (:meth:`Journal.submit`,
+no I/O). Every ``commit_interval`` seconds :meth:`Journal.commit` takes that
+list and, in one executor call, serialises it and appends it to the spool
+(one ``pwrite`` per group of at most ``batch_size`` records, one
+``fdatasync``): the spool directory is the write-ahead log. The committed
+records then join the open batch, which is sealed at ``batch_size`` records or
+``batch_age`` seconds and waits in ``memory`` for the stream. A batch keeps
+its records in memory together with the spool entries that hold them
+(*chunks*); when the control plane acknowledges it, the entries are
+acknowledged and their segment deleted once all of its entries are.
+
+- A batch not acknowledged ``spill_after`` seconds after sealing (or beyond
+  ``MEMORY_BATCHES``) lets go of its records: they are on disk already and are
+  read back when a stream works again.
+- A group the spool could not take (a write error, a short write, a full or
+  read-only disk, the size bound under ``drop_newest``) stays in memory,
+  *not durable*, and is sent from there; writing it is retried every
+  ``RETRY_SECONDS``. Such records beyond ``memory_max`` are dropped by the
+  configured policy (oldest or newest first), counted and logged.
+- At shutdown the last records are committed and whatever is still not
+  durable is written once more; what cannot be is counted (``shutdown``).
+
+Every drop is counted by reason (``dropped``) and logged at WARNING; the
+spool's own counts (``spool_full`` under ``drop_oldest``, ``corrupt``) are
+added by the shipper's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from odock.v1 import node_pb2
+
+from data_plane.settings import UsageSettings
+from data_plane.usage.spool import Entry, Spool
+
+log = logging.getLogger("odock.data_plane.usage")
+
+MEMORY_BATCHES = 64  # durable batches kept in memory before they are read back from the spool instead
+RETRY_SECONDS = 1.0  # between attempts to write records the spool refused
+WARN_EVERY = 10.0
+DROP_REASONS = ("spool_full", "disk_error", "memory_full", "corrupt", "shutdown")
+
+
+@dataclass(eq=False)
+class Chunk:
+    """Records committed together, and the spool entry holding them (None: not durable, and why)."""
+
+    records: list[node_pb2.UsageRecord]
+    entry: Entry | None
+    why: str = ""
+
+    @property
+    def durable(self) -> bool:
+        return self.entry is not None and not self.entry.segment.gone
+
+
+@dataclass(eq=False)
+class Batch:
+    """What goes up the stream as one UsageBatch."""
+
+    chunks: list[Chunk]
+    sealed_at: float
+    size: int = 0
+    sent_at: float = 0.0
+    entries: list[Entry] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.size = sum(len(c.records) for c in self.chunks)
+
+    def records(self) -> list[node_pb2.UsageRecord]:
+        return [r for c in self.chunks for r in c.records]
+
+    def durable(self) -> bool:
+        return all(c.durable for c in self.chunks)
+
+
+class Journal:
+    """The records of one worker between the request path and the stream."""
+
+    def __init__(self, settings: UsageSettings, node_id: str, spool: Spool) -> None:
+        self._settings = settings
+        self._node_id = node_id
+        self.spool = spool
+        self.spool_ok = False
+        self.closed = False
+        self._pending: list[node_pb2.UsageRecord] = []
+        self._pending_since = 0.0
+        # Records waiting for a commit: normally one interval's worth; more only when commits hang.
+        self._pending_max = max(settings.memory_max, 4 * settings.batch_size)
+        self._open: list[Chunk] = []
+        self._open_records = 0
+        self._opened_at = 0.0
+        self.memory: deque[Batch] = deque()
+        self._memory_records = 0
+        self._retry_at = 0.0
+        self._warned_at = -WARN_EVERY
+        self.wake = asyncio.Event()  # a batch is ready for the stream
+        self.dropped: Counter[str] = Counter()
+        self.submitted = 0
+        self.not_durable = 0  # records the spool could not take when committed
+        self.commits = 0
+        self.commit_waits: deque[float] = deque(maxlen=4096)  # drained by the metrics
+        self.recent_waits: deque[float] = deque(maxlen=1024)  # for /readyz p50/p99
+
+    # -- request path --
+
+    def submit(self, record: node_pb2.UsageRecord) -> None:
+        """Queue one record for the next commit (never blocks, never raises)."""
+        self.submitted += 1
+        if self.closed:  # a request outliving shutdown: nowhere left to put it, but not silently
+            self.drop("shutdown", 1, "the shipper is closed")
+            return
+        pending = self._pending
+        if not pending:
+            self._pending_since = time.monotonic()
+        elif len(pending) >= self._pending_max:  # commits are stuck (a hanging disk)
+            if self._settings.spool_full_policy != "drop_oldest":
+                self.drop("memory_full", 1, "records waiting for the spool are at ODOCK_USAGE_MEMORY_MAX_RECORDS")
+                return
+            cut = max(1, len(pending) // 10)
+            del pending[:cut]
+            self.drop("memory_full", cut, "records waiting for the spool are at ODOCK_USAGE_MEMORY_MAX_RECORDS")
+        pending.append(record)
+
+    def queued(self) -> int:
+        """Records in memory not yet sent (waiting for a commit, in the open batch, or sealed)."""
+        return len(self._pending) + self._open_records + self._memory_records
+
+    def drop(self, reason: str, records: int, why: str) -> None:
+        """Count lost records and say so (WARNING)."""
+        self.dropped[reason] += records
+        log.warning("usage: %d records dropped (%s): %s; %d dropped so far", records, reason, why,
+                    sum(self.dropped.values()))  # fmt: skip
+
+    # -- committing --
+
+    async def commit_forever(self, stop: asyncio.Event) -> None:
+        """Commit every ``commit_interval`` until ``stop`` is set, then once more."""
+        interval = self._settings.commit_interval
+        while not stop.is_set():
+            started = time.monotonic()
+            await self.commit()
+            rest = interval - (time.monotonic() - started)
+            if rest > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), rest)
+                except TimeoutError:
+                    pass
+        await self.commit()
+
+    async def commit(self) -> None:
+        """Write the records submitted since the last commit (one write + fdatasync, off the loop)."""
+        records, since = self._pending, self._pending_since
+        if not records:
+            return
+        self._pending = []
+        size = self._settings.batch_size
+        groups = [records[i : i + size] for i in range(0, len(records), size)]
+        try:
+            entries, why = await self._write(groups)
+        except asyncio.CancelledError:
+            self._pending = records + self._pending  # written again later at worst: ids dedup replays
+            raise
+        self.commits += 1
+        wait = time.monotonic() - since
+        self.commit_waits.append(wait)
+        self.recent_waits.append(wait)
+        lost = 0
+        for group, entry in zip(groups, entries, strict=True):
+            self._add(Chunk(group, entry, "" if entry is not None else why))
+            lost += 0 if entry is not None else len(group)
+        if lost:
+            self.not_durable += lost
+            self._warn(f"{lost} records not written to the spool ({why}); kept in memory until delivered")
+
+    async def _write(self, groups: list[list[node_pb2.UsageRecord]]) -> tuple[list[Entry | None], str]:
+        if not self.spool_ok:
+            return [None] * len(groups), "no_spool"
+        try:
+            return await asyncio.to_thread(self._append, groups)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not lose the records: they stay in memory
+            log.error("usage spool append failed: %s: %s", type(exc).__name__, exc)
+            return [None] * len(groups), type(exc).__name__
+
+    def _append(self, groups: list[list[node_pb2.UsageRecord]]) -> tuple[list[Entry | None], str]:
+        payloads = [
+            (node_pb2.UsageBatch(node_id=self._node_id, records=g).SerializeToString(), len(g)) for g in groups
+        ]
+        return self.spool.append(payloads)
+
+    def _add(self, chunk: Chunk) -> None:
+        n = len(chunk.records)
+        if self._open_records and self._open_records + n > self._settings.batch_size:
+            self.seal()
+        if not self._open:
+            self._opened_at = time.monotonic()
+        self._open.append(chunk)
+        self._open_records += n
+        if self._open_records >= self._settings.batch_size:
+            self.seal()
+
+    def seal(self) -> None:
+        """Close the open batch: it is ready for the stream."""
+        if self._open:
+            self._push(Batch(self._open, time.monotonic()))
+            self._open, self._open_records = [], 0
+            self.wake.set()
+
+    def seal_if_old(self, now: float) -> None:
+        if self._open and now - self._opened_at >= self._settings.batch_age:
+            self.seal()
+
+    def _push(self, batch: Batch, front: bool = False) -> None:
+        if front:
+            self.memory.appendleft(batch)
+        else:
+            self.memory.append(batch)
+        self._memory_records += batch.size
+
+    # -- the stream's side --
+
+    async def take(self, max_records: int) -> Batch | None:
+        """The next batch to send: spooled records first (oldest first), else the oldest in memory."""
+        if self.spool_ok and self.spool.pending_entries:
+            got = await asyncio.to_thread(self.spool.take, max_records)
+            if got:
+                return Batch([Chunk(list(b.records), e) for e, b in got], time.monotonic())
+        if self.memory:
+            batch = self.memory.popleft()
+            self._memory_records -= batch.size
+            return batch
+        return None
+
+    def has_work(self) -> bool:
+        return bool(self.memory) or (self.spool_ok and self.spool.pending_entries > 0)
+
+    async def acked(self, batch: Batch) -> None:
+        """The control plane stored ``batch``: its spool entries are done with."""
+        entries = [c.entry for c in batch.chunks if c.entry is not None]
+        if entries:
+            await asyncio.to_thread(self.spool.ack, entries)
+
+    def requeue(self, batches: list[Batch]) -> None:
+        """Unacknowledged batches go back to the front, in order; durable ones fall back to the spool
+        at the next :meth:`spill` (the stream failed: they wait there, not in memory)."""
+        for batch in reversed(batches):
+            if batch.durable():
+                batch.sealed_at = float("-inf")
+            self._push(batch, front=True)
+        if batches:
+            self.wake.set()
+
+    # -- housekeeping --
+
+    async def spill(self, now: float, everything: bool = False) -> None:
+        """Let go of old batches' durable records; retry writing the rest; keep memory bounded."""
+        old: list[Batch] = []
+        while self.memory and (
+            everything
+            or now - self.memory[0].sealed_at >= self._settings.spill_after
+            or len(self.memory) > MEMORY_BATCHES
+        ):
+            batch = self.memory.popleft()
+            self._memory_records -= batch.size
+            old.append(batch)
+        if old:
+            await self._spill(old, now, everything)
+        self._bound()
+
+    async def _spill(self, old: list[Batch], now: float, everything: bool) -> None:
+        chunks = [c for b in old for c in b.chunks]
+        redo = [c for c in chunks if not c.durable]
+        if redo and self.spool_ok and (everything or now >= self._retry_at):
+            self._retry_at = now + RETRY_SECONDS
+            entries, why = await self._write([c.records for c in redo])
+            for chunk, entry in zip(redo, entries, strict=True):
+                chunk.entry, chunk.why = (entry, "") if entry is not None else (None, why)
+        held = [c.entry for c in chunks if c.durable and c.entry is not None]
+        # Only what the spool confirms it holds leaves memory (drop_oldest may delete a segment meanwhile).
+        released = set(await asyncio.to_thread(self.spool.release, held)) if held else set()
+        keep = [c for c in chunks if c.entry is None or c.entry not in released]
+        for chunk in keep:
+            if chunk.entry is not None and chunk.entry.segment.gone:
+                chunk.entry, chunk.why = None, "spool_full"
+        # Back to the front, in order, in batches the stream can take (a chunk is at most batch_size).
+        batches: list[list[Chunk]] = []
+        size = self._settings.batch_size
+        for chunk in keep:
+            if not batches or sum(len(c.records) for c in batches[-1]) + len(chunk.records) > size:
+                batches.append([])
+            batches[-1].append(chunk)
+        for chunks in reversed(batches):
+            self._push(Batch(chunks, old[0].sealed_at), front=True)
+
+    def _bound(self) -> None:
+        """Records that are only in memory stay under ``memory_max``: the policy drops the excess."""
+        cap = self._settings.memory_max
+        excess = sum(len(c.records) for b in self.memory for c in b.chunks if not c.durable) - cap
+        if excess <= 0:
+            return
+        newest = self._settings.spool_full_policy != "drop_oldest"
+        lost: Counter[str] = Counter()
+        why = ""
+        for batch in list(reversed(self.memory) if newest else self.memory):
+            for chunk in list(reversed(batch.chunks) if newest else batch.chunks):
+                if excess <= 0:
+                    break
+                if chunk.durable:
+                    continue
+                k = min(excess, len(chunk.records))
+                if newest:
+                    del chunk.records[len(chunk.records) - k :]
+                else:
+                    del chunk.records[:k]
+                excess -= k
+                batch.size -= k
+                self._memory_records -= k
+                lost["spool_full" if chunk.why == "spool_full" else "disk_error"] += k
+                why = why or chunk.why
+            batch.chunks = [c for c in batch.chunks if c.records]
+            if not batch.chunks:
+                self.memory.remove(batch)
+        for reason, count in lost.items():
+            self.drop(reason, count, f"the spool cannot take them ({why}) and memory holds "
+                      f"ODOCK_USAGE_MEMORY_MAX_RECORDS={cap}")  # fmt: skip
+
+    async def shutdown(self) -> None:
+        """Commit and seal what is left, write what is not durable once more, count what still is not."""
+        await self.commit()
+        self.seal()
+        await self.spill(time.monotonic(), everything=True)
+        left = list(self.memory)
+        self.memory.clear()
+        self._memory_records = 0
+        lost = sum(c_len for b in left for c_len in (len(c.records) for c in b.chunks if not c.durable))
+        if lost:
+            self.drop("shutdown", lost, f"not durable at shutdown ({left[0].chunks[0].why or 'spool failing'})")
+        if self.spool_ok:
+            await asyncio.to_thread(self.spool.close)
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            log.warning("usage: %s (%d so far)", message, self.not_durable)
