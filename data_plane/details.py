@@ -65,7 +65,9 @@ class _Quiet(WSGIRequestHandler):
         pass
 
 
-def _app(registry: CollectorRegistry, directory: Path) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
+def _app(
+    registry: CollectorRegistry, directory: Path
+) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -74,13 +76,17 @@ def _app(registry: CollectorRegistry, directory: Path) -> Callable[[dict[str, An
         code, body = merged_details(directory)
         data = json.dumps(body).encode()
         reason = "OK" if code == 200 else "Service Unavailable"
-        start_response(f"{code} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        start_response(
+            f"{code} {reason}", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
         return [data]
 
     return app
 
 
-def serve_supervisor(listen: str, registry: CollectorRegistry, directory: Path) -> tuple[ThreadingWSGIServer, str]:
+def serve_supervisor(
+    listen: str, registry: CollectorRegistry, directory: Path
+) -> tuple[ThreadingWSGIServer, str]:
     """``/metrics`` (merged) and ``/readyz/details`` of every worker, on a thread of the supervisor."""
     host, _, port = listen.rpartition(":")
     host = host.strip("[]")

@@ -150,7 +150,9 @@ class Degraded(Fills):
     def _local_minute(self, lane: Lane, amount: int, wall: float) -> bool:
         pool = lane.pool
         if pool is None or not pool.current(wall):
-            seconds = pool.window_seconds if pool is not None and pool.window_seconds > 0 else self._minute_seconds
+            seconds = (
+                pool.window_seconds if pool is not None and pool.window_seconds > 0 else self._minute_seconds
+            )
             index = int(wall // seconds)
             pool = self._fresh_pool(lane, index, (index + 1) * seconds, seconds)
         share = lane.share if lane.share >= 0 else lane.gshare

@@ -99,7 +99,13 @@ class Limiter(Degraded):
         return plan
 
     def _take(
-        self, plan: Plan, tokens: int, picos: int, wall: float, skip: frozenset[Lane] | None, local: bool = False
+        self,
+        plan: Plan,
+        tokens: int,
+        picos: int,
+        wall: float,
+        skip: frozenset[Lane] | None,
+        local: bool = False,
     ) -> Admission:
         pools: list[Pool | None] = []
         low: list[Lane] | None = None
@@ -222,7 +228,9 @@ class Limiter(Degraded):
         if lacking or behind:
             return False
         plan = waiter.plan
-        self._finish(waiter, self._take(plan, waiter.tokens, waiter.picos, wall, waiter.skip, waiter.local), None)
+        self._finish(
+            waiter, self._take(plan, waiter.tokens, waiter.picos, wall, waiter.skip, waiter.local), None
+        )
         return True
 
     def _finish(self, waiter: Waiter, admission: Admission | None, err: GatewayError | None) -> None:

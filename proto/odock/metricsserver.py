@@ -37,7 +37,9 @@ DETAILS_PATH = "/readyz/details"
 Details = Callable[[], tuple[int, dict[str, Any]]]
 
 
-async def serve_metrics(render: Callable[[], bytes], listen: str, details: Details | None = None) -> MetricsServer:
+async def serve_metrics(
+    render: Callable[[], bytes], listen: str, details: Details | None = None
+) -> MetricsServer:
     """Serve ``GET /metrics`` on ``listen`` (HOST:PORT, port 0 = pick one); ``render`` gives the body.
 
     With ``details``, also ``GET /readyz/details``: the (HTTP status, JSON object) it returns.

@@ -26,7 +26,9 @@ async def _limited_key(cp: OpsControlPlane, org: Provisioned) -> tuple[str, str]
     async with Provisioner.connect(cp.process.address, cp.process.admin_token) as admin:
         key = keys_pb2.VirtualKey(org_id=org.org.id, name=unique_name("rdz"), all_models=True,
                                   limits=common_pb2.KeyLimits(requests_per_minute=1000))  # fmt: skip
-        resp = await admin.keys.CreateVirtualKey(keys_pb2.CreateVirtualKeyRequest(key=key), metadata=admin.metadata)
+        resp = await admin.keys.CreateVirtualKey(
+            keys_pb2.CreateVirtualKeyRequest(key=key), metadata=admin.metadata
+        )
         return str(resp.key.id), str(resp.secret)
 
 
@@ -40,7 +42,9 @@ async def test_public_readyz_shows_status_only_and_the_details_are_on_the_metric
     workers: int, ops_cp: OpsControlPlane, org: Provisioned, tmp_path: Path
 ) -> None:
     key_id, secret = await _limited_key(ops_cp, org)
-    dp: OpsDataPlane = await asyncio.to_thread(start_ops_dp, ops_cp.process, tmp_path / "spool", workers=workers)
+    dp: OpsDataPlane = await asyncio.to_thread(
+        start_ops_dp, ops_cp.process, tmp_path / "spool", workers=workers
+    )
     try:
         assert dp.metrics is not None
         async with fresh_connections(dp.url) as client:

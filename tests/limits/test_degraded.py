@@ -44,7 +44,9 @@ def limiter(source: LedgerSource, link: Link | None = None, **settings: float) -
     return Limiter(source, link, LimitSettings(**settings))  # type: ignore[arg-type]
 
 
-async def admit_until_refused(lim: Limiter, grant: object, est: Estimate, most: int = 10_000) -> tuple[int, GatewayError]:
+async def admit_until_refused(
+    lim: Limiter, grant: object, est: Estimate, most: int = 10_000
+) -> tuple[int, GatewayError]:
     """Admit (and settle as estimated) until refused; how many got in, and the refusal."""
     for served in range(most):
         try:
