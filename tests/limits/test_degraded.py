@@ -144,3 +144,24 @@ def test_month_window_matches_the_control_planes_numbering() -> None:
     assert index == 2026 * 12 + 2 and end == 1_775_001_600.0  # 2026-04-01T00:00:00Z
     index, end = month_window(1_772_323_199.0)  # the last second of February
     assert index == 2026 * 12 + 1 and end == 1_772_323_200.0
+
+
+async def test_two_nodes_keep_their_shares_of_a_per_minute_limit_and_the_window_stays_within_it() -> None:
+    """3:1 traffic over two nodes, then the control plane away: each keeps its fraction of the
+    window (what it was granted / what all were granted), so together they stay within the limit."""
+    source = LedgerSource(1000)
+    busy, quiet = limiter(source), limiter(source)
+    grant = key_grant(GrantLimits(org_requests_per_minute=1000))
+    for i in range(400):
+        (await (quiet if i % 4 == 3 else busy).admit(grant, ONE)).settle(ONE.tokens, 0)
+        await asyncio.sleep(0.001)  # a modest rate: leases sized to it, nothing stranded
+    source.fail = True
+    served = []
+    for lim in (busy, quiet):
+        n, err = await admit_until_refused(lim, grant, ONE)
+        assert err.code == "rate_limit_exceeded"
+        served.append(n)
+    assert served[0] > 1.5 * served[1] > 0, served  # about 3:1, as the traffic was
+    assert 400 + sum(served) <= 1000 + 2  # one request of rounding up per node at most
+    await busy.close()
+    await quiet.close()
