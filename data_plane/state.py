@@ -96,7 +96,9 @@ def node_state_ctx(settings: Settings) -> Any:
         limiter = Limiter(client, link, settings.limits) if settings.limits.enabled else None
         watcher = Watcher(client, cache, link, settings, limits=limiter)
         upstream = UpstreamClient.from_settings(settings)  # keep-alive pool, bounded, no redirects
-        shipper = Shipper(client, settings.usage, settings.node_id, settings.timeouts.reconnect_max)
+        shipper = Shipper(
+            client, settings.usage, settings.node_id, settings.timeouts.reconnect_max, cp_up=lambda: link.connected
+        )
         app[STATE] = NodeState(settings, client, link, cache, watcher, upstream, shipper, limiter)
         await shipper.start()
         watch_task = asyncio.create_task(watcher.run(), name="odock-watch")

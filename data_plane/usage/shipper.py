@@ -15,8 +15,8 @@ backoff when they fail, ``task_restarts``) do the rest:
   control plane already stored (the ack was lost): it recognises the request
   ids and stores nothing twice. ``attempt`` on each record counts its sends.
   After a failed stream the next one is tried after 50 ms, doubling up to
-  ``RETRY_MAX`` (1 s), so a control plane that answers again is reached
-  within about a second.
+  ``RETRY_MAX`` (1 s), and at once when the watch stream reconnects, so a
+  control plane that answers again is reached within about a second.
 - *housekeeping*: seals the open batch after ``batch_age`` seconds, lets old
   batches fall back to the spool, aborts a stream whose oldest ack is
   ``ack_timeout`` late, adopts segments other processes left behind, and
@@ -35,6 +35,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
@@ -52,6 +53,7 @@ ADOPT_EVERY = 30.0
 REOPEN_EVERY = 5.0
 RETRY_FIRST = 0.05
 RETRY_MAX = 1.0
+PAUSE_POLL = 0.05
 COMMIT_STOP_TIMEOUT = 10.0
 
 
@@ -65,9 +67,11 @@ class Shipper:
     """Owns the usage journal, the ReportUsage stream and the spool of one worker."""
 
     def __init__(
-        self, streams: UsageStreams, settings: UsageSettings, node_id: str, reconnect_max: float = 10.0
-    ) -> None:
+        self, streams: UsageStreams, settings: UsageSettings, node_id: str, reconnect_max: float = 10.0,
+        cp_up: Callable[[], bool] | None = None,
+    ) -> None:  # fmt: skip
         self._streams = streams
+        self._cp_up = cp_up  # the watch stream is connected: a good moment to retry at once
         self._settings = settings
         self._node_id = node_id
         self._retry_max = min(RETRY_MAX, reconnect_max)
@@ -214,7 +218,17 @@ class Shipper:
             failures = 0 if acked else failures + 1
             if failures:
                 delay = min(self._retry_max, RETRY_FIRST * 2 ** min(failures - 1, 16))
-                await asyncio.sleep(random.uniform(delay / 2, delay))
+                await self._pause(random.uniform(delay / 2, delay))
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep ``delay``, cut short when the watch stream comes back (the control plane answers)."""
+        cp_up = self._cp_up
+        if cp_up is None or cp_up():
+            await asyncio.sleep(delay)
+            return
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0 and not cp_up():
+            await asyncio.sleep(min(PAUSE_POLL, left))
 
     async def _work_waiting(self) -> None:
         wake = self.journal.wake
