@@ -40,6 +40,17 @@ def test_usage_defaults_and_overrides() -> None:
     ) == (Path("/var/spool/odock"), 65536, "drop_oldest", 50, 0.2)
 
 
+def test_durability_and_memory_settings() -> None:
+    usage = Settings.from_env(BASE).usage
+    assert (usage.commit_interval, usage.memory_max) == (0.05, 50_000)
+    usage = Settings.from_env(
+        {**BASE, "ODOCK_USAGE_COMMIT_SECONDS": "0.01", "ODOCK_USAGE_MEMORY_MAX_RECORDS": "1000"}
+    ).usage
+    assert (usage.commit_interval, usage.memory_max) == (0.01, 1000)
+    with pytest.raises(SettingsError, match="ODOCK_USAGE_COMMIT_SECONDS: must be between"):
+        Settings.from_env({**BASE, "ODOCK_USAGE_COMMIT_SECONDS": "0"})
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
