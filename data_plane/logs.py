@@ -117,16 +117,18 @@ class RequestFields(NamedTuple):
     output_tokens: int
     cached_input_tokens: int
     error_code: str = ""  # written only when set
+    client_request_id: str = ""  # the client's x-request-id (validated: [A-Za-z0-9._:-]{1,128}); only when set
 
     def message(self) -> str:
         """``POST /v1/messages 200 complete``."""
         return f"{self.method} {self.endpoint} {self.status:d} {self.outcome}"
 
     def extra(self) -> dict[str, object]:
-        """The fields as ``logging`` ``extra=`` (``error_code`` only when set)."""
+        """The fields as ``logging`` ``extra=`` (``error_code`` and ``client_request_id`` only when set)."""
         out: dict[str, object] = self._asdict()
-        if not self.error_code:
-            del out["error_code"]
+        for optional in ("error_code", "client_request_id"):
+            if not out[optional]:
+                del out[optional]
         return out
 
 
@@ -168,11 +170,11 @@ class RequestLog:
 
     def _json_line(self, f: RequestFields) -> str:
         (rid, node, org, key, model, family, endpoint, method, status, outcome, streamed, latency, overhead,
-         first_byte, tokens_in, tokens_out, tokens_cached, error) = f  # fmt: skip
-        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}"
+         first_byte, tokens_in, tokens_out, tokens_cached, error, client_id) = f  # fmt: skip
+        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}{client_id}"
         if not text.isprintable() or '"' in text or "\\" in text:  # rare: escape each string
-            rid, node, org, key, model, family, endpoint, method, outcome, error = map(
-                _jstr, (rid, node, org, key, model, family, endpoint, method, outcome, error)
+            rid, node, org, key, model, family, endpoint, method, outcome, error, client_id = map(
+                _jstr, (rid, node, org, key, model, family, endpoint, method, outcome, error, client_id)
             )
         line = (
             f'{{"time": "{self._time()}", "level": "info", "logger": "{REQUEST_LOGGER}", '
@@ -187,15 +189,17 @@ class RequestLog:
         )
         if error:
             line += f', "error_code": "{error}"'
+        if client_id:
+            line += f', "client_request_id": "{client_id}"'
         return line + "}\n"
 
     def _text_line(self, f: RequestFields) -> str:
         (rid, node, org, key, model, family, endpoint, method, status, outcome, streamed, latency, overhead,
-         first_byte, tokens_in, tokens_out, tokens_cached, error) = f  # fmt: skip
-        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}"
+         first_byte, tokens_in, tokens_out, tokens_cached, error, client_id) = f  # fmt: skip
+        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}{client_id}"
         if not text.isprintable():  # rare: escape controls in each string
-            rid, node, org, key, model, family, endpoint, method, outcome, error = map(
-                _tstr, (rid, node, org, key, model, family, endpoint, method, outcome, error)
+            rid, node, org, key, model, family, endpoint, method, outcome, error, client_id = map(
+                _tstr, (rid, node, org, key, model, family, endpoint, method, outcome, error, client_id)
             )
         line = (
             f"{self._time()} INFO {REQUEST_LOGGER}: {method} {endpoint} {status:d} {outcome} "
@@ -206,6 +210,8 @@ class RequestLog:
         )
         if error:
             line += f" error_code={error}"
+        if client_id:
+            line += f" client_request_id={client_id}"
         return line + "\n"
 
 

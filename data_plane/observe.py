@@ -34,7 +34,7 @@ from data_plane.logs import REQUEST_LOGGER, RequestFields, request_log
 from data_plane.metrics import OUTCOMES, DataPlaneMetrics, family_label
 from data_plane.providers import Endpoint
 from data_plane.state import STATE
-from data_plane.usage import METER, RECORD_ID
+from data_plane.usage import METER, RECORD_ID, client_request_id
 from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR, RequestMeter
 
 OVERHEAD_HEADER = "x-odock-overhead-ms"
@@ -150,6 +150,7 @@ def _finish(request: web.Request, obs: Observation, status: int, metrics: DataPl
         tokens[1],
         tokens[2],
         obs.error_code,
+        client_request_id(request),
     )
     writer = request_log()
     if writer is not None:

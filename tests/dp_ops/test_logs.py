@@ -203,6 +203,7 @@ def _check_lines(dp: OpsDataPlane, org_id: str, key_id: str, records: list[Any])
         assert (line["input_tokens"], line["output_tokens"]) == (record.input_tokens, record.output_tokens)
         assert line["endpoint"] == record.endpoint and line["model"] == record.model_name
         assert line["streamed"] == record.streamed
+        assert line.get("client_request_id", "") == record.client_request_id
     ok = [line for line in by_id.values() if line["status"] == 200 and line["key_id"] == key_id]
     assert ok and all(line["family"] in CHAT and line["method"] == "POST" for line in ok)
     for line in ok:
@@ -225,7 +226,8 @@ async def test_text_request_lines_redact_a_secret_model_name_and_warning_turns_t
             async with httpx.AsyncClient(base_url=dp.url, timeout=20) as client:
                 for model, status in (("gpt-chat", 200), (token, 404)):
                     req = chat_call("openai", model, key=org.key)
-                    resp = await client.post(req.path, content=req.body, headers=req.headers)
+                    headers = {**req.headers, "x-request-id": f"client-{status}"}
+                    resp = await client.post(req.path, content=req.body, headers=headers)
                     assert resp.status_code == status, resp.text[:300]
         assert planes[1].metrics is not None
         counted = await asyncio.to_thread(scrape, planes[1].metrics)
@@ -237,6 +239,8 @@ async def test_text_request_lines_redact_a_secret_model_name_and_warning_turns_t
     assert len(lines) == 2 and token not in text, text[-2000:]
     assert lines[0].split(" ", 3)[3].startswith("POST /v1/chat/completions 200 complete request_id=req_")
     assert " model=gpt-chat " in lines[0] and f" model={REDACTED} " in lines[1] and " status=404 " in lines[1]
+    # The client's own id is on the line, so a request a client logged can be found by it.
+    assert lines[0].endswith(" client_request_id=client-200") and lines[1].endswith(" client_request_id=client-404")
     quiet = planes[1].process.stderr_text()
     assert "odock.data_plane.request" not in quiet  # off at warning; the metrics still count
     assert sum(v for (name, _), v in counted.samples.items() if name == "odock_dp_requests_total") == 2

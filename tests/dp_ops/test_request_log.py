@@ -37,6 +37,8 @@ ODD_FIELDS = [
     fields(model='quo"te\\back', streamed=True, latency_ms=1e-05, overhead_ms=0.0),
     fields(model="déjà-vu-模型", input_tokens=10**9, cached_input_tokens=7),
     fields(model="tab\there\nnew\x7fline\u2028sep"),
+    fields(client_request_id="client-id.42:a_b"),
+    fields(status=429, outcome="error", error_code="rate_limit_exceeded", client_request_id="c" * 128),
 ]
 
 
