@@ -54,6 +54,23 @@ def create_locked(disk: Disk, directory: Path, name: str) -> int:
     return fd
 
 
+def lock_unowned(disk: Disk, path: Path) -> int | None:
+    """``path`` opened and locked if nobody holds it (its writer died or left it); else None."""
+    try:
+        fd = disk.open(path, os.O_RDWR)
+    except OSError:
+        return None  # deleted meanwhile, or unreadable: another worker may manage
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    if not path.exists():  # deleted by its owner between listing and locking
+        os.close(fd)
+        return None
+    return fd
+
+
 def dir_bytes(directory: Path, suffix: str) -> int:
     """Bytes of the files ending in ``suffix`` in ``directory`` (0 when it cannot be listed)."""
     total = 0

@@ -133,7 +133,9 @@ class Shipper:
             try:
                 await asyncio.wait_for(self._commits, COMMIT_STOP_TIMEOUT)
             except TimeoutError:
-                log.error("usage: the last commit did not finish in %.0fs (disk hanging?)", COMMIT_STOP_TIMEOUT)
+                log.error(
+                    "usage: the last commit did not finish in %.0fs (disk hanging?)", COMMIT_STOP_TIMEOUT
+                )
         journal.closed = True
         journal.seal()
         deadline = time.monotonic() + self._settings.flush
@@ -257,7 +259,9 @@ class Shipper:
                 batch.sent_at = time.monotonic()
                 self._inflight[self._sequence] = batch
                 self.counters["sent_batches"] += 1
-                await call.write(node_pb2.UsageBatch(node_id=self._node_id, sequence=self._sequence, records=records))
+                await call.write(
+                    node_pb2.UsageBatch(node_id=self._node_id, sequence=self._sequence, records=records)
+                )
             if not self._inflight and not reader.done() and not self._abort.is_set():
                 # Idle: end the stream cleanly so a restarting control plane is not held up by it.
                 await call.done_writing()

@@ -1,36 +1,25 @@
 """The on-disk usage spool and write-ahead log: append-only segment files of framed batches, bounded.
 
-Layout: ``<dir>/<time_ns>-<pid>-<n>.seg``; names sort oldest first. A segment
-is created under a temporary name, locked (``flock``), then renamed, and the
-process that writes or adopts a segment holds that lock until it deletes or
-closes it. Any segment in the directory that can be locked belongs to nobody
-(its process died, or left it at shutdown) and is adopted, so several workers
-can share one directory and a restarted node replays what a dead one left.
+Layout: ``<dir>/<time_ns>-<pid>-<n>.seg``, oldest first by name. A process holds an ``flock`` on
+each segment it writes or adopted until it deletes or closes it; a segment nobody holds (its
+process died, or left it at shutdown) is adopted, so workers share one directory and a restarted
+node replays what a dead one left. Entries are checksummed (``frames``): a corrupt or torn one is
+skipped and its records counted. :meth:`Spool.append` writes a group of entries and
+``fdatasync``s once; a short or failed write is cut back and reported, never left as an entry.
+Entries are never rewritten: a segment is deleted once all of its entries are acknowledged (a
+crash in between replays acknowledged batches; the control plane ignores known request ids).
 
-Entries are framed with checksums (``frames``): a corrupt or torn entry is
-skipped and its records counted, never decoded into the sender. One
-:meth:`Spool.append` writes a group of entries and ``fdatasync``s once; a
-short or failed write is cut back and reported, never left as an entry.
-Entries are never rewritten: a segment is deleted once all of its entries are
-acknowledged; a crash in between replays acknowledged batches, which the
-control plane recognises by request id and ignores.
+An entry is *claimed* while the shipper holds its records in memory (just written, read back, or
+on the stream); unclaimed unacknowledged entries are *pending* and :meth:`take` reads them back.
+Past ``max_bytes``, ``drop_newest`` refuses new entries and ``drop_oldest`` deletes this
+process's oldest segments (their unclaimed records counted as dropped).
 
-An entry is *claimed* while the shipper holds its records in memory (just
-written, read back, or on the stream); unclaimed unacknowledged entries are
-*pending* and :meth:`take` reads them back.
-
-When an append would exceed ``max_bytes`` the policy decides: ``drop_newest``
-refuses the new entries, ``drop_oldest`` deletes this process's oldest
-segments to make room (the unclaimed records in them are counted as dropped).
-
-Every method does blocking file I/O and runs off the event loop; a thread lock
-makes them safe to call from executor threads. The counters are plain ints,
-read by the event loop without the lock.
+Methods do blocking file I/O off the event loop, under a thread lock; the counters are plain
+ints the event loop reads without it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -43,7 +32,7 @@ from typing import Literal
 
 from odock.v1 import node_pb2
 
-from data_plane.usage.disk import Disk, create_locked, dir_bytes, why
+from data_plane.usage.disk import Disk, create_locked, dir_bytes, lock_unowned, why
 from data_plane.usage.frames import HEADER_SIZE, frame, scan
 
 log = logging.getLogger("odock.data_plane.usage")
@@ -84,7 +73,12 @@ class Spool:
     """Batches kept on disk until the control plane acknowledges them."""
 
     def __init__(
-        self, directory: Path, max_bytes: int, policy: FullPolicy, segment_bytes: int = 0, disk: Disk | None = None
+        self,
+        directory: Path,
+        max_bytes: int,
+        policy: FullPolicy,
+        segment_bytes: int = 0,
+        disk: Disk | None = None,
     ) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
@@ -131,17 +125,8 @@ class Spool:
             for path in sorted(self.directory.glob(f"*{SUFFIX}")):
                 if path.name in held:
                     continue
-                try:
-                    fd = self.disk.open(path, os.O_RDWR)
-                except OSError:
-                    continue  # deleted meanwhile, or unreadable: another worker may manage
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    continue
-                if not path.exists():  # deleted by its owner between listing and locking
-                    os.close(fd)
+                fd = lock_unowned(self.disk, path)
+                if fd is None:
                     continue
                 seg = self._load(path, fd)
                 if not seg.entries:
@@ -152,7 +137,7 @@ class Spool:
                 gained += len(seg.entries)
                 log.info("usage spool: adopted %s (%d batches)", path.name, len(seg.entries))
             self._segments.sort(key=lambda s: s.path.name)
-            self.bytes = self._scan_bytes()
+            self.bytes = dir_bytes(self.directory, SUFFIX)
             return gained
 
     # -- writing --
@@ -167,7 +152,7 @@ class Spool:
         with self._lock:
             out: list[Entry | None] = [None] * len(groups)
             reason = ""
-            used = self._scan_bytes()
+            used = dir_bytes(self.directory, SUFFIX)
             written: list[tuple[int, Entry]] = []
             for i, (payload, records) in enumerate(groups):
                 data = frame(payload, records)
@@ -197,7 +182,7 @@ class Spool:
             for i, entry in written:
                 if entry in entry.segment.entries:
                     out[i] = entry
-            self.bytes = self._scan_bytes()
+            self.bytes = dir_bytes(self.directory, SUFFIX)
             return out, reason
 
     def _write(self, data: bytes, payload: bytes, records: int) -> Entry | None:
@@ -357,9 +342,6 @@ class Spool:
         entry.segment.entries.remove(entry)
         self.held_records -= entry.records
         self.held_batches -= 1
-
-    def _scan_bytes(self) -> int:
-        return dir_bytes(self.directory, SUFFIX)
 
     def _load(self, path: Path, fd: int) -> Segment:
         seg = Segment(path, fd, 0)

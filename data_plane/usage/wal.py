@@ -122,11 +122,15 @@ class Journal:
             self._pending_since = time.monotonic()
         elif len(pending) >= self._pending_max:  # commits are stuck (a hanging disk)
             if self._settings.spool_full_policy != "drop_oldest":
-                self.drop("memory_full", 1, "records waiting for the spool are at ODOCK_USAGE_MEMORY_MAX_RECORDS")
+                self.drop(
+                    "memory_full", 1, "records waiting for the spool are at ODOCK_USAGE_MEMORY_MAX_RECORDS"
+                )
                 return
             cut = max(1, len(pending) // 10)
             del pending[:cut]
-            self.drop("memory_full", cut, "records waiting for the spool are at ODOCK_USAGE_MEMORY_MAX_RECORDS")
+            self.drop(
+                "memory_full", cut, "records waiting for the spool are at ODOCK_USAGE_MEMORY_MAX_RECORDS"
+            )
         pending.append(record)
 
     def queued(self) -> int:
@@ -191,7 +195,8 @@ class Journal:
 
     def _append(self, groups: list[list[node_pb2.UsageRecord]]) -> tuple[list[Entry | None], str]:
         payloads = [
-            (node_pb2.UsageBatch(node_id=self._node_id, records=g).SerializeToString(), len(g)) for g in groups
+            (node_pb2.UsageBatch(node_id=self._node_id, records=g).SerializeToString(), len(g))
+            for g in groups
         ]
         return self.spool.append(payloads)
 
@@ -341,7 +346,9 @@ class Journal:
         self._memory_records = 0
         lost = sum(c_len for b in left for c_len in (len(c.records) for c in b.chunks if not c.durable))
         if lost:
-            self.drop("shutdown", lost, f"not durable at shutdown ({left[0].chunks[0].why or 'spool failing'})")
+            self.drop(
+                "shutdown", lost, f"not durable at shutdown ({left[0].chunks[0].why or 'spool failing'})"
+            )
         if self.spool_ok:
             await asyncio.to_thread(self.spool.close)
 

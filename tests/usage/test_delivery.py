@@ -31,6 +31,7 @@ from tests.usage.stack import (
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
+
 @pytest.fixture(autouse=True)
 def _fresh_fake(fake: FakeProvider) -> None:
     fake.reset()

@@ -93,7 +93,9 @@ async def test_read_only_spool_with_control_plane_down_delivers_or_counts_every_
         await asyncio.sleep(1.2)  # a metrics refresh
         assert metric(dp, DROPPED, reason="disk_error") == 31
         log = dp.stderr_text()
-        assert re.search(r"WARNING odock.data_plane.usage: usage: \d+ records dropped \(disk_error\)", log), log[-3000:]
+        assert re.search(r"WARNING odock.data_plane.usage: usage: \d+ records dropped \(disk_error\)", log), (
+            log[-3000:]
+        )
         stack.restart_cp()
         stored = await _stored(stack, org, first + ids, 1 + 20)
         # drop_newest (the default): the oldest records the memory held are the ones delivered
@@ -123,7 +125,9 @@ async def test_full_disk_short_writes_do_not_stop_the_sender(
         stack.restart_cp()
         await assert_exactly(stack, org, ids)  # every record: from the spool and from memory
         status = usage_status(dp)
-        assert status["spool_errors"].get("short_write", 0) > 0 and status["spool_errors"].get("ENOSPC", 0) > 0
+        assert (
+            status["spool_errors"].get("short_write", 0) > 0 and status["spool_errors"].get("ENOSPC", 0) > 0
+        )
         assert status["not_durable_records"] > 0 and status["spooled_records"] == 0
         assert status["dropped_records"] == 0 and status["task_restarts"] == {}
         # The disk has room again: records are durable again, and the sender still runs.
