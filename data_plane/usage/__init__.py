@@ -5,7 +5,12 @@
 - ``stream``/``jsonscan``: usage read from streams as they pass (SSE events, JSON arrays).
 - ``inject``: ``stream_options.include_usage`` added upstream when the client left it out.
 - ``meter``: the per-request accumulator that emits exactly one ``UsageRecord``.
-- ``shipper``/``spool``: batching, the ReportUsage stream with acks, the on-disk spool.
+- ``wal``: the journal: records group-committed to the spool within ``ODOCK_USAGE_COMMIT_SECONDS``,
+  batched, memory bounded, every drop counted by reason.
+- ``shipper``: the ReportUsage stream with acks, retries, housekeeping, shutdown (``supervisor``
+  restarts its background tasks when they fail).
+- ``spool``/``frames``/``disk``: the on-disk segments, their checksummed entries, the file calls
+  (a seam for tests that break the disk).
 
 Decisions are documented in docs/usage.md.
 """

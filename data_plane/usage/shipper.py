@@ -134,8 +134,10 @@ class Shipper:
                 await asyncio.wait_for(self._commits, COMMIT_STOP_TIMEOUT)
             except TimeoutError:
                 log.error(
-                    "usage: the last commit did not finish in %.0fs (disk hanging?)", COMMIT_STOP_TIMEOUT
+                    "usage: the last commit did not finish in %.0fs (disk hanging?); not writing again",
+                    COMMIT_STOP_TIMEOUT,
                 )
+                journal.spool_ok = False  # what is not durable now is counted, not waited for
         journal.closed = True
         journal.seal()
         deadline = time.monotonic() + self._settings.flush

@@ -381,6 +381,7 @@ class Spool:
                     self.pending_entries -= 1
         seg.pending = 0
         seg.gone = True
+        self.bytes = max(0, self.bytes - seg.size)
         try:
             self.disk.unlink(seg.path)
         except OSError:
