@@ -45,6 +45,7 @@ log = logging.getLogger("odock.data_plane.usage")
 MEMORY_BATCHES = 64  # durable batches kept in memory before they are read back from the spool instead
 RETRY_SECONDS = 1.0  # between attempts to write records the spool refused
 WARN_EVERY = 10.0
+DROP_LOG_EVERY = 1.0  # a flood of drops (every request, say) is logged as one line a second
 DROP_REASONS = ("spool_full", "disk_error", "memory_full", "corrupt", "shutdown")
 
 
@@ -103,6 +104,9 @@ class Journal:
         self._warned_at = -WARN_EVERY
         self.wake = asyncio.Event()  # a batch is ready for the stream
         self.dropped: Counter[str] = Counter()
+        self._unlogged: Counter[str] = Counter()
+        self._why: dict[str, str] = {}
+        self._drops_logged_at = -DROP_LOG_EVERY
         self.submitted = 0
         self.not_durable = 0  # records the spool could not take when committed
         self.commits = 0
@@ -138,10 +142,21 @@ class Journal:
         return len(self._pending) + self._open_records + self._memory_records
 
     def drop(self, reason: str, records: int, why: str) -> None:
-        """Count lost records and say so (WARNING)."""
+        """Count lost records and say so (WARNING): at once, then at most once a second, summed."""
         self.dropped[reason] += records
-        log.warning("usage: %d records dropped (%s): %s; %d dropped so far", records, reason, why,
-                    sum(self.dropped.values()))  # fmt: skip
+        self._unlogged[reason] += records
+        self._why[reason] = why
+        if time.monotonic() - self._drops_logged_at >= DROP_LOG_EVERY:
+            self.log_drops()
+
+    def log_drops(self) -> None:
+        """Log the drops not logged yet (one line per reason)."""
+        self._drops_logged_at = time.monotonic()
+        total = sum(self.dropped.values())
+        for reason, count in self._unlogged.items():
+            log.warning("usage: %d records dropped (%s): %s; %d dropped so far", count, reason,
+                        self._why[reason], total)  # fmt: skip
+        self._unlogged.clear()
 
     # -- committing --
 
@@ -278,6 +293,8 @@ class Journal:
         if old:
             await self._spill(old, now, everything)
         self._bound()
+        if self._unlogged and time.monotonic() - self._drops_logged_at >= DROP_LOG_EVERY:
+            self.log_drops()
 
     async def _spill(self, old: list[Batch], now: float, everything: bool) -> None:
         chunks = [c for b in old for c in b.chunks]
@@ -349,6 +366,8 @@ class Journal:
             self.drop(
                 "shutdown", lost, f"not durable at shutdown ({left[0].chunks[0].why or 'spool failing'})"
             )
+        if self._unlogged:
+            self.log_drops()
         if self.spool_ok:
             await asyncio.to_thread(self.spool.close)
 
