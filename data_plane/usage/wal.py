@@ -344,8 +344,11 @@ class Journal:
                 excess -= k
                 batch.size -= k
                 self._memory_records -= k
-                lost["spool_full" if chunk.why == "spool_full" else "disk_error"] += k
-                why = why or chunk.why
+                # A chunk whose segment drop_oldest deleted while it sat in memory (before any spill
+                # marked it) was pushed out by the size bound, not by a failing disk.
+                full = chunk.why == "spool_full" or (chunk.entry is not None and chunk.entry.segment.gone)
+                lost["spool_full" if full else "disk_error"] += k
+                why = why or chunk.why or ("spool_full" if full else "")
             batch.chunks = [c for c in batch.chunks if c.records]
             if not batch.chunks:
                 self.memory.remove(batch)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,11 @@ import pytest
 
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess
-from tests.support.provision import Provisioned
 from tests.usage.stack import (
     Stack,
     UsageQueries,
     assert_exactly,
+    cached_then_down,
     free_port,
     provision_priced,
     start_dp,
@@ -29,19 +28,11 @@ from tests.usage.stack import (
     wait_usage,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_fake(fake: FakeProvider) -> None:
-    fake.reset()
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path)
-    yield s
-    s.cp.stop()
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.usefixtures("fresh_fake"),
+]
 
 
 async def test_control_plane_outage_spools_then_replays_exactly(stack: Stack, fake: FakeProvider) -> None:
@@ -95,14 +86,6 @@ async def test_sigterm_during_traffic_flushes_or_spools(
         successor.stop()
 
 
-async def _cached_then_down(stack: Stack, dp: DataPlaneProcess, org: Provisioned) -> list[str]:
-    """One request with the control plane up (the node caches grant and route), then stop it."""
-    ids = await traffic(dp, org, 1)
-    await wait_usage(dp, lambda s: s["acked_batches"] >= 1)
-    await asyncio.to_thread(stop_cp, stack)
-    return ids
-
-
 async def _all_spooled(dp: DataPlaneProcess, count: int) -> dict[str, object]:
     return await wait_usage(
         dp,
@@ -117,7 +100,7 @@ async def _all_spooled(dp: DataPlaneProcess, count: int) -> dict[str, object]:
 async def test_sigkill_with_spooled_records_then_restart(stack: Stack, fake: FakeProvider) -> None:
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp()
-    ids = await _cached_then_down(stack, dp, org)
+    ids = await cached_then_down(stack, dp, org)
     ids += await traffic(dp, org, 25)
     await _all_spooled(dp, 25)
     dp.kill()
@@ -133,7 +116,7 @@ async def test_sigkill_with_spooled_records_then_restart(stack: Stack, fake: Fak
 async def test_replayed_acked_segments_count_once(stack: Stack, fake: FakeProvider, tmp_path: Path) -> None:
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp()
-    ids = await _cached_then_down(stack, dp, org)
+    ids = await cached_then_down(stack, dp, org)
     ids += await traffic(dp, org, 20)
     await _all_spooled(dp, 20)
     backup = tmp_path / "acked-but-kept"
@@ -177,7 +160,7 @@ async def test_spool_full_policy_is_applied_and_counted(
         ODOCK_USAGE_MEMORY_MAX_RECORDS=str(MEMORY_MAX),
     )  # fmt: skip
     try:
-        await _cached_then_down(stack, dp, org)
+        await cached_then_down(stack, dp, org)
         ids: list[str] = []
         for _ in range(6):  # in rounds, so batches are spooled one after another
             ids += await traffic(dp, org, 10)
@@ -187,7 +170,10 @@ async def test_spool_full_policy_is_applied_and_counted(
         assert status["dropped_records"] == status["dropped"]["spool_full"] > 0, str(status)
         kept = status["spooled_records"] + status["queued_records"]  # drop_newest: memory holds 5 more
         assert kept + status["dropped_records"] == len(ids) == 60
-        assert status["queued_records"] == (MEMORY_MAX if policy == "drop_newest" else 0)
+        if policy == "drop_newest":
+            assert status["queued_records"] == MEMORY_MAX
+        else:  # a batch whose segment is deleted before it was spilled waits in memory (bounded)
+            assert status["queued_records"] <= MEMORY_MAX
         assert status["spool_bytes"] <= 4096
         stack.restart_cp()
         queries = UsageQueries(stack.cp)

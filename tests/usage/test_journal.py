@@ -106,3 +106,28 @@ async def test_a_failing_task_is_restarted_with_backoff(caplog: pytest.LogCaptur
     gaps = [b - a for a, b in itertools.pairwise(runs)]
     assert gaps[0] >= 0.01 and gaps[1] >= 0.02 and gaps[2] >= 0.04  # doubling, capped
     assert "usage test failed (OSError" in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_records_whose_segment_drop_oldest_deleted_before_a_spill_count_as_spool_full(
+    tmp_path: Path,
+) -> None:
+    """Under load a sealed batch can still be in memory when drop_oldest deletes its segment: when
+    the memory bound then drops its records, the reason is the full spool, not a disk error."""
+    settings = UsageSettings(
+        spool_dir=tmp_path, spool_full_policy="drop_oldest", batch_size=20, batch_age=0.0, spill_after=60.0,
+        memory_max=5,
+    )  # fmt: skip
+    spool = Spool(tmp_path, 1 << 20, "drop_oldest", disk=FaultyDisk())
+    spool.open()
+    j = Journal(settings, "n1", spool)
+    j.spool_ok = True
+    for i in range(20):
+        j.submit(node_pb2.UsageRecord(request_id=f"req_{i:06d}", org_id="org_1"))
+    await j.commit()
+    j.seal()  # sealed, not spilled: the batch holds its chunk, whose entry is on disk
+    assert len(j.memory) == 1 and j.memory[0].durable()
+    with j.spool._lock:  # noqa: SLF001 - the size bound deleting this segment, as _make_room does
+        j.spool._delete(j.memory[0].chunks[0].entry.segment)  # type: ignore[union-attr]  # noqa: SLF001
+    await j.spill(time.monotonic())  # well within spill_after: the batch stays, only the bound applies
+    assert j.dropped == Counter({"spool_full": 15}) and j.queued() == 5
+    j.spool.close()
