@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from tests.data_plane.nodes import connected_data_plane
 from tests.fakes.fixtures import fake_provider
 from tests.fakes.provider import FakeProvider
-from tests.support.dataplane import DataPlaneProcess, start_data_plane
+from tests.support.dataplane import DataPlaneProcess
 from tests.support.planes import ControlPlaneProcess, start_control_plane
 from tests.support.provision import Provisioned, provision_all_families
 
@@ -38,22 +39,11 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess
 @pytest.fixture(scope="module")
 def dp(cp: ControlPlaneProcess) -> Iterator[DataPlaneProcess]:
     """A data plane connected to ``cp``, shared by one test module."""
-    proc = start_data_plane(
-        cp.address,
-        cp.node_token,
-        cp.pepper,
-        extra_env={"ODOCK_UPSTREAM_IDLE_SECONDS": "1", "ODOCK_CLIENT_HEADER_TIMEOUT_SECONDS": "1",
-                   "ODOCK_CLIENT_BODY_IDLE_SECONDS": "1", "ODOCK_CLIENT_BODY_TIMEOUT_SECONDS": "2",
-                   "ODOCK_MAX_BODY_BYTES": str(MAX_BODY)},
-    )  # fmt: skip
-    try:
-        proc.wait_connected()
+    env = {"ODOCK_UPSTREAM_IDLE_SECONDS": "1", "ODOCK_CLIENT_HEADER_TIMEOUT_SECONDS": "1",
+           "ODOCK_CLIENT_BODY_IDLE_SECONDS": "1", "ODOCK_CLIENT_BODY_TIMEOUT_SECONDS": "2",
+           "ODOCK_MAX_BODY_BYTES": str(MAX_BODY)}  # fmt: skip
+    with connected_data_plane(cp, env) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    log = proc.stderr_text()
-    assert code == 0, log[-3000:]
-    assert "Traceback" not in log and "unhandled" not in log, log[-5000:]
 
 
 @pytest_asyncio.fixture

@@ -16,8 +16,9 @@ import pytest
 
 from data_plane.server import LINGER_SECONDS
 from tests.data_plane.helpers import assert_error
+from tests.data_plane.nodes import connected_data_plane
 from tests.fakes.provider import FakeProvider
-from tests.support.dataplane import DataPlaneProcess, start_data_plane
+from tests.support.dataplane import DataPlaneProcess
 from tests.support.planes import ControlPlaneProcess
 from tests.support.provision import Provisioned, Provisioner
 
@@ -83,23 +84,12 @@ async def test_hostile_part_header_is_a_quick_400_and_health_keeps_answering(
 @pytest.fixture(scope="module")
 def paced_dp(cp: ControlPlaneProcess) -> Iterator[DataPlaneProcess]:
     """A data plane with the default body timeouts but a 1 s pacing window (1 KiB/s minimum)."""
-    proc = start_data_plane(
-        cp.address,
-        cp.node_token,
-        cp.pepper,
-        extra_env={
-            "ODOCK_CLIENT_BODY_WINDOW_SECONDS": str(WINDOW),
-            "ODOCK_CLIENT_BODY_MIN_BYTES_PER_SECOND": str(MIN_RATE),
-        },
-    )
-    try:
-        proc.wait_connected()
+    env = {
+        "ODOCK_CLIENT_BODY_WINDOW_SECONDS": str(WINDOW),
+        "ODOCK_CLIENT_BODY_MIN_BYTES_PER_SECOND": str(MIN_RATE),
+    }
+    with connected_data_plane(cp, env) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    log = proc.stderr_text()
-    assert code == 0, log[-3000:]
-    assert "Traceback" not in log, log[-5000:]
 
 
 async def test_a_body_trickled_at_one_byte_per_second_is_cut_and_the_connection_freed(

@@ -15,8 +15,9 @@ import pytest_asyncio
 
 from data_plane.scrub import MARKER
 from tests.data_plane.helpers import CHAT_MODEL, FAMILIES, assert_error, chat_call, send
+from tests.data_plane.nodes import connected_data_plane
 from tests.fakes.provider import FakeProvider
-from tests.support.dataplane import DataPlaneProcess, start_data_plane
+from tests.support.dataplane import DataPlaneProcess
 from tests.support.planes import ControlPlaneProcess
 from tests.support.provision import Provisioned, Provisioner, provision_org
 
@@ -28,15 +29,8 @@ STALL_BOUND_S = 4.0
 @pytest.fixture(scope="module")
 def dp(cp: ControlPlaneProcess) -> Iterator[DataPlaneProcess]:
     """A data plane with the default upstream idle timeout: only the model's timeout can end a stall early."""
-    proc = start_data_plane(cp.address, cp.node_token, cp.pepper)
-    try:
-        proc.wait_connected()
+    with connected_data_plane(cp) as proc:
         yield proc
-    finally:
-        code = proc.stop()
-    log = proc.stderr_text()
-    assert code == 0, log[-3000:]
-    assert "Traceback" not in log and "unhandled" not in log, log[-5000:]
 
 
 @pytest_asyncio.fixture

@@ -10,6 +10,7 @@ Tests that stop or restart a plane start their own.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -18,7 +19,7 @@ from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess
 from tests.support.planes import ControlPlaneProcess
 from tests.support.provision import Provisioned
-from tests.usage.stack import UsageQueries, free_port, provision_priced, start_cp, start_dp
+from tests.usage.stack import Stack, UsageQueries, free_port, provision_priced, start_cp, start_dp
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -56,3 +57,17 @@ async def queries(cp: ControlPlaneProcess) -> AsyncIterator[UsageQueries]:
     q = UsageQueries(cp)
     yield q
     await q.close()
+
+
+@pytest.fixture
+def fresh_fake(fake: FakeProvider) -> None:
+    """The module's fake provider with no recorded requests (for tests that count them)."""
+    fake.reset()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """A control plane of the test's own (tests that stop and restart it)."""
+    s = Stack(tmp_path)
+    yield s
+    s.cp.stop()

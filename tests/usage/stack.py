@@ -275,3 +275,11 @@ async def wait_usage(dp: DataPlaneProcess, ok: Any, timeout: float = 15.0) -> di
 def request_ids(responses: Iterable[Any]) -> list[str]:
     """The gateway's record ids of some responses (x-odock-request-id)."""
     return [r.headers["x-odock-request-id"] for r in responses]
+
+
+async def cached_then_down(stack: Stack, dp: DataPlaneProcess, org: Provisioned) -> list[str]:
+    """One request with the control plane up (the node caches grant and route), then stop it."""
+    ids = await traffic(dp, org, 1)
+    await wait_usage(dp, lambda s: s["acked_batches"] >= 1)
+    await asyncio.to_thread(stop_cp, stack)
+    return ids

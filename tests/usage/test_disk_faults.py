@@ -10,51 +10,33 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from data_plane.usage.frames import scan
 from tests.fakes.provider import FakeProvider
-from tests.support.dataplane import DataPlaneProcess
 from tests.support.provision import Provisioned
 from tests.usage.stack import (
     Stack,
     UsageQueries,
     assert_exactly,
+    cached_then_down,
     metric,
     provision_priced,
     start_faulty_dp,
-    stop_cp,
     traffic,
     usage_status,
     wait_usage,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.usefixtures("fresh_fake"),
+]
 
 DROPPED = "odock_dp_usage_dropped_records_total"
-
-
-@pytest.fixture(autouse=True)
-def _fresh_fake(fake: FakeProvider) -> None:
-    fake.reset()
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path)
-    yield s
-    s.cp.stop()
-
-
-async def _cached_then_down(stack: Stack, dp: DataPlaneProcess, org: Provisioned) -> list[str]:
-    """One request with the control plane up (the node caches grant and route), then stop it."""
-    ids = await traffic(dp, org, 1)
-    await wait_usage(dp, lambda s: s["acked_batches"] >= 1)
-    await asyncio.to_thread(stop_cp, stack)
-    return ids
 
 
 async def _stored(stack: Stack, org: Provisioned, ids: list[str], expected: int) -> list[str]:
@@ -77,7 +59,7 @@ async def test_read_only_spool_with_control_plane_down_delivers_or_counts_every_
     # Memory may hold 20 records the spool refused: the rest must be dropped, and counted.
     dp = start_faulty_dp(stack.cp, stack.spool, control, ODOCK_USAGE_MEMORY_MAX_RECORDS="20")
     try:
-        first = await _cached_then_down(stack, dp, org)
+        first = await cached_then_down(stack, dp, org)
         control.write_text("rofs")
         ids: list[str] = []
         for _ in range(5):  # in rounds, so the spool is tried (and refuses) again and again
@@ -112,7 +94,7 @@ async def test_full_disk_short_writes_do_not_stop_the_sender(
     org = await provision_priced(stack.cp, fake)
     dp = start_faulty_dp(stack.cp, stack.spool, control)
     try:
-        ids = await _cached_then_down(stack, dp, org)
+        ids = await cached_then_down(stack, dp, org)
         control.write_text("full 3000")  # a few entries fit, then short writes (each cut back)
         for _ in range(3):
             ids += await traffic(dp, org, 20)
@@ -144,7 +126,7 @@ async def test_corrupt_segment_at_start_is_skipped_counted_and_the_rest_delivere
 ) -> None:
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp()
-    ids = await _cached_then_down(stack, dp, org)
+    ids = await cached_then_down(stack, dp, org)
     for _ in range(4):  # four separate commits: four entries
         ids += await traffic(dp, org, 5)
         await asyncio.sleep(0.2)
@@ -178,7 +160,7 @@ async def test_sigterm_with_a_failing_disk_exits_cleanly_and_counts(
     control = tmp_path / "disk"
     org = await provision_priced(stack.cp, fake)
     dp = start_faulty_dp(stack.cp, stack.spool, control)
-    await _cached_then_down(stack, dp, org)
+    await cached_then_down(stack, dp, org)
     control.write_text("rofs")
     await traffic(dp, org, 12)
     await wait_usage(dp, lambda s: s["queued_records"] == 12)

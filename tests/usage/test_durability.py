@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -18,6 +16,7 @@ from tests.support.provision import Provisioned
 from tests.usage.stack import (
     Stack,
     assert_exactly,
+    cached_then_down,
     provision_priced,
     stop_cp,
     traffic,
@@ -25,7 +24,11 @@ from tests.usage.stack import (
     wait_usage,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.usefixtures("fresh_fake"),
+]
 
 # The shipper's own schedule at its defaults: only the write-ahead log can save these records.
 DEFAULTS = {"ODOCK_USAGE_BATCH_AGE_SECONDS": "1", "ODOCK_USAGE_SPILL_SECONDS": "2"}
@@ -34,29 +37,10 @@ DEFAULTS = {"ODOCK_USAGE_BATCH_AGE_SECONDS": "1", "ODOCK_USAGE_SPILL_SECONDS": "
 DURABLE_AFTER = 0.15
 
 
-@pytest.fixture(autouse=True)
-def _fresh_fake(fake: FakeProvider) -> None:
-    fake.reset()
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    s = Stack(tmp_path)
-    yield s
-    s.cp.stop()
-
-
-async def _cached_then_down(stack: Stack, dp: DataPlaneProcess, org: Provisioned) -> list[str]:
-    ids = await traffic(dp, org, 1)
-    await wait_usage(dp, lambda s: s["acked_batches"] >= 1)
-    await asyncio.to_thread(stop_cp, stack)
-    return ids
-
-
 async def test_sigkill_after_the_commit_bound_loses_no_record(stack: Stack, fake: FakeProvider) -> None:
     org = await provision_priced(stack.cp, fake)
     dp = stack.dp(**DEFAULTS)
-    ids = await _cached_then_down(stack, dp, org)
+    ids = await cached_then_down(stack, dp, org)
     ids += await traffic(dp, org, 48)
     await asyncio.sleep(DURABLE_AFTER)
     dp.kill()
