@@ -126,8 +126,8 @@ async def test_records_whose_segment_drop_oldest_deleted_before_a_spill_count_as
     await j.commit()
     j.seal()  # sealed, not spilled: the batch holds its chunk, whose entry is on disk
     assert len(j.memory) == 1 and j.memory[0].durable()
-    with j.spool._lock:  # noqa: SLF001 - the size bound deleting this segment, as _make_room does
-        j.spool._delete(j.memory[0].chunks[0].entry.segment)  # type: ignore[union-attr]  # noqa: SLF001
+    with j.spool._lock:  # the size bound deleting this segment, as _make_room does
+        j.spool._delete(j.memory[0].chunks[0].entry.segment)  # type: ignore[union-attr]
     await j.spill(time.monotonic())  # well within spill_after: the batch stays, only the bound applies
     assert j.dropped == Counter({"spool_full": 15}) and j.queued() == 5
     j.spool.close()
