@@ -16,7 +16,9 @@
 - Client disconnect cancels the handler (aiohttp ``handler_cancellation``); the
   ``finally`` closes the upstream connection rather than returning it to the pool.
 - The upstream hop is ``data_plane.upstream`` (a lean HTTP/1.1 client): bodies are
-  passed through as sent (identity encoding, no decompression), reading pauses when
+  passed through as sent (identity encoding, no decompression: an answer with another
+  content or transfer coding, which ``Accept-Encoding: identity`` did not allow, is a 502
+  ``upstream_bad_encoding``, since the scrubber cannot see a secret inside coded bytes), reading pauses when
   the client lags (bounded buffering), and a request once sent is never sent again.
 - Metering (``data_plane.usage``): the meter learns the upstream status,
   timings and usage; a buffered answer's usage is read from its body, a
@@ -68,6 +70,7 @@ UPSTREAM_UNREACHABLE = "Upstream provider is unreachable"
 UPSTREAM_BROKEN = "Upstream provider closed the connection before completing its response"
 UPSTREAM_REDIRECT = "Upstream provider answered with a redirect; redirects are not followed"
 UPSTREAM_EVENT_TOO_LARGE = "Upstream provider sent a streamed event larger than the gateway relays"
+UPSTREAM_BAD_ENCODING = "Upstream provider answered in a content encoding the gateway did not ask for"
 
 
 def response_headers(upstream: UpstreamResponse, secret: Secret | None = None) -> CIMultiDict[str]:
@@ -167,6 +170,8 @@ class Relay:
             status = upstream.status
             if 300 <= status < 400:
                 raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)
+            if upstream.encoded:  # coded bytes cannot be scrubbed; nor is a bomb ever decoded here
+                raise GatewayError(502, "upstream_bad_encoding", UPSTREAM_BAD_ENCODING)
             meter.status = status
             is_sse = upstream.content_type == "text/event-stream"
             if 200 <= status < 300 and (streaming or is_sse):

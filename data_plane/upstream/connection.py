@@ -179,6 +179,7 @@ class Connection(asyncio.Protocol):
         self._reason = b""
         self._has_length = self._chunked = False
         response.raw_headers = []
+        response.encoded = False  # a 1xx answer's headers do not describe the real one
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -196,6 +197,10 @@ class Connection(asyncio.Protocol):
             self._has_length = True
         elif lower == b"transfer-encoding":
             self._chunked = True
+            if text.strip().lower() != "chunked":
+                response.encoded = True  # e.g. "gzip, chunked"
+        elif lower == b"content-encoding" and text.strip().lower() not in ("", "identity"):
+            response.encoded = True
         response.raw_headers.append((name.decode("utf-8", "surrogateescape"), text))
 
     def on_headers_complete(self) -> None:

@@ -30,6 +30,7 @@ class UpstreamResponse:
         "_waiter",
         "close_delimited",
         "content_type",
+        "encoded",
         "raw_headers",
         "reason",
         "status",
@@ -42,6 +43,9 @@ class UpstreamResponse:
         self.raw_headers: list[tuple[str, str]] = []
         self.content_type = "application/octet-stream"  # lower-case media type, no parameters
         self.close_delimited = False  # no length, not chunked: the body ends when the connection does
+        # A content or transfer coding other than identity/chunked: the gateway asked for none
+        # (Accept-Encoding: identity), and could not scrub the secret from coded bytes.
+        self.encoded = False
         self._headers: CIMultiDict[str] | None = None
         self._chunks: list[bytes] = []
         self._size = 0

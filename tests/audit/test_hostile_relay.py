@@ -1,0 +1,217 @@
+"""Outside-in audit of issue 11 §3 (hostile or broken upstreams) and §2's mid-stream stall.
+
+A real control plane and data plane; the upstream is a raw socket (``raw_upstream``) that says
+what a hostile or broken provider would. Every answer is read raw from the gateway's socket,
+so the provider key is looked for in everything a client gets: status line, header names and
+values, chunk framing, trailers, and the body once de-chunked and decoded as a client would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import re
+import zlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import pytest
+import pytest_asyncio
+
+from tests.audit.raw_upstream import FAMILIES, RawUpstream, chunk, sse_head
+from tests.data_plane.helpers import CHAT_MODEL, NativeCall, chat_call
+from tests.support.dataplane import DataPlaneProcess, start_data_plane
+from tests.support.planes import ControlPlaneProcess
+from tests.support.provision import Provisioned, Provisioner, provision_org
+
+MODEL_TIMEOUT_S = 1.0
+TOTAL_S = 4.0  # ODOCK_REQUEST_TOTAL_SECONDS of this module's data plane
+MAX_EVENT = 4096  # ODOCK_MAX_SSE_EVENT_BYTES of this module's data plane
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="package")
+async def raw() -> AsyncIterator[RawUpstream]:
+    async with RawUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture(autouse=True)
+def _fresh_raw(raw: RawUpstream) -> None:
+    raw.reset()
+
+
+@pytest.fixture(scope="module")
+def rdp(cp: ControlPlaneProcess) -> Iterator[DataPlaneProcess]:
+    """A data plane with a short total request time and a small SSE event bound."""
+    proc = start_data_plane(cp.address, cp.node_token, cp.pepper, extra_env={
+        "ODOCK_REQUEST_TOTAL_SECONDS": str(TOTAL_S),
+        "ODOCK_MAX_SSE_EVENT_BYTES": str(MAX_EVENT),
+    })  # fmt: skip
+    try:
+        proc.wait_connected()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="package")
+async def rorg(cp: ControlPlaneProcess, raw: RawUpstream) -> Provisioned:
+    """An org whose models (1 s timeout) are on the raw upstream."""
+    async with Provisioner.connect(cp.address, cp.admin_token) as admin:
+        return await provision_org(admin, raw, timeout_s=MODEL_TIMEOUT_S)
+
+
+@dataclass
+class Seen:
+    """What a client got: the raw bytes, and the parts a client library would decode."""
+
+    raw: bytes
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    body: bytes  # de-chunked
+    trailers: bytes
+    complete: bool  # a Content-Length body in full, or the terminating chunk arrived
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k.lower() == name), None)
+
+    def texts(self) -> list[str]:
+        """Everything as a client may decode it: raw, JSON-decoded strings, percent-decoded."""
+        out = [self.raw.decode("latin-1"), self.body.decode("latin-1"), unquote(self.body.decode("latin-1"))]
+        for piece in re.split(rb"\n|\r", self.body):
+            text = piece.removeprefix(b"data:").strip()
+            try:
+                out.append(json.dumps(json.loads(text), ensure_ascii=False))
+            except ValueError:
+                pass
+        for coded in (self.body,):
+            for decode in (gzip.decompress, zlib.decompress):
+                try:
+                    out.append(decode(coded).decode("latin-1"))
+                except (OSError, zlib.error, EOFError):
+                    pass
+        return out
+
+    def leaks(self, key: str) -> bool:
+        return any(key in text for text in self.texts())
+
+
+async def call(dp: DataPlaneProcess, c: NativeCall, *, timeout: float = 15.0) -> Seen:
+    """One request on a fresh connection (Connection: close), read to the end."""
+    host, port = str(dp.url).rstrip("/").removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = f"POST {c.path} HTTP/1.1\r\nHost: gw\r\nConnection: close\r\nContent-Length: {len(c.body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in c.headers.items())
+    writer.write(head.encode() + b"\r\n" + c.body)
+    raw = b""
+    try:
+        async with asyncio.timeout(timeout):
+            while data := await reader.read(65536):
+                raw += data
+    except ConnectionResetError:
+        pass
+    finally:
+        writer.close()
+    return parse(raw)
+
+
+def parse(raw: bytes) -> Seen:
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    _, status, reason = (lines[0].split(" ", 2) + [""])[:3]
+    headers = [(k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in lines[1:])]
+    names = {k.lower(): v for k, v in headers}
+    body, trailers, complete = b"", b"", False
+    if names.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            size_line, sep, rest = rest.partition(b"\r\n")
+            if not sep:
+                break
+            size = int(size_line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                trailers, complete = rest, True
+                break
+            body += rest[:size]
+            rest = rest[size + 2 :]
+    else:
+        length = int(names.get("content-length", "-1"))
+        body = rest if length < 0 else rest[:length]
+        complete = length < 0 or len(rest) >= length
+    return Seen(raw, int(status), reason, headers, body, trailers, complete)
+
+
+def error_code(family: str, payload: dict[str, object]) -> str:
+    err = payload["error"]
+    assert isinstance(err, dict)
+    if family == "gemini":
+        return str(err["details"][0]["reason"])
+    return str(err["code"])
+
+
+def chat(family: str, org: Provisioned, *, stream: bool = False) -> NativeCall:
+    return chat_call(family, CHAT_MODEL[family], stream=stream, key=org.key)
+
+
+# Item (the known hole): a compressed answer would carry the key past the scrubber.
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br", "zstd", "identity, gzip"])
+async def test_a_compressed_error_body_is_refused_not_relayed(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str, coding: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        body = gzip.compress(json.dumps({"error": {"message": f"bad key {key}"}}).encode())
+        w.write(
+            f"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Encoding: {coding}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        return True
+
+    raw.script = script
+    seen = await call(rdp, chat(family, rorg))
+    assert not seen.leaks(raw.secret(family))
+    assert seen.status == 502, seen.raw[:300]
+    assert error_code(family, json.loads(seen.body)) == "upstream_bad_encoding"
+    assert seen.header("content-encoding") is None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+async def test_a_compressed_stream_is_refused_before_any_byte(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        z = zlib.compressobj(wbits=31)  # gzip framing, streamed
+        w.write(sse_head("Content-Encoding: gzip\r\n"))
+        for event in (b'data: {"n": 1}\n\n', f'data: {{"echo": "{key}"}}\n\n'.encode()):
+            w.write(chunk(z.compress(event) + z.flush(zlib.Z_SYNC_FLUSH)))
+        w.write(chunk(z.flush()) + b"0\r\n\r\n")
+        return True
+
+    raw.script = script
+    seen = await call(rdp, chat(family, rorg, stream=True))
+    assert not seen.leaks(raw.secret(family))
+    assert seen.status == 502, seen.raw[:300]
+    assert error_code(family, json.loads(seen.body)) == "upstream_bad_encoding"
+
+
+@pytest.mark.parametrize("family", ["openai", "gemini"])
+async def test_a_transfer_coding_other_than_chunked_is_refused(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        body = gzip.compress(f'{{"error": "{key}"}}'.encode())
+        w.write(
+            b"HTTP/1.1 401 X\r\nContent-Type: application/json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        )
+        w.write(chunk(body) + b"0\r\n\r\n")
+        return True
+
+    raw.script = script
+    seen = await call(rdp, chat(family, rorg))
+    assert not seen.leaks(raw.secret(family))
+    assert seen.status == 502 and error_code(family, json.loads(seen.body)) == "upstream_bad_encoding"
