@@ -1,0 +1,275 @@
+"""Issue 11, sections 5-7, from the outside: request ids on records, ``odockctl usage list``,
+the public /readyz, ``--version``. Real planes, httpx, the real ``odockctl``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from odock.v1 import common_pb2
+
+from tests.cli.runner import ODOCK, ODOCKCTL, Ctl, Result, assert_one_line_error, console_script
+from tests.fakes.provider import FakeProvider
+from tests.limits.stack import DP_ENV, MINUTE_SECONDS, error_code, free_port, limited_org, post_chat, start_cp
+from tests.support.dataplane import DataPlaneProcess, start_data_plane
+from tests.support.planes import ControlPlaneProcess
+from tests.support.provision import Provisioned
+from tests.usage.stack import UsageQueries
+
+CHAT = {"model": "gpt-chat", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture(scope="module")
+def ctl(cp: ControlPlaneProcess) -> Ctl:
+    return Ctl(cp.address, cp.admin_token)
+
+
+async def _ctl(ctl: Ctl, *args: str) -> Result:
+    return await asyncio.to_thread(ctl.run, *args)
+
+
+async def _chat(gateway: str, key: str, headers: list[tuple[bytes, bytes]] | None = None) -> httpx.Response:
+    hdrs = [(b"authorization", f"Bearer {key}".encode()), (b"content-type", b"application/json")]
+    async with httpx.AsyncClient(timeout=20) as client:
+        return await client.post(
+            f"{gateway}/v1/chat/completions", content=json.dumps(CHAT), headers=hdrs + list(headers or [])
+        )
+
+
+async def _record_client_id(cp: ControlPlaneProcess, request_id: str) -> str:
+    queries = UsageQueries(cp)
+    try:
+        return (await queries.record(request_id)).client_request_id
+    finally:
+        await queries.close()
+
+
+@pytest.mark.parametrize(("sent", "kept"), [
+    (b"a" * 128, True),
+    (b"a" * 129, False),
+    (b"with space", False),
+    ("caf\u00e9".encode("latin-1"), False),
+    ("\u00e9t\u00e9".encode(), False),
+    (b"", False),
+    (b"ok.id:1-_", True),
+    (b'quote"d', False),
+])  # fmt: skip
+async def test_client_request_id_is_stored_exactly_when_echoed(
+    gateway: str, ctl: Ctl, cp: ControlPlaneProcess, org: Provisioned, sent: bytes, kept: bool
+) -> None:
+    resp = await _chat(gateway, org.key, [(b"x-request-id", sent)])
+    assert resp.status_code == 200
+    rid = resp.headers["x-odock-request-id"]
+    echoed = resp.headers["x-request-id"]
+    assert (echoed == sent.decode("latin-1")) is kept and (echoed == rid) is not kept
+    assert await _record_client_id(cp, rid) == (sent.decode() if kept else "")
+    if kept:
+        listed = (await _ctl(ctl, "--json", "usage", "list", "--client-request-id", sent.decode())).json()
+        assert rid in [r["request_id"] for r in listed["records"]]
+
+
+async def test_client_request_id_sent_twice_stores_what_was_echoed(
+    gateway: str, cp: ControlPlaneProcess, org: Provisioned
+) -> None:
+    resp = await _chat(gateway, org.key, [(b"x-request-id", b"first"), (b"x-request-id", b"second")])
+    assert resp.status_code == 200
+    echoed = resp.headers.get_list("x-request-id")
+    assert len(echoed) == 1
+    rid = resp.headers["x-odock-request-id"]
+    stored = await _record_client_id(cp, rid)
+    assert stored == ("" if echoed[0] == rid else echoed[0])
+
+
+@pytest.mark.parametrize(("args", "code", "needle"), [
+    (["--limit", "100000"], 2, "--limit"),
+    (["--limit", "-1"], 2, "--limit"),
+    (["--limit", "abc"], 2, "--limit"),
+    (["--since", "yesterday"], 2, "--since"),
+    (["--until", "soon"], 2, "--until"),
+    (["--client-request-id", "x" * 129], 1, "client_request_id"),
+    (["--request-id", "x" * 10_000], 1, "request_id"),
+])  # fmt: skip
+async def test_usage_list_bad_values_are_one_line(ctl: Ctl, args: list[str], code: int, needle: str) -> None:
+    line = assert_one_line_error(await _ctl(ctl, "usage", "list", *args), code, needle)
+    assert len(line) < 400
+
+
+async def test_a_page_token_from_another_listing_is_refused(gateway: str, ctl: Ctl, org: Provisioned) -> None:
+    for _ in range(3):
+        assert (await _chat(gateway, org.key)).status_code == 200
+    first: dict[str, Any] = {}
+    for _ in range(100):
+        first = (await _ctl(ctl, "--json", "usage", "list", org.org.name, "--limit", "1")).json()
+        if first["next_page_token"]:
+            break
+        await asyncio.sleep(0.2)
+    token = first["next_page_token"]
+    assert token
+    args = ["usage", "list", org.org.name, "--model", "gpt-chat", "--limit", "1", "--page-token", token]
+    assert_one_line_error(await _ctl(ctl, *args), 1, "page_token")
+
+
+async def test_paging_walks_every_record_once(
+    gateway: str, ctl: Ctl, cp: ControlPlaneProcess, org: Provisioned
+) -> None:
+    rids = []
+    for _ in range(7):
+        resp = await _chat(gateway, org.key, [(b"x-request-id", b"paging-walk")])
+        rids.append(resp.headers["x-odock-request-id"])
+    for rid in rids:
+        assert await _record_client_id(cp, rid) == "paging-walk"
+    seen: list[str] = []
+    token = ""
+    for _ in range(10):
+        args = ["--json", "usage", "list", "--client-request-id", "paging-walk", "--limit", "2"]
+        page = (await _ctl(ctl, *args, *(["--page-token", token] if token else []))).json()
+        assert len(page["records"]) <= 2
+        seen += [r["request_id"] for r in page["records"]]
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert sorted(seen) == sorted(rids) and len(seen) == len(set(seen))
+
+
+def _ids_in(text: str) -> list[str]:
+    return [w for w in ("org_", "key_", "node_", "req_", "wrk_") if w in text]
+
+
+def test_public_readyz_shows_status_only(dp: DataPlaneProcess) -> None:
+    resp = dp.public_status()
+    assert resp.status_code == 200
+    assert _ids_in(resp.text) == [] and len(resp.text) < 200, resp.text
+    assert httpx.get(f"{dp.url}/readyz/details", timeout=5).status_code == 404
+    details = httpx.get(f"{dp.metrics_url}/readyz/details", timeout=5)
+    assert details.status_code == 200 and details.json()["node_id"]
+
+
+@pytest.mark.parametrize("argv", [
+    ODOCK, ODOCKCTL, console_script("control-plane", "control_plane"), console_script("data-plane", "data_plane"),
+])  # fmt: skip
+def test_version_needs_no_state(argv: list[str], tmp_path: Path) -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path / "home")}
+    done = subprocess.run(
+        [*argv, "--version"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().split()[-1][0].isdigit(), done.stdout
+    assert list(tmp_path.iterdir()) == []  # no state dir, no home, nothing written
+
+
+def _workers(dp: DataPlaneProcess) -> list[dict[str, Any]]:
+    status = dp.status()
+    workers = status.get("workers", [status])
+    assert isinstance(workers, list)
+    return workers
+
+
+def _wait_all_disconnected(dp: DataPlaneProcess, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(w.get("control_plane") == "disconnected" for w in _workers(dp)):
+        assert time.monotonic() < deadline, _workers(dp)
+        time.sleep(0.05)
+
+
+async def _window_start(margin: float = 0.3) -> float:
+    now = time.time()
+    start = (int(now // MINUTE_SECONDS) + 1) * MINUTE_SECONDS
+    await asyncio.sleep(start + margin - now)
+    return start + MINUTE_SECONDS
+
+
+async def _warm_both_workers(dp: DataPlaneProcess, key: str, tries: int) -> list[str]:
+    """Fresh connections (the kernel spreads them) until both workers have the key cached."""
+    sent = []
+    for _ in range(tries):
+        async with httpx.AsyncClient(timeout=20) as fresh:
+            resp = await post_chat(fresh, dp.url, "openai", key)
+        assert resp.status_code == 200, resp.text[:300]
+        sent.append(resp.headers["x-odock-request-id"])
+        await asyncio.sleep(0.05)
+        if all(w["cache"]["grants"] > 0 for w in _workers(dp)):
+            break
+    await asyncio.sleep(1.2)  # worker statuses are refreshed every second
+    assert all(w["cache"]["grants"] > 0 for w in _workers(dp)), "one worker never got a request"
+    return sent
+
+
+async def _burst_until_refused(dp: DataPlaneProcess, key: str, most: int) -> tuple[dict[int, int], list[str]]:
+    codes: dict[int, int] = {}
+    sent = []
+    refused_in_a_row = 0
+    for _ in range(most):
+        async with httpx.AsyncClient(timeout=20) as fresh:
+            resp = await post_chat(fresh, dp.url, "openai", key)
+        codes[resp.status_code] = codes.get(resp.status_code, 0) + 1
+        sent.append(resp.headers["x-odock-request-id"])
+        if resp.status_code == 200:
+            refused_in_a_row = 0
+            continue
+        assert resp.status_code == 429, resp.text[:300]  # fail-open: never 503
+        assert error_code("openai", resp) == "rate_limit_exceeded"
+        refused_in_a_row += 1
+        if refused_in_a_row == 12:  # both workers out of their share (else 2^-12)
+            break
+    return codes, sent
+
+
+async def test_two_workers_fail_open_outage_then_sigterm_every_record_once(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    """ODOCK_WORKERS=2, fail-open org, control plane SIGKILLed: 200 on the local shares then 429
+    (never 503), public /readyz without ids throughout; the node SIGTERMed while the control plane
+    is still away; its spool delivered exactly once by the next node once the control plane is back."""
+    rpm = 40
+    listen = f"127.0.0.1:{free_port()}"
+    cp = start_cp(tmp_path / "cp.db", listen)
+    secrets = cp.secrets
+    env = {**DP_ENV, "ODOCK_USAGE_SPOOL_DIR": str(tmp_path / "spool")}
+    dp = start_data_plane(cp.address, cp.node_token, cp.pepper, extra_env=env, workers=2)
+    dp2: DataPlaneProcess | None = None
+    try:
+        dp.wait_connected()
+        assert _ids_in(dp.public_status().text) == []
+        opened = await limited_org(cp, fake, common_pb2.Limits(requests_per_minute=rpm))
+        _, key = await opened.key()
+        sent = await _warm_both_workers(dp, key, rpm // 2)
+        cp.kill()
+        _wait_all_disconnected(dp)
+        down = dp.public_status()
+        assert _ids_in(down.text) == [] and len(down.text) < 200, down.text
+        await asyncio.sleep(float(DP_ENV["ODOCK_LIMIT_LEASE_SECONDS"]) + 1.0)
+        window_end = await _window_start()
+        codes, more = await _burst_until_refused(dp, key, 3 * rpm)
+        sent += more
+        assert time.time() < window_end, "burst spilled into the next window: machine too slow"
+        served = codes.get(200, 0)
+        print(f"\n2 workers, outage, {rpm} rpm: {served} admitted, {codes.get(429, 0)} x 429")
+        assert rpm // 2 <= served <= 2 * rpm, codes  # each worker at most the whole limit
+        assert sum(int(w["limits"]["degraded_local"]) for w in _workers(dp)) >= 1
+        assert dp.stop() == 0  # SIGTERM with the control plane away: records go to the spool
+
+        cp = start_cp(tmp_path / "cp.db", listen, secrets)
+        dp2 = start_data_plane(cp.address, cp.node_token, cp.pepper, extra_env=env, workers=2)
+        dp2.wait_connected()
+        ctl = Ctl(cp.address, cp.admin_token)
+        got: list[str] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            page = (await _ctl(ctl, "--json", "usage", "list", opened.org.id, "--limit", "1000")).json()
+            got = sorted(r["request_id"] for r in page["records"])
+            if len(got) >= len(sent):
+                break
+            await asyncio.sleep(0.5)
+        assert got == sorted(sent), (len(got), len(sent), sorted(set(sent) - set(got))[:5])
+    finally:
+        if dp2 is not None:
+            dp2.stop()
+        dp.stop()
+        cp.stop()
