@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tests.fakes.provider import FakeProvider
 from tests.limits.stack import DP_ENV, MINUTE_SECONDS, error_code, free_port, limited_org, post_chat, start_cp
 from tests.support.dataplane import DataPlaneProcess, start_data_plane
 from tests.support.planes import ControlPlaneProcess
-from tests.support.provision import Provisioned
+from tests.support.provision import Provisioned, Provisioner
 from tests.usage.stack import UsageQueries
 
 CHAT = {"model": "gpt-chat", "messages": [{"role": "user", "content": "hi"}]}
@@ -273,3 +274,73 @@ async def test_two_workers_fail_open_outage_then_sigterm_every_record_once(
             dp2.stop()
         dp.stop()
         cp.stop()
+
+
+async def _error_record(cp: ControlPlaneProcess, resp: httpx.Response) -> tuple[int, str]:
+    queries = UsageQueries(cp)
+    try:
+        rec = await queries.record(resp.headers["x-odock-request-id"])
+    finally:
+        await queries.close()
+    return rec.http_status, rec.error_code
+
+
+async def test_gateway_errors_are_recorded_with_their_code(
+    gateway: str, cp: ControlPlaneProcess, org: Provisioned, admin: Provisioner, fake: FakeProvider
+) -> None:
+    _, narrow = await admin.create_key(org.org.id, models=["claude"])
+    cred = org.credentials["openai"].name
+    await admin.create_model(org.org.id, "gpt-dead", "openai", "gpt-x", f"http://127.0.0.1:{free_port()}/v1", cred)
+    await admin.create_model(org.org.id, "gpt-slow", "openai", "gpt-slow", fake.base_url("openai"), cred,
+                             timeout_s=0.5)  # fmt: skip
+    fake.knobs.delay_before_headers = 3.0
+    cases: list[tuple[str, bytes, int, str]] = [
+        (narrow, json.dumps(CHAT).encode(), 403, "model_not_allowed"),
+        (org.key, json.dumps({**CHAT, "model": "no-such-model"}).encode(), 404, "model_not_found"),
+        (org.key, json.dumps({**CHAT, "model": "gpt-dead"}).encode(), 502, "upstream_unreachable"),
+        (org.key, json.dumps({**CHAT, "model": "gpt-slow"}).encode(), 504, "upstream_timeout"),
+        (org.key, b"{not json", 400, "invalid_json"),
+    ]
+    headers = {"content-type": "application/json"}
+    async with httpx.AsyncClient(timeout=20) as client:
+        for key, body, status, code in cases:
+            resp = await client.post(f"{gateway}/v1/chat/completions", content=body,
+                                     headers={**headers, "authorization": f"Bearer {key}"})  # fmt: skip
+            assert resp.status_code == status, (status, resp.text[:300])
+            assert resp.json()["error"]["code"] == code, (status, resp.text[:300])
+            assert await _error_record(cp, resp) == (status, code), status
+
+
+async def _chunks(size: int) -> AsyncIterator[bytes]:
+    yield b'{"model": "gpt-chat", "messages": ['
+    for _ in range(size // 65536):
+        yield b" " * 65536
+    yield b"]}"
+
+
+async def test_an_oversized_body_is_recorded_when_chunked_and_refused_before_auth_when_declared(
+    gateway: str, cp: ControlPlaneProcess, org: Provisioned
+) -> None:
+    auth = {"content-type": "application/json", "authorization": f"Bearer {org.key}"}
+    async with httpx.AsyncClient(timeout=20) as client:
+        chunked = await client.post(f"{gateway}/v1/chat/completions", content=_chunks(2 << 20), headers=auth)
+        assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "request_too_large"
+        assert await _error_record(cp, chunked) == (413, "request_too_large")
+        # Declared too large: refused from Content-Length before anything else (docs/usage.md).
+        declared = await client.post(f"{gateway}/v1/chat/completions", content=b"x" * (2 << 20), headers=auth)
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "request_too_large"
+    assert "x-odock-request-id" not in declared.headers
+
+
+async def test_refused_before_auth_has_no_record_but_a_log_line_with_the_client_id(
+    gateway: str, dp: DataPlaneProcess
+) -> None:
+    resp = await _chat(gateway, "odk-not-a-real-key", [(b"x-request-id", b"audit-unauth-7")])
+    assert resp.status_code == 401 and "x-odock-request-id" not in resp.headers
+    assert resp.headers["x-request-id"] == "audit-unauth-7"
+    deadline = time.monotonic() + 10
+    while "audit-unauth-7" not in dp.stderr_text():
+        assert time.monotonic() < deadline, "no request log line names the client's id"
+        await asyncio.sleep(0.1)
+    (line,) = [ln for ln in dp.stderr_text().splitlines() if "audit-unauth-7" in ln]
+    assert "401" in line and "client_request_id" in line and "odk-not-a-real-key" not in line
