@@ -344,3 +344,65 @@ async def test_refused_before_auth_has_no_record_but_a_log_line_with_the_client_
         await asyncio.sleep(0.1)
     (line,) = [ln for ln in dp.stderr_text().splitlines() if "audit-unauth-7" in ln]
     assert "401" in line and "client_request_id" in line and "odk-not-a-real-key" not in line
+
+
+def _rv_config(org: str, model_url: str, **web: Any) -> dict[str, Any]:
+    return {"orgs": [{
+        "name": org,
+        "credentials": [{"name": "openai", "family": "openai", "secret_env": "T_AUDIT_RV_KEY"}],
+        "models": [{"name": "gpt", "credential": "openai", "base_url": model_url}],
+        "keys": [{"name": "web", "models": ["gpt"], **web}, {"name": "batch", "all_models": True}],
+    }]}  # fmt: skip
+
+
+def _apply(ctl: Ctl, tmp_path: Path, data: dict[str, Any], *extra: str) -> Result:
+    path = tmp_path / f"gw-{os.urandom(3).hex()}.json"  # YAML is a superset of JSON
+    path.write_text(json.dumps(data))
+    return ctl.run("apply", "-f", str(path), *extra)
+
+
+def test_apply_revokes_and_changes_a_model_in_one_run_and_dry_run_json_says_so(
+    cp: ControlPlaneProcess, tmp_path: Path
+) -> None:
+    ctl = Ctl(cp.address, cp.admin_token, {"T_AUDIT_RV_KEY": "sk-test-audit-rv-0001"})
+    org = "audit-rv-" + os.urandom(3).hex()
+    assert _apply(ctl, tmp_path, _rv_config(org, "https://api.openai.com/v1")).code == 0
+    both = _rv_config(org, "https://eu.api.openai.com/v1", revoked=True)
+
+    planned = _apply(ctl, tmp_path, both, "--dry-run", "--json")
+    assert planned.code == 0, planned.err
+    actions = {r["name"]: r["action"] for r in planned.json()["resources"]}
+    assert actions[f"{org}/web"] == "revoked" and actions[f"{org}/gpt"] == "changed", actions
+    keys = {k["name"]: k for k in ctl.json("key", "list", org, "--include-revoked", "--json")["keys"]}
+    assert not keys["web"].get("revoked")  # a dry run changes nothing
+
+    applied = _apply(ctl, tmp_path, both, "--json")
+    assert applied.code == 0, applied.err
+    actions = {r["name"]: r["action"] for r in applied.json()["resources"]}
+    assert actions[f"{org}/web"] == "revoked" and actions[f"{org}/gpt"] == "changed", actions
+    keys = {k["name"]: k for k in ctl.json("key", "list", org, "--include-revoked", "--json")["keys"]}
+    assert keys["web"]["revoked"] is True and not keys["batch"].get("revoked")
+    models = ctl.json("model", "list", org, "--json")["models"]
+    assert [m["base_url"] for m in models] == ["https://eu.api.openai.com/v1"]
+
+    again = _apply(ctl, tmp_path, both, "--dry-run", "--json")  # an already revoked key: unchanged
+    actions = {r["name"]: r["action"] for r in again.json()["resources"]}
+    assert again.code == 0 and set(actions.values()) == {"unchanged"}, actions
+
+    # The original file (web active) against the revoked key: reported, exit 0, the rest applied.
+    back = _apply(ctl, tmp_path, _rv_config(org, "https://api.openai.com/v1"), "--json")
+    assert back.code == 0, back.err
+    actions = {r["name"]: r["action"] for r in back.json()["resources"]}
+    assert actions[f"{org}/web"] == "revoked elsewhere" and actions[f"{org}/gpt"] == "changed", actions
+
+
+def test_an_org_admin_cannot_list_another_orgs_usage(cp: ControlPlaneProcess) -> None:
+    ctl = Ctl(cp.address, cp.admin_token)
+    mine, theirs = ("audit-oa-" + os.urandom(3).hex() for _ in range(2))
+    ctl.ok("org", "create", mine)
+    ctl.ok("org", "create", theirs)
+    secret = ctl.json("token", "create", mine, "ops", "--json")["secret"]
+    as_admin = Ctl(cp.address, secret)
+    assert as_admin.json("usage", "list", mine, "--json")["records"] == []
+    assert_one_line_error(as_admin.run("usage", "list", theirs), 1, "PERMISSION_DENIED")
+    assert_one_line_error(as_admin.run("usage", "list"), 1)  # must name its org
