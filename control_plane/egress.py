@@ -81,7 +81,7 @@ async def check_base_url(
     try:
         async with asyncio.timeout(timeout):
             addresses = await resolve(host, port)
-    except (OSError, TimeoutError) as exc:  # socket.gaierror is an OSError
+    except (OSError, TimeoutError, UnicodeError) as exc:  # gaierror is an OSError; IDNA failures are not
         log.info(
             "egress check: %s does not resolve here (%s); the data planes check it", host, type(exc).__name__
         )

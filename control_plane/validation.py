@@ -81,6 +81,10 @@ def base_url(field: str, value: str) -> str:
         raise InvalidArgument(field, "must not contain userinfo (put secrets in a credential)")
     if not parts.hostname:
         raise InvalidArgument(field, "host is required")
+    try:  # what both planes' resolvers do to a name first; "a..b" or a 64-character label fails it
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise InvalidArgument(field, "host is not a valid host name") from None
     if port == 0:
         raise InvalidArgument(field, "port must be 1-65535")
     if parts.query or "?" in value:
@@ -109,7 +113,7 @@ _ROOT_SUFFIXES: dict[int, tuple[str, ...]] = {
 def base_url_convention(field: str, value: str, family_value: int) -> None:
     """Refuse a base URL that cannot work for ``family`` (the message says how to fix it)."""
     parts = urlsplit(value)
-    path = parts.path.rstrip("/").lower()
+    path = _normalized_path(parts.path)
     name = common_pb2.ProviderFamily.Name(family_value).removeprefix("PROVIDER_FAMILY_").lower()  # type: ignore[arg-type]
     article = "an" if name[:1] in "aeiou" else "a"
     if path.endswith(_ENDPOINT_SUFFIXES):
@@ -126,8 +130,28 @@ def base_url_convention(field: str, value: str, family_value: int) -> None:
                 f" drop the trailing {suffix}",
             )
     host = (parts.hostname or "").rstrip(".")
-    if family_value == common_pb2.PROVIDER_FAMILY_OPENAI and host == "api.openai.com" and path != "/v1":
-        raise InvalidArgument(field, "the OpenAI API's base URL is https://api.openai.com/v1 (add /v1)")
+    exact = _normalized_path(parts.path, lower=False)
+    if family_value == common_pb2.PROVIDER_FAMILY_OPENAI and host == "api.openai.com" and exact != "/v1":
+        hint = f"not {parts.path[:80]!r}: paths are case-sensitive" if path == "/v1" else "add /v1"
+        raise InvalidArgument(field, f"the OpenAI API's base URL is https://api.openai.com/v1 ({hint})")
+
+
+_UNRESERVED_ESCAPE = re.compile(r"%(2[dDeE]|3[0-9]|[46][1-9a-fA-F]|[57][0-9aA]|5[fF]|7[eE])")
+
+
+def _normalized_path(path: str, *, lower: bool = True) -> str:
+    """``path`` as a server sees it (RFC 3986 6.2.2): unreserved escapes decoded ("%76%31" is
+    "v1"), dot segments resolved ("/v1/." is "/v1"), without trailing slashes; lower-cased."""
+    path = _UNRESERVED_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), path)
+    out: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment not in (".", ""):
+            out.append(segment)
+    normalized = "/" + "/".join(out) if out else ""
+    return normalized.lower() if lower else normalized
 
 
 def family(field: str, value: int) -> int:

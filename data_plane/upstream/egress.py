@@ -49,7 +49,10 @@ class EgressDenied(GatewayError):
 
 async def system_resolve(host: str, port: int) -> list[str]:
     """The addresses of ``host`` from the system resolver (in the loop's executor, off the loop)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except UnicodeError:  # a name IDNA cannot encode ("a..b", a label over 63): it does not resolve
+        raise socket.gaierror(socket.EAI_NONAME, "host name cannot be encoded") from None
     return [str(info[4][0]) for info in infos]
 
 

@@ -114,9 +114,15 @@ def parse_entry(entry: str) -> IPNetwork | str:
     """One allow-list entry: a network (``10.0.0.0/8``, ``::1``) or a lower-cased host name."""
     text = entry.strip().lower()
     try:
-        return ipaddress.ip_network(text, strict=False)
+        return ipaddress.ip_network(text)
     except ValueError:
         pass
+    try:  # host bits set: "127.0.0.1/0" would silently mean 0.0.0.0/0, every address
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        pass
+    else:
+        raise EgressPolicyError(f"{entry.strip()[:80]!r} has host bits set; the network is {network}")
     name = text.rstrip(".")
     if not _HOST.match(name) or name.replace(".", "").isdigit():
         raise EgressPolicyError(f"{entry.strip()[:80]!r} is neither a CIDR, an IP address nor a host name")

@@ -1,0 +1,353 @@
+"""Trying to get around the egress policy, the loop guards and the base-URL conventions the way a
+hostile org admin would: other spellings of internal addresses, URL tricks that make the control
+plane judge one host and the data plane connect to another, gateway keys as provider secrets,
+and hop-header variants. The control plane here runs with the default policy (no
+ODOCK_EGRESS_ALLOW), driven with an org admin token; the hop header goes to the audit gateway.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+import grpc
+import httpx
+import pytest
+import pytest_asyncio
+from google.protobuf.field_mask_pb2 import FieldMask
+from odock import keyformat
+from odock.egress import DEFAULT_POLICY, EgressPolicyError, parse_spec, policy_for
+from odock.v1 import admin_tokens_pb2, admin_tokens_pb2_grpc, common_pb2, credentials_pb2, models_pb2
+
+from control_plane import validation
+from control_plane.errors import InvalidArgument
+from data_plane.providers import DIALECTS, ENDPOINTS
+from data_plane.providers.headers import HOP_HEADER, build_headers
+from data_plane.upstream import UpstreamUnreachable, egress
+from data_plane.upstream.egress import EGRESS, EgressDenied, allowed_hosts
+from data_plane.upstream.url import split_url
+from tests.support.planes import ControlPlaneProcess, start_control_plane
+from tests.support.provision import Provisioned, Provisioner
+from tests.upstream.server import Server
+from tests.upstream.test_framing import new_client
+
+Family: TypeAlias = common_pb2.ProviderFamily.ValueType
+OPENAI = common_pb2.PROVIDER_FAMILY_OPENAI
+ANTHROPIC = common_pb2.PROVIDER_FAMILY_ANTHROPIC
+GEMINI = common_pb2.PROVIDER_FAMILY_GEMINI
+VLLM = common_pb2.PROVIDER_FAMILY_VLLM
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+# Other spellings of refused addresses: (base URL, the range named in the refusal). The numeric
+# IPv4 forms are what the system resolver (inet_aton) reads them as; the control plane must
+# judge that reading, since the data plane's resolver connects to it.
+SPELLINGS = [
+    ("http://2130706433/v1", "loopback"), ("http://0x7f000001/v1", "loopback"),
+    ("http://0177.0.0.1/v1", "loopback"), ("http://127.1/v1", "loopback"), ("http://0x7f.1/v1", "loopback"),
+    ("http://127.000.000.001/v1", "loopback"), ("http://127.0.0.1./v1", "loopback"),
+    ("http://0.0.0.0/v1", "unspecified"), ("http://0/v1", "unspecified"), ("http://[::]/v1", "unspecified"),
+    ("http://[::1]/v1", "loopback"), ("http://[0::1]/v1", "loopback"),
+    ("http://[::ffff:127.0.0.1]/v1", "loopback"), ("http://[::ffff:7f00:1]/v1", "loopback"),
+    ("http://[0:0:0:0:0:ffff:169.254.169.254]/v1", "link-local"), ("http://[::ffff:a9fe:a9fe]/v1", "link-local"),
+    ("http://[fe80::1%25eth0]/v1", "link-local"), ("http://[fe80::1]/v1", "link-local"),
+    ("http://169.254.169.254/v1", "link-local"), ("http://[2002:a9fe:a9fe::1]/v1", "link-local"),
+    ("http://[64:ff9b::7f00:1]/v1", "loopback"), ("http://[::127.0.0.1]/v1", "reserved"),
+    ("http://LOCALHOST/v1", "loopback"), ("http://localhost./v1", "loopback"),
+    ("http://foo.localhost/v1", "loopback"), ("http://\uff4c\uff4f\uff43\uff41\uff4c\uff48\uff4f\uff53\uff54/v1", "loopback"),
+    ("http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/v1", "loopback"), ("http://127\u30020\u30020\u30021/v1", "loopback"),
+    ("http://10.0.0.1:8443/v1", "private"), ("http://[fd00::1]:80/v1", "private"),
+]  # fmt: skip
+# Tricks that must be refused as malformed, never judged on one host and connected to another.
+MALFORMED = [
+    ("http://api.openai.com@127.0.0.1/v1", "userinfo"), ("http://api.openai.com\\@127.0.0.1/v1", "userinfo"),
+    ("http://127.0.0.1:80\\@api.openai.com/v1", "userinfo"), ("http://127.0.0.1#@api.openai.com/v1", "fragment"),
+    ("http://127.0.0.1?@api.openai.com/v1", "query"), ("http://127.0.0.1:80:80/v1", "not a valid URL"),
+    ("http://[127.0.0.1]/v1", "not a valid URL"), ("http://127.0.0.1:0/v1", "port"),
+    ("http://a..b/v1", "not a valid host name"), ("http://" + "a" * 64 + ".example/v1", "not a valid host name"),
+    ("http://\u00e9" + "a" * 70 + ".example/v1", "not a valid host name"), ("http://.x/v1", "not a valid host name"),
+    ("gopher://127.0.0.1/v1", "scheme"), ("http:/127.0.0.1/v1", "host is required"),
+    ("http://127.0.0.1\t/v1", "whitespace"), ("http://127.0.0.1/\x00", "control characters"),
+]  # fmt: skip
+
+
+@dataclass
+class Strict:
+    cp: ControlPlaneProcess
+    org_id: str
+    org_admin: Provisioner  # an org admin token, not the super-admin
+
+
+@pytest.fixture(scope="module")
+def strict_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess]:
+    """A control plane with the default egress policy (nothing allowed beyond public addresses)."""
+    proc = start_control_plane(
+        f"sqlite:///{tmp_path_factory.mktemp('egress-cp') / 'cp.db'}", extra_env={"ODOCK_EGRESS_ALLOW": ""}
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="package")
+async def strict(strict_cp: ControlPlaneProcess) -> AsyncIterator[Strict]:
+    async with Provisioner.connect(strict_cp.address, strict_cp.admin_token) as su:
+        org = await su.create_org()
+        for family in ("openai", "anthropic", "gemini"):
+            await su.create_credential(org.id, family, f"sk-{family}-0123456789", name=family)
+        tokens = admin_tokens_pb2_grpc.AdminTokenServiceStub(su.channel)
+        minted = await tokens.CreateAdminToken(
+            admin_tokens_pb2.CreateAdminTokenRequest(org_id=org.id, name="ops"), metadata=su.metadata
+        )
+    async with Provisioner.connect(strict_cp.address, minted.secret) as org_admin:
+        yield Strict(strict_cp, org.id, org_admin)
+
+
+async def _status(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
+    try:
+        await call
+    except grpc.aio.AioRpcError as err:
+        return err.code(), err.details() or ""
+    return grpc.StatusCode.OK, ""
+
+
+def _create(env: Strict, name: str, url: str, family: Family = OPENAI) -> Awaitable[Any]:
+    cred = {OPENAI: "openai", ANTHROPIC: "anthropic", GEMINI: "gemini"}[family]
+    model = models_pb2.Model(org_id=env.org_id, name=name, family=family, upstream_slug="s", base_url=url,
+                             credential=cred)  # fmt: skip
+    return env.org_admin.models.CreateModel(
+        models_pb2.CreateModelRequest(model=model), metadata=env.org_admin.metadata
+    )
+
+
+def _update(env: Strict, name: str, url: str) -> Awaitable[Any]:
+    request = models_pb2.UpdateModelRequest(
+        model=models_pb2.Model(org_id=env.org_id, name=name, base_url=url),
+        update_mask=FieldMask(paths=["base_url"]),
+    )
+    return env.org_admin.models.UpdateModel(request, metadata=env.org_admin.metadata)
+
+
+async def test_other_spellings_of_internal_addresses_are_refused_on_create_and_update(strict: Strict) -> None:
+    assert (await _status(_create(strict, "public", "https://8.8.8.8/v1")))[0] == grpc.StatusCode.OK
+    for i, (url, kind) in enumerate(SPELLINGS):
+        for call in (_create(strict, f"m{i}", url), _update(strict, "public", url)):
+            code, msg = await _status(call)
+            assert code == INVALID and f"is a {kind} address" in msg, (url, code, msg)
+
+
+async def test_url_tricks_are_refused_as_malformed_not_crashed_on(strict: Strict) -> None:
+    """Before the fix "a..b" and a 64-character label made both RPCs fail with UNKNOWN (an IDNA error)."""
+    for i, (url, what) in enumerate(MALFORMED):
+        for call in (_create(strict, f"x{i}", url), _update(strict, "public", url)):
+            code, msg = await _status(call)
+            assert code == INVALID and msg.startswith("model.base_url: ") and what in msg, (url, code, msg)
+
+
+async def test_names_only_the_nodes_can_resolve_are_left_to_the_connect_time_check(strict: Strict) -> None:
+    # not resolvable here: accepted (split-horizon DNS); the node judges what it resolves to
+    for i, url in enumerate(("http://metadata.google.internal/v1", "http://%31%32%37.0.0.1/v1")):
+        assert (await _status(_create(strict, f"n{i}", url)))[0] == grpc.StatusCode.OK, url
+
+
+@pytest.fixture
+def fake_dns() -> Iterator[dict[str, list[str]]]:
+    answers: dict[str, list[str]] = {}
+
+    async def resolve(host: str, port: int) -> list[str]:
+        if host not in answers:
+            raise OSError(f"no such name {host}")
+        return answers[host]
+
+    saved = egress.resolve
+    egress.resolve = resolve
+    try:
+        yield answers
+    finally:
+        egress.resolve = saved
+
+
+async def test_the_node_refuses_every_refused_form_a_resolver_can_answer(
+    fake_dns: dict[str, list[str]],
+) -> None:
+    fake_dns["metadata.google.internal"] = ["169.254.169.254"]
+    fake_dns["v6.rebind.test"] = ["fe80::a9fe:a9fe%eth0", "::ffff:169.254.169.254", "64:ff9b::a9fe:a9fe"]
+    fake_dns["mixed.rebind.test"] = ["2002:7f00:1::1", "93.184.216.34", "::ffff:10.0.0.1", "not-an-address"]
+    for host in ("metadata.google.internal", "v6.rebind.test"):
+        with pytest.raises(EgressDenied):
+            await allowed_hosts(host, 80, DEFAULT_POLICY)
+    assert await allowed_hosts("mixed.rebind.test", 80, DEFAULT_POLICY) == ["93.184.216.34"]
+    # the literal spellings, as the node parses the URL the control plane stored
+    for url, _ in SPELLINGS:
+        origin, _target = split_url(url)
+        try:
+            await allowed_hosts(origin.host, origin.port, DEFAULT_POLICY)
+        except (EgressDenied, OSError):
+            continue
+        raise AssertionError(f"{url}: the node would connect to {origin.host}")
+
+
+async def test_a_name_idna_cannot_encode_is_unreachable_not_a_crash() -> None:
+    """Rows stored before the control plane refused them: 502 upstream_unreachable, not a 500."""
+    client = new_client()
+    EGRESS.set(DEFAULT_POLICY)
+    try:
+        for host in ("a..b", "a" * 64 + ".example"):
+            with pytest.raises(UpstreamUnreachable):
+                await client.request("GET", f"http://{host}/v1/models", {})
+        assert client.status()["in_use"] == 0
+    finally:
+        EGRESS.set(None)
+        await client.close()
+
+
+async def test_a_refused_literal_never_sees_a_connection() -> None:
+    async with Server() as server:
+        client = new_client()
+        EGRESS.set(DEFAULT_POLICY)
+        try:
+            for host in ("127.0.0.1", "127.1", "2130706433", "0x7f000001", "localhost"):
+                with pytest.raises(EgressDenied):
+                    await client.request(
+                        "POST", server.url(host=host), {"Authorization": "Bearer sk-x"}, b"{}"
+                    )
+        finally:
+            EGRESS.set(None)
+            await client.close()
+        assert server.connections == 0
+
+
+def test_the_node_connects_to_the_host_the_control_plane_judged() -> None:
+    """No parser differential: for every base URL the control plane accepts, the upstream URL the
+    node builds (whatever the slug) connects to the host the control plane checked."""
+    slugs = (
+        "x@127.0.0.1",
+        "//127.0.0.1/x",
+        "../../x",
+        "..",
+        "a#@127.0.0.1",
+        "a?x=@127.0.0.1",
+        "a\\@b",
+        "%2F..%2F",
+    )
+    bases = ("https://api.example.com", "https://api.example.com/v1", "https://api.example.com:8443/p/",
+             "https://\u00fcber.example/v1", "https://[2606:4700::1111]/v1", "https://API.Example.COM./v1")  # fmt: skip
+    for base in bases:
+        validation.base_url("f", base)
+        judged = (urlsplit(base).hostname or "").encode("idna").decode("ascii")
+        for endpoint in ENDPOINTS:
+            for slug in slugs:
+                origin, target = split_url(endpoint.upstream_url(base, slug, "key=x&alt=sse&@=127.0.0.1"))
+                assert origin.host == judged, (base, endpoint.name, slug, origin)
+                assert target.startswith("/") and "key=" not in target
+
+
+def test_allow_list_entries_cannot_widen_by_accident() -> None:
+    """ "127.0.0.1/0" (host bits set) meant 0.0.0.0/0 -- every address -- before the fix."""
+    for entry in ("127.0.0.1/0", "10.0.0.5/8", "::1/0", "169.254.169.254/1"):
+        with pytest.raises(EgressPolicyError, match="has host bits set"):
+            parse_spec(entry)
+    for entry in ("*", "0.0.0.0/-1", "10.0.0.0/8/8", "http://vllm", "vllm:8000", "1.2.3", "[::1]", ""):
+        if entry:
+            with pytest.raises(EgressPolicyError):
+                parse_spec(entry)
+    assert parse_spec("") == ()
+    everything = policy_for(parse_spec("0.0.0.0/0,::/0"))  # the operator turning the check off: fine
+    for address in ("127.0.0.1", "169.254.169.254", "::1", "fe80::1"):
+        assert everything.allowed(ipaddress.ip_address(address))
+    only = policy_for(parse_spec("10.0.0.0/8"))
+    assert only.allowed(ipaddress.ip_address("::ffff:10.1.2.3"))
+    assert not only.allowed(ipaddress.ip_address("::ffff:127.0.0.1"))
+
+
+def test_forwarded_headers_carry_exactly_one_hop_header() -> None:
+    client = [("X-Odock-Hop", "0"), ("x-odock-hop", ""), ("X-ODOCK-HOP", "9"), ("Connection", "x-odock-hop")]
+    for dialect in DIALECTS.values():
+        out = build_headers(dialect, client + [("Accept", "*/*")], "sk-provider")
+        assert [k for k in out if k.lower() == HOP_HEADER] == [HOP_HEADER] and out[HOP_HEADER] == "1"
+
+
+async def test_any_spelling_of_the_hop_header_is_refused_on_every_native_route(
+    gateway: str, org: Provisioned
+) -> None:
+    auth = {"Authorization": f"Bearer {org.key}"}
+    chat = {"model": "gpt-chat", "messages": [{"role": "user", "content": "hi"}]}
+    gemini = "/v1beta/models/gemini-flash:generateContent"
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
+        for headers in ({"X-Odock-Hop": "1"}, {"x-odock-hop": ""}, {"X-ODOCK-HOP": "anything"}):
+            resp = await client.post("/v1/chat/completions", headers={**auth, **headers}, json=chat)
+            assert resp.status_code == 508 and resp.json()["error"]["code"] == "loop_detected", resp.text
+        twice = httpx.Headers([("x-odock-hop", "1"), ("X-Odock-Hop", "2"), *auth.items()])
+        resp = await client.post("/v1/chat/completions", headers=twice, json=chat)
+        assert resp.status_code == 508
+        resp = await client.post(f"{gemini}?key={org.key}", headers={"x-odock-hop": "1"},
+                                 json={"contents": [{"parts": [{"text": "hi"}]}]})  # fmt: skip
+        assert resp.status_code == 508 and resp.json()["error"]["status"], resp.text
+        resp = await client.post("/v1/messages", headers={"x-api-key": org.key, "x-odock-hop": "1"}, json={})
+        assert resp.status_code == 508 and resp.json()["error"]["code"] == "loop_detected"
+        # listings are answered by the gateway itself and never forwarded: no loop to stop
+        resp = await client.get("/v1/models", headers={**auth, "x-odock-hop": "1"})
+        assert resp.status_code == 200
+
+
+async def test_gateway_keys_are_refused_as_provider_secrets_in_any_wrapping(strict: Strict) -> None:
+    vk, token = keyformat.generate(), keyformat.generate(keyformat.ADMIN_TOKEN_PREFIX)
+    creds = strict.org_admin.credentials
+    md = strict.org_admin.metadata
+    hostile = [vk, token, f" {vk}", f"{vk}\n", f"sk-{vk}", f"{vk}x", f"Bearer{token}", "odk-short", "odka-"]
+    for i, secret in enumerate(hostile):
+        create = credentials_pb2.CreateCredentialRequest(org_id=strict.org_id, name=f"c{i}", family=OPENAI,
+                                                         secret=secret)  # fmt: skip
+        rotate = credentials_pb2.RotateCredentialRequest(org_id=strict.org_id, name="openai", secret=secret)
+        for call in (
+            creds.CreateCredential(create, metadata=md),
+            creds.RotateCredential(rotate, metadata=md),
+        ):
+            code, msg = await _status(call)
+            assert code == INVALID and msg.startswith("secret: "), (secret, code, msg)
+            assert vk[4:] not in msg and token[5:] not in msg and "short" not in msg  # never echoed
+    # a case variant is no gateway key (the format is case-sensitive and checksummed): harmless
+    assert not keyformat.is_well_formed(vk.upper()) and not keyformat.is_well_formed("ODK-" + vk[4:])
+
+
+CONVENTION_REFUSED = [
+    (ANTHROPIC, "https://api.anthropic.com/v1/"), (ANTHROPIC, "https://api.anthropic.com/V1"),
+    (ANTHROPIC, "https://api.anthropic.com/v1//"), (ANTHROPIC, "https://api.anthropic.com/v1/."),
+    (ANTHROPIC, "https://api.anthropic.com/%76%31"), (ANTHROPIC, "https://api.anthropic.com/x/../v1"),
+    (GEMINI, "https://generativelanguage.googleapis.com/V1BETA/"), (GEMINI, "https://generativelanguage.googleapis.com/v1beta/."),
+    (GEMINI, "https://generativelanguage.googleapis.com/v1beta/models/"), (OPENAI, "https://api.openai.com/V1"),
+    (OPENAI, "https://api.openai.com"), (OPENAI, "https://api.openai.com./"), (OPENAI, "https://api.openai.com/v1/chat/completions/."),
+    (VLLM, "http://vllm.example.com:8000/v1/Chat/Completions/"),
+]  # fmt: skip
+CONVENTION_ACCEPTED = [
+    (OPENAI, "https://api.openai.com/v1/"), (OPENAI, "https://API.OPENAI.COM/v1"), (OPENAI, "https://api.openai.com:443/v1"),
+    (ANTHROPIC, "https://api.anthropic.com/"), (GEMINI, "https://generativelanguage.googleapis.com/"),
+    (VLLM, "http://vllm.example.com:8000/v1/"), (OPENAI, "https://proxy.example.com/V1"),
+]  # fmt: skip
+
+
+def test_base_url_conventions_see_through_spelling() -> None:
+    """Dot segments, escaped letters and an upper-case /V1 reached the provider as a bare 404 before the fix."""
+    for family, url in CONVENTION_REFUSED:
+        validation.base_url("model.base_url", url)
+        with pytest.raises(InvalidArgument) as info:
+            validation.base_url_convention("model.base_url", url, family)
+        assert "base URL" in str(info.value), (url, info.value)
+    for family, url in CONVENTION_ACCEPTED:
+        validation.base_url("model.base_url", url)
+        validation.base_url_convention("model.base_url", url, family)
+    with pytest.raises(InvalidArgument, match="paths are case-sensitive"):
+        validation.base_url_convention("f", "https://api.openai.com/V1", OPENAI)
+    for url in ("https://api.anthropic.com/v1?beta=true", "https://api.anthropic.com?x"):
+        with pytest.raises(InvalidArgument, match="must not contain a query"):
+            validation.base_url("model.base_url", url)
+
+
+async def test_conventions_hold_through_the_org_admin_rpc(strict: Strict) -> None:
+    code, msg = await _status(_create(strict, "v1-slash", "https://api.anthropic.com/v1/.", ANTHROPIC))
+    assert code == INVALID and "drop the trailing /v1" in msg, msg
+    code, msg = await _status(_create(strict, "upper", "https://api.openai.com/V1"))
+    assert code == INVALID and "paths are case-sensitive" in msg, msg
