@@ -406,3 +406,27 @@ def test_an_org_admin_cannot_list_another_orgs_usage(cp: ControlPlaneProcess) ->
     assert as_admin.json("usage", "list", mine, "--json")["records"] == []
     assert_one_line_error(as_admin.run("usage", "list", theirs), 1, "PERMISSION_DENIED")
     assert_one_line_error(as_admin.run("usage", "list"), 1)  # must name its org
+
+
+def test_public_readyz_before_the_first_connect_with_two_workers(cp: ControlPlaneProcess) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    dp = start_data_plane(dead, cp.node_token, cp.pepper, workers=2)
+    try:
+        for _ in range(6):  # fresh connections: both workers
+            resp = httpx.get(f"{dp.url}/readyz", timeout=5, headers={"connection": "close"})
+            assert resp.status_code == 503, resp.text
+            assert resp.json()["status"] == "not_ready" and set(resp.json()) <= {"status", "reason"}
+            assert _ids_in(resp.text) == [] and len(resp.text) < 200, resp.text
+        for path in ("/readyz/details", "/readyz/details/", "/readyz/details?x=1", "//readyz/details",
+                     "/readyz/%64etails", "/READYZ/DETAILS", "/metrics", "/readyz/../readyz/details"):
+            leaked = httpx.get(f"{dp.url}{path}", timeout=5)
+            assert leaked.status_code in (404, 405), (path, leaked.status_code)
+            assert "node_id" not in leaked.text and "workers" not in leaked.text, path
+        deadline = time.monotonic() + 10
+        while len(_workers(dp)) < 2:  # each worker's status appears within a second
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        details = httpx.get(f"{dp.metrics_url}/readyz/details", timeout=5)
+        assert details.status_code == 503 and details.json()["ready"] is False
+    finally:
+        dp.stop()
