@@ -430,3 +430,54 @@ def test_public_readyz_before_the_first_connect_with_two_workers(cp: ControlPlan
         assert details.status_code == 503 and details.json()["ready"] is False
     finally:
         dp.stop()
+
+
+async def test_key_budget_during_an_outage_stops_at_the_budget_with_429_never_503(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    """One node, fail-open, a key budget: while the control plane is away the node spends at most
+    what it last heard was left (docs/limits.md: with one node, no overshoot), then 429
+    budget_exceeded; once back, the records' cost stays within the budget."""
+    budget_micros = 3000
+    listen = f"127.0.0.1:{free_port()}"
+    cp = start_cp(tmp_path / "cp.db", listen)
+    secrets = cp.secrets
+    env = {**DP_ENV, "ODOCK_USAGE_SPOOL_DIR": str(tmp_path / "spool"), "ODOCK_LIMIT_IDLE_RETURN_SECONDS": "60"}
+    dp = start_data_plane(cp.address, cp.node_token, cp.pepper, extra_env=env)
+    try:
+        dp.wait_connected()
+        opened = await limited_org(cp, fake, common_pb2.Limits(), priced=True)
+        key_row, key = await opened.key(common_pb2.KeyLimits(budget_micros=budget_micros))
+        async with httpx.AsyncClient(timeout=20) as client:
+            for _ in range(2):
+                assert (await post_chat(client, dp.url, "openai", key)).status_code == 200
+            cp.kill()
+            _wait_all_disconnected(dp)
+            served, code = 0, ""
+            for _ in range(400):
+                resp = await post_chat(client, dp.url, "openai", key)
+                if resp.status_code != 200:
+                    assert resp.status_code == 429, resp.text[:300]  # fail-open: never 503
+                    code = error_code("openai", resp)
+                    break
+                served += 1
+            assert code == "budget_exceeded", code
+        cp = start_cp(tmp_path / "cp.db", listen, secrets)
+        dp.wait_connected()
+        ctl = Ctl(cp.address, cp.admin_token)
+        want = served + 3
+        records: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            page = await _ctl(ctl, "--json", "usage", "list", opened.org.id, "--key", key_row.id, "--limit", "1000")
+            records = page.json()["records"]
+            if len(records) >= want:
+                break
+            await asyncio.sleep(0.5)
+        assert len(records) == want
+        spent = sum(int(r["cost_picos"]) for r in records)
+        print(f"\nbudget ${budget_micros / 1e6}: {served} served during the outage, spent {spent / 1e12:.6f}")
+        assert served > 0 and spent <= budget_micros * 1_000_000
+    finally:
+        dp.stop()
+        cp.stop()
