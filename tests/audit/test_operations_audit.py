@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -481,3 +482,60 @@ async def test_key_budget_during_an_outage_stops_at_the_budget_with_429_never_50
     finally:
         dp.stop()
         cp.stop()
+
+
+def _raw_request(gateway: str, key: str, extra_header_lines: bytes) -> bytes:
+    host, port = gateway.removeprefix("http://").rsplit(":", 1)
+    body = json.dumps(CHAT).encode()
+    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nAuthorization: Bearer " + key.encode() + b"\r\n"
+            + extra_header_lines + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")  # fmt: skip
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(head + body)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("lines", [
+    b"X-Request-Id: abc\r\n def\r\n",  # obsolete line folding
+    b"X-Request-Id: abc\rdef\r\n",  # a bare CR
+    b"X-Request-Id: abc\x00def\r\n",
+    b"X-Request-Id: abc\tdef\r\n",
+])  # fmt: skip
+async def test_crlf_and_control_characters_in_the_client_id_are_never_echoed_or_stored(
+    gateway: str, cp: ControlPlaneProcess, dp: DataPlaneProcess, org: Provisioned, lines: bytes
+) -> None:
+    raw = await asyncio.to_thread(_raw_request, gateway, org.key, lines)
+    head, _, _ = raw.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    headers = {
+        k.strip().lower(): v.strip() for k, _, v in (ln.partition(b":") for ln in head.split(b"\r\n")[1:])
+    }
+    assert b"def" not in headers.get(b"x-request-id", b""), head
+    if status == 200:
+        rid = headers[b"x-odock-request-id"].decode()
+        assert headers[b"x-request-id"].decode() == rid
+        assert await _record_client_id(cp, rid) == ""
+    else:
+        assert status == 400, head
+
+
+async def test_the_log_line_carries_exactly_the_stored_client_id(
+    gateway: str, cp: ControlPlaneProcess, dp: DataPlaneProcess, org: Provisioned
+) -> None:
+    long_ok, too_long = "L" * 127 + "k", "M" * 129
+    ok = await _chat(gateway, org.key, [(b"x-request-id", long_ok.encode())])
+    bad = await _chat(gateway, org.key, [(b"x-request-id", too_long.encode())])
+    assert await _record_client_id(cp, ok.headers["x-odock-request-id"]) == long_ok
+    assert await _record_client_id(cp, bad.headers["x-odock-request-id"]) == ""
+    deadline = time.monotonic() + 10
+    while bad.headers["x-odock-request-id"] not in dp.stderr_text():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+    log = dp.stderr_text().splitlines()
+    (line,) = [ln for ln in log if ok.headers["x-odock-request-id"] in ln]
+    assert long_ok in line and "client_request_id" in line
+    (line,) = [ln for ln in log if bad.headers["x-odock-request-id"] in ln]
+    assert "client_request_id" not in line and "MMMM" not in line
