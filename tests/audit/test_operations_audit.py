@@ -291,7 +291,9 @@ async def test_gateway_errors_are_recorded_with_their_code(
 ) -> None:
     _, narrow = await admin.create_key(org.org.id, models=["claude"])
     cred = org.credentials["openai"].name
-    await admin.create_model(org.org.id, "gpt-dead", "openai", "gpt-x", f"http://127.0.0.1:{free_port()}/v1", cred)
+    await admin.create_model(
+        org.org.id, "gpt-dead", "openai", "gpt-x", f"http://127.0.0.1:{free_port()}/v1", cred
+    )
     await admin.create_model(org.org.id, "gpt-slow", "openai", "gpt-slow", fake.base_url("openai"), cred,
                              timeout_s=0.5)  # fmt: skip
     fake.knobs.delay_before_headers = 3.0
@@ -418,8 +420,16 @@ def test_public_readyz_before_the_first_connect_with_two_workers(cp: ControlPlan
             assert resp.status_code == 503, resp.text
             assert resp.json()["status"] == "not_ready" and set(resp.json()) <= {"status", "reason"}
             assert _ids_in(resp.text) == [] and len(resp.text) < 200, resp.text
-        for path in ("/readyz/details", "/readyz/details/", "/readyz/details?x=1", "//readyz/details",
-                     "/readyz/%64etails", "/READYZ/DETAILS", "/metrics", "/readyz/../readyz/details"):
+        for path in (
+            "/readyz/details",
+            "/readyz/details/",
+            "/readyz/details?x=1",
+            "//readyz/details",
+            "/readyz/%64etails",
+            "/READYZ/DETAILS",
+            "/metrics",
+            "/readyz/../readyz/details",
+        ):
             leaked = httpx.get(f"{dp.url}{path}", timeout=5)
             assert leaked.status_code in (404, 405), (path, leaked.status_code)
             assert "node_id" not in leaked.text and "workers" not in leaked.text, path
@@ -443,7 +453,11 @@ async def test_key_budget_during_an_outage_stops_at_the_budget_with_429_never_50
     listen = f"127.0.0.1:{free_port()}"
     cp = start_cp(tmp_path / "cp.db", listen)
     secrets = cp.secrets
-    env = {**DP_ENV, "ODOCK_USAGE_SPOOL_DIR": str(tmp_path / "spool"), "ODOCK_LIMIT_IDLE_RETURN_SECONDS": "60"}
+    env = {
+        **DP_ENV,
+        "ODOCK_USAGE_SPOOL_DIR": str(tmp_path / "spool"),
+        "ODOCK_LIMIT_IDLE_RETURN_SECONDS": "60",
+    }
     dp = start_data_plane(cp.address, cp.node_token, cp.pepper, extra_env=env)
     try:
         dp.wait_connected()
@@ -470,7 +484,9 @@ async def test_key_budget_during_an_outage_stops_at_the_budget_with_429_never_50
         records: list[dict[str, Any]] = []
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            page = await _ctl(ctl, "--json", "usage", "list", opened.org.id, "--key", key_row.id, "--limit", "1000")
+            page = await _ctl(
+                ctl, "--json", "usage", "list", opened.org.id, "--key", key_row.id, "--limit", "1000"
+            )
             records = page.json()["records"]
             if len(records) >= want:
                 break
