@@ -8,8 +8,10 @@ ODOCK_EGRESS_ALLOW), driven with an org admin token; the hop header goes to the 
 from __future__ import annotations
 
 import ipaddress
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
@@ -29,6 +31,8 @@ from data_plane.providers.headers import HOP_HEADER, build_headers
 from data_plane.upstream import UpstreamUnreachable, egress
 from data_plane.upstream.egress import EGRESS, EgressDenied, allowed_hosts
 from data_plane.upstream.url import split_url
+from tests.fakes.provider import FakeProvider
+from tests.support.dataplane import DataPlaneProcess, start_data_plane
 from tests.support.planes import ControlPlaneProcess, start_control_plane
 from tests.support.provision import Provisioned, Provisioner
 from tests.upstream.server import Server
@@ -76,24 +80,39 @@ MALFORMED = [
 @dataclass
 class Strict:
     cp: ControlPlaneProcess
+    db: Path
     org_id: str
     org_admin: Provisioner  # an org admin token, not the super-admin
 
 
 @pytest.fixture(scope="module")
-def strict_cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess]:
+def strict_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("egress-cp") / "cp.db"
+
+
+@pytest.fixture(scope="module")
+def strict_cp(strict_db: Path) -> Iterator[ControlPlaneProcess]:
     """A control plane with the default egress policy (nothing allowed beyond public addresses)."""
-    proc = start_control_plane(
-        f"sqlite:///{tmp_path_factory.mktemp('egress-cp') / 'cp.db'}", extra_env={"ODOCK_EGRESS_ALLOW": ""}
-    )
+    proc = start_control_plane(f"sqlite:///{strict_db}", extra_env={"ODOCK_EGRESS_ALLOW": ""})
     try:
         yield proc
     finally:
         proc.stop()
 
 
+@pytest.fixture(scope="module")
+def strict_dp(strict_cp: ControlPlaneProcess) -> Iterator[DataPlaneProcess]:
+    """A node of the strict control plane: its routes carry the default policy."""
+    proc = start_data_plane(strict_cp.address, strict_cp.node_token, strict_cp.pepper)
+    try:
+        proc.wait_connected()
+        yield proc
+    finally:
+        proc.stop()
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="package")
-async def strict(strict_cp: ControlPlaneProcess) -> AsyncIterator[Strict]:
+async def strict(strict_cp: ControlPlaneProcess, strict_db: Path) -> AsyncIterator[Strict]:
     async with Provisioner.connect(strict_cp.address, strict_cp.admin_token) as su:
         org = await su.create_org()
         for family in ("openai", "anthropic", "gemini"):
@@ -103,7 +122,7 @@ async def strict(strict_cp: ControlPlaneProcess) -> AsyncIterator[Strict]:
             admin_tokens_pb2.CreateAdminTokenRequest(org_id=org.id, name="ops"), metadata=su.metadata
         )
     async with Provisioner.connect(strict_cp.address, minted.secret) as org_admin:
-        yield Strict(strict_cp, org.id, org_admin)
+        yield Strict(strict_cp, strict_db, org.id, org_admin)
 
 
 async def _status(call: Awaitable[Any]) -> tuple[grpc.StatusCode, str]:
@@ -243,6 +262,39 @@ def test_the_node_connects_to_the_host_the_control_plane_judged() -> None:
                 origin, target = split_url(endpoint.upstream_url(base, slug, "key=x&alt=sse&@=127.0.0.1"))
                 assert origin.host == judged, (base, endpoint.name, slug, origin)
                 assert target.startswith("/") and "key=" not in target
+
+
+async def test_the_node_judges_the_stored_url_whatever_the_control_plane_accepted(
+    strict: Strict, strict_dp: DataPlaneProcess, fake: FakeProvider
+) -> None:
+    """A base URL the control plane could not judge (a legacy row, split-horizon DNS: simulated by
+    writing the row directly) is judged again by the node with the policy of its route: nothing
+    reaches the loopback upstream, and a host no resolver can encode is a 502, not a 500."""
+    async with Provisioner.connect(strict.cp.address, strict.cp.admin_token) as su:
+        await su.create_credential(strict.org_id, "openai", fake.secret("openai"), name="fake")
+        stored = {
+            "to-fake": (fake.base_url("openai"), "egress_denied"),
+            "to-metadata": ("http://169.254.169.254/v1", "egress_denied"),
+            "to-decimal": ("http://2130706433:1/v1", "egress_denied"),
+            "bad-idna": ("http://\u00e9" + "a" * 70 + ".example/v1", "upstream_misconfigured"),
+            "unresolvable": ("http://metadata.google.internal/v1", "upstream_unreachable"),
+        }
+        for name in stored:
+            await su.create_model(strict.org_id, name, "openai", "gpt", "https://8.8.8.8/v1", "fake")
+        _, key = await su.create_key(strict.org_id)
+    with sqlite3.connect(strict.db) as db:
+        for name, (url, _) in stored.items():
+            db.execute(
+                "UPDATE models SET base_url = ? WHERE org_id = ? AND name = ?", (url, strict.org_id, name)
+            )
+    async with httpx.AsyncClient(base_url=str(strict_dp.url), timeout=20) as client:
+        for name, (_, code) in stored.items():
+            body = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
+            resp = await client.post(
+                "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, json=body
+            )
+            assert resp.status_code == 502 and resp.json()["error"]["code"] == code, (name, resp.text)
+    assert fake.requests == []
 
 
 def test_allow_list_entries_cannot_widen_by_accident() -> None:
