@@ -322,6 +322,28 @@ def test_forwarded_headers_carry_exactly_one_hop_header() -> None:
         assert [k for k in out if k.lower() == HOP_HEADER] == [HOP_HEADER] and out[HOP_HEADER] == "1"
 
 
+async def test_what_reaches_the_upstream_carries_exactly_one_hop_header(
+    gateway: str, org: Provisioned, fake: FakeProvider
+) -> None:
+    async with httpx.AsyncClient(base_url=gateway, timeout=10) as client:
+        chat = {"model": "gpt-chat", "messages": [{"role": "user", "content": "hi"}]}
+        resp = await client.post(
+            "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {org.key}", "Connection": "x-odock-hop"},
+            json=chat,
+        )
+        assert resp.status_code == 200, resp.text
+        resp = await client.post(
+            "/v1beta/models/gemini-flash:generateContent",
+            params={"key": org.key},
+            json={"contents": [{"parts": [{"text": "hi"}]}]},
+        )
+        assert resp.status_code == 200, resp.text
+    assert len(fake.requests) == 2
+    for seen in fake.requests:
+        assert seen.headers.getall(HOP_HEADER) == ["1"], seen.headers
+
+
 async def test_any_spelling_of_the_hop_header_is_refused_on_every_native_route(
     gateway: str, org: Provisioned
 ) -> None:
