@@ -40,6 +40,12 @@ class Connection:
     tls_key_file: str | None = None
 
 
+def shown_ref(ref: str, limit: int = 64) -> str:
+    """A name or id as quoted in a NOT_FOUND line: printable and short (whatever was typed)."""
+    text = "".join(c if c.isprintable() else "?" for c in ref[: limit + 1])
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def _read(path: str, flag: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -140,7 +146,7 @@ class Client:
         """The org named or identified by ``ref``; NOT_FOUND as a one-line error."""
         org = self.find_org(ref)
         if org is None:
-            raise RemoteError(f"NOT_FOUND: org {ref!r} does not exist", grpc.StatusCode.NOT_FOUND)
+            raise RemoteError(f"NOT_FOUND: org {shown_ref(ref)} does not exist", grpc.StatusCode.NOT_FOUND)
         return org
 
     def org_id(self, ref: str) -> str:

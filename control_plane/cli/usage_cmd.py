@@ -71,6 +71,8 @@ def parse_when(text: str, now: datetime) -> datetime:
         return now - timedelta(milliseconds=parse_duration_ms(text))
     except ValueProblem:
         pass
+    except OverflowError:  # a duration reaching before year 1
+        raise ValueProblem(f"too far back (before year 1): {text!r}") from None
     try:
         return parse_timestamp(text)
     except ValueProblem:

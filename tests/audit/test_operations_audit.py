@@ -555,3 +555,30 @@ async def test_the_log_line_carries_exactly_the_stored_client_id(
     assert long_ok in line and "client_request_id" in line
     (line,) = [ln for ln in log if bad.headers["x-odock-request-id"] in ln]
     assert "client_request_id" not in line and "MMMM" not in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("usage", "list", "--since", "99999999h"),
+        ("usage", "list", "--until", "3000000d"),
+        ("usage", "totals", "--since", "99999999h"),
+    ],
+)
+async def test_a_duration_reaching_before_year_1_is_a_one_line_usage_error(
+    ctl: Ctl, args: tuple[str, ...]
+) -> None:
+    # Was: exit 1, "internal error: OverflowError: date value out of range".
+    line = assert_one_line_error(await _ctl(ctl, *args), 2, args[2])
+    assert "internal error" not in line
+
+
+async def test_a_long_unknown_key_or_org_name_is_not_echoed_at_length(ctl: Ctl, org: Provisioned) -> None:
+    long = "x" * 5000
+    for args in (
+        ("usage", "list", org.org.name, "--key", long),
+        ("usage", "list", long),
+        ("key", "get", long, "k"),
+    ):
+        line = assert_one_line_error(await _ctl(ctl, *args), 1, "NOT_FOUND")
+        assert len(line) < 300, len(line)

@@ -11,7 +11,7 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from odock.v1 import common_pb2, keys_pb2
 
-from control_plane.cli.client import Client
+from control_plane.cli.client import Client, shown_ref
 from control_plane.cli.commands.common import add_command, add_group, count_or_none, labels, usd_or_none
 from control_plane.cli.context import Context, parsed
 from control_plane.cli.errors import RemoteError, UsageError
@@ -81,7 +81,7 @@ def find_key(client: Client, org_id: str, ref: str) -> keys_pb2.VirtualKey:
     for key in list_keys(client, org_id, include_revoked=True):
         if key.name == ref:
             return key
-    raise RemoteError(f"NOT_FOUND: virtual key {ref!r} does not exist", grpc.StatusCode.NOT_FOUND)
+    raise RemoteError(f"NOT_FOUND: virtual key {shown_ref(ref)} does not exist", grpc.StatusCode.NOT_FOUND)
 
 
 def list_keys(client: Client, org_id: str, include_revoked: bool) -> list[keys_pb2.VirtualKey]:
