@@ -15,11 +15,13 @@ policy may carry requests until it closes (idle ones after the keep-alive, 30 s)
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
 import ssl as _ssl
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import TypeVar
 
@@ -47,10 +49,25 @@ class EgressDenied(GatewayError):
         super().__init__(502, "egress_denied", EGRESS_DENIED_MESSAGE)
 
 
+# Names are resolved on threads of their own, not the loop's default executor: an org admin can
+# pick a name whose server never answers, and a burst of requests to it must not hold the threads
+# the usage journal writes on (asyncio.to_thread). Saturated, lookups queue within the connect timeout.
+RESOLVER_THREADS = 8
+_resolver_threads: ThreadPoolExecutor | None = None
+
+
+def _resolver_executor() -> ThreadPoolExecutor:
+    global _resolver_threads
+    if _resolver_threads is None:  # created in the worker process that resolves, on first use
+        _resolver_threads = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="odock-resolve")
+    return _resolver_threads
+
+
 async def system_resolve(host: str, port: int) -> list[str]:
-    """The addresses of ``host`` from the system resolver (in the loop's executor, off the loop)."""
+    """The addresses of ``host`` from the system resolver (on the resolver threads, off the loop)."""
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await asyncio.get_running_loop().run_in_executor(_resolver_executor(), lookup)
     except UnicodeError:  # a name IDNA cannot encode ("a..b", a label over 63): it does not resolve
         raise socket.gaierror(socket.EAI_NONAME, "host name cannot be encoded") from None
     return [str(info[4][0]) for info in infos]

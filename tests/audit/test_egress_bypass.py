@@ -7,8 +7,11 @@ ODOCK_EGRESS_ALLOW), driven with an org admin token; the hop header goes to the 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import socket
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,6 +224,32 @@ async def test_a_name_idna_cannot_encode_is_unreachable_not_a_crash() -> None:
     finally:
         EGRESS.set(None)
         await client.close()
+
+
+async def test_a_name_server_that_never_answers_does_not_hold_the_default_executor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hostile model's name hangs every lookup; the usage journal writes with asyncio.to_thread,
+    on the default executor, which before the fix 40 such lookups held (min(32, cpus + 4) threads)."""
+    release = threading.Event()
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
+        if host == "blackhole.test":
+            release.wait(10)
+            raise socket.gaierror(socket.EAI_AGAIN, "timed out")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    lookups = [asyncio.ensure_future(egress.system_resolve("blackhole.test", 443)) for _ in range(40)]
+    try:
+        await asyncio.sleep(0.2)
+        async with asyncio.timeout(2):
+            assert await asyncio.to_thread(lambda: "journal write") == "journal write"
+    finally:
+        release.set()
+        for outcome in await asyncio.gather(*lookups, return_exceptions=True):
+            assert isinstance(outcome, OSError)
 
 
 async def test_a_refused_literal_never_sees_a_connection() -> None:
