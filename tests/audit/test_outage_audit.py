@@ -225,3 +225,54 @@ async def test_key_budget_during_an_outage_stops_at_the_budget_with_429_never_50
     finally:
         dp.stop()
         cp.stop()
+
+
+async def test_tokens_per_minute_during_an_outage_fail_open_then_fail_closed_503(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    """A key's tokens-per-minute limit while the control plane is away: a fail-open org is served up
+    to the limit in a fresh window (one node: its whole limit), then 429 rate_limit_exceeded, never
+    503; a fail-closed org's request gets 503 control_plane_unavailable."""
+    tpm = 600
+    listen = f"127.0.0.1:{free_port()}"
+    cp = start_cp(tmp_path / "cp.db", listen)
+    dp = start_data_plane(
+        cp.address,
+        cp.node_token,
+        cp.pepper,
+        extra_env={**DP_ENV, "ODOCK_USAGE_SPOOL_DIR": str(tmp_path / "s")},
+    )
+    try:
+        dp.wait_connected()
+        opened = await limited_org(cp, fake, common_pb2.Limits())
+        closed = await limited_org(cp, fake, common_pb2.Limits(requests_per_minute=1000), fail_closed=True)
+        _, key = await opened.key(common_pb2.KeyLimits(tokens_per_minute=tpm))
+        _, closed_key = await closed.key()
+        async with httpx.AsyncClient(timeout=20) as client:
+            for k in (key, closed_key):
+                assert (await post_chat(client, dp.url, "openai", k)).status_code == 200
+            cp.kill()
+            _wait_all_disconnected(dp)
+            await asyncio.sleep(float(DP_ENV["ODOCK_LIMIT_LEASE_SECONDS"]) + 1.0)
+            resp = await post_chat(client, dp.url, "openai", closed_key)
+            assert resp.status_code == 503 and error_code("openai", resp) == "control_plane_unavailable"
+            window_end = await _window_start()
+            before = len(fake.requests)
+            served = 0
+            for _ in range(200):
+                resp = await post_chat(client, dp.url, "openai", key)
+                if resp.status_code != 200:
+                    assert resp.status_code == 429, resp.text[:300]
+                    assert error_code("openai", resp) == "rate_limit_exceeded"
+                    break
+                served += 1
+            else:
+                raise AssertionError("no tokens-per-minute limit while the control plane was away")
+            assert time.time() < window_end, "burst spilled into the next window: machine too slow"
+        used = sum(r.prompt_tokens + r.completion_tokens for r in fake.requests[before:])
+        one = max(r.prompt_tokens + r.completion_tokens for r in fake.requests[before:])
+        print(f"\noutage, {tpm} tokens/minute: {served} requests, {used} tokens, then 429")
+        assert used <= tpm and tpm - used < 3 * one + 32  # within the limit, not far below it
+    finally:
+        dp.stop()
+        cp.stop()
