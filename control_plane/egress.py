@@ -26,6 +26,11 @@ log = logging.getLogger("odock.control_plane.egress")
 RESOLVE_TIMEOUT_SECONDS = 2.0
 # RFC 6761: these names are loopback wherever they are resolved; no need to ask.
 _LOOPBACK_NAMES = ("localhost", ".localhost", "localhost.localdomain")
+# The clouds' metadata services by name (GCP, AWS): judged as the address they stand for even where
+# they do not resolve (a control plane outside the cloud would otherwise accept them).
+_METADATA_NAMES = frozenset(
+    {"metadata", "metadata.google.internal", "metadata.goog", "instance-data", "instance-data.ec2.internal"}
+)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -71,12 +76,15 @@ async def check_base_url(
         if kind is not None:
             raise _refuse(field, host, literal, kind)
         return
-    if host == "localhost" or host.endswith(_LOOPBACK_NAMES):
-        loopback = ipaddress.ip_address("127.0.0.1")
-        kind = policy.refusal(loopback)
-        if kind is not None:
-            raise _refuse(field, host, loopback, kind)
-        return
+    named = {"127.0.0.1": host == "localhost" or host.endswith(_LOOPBACK_NAMES),
+             "169.254.169.254": host in _METADATA_NAMES}  # fmt: skip
+    for text, matches in named.items():
+        if matches:
+            stands_for = ipaddress.ip_address(text)
+            kind = policy.refusal(stands_for)
+            if kind is not None:
+                raise _refuse(field, host, stands_for, kind)
+            return
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         async with asyncio.timeout(timeout):
