@@ -5,6 +5,8 @@ during the outage delivering every usage record exactly once. Real planes, httpx
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -274,5 +276,58 @@ async def test_tokens_per_minute_during_an_outage_fail_open_then_fail_closed_503
         print(f"\noutage, {tpm} tokens/minute: {served} requests, {used} tokens, then 429")
         assert used <= tpm and tpm - used < 3 * one + 32  # within the limit, not far below it
     finally:
+        dp.stop()
+        cp.stop()
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(p) for p in text.split()]
+
+
+async def test_sigkilled_two_worker_node_loses_nothing_and_counts_nothing_twice(
+    fake: FakeProvider, tmp_path: Path
+) -> None:
+    """Traffic through two workers, then SIGKILL of the workers and the supervisor 300 ms after the
+    last answer (the durability bound is one commit interval plus an fdatasync); a new node on the
+    same spool replays what was left: every record exactly once, and the totals count each once."""
+    cp = start_cp(tmp_path / "cp.db", f"127.0.0.1:{free_port()}")
+    env = {**DP_ENV, "ODOCK_USAGE_SPOOL_DIR": str(tmp_path / "spool")}
+    dp = start_data_plane(cp.address, cp.node_token, cp.pepper, extra_env=env, workers=2)
+    dp2: DataPlaneProcess | None = None
+    try:
+        dp.wait_connected()
+        opened = await limited_org(cp, fake, common_pb2.Limits())
+        _, key = await opened.key()
+        sent = []
+        for _ in range(30):
+            async with httpx.AsyncClient(timeout=20) as fresh:
+                resp = await post_chat(fresh, dp.url, "openai", key)
+            assert resp.status_code == 200, resp.text[:300]
+            sent.append(resp.headers["x-odock-request-id"])
+        await asyncio.sleep(0.3)
+        for pid in _children(dp.process.pid):
+            os.kill(pid, signal.SIGKILL)
+        dp.kill()
+        dp2 = start_data_plane(cp.address, cp.node_token, cp.pepper, extra_env=env)
+        dp2.wait_connected()
+        ctl = Ctl(cp.address, cp.admin_token)
+        got: list[str] = []
+        deadline = time.monotonic() + 60  # adoption at start (or within 30 s)
+        while time.monotonic() < deadline:
+            page = (await _ctl(ctl, "--json", "usage", "list", opened.org.id, "--limit", "1000")).json()
+            got = sorted(r["request_id"] for r in page["records"])
+            if len(got) >= len(sent):
+                break
+            await asyncio.sleep(0.5)
+        assert got == sorted(sent), (len(got), len(sent))
+        await asyncio.sleep(2)  # any late replay of acknowledged segments has been reported by now
+        totals = (await _ctl(ctl, "--json", "usage", "totals", opened.org.id, "--since", "1h")).json()
+        requests = sum(int(t["requests"]) for t in totals["totals"])
+        print(f"\nSIGKILL of a 2-worker node: {len(got)} of {len(sent)} records, totals count {requests}")
+        assert requests == len(sent)
+    finally:
+        if dp2 is not None:
+            dp2.stop()
         dp.stop()
         cp.stop()
