@@ -84,6 +84,14 @@ def response_headers(upstream: UpstreamResponse, secret: Secret | None = None) -
         for form in forms:  # inline: this runs for every header of every answer
             if form in value:
                 value = value.replace(form, MARKER_TEXT)
+            if form in name:
+                name = ""  # a header named after the secret is dropped
+        if secret is not None and ("%" in value or "\\" in value or "%" in name):
+            value = secret.text(value)  # escaped forms (rare: the checks above are one-byte searches)
+            if secret.text(name) != name:
+                name = ""
+        if not name:
+            continue
         lower = name.lower()
         if lower in _HOP_BY_HOP:
             if lower == "connection":

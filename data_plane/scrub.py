@@ -4,6 +4,12 @@ An upstream may echo the request's credential (``Authorization``, ``x-api-key``,
 ``x-goog-api-key``) in an error body, a header or a stream. Every relayed byte passes
 through a :class:`Secret`'s scrubbers, which replace the secret, and its common encodings
 (URL-encoded as in a ``key=`` query, form-encoded, JSON-escaped), by :data:`MARKER`.
+A client decodes more than those fixed forms: any of the secret's characters may come as a
+JSON ``\\uXXXX`` escape or a ``%XX`` percent-encoding, in either case of hex, mixed with
+literal ones. Those are matched by one regular expression (about 6 ns a byte), run only over a
+piece that holds an escape of one of the secret's characters: finding one costs C-speed
+searches for ``%``, ``\\u00`` and ``\\/`` in the common case and, where one is found, a regular
+expression with that literal prefix (linear, under 1 ns a byte).
 
 Cost: the common case (no occurrence) is one C-speed substring search per pattern over
 each chunk (a secret made of URL-safe characters, as provider keys are, has one pattern),
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 from urllib.parse import quote, quote_plus
 
@@ -27,12 +34,48 @@ _MIN_PARTIAL = 8
 _TAG_KEY = secrets.token_bytes(32)
 _CACHE: dict[bytes, Secret] = {}
 _CACHE_MAX = 4096
+# Bytes that may appear in an escaped form besides the secret's own.
+_ESCAPE_BYTES = b"\\u%/+0123456789abcdefABCDEF"
+
+
+def _hex(code: int, width: int) -> str:
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{code:0{width}x}")
+
+
+def _escaped(text: str) -> str:
+    """A regular expression for ``text`` with any of its characters escaped (JSON or percent, any hex case)."""
+    parts = []
+    for ch in text:
+        code = ord(ch)
+        alts = [re.escape(ch)]
+        if code < 0x10000:
+            alts.append(r"\\u" + _hex(code, 4))
+        if code < 0x80:
+            alts.append("%" + _hex(code, 2))
+        if ch == "/":
+            alts.append(r"\\/")
+        elif ch == " ":
+            alts.append(r"\+")
+        parts.append("(?:" + "|".join(alts) + ")")
+    return "".join(parts)
 
 
 class Secret:
     """One provider secret: the byte patterns to scrub and an opaque tag naming it in the pool."""
 
-    __slots__ = ("first", "inner", "patterns", "pool_tag", "texts")
+    __slots__ = (
+        "escaped",
+        "escaped_text",
+        "first",
+        "inner",
+        "patterns",
+        "pool_tag",
+        "run",
+        "run_bytes",
+        "span",
+        "texts",
+        "triggers",
+    )
 
     def __init__(self, secret: bytes) -> None:
         text = secret.decode("utf-8", "surrogateescape")
@@ -45,6 +88,27 @@ class Secret:
         # The bytes a proper prefix of a pattern can end with: a chunk ending with any other
         # byte (an SSE event's newline, a JSON bracket) holds nothing back, at the cost of one test.
         self.inner = frozenset(b for p in self.patterns for b in p[:-1])
+        regex = _escaped(text)
+        self.escaped_text = re.compile(regex)
+        self.escaped = re.compile(regex.encode("utf-8", "surrogateescape"))
+        # A stream's tail made only of bytes an escaped occurrence can hold, read backwards.
+        self.span = 6 * len(text)  # the longest escaped occurrence
+        allowed = bytes(sorted(set(text.encode("utf-8", "surrogateescape")) | set(_ESCAPE_BYTES)))
+        self.run = re.compile(b"[" + b"".join(re.escape(bytes([b])) for b in allowed) + b"]*")
+        self.run_bytes = frozenset(allowed)
+        # An escape of one of the secret's characters: its literal start, and an expression
+        # beginning with it (one each: a literal prefix is what makes the search fast).
+        wide = sorted({ord(c) for c in text if ord(c) >= 0x80})
+        ascii_codes = "|".join(_hex(c, 2) for c in sorted({ord(c) for c in text if ord(c) < 0x80}))
+        triggers = [(b"\\u00", r"\\u00(?:" + ascii_codes + ")"), (b"%", "%(?:" + ascii_codes + ")")]
+        if wide:
+            triggers.append((b"\\u", r"\\u(?:" + "|".join(_hex(c, 4) for c in wide) + ")"))
+        if "/" in text:
+            triggers.append((b"\\/", r"\\/"))
+        self.triggers = tuple(
+            (start, re.compile(rx.encode())) for start, rx in triggers if not rx.endswith("(?:)")
+        )
+        self.inner |= self.run_bytes
         self.pool_tag = hashlib.blake2b(secret, digest_size=12, key=_TAG_KEY).hexdigest()
 
     def bytes(self, data: bytes) -> bytes:
@@ -52,6 +116,8 @@ class Secret:
         for pattern in self.patterns:
             if pattern in data:
                 data = data.replace(pattern, MARKER)
+        if (b"%" in data or b"\\" in data) and _may_escape(self.triggers, data):  # one-byte searches: memchr
+            data = self.escaped.sub(MARKER, data)
         return data
 
     def text(self, value: str) -> str:
@@ -59,6 +125,10 @@ class Secret:
         for form in self.texts:
             if form in value:
                 value = value.replace(form, MARKER_TEXT)
+        if ("%" in value or "\\" in value) and _may_escape(
+            self.triggers, value.encode("utf-8", "surrogateescape")
+        ):
+            value = self.escaped_text.sub(MARKER_TEXT, value)
         return value
 
     def stream(self) -> StreamScrubber:
@@ -73,12 +143,13 @@ class StreamScrubber:
     any other byte goes on at once.
     """
 
-    __slots__ = ("_held", "_inner", "_patterns", "_secret")
+    __slots__ = ("_escaped", "_held", "_inner", "_patterns", "_secret")
 
     def __init__(self, secret: Secret) -> None:
         self._secret = secret
         self._patterns = secret.patterns
         self._inner = secret.inner
+        self._escaped = secret.escaped
         self._held = b""
 
     def feed(self, chunk: bytes) -> bytes:
@@ -89,7 +160,10 @@ class StreamScrubber:
         for pattern in self._patterns:
             if pattern in chunk:
                 chunk = chunk.replace(pattern, MARKER)
-        if chunk and chunk[-1] in self._inner:  # rare: the chunk may end inside an occurrence
+        if (b"%" in chunk or b"\\" in chunk) and _may_escape(self._secret.triggers, chunk):
+            chunk = self._escaped.sub(MARKER, chunk)
+        # Rare: the chunk may end inside an occurrence (an SSE event ends with a newline, which none holds).
+        if chunk and chunk[-1] in self._inner:
             keep = self._partial(chunk)
             if keep:
                 self._held = chunk[-keep:]
@@ -102,10 +176,22 @@ class StreamScrubber:
         return MARKER if len(held) >= _MIN_PARTIAL else held
 
     def _partial(self, data: bytes) -> int:
-        """The length of the longest tail of ``data`` that is a proper prefix of a pattern (0: none)."""
-        best = 0
+        """The length of the longest tail of ``data`` that may begin an occurrence (0: none).
+
+        A tail that is a proper prefix of a literal pattern; or, when an escape may be under way
+        (a ``%`` or ``\\`` in it), the longest tail made only of bytes an escaped occurrence can
+        hold, at most one byte shorter than the longest one.
+        """
+        secret = self._secret
         size = len(data)
-        for pattern, first in zip(self._secret.patterns, self._secret.first, strict=True):
+        best = 0
+        tail = data[-max(1, secret.span - 1) :]
+        if b"%" in tail or b"\\" in tail:
+            run = secret.run.match(tail[::-1])
+            n = run.end() if run is not None else 0
+            if n and (b"%" in tail[-n:] or b"\\" in tail[-n:]):
+                best = n
+        for pattern, first in zip(secret.patterns, secret.first, strict=True):
             pos = data.find(first, max(0, size - len(pattern) + 1))
             while pos != -1:
                 if pattern.startswith(data[pos:]):
@@ -113,6 +199,14 @@ class StreamScrubber:
                     break
                 pos = data.find(first, pos + 1)
         return best
+
+
+def _may_escape(triggers: tuple[tuple[bytes, re.Pattern[bytes]], ...], data: bytes) -> bool:
+    """Whether ``data`` holds an escape of one of the secret's characters."""
+    for start, rx in triggers:
+        if start in data and rx.search(data):
+            return True
+    return False
 
 
 def secret_for(secret: bytes) -> Secret:

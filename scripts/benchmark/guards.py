@@ -14,9 +14,12 @@ import socket
 import time
 import timeit
 from collections.abc import Callable
+from typing import cast
 
+from data_plane.proxy import response_headers
 from data_plane.scrub import Secret, secret_for
 from data_plane.sse import EventSplitter
+from data_plane.upstream import UpstreamResponse
 
 SECRET = b"sk-proj-" + b"A1b2C3d4" * 8  # an OpenAI-style key, 72 bytes
 CHUNK = (
@@ -25,6 +28,17 @@ CHUNK = (
     b'"logprobs":null,"finish_reason":null}]}\n\n'
 )  # one typical streamed chat event
 BODY = json.dumps({"choices": [{"message": {"content": "x" * 65000}}]}).encode()  # a 64 KiB answer
+# Pieces that make the scrubber look for an escaped secret: a "%" in an event, JSON \u escapes
+# (an encoder that escapes non-ASCII) in a whole answer, a non-SSE stream's read ending mid-word.
+PERCENT_CHUNK = CHUNK.replace(b" piece", b" 50% off")
+ESCAPED_BODY = json.dumps({"choices": [{"message": {"content": "caf\u00e9 " * 6500}}]}).encode()
+MID_WORD = b'[{"candidates": [{"content": {"parts": [{"text": "' + b"abc def " * 40 + b"abcd"
+
+
+class _Head:
+    """What response_headers reads of an upstream answer: 14 headers, as an OpenAI answer has."""
+
+    raw_headers = [(f"X-Header-{i}", f"value-{i}-abcdef") for i in range(13)] + [("x-request-id", "req_1")]
 
 
 def _ns(fn: Callable[[], object], number: int) -> float:
@@ -36,6 +50,7 @@ def main() -> None:
     secret = secret_for(SECRET)
     scrub = Secret(SECRET).stream()
     splitter = EventSplitter()
+    head = cast("UpstreamResponse", _Head())
     left, right = socket.socketpair()
     poller = select.poll()  # as a pooled connection keeps it
     poller.register(left.fileno(), select.POLLIN | select.POLLPRI)
@@ -48,6 +63,23 @@ def main() -> None:
         (f"scrub a streamed event ({len(CHUNK)} B), whole-piece", lambda: secret.bytes(CHUNK), 200_000),
         (f"scrub a streamed event ({len(CHUNK)} B), stream scrubber", lambda: scrub.feed(CHUNK), 200_000),
         (f"scrub a buffered body ({len(BODY) // 1024} KiB)", lambda: secret.bytes(BODY), 20_000),
+        (
+            f"scrub an event with a % ({len(PERCENT_CHUNK)} B), stream scrubber",
+            lambda: scrub.feed(PERCENT_CHUNK),
+            200_000,
+        ),
+        (
+            f"scrub a buffered body with \\u escapes ({len(ESCAPED_BODY) // 1024} KiB)",
+            lambda: secret.bytes(ESCAPED_BODY),
+            2_000,
+        ),
+        (
+            f"scrub a non-SSE read ending mid-word ({len(MID_WORD)} B)",
+            lambda: (scrub.feed(MID_WORD), scrub.flush()),
+            100_000,
+        ),
+        ("14 response headers, scrubbed", lambda: response_headers(head, secret), 100_000),
+        ("14 response headers, no secret", lambda: response_headers(head), 100_000),
         ("find the secret's scrubber (cache hit)", lambda: secret_for(SECRET), 500_000),
         (f"split a streamed event ({len(CHUNK)} B)", lambda: splitter.feed(CHUNK), 200_000),
         ("stale-socket poll before reusing a connection", poll, 200_000),

@@ -20,6 +20,7 @@ from urllib.parse import unquote
 import pytest
 import pytest_asyncio
 
+from data_plane.scrub import MARKER
 from tests.audit.raw_upstream import FAMILIES, RawUpstream, chunk, sse_head
 from tests.data_plane.helpers import CHAT_MODEL, NativeCall, chat_call
 from tests.support.dataplane import DataPlaneProcess, start_data_plane
@@ -215,3 +216,113 @@ async def test_a_transfer_coding_other_than_chunked_is_refused(
     seen = await call(rdp, chat(family, rorg))
     assert not seen.leaks(raw.secret(family))
     assert seen.status == 502 and error_code(family, json.loads(seen.body)) == "upstream_bad_encoding"
+
+
+# Item: the key echoed anywhere in an answer never reaches the client.
+
+
+def _escaped_json(key: str) -> str:
+    """Every character of ``key`` as a JSON unicode escape, lower-case hex."""
+    return "".join(f"\\u{ord(c):04x}" for c in key)
+
+
+ECHOES: dict[str, object] = {
+    # (status, reason, extra header lines, body) built from the key
+    "location": lambda k: (401, "X", f"Location: https://e.invalid/?key={k}\r\n", "{}"),
+    "link": lambda k: (401, "X", f"Link: <https://e.invalid/{k}>; rel=next\r\n", "{}"),
+    "www-authenticate": lambda k: (401, "X", f'WWW-Authenticate: Bearer error="{k}"\r\n', "{}"),
+    "set-cookie": lambda k: (200, "OK", f"Set-Cookie: s={k}; Path=/\r\n", "{}"),
+    "header-name": lambda k: (401, "X", f"X-{k}: 1\r\n", "{}"),
+    "reason": lambda k: (401, f"Bad key {k}", "", "{}"),
+    "percent-lower-location": lambda k: (
+        401,
+        "X",
+        "Location: https://e.invalid/?key=" + "".join(f"%{ord(c):02x}" for c in k) + "\r\n",
+        "{}",
+    ),
+    "json-unicode-escape": lambda k: (401, "X", "", f'{{"error": {{"message": "{_escaped_json(k)}"}}}}'),
+    "json-partial-escape": lambda k: (401, "X", "", f'{{"error": {{"message": "\\u0073{k[1:]}"}}}}'),
+    "percent-lower-body": lambda k: (401, "X", "", json.dumps({"u": "".join(f"%{ord(c):02x}" for c in k)})),
+    "percent-mixed-body": lambda k: (401, "X", "", json.dumps({"u": k[:2] + "%2d" + k[3:]})),
+    "key-query": lambda k: (400, "X", "", json.dumps({"u": f"https://g.invalid/v1beta?key={k}&alt=sse"})),
+    "header-forms": lambda k: (400, "X", "", json.dumps({"m": f"x-goog-api-key: {k}; x-api-key: {k}"})),
+    "prefix-of-longer": lambda k: (400, "X", "", json.dumps({"m": f"{k}EXTRA{k}{k}"})),
+    "3xx-body": lambda k: (302, "Found", f"Location: https://e.invalid/{k}\r\n", json.dumps({"m": k})),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("where", list(ECHOES))
+async def test_a_key_echoed_in_an_answer_never_reaches_the_client(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str, where: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        status, reason, extra, body = ECHOES[where](key)  # type: ignore[operator]
+        data = body.encode()
+        w.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{extra}"
+            f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        return True
+
+    raw.script = script
+    seen = await call(rdp, chat(family, rorg))
+    key = raw.secret(family)
+    assert not seen.leaks(key), seen.texts()
+    assert key[6:] not in seen.raw.decode("latin-1")  # not even most of it
+    if where == "3xx-body":
+        assert seen.status == 502 and error_code(family, json.loads(seen.body)) == "upstream_redirect"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("where", ["trailer", "informational", "one-byte-chunks", "one-byte-escaped"])
+async def test_a_key_in_the_framing_never_reaches_the_client(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str, where: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        if where == "informational":
+            w.write(f"HTTP/1.1 103 {key}\r\nLink: <{key}>\r\nX-{key}: 1\r\n\r\n".encode())
+            await w.drain()
+            await asyncio.sleep(0.05)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n")
+        w.write(b"Trailer: X-Echo\r\n\r\n" if where == "trailer" else b"\r\n")
+        text = f'{{"echo": "{key}", "esc": "{_escaped_json(key)}"}}'.encode()
+        if where.startswith("one-byte"):
+            for i in range(len(text)):
+                w.write(chunk(text[i : i + 1]))
+                await w.drain()
+                await asyncio.sleep(0.001)
+        else:
+            w.write(chunk(text))
+        w.write(f"0\r\nX-Echo: {key}\r\n\r\n".encode() if where == "trailer" else b"0\r\n\r\n")
+        return True
+
+    raw.script = script
+    seen = await call(rdp, chat(family, rorg))
+    assert seen.status == 200 and seen.complete, seen.raw[:400]
+    assert not seen.leaks(raw.secret(family)), seen.texts()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("split", ["one-byte", "event"])
+async def test_a_key_in_a_stream_never_reaches_the_client(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str, split: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        w.write(sse_head())
+        events = [b'data: {"n": 1}\n\n', f'data: {{"a": "{key}", "b": "{_escaped_json(key)}"}}\n\n'.encode()]
+        for event in events:
+            pieces = [event[i : i + 1] for i in range(len(event))] if split == "one-byte" else [event]
+            for piece in pieces:
+                w.write(chunk(piece))
+                await w.drain()
+                await asyncio.sleep(0.001 if split == "one-byte" else 0)
+        w.write(b"0\r\n\r\n")
+        return True
+
+    raw.script = script
+    seen = await call(rdp, chat(family, rorg, stream=True))
+    assert seen.status == 200 and seen.complete, seen.raw[:400]
+    assert not seen.leaks(raw.secret(family)), seen.texts()
+    assert seen.body.count(MARKER) == 2

@@ -74,3 +74,43 @@ def test_pool_tags_name_a_secret_without_showing_it() -> None:
     one, other = Secret(KEY), Secret(KEY + b"2")
     assert one.pool_tag == Secret(KEY).pool_tag != other.pool_tag
     assert KEY.decode() not in one.pool_tag and len(one.pool_tag) == 24
+
+
+def _escapes(key: bytes) -> list[bytes]:
+    """Forms a client decodes back to the key: any characters JSON-\\u-escaped or percent-encoded, any hex case."""
+    text = key.decode()
+    every_json = "".join(f"\\u{ord(c):04x}" for c in text)
+    every_pct = "".join(f"%{ord(c):02x}" for c in text)
+    mixed = "".join(
+        f"\\u{ord(c):04X}" if i % 3 == 0 else f"%{ord(c):02x}" if i % 3 == 1 else c
+        for i, c in enumerate(text)
+    )
+    return [
+        s.encode()
+        for s in (every_json, every_pct, every_pct.upper(), mixed, "\\u0073" + text[1:], text[:-1] + "%6A")
+    ]
+
+
+@pytest.mark.parametrize("escaped", _escapes(KEY))
+def test_a_secret_with_escaped_characters_is_scrubbed(escaped: bytes) -> None:
+    secret = Secret(KEY)
+    body = b'{"error":"bad key ' + escaped + b'"}'
+    assert secret.bytes(body) == b'{"error":"bad key ' + MARKER + b'"}'
+    assert (
+        secret.text("https://x.invalid/?key=" + escaped.decode())
+        == "https://x.invalid/?key=" + MARKER.decode()
+    )
+    data = b'[{"a": "' + escaped + b'"},\r\n'
+    for cut in range(1, len(data)):
+        assert _stream(secret, data, [cut]) == b'[{"a": "' + MARKER + b'"},\r\n', cut
+    assert _stream(secret, data, list(range(1, len(data)))) == b'[{"a": "' + MARKER + b'"},\r\n'
+
+
+def test_escapes_that_are_not_the_secret_pass_unchanged_and_unheld() -> None:
+    secret = Secret(KEY)
+    text = b'data: {"t": "caf\\u00e9 50% \\n sk-proj-%41"}\n\n'
+    assert secret.bytes(text) == text
+    scrub = secret.stream()
+    assert scrub.feed(text) == text  # an SSE event ends with a newline: nothing held
+    assert scrub.feed(b"price 50%") == b"price "  # an escape may be under way: held
+    assert scrub.feed(b" off\n") == b"50% off\n" and scrub.flush() == b""
