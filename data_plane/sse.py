@@ -5,7 +5,7 @@ only a trailing partial event is held back. If the upstream then stalls or
 breaks, the partial event is dropped and the stream ends with a well-formed
 error event instead of a half-written line the client would choke on.
 
-The held-back event is bounded (``max_event`` bytes, ``ODOCK_MAX_SSE_EVENT_BYTES``):
+The held-back event is bounded (``max_event`` bytes before its blank line, ``ODOCK_MAX_SSE_EVENT_BYTES``):
 an upstream that never ends an event makes :meth:`EventSplitter.feed` raise
 :class:`EventTooLarge` instead of growing without bound. Splitting is linear in the
 bytes fed: each chunk is scanned once (plus the three bytes before it, where a
@@ -74,7 +74,8 @@ class EventSplitter:
 
     def _hold(self, data: bytes) -> None:
         self._size += len(data)
-        if self._size > self.max_event:
+        # Up to _CARRY more: the start of the blank line that ends an event of exactly the bound.
+        if self._size > self.max_event + _CARRY:
             self._held.clear()
             self._size = 0
             self._tail = b""

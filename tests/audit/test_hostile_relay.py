@@ -12,8 +12,9 @@ import asyncio
 import gzip
 import json
 import re
+import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote
 
@@ -21,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from data_plane.scrub import MARKER
-from tests.audit.raw_upstream import FAMILIES, RawUpstream, chunk, sse_head
+from tests.audit.raw_upstream import FAMILIES, RawUpstream, chunk, json_answer, sse_head
 from tests.data_plane.helpers import CHAT_MODEL, NativeCall, chat_call
 from tests.support.dataplane import DataPlaneProcess, start_data_plane
 from tests.support.planes import ControlPlaneProcess
@@ -226,7 +227,7 @@ def _escaped_json(key: str) -> str:
     return "".join(f"\\u{ord(c):04x}" for c in key)
 
 
-ECHOES: dict[str, object] = {
+ECHOES: dict[str, Callable[[str], tuple[int, str, str, str]]] = {
     # (status, reason, extra header lines, body) built from the key
     "location": lambda k: (401, "X", f"Location: https://e.invalid/?key={k}\r\n", "{}"),
     "link": lambda k: (401, "X", f"Link: <https://e.invalid/{k}>; rel=next\r\n", "{}"),
@@ -257,7 +258,7 @@ async def test_a_key_echoed_in_an_answer_never_reaches_the_client(
     rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str, where: str
 ) -> None:
     async def script(key: str, w: asyncio.StreamWriter) -> bool:
-        status, reason, extra, body = ECHOES[where](key)  # type: ignore[operator]
+        status, reason, extra, body = ECHOES[where](key)
         data = body.encode()
         w.write(
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n{extra}"
@@ -326,3 +327,261 @@ async def test_a_key_in_a_stream_never_reaches_the_client(
     assert seen.status == 200 and seen.complete, seen.raw[:400]
     assert not seen.leaks(raw.secret(family)), seen.texts()
     assert seen.body.count(MARKER) == 2
+
+
+# Item: SSE framing and its bound.
+
+
+def _events(body: bytes) -> list[bytes]:
+    return [e for e in re.split(rb"\r\n\r\n|\n\n|\r\r", body) if e.strip()]
+
+
+def _last_error(family: str, body: bytes) -> str:
+    event = _events(body)[-1].decode()
+    return error_code(family, json.loads(event.split("data: ", 1)[1]))
+
+
+async def _write_slowly(w: asyncio.StreamWriter, data: bytes, piece: int) -> None:
+    for i in range(0, len(data), piece):
+        w.write(chunk(data[i : i + piece]))
+        await w.drain()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("terminator", [b"\n\n", b"\r\n\r\n", b"\r\r"])
+async def test_events_of_exactly_the_bound_with_any_terminator_are_relayed_whole(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str, terminator: bytes
+) -> None:
+    """Two events whose bytes before the blank line are exactly the bound, fed 1000 bytes (then 1) at a time."""
+    event = b"data: " + b"x" * (MAX_EVENT - 6)
+
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        w.write(sse_head())
+        for _ in range(2):
+            await _write_slowly(w, event, 1000)
+            await _write_slowly(w, terminator, 1)
+        w.write(b"0\r\n\r\n")
+        return True
+
+    raw.script = script
+    seen = await call(rdp, chat(family, rorg, stream=True))
+    assert seen.status == 200 and seen.complete
+    assert _events(seen.body) == [event, event], seen.body[-300:]
+
+
+@pytest.mark.parametrize("family", ["openai", "anthropic"])
+async def test_comment_lines_that_never_end_an_event_are_bounded(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        w.write(sse_head() + chunk(b'data: {"n": 1}\n\n'))
+        for _ in range(400):  # 4.8 MB of ": keepalive\n" lines: no blank line, ever
+            w.write(chunk(b": keepalive\n" * 1000))
+            await w.drain()
+        return False
+
+    raw.script = script
+    seen = await call(rdp, chat(family, rorg, stream=True))
+    assert seen.status == 200 and seen.complete
+    assert _last_error(family, seen.body) == "upstream_event_too_large"
+    assert len(seen.body) < MAX_EVENT, len(seen.body)  # the comments were held and dropped, not relayed
+
+
+@pytest.mark.parametrize("family", ["openai", "gemini"])
+async def test_keepalive_comments_keep_a_slow_stream_alive_past_the_model_timeout(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        w.write(sse_head() + chunk(b'data: {"n": 1}\n\n'))
+        for _ in range(5):  # 2.5 s of silence but for comments, the model's timeout being 1 s
+            await asyncio.sleep(0.5)
+            w.write(chunk(b": keepalive\n\n"))
+            await w.drain()
+        w.write(chunk(b'data: {"n": 2}\n\n') + b"0\r\n\r\n")
+        return True
+
+    raw.script = script
+    seen = await call(rdp, chat(family, rorg, stream=True))
+    assert seen.status == 200 and seen.complete
+    assert _events(seen.body)[-1] == b'data: {"n": 2}', seen.body
+
+
+@pytest.mark.parametrize("family", ["openai", "anthropic"])
+async def test_many_tiny_events_are_relayed_in_linear_time(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str
+) -> None:
+    count = 100_000
+
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        w.write(sse_head())
+        for _ in range(count // 1000):
+            w.write(chunk(b"data: x\n\n" * 999 + b"data: x\r\n\r"))  # a boundary cut across chunks too
+            w.write(chunk(b"\n"))
+            await w.drain()
+        w.write(b"0\r\n\r\n")
+        return True
+
+    raw.script = script
+    start = time.monotonic()
+    seen = await call(rdp, chat(family, rorg, stream=True))
+    assert seen.status == 200 and seen.complete, seen.body[-200:]
+    assert len(_events(seen.body)) == count
+    assert time.monotonic() - start < TOTAL_S
+
+
+# Item: stalls, mid-stream and after the headers, bounded by the model's timeout and the total.
+
+
+@pytest.mark.parametrize("family", ["openai", "gemini"])
+async def test_one_byte_just_inside_the_model_timeout_forever_is_cut_by_the_total_time(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        w.write(sse_head() + chunk(b'data: {"n": 1}\n\n'))
+        while True:
+            await asyncio.sleep(MODEL_TIMEOUT_S * 0.6)
+            w.write(chunk(b"x"))
+            await w.drain()
+
+    raw.script = script
+    start = time.monotonic()
+    seen = await call(rdp, chat(family, rorg, stream=True), timeout=30)
+    elapsed = time.monotonic() - start
+    assert seen.status == 200 and seen.complete
+    assert _last_error(family, seen.body) == "upstream_timeout"
+    assert TOTAL_S * 0.9 <= elapsed < TOTAL_S + 3, elapsed
+
+
+async def test_a_gemini_json_stream_that_stalls_is_aborted_within_the_model_timeout(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        w.write(chunk(b'[{"candidates": []}\n'))
+        await w.drain()
+        await asyncio.sleep(30)
+        return False
+
+    raw.script = script
+    c = chat("gemini", rorg, stream=True)
+    c = NativeCall(c.path.replace("?alt=sse", ""), c.body, c.headers)
+    start = time.monotonic()
+    seen = await call(rdp, c, timeout=20)
+    elapsed = time.monotonic() - start
+    assert seen.status == 200 and not seen.complete, seen.raw[
+        -200:
+    ]  # no final chunk: not passed off as whole
+    assert MODEL_TIMEOUT_S * 0.9 <= elapsed < MODEL_TIMEOUT_S + 3, elapsed
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("sent", [0, 5])
+async def test_a_plain_answer_that_stalls_after_its_headers_is_a_504(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str, sent: int
+) -> None:
+    """A Content-Length promised and not sent (a HEAD-like empty body), or half sent."""
+
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n" + b"{" * sent
+        )
+        await w.drain()
+        await asyncio.sleep(30)
+        return False
+
+    raw.script = script
+    start = time.monotonic()
+    seen = await call(rdp, chat(family, rorg), timeout=20)
+    elapsed = time.monotonic() - start
+    assert seen.status == 504 and error_code(family, json.loads(seen.body)) == "upstream_timeout"
+    assert elapsed < MODEL_TIMEOUT_S + 3, elapsed
+
+
+# Item: pool hygiene: nothing of one answer reaches the next request.
+
+
+async def _two(dp: DataPlaneProcess, org: Provisioned, family: str) -> tuple[Seen, Seen]:
+    return await call(dp, chat(family, org)), await call(dp, chat(family, org))
+
+
+@pytest.mark.parametrize("family", ["openai", "anthropic"])
+async def test_an_answer_with_connection_close_is_not_reused(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        w.write(json_answer(200, {"n": raw.requests}, extra="Connection: close\r\n"))
+        return True  # but the socket is kept open: the gateway must not send on it again
+
+    raw.script = script
+    first, second = await _two(rdp, rorg, family)
+    assert (first.status, second.status) == (200, 200)
+    assert json.loads(first.body) == {"n": 1} and json.loads(second.body) == {"n": 2}
+    assert raw.connections == 2
+
+
+@pytest.mark.parametrize("family", ["openai", "gemini"])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(
+            lambda k: b'{"ok": 1}HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\n{"smuggled":1}',
+            id="over-length",
+        ),
+        pytest.param(lambda k: f'{{"ok": 1}}{{"key": "{k}"}}'.encode(), id="over-length-key"),
+    ],
+)
+async def test_bytes_past_the_content_length_never_reach_the_next_request(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str, extra: Callable[[str], bytes]
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        if raw.requests == 1:
+            w.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n" + extra(key)
+            )
+        else:
+            w.write(json_answer(200, {"n": raw.requests}))
+        return True
+
+    raw.script = script
+    first, second = await _two(rdp, rorg, family)
+    assert first.status == 200 and first.body == b'{"ok": 1}'
+    assert second.status == 200 and json.loads(second.body) == {"n": 2}, second.body
+    assert not first.leaks(raw.secret(family)) and not second.leaks(raw.secret(family))
+
+
+@pytest.mark.parametrize("family", ["openai", "vllm"])
+async def test_both_content_length_and_transfer_encoding_is_not_relayed_desynchronised(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        if raw.requests == 1:
+            w.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 3\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n" + chunk(f'{{"k": "{key}"}}'.encode()) + b"0\r\n\r\n"
+            )
+        else:
+            w.write(json_answer(200, {"n": raw.requests}))
+        return True
+
+    raw.script = script
+    first, second = await _two(rdp, rorg, family)
+    assert first.status in (200, 502), first.raw[:300]
+    assert not first.leaks(raw.secret(family))
+    assert second.status == 200 and json.loads(second.body) == {"n": 2}, second.raw[:300]
+
+
+@pytest.mark.parametrize("family", ["openai", "anthropic"])
+async def test_a_body_sent_with_a_204_never_reaches_the_next_request(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, family: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        if raw.requests == 1:
+            w.write(b"HTTP/1.1 204 No Content\r\nContent-Length: 9\r\n\r\n" + b'{"ok": 1}')
+        else:
+            w.write(json_answer(200, {"n": raw.requests}))
+        return True
+
+    raw.script = script
+    first, second = await _two(rdp, rorg, family)
+    assert first.status == 204 and first.body == b"", first.raw[:300]
+    assert second.status == 200 and json.loads(second.body) == {"n": 2}, second.raw[:300]

@@ -107,3 +107,14 @@ def test_the_usage_tap_finds_events_in_linear_time() -> None:
     small = _tap_seconds(1000)
     large = _tap_seconds(8000)
     assert large < 16 * small, (small, large)
+
+
+@pytest.mark.parametrize("terminator", [b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r\n"])
+def test_an_event_of_exactly_the_bound_passes_whatever_the_cuts_in_its_blank_line(terminator: bytes) -> None:
+    s = EventSplitter(max_event=4096)
+    event = b"data: " + b"x" * (4096 - 6)
+    assert s.feed(event) == b""
+    out = b"".join(s.feed(terminator[i : i + 1]) for i in range(len(terminator)))
+    assert out.startswith(event) and out + s.flush() == event + terminator  # "\r\n\r" already ends it
+    with pytest.raises(EventTooLarge):
+        s.feed(event + b"xxxx")  # one byte over the bound, and the room for a blank line's start
