@@ -585,3 +585,30 @@ async def test_a_body_sent_with_a_204_never_reaches_the_next_request(
     first, second = await _two(rdp, rorg, family)
     assert first.status == 204 and first.body == b"", first.raw[:300]
     assert second.status == 200 and json.loads(second.body) == {"n": 2}, second.raw[:300]
+
+
+@pytest.mark.parametrize("form", ["literal", "json-escaped", "percent-lower"])
+async def test_a_key_split_across_writes_of_a_gemini_json_stream_never_reaches_the_client(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, form: str
+) -> None:
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        shown = {
+            "literal": key,
+            "json-escaped": key[:5] + _escaped_json(key[5:]),
+            "percent-lower": "".join(f"%{ord(c):02x}" for c in key),
+        }[form]
+        text = f'[{{"candidates": [{{"content": {{"parts": [{{"text": "{shown}"}}]}}}}]}}]'.encode()
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(0, len(text), 3):  # separate reads: the relay sees them one by one
+            w.write(chunk(text[i : i + 3]))
+            await w.drain()
+            await asyncio.sleep(0.002)
+        w.write(b"0\r\n\r\n")
+        return True
+
+    raw.script = script
+    c = chat("gemini", rorg, stream=True)
+    seen = await call(rdp, NativeCall(c.path.replace("?alt=sse", ""), c.body, c.headers))
+    assert seen.status == 200 and seen.complete, seen.raw[-300:]
+    assert not seen.leaks(raw.secret("gemini")), seen.texts()
+    assert json.loads(seen.body)[0]["candidates"][0]["content"]["parts"][0]["text"] == MARKER.decode()
