@@ -612,3 +612,22 @@ async def test_a_key_split_across_writes_of_a_gemini_json_stream_never_reaches_t
     assert seen.status == 200 and seen.complete, seen.raw[-300:]
     assert not seen.leaks(raw.secret("gemini")), seen.texts()
     assert json.loads(seen.body)[0]["candidates"][0]["content"]["parts"][0]["text"] == MARKER.decode()
+
+
+@pytest.mark.parametrize("head", ["Content-Encoding: identity\r\n", "Content-Encoding: Identity\r\n", "103"])
+async def test_identity_and_a_1xx_coding_are_not_refused(
+    rdp: DataPlaneProcess, rorg: Provisioned, raw: RawUpstream, head: str
+) -> None:
+    """Only the real answer's codings count: identity (any case) passes, and so does a 103 that named gzip."""
+
+    async def script(key: str, w: asyncio.StreamWriter) -> bool:
+        if head == "103":
+            w.write(b"HTTP/1.1 103 Early Hints\r\nContent-Encoding: gzip\r\n\r\n")
+            w.write(json_answer(200, {"n": 1}))
+        else:
+            w.write(json_answer(200, {"n": 1}, extra=head))
+        return True
+
+    raw.script = script
+    seen = await call(rdp, chat("openai", rorg))
+    assert seen.status == 200 and json.loads(seen.body) == {"n": 1}, seen.raw[:300]
