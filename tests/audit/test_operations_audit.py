@@ -21,7 +21,7 @@ from tests.fakes.provider import FakeProvider
 from tests.limits.stack import free_port
 from tests.support.dataplane import DataPlaneProcess
 from tests.support.planes import ControlPlaneProcess
-from tests.support.provision import Provisioned, Provisioner
+from tests.support.provision import Provisioned, Provisioner, provision_org
 from tests.usage.stack import UsageQueries
 
 CHAT = {"model": "gpt-chat", "messages": [{"role": "user", "content": "hi"}]}
@@ -175,8 +175,9 @@ async def _error_record(cp: ControlPlaneProcess, resp: httpx.Response) -> tuple[
 
 
 async def test_gateway_errors_are_recorded_with_their_code(
-    gateway: str, cp: ControlPlaneProcess, org: Provisioned, admin: Provisioner, fake: FakeProvider
+    gateway: str, cp: ControlPlaneProcess, admin: Provisioner, fake: FakeProvider
 ) -> None:
+    org = await provision_org(admin, fake)  # its own: the models added below must not reach shared listings
     _, narrow = await admin.create_key(org.org.id, models=["claude"])
     cred = org.credentials["openai"].name
     await admin.create_model(

@@ -60,8 +60,9 @@ async def test_backlog_pruned_in_batches_while_leases_stay_fast(migrated_db_url:
                         break
                     await asyncio.sleep(0.01)
                 remaining = await asyncio.to_thread(_count, store)
-            for _ in range(500):  # the run's summary follows its last batch (and the rollups' step)
-                if "usage retention: deleted" in cp.stderr_text():
+            for _ in range(1000):  # the run's summary follows its last batch (and the rollups' step)
+                done = re.findall(r"usage retention: deleted (\d+) records", cp.stderr_text())
+                if sum(int(n) for n in done) >= OLD_RECORDS:
                     break
                 await asyncio.sleep(0.02)
         finally:
@@ -72,7 +73,9 @@ async def test_backlog_pruned_in_batches_while_leases_stay_fast(migrated_db_url:
     log = cp.stderr_text()
     sizes = [int(n) for n in re.findall(r"deleted a batch of (\d+) records", log)]
     assert sum(sizes) == OLD_RECORDS and max(sizes) <= BATCH_ROWS and len(sizes) >= OLD_RECORDS // BATCH_ROWS
-    assert "usage retention: deleted 20000 records" in log
+    # One run's summary, or several when a run failed under load and the next finished the backlog.
+    summaries = [int(n) for n in re.findall(r"usage retention: deleted (\d+) records", log)]
+    assert sum(summaries) == OLD_RECORDS, summaries
     p99 = FloodResult.p99(latencies)
     print(f"\n{migrated_db_url.split(':')[0]}: {len(latencies)} leases while pruning {OLD_RECORDS} records in "
           f"{len(sizes)} batches: p99 {p99 * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms; "
