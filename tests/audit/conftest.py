@@ -14,8 +14,11 @@ import pytest_asyncio
 
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess, start_data_plane
+from tests.support.fake_dns import fake_dns
 from tests.support.planes import ControlPlaneProcess, start_control_plane
 from tests.support.provision import Provisioned, Provisioner, provision_all_families
+
+__all__ = ["fake_dns"]
 
 _AUDIT_DIR = Path(__file__).parent
 MAX_BODY_BYTES = 1 << 20

@@ -175,23 +175,6 @@ async def test_names_only_the_nodes_can_resolve_are_left_to_the_connect_time_che
         assert (await _status(_create(strict, f"n{i}", url)))[0] == grpc.StatusCode.OK, url
 
 
-@pytest.fixture
-def fake_dns() -> Iterator[dict[str, list[str]]]:
-    answers: dict[str, list[str]] = {}
-
-    async def resolve(host: str, port: int) -> list[str]:
-        if host not in answers:
-            raise OSError(f"no such name {host}")
-        return answers[host]
-
-    saved = egress.resolve
-    egress.resolve = resolve
-    try:
-        yield answers
-    finally:
-        egress.resolve = saved
-
-
 async def test_the_node_refuses_every_refused_form_a_resolver_can_answer(
     fake_dns: dict[str, list[str]],
 ) -> None:

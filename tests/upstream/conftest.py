@@ -12,6 +12,10 @@ from typing import Any, TypeVar
 import pytest
 import uvloop
 
+from tests.support.fake_dns import fake_dns
+
+__all__ = ["fake_dns"]
+
 T = TypeVar("T")
 Run = Callable[[Coroutine[Any, Any, T]], T]
 SCENARIO_TIMEOUT_S = 30.0

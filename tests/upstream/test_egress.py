@@ -7,12 +7,11 @@ address must not see a single connection, let alone a byte.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 
 import pytest
 from odock.egress import DEFAULT_POLICY, EgressPolicyError, denied_range, parse_spec, policy_for
 
-from data_plane.upstream import UpstreamUnreachable, egress
+from data_plane.upstream import UpstreamUnreachable
 from data_plane.upstream.egress import EGRESS, EgressDenied
 from tests.upstream.conftest import Run
 from tests.upstream.server import Server
@@ -72,24 +71,6 @@ def test_allow_list_widens_only_what_it_names() -> None:
 def test_bad_allow_list_entries_are_refused(entry: str) -> None:
     with pytest.raises(EgressPolicyError):
         parse_spec(f"127.0.0.1,{entry}")
-
-
-@pytest.fixture
-def fake_dns() -> Iterator[dict[str, list[str]]]:
-    """A resolver seam: names resolve to what the test says (DNS that changed since create time)."""
-    answers: dict[str, list[str]] = {}
-
-    async def resolve(host: str, port: int) -> list[str]:
-        if host not in answers:
-            raise OSError(f"no such name {host}")
-        return answers[host]
-
-    saved = egress.resolve
-    egress.resolve = resolve
-    try:
-        yield answers
-    finally:
-        egress.resolve = saved
 
 
 def test_refused_address_gets_no_connection_and_the_request_an_egress_error(run: Run[None]) -> None:
