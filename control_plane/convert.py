@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock import keyformat
-from odock.v1 import admin_tokens_pb2, common_pb2, credentials_pb2, keys_pb2, models_pb2, orgs_pb2
 
 from control_plane.store.tables import AdminTokenRow, CredentialRow, ModelRow, OrgRow, VirtualKeyRow
 from control_plane.tiers import LIMIT_FIELDS, LimitSet, Tier, effective_limits
+from odock import keyformat
+from odock.v1 import admin_tokens_pb2, common_pb2, credentials_pb2, keys_pb2, models_pb2, orgs_pb2
 
 
 def has_field(msg: Message, name: str) -> bool:
@@ -46,11 +46,6 @@ def limits_to_proto(limits: LimitSet) -> common_pb2.Limits:
         if value is not None:
             setattr(msg, name, value)
     return msg
-
-
-def limits_from_proto(msg: common_pb2.Limits) -> LimitSet:
-    """Limits -> LimitSet (unset stays None)."""
-    return LimitSet(**{name: getattr(msg, name) if has_field(msg, name) else None for name in LIMIT_FIELDS})
 
 
 def org_overrides(row: OrgRow) -> LimitSet:

@@ -17,13 +17,3 @@ def new_id(prefix: str) -> str:
     body = base64.b32encode(secrets.token_bytes(16)).decode("ascii").rstrip("=").lower()
     return f"{prefix}_{body}"
 
-
-def looks_like(value: str, prefix: str) -> bool:
-    """True when ``value`` has the shape of an id with ``prefix``."""
-    head, sep, body = value.partition("_")
-    return (
-        bool(sep)
-        and head == prefix
-        and len(body) == 26
-        and all(c in "abcdefghijklmnopqrstuvwxyz234567" for c in body)
-    )

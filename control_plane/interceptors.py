@@ -20,16 +20,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import grpc
-from odock import keyformat
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.errors import DomainError, PermissionDenied, Unauthenticated, status_of
 from control_plane.metrics import NODE_STREAM_KINDS, UNKNOWN, ControlPlaneMetrics
 from control_plane.settings import Settings
 from control_plane.store.repositories import admin_tokens
+from odock import keyformat
 
 NODE_SERVICE_PREFIX = "/odock.v1.NodeService/"
-ADMIN_PREFIX = "/odock.v1."
 OPEN_PREFIXES = (
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1alpha.ServerReflection/",

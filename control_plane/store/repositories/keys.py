@@ -40,14 +40,3 @@ async def list_page(
     scope = f"keys:{org_id}:{int(include_revoked)}"
     return await pages.fetch_page(session, stmt, VirtualKeyRow.id, scope=scope, after=after, size=size)
 
-
-async def referencing_model(session: AsyncSession, org_id: str, model_name: str) -> list[VirtualKeyRow]:
-    """Unrevoked keys of the org whose explicit scope names ``model_name``."""
-    rows = await session.scalars(
-        select(VirtualKeyRow).where(
-            VirtualKeyRow.org_id == org_id,
-            VirtualKeyRow.revoked.is_(False),
-            VirtualKeyRow.all_models.is_(False),
-        )
-    )
-    return [r for r in rows if model_name in r.models]
