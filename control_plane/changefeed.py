@@ -22,14 +22,14 @@ from typing import Protocol
 
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import node_pb2
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from control_plane.store import changes
 from control_plane.store.db import is_postgres
 from control_plane.store.tables import ChangeRow
+from odock.v1 import node_pb2
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("odock.control_plane.changefeed")
 
 CHANNEL = "odock_changes"
 PAGE = 500

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.store import changes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("odock.control_plane.dbcheck")
 
 LIVENESS_SERVICE = "liveness"
 FAILURES_TO_FLIP = 2

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from google.protobuf import descriptor_pool
-from odock.v1 import node_pb2
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -32,7 +31,9 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-log = logging.getLogger(__name__)
+from odock.v1 import node_pb2
+
+log = logging.getLogger("odock.control_plane.metrics")
 
 UNKNOWN = "unknown"
 RPC_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
