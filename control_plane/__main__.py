@@ -19,12 +19,12 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
 import prometheus_client
-from odock.envconfig import LogSettings
-from odock.logfmt import LogSetup
-from odock.version import add_version_flag
 
 from control_plane.logs import configure, database_password, secret_values
 from control_plane.settings import Settings, SettingsError, database_url_from_env
+from odock.envconfig import LogSettings
+from odock.logfmt import LogSetup
+from odock.version import add_version_flag
 
 PROG = "control-plane"
 

@@ -17,9 +17,8 @@ import socket
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
-from odock.egress import EgressPolicy, IPAddress
-
 from control_plane.errors import InvalidArgument
+from odock.egress import EgressPolicy, IPAddress
 
 log = logging.getLogger("odock.control_plane.egress")
 

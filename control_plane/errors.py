@@ -6,7 +6,9 @@
      ├── InvalidArgument        -> INVALID_ARGUMENT   ("field: what is wrong")
      ├── FailedPrecondition     -> FAILED_PRECONDITION
      ├── PermissionDenied       -> PERMISSION_DENIED
-     └── Unauthenticated        -> UNAUTHENTICATED
+     ├── Unauthenticated        -> UNAUTHENTICATED
+     ├── Unavailable            -> UNAVAILABLE         (try again, possibly on another replica)
+     └── DataLoss               -> DATA_LOSS           (stored data cannot be read back)
 
 Anything else reaching the RPC boundary is logged and answered with INTERNAL
 and a fixed message: a stack trace never reaches the client.
@@ -72,6 +74,18 @@ class Unauthenticated(DomainError):
     """No valid credential was presented."""
 
     code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class Unavailable(DomainError):
+    """The service cannot answer now; the caller should retry (here or on another replica)."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DataLoss(DomainError):
+    """Stored data cannot be read back (e.g. a credential that no longer decrypts)."""
+
+    code = grpc.StatusCode.DATA_LOSS
 
 
 def is_unique_violation(exc: IntegrityError) -> bool:

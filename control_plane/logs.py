@@ -16,13 +16,13 @@ from __future__ import annotations
 import base64
 from typing import TextIO
 
-from odock import logfmt
-from odock.envconfig import LogSettings
-from odock.logfmt import LogSetup
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from control_plane.settings import Settings
+from odock import logfmt
+from odock.envconfig import LogSettings
+from odock.logfmt import LogSetup
 
 # Their debug output includes statement parameters (digests, ciphertext, URLs), or is chatter.
 QUIET_LOGGERS = ("sqlalchemy", "aiosqlite", "psycopg", "alembic", "aiohttp.access", "grpc._cython")

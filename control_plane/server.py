@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from odock.metricsserver import MetricsServer, serve_metrics
-from odock.v1 import (
-    admin_tokens_pb2,
-    admin_tokens_pb2_grpc,
-    credentials_pb2,
-    credentials_pb2_grpc,
-    keys_pb2,
-    keys_pb2_grpc,
-    models_pb2,
-    models_pb2_grpc,
-    node_pb2,
-    node_pb2_grpc,
-    orgs_pb2,
-    orgs_pb2_grpc,
-    usage_pb2,
-    usage_pb2_grpc,
-)
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from control_plane.changefeed import ChangeFeed
@@ -50,6 +30,24 @@ from control_plane.store import db
 from control_plane.store.background import BackgroundDatabase
 from control_plane.usage.priority import GovernanceFirst
 from control_plane.usage.retention import RetentionPolicy, RetentionTask
+from odock.metricsserver import MetricsServer, serve_metrics
+from odock.readyfile import write_ready_file
+from odock.v1 import (
+    admin_tokens_pb2,
+    admin_tokens_pb2_grpc,
+    credentials_pb2,
+    credentials_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
+    node_pb2,
+    node_pb2_grpc,
+    orgs_pb2,
+    orgs_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
+)
 
 log = logging.getLogger("odock.control_plane")
 
@@ -71,7 +69,7 @@ SERVICE_NAMES: tuple[str, ...] = tuple(
 
 
 # Data planes ping every 10 s, also between calls, to notice a vanished replica
-# (data_plane/governance/client.py); without this the server would answer such
+# (data_plane/governance/link.py); without this the server would answer such
 # pings with GOAWAY "too_many_pings" after two of them.
 KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
@@ -170,8 +168,7 @@ async def start(settings: Settings) -> RunningServer:
         admin_tokens_pb2_grpc.add_AdminTokenServiceServicer_to_server(AdminTokenServicer(deps), server)
         node_pb2_grpc.add_NodeServiceServicer_to_server(
             NodeServicer(
-                sessionmaker,
-                settings,
+                deps,
                 feed,
                 usage_observer=metrics,
                 usage_store=background,
@@ -214,15 +211,6 @@ async def start(settings: Settings) -> RunningServer:
     )  # fmt: skip
 
 
-def write_ready_file(path: Path, address: str, metrics: str | None = None) -> None:
-    """Atomically write ``{"grpc": address, "pid": N}`` (and ``"metrics": HOST:PORT``) to ``path``."""
-    content: dict[str, object] = {"grpc": address, "pid": os.getpid()}
-    if metrics is not None:
-        content["metrics"] = metrics
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content), encoding="utf-8")
-    os.replace(tmp, path)
-
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then stop gracefully."""
@@ -237,7 +225,7 @@ async def serve(settings: Settings) -> None:
     try:
         if settings.ready_file is not None:
             shown = running.metrics_server.address if running.metrics_server is not None else None
-            write_ready_file(settings.ready_file, running.address, shown)
+            write_ready_file(settings.ready_file, "grpc", running.address, shown)
         await stop.wait()
         log.info("shutting down (grace %.1fs)", settings.grace_seconds)
     finally:

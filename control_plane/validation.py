@@ -8,10 +8,10 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from google.protobuf.duration_pb2 import Duration
-from odock import keyformat
-from odock.v1 import common_pb2
 
 from control_plane.errors import InvalidArgument
+from odock import keyformat
+from odock.v1 import common_pb2
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")

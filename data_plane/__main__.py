@@ -8,13 +8,13 @@ import gc
 import sys
 
 import prometheus_client
-from odock.envconfig import LogSettings
-from odock.version import add_version_flag
 
 from data_plane.logs import configure, secret_values
 from data_plane.server import serve
 from data_plane.settings import Settings, SettingsError, process_environ
 from data_plane.supervisor import supervise
+from odock.envconfig import LogSettings
+from odock.version import add_version_flag
 
 # Under load the collector cost a worker about 8-9 us of CPU per request at the default thresholds
 # (issue 6, chat at 64 connections: 0.47 s in 847 collections over ~50,000 requests, the full ones

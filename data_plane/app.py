@@ -12,7 +12,6 @@ from aiohttp.http import HttpVersion11
 from data_plane import logs
 from data_plane.body import too_large
 from data_plane.errors import ANTHROPIC, GEMINI, OPENAI, VLLM, GatewayError, render
-from data_plane.gateway import make_handler
 from data_plane.limits import stamp_limit_headers
 from data_plane.listing import (
     GEMINI_MODEL_ROUTE,
@@ -24,6 +23,7 @@ from data_plane.listing import (
     speaks_anthropic,
 )
 from data_plane.metrics import METRICS, DataPlaneMetrics
+from data_plane.native import make_handler
 from data_plane.observe import OBSERVATION, observed, stamp_overhead
 from data_plane.providers import ENDPOINTS, LOCAL_ROUTES
 from data_plane.settings import Settings

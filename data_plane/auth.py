@@ -8,9 +8,9 @@ logged, or echoed in an error message.
 from __future__ import annotations
 
 from aiohttp import web
-from odock import keyformat
 
 from data_plane.errors import GatewayError
+from odock import keyformat
 
 MISSING_KEY = (
     "Missing API key: send it as 'Authorization: Bearer <key>', 'x-api-key', 'x-goog-api-key' or '?key='"

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from odock.metricsserver import DETAILS_PATH, shown_address
 from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
+
+from odock.metricsserver import DETAILS_PATH, shown_address
 
 STATUS_GLOB = "status-*.json"
 

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from aiohttp import web
+
 from odock.v1 import common_pb2
 
 OPENAI = common_pb2.PROVIDER_FAMILY_OPENAI

@@ -22,8 +22,8 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from data_plane.errors import ANTHROPIC, GEMINI, VLLM, GatewayError, clip, family_name
-from data_plane.gateway import authorize, not_allowed, not_found, unavailable, valid_model_name
-from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, ModelSummary
+from data_plane.governance.domain import ControlPlaneUnavailable, KeyGrant, ModelSummary
+from data_plane.native import authorize, not_allowed, not_found, unavailable, valid_model_name
 from data_plane.state import STATE, NodeState
 
 ANTHROPIC_VERSION = "anthropic-version"

@@ -32,11 +32,10 @@ import time
 from datetime import UTC, datetime
 from typing import NamedTuple, TextIO
 
+from data_plane.settings import Settings
 from odock import logfmt
 from odock.envconfig import LogSettings
 from odock.logfmt import LogSetup, Redacting
-
-from data_plane.settings import Settings
 
 # Chatter (access logs are off anyway: the request log replaces them), or gRPC internals.
 QUIET_LOGGERS = ("aiohttp.access", "grpc._cython", "asyncio")

@@ -23,13 +23,11 @@ import re
 import secrets
 import signal
 import socket
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
-from odock.metricsserver import MetricsServer, serve_metrics
 from prometheus_client import generate_latest
 
 from data_plane.app import build_app, family_for_path
@@ -37,6 +35,8 @@ from data_plane.errors import GatewayError, error_body
 from data_plane.metrics import METRICS, multiprocess_registry
 from data_plane.settings import Settings
 from data_plane.state import STATE
+from odock.metricsserver import MetricsServer, serve_metrics
+from odock.readyfile import write_ready_file
 
 log = logging.getLogger("odock.data_plane")
 
@@ -221,15 +221,6 @@ def listening_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def write_ready_file(path: Path, address: str, metrics: str | None = None) -> None:
-    """Atomically write ``{"http": address, "pid": N}`` (and ``"metrics": HOST:PORT`` when serving them)."""
-    content: dict[str, object] = {"http": address, "pid": os.getpid()}
-    if metrics is not None:
-        content["metrics"] = metrics
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(content), encoding="utf-8")
-    os.replace(tmp, path)
-
 
 async def start_metrics(app: web.Application, settings: Settings) -> MetricsServer | None:
     """This worker's ``/metrics`` listener when ``ODOCK_DP_METRICS_LISTEN`` is set (not for supervised workers)."""
@@ -276,7 +267,7 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     if metrics_server is not None:
         log.info("metrics on http://%s/metrics", metrics_server.address)
     if settings.ready_file is not None:
-        write_ready_file(settings.ready_file, address, metrics_server.address if metrics_server else None)
+        write_ready_file(settings.ready_file, "http", address, metrics_server.address if metrics_server else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

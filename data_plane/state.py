@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from data_plane.governance.cache import GovernanceCache
-from data_plane.governance.client import NodeClient
-from data_plane.governance.types import Link
+from data_plane.governance.domain import Link
+from data_plane.governance.link import NodeClient
 from data_plane.governance.watch import Watcher
 from data_plane.limits import Limiter
 from data_plane.metrics import METRICS

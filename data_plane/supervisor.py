@@ -28,8 +28,9 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from data_plane.details import forget_worker, serve_supervisor
 from data_plane.metrics import multiprocess_registry
-from data_plane.server import listening_socket, write_ready_file
+from data_plane.server import listening_socket
 from data_plane.settings import METRICS_DIR_VAR, Settings
+from odock.readyfile import write_ready_file
 
 log = logging.getLogger("odock.data_plane.supervisor")
 
@@ -101,7 +102,7 @@ def supervise(settings: Settings, environ: dict[str, str]) -> int:
             pids = [json.loads(r.read_text())["pid"] for r in readies]
             log.info("data plane serving on %s with %d workers %s", listen, len(procs), pids)
             if settings.ready_file is not None:
-                write_ready_file(settings.ready_file, listen, metrics_address)
+                write_ready_file(settings.ready_file, "http", listen, metrics_address)
         while not stopping:
             for i, proc in enumerate(procs):
                 if proc.poll() is not None:

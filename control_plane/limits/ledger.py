@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 
-from odock.limitmetrics import BUDGET, MONTHLY_SPEND, MONTHLY_TOKENS
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +20,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from control_plane.limits.windows import Window
 from control_plane.store.tables import LimitCounterRow, LimitLeaseRow, UsageRollupRow, utcnow
+from odock.limitmetrics import BUDGET, MONTHLY_SPEND, MONTHLY_TOKENS
 
 PICOS_PER_MICRO = 1_000_000
 # Optimistic retries of a grant that lost a race with another replica.

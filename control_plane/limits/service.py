@@ -19,15 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.limitmetrics import (
-    BUDGET,
-    MONTHLY_SPEND,
-    MONTHLY_TOKENS,
-    REQUESTS_PER_MINUTE,
-    RETURNABLE,
-    TOKENS_PER_MINUTE,
-)
-from odock.v1 import node_pb2
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane import tiers
@@ -38,6 +29,15 @@ from control_plane.limits import ledger
 from control_plane.limits.windows import KEY_METRICS, ORG_METRICS, window_for
 from control_plane.store import changes
 from control_plane.store.tables import OrgRow, VirtualKeyRow
+from odock.limitmetrics import (
+    BUDGET,
+    MONTHLY_SPEND,
+    MONTHLY_TOKENS,
+    REQUESTS_PER_MINUTE,
+    RETURNABLE,
+    TOKENS_PER_MINUTE,
+)
+from odock.v1 import node_pb2
 
 log = logging.getLogger("odock.control_plane.limits")
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from odock import keyformat
-from odock.v1 import admin_tokens_pb2, admin_tokens_pb2_grpc
 
 from control_plane import convert, ids, validation
 from control_plane.interceptors import current_principal
 from control_plane.services import Deps
 from control_plane.store.repositories import admin_tokens, orgs
 from control_plane.store.tables import AdminTokenRow, utcnow
+from odock import keyformat
+from odock.v1 import admin_tokens_pb2, admin_tokens_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 

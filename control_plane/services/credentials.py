@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from odock.v1 import credentials_pb2, credentials_pb2_grpc, node_pb2
 
 from control_plane import convert, ids, validation
 from control_plane.crypto import CryptoError, Envelope, encrypt, rewrap
@@ -15,6 +14,7 @@ from control_plane.services import Deps
 from control_plane.store import changes
 from control_plane.store.repositories import credentials, orgs, pages
 from control_plane.store.tables import CredentialRow, utcnow
+from odock.v1 import credentials_pb2, credentials_pb2_grpc, node_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 # Below this length the last four characters would give away too much of the secret.

@@ -6,8 +6,6 @@ from datetime import datetime
 from typing import Any
 
 import grpc
-from odock import keyformat
-from odock.v1 import keys_pb2, keys_pb2_grpc, node_pb2
 
 from control_plane import convert, ids, validation
 from control_plane.errors import AlreadyExists, FailedPrecondition, InvalidArgument
@@ -16,6 +14,8 @@ from control_plane.services import Deps, mask_paths
 from control_plane.store import changes
 from control_plane.store.repositories import keys, models, orgs, pages
 from control_plane.store.tables import VirtualKeyRow, utcnow
+from odock import keyformat
+from odock.v1 import keys_pb2, keys_pb2_grpc, node_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "budget_micros")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from odock.v1 import common_pb2, models_pb2, models_pb2_grpc, node_pb2
 
 from control_plane import convert, egress, ids, validation
 from control_plane.errors import AlreadyExists, InvalidArgument, NotFound
@@ -14,6 +13,7 @@ from control_plane.services import Deps, mask_paths
 from control_plane.store import changes
 from control_plane.store.repositories import credentials, models, orgs, pages
 from control_plane.store.tables import CredentialRow, ModelRow, utcnow
+from odock.v1 import common_pb2, models_pb2, models_pb2_grpc, node_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 PRICING_FIELDS = ("input_per_mtok_micros", "output_per_mtok_micros", "cached_input_per_mtok_micros")

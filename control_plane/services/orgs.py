@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from odock.v1 import node_pb2, orgs_pb2, orgs_pb2_grpc
 
 from control_plane import convert, ids, validation
 from control_plane.errors import (
@@ -21,6 +20,7 @@ from control_plane.store import changes
 from control_plane.store.repositories import orgs, pages
 from control_plane.store.tables import OrgRow, utcnow
 from control_plane.tiers import DEFAULT_TIER, LIMIT_FIELDS, TIERS
+from odock.v1 import node_pb2, orgs_pb2, orgs_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 ORG_ADMIN_FORBIDDEN = ("tier", "limits")

@@ -6,7 +6,6 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import usage_pb2, usage_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane import validation
@@ -14,6 +13,7 @@ from control_plane.errors import InvalidArgument, NotFound
 from control_plane.interceptors import current_principal
 from control_plane.store.tables import UsageRecordRow
 from control_plane.usage import listing, records, totals
+from odock.v1 import usage_pb2, usage_pb2_grpc
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 MAX_ID = 128

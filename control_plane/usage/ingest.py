@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
 import grpc
-from odock.v1 import node_pb2
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -33,6 +32,7 @@ from control_plane.store.tables import utcnow
 from control_plane.usage import bulk
 from control_plane.usage.priority import GovernanceFirst
 from control_plane.usage.records import ROLLUP_COUNTERS, BadRecord, Prepared, prepare
+from odock.v1 import node_pb2
 
 log = logging.getLogger("odock.control_plane.usage")
 

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import usage_pb2
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +16,7 @@ from control_plane.errors import InvalidArgument
 from control_plane.store.repositories import pages
 from control_plane.store.tables import UsageRecordRow
 from control_plane.usage.records import MAX_SECONDS, to_proto
+from odock.v1 import usage_pb2
 
 R = UsageRecordRow
 DEFAULT_PAGE_SIZE = 50

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import node_pb2
 
 from control_plane.store.tables import UsageRecordRow
+from odock.v1 import node_pb2
 
 SECONDS_PER_HOUR = 3600
 HOURS_PER_DAY = 24

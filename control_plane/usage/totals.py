@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import common_pb2, usage_pb2
 from sqlalchemy import BigInteger, ColumnElement, case, func, literal, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +18,7 @@ from control_plane.errors import InvalidArgument
 from control_plane.store.repositories import pages
 from control_plane.store.tables import UsageRollupRow
 from control_plane.usage.records import HOURS_PER_DAY, ROLLUP_COUNTERS, SECONDS_PER_HOUR
+from odock.v1 import common_pb2, usage_pb2
 
 R = UsageRollupRow
 OUTCOME_COLUMNS = (

@@ -25,7 +25,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
-from data_plane.governance.types import (
+from data_plane.governance.domain import (
     ControlPlaneUnavailable,
     KeyGrant,
     KeyRejected,

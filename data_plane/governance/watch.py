@@ -26,12 +26,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 import grpc
-from odock.v1 import node_pb2
 
 from data_plane.governance.cache import GovernanceCache
-from data_plane.governance.client import NodeClient
-from data_plane.governance.types import Link
+from data_plane.governance.domain import Link
+from data_plane.governance.link import NodeClient
 from data_plane.settings import Settings
+from odock.v1 import node_pb2
 
 log = logging.getLogger("odock.data_plane.watch")
 

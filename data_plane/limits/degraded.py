@@ -27,15 +27,14 @@ from calendar import monthrange
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from odock.limitmetrics import MONEY, MONTHLY, PER_MINUTE, RETURNABLE
-
 from data_plane.errors import GatewayError
-from data_plane.governance.types import Link
-from data_plane.limits.fills import Fills
+from data_plane.governance.domain import Link
 from data_plane.limits.lanes import Lane
+from data_plane.limits.leases import Fills
 from data_plane.limits.pools import PICOS_PER_USD, Pool, adjustment, scale
 from data_plane.limits.rules import Denial, refusal
 from data_plane.settings import LimitSettings
+from odock.limitmetrics import MONEY, MONTHLY, PER_MINUTE, RETURNABLE
 
 if TYPE_CHECKING:
     from data_plane.limits.limiter import LeaseSource

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from data_plane.governance.types import Pricing
+from data_plane.governance.domain import Pricing
 from data_plane.payload import JsonFacts
 
 # Endpoints whose answers carry no generated tokens (embeddings, pooling, tokenizer...).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from data_plane.governance.types import KeyGrant, Pricing
+from data_plane.governance.domain import KeyGrant, Pricing
 from data_plane.limits.admission import ADMISSION
 from data_plane.limits.estimate import estimate
 from data_plane.limits.limiter import Limiter

@@ -13,6 +13,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from data_plane.governance.domain import GrantLimits, KeyGrant
+from data_plane.limits.pools import PICOS_PER_MICRO, Pool, PoolKey
+from data_plane.limits.rules import Denial
 from odock.limitmetrics import (
     BUDGET,
     MONEY,
@@ -21,10 +24,6 @@ from odock.limitmetrics import (
     REQUESTS_PER_MINUTE,
     TOKENS_PER_MINUTE,
 )
-
-from data_plane.governance.types import GrantLimits, KeyGrant
-from data_plane.limits.pools import PICOS_PER_MICRO, Pool, PoolKey
-from data_plane.limits.rules import Denial
 
 if TYPE_CHECKING:
     from data_plane.limits.admission import Admission

@@ -21,11 +21,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from odock.limitmetrics import MONEY, RETURNABLE
-from odock.v1 import node_pb2
-
 from data_plane.errors import GatewayError
-from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, Link
+from data_plane.governance.domain import ControlPlaneUnavailable, KeyGrant, Link
 from data_plane.limits.admission import Admission
 from data_plane.limits.degraded import Degraded
 from data_plane.limits.estimate import Estimate
@@ -33,6 +30,8 @@ from data_plane.limits.lanes import MONEY_KIND, REQUESTS, TOKENS, Lane, Plan, Wa
 from data_plane.limits.pools import Pool, PoolKey, adjustment, scale
 from data_plane.limits.rules import refusal, unavailable
 from data_plane.settings import LimitSettings
+from odock.limitmetrics import MONEY, RETURNABLE
+from odock.v1 import node_pb2
 
 log = logging.getLogger("odock.data_plane.limits")
 

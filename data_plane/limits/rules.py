@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from odock.limitmetrics import MONTHLY_SPEND, MONTHLY_TOKENS, PER_MINUTE, REQUESTS_PER_MINUTE
-
 from data_plane.errors import GatewayError
+from odock.limitmetrics import MONTHLY_SPEND, MONTHLY_TOKENS, PER_MINUTE, REQUESTS_PER_MINUTE
 
 RETRY_AFTER_UNAVAILABLE = 5
 

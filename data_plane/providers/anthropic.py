@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from odock.v1 import common_pb2
-
 from data_plane.providers.endpoint import Dialect, Endpoint
+from odock.v1 import common_pb2
 
 FAMILY = common_pb2.PROVIDER_FAMILY_ANTHROPIC
 # Anthropic refuses requests without a version header; the SDK always sends one, curl may not.

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from odock.v1 import common_pb2
-
 from data_plane.providers.endpoint import BodyKind, Dialect, Endpoint, ModelIn, Streams
+from odock.v1 import common_pb2
 
 FAMILY = common_pb2.PROVIDER_FAMILY_VLLM
 PREFIX = "/v1/vllm"

@@ -25,9 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import TypeVar
 
-from odock.egress import EgressPolicy, IPAddress
-
 from data_plane.errors import GatewayError
+from odock.egress import EgressPolicy, IPAddress
 
 log = logging.getLogger("odock.data_plane.egress")
 

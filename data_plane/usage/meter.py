@@ -24,11 +24,10 @@ import logging
 import time
 from typing import Protocol
 
-from odock.v1 import common_pb2, node_pb2
-
-from data_plane.governance.types import Pricing
+from data_plane.governance.domain import Pricing
 from data_plane.usage.shapes import Shape
 from data_plane.usage.tokens import Usage
+from odock.v1 import common_pb2, node_pb2
 
 log = logging.getLogger("odock.data_plane.usage")
 

@@ -39,12 +39,12 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import grpc
-from odock.v1 import node_pb2
 
 from data_plane.settings import UsageSettings
 from data_plane.usage.spool import FullPolicy, Spool
 from data_plane.usage.supervisor import supervise
 from data_plane.usage.wal import Batch, Journal
+from odock.v1 import node_pb2
 
 log = logging.getLogger("odock.data_plane.usage")
 

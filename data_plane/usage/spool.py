@@ -30,10 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from odock.v1 import node_pb2
-
 from data_plane.usage.disk import Disk, create_locked, dir_bytes, lock_unowned, why
 from data_plane.usage.frames import HEADER_SIZE, frame, scan
+from odock.v1 import node_pb2
 
 log = logging.getLogger("odock.data_plane.usage")
 

@@ -35,10 +35,9 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from odock.v1 import node_pb2
-
 from data_plane.settings import UsageSettings
 from data_plane.usage.spool import Entry, Spool
+from odock.v1 import node_pb2
 
 log = logging.getLogger("odock.data_plane.usage")
 

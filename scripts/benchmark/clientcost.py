@@ -6,7 +6,7 @@ Sends N keep-alive requests (sequential, then concurrent) to the fast fake upstr
 request:
 
 - ``aiohttp``: the ``ClientSession`` exactly as ``data_plane/state.py`` built it before the lean
-  client replaced it, used the way ``data_plane/proxy.py`` used it (request, buffered read with
+  client replaced it, used the way ``data_plane/relay.py`` used it (request, buffered read with
   ``read_nowait``/``readany``, release);
 - ``lean``: ``data_plane.upstream`` (asyncio.Protocol + httptools, one ``write`` per request).
 

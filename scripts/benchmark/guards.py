@@ -16,7 +16,7 @@ import timeit
 from collections.abc import Callable
 from typing import cast
 
-from data_plane.proxy import response_headers
+from data_plane.relay import response_headers
 from data_plane.scrub import Secret, secret_for
 from data_plane.sse import EventSplitter
 from data_plane.upstream import UpstreamResponse

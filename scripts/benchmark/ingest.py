@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 
+from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 from scripts.benchmark import report
 from scripts.benchmark.pgserver import start_pg
 from scripts.benchmark.stack import REPO_ROOT

@@ -23,12 +23,12 @@ from collections.abc import Callable
 from typing import Any
 
 from multidict import CIMultiDict
-from odock.v1 import node_pb2
 
-from data_plane.governance.types import GrantLimits, KeyGrant, Link, Pricing
+from data_plane.governance.domain import GrantLimits, KeyGrant, Link, Pricing
 from data_plane.limits import ADMISSION, Limiter, estimate, stamp_limit_headers
 from data_plane.payload import inspect_json
 from data_plane.settings import LimitSettings
+from odock.v1 import node_pb2
 
 HUGE = 10**12
 BODY = b'{"model": "bench-gpt", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16}'

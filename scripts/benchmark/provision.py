@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from odock.v1 import common_pb2, keys_pb2, orgs_pb2
-
 from tests.support.provision import Provisioner, unique_name
 
 CHAT_MODEL = "bench-gpt"

@@ -31,8 +31,7 @@ START_TIMEOUT_S = 60.0
 def python_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This environment minus ODOCK_* settings, with the repository importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ODOCK_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), str(REPO_ROOT / "proto"),
-                                                      os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
     env.update(extra or {})
     return env
 

@@ -4,10 +4,10 @@ trailing slashes, upper case, dot segments, escaped letters; a query is no part 
 from __future__ import annotations
 
 import pytest
-from odock.v1 import common_pb2
 
 from control_plane import validation
 from control_plane.errors import InvalidArgument
+from odock.v1 import common_pb2
 
 OPENAI = common_pb2.PROVIDER_FAMILY_OPENAI
 ANTHROPIC = common_pb2.PROVIDER_FAMILY_ANTHROPIC

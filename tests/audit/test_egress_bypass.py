@@ -23,15 +23,15 @@ import httpx
 import pytest
 import pytest_asyncio
 from google.protobuf.field_mask_pb2 import FieldMask
-from odock import keyformat
-from odock.egress import DEFAULT_POLICY, EgressPolicyError, parse_spec, policy_for
-from odock.v1 import admin_tokens_pb2, admin_tokens_pb2_grpc, common_pb2, credentials_pb2, models_pb2
 
 from control_plane import validation
 from data_plane.providers import ENDPOINTS
 from data_plane.upstream import UpstreamUnreachable, egress
 from data_plane.upstream.egress import EGRESS, EgressDenied, allowed_hosts
 from data_plane.upstream.url import split_url
+from odock import keyformat
+from odock.egress import DEFAULT_POLICY, EgressPolicyError, parse_spec, policy_for
+from odock.v1 import admin_tokens_pb2, admin_tokens_pb2_grpc, common_pb2, credentials_pb2, models_pb2
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess, start_data_plane
 from tests.support.planes import ControlPlaneProcess, start_control_plane

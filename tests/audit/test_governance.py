@@ -11,8 +11,8 @@ import openai
 import pytest
 from google.genai import errors as genai_errors
 from google.protobuf import field_mask_pb2, timestamp_pb2
-from odock.v1 import common_pb2, keys_pb2, models_pb2, orgs_pb2
 
+from odock.v1 import common_pb2, keys_pb2, models_pb2, orgs_pb2
 from tests.audit.shapes import FAMILY_ROUTES, chat_body, error_code
 from tests.e2e.clients import gemini_client, openai_client
 from tests.fakes.provider import FakeProvider

@@ -20,8 +20,8 @@ import pytest
 import pytest_asyncio
 from google.genai import errors as genai_errors
 from google.protobuf import field_mask_pb2
-from odock.v1 import models_pb2
 
+from odock.v1 import models_pb2
 from tests.audit.conftest import MAX_BODY_BYTES
 from tests.audit.shapes import error_code
 from tests.e2e.clients import anthropic_client, gemini_client, openai_client

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from odock.v1 import common_pb2
 
+from odock.v1 import common_pb2
 from tests.cli.runner import Ctl, Result
 from tests.fakes.provider import FakeProvider
 from tests.limits.stack import DP_ENV, MINUTE_SECONDS, error_code, free_port, limited_org, post_chat, start_cp

@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
+
 from odock.v1 import (
     credentials_pb2,
     credentials_pb2_grpc,
@@ -35,8 +36,8 @@ def console_script(name: str, module: str) -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", module]
 
 
-ODOCKCTL = console_script("odockctl", "control_plane.cli.main")
-ODOCK = console_script("odock", "control_plane.local")
+ODOCKCTL = console_script("odockctl", "odockctl.main")
+ODOCK = console_script("odock", "odockctl.local")
 
 
 @dataclass(frozen=True)

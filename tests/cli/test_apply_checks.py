@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from odock import keyformat
 
+from odock import keyformat
 from tests.cli.runner import Ctl, assert_one_line_error
 
 SECRET = {"T_KEY": "sk-test-provider-key-0123"}

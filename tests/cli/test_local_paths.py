@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.local import child_env
+from odockctl.local import child_env
 from tests.cli.runner import ODOCK
 from tests.cli.test_local import _env, _read_until_ready
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 import pytest
-from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 
+from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 from tests.cli.runner import Ctl, assert_one_line_error
 from tests.support.planes import ControlPlaneProcess
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from control_plane.cli.values import (
+from odockctl.values import (
     ValueProblem,
     check_base_url,
     format_duration_ms,

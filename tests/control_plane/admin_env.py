@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+
+from control_plane import server
+from control_plane.settings import Settings
 from odock.v1 import (
     admin_tokens_pb2,
     admin_tokens_pb2_grpc,
@@ -26,9 +29,6 @@ from odock.v1 import (
     orgs_pb2,
     orgs_pb2_grpc,
 )
-
-from control_plane import server
-from control_plane.settings import Settings
 from tests.support.secrets import PlaneSecrets, keks_spec
 
 T = TypeVar("T")

@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from odock import keyformat
-from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from control_plane import ids
@@ -26,6 +24,8 @@ from control_plane.settings import Settings
 from control_plane.store import changes
 from control_plane.store.db import make_engine, make_sessionmaker
 from control_plane.store.tables import CredentialRow, ModelRow, OrgRow, VirtualKeyRow
+from odock import keyformat
+from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 PEPPER = os.urandom(32)
 KEKS = "k1=" + base64.b64encode(os.urandom(32)).decode()

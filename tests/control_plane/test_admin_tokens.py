@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import grpc
-from odock import keyformat
-from odock.v1 import admin_tokens_pb2, models_pb2, orgs_pb2
 from sqlalchemy import select
 
 from control_plane.store.db import make_engine
 from control_plane.store.tables import AdminTokenRow
+from odock import keyformat
+from odock.v1 import admin_tokens_pb2, models_pb2, orgs_pb2
 from tests.control_plane.admin_env import AdminEnv, bearer, expect
 
 

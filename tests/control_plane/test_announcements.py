@@ -6,8 +6,8 @@ from typing import Any
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
-from odock.v1 import credentials_pb2, keys_pb2, models_pb2, node_pb2, orgs_pb2
 
+from odock.v1 import credentials_pb2, keys_pb2, models_pb2, node_pb2, orgs_pb2
 from tests.control_plane.admin_env import AdminEnv, status_of
 
 KIND = node_pb2.InvalidationKind

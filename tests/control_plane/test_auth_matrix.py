@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import odock.v1
 from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
+
+import odock.v1
 from odock import keyformat
 from odock.v1 import (
     admin_tokens_pb2,
@@ -30,7 +31,6 @@ from odock.v1 import (
     orgs_pb2,
     usage_pb2,
 )
-
 from tests.control_plane.admin_env import AdminEnv, Metadata, bearer
 
 S = grpc.StatusCode

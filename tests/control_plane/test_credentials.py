@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import grpc
-from odock.v1 import common_pb2, credentials_pb2, models_pb2, orgs_pb2
 from sqlalchemy import select
 
 from control_plane.crypto import Envelope, Keyring, decrypt
 from control_plane.store.db import make_engine
 from control_plane.store.tables import CredentialRow
+from odock.v1 import common_pb2, credentials_pb2, models_pb2, orgs_pb2
 from tests.control_plane.admin_env import ANTHROPIC, OPENAI, AdminEnv, expect, open_admin_env
 from tests.support.secrets import kek, keks_spec
 

@@ -9,6 +9,9 @@ import grpc
 import pytest
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.field_mask_pb2 import FieldMask
+
+from control_plane.services.models import ModelServicer
+from control_plane.settings import Settings, SettingsError
 from odock.egress import parse_spec
 from odock.sealing import NodeKeyPair
 from odock.v1 import (
@@ -20,9 +23,6 @@ from odock.v1 import (
     orgs_pb2,
     usage_pb2,
 )
-
-from control_plane.services.models import ModelServicer
-from control_plane.settings import Settings, SettingsError
 from tests.control_plane.admin_env import OPENAI, AdminEnv, bearer, expect, open_admin_env
 from tests.support.secrets import PlaneSecrets
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from odock.v1 import orgs_pb2
 
 from control_plane.errors import INTERNAL_MESSAGE, InvalidArgument, NotFound, status_of
+from odock.v1 import orgs_pb2
 from tests.control_plane.admin_env import AdminEnv
 
 

@@ -9,12 +9,12 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock import keyformat
-from odock.v1 import common_pb2, keys_pb2, node_pb2
 from sqlalchemy import select
 
 from control_plane.store.db import make_engine
 from control_plane.store.tables import VirtualKeyRow
+from odock import keyformat
+from odock.v1 import common_pb2, keys_pb2, node_pb2
 from tests.control_plane.admin_env import AdminEnv, bearer, expect
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
+
 from odock import keyformat
 from odock.v1 import common_pb2, credentials_pb2, models_pb2
-
 from tests.control_plane.admin_env import ANTHROPIC, OPENAI, AdminEnv, bearer, expect
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -5,8 +5,8 @@ from __future__ import annotations
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
-from odock.v1 import common_pb2, models_pb2, node_pb2
 
+from odock.v1 import common_pb2, models_pb2, node_pb2
 from tests.control_plane.admin_env import ANTHROPIC, OPENAI, AdminEnv, expect
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -13,13 +13,13 @@ from datetime import UTC, timedelta
 import grpc
 import pytest
 from cryptography.exceptions import InvalidTag
-from odock import keyformat, sealing
-from odock.v1 import common_pb2, node_pb2
 from sqlalchemy import update
 
 from control_plane import ids
 from control_plane.store import changes
 from control_plane.store.tables import CredentialRow, VirtualKeyRow
+from odock import keyformat, sealing
+from odock.v1 import common_pb2, node_pb2
 from tests.control_plane.node_env import (
     PEPPER,
     Env,

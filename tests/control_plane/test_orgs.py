@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
-from odock.v1 import common_pb2, orgs_pb2
 
+from odock.v1 import common_pb2, orgs_pb2
 from tests.control_plane.admin_env import AdminEnv, expect
 
 NOT_FOUND = grpc.StatusCode.NOT_FOUND

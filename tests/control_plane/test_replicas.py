@@ -15,9 +15,9 @@ from typing import TypeAlias
 import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
+
 from odock import keyformat
 from odock.v1 import keys_pb2, keys_pb2_grpc, node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
-
 from tests.support.planes import ControlPlaneProcess, start_control_plane
 from tests.support.postgres import PostgresServer
 from tests.support.secrets import PlaneSecrets

@@ -13,6 +13,11 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
+
+from control_plane.store.db import make_engine, make_sessionmaker
+from control_plane.store.tables import CredentialRow
 from odock import sealing
 from odock.v1 import (
     admin_tokens_pb2,
@@ -27,11 +32,6 @@ from odock.v1 import (
     orgs_pb2,
     orgs_pb2_grpc,
 )
-from sqlalchemy import select, update
-from sqlalchemy.engine import make_url
-
-from control_plane.store.db import make_engine, make_sessionmaker
-from control_plane.store.tables import CredentialRow
 from tests.control_plane.admin_env import AdminEnv, expect
 from tests.support.planes import ControlPlaneProcess, start_control_plane
 from tests.support.secrets import PlaneSecrets, kek

@@ -17,14 +17,14 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf.duration_pb2 import Duration
-from odock import keyformat
-from odock.v1 import keys_pb2, node_pb2
 from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.changefeed import CHANNEL
 from control_plane.store import changes
 from control_plane.store.tables import ChangeRow
+from odock import keyformat
+from odock.v1 import keys_pb2, node_pb2
 from tests.control_plane.admin_env import AdminEnv
 from tests.control_plane.node_env import Env, open_env, record
 from tests.support.postgres import PostgresServer

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
+
 from odock import keyformat
 from odock.v1 import node_pb2, node_pb2_grpc
-
 from tests.usage_cp.env import batch, record
 
 _runs = itertools.count(1)

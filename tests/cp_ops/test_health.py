@@ -16,9 +16,9 @@ import grpc
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from odock.v1 import node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
 
 from control_plane.dbcheck import LIVENESS_SERVICE
+from odock.v1 import node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
 from tests.cp_ops.ops import WAIT_S, bearer, scrape, start_with_metrics, wait_for
 from tests.support import spawn
 from tests.support.postgres import PostgresServer, start_postgres

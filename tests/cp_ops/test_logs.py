@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+
 from odock import keyformat, sealing
 from odock.v1 import node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
-
 from tests.cp_ops.ops import bearer, scrape, start_with_metrics
 from tests.support.provision import Provisioner
 from tests.usage_cp.env import batch, record

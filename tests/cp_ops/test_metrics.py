@@ -10,8 +10,8 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from odock.v1 import node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
 
+from odock.v1 import node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
 from tests.cp_ops.ops import WAIT_S, Scrape, bearer, scrape, start_with_metrics, wait_for
 from tests.usage_cp.env import batch, record
 

@@ -22,7 +22,7 @@ from tests.support.planes import REPO_ROOT
 def run_cli(*args: str, env: Mapping[str, str]) -> subprocess.CompletedProcess[str]:
     """``python -m control_plane ARGS`` with only ``env`` (plus PATH/PYTHONPATH): no secrets at all."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("ODOCK_")}
-    base["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "proto")])
+    base["PYTHONPATH"] = str(REPO_ROOT)
     return subprocess.run(
         [sys.executable, "-m", "control_plane", *args], env={**base, **env}, capture_output=True, text=True,
         timeout=90, stdin=subprocess.DEVNULL, check=False,

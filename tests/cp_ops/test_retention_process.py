@@ -7,12 +7,12 @@ import re
 import time
 from datetime import UTC, datetime, timedelta
 
-from odock.v1 import node_pb2, node_pb2_grpc
 from sqlalchemy import func, select
 
 from control_plane.store.background import BackgroundDatabase
 from control_plane.store.tables import UsageRecordRow
 from control_plane.usage import ingest_batch
+from odock.v1 import node_pb2, node_pb2_grpc
 from tests.cp_ops.flood import FloodResult
 from tests.support.planes import start_control_plane
 from tests.support.provision import Provisioner

@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 import pytest
-from odock.v1 import node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
 
+from odock.v1 import node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
 from tests.cp_ops.ops import bearer, start_with_metrics, wait_for
 
 GRACE_S = 8.0

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from odock import keyformat
 from odock.v1 import keys_pb2
-
 from tests.data_plane.helpers import CHAT_MODEL, FAMILIES, assert_error, chat_call, send
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from data_plane.governance.cache import GovernanceCache
-from data_plane.governance.types import (
+from data_plane.governance.domain import (
     ControlPlaneUnavailable,
     KeyGrant,
     KeyRejected,

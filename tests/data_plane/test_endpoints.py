@@ -8,9 +8,9 @@ from urllib.parse import urlsplit
 import httpx
 import openai
 import pytest
-from odock.v1 import common_pb2
 
 from data_plane.providers import ENDPOINTS, LOCAL_ROUTES, Endpoint
+from odock.v1 import common_pb2
 from tests.data_plane.helpers import CHAT_MODEL, assert_error
 from tests.fakes import multipart
 from tests.fakes.provider import FakeProvider

@@ -15,8 +15,8 @@ from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from google.protobuf import field_mask_pb2
-from odock.v1 import models_pb2
 
+from odock.v1 import models_pb2
 from tests.data_plane.conftest import MAX_BODY
 from tests.data_plane.helpers import CHAT_MODEL, FAMILIES, assert_error, chat_call, send
 from tests.fakes.provider import FakeProvider

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from google.protobuf import field_mask_pb2
-from odock.v1 import models_pb2
 
+from odock.v1 import models_pb2
 from tests.data_plane.helpers import assert_error, chat_call, send
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess, start_data_plane

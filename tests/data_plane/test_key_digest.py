@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
-from odock import keyformat
 
 from data_plane import auth
 from data_plane.errors import GatewayError
+from odock import keyformat
 
 PEPPER = b"p" * 32
 

@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import httpx
-from odock import keyformat
 
+from odock import keyformat
 from tests.control_plane.tls_certs import make_pki
 from tests.data_plane.helpers import assert_error, chat_call
 from tests.support.dataplane import REPO_ROOT, data_plane_env, start_data_plane

@@ -37,7 +37,7 @@ class PlaneVars:
 
 
 # Read by both planes through the shared package (the log settings).
-SHARED_SETTINGS = REPO / "proto" / "odock" / "envconfig.py"
+SHARED_SETTINGS = REPO / "odock" / "envconfig.py"
 
 
 def plane_vars(plane: str) -> PlaneVars:
@@ -53,8 +53,8 @@ def plane_vars(plane: str) -> PlaneVars:
 
 
 def cli_vars() -> frozenset[str]:
-    """Variables odockctl reads (control_plane/cli/settings.py), for prose in deploy/."""
-    source = (REPO / "control_plane" / "cli" / "settings.py").read_text(encoding="utf-8")
+    """Variables odockctl reads (odockctl/settings.py), for prose in deploy/."""
+    source = (REPO / "odockctl" / "settings.py").read_text(encoding="utf-8")
     return frozenset(re.findall(r"environ\.get\(\s*\"(ODOCK_[A-Z0-9_]+)\"", source))
 
 

@@ -19,7 +19,7 @@ SCRIPTS = {
 def script_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test process's environment without ODOCK_* variables, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ODOCK_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(REPO / "proto"), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env
 

@@ -6,8 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import httpx
-from odock import keyformat
 
+from odock import keyformat
 from tests.data_plane.helpers import NativeCall, chat_call
 from tests.fakes.provider import FakeProvider
 from tests.support.provision import Provisioned

@@ -17,10 +17,10 @@ from typing import Any
 
 import httpx
 import pytest
+
 from odock import keyformat
 from odock.logfmt import REDACTED
 from odock.v1 import common_pb2, keys_pb2
-
 from tests.cp_ops.ops import scrape
 from tests.data_plane.helpers import NativeCall, chat_call
 from tests.dp_ops.stack import REQUEST_FIELDS, OpsControlPlane, OpsDataPlane, start_ops_dp

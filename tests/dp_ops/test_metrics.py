@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from odock.v1 import common_pb2, keys_pb2
 
+from odock.v1 import common_pb2, keys_pb2
 from tests.cp_ops.ops import Scrape, wait_for
 from tests.data_plane.helpers import chat_call
 from tests.dp_ops.script import Seen, call, fresh_connections, metrics_script, tally

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
-from odock import keyformat
 
+from odock import keyformat
 from tests.data_plane.helpers import chat_call
 from tests.dp_ops.stack import OpsControlPlane, OpsDataPlane, start_ops_dp
 from tests.fakes.provider import FakeProvider

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from odock.v1 import common_pb2, keys_pb2
 
+from odock.v1 import common_pb2, keys_pb2
 from tests.data_plane.helpers import chat_call
 from tests.dp_ops.script import fresh_connections
 from tests.dp_ops.stack import OpsControlPlane, OpsDataPlane, start_ops_dp

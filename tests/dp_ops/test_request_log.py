@@ -14,11 +14,11 @@ import textwrap
 from collections.abc import Iterator
 
 import pytest
-from odock.envconfig import LogSettings
-from odock.logfmt import REDACTED, JsonFormatter, TextFormatter
 
 from data_plane import logs
 from data_plane.logs import FLUSH_CHARS, REQUEST_LOGGER, RequestFields, RequestLog
+from odock.envconfig import LogSettings
+from odock.logfmt import REDACTED, JsonFormatter, TextFormatter
 
 CANARY = "node-" + "Zq9" * 12  # registered as a secret, like the node token
 

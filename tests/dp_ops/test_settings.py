@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from odock.envconfig import LogSettings
-from odock.logfmt import REDACTED, JsonFormatter
 
 from data_plane.logs import secret_values
 from data_plane.settings import Settings, SettingsError
+from odock.envconfig import LogSettings
+from odock.logfmt import REDACTED, JsonFormatter
 from tests.support.dataplane import data_plane_env
 
 BASE = {"ODOCK_NODE_TOKEN": "n" * 40, "ODOCK_KEY_PEPPER": base64.b64encode(b"p" * 32).decode()}

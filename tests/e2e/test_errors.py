@@ -7,8 +7,8 @@ import asyncio
 import httpx
 import pytest
 import pytest_asyncio
-from odock import keyformat
 
+from odock import keyformat
 from tests.e2e.errors_sdk import call, check, raised
 from tests.fakes.provider import FakeProvider
 from tests.support.planes import ControlPlaneProcess

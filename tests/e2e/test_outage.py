@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest_asyncio
-from odock import keyformat
 
+from odock import keyformat
 from tests.e2e.errors_sdk import call, check, raised
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess, start_data_plane

@@ -78,7 +78,7 @@ def run_owner(script: str, cwd: Path, *, args: list[str] | None = None) -> subpr
     """Start ``script`` (Python source) as its own process, with the repository importable."""
     path = cwd / "owner.py"
     path.write_text(script)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "proto")])}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     log = open(cwd / "owner.log", "wb")  # noqa: SIM115 (the child holds it; closed below)
     try:
         return subprocess.Popen([sys.executable, str(path), *(args or [])], env=env, cwd=cwd,

@@ -13,9 +13,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from data_plane.governance.domain import ControlPlaneUnavailable
 from odock.v1 import node_pb2
-
-from data_plane.governance.types import ControlPlaneUnavailable
 
 PER_MINUTE = (node_pb2.LIMIT_METRIC_REQUESTS_PER_MINUTE, node_pb2.LIMIT_METRIC_TOKENS_PER_MINUTE)
 

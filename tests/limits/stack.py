@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from odock.v1 import common_pb2, keys_pb2, orgs_pb2
 
+from odock.v1 import common_pb2, keys_pb2, orgs_pb2
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess, start_data_plane
 from tests.support.planes import ControlPlaneProcess, start_control_plane

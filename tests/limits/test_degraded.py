@@ -11,13 +11,13 @@ import asyncio
 import logging
 
 import pytest
-from odock.v1 import node_pb2
 
 from data_plane.errors import GatewayError
-from data_plane.governance.types import GrantLimits, Link
+from data_plane.governance.domain import GrantLimits, Link
 from data_plane.limits import Estimate, Limiter
 from data_plane.limits.degraded import MIN_SHARE, month_window
 from data_plane.settings import LimitSettings
+from odock.v1 import node_pb2
 from tests.limits.ledger_source import LedgerSource
 from tests.limits.test_queue import key_grant
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from odock.v1 import common_pb2
 
+from odock.v1 import common_pb2
 from tests.fakes.provider import FakeProvider
 from tests.limits.stack import CHAT_PRICE, free_port, limited_org, post_chat, start_cp, start_dp
 

@@ -11,12 +11,12 @@ import asyncio
 from collections import Counter
 
 import pytest
-from odock.v1 import node_pb2
 
 from data_plane.errors import GatewayError
-from data_plane.governance.types import GrantLimits, KeyGrant, Link
+from data_plane.governance.domain import GrantLimits, KeyGrant, Link
 from data_plane.limits import Admission, Estimate, Limiter
 from data_plane.settings import LimitSettings
+from odock.v1 import node_pb2
 from tests.limits.ledger_source import LedgerSource
 
 HUGE = 10**12

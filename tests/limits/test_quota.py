@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
-from odock.v1 import common_pb2
 
+from odock.v1 import common_pb2
 from tests.fakes.provider import FakeProvider
 from tests.limits.drain import drain
 from tests.limits.stack import CHAT_PRICE, free_port, limited_org, start_cp, start_dp

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from odock.v1 import common_pb2
 
+from odock.v1 import common_pb2
 from tests.fakes.provider import FakeProvider
 from tests.limits.stack import (
     MINUTE_SECONDS,

@@ -7,17 +7,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from odock.limitmetrics import BUDGET, MONTHLY_SPEND, MONTHLY_TOKENS, REQUESTS_PER_MINUTE
-from odock.v1 import node_pb2
 
 from control_plane.limits import ledger
 from control_plane.limits.windows import window_for
 from control_plane.store import db
 from control_plane.store.tables import UsageRollupRow
-from data_plane.governance.types import Pricing
+from data_plane.governance.domain import Pricing
 from data_plane.limits.estimate import estimate
 from data_plane.limits.pools import Pool
 from data_plane.payload import inspect_json
+from odock.limitmetrics import BUDGET, MONTHLY_SPEND, MONTHLY_TOKENS, REQUESTS_PER_MINUTE
+from odock.v1 import node_pb2
 from tests.support.postgres import PostgresServer
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 from multidict import MultiDict
-from odock.v1 import common_pb2
 
 from data_plane.providers import DIALECTS, ENDPOINTS, LOCAL_ROUTES, Endpoint, endpoint_named
+from odock.v1 import common_pb2
 
 OPENAI = common_pb2.PROVIDER_FAMILY_OPENAI
 ANTHROPIC = common_pb2.PROVIDER_FAMILY_ANTHROPIC

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from multidict import CIMultiDict
-from odock.v1 import common_pb2
 
 from data_plane.providers import DIALECTS
 from data_plane.providers.headers import build_headers
+from odock.v1 import common_pb2
 
 OPENAI = common_pb2.PROVIDER_FAMILY_OPENAI
 ANTHROPIC = common_pb2.PROVIDER_FAMILY_ANTHROPIC

@@ -7,10 +7,10 @@ import base64
 import os
 
 import pytest
-from odock.envconfig import EnvReader, SettingsError, parse_address, parse_pepper
 
 from control_plane import settings as cp_settings
 from data_plane import settings as dp_settings
+from odock.envconfig import EnvReader, SettingsError, parse_address, parse_pepper
 
 RAW = bytes(range(200, 232)) + b"\xfb\xff"  # bytes whose base64 uses + and / (or - and _)
 

@@ -20,6 +20,7 @@ from typing import Protocol, Self, cast
 
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2
+
 from odock.v1 import (
     common_pb2,
     credentials_pb2,

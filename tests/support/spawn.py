@@ -122,8 +122,8 @@ def new_workdir(prefix: str) -> Path:
 
 
 def python_path() -> str:
-    """PYTHONPATH for a plane: the repository and the generated contract, then the caller's."""
-    return os.pathsep.join(filter(None, [str(REPO_ROOT), str(REPO_ROOT / "proto"), os.environ.get("PYTHONPATH", "")]))
+    """PYTHONPATH for a plane: the repository, then the caller's."""
+    return os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]))
 
 
 @dataclass

@@ -9,10 +9,10 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from odock.egress import DEFAULT_POLICY, EgressPolicyError, denied_range, parse_spec, policy_for
 
 from data_plane.upstream import UpstreamUnreachable
 from data_plane.upstream.egress import EGRESS, EgressDenied
+from odock.egress import DEFAULT_POLICY, EgressPolicyError, denied_range, parse_spec, policy_for
 from tests.upstream.conftest import Run
 from tests.upstream.server import Server
 from tests.upstream.test_framing import new_client, read_all

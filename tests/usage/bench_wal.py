@@ -26,10 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from odock.v1 import common_pb2, node_pb2
-
 from data_plane.settings import UsageSettings
 from data_plane.usage.shipper import Shipper
+from odock.v1 import common_pb2, node_pb2
 
 
 class _NoStream:

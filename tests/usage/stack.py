@@ -17,9 +17,9 @@ from typing import Any
 import grpc
 import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import common_pb2, node_pb2, usage_pb2, usage_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from odock.v1 import common_pb2, node_pb2, usage_pb2, usage_pb2_grpc
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess, data_plane_env, start_data_plane
 from tests.support.planes import ControlPlaneProcess, start_control_plane

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from odock.v1 import common_pb2
 
+from odock.v1 import common_pb2
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess
 from tests.support.provision import Provisioned

@@ -13,12 +13,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from odock.v1 import node_pb2
 
 from data_plane.settings import UsageSettings
 from data_plane.usage.spool import Spool
 from data_plane.usage.supervisor import supervise
 from data_plane.usage.wal import Journal
+from odock.v1 import node_pb2
 from tests.usage.faults import FaultyDisk
 
 pytestmark = pytest.mark.asyncio

@@ -8,10 +8,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from odock.v1 import common_pb2, node_pb2
 
 from control_plane.usage.records import COUNTER_MAX
-from data_plane.governance.types import Pricing
+from data_plane.governance.domain import Pricing
 from data_plane.usage import meter as meter_mod
 from data_plane.usage.meter import (
     COMPLETE,
@@ -32,6 +31,7 @@ from data_plane.usage.tokens import (
     openai_usage,
     tokenize_usage,
 )
+from odock.v1 import common_pb2, node_pb2
 
 INT64_MAX = 2**63 - 1
 

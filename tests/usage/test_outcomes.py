@@ -9,8 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
-from odock.v1 import common_pb2
 
+from odock.v1 import common_pb2
 from tests.fakes.provider import FakeProvider
 from tests.fakes.reply import dumps
 from tests.support.dataplane import DataPlaneProcess

@@ -8,10 +8,9 @@ import errno
 import os
 from pathlib import Path
 
-from odock.v1 import node_pb2
-
 from data_plane.usage.frames import HEADER_SIZE
 from data_plane.usage.spool import SUFFIX, Entry, Spool
+from odock.v1 import node_pb2
 from tests.usage.faults import FaultyDisk
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from odock.v1 import node_pb2
-
 from data_plane.sse import EventSplitter
 from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import FLAG_DUPLICATE, FLAG_MALFORMED, RequestMeter
 from data_plane.usage.shapes import Shape
 from data_plane.usage.stream import make_tap
 from data_plane.usage.tokens import Usage
+from odock.v1 import node_pb2
 from tests.fakes import anthropic_shapes, gemini_shapes, openai_shapes
 from tests.fakes.reply import Ask, StreamReply, sse
 

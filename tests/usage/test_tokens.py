@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from data_plane.governance.types import Pricing
+from data_plane.governance.domain import Pricing
 from data_plane.usage.meter import cost_picos
 from data_plane.usage.shapes import body_usage
 from data_plane.usage.tokens import MalformedUsage, Usage, anthropic_usage, gemini_usage, openai_usage

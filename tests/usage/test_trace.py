@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from odock.v1 import common_pb2, keys_pb2
 
 from data_plane.usage.meter import FLAG_COST_SATURATED, MAX_COST_PICOS
+from odock.v1 import common_pb2, keys_pb2
 from tests.cli.runner import Ctl
 from tests.fakes.provider import FakeProvider
 from tests.fakes.reply import dumps

@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from odock import keyformat
-from odock.v1 import common_pb2, node_pb2, node_pb2_grpc, usage_pb2_grpc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +22,8 @@ from control_plane.settings import Settings
 from control_plane.store.db import make_engine, make_sessionmaker
 from control_plane.store.tables import AdminTokenRow, OrgRow, UsageRecordRow, UsageRollupRow
 from control_plane.usage import UsageIngestor
+from odock import keyformat
+from odock.v1 import common_pb2, node_pb2, node_pb2_grpc, usage_pb2_grpc
 from tests.support.secrets import PlaneSecrets
 
 Metadata = tuple[tuple[str, str], ...]

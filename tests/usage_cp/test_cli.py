@@ -1,6 +1,6 @@
 """odockctl usage totals|get against the usage-only server. The command group is
 mounted on a parser built like odockctl's own (the lead wires it into
-control_plane.cli.main); the synchronous client runs in a worker thread."""
+odockctl.main); the synchronous client runs in a worker thread."""
 
 from __future__ import annotations
 
@@ -10,16 +10,16 @@ import json
 from datetime import timedelta
 
 import pytest
-from odock.v1 import common_pb2
 
 from control_plane import ids
-from control_plane.cli import main as cli_main
-from control_plane.cli import usage_cmd
-from control_plane.cli.context import Context
-from control_plane.cli.errors import CliError
-from control_plane.cli.output import Output
-from control_plane.cli.settings import CliSettings
 from control_plane.usage import ingest_batch
+from odock.v1 import common_pb2
+from odockctl import main as cli_main
+from odockctl import usage_cmd
+from odockctl.context import Context
+from odockctl.errors import CliError
+from odockctl.output import Output
+from odockctl.settings import CliSettings
 from tests.usage_cp.env import T0, UsageEnv, batch, record
 
 

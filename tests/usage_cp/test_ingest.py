@@ -6,13 +6,13 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from odock.v1 import common_pb2, node_pb2
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.store.tables import UsageRecordRow
 from control_plane.usage import ingest_batch
 from control_plane.usage.records import BadRecord, prepare
+from odock.v1 import common_pb2, node_pb2
 from tests.usage_cp.env import T0, batch, count_records, record, rollups_match_records
 
 Sessions = async_sessionmaker[AsyncSession]

@@ -12,11 +12,11 @@ import grpc
 import pytest
 from alembic import command
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import common_pb2, node_pb2, usage_pb2
 from sqlalchemy import text
 
 from control_plane.store.db import _alembic_config, make_engine
 from control_plane.usage import ingest_batch
+from odock.v1 import common_pb2, node_pb2, usage_pb2
 from tests.support.postgres import db_url  # noqa: F401
 from tests.usage_cp.env import T0, Metadata, UsageEnv, batch, open_usage_env, record
 

@@ -8,9 +8,9 @@ from datetime import timedelta
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import common_pb2, usage_pb2
 
 from control_plane.usage import ingest_batch
+from odock.v1 import common_pb2, usage_pb2
 from tests.usage_cp.env import T0, UsageEnv, batch, record
 
 N = 50_000

@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import common_pb2, node_pb2, usage_pb2
 
 from control_plane.usage import ingest_batch
+from odock.v1 import common_pb2, node_pb2, usage_pb2
 from tests.usage_cp.env import T0, Metadata, UsageEnv, batch, record
 
 HOUR, DAY, TOTAL = usage_pb2.USAGE_BUCKET_HOUR, usage_pb2.USAGE_BUCKET_DAY, usage_pb2.USAGE_BUCKET_TOTAL

@@ -15,12 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from odock.v1 import common_pb2
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from control_plane.store.background import BackgroundDatabase
 from control_plane.usage import ingest_batch
+from odock.v1 import common_pb2
 from tests.usage_cp.env import batch, record
 
 RECORDS = 20_000

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from odock.v1 import node_pb2
 
 from control_plane.store.db import make_engine, make_sessionmaker
 from control_plane.usage import StoreUnavailable, ingest_batch
+from odock.v1 import node_pb2
 from tests.usage_cp.env import UsageEnv, batch, count_records, record, rollups_match_records
 
 

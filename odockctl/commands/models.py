@@ -7,14 +7,14 @@ from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
-from odock.v1 import models_pb2
 
-from control_plane.cli.commands.common import add_command, add_group, usd_or_none
-from control_plane.cli.context import Context, parsed
-from control_plane.cli.errors import UsageError
-from control_plane.cli.output import timestamp_text, usd
-from control_plane.cli.protos import clear, has
-from control_plane.cli.values import (
+from odock.v1 import models_pb2
+from odockctl.commands.common import add_command, add_group, usd_or_none
+from odockctl.context import Context, parsed
+from odockctl.errors import UsageError
+from odockctl.output import timestamp_text, usd
+from odockctl.protos import clear, has
+from odockctl.values import (
     check_base_url,
     families,
     family_name,

@@ -6,9 +6,9 @@ import argparse
 from typing import Any
 
 from google.protobuf.field_mask_pb2 import FieldMask
-from odock.v1 import common_pb2, orgs_pb2
 
-from control_plane.cli.commands.common import (
+from odock.v1 import common_pb2, orgs_pb2
+from odockctl.commands.common import (
     add_command,
     add_group,
     count_or_none,
@@ -16,11 +16,11 @@ from control_plane.cli.commands.common import (
     set_optional,
     usd_or_none,
 )
-from control_plane.cli.context import Context, parsed
-from control_plane.cli.errors import UsageError
-from control_plane.cli.output import mapping_text, timestamp_text, usd
-from control_plane.cli.protos import has
-from control_plane.cli.values import outage_policy_name, parse_label, parse_outage_policy
+from odockctl.context import Context, parsed
+from odockctl.errors import UsageError
+from odockctl.output import mapping_text, timestamp_text, usd
+from odockctl.protos import has
+from odockctl.values import outage_policy_name, parse_label, parse_outage_policy
 
 # (flag, Limits field, parser factory)
 _LIMIT_FLAGS = (

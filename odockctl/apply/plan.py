@@ -10,22 +10,22 @@ from datetime import UTC, datetime
 
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
-from odock.v1 import credentials_pb2, keys_pb2, models_pb2, orgs_pb2
 
-from control_plane.cli import protos
-from control_plane.cli.apply.spec import (
+from odock.v1 import credentials_pb2, keys_pb2, models_pb2, orgs_pb2
+from odockctl import protos
+from odockctl.apply.spec import (
     ApplySpec,
     CredentialSpec,
     KeySpec,
     ModelSpec,
     OrgSpec,
 )
-from control_plane.cli.client import Client
-from control_plane.cli.commands.keys import list_keys
-from control_plane.cli.commands.models import duration_ms
-from control_plane.cli.errors import UsageError
-from control_plane.cli.protos import optional_int
-from control_plane.cli.values import family_name, outage_policy_name
+from odockctl.client import Client
+from odockctl.commands.keys import list_keys
+from odockctl.commands.models import duration_ms
+from odockctl.errors import UsageError
+from odockctl.protos import optional_int
+from odockctl.values import family_name, outage_policy_name
 
 _LIMIT_FIELDS = (
     "requests_per_minute",

@@ -16,14 +16,13 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from odock.limitmetrics import PER_MINUTE, RETURNABLE
-from odock.v1 import node_pb2
-
-from data_plane.governance.types import ControlPlaneUnavailable
+from data_plane.governance.domain import ControlPlaneUnavailable
 from data_plane.limits.lanes import NEVER, Lane
 from data_plane.limits.pools import Pool, PoolKey, grant_window_end, scale, to_cp_up
 from data_plane.limits.rules import Denial
 from data_plane.settings import LimitSettings
+from odock.limitmetrics import PER_MINUTE, RETURNABLE
+from odock.v1 import node_pb2
 
 if TYPE_CHECKING:
     from data_plane.limits.limiter import LeaseSource

@@ -6,10 +6,9 @@ import argparse
 from typing import Any
 
 from odock.v1 import admin_tokens_pb2
-
-from control_plane.cli.commands.common import add_command, add_group
-from control_plane.cli.context import Context
-from control_plane.cli.output import timestamp_text, to_dict
+from odockctl.commands.common import add_command, add_group
+from odockctl.context import Context
+from odockctl.output import timestamp_text, to_dict
 
 
 def token_fields(t: admin_tokens_pb2.AdminToken) -> list[tuple[str, str]]:

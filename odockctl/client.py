@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
+
 from odock.v1 import (
     admin_tokens_pb2_grpc,
     credentials_pb2_grpc,
@@ -19,8 +20,7 @@ from odock.v1 import (
     orgs_pb2,
     orgs_pb2_grpc,
 )
-
-from control_plane.cli.errors import RemoteError, UsageError, from_rpc_error
+from odockctl.errors import RemoteError, UsageError, from_rpc_error
 
 ResponseT = TypeVar("ResponseT", bound=Message)
 ItemT = TypeVar("ItemT")

@@ -11,11 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from odock.v1 import common_pb2
-
 from control_plane import validation
-from control_plane.cli.apply.fields import Fields, Node
-from control_plane.cli.values import (
+from control_plane.errors import InvalidArgument
+from odock.v1 import common_pb2
+from odockctl.apply.fields import Fields, Node
+from odockctl.values import (
     check_base_url,
     check_model_name,
     check_name,
@@ -26,7 +26,6 @@ from control_plane.cli.values import (
     parse_timestamp,
     parse_usd,
 )
-from control_plane.errors import InvalidArgument
 
 DEFAULT_TIER = "custom"
 LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")

@@ -10,8 +10,8 @@ from typing import Any, TypeVar, cast
 
 import yaml
 
-from control_plane.cli.errors import UsageError
-from control_plane.cli.values import ValueProblem
+from odockctl.errors import UsageError
+from odockctl.values import ValueProblem
 
 T = TypeVar("T")
 _TYPE_NAMES = {

@@ -9,14 +9,13 @@ from collections.abc import Mapping, Sequence
 from typing import NoReturn, TextIO
 
 from odock.version import add_version_flag
-
-from control_plane.cli import usage_cmd
-from control_plane.cli.apply import command as apply_command
-from control_plane.cli.commands import credentials, keys, models, orgs, tokens
-from control_plane.cli.context import Context
-from control_plane.cli.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REMOTE, CliError, UsageError
-from control_plane.cli.output import Output
-from control_plane.cli.settings import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, CliSettings, process_environ
+from odockctl import usage_cmd
+from odockctl.apply import command as apply_command
+from odockctl.commands import credentials, keys, models, orgs, tokens
+from odockctl.context import Context
+from odockctl.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_REMOTE, CliError, UsageError
+from odockctl.output import Output
+from odockctl.settings import DEFAULT_ADDRESS, DEFAULT_TIMEOUT, CliSettings, process_environ
 
 PROG = "odockctl"
 EPILOG = """\

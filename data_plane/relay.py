@@ -44,7 +44,7 @@ from data_plane.usage.shapes import body_usage
 from data_plane.usage.stream import StreamTap, make_tap
 from data_plane.usage.tokens import MalformedUsage
 
-log = logging.getLogger("odock.data_plane.proxy")
+log = logging.getLogger("odock.data_plane.relay")
 
 _HOP_BY_HOP = frozenset(
     {

@@ -6,11 +6,10 @@ import argparse
 from typing import Any
 
 from odock.v1 import credentials_pb2
-
-from control_plane.cli.commands.common import add_command, add_group
-from control_plane.cli.context import Context, add_secret_flags, parsed
-from control_plane.cli.output import timestamp_text
-from control_plane.cli.values import families, family_name, parse_family
+from odockctl.commands.common import add_command, add_group
+from odockctl.context import Context, add_secret_flags, parsed
+from odockctl.output import timestamp_text
+from odockctl.values import families, family_name, parse_family
 
 
 def _last4(c: credentials_pb2.Credential) -> str:

@@ -11,7 +11,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from control_plane.cli.values import format_usd
+from odockctl.values import format_usd
 
 
 def to_dict(message: Message) -> dict[str, Any]:

@@ -8,11 +8,8 @@ from collections import Counter
 import grpc
 from cryptography.exceptions import InvalidTag
 from google.protobuf.message import Message
-from odock import sealing
-from odock.egress import policy_of
-from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 
-from data_plane.governance.types import (
+from data_plane.governance.domain import (
     ControlPlaneUnavailable,
     GrantLimits,
     KeyGrant,
@@ -23,6 +20,9 @@ from data_plane.governance.types import (
     RouteUnusable,
 )
 from data_plane.settings import Settings
+from odock import sealing
+from odock.egress import policy_of
+from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 _REJECTIONS = {
     node_pb2.KEY_REJECTION_REVOKED: "revoked",

@@ -9,15 +9,15 @@ from typing import Any
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
-from odock.v1 import common_pb2, keys_pb2
 
-from control_plane.cli.client import Client, shown_ref
-from control_plane.cli.commands.common import add_command, add_group, count_or_none, labels, usd_or_none
-from control_plane.cli.context import Context, parsed
-from control_plane.cli.errors import RemoteError, UsageError
-from control_plane.cli.output import mapping_text, timestamp_text, to_dict, usd
-from control_plane.cli.protos import has
-from control_plane.cli.values import parse_duration_ms, parse_timestamp
+from odock.v1 import common_pb2, keys_pb2
+from odockctl.client import Client, shown_ref
+from odockctl.commands.common import add_command, add_group, count_or_none, labels, usd_or_none
+from odockctl.context import Context, parsed
+from odockctl.errors import RemoteError, UsageError
+from odockctl.output import mapping_text, timestamp_text, to_dict, usd
+from odockctl.protos import has
+from odockctl.values import parse_duration_ms, parse_timestamp
 
 _KEY_ID_RE = re.compile(r"key_[a-z2-7]{26}")
 _UNSET: Any = object()

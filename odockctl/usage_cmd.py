@@ -12,15 +12,15 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.timestamp_pb2 import Timestamp
-from odock.v1 import common_pb2, node_pb2, usage_pb2, usage_pb2_grpc
 
-from control_plane.cli.client import Client
-from control_plane.cli.commands.common import add_command, add_group
-from control_plane.cli.commands.keys import find_key
-from control_plane.cli.context import Context, parsed
-from control_plane.cli.errors import RemoteError, UsageError
-from control_plane.cli.output import timestamp_text, to_dict
-from control_plane.cli.values import ValueProblem, family_name, parse_duration_ms, parse_timestamp
+from odock.v1 import common_pb2, node_pb2, usage_pb2, usage_pb2_grpc
+from odockctl.client import Client
+from odockctl.commands.common import add_command, add_group
+from odockctl.commands.keys import find_key
+from odockctl.context import Context, parsed
+from odockctl.errors import RemoteError, UsageError
+from odockctl.output import timestamp_text, to_dict
+from odockctl.values import ValueProblem, family_name, parse_duration_ms, parse_timestamp
 
 _ORG_ID_RE = re.compile(r"org_[a-z2-7]{26}")
 _KEY_ID_RE = re.compile(r"key_[a-z2-7]{26}")

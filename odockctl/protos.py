@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from google.protobuf.message import Message
+
 from odock.v1 import common_pb2
 
 

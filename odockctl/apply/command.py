@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from control_plane.cli.apply.fields import load_yaml
-from control_plane.cli.apply.plan import Planner, Step
-from control_plane.cli.apply.spec import parse_spec
-from control_plane.cli.context import Context
-from control_plane.cli.errors import UsageError
+from odockctl.apply.fields import load_yaml
+from odockctl.apply.plan import Planner, Step
+from odockctl.apply.spec import parse_spec
+from odockctl.context import Context
+from odockctl.errors import UsageError
 
 HELP = """\
 Make the control plane match FILE: orgs (tier, limit overrides, outage policy,

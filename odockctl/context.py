@@ -8,11 +8,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from control_plane.cli.client import Client, Connection
-from control_plane.cli.errors import UsageError
-from control_plane.cli.output import Output
-from control_plane.cli.settings import CliSettings, read_secret_file
-from control_plane.cli.values import ValueProblem
+from odockctl.client import Client, Connection
+from odockctl.errors import UsageError
+from odockctl.output import Output
+from odockctl.settings import CliSettings, read_secret_file
+from odockctl.values import ValueProblem
 
 
 @dataclass

@@ -17,12 +17,12 @@ from aiohttp import web
 from data_plane import auth
 from data_plane.body import check_declared_length, read_body
 from data_plane.errors import GatewayError, clip, family_name
-from data_plane.governance.types import ControlPlaneUnavailable, KeyGrant, KeyRejected, Route, RouteUnusable
+from data_plane.governance.domain import ControlPlaneUnavailable, KeyGrant, KeyRejected, Route, RouteUnusable
 from data_plane.limits.gate import admit_request, settle_request
 from data_plane.payload import PayloadError, inspect_json, inspect_multipart, multipart_with_model, with_model
 from data_plane.providers import DIALECTS, Endpoint
 from data_plane.providers.headers import HOP_HEADER, build_headers
-from data_plane.proxy import Relay
+from data_plane.relay import Relay
 from data_plane.scrub import secret_for
 from data_plane.state import STATE, NodeState
 from data_plane.upstream.egress import EGRESS

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from control_plane.cli.context import parsed
-from control_plane.cli.protos import clear
-from control_plane.cli.values import parse_count, parse_label, parse_usd
+from odockctl.context import parsed
+from odockctl.protos import clear
+from odockctl.values import parse_count, parse_label, parse_usd
 
 Subparsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
