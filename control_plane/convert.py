@@ -1,7 +1,9 @@
-"""Rows <-> proto messages: the only bridge. Never emits digests or ciphertext."""
+"""Rows <-> proto messages: the only bridge. Never emits digests or stored ciphertext
+(a route's secret arrives here already sealed to the asking node)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
@@ -10,8 +12,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from control_plane.store.tables import AdminTokenRow, CredentialRow, ModelRow, OrgRow, VirtualKeyRow
 from control_plane.tiers import LIMIT_FIELDS, LimitSet, Tier, effective_limits
-from odock import keyformat
-from odock.v1 import admin_tokens_pb2, common_pb2, credentials_pb2, keys_pb2, models_pb2, orgs_pb2
+from odock import keyformat, sealing
+from odock.v1 import admin_tokens_pb2, common_pb2, credentials_pb2, keys_pb2, models_pb2, node_pb2, orgs_pb2
 
 
 def has_field(msg: Message, name: str) -> bool:
@@ -91,14 +93,20 @@ def credential_to_proto(row: CredentialRow) -> credentials_pb2.Credential:
     return msg
 
 
-def model_to_proto(row: ModelRow, credential_name: str) -> models_pb2.Model:
-    """A model, naming its credential."""
+def pricing_to_proto(row: ModelRow) -> common_pb2.Pricing:
+    """The model's prices (the cached-input price only when set)."""
     pricing = common_pb2.Pricing(
         input_per_mtok_micros=row.input_per_mtok_micros,
         output_per_mtok_micros=row.output_per_mtok_micros,
     )
     if row.cached_input_per_mtok_micros is not None:
         pricing.cached_input_per_mtok_micros = row.cached_input_per_mtok_micros
+    return pricing
+
+
+def model_to_proto(row: ModelRow, credential_name: str) -> models_pb2.Model:
+    """A model, naming its credential."""
+    pricing = pricing_to_proto(row)
     return models_pb2.Model(
         id=row.id,
         org_id=row.org_id,
@@ -164,3 +172,59 @@ def token_to_proto(row: AdminTokenRow) -> admin_tokens_pb2.AdminToken:
     if row.revoke_time is not None:
         msg.revoke_time.CopyFrom(timestamp(row.revoke_time))
     return msg
+
+
+# -- the data planes' view (NodeService) ---------------------------------------
+
+
+def grant_to_proto(key: VirtualKeyRow, org: OrgRow, expire_time: datetime | None) -> node_pb2.Grant:
+    """What a node needs to admit a key: its scope, its and its org's effective limits, the org's policies."""
+    grant = node_pb2.Grant(
+        org_id=org.id,
+        org_name=org.name,
+        key_id=key.id,
+        all_models=key.all_models,
+        models=list(key.models or []),
+        key_limits=key_limits_to_proto(key),
+        org_limits=limits_to_proto(effective_limits(org.tier, org_overrides(org))),
+        outage_policy=common_pb2.OutagePolicy.ValueType(org.outage_policy),
+        default_models={str(k): str(v) for k, v in (org.default_models or {}).items()},
+    )
+    if expire_time is not None:
+        grant.expire_time.CopyFrom(timestamp(expire_time))
+    return grant
+
+
+def route_to_proto(
+    model: ModelRow, credential_id: str, sealed: sealing.Sealed, revision: int, egress_allow: Iterable[str]
+) -> node_pb2.Route:
+    """A model's route for one node, its credential sealed to that node."""
+    return node_pb2.Route(
+        org_id=model.org_id,
+        model_id=model.id,
+        model_name=model.name,
+        family=common_pb2.ProviderFamily.ValueType(model.family),
+        upstream_slug=model.upstream_slug,
+        base_url=model.base_url,
+        timeout=duration_ms(model.timeout_ms),
+        pricing=pricing_to_proto(model),
+        enabled=model.enabled,
+        credential_id=credential_id,
+        credential_secret=common_pb2.SealedSecret(
+            ephemeral_public_key=sealed.ephemeral_public_key,
+            nonce=sealed.nonce,
+            ciphertext=sealed.ciphertext,
+        ),
+        revision=revision,
+        egress_allow=egress_allow,  # the node checks its connections against it
+    )
+
+
+def route_summary_to_proto(model: ModelRow) -> node_pb2.RouteSummary:
+    """A model as a node's listing shows it."""
+    return node_pb2.RouteSummary(
+        model_name=model.name,
+        family=common_pb2.ProviderFamily.ValueType(model.family),
+        enabled=model.enabled,
+        create_time=timestamp(model.create_time),
+    )
