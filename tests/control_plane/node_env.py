@@ -1,6 +1,8 @@
 """In-process NodeService harness for the node tests: a migrated database, a
-ChangeFeed and the NodeServicer on real gRPC (127.0.0.1:0), and helpers that
-seed rows directly (credentials encrypted exactly as the admin service does)."""
+ChangeFeed and the NodeServicer behind the real auth interceptor (which also maps
+the servicer's domain errors onto gRPC statuses) on real gRPC (127.0.0.1:0), a
+stub that sends a node token, and helpers that seed rows directly (credentials
+encrypted exactly as the admin service does)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from control_plane import ids
 from control_plane.changefeed import ChangeFeed
 from control_plane.crypto import envelope
 from control_plane.crypto.keyring import Keyring
+from control_plane.interceptors import AuthInterceptor
+from control_plane.services import Deps
 from control_plane.services.node import NodeServicer
 from control_plane.settings import Settings
 from control_plane.store import changes
@@ -29,6 +33,40 @@ from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 
 PEPPER = os.urandom(32)
 KEKS = "k1=" + base64.b64encode(os.urandom(32)).decode()
+NODE_TOKEN = "node-" + base64.b32encode(os.urandom(30)).decode()
+
+
+def _with_token(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+    """The call's details plus the node token, as the data plane's channel sends it."""
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    metadata.add("authorization", f"Bearer {NODE_TOKEN}")
+    return grpc.aio.ClientCallDetails(
+        details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+    )
+
+
+# One class per call kind: a channel files each interceptor under the first kind it is.
+class _UnaryUnaryToken(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with_token(details), request)
+
+
+class _UnaryStreamToken(grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_with_token(details), request)
+
+
+class _StreamUnaryToken(grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(_with_token(details), request_iterator)
+
+
+class _StreamStreamToken(grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        return await continuation(_with_token(details), request_iterator)
+
+
+NODE_TOKEN_INTERCEPTORS = (_UnaryUnaryToken(), _UnaryStreamToken(), _StreamUnaryToken(), _StreamStreamToken())
 
 
 @dataclass
@@ -45,16 +83,19 @@ async def open_env(db_url: str, *, heartbeat_seconds: float = 0.2, **feed_option
     """Over an already migrated database: a started ChangeFeed and NodeServicer on 127.0.0.1:0, and a stub."""
     engine = make_engine(db_url)
     sm = make_sessionmaker(engine)
-    settings = Settings(keks_spec=KEKS, kek_ids=("k1",), heartbeat_seconds=heartbeat_seconds)
+    settings = Settings(
+        keks_spec=KEKS, kek_ids=("k1",), heartbeat_seconds=heartbeat_seconds, node_tokens=(NODE_TOKEN,)
+    )
     # A slow poll, so a test only passes if poke() or LISTEN does the waking.
     feed_options.setdefault("poll_seconds", 30.0)
     feed = ChangeFeed(sm, engine, settings, **feed_options)
     await feed.start()
-    server = grpc.aio.server()
-    node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(sm, settings, feed), server)
+    server = grpc.aio.server(interceptors=[AuthInterceptor(settings, sm)])
+    deps = Deps(sessionmaker=sm, settings=settings, keyring=Keyring.from_spec(KEKS), feed=feed)
+    node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(deps, feed), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=NODE_TOKEN_INTERCEPTORS)
     try:
         yield Env(engine, sm, feed, node_pb2_grpc.NodeServiceStub(channel), Keyring.from_spec(KEKS))
     finally:
