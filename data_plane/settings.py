@@ -13,6 +13,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from odock import envconfig
 from odock.envconfig import EnvReader as _Env
@@ -24,7 +25,9 @@ SettingsError = envconfig.SettingsError
 DEFAULT_LISTEN = "127.0.0.1:8080"
 DEFAULT_CP_ADDRESS = "127.0.0.1:50051"
 MIN_TOKEN_CHARS = 32
-_FULL_POLICIES = ("drop_newest", "drop_oldest")
+# What a full spool does (data_plane/usage/spool.py): refuse new records, or delete the oldest.
+FullPolicy = Literal["drop_newest", "drop_oldest"]
+FULL_POLICIES: tuple[FullPolicy, ...] = ("drop_newest", "drop_oldest")
 # Set by the supervisor for its workers (prometheus-client reads the same variable itself).
 METRICS_DIR_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -65,7 +68,7 @@ class UsageSettings:
 
     spool_dir: Path = Path("odock-usage-spool")
     spool_max_bytes: int = 1024 * 1024 * 1024
-    spool_full_policy: str = "drop_newest"
+    spool_full_policy: FullPolicy = "drop_newest"
     batch_size: int = 500
     batch_age: float = 1.0
     spill_after: float = 2.0
@@ -174,8 +177,8 @@ class Settings:
             negative_ttl=env.number("ODOCK_NEGATIVE_CACHE_SECONDS", 5.0, low=0.0, high=3600),
         )
         policy = env.plain("ODOCK_USAGE_SPOOL_FULL_POLICY", "drop_newest")
-        if policy not in _FULL_POLICIES:
-            raise SettingsError(f"ODOCK_USAGE_SPOOL_FULL_POLICY: must be one of {', '.join(_FULL_POLICIES)}")
+        if policy not in FULL_POLICIES:
+            raise SettingsError(f"ODOCK_USAGE_SPOOL_FULL_POLICY: must be one of {', '.join(FULL_POLICIES)}")
         metering = env.plain("ODOCK_USAGE_METERING", "on").lower()
         if metering not in ("on", "off"):
             raise SettingsError("ODOCK_USAGE_METERING: must be 'on' or 'off'")

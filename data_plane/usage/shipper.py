@@ -41,7 +41,7 @@ from typing import Any, Protocol
 import grpc
 
 from data_plane.settings import UsageSettings
-from data_plane.usage.spool import FullPolicy, Spool
+from data_plane.usage.spool import Spool
 from data_plane.usage.supervisor import supervise
 from data_plane.usage.wal import Batch, Journal
 from odock.v1 import node_pb2
@@ -75,8 +75,7 @@ class Shipper:
         self._settings = settings
         self._node_id = node_id
         self._retry_max = min(RETRY_MAX, reconnect_max)
-        policy: FullPolicy = "drop_oldest" if settings.spool_full_policy == "drop_oldest" else "drop_newest"
-        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, policy)
+        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.spool_full_policy)
         self.journal = Journal(settings, node_id, self.spool)
         self._inflight: dict[int, Batch] = {}
         self._sequence = 0

@@ -28,16 +28,14 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
+from data_plane.settings import FullPolicy
 from data_plane.usage.disk import Disk, create_locked, dir_bytes, lock_unowned, why
 from data_plane.usage.frames import HEADER_SIZE, frame, scan
 from odock.v1 import node_pb2
 
 log = logging.getLogger("odock.data_plane.usage")
 
-FullPolicy = Literal["drop_newest", "drop_oldest"]
-FULL_POLICIES: tuple[FullPolicy, ...] = ("drop_newest", "drop_oldest")
 SUFFIX = ".seg"
 WARN_EVERY = 10.0  # seconds between repeated warnings about the same failing disk
 
