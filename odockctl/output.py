@@ -26,11 +26,6 @@ def timestamp_text(ts: Timestamp, present: bool = True) -> str:
     return ts.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
 
 
-def opt(value: object, render: Any = str) -> str:
-    """'-' for None, otherwise the rendered value."""
-    return "-" if value is None else str(render(value))
-
-
 def usd(micros: int | None) -> str:
     """Micro-USD as $1.50, or '-'."""
     return "-" if micros is None else f"${format_usd(micros)}"

@@ -56,11 +56,6 @@ class GovernanceFirst:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    @property
-    def governance_in_flight(self) -> int:
-        """Governance RPCs running now."""
-        return self._in_flight
-
     @contextlib.asynccontextmanager
     async def governance(self) -> AsyncIterator[None]:
         """Wrap a lease or resolve RPC's database work."""
