@@ -8,7 +8,7 @@ and reopened.
 
 Reconnecting: the stream is opened wait-for-ready, so while the control plane
 is away it waits for the channel, whose own connection attempts are at most
-about a second apart (client.py), and starts the moment a connection is up:
+about a second apart (link.py), and starts the moment a connection is up:
 the node is back within about a second of the control plane answering again,
 however long the outage. Streams that fail *after* connecting (a replica
 shutting down, an error answer) are reopened after 50 ms, doubling up to
