@@ -14,7 +14,7 @@ from aiohttp import web
 
 from data_plane.governance.cache import GovernanceCache
 from data_plane.governance.domain import Link
-from data_plane.governance.link import NodeClient
+from data_plane.governance.link import ControlPlaneLink
 from data_plane.governance.watch import Watcher
 from data_plane.limits import Limiter
 from data_plane.metrics import METRICS
@@ -34,7 +34,7 @@ class NodeState:
     """Everything one worker shares across requests."""
 
     settings: Settings
-    client: NodeClient
+    client: ControlPlaneLink
     link: Link
     cache: GovernanceCache
     watcher: Watcher
@@ -90,7 +90,7 @@ def node_state_ctx(settings: Settings) -> Any:
     """A cleanup context that owns the node state and every background task."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        client = NodeClient(settings)
+        client = ControlPlaneLink(settings)
         link = Link()
         cache = GovernanceCache(client, link, settings.cache, settings.max_staleness)
         limiter = Limiter(client, link, settings.limits) if settings.limits.enabled else None

@@ -1,1 +1,1 @@
-"""Governance state from the control plane: gRPC client, cache and watch stream."""
+"""Governance state from the control plane: the link (gRPC), the cache and the watch stream."""

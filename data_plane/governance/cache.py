@@ -41,7 +41,7 @@ V = TypeVar("V")
 
 
 class NodeSource(Protocol):
-    """What the cache needs from the control plane (NodeClient in production)."""
+    """What the cache needs from the control plane (ControlPlaneLink in production)."""
 
     async def resolve_key(self, digest: bytes) -> tuple[KeyGrant, int]: ...
 

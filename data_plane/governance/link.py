@@ -1,4 +1,5 @@
-"""gRPC client of the control plane's NodeService (node-token auth, optional TLS/mTLS)."""
+"""The data plane's whole link to the control plane: one gRPC channel to NodeService (node-token auth,
+optional TLS/mTLS) carrying key and route lookups, lease calls, the watch stream and the usage stream."""
 
 from __future__ import annotations
 
@@ -113,8 +114,9 @@ def _limits(grant: node_pb2.Grant) -> GrantLimits:
     )
 
 
-class NodeClient:
-    """Typed calls to NodeService; every failure other than a definite answer is ControlPlaneUnavailable."""
+class ControlPlaneLink:
+    """Typed calls to NodeService (lookups, leases, watch, usage); every failure other than a definite
+    answer is ControlPlaneUnavailable."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings

@@ -29,7 +29,7 @@ import grpc
 
 from data_plane.governance.cache import GovernanceCache
 from data_plane.governance.domain import Link
-from data_plane.governance.link import NodeClient
+from data_plane.governance.link import ControlPlaneLink
 from data_plane.settings import Settings
 from odock.v1 import node_pb2
 
@@ -58,7 +58,7 @@ class Watcher:
 
     def __init__(
         self,
-        client: NodeClient,
+        client: ControlPlaneLink,
         cache: GovernanceCache,
         link: Link,
         settings: Settings,

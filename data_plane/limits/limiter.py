@@ -39,7 +39,7 @@ TICK_SECONDS = 0.5
 
 
 class LeaseSource(Protocol):
-    """The AcquireLeases call (``NodeClient``)."""
+    """The AcquireLeases call (``ControlPlaneLink``)."""
 
     async def acquire_leases(
         self, asks: list[node_pb2.LeaseAsk], returns: list[node_pb2.LeaseReturn]

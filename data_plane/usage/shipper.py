@@ -58,7 +58,7 @@ COMMIT_STOP_TIMEOUT = 10.0
 
 
 class UsageStreams(Protocol):
-    """Opens ReportUsage streams (``NodeClient``)."""
+    """Opens ReportUsage streams (``ControlPlaneLink``)."""
 
     def report_usage(self) -> grpc.aio.StreamStreamCall[node_pb2.UsageBatch, node_pb2.UsageAck]: ...
 
