@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from control_plane import tiers
+from control_plane import convert, tiers
 from control_plane.changefeed import ChangeFeed
 from control_plane.errors import InvalidArgument
 from control_plane.ids import new_id
 from control_plane.limits import ledger
 from control_plane.limits.windows import KEY_METRICS, ORG_METRICS, window_for
 from control_plane.store import changes
-from control_plane.store.tables import OrgRow, VirtualKeyRow
+from control_plane.store.repositories import keys, orgs
+from control_plane.store.tables import VirtualKeyRow
 from odock.limitmetrics import (
     BUDGET,
     MONTHLY_SPEND,
@@ -80,12 +80,6 @@ class _Scope:
     key_id: str
 
 
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value.astimezone(UTC))
-    return ts
-
-
 class _Limits:
     """Limit values for the scopes of one call, each row read once."""
 
@@ -96,20 +90,15 @@ class _Limits:
 
     async def org(self, org_id: str) -> tiers.LimitSet | None:
         if org_id not in self._orgs:
-            row = await self._session.get(OrgRow, org_id)
+            row = await orgs.get(self._session, org_id)
             self._orgs[org_id] = (
-                None
-                if row is None
-                else tiers.effective_limits(
-                    row.tier,
-                    tiers.LimitSet(**{f: getattr(row, f) for f in tiers.LIMIT_FIELDS}),
-                )
+                None if row is None else tiers.effective_limits(row.tier, convert.org_overrides(row))
             )
         return self._orgs[org_id]
 
     async def key(self, key_id: str) -> VirtualKeyRow | None:
         if key_id not in self._keys:
-            self._keys[key_id] = await self._session.get(VirtualKeyRow, key_id)
+            self._keys[key_id] = await keys.get(self._session, key_id)
         return self._keys[key_id]
 
     async def limit(self, scope: _Scope, metric: int) -> tuple[bool, int | None]:
@@ -204,7 +193,7 @@ class LeaseService:
         window = window_for(metric, now, self._minute)
         out = node_pb2.LeaseGrant(window=window.index, window_seconds=window.seconds)
         if window.end is not None:
-            out.window_end.CopyFrom(_ts(window.end))
+            out.window_end.CopyFrom(convert.timestamp(window.end))
         exists, limit = await limits.limit(scope, metric)
         if not exists:
             return out, False  # deleted org or key: nothing to grant
@@ -226,9 +215,9 @@ class LeaseService:
             await ledger.add_lease(
                 session, out.lease_id, node_id, scope_id, metric, window.index, amount, expire
             )
-            out.expire_time.CopyFrom(_ts(expire))
+            out.expire_time.CopyFrom(convert.timestamp(expire))
         elif window.end is not None:
-            out.expire_time.CopyFrom(_ts(window.end))
+            out.expire_time.CopyFrom(convert.timestamp(window.end))
         exhausted = False
         if amount == 0 and metric in RETURNABLE and ask.need > 0:  # a refused prefetch says nothing
             exhausted = await ledger.mark_exhausted(session, scope_id, metric, window.index)

@@ -10,6 +10,7 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from control_plane import convert
 from control_plane.store.tables import UsageRecordRow
 from odock.v1 import node_pb2
 
@@ -115,12 +116,6 @@ def prepare(record: node_pb2.UsageRecord, batch_node_id: str, receive_time: date
     return Prepared(values=values, hour=seconds // SECONDS_PER_HOUR)
 
 
-def _timestamp(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value.astimezone(UTC))
-    return ts
-
-
 def to_proto(row: UsageRecordRow) -> node_pb2.UsageRecord:
     """The stored record as the node reported it (time at microsecond precision)."""
     msg = node_pb2.UsageRecord(
@@ -134,10 +129,10 @@ def to_proto(row: UsageRecordRow) -> node_pb2.UsageRecord:
     )  # fmt: skip
     for name in _COUNTERS:
         setattr(msg, name, getattr(row, name))
-    msg.time.CopyFrom(_timestamp(row.time))
+    msg.time.CopyFrom(convert.timestamp(row.time))
     return msg
 
 
 def receive_timestamp(row: UsageRecordRow) -> Timestamp:
     """When the control plane stored the row."""
-    return _timestamp(row.receive_time)
+    return convert.timestamp(row.receive_time)

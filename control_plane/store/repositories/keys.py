@@ -12,6 +12,11 @@ from control_plane.store.repositories import pages
 from control_plane.store.tables import VirtualKeyRow
 
 
+async def get(session: AsyncSession, key_id: str) -> VirtualKeyRow | None:
+    """The key with this id, if any (whatever its org)."""
+    return await session.get(VirtualKeyRow, key_id)
+
+
 async def require(session: AsyncSession, org_id: str, key_id: str) -> VirtualKeyRow:
     """The org's key with this id, or NotFound."""
     row: VirtualKeyRow | None = await session.scalar(
