@@ -88,12 +88,6 @@ def encode_gemini_slug(slug: str) -> str:
     return quote(bare, safe=_GEMINI_SLUG_SAFE)
 
 
-def join_url(base_url: str, path: str, query: Query = None, *, strip_suffix: str = "") -> str:
-    """Append a native path to a base URL (trailing slash tolerated) and attach a filtered query."""
-    prefix, base_query = _url_prefix(base_url, path, strip_suffix)
-    return _with_query(prefix, base_query, filter_query(query))
-
-
 def _url_prefix(base_url: str, path: str, strip_suffix: str) -> tuple[str, str]:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
