@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
@@ -13,7 +13,6 @@ from data_plane.upstream.errors import UpstreamBroken
 from data_plane.upstream.response import UpstreamResponse
 
 if TYPE_CHECKING:
-    from data_plane.upstream.pool import UpstreamClient
     from data_plane.upstream.url import Origin
 
 # Below this a request body is copied into the head's buffer (one write); above, written beside it.
@@ -28,6 +27,16 @@ class _Unexpected(Exception):
     """Bytes arrived that answer no request (an idle connection, or more after a complete answer)."""
 
 
+class Owner(Protocol):
+    """What a connection tells whoever pools it (the pool implements this)."""
+
+    def connection_done(self, conn: Connection, reusable: bool) -> None:
+        """A request finished with ``conn``: it may carry another if ``reusable`` (else it was closed)."""
+
+    def connection_closed(self, conn: Connection) -> None:
+        """The transport of ``conn`` is gone."""
+
+
 class Connection(asyncio.Protocol):
     """A connection owned by the pool; it carries one request at a time, for one credential.
 
@@ -37,7 +46,7 @@ class Connection(asyncio.Protocol):
     :meth:`stale` for bytes the loop has not read yet when the connection is taken again).
     """
 
-    def __init__(self, pool: UpstreamClient, origin: Origin, pool_key: str) -> None:
+    def __init__(self, pool: Owner, origin: Origin, pool_key: str) -> None:
         self.origin = origin
         self.pool_key = pool_key  # origin and credential: idle connections are found by it
         self.transport: asyncio.Transport | None = None
@@ -98,7 +107,7 @@ class Connection(asyncio.Protocol):
             self.close()
         elif self.paused:
             self.resume()  # an idle connection is read: whatever arrives on it retires it
-        self._pool._done_with(self, reusable)
+        self._pool.connection_done(self, reusable)
 
     def transport_closing(self) -> bool:
         """Whether the transport is closing (before ``connection_lost`` has run)."""
@@ -165,16 +174,16 @@ class Connection(asyncio.Protocol):
         self.keep_alive = False
         response = self._response
         if response is not None and exc is None and response.close_delimited and self._head is None:
-            response._finish()  # the end of a body without a length is the end of the connection
+            response.feed_eof()  # the end of a body without a length is the end of the connection
         else:
             self._fail("Upstream closed the connection before completing its answer")
-        self._pool._lost(self)
+        self._pool.connection_closed(self)
 
     # httptools callbacks (each runs inside data_received).
 
     def on_message_begin(self) -> None:
         response = self._response
-        if response is None or response._done:
+        if response is None or response.is_eof():
             raise _Unexpected
         self._reason = b""
         self._has_length = self._chunked = False
@@ -225,7 +234,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         response = self._response
         assert response is not None
-        if response._feed(body) and not self.paused and self.transport is not None:
+        if response.feed_data(body) and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
 
@@ -236,7 +245,7 @@ class Connection(asyncio.Protocol):
         response = self._response
         assert response is not None
         self.keep_alive = self._parser.should_keep_alive()
-        response._finish()
+        response.feed_eof()
 
     # Failures.
 
@@ -254,4 +263,4 @@ class Connection(asyncio.Protocol):
                 head.set_exception(error)
         response = self._response
         if response is not None:
-            response._fail(error)
+            response.set_exception(error)

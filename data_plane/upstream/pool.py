@@ -213,9 +213,9 @@ class UpstreamClient:
             self._ssl = ssl.create_default_context()  # system CAs, hostname checks; built once
         return self._ssl
 
-    # Called by connections.
+    # Called by connections (connection.Owner).
 
-    def _done_with(self, conn: Connection, reusable: bool) -> None:
+    def connection_done(self, conn: Connection, reusable: bool) -> None:
         """A request finished with ``conn``; it goes idle if ``reusable`` (else it was closed)."""
         self._unmark_busy(conn.origin.key)
         if reusable and self._closed:
@@ -227,7 +227,7 @@ class UpstreamClient:
             if self._sweeper is None:
                 self._sweeper = asyncio.get_running_loop().call_later(self._keepalive, self._sweep)
 
-    def _lost(self, conn: Connection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         """The transport of ``conn`` is gone: forget it if it was idle."""
         self._open.discard(conn)
         idle = self._idle.get(conn.pool_key)

@@ -1,20 +1,35 @@
-"""One upstream answer: status and headers, then its body as it arrives (bounded buffering)."""
+"""One upstream answer: status and headers, then its body as it arrives (bounded buffering).
+
+Two sides, like aiohttp's ``StreamReader``: whoever parses the answer (the connection, or a
+test's fake transport) sets the head attributes and feeds the body through ``feed_data``,
+``feed_eof`` and ``set_exception``; the relay reads it with ``read_nowait``/``read`` and hands
+it back with ``release``/``close``. The answer knows its feeder only as a :class:`Source`.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from multidict import CIMultiDict
 
 from data_plane.upstream.errors import UpstreamBroken
 
-if TYPE_CHECKING:
-    from data_plane.upstream.connection import Connection
-
 # Body bytes buffered beyond what the reader took before the socket stops being read: a
 # consumer slower than the provider holds at most about this much (plus one socket read).
 HIGH_WATER = 256 * 1024
+
+
+class Source(Protocol):
+    """What an answer needs of what feeds it: flow control, and where it goes when read."""
+
+    paused: bool  # the feeder stopped reading because the reader lags (see ``feed_data``)
+
+    def resume(self) -> None:
+        """The reader caught up: read again."""
+
+    def finished(self, clean: bool) -> None:
+        """The reader is done; ``clean``: the whole body arrived (the source may be reused)."""
 
 
 class UpstreamResponse:
@@ -36,8 +51,8 @@ class UpstreamResponse:
         "status",
     )
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn: Connection | None = conn
+    def __init__(self, conn: Source) -> None:
+        self._conn: Source | None = conn
         self.status = 0
         self.reason = ""
         self.raw_headers: list[tuple[str, str]] = []
@@ -101,20 +116,26 @@ class UpstreamResponse:
         if conn is not None:
             conn.finished(False)
 
-    # Called by the connection.
+    # The feeding side (aiohttp's StreamReader names), called by the source as the answer arrives.
 
-    def _feed(self, data: bytes) -> bool:
-        """Add body bytes; whether the reader now lags by more than ``HIGH_WATER``."""
+    def is_eof(self) -> bool:
+        """Whether the end of the body was fed (``feed_eof``), read or not."""
+        return self._done
+
+    def feed_data(self, data: bytes) -> bool:
+        """Add body bytes; whether the reader now lags by more than ``HIGH_WATER`` (the source should pause)."""
         self._chunks.append(data)
         self._size += len(data)
         self._wake()
         return self._size > HIGH_WATER
 
-    def _finish(self) -> None:
+    def feed_eof(self) -> None:
+        """The whole body arrived: once the buffered bytes are read, ``read`` returns b""."""
         self._done = True
         self._wake()
 
-    def _fail(self, error: UpstreamBroken) -> None:
+    def set_exception(self, error: UpstreamBroken) -> None:
+        """The body was cut: once the buffered bytes are read, reading raises ``error`` (ignored after ``feed_eof``)."""
         if not self._done and self._error is None:
             self._error = error
             self._wake()
