@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from control_plane import validation
 from control_plane.errors import InvalidArgument, NotFound
 from control_plane.interceptors import current_principal
-from control_plane.store.tables import UsageRecordRow
+from control_plane.store.repositories import usage
 from control_plane.usage import listing, records, totals
 from odock.v1 import usage_pb2, usage_pb2_grpc
 
@@ -75,7 +75,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         org_id = _org_scope(request.org_id)
         request_id = _id("request_id", validation.required("request_id", request.request_id))
         async with self._sessionmaker() as session:
-            row = await session.get(UsageRecordRow, request_id)
+            row = await usage.get_record(session, request_id)
         if row is None or (org_id is not None and row.org_id != org_id):
             raise NotFound(f"no usage record for request {request_id!r}")
         return usage_pb2.GetUsageRecordResponse(

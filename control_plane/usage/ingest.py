@@ -3,7 +3,7 @@
 One transaction per slice of a batch (a batch of up to ``SLICE_ROWS`` records,
 the data plane's default, is one slice; see priority.py for why larger ones are
 cut): the records are inserted with ``ON CONFLICT
-(request_id) DO NOTHING RETURNING request_id`` (see bulk.py), then the hourly
+(request_id) DO NOTHING RETURNING request_id`` (see store/repositories/usage_writes.py), then the hourly
 rollups are bumped for exactly the records that statement returned, i.e. the
 ones actually inserted. A replay (same request id, whatever its attempt or
 node) inserts nothing and so adds nothing to the rollups, which is also why a
@@ -28,8 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.errors import DomainError
 from control_plane.store.background import BackgroundDatabase
+from control_plane.store.repositories import usage_writes
 from control_plane.store.tables import utcnow
-from control_plane.usage import bulk
 from control_plane.usage.priority import GovernanceFirst
 from control_plane.usage.records import ROLLUP_COUNTERS, BadRecord, Prepared, prepare
 from odock.v1 import node_pb2
@@ -66,7 +66,7 @@ def rollup_deltas(rows: Sequence[Prepared]) -> list[dict[str, Any]]:
     out = []
     for key in sorted(acc):
         sums = acc[key]
-        row = dict(zip(bulk.ROLLUP_KEY, key, strict=True))
+        row = dict(zip(usage_writes.ROLLUP_KEY, key, strict=True))
         row["requests"] = sums[0]
         row.update(zip(ROLLUP_COUNTERS, sums[1:], strict=True))
         out.append(row)
@@ -79,8 +79,8 @@ def _retryable(exc: DBAPIError) -> bool:
 
 def _write(conn: Connection, rows: list[Prepared]) -> int:
     """Insert ``rows`` and bump the rollups of those actually inserted; how many were."""
-    inserted = bulk.insert_records(conn, [p.values for p in rows])
-    bulk.add_rollups(conn, rollup_deltas([p for p in rows if p.values["request_id"] in inserted]))
+    inserted = usage_writes.insert_records(conn, [p.values for p in rows])
+    usage_writes.add_rollups(conn, rollup_deltas([p for p in rows if p.values["request_id"] in inserted]))
     return len(inserted)
 
 

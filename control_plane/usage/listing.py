@@ -9,16 +9,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.errors import InvalidArgument
-from control_plane.store.repositories import pages
-from control_plane.store.tables import UsageRecordRow
+from control_plane.store.repositories import pages, usage
 from control_plane.usage.records import MAX_SECONDS, to_proto
 from odock.v1 import usage_pb2
 
-R = UsageRecordRow
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
@@ -92,20 +89,11 @@ def _decode_after(token: str, q: ListQuery) -> tuple[datetime, str] | None:
 async def run(session: AsyncSession, q: ListQuery, page_token: str) -> usage_pb2.ListUsageRecordsResponse:
     """One page of records matching ``q``, newest first."""
     after = _decode_after(page_token, q)
-    stmt = select(R)
-    for column, value in ((R.org_id, q.org_id), (R.key_id, q.key_id), (R.model_name, q.model_name),
-                          (R.client_request_id, q.client_request_id), (R.request_id, q.request_id)):  # fmt: skip
-        if value is not None:
-            stmt = stmt.where(column == value)
-    if q.start is not None:
-        stmt = stmt.where(R.time >= q.start)
-    if q.end is not None:
-        stmt = stmt.where(R.time < q.end)
-    if after is not None:
-        when, request_id = after
-        stmt = stmt.where(or_(R.time < when, and_(R.time == when, R.request_id < request_id)))
-    stmt = stmt.order_by(R.time.desc(), R.request_id.desc()).limit(q.page_size + 1)
-    rows = (await session.scalars(stmt)).all()
+    filters = {"org_id": q.org_id, "key_id": q.key_id, "model_name": q.model_name,
+               "client_request_id": q.client_request_id, "request_id": q.request_id}  # fmt: skip
+    rows = await usage.records_page(
+        session, filters=filters, start=q.start, end=q.end, after=after, limit=q.page_size + 1
+    )
     response = usage_pb2.ListUsageRecordsResponse()
     if len(rows) > q.page_size:
         rows = rows[: q.page_size]

@@ -28,11 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Table, delete, select, text, tuple_
 from sqlalchemy.engine import Connection
 
 from control_plane.store.background import BackgroundDatabase
-from control_plane.store.tables import UsageRecordRow, UsageRollupRow
+from control_plane.store.repositories import usage_writes
 from control_plane.usage.priority import GovernanceFirst
 
 log = logging.getLogger("odock.control_plane.usage.retention")
@@ -44,10 +43,6 @@ RETENTION_LOCK_KEY = 0x6F646F636B + 1
 # After a failed run, the next one is tried after this (doubling up to the interval).
 RETRY_SECONDS = 5.0
 
-RECORDS: Table = UsageRecordRow.__table__  # type: ignore[assignment]
-ROLLUPS: Table = UsageRollupRow.__table__  # type: ignore[assignment]
-_ROLLUP_KEY = ("org_id", "hour", "key_id", "model_name", "outcome")
-
 
 @dataclass
 class PruneReport:
@@ -57,29 +52,6 @@ class PruneReport:
     rollups: int = 0
     batches: list[int] = field(default_factory=list)
     yielded_to_replica: bool = False
-
-
-def _locked(conn: Connection) -> bool:
-    if conn.dialect.name != "postgresql":
-        return True  # SQLite: a single control plane
-    return bool(conn.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": RETENTION_LOCK_KEY}))
-
-
-def delete_records(conn: Connection, before: datetime, limit: int) -> int | None:
-    """Delete up to ``limit`` records older than ``before``; None when another replica is pruning."""
-    if not _locked(conn):
-        return None
-    oldest = select(RECORDS.c.request_id).where(RECORDS.c.time < before).order_by(RECORDS.c.time).limit(limit)
-    return int(conn.execute(delete(RECORDS).where(RECORDS.c.request_id.in_(oldest.scalar_subquery()))).rowcount)
-
-
-def delete_rollups(conn: Connection, before_hour: int, limit: int) -> int | None:
-    """Delete up to ``limit`` rollups of hours before ``before_hour``; None when another replica is pruning."""
-    if not _locked(conn):
-        return None
-    key = [ROLLUPS.c[name] for name in _ROLLUP_KEY]
-    oldest = select(*key).where(ROLLUPS.c.hour < before_hour).order_by(ROLLUPS.c.hour).limit(limit)
-    return int(conn.execute(delete(ROLLUPS).where(tuple_(*key).in_(oldest))).rowcount)
 
 
 @dataclass(frozen=True)
@@ -103,12 +75,15 @@ async def prune(
     now = now or datetime.now(UTC)
     report = PruneReport()
     jobs: list[tuple[str, Callable[[Connection], int | None]]] = []
+    rows, lock = policy.batch_rows, RETENTION_LOCK_KEY
     if policy.record_days > 0:
         cutoff = now - timedelta(days=policy.record_days)
-        jobs.append(("records", functools.partial(delete_records, before=cutoff, limit=policy.batch_rows)))
+        jobs.append(("records", functools.partial(
+            usage_writes.delete_records, before=cutoff, limit=rows, lock_key=lock)))  # fmt: skip
     if policy.rollup_days > 0:
         hour = int((now - timedelta(days=policy.rollup_days)).timestamp() // 3600)
-        jobs.append(("rollups", functools.partial(delete_rollups, before_hour=hour, limit=policy.batch_rows)))
+        jobs.append(("rollups", functools.partial(
+            usage_writes.delete_rollups, before_hour=hour, limit=rows, lock_key=lock)))  # fmt: skip
     for table, job in jobs:
         while True:
             if priority is None:

@@ -11,16 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import BigInteger, ColumnElement, case, func, literal, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.errors import InvalidArgument
-from control_plane.store.repositories import pages
-from control_plane.store.tables import UsageRollupRow
+from control_plane.store.repositories import pages, usage
 from control_plane.usage.records import HOURS_PER_DAY, ROLLUP_COUNTERS, SECONDS_PER_HOUR
 from odock.v1 import common_pb2, usage_pb2
 
-R = UsageRollupRow
 OUTCOME_COLUMNS = (
     ("complete", common_pb2.OUTCOME_COMPLETE),
     ("partial", common_pb2.OUTCOME_PARTIAL),
@@ -35,6 +32,8 @@ DIMENSIONS = (
 )
 _KNOWN_DIMENSIONS = frozenset(d for d, _ in DIMENSIONS)
 _BUCKETS = frozenset(usage_pb2.UsageBucket.values())
+# Width of a bucket in hours (TOTAL: no time grouping).
+_BUCKET_HOURS: dict[int, int] = {usage_pb2.USAGE_BUCKET_HOUR: 1, usage_pb2.USAGE_BUCKET_DAY: HOURS_PER_DAY}
 
 
 @dataclass(frozen=True)
@@ -100,18 +99,6 @@ def build_query(request: usage_pb2.GetUsageTotalsRequest, org_id: str | None, no
     )  # fmt: skip
 
 
-def _group_columns(q: TotalsQuery) -> list[ColumnElement[Any]]:
-    cols: list[ColumnElement[Any]] = []
-    if q.bucket == usage_pb2.USAGE_BUCKET_DAY:
-        # Inlined constant: the same expression must appear in SELECT, GROUP BY and ORDER BY.
-        day = literal_column(str(HOURS_PER_DAY), BigInteger)
-        cols.append(R.hour - R.hour % day)
-    elif q.bucket == usage_pb2.USAGE_BUCKET_HOUR:
-        cols.append(R.__table__.c.hour)
-    cols.extend(R.__table__.c[name] for name in q.group_by)
-    return cols
-
-
 def _decode_after(token: str, q: TotalsQuery, types: Sequence[type]) -> list[Any] | None:
     raw = pages.decode("page_token", token, q.scope)
     if raw is None:
@@ -132,29 +119,25 @@ def _timestamp_of_hour(hour: int) -> Timestamp:
 
 async def run(session: AsyncSession, q: TotalsQuery, page_token: str) -> usage_pb2.GetUsageTotalsResponse:
     """One page of totals for ``q``."""
-    groups = _group_columns(q)
-    types: list[type] = [int] * (q.bucket != usage_pb2.USAGE_BUCKET_TOTAL) + [str] * len(q.group_by)
+    bucket_hours = _BUCKET_HOURS.get(q.bucket)
+    n_groups = (bucket_hours is not None) + len(q.group_by)
+    types: list[type] = [int] * (bucket_hours is not None) + [str] * len(q.group_by)
     after = _decode_after(page_token, q, types)
-    sums = [func.sum(case((R.outcome == value, R.requests), else_=0)) for _, value in OUTCOME_COLUMNS]
-    sums += [func.sum(R.requests)] + [func.sum(R.__table__.c[name]) for name in ROLLUP_COUNTERS]
-    stmt = select(*groups, *sums).where(R.hour >= q.start_hour, R.hour < q.end_hour)
-    for column, value in (("org_id", q.org_id), ("key_id", q.key_id), ("model_name", q.model_name)):
-        if value is not None:
-            stmt = stmt.where(R.__table__.c[column] == value)
-    if groups:
-        if after is not None:
-            stmt = stmt.where(tuple_(*groups) > tuple_(*(literal(v) for v in after)))
-        stmt = stmt.group_by(*groups).order_by(*groups).limit(q.page_size + 1)
-    rows = (await session.execute(stmt)).all()
+    rows = await usage.rollup_totals(
+        session, start_hour=q.start_hour, end_hour=q.end_hour,
+        filters={"org_id": q.org_id, "key_id": q.key_id, "model_name": q.model_name},
+        bucket_hours=bucket_hours, group_by=q.group_by, outcomes=[value for _, value in OUTCOME_COLUMNS],
+        counters=ROLLUP_COUNTERS, after=after, limit=q.page_size + 1,
+    )  # fmt: skip
     response = usage_pb2.GetUsageTotalsResponse(
         start_time=_timestamp_of_hour(q.start_hour), end_time=_timestamp_of_hour(q.end_hour)
     )
     if len(rows) > q.page_size:
         rows = rows[: q.page_size]
-        last = list(rows[-1][: len(groups)])
+        last = list(rows[-1][:n_groups])
         response.next_page_token = pages.encode(q.scope, json.dumps(last))
     for row in rows:
-        totals = _totals(q, row, len(groups))
+        totals = _totals(q, row, n_groups)
         if totals is not None:
             response.totals.append(totals)
     return response

@@ -1,4 +1,5 @@
-"""Multi-row writes of usage records and rollup deltas, idempotent on the keys.
+"""Usage writes on a synchronous Connection: multi-row inserts of records and rollup
+deltas (idempotent on their keys) for ingestion, and batched deletes for retention.
 
 PostgreSQL: one ``INSERT ... SELECT * FROM unnest(array, array, ...)`` per
 table, i.e. one fixed statement with one array parameter per column however
@@ -10,14 +11,15 @@ the rows actually inserted; rollups use ``ON CONFLICT ... DO UPDATE`` adding
 the deltas to what is there.
 
 The functions take a synchronous Connection: the control plane runs ingestion
-in a worker thread on its own engine (ingest.py), so compiling and binding
-thousands of rows never holds the event loop that serves lease RPCs; an
-AsyncSession reaches them through ``run_sync``.
+and retention in worker threads on its own engine (usage/ingest.py,
+usage/retention.py), so compiling and binding thousands of rows never holds the
+event loop that serves lease RPCs; an AsyncSession reaches them through ``run_sync``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -31,7 +33,10 @@ from sqlalchemy import (
     String,
     Table,
     TextClause,
+    delete,
+    select,
     text,
+    tuple_,
 )
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Connection
@@ -123,3 +128,39 @@ def add_rollups(conn: Connection, deltas: Sequence[dict[str, Any]]) -> None:
     )
     for start in range(0, len(deltas), SQLITE_ROWS_PER_CALL):
         conn.execute(stmt, list(deltas[start : start + SQLITE_ROWS_PER_CALL]))
+
+
+# -- retention --------------------------------------------------------------
+
+
+def try_advisory_xact_lock(conn: Connection, key: int) -> bool:
+    """PostgreSQL: take the transaction-scoped advisory lock ``key`` if it is free.
+
+    SQLite: always True (a single control plane writes it).
+    """
+    if conn.dialect.name != "postgresql":
+        return True
+    return bool(conn.scalar(text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": key}))
+
+
+def delete_records(conn: Connection, before: datetime, limit: int, lock_key: int) -> int | None:
+    """Delete up to ``limit`` records older than ``before``, oldest first.
+
+    None when another transaction holds ``lock_key`` (another replica is pruning).
+    """
+    if not try_advisory_xact_lock(conn, lock_key):
+        return None
+    oldest = select(RECORDS.c.request_id).where(RECORDS.c.time < before).order_by(RECORDS.c.time).limit(limit)
+    return int(conn.execute(delete(RECORDS).where(RECORDS.c.request_id.in_(oldest.scalar_subquery()))).rowcount)
+
+
+def delete_rollups(conn: Connection, before_hour: int, limit: int, lock_key: int) -> int | None:
+    """Delete up to ``limit`` rollups of hours before ``before_hour``, oldest first.
+
+    None when another transaction holds ``lock_key`` (another replica is pruning).
+    """
+    if not try_advisory_xact_lock(conn, lock_key):
+        return None
+    key = [ROLLUPS.c[name] for name in ROLLUP_KEY]
+    oldest = select(*key).where(ROLLUPS.c.hour < before_hour).order_by(ROLLUPS.c.hour).limit(limit)
+    return int(conn.execute(delete(ROLLUPS).where(tuple_(*key).in_(oldest))).rowcount)
