@@ -56,7 +56,9 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self._usage = UsageIngestor(usage_store or deps.sessionmaker, usage_observer, self._priority)
         self._leases = LeaseService(deps.sessionmaker, settings, feed)
 
-    async def ResolveKey(self, request: node_pb2.ResolveKeyRequest, context: Ctx) -> node_pb2.ResolveKeyResponse:
+    async def ResolveKey(
+        self, request: node_pb2.ResolveKeyRequest, context: Ctx
+    ) -> node_pb2.ResolveKeyResponse:
         digest = request.key_digest
         if len(digest) != DIGEST_SIZE:
             raise InvalidArgument("key_digest", f"must be {DIGEST_SIZE} bytes (HMAC-SHA256)")
