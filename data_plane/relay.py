@@ -15,7 +15,8 @@
   connections are per origin and credential, so none carries two tenants' traffic.
 - Client disconnect cancels the handler (aiohttp ``handler_cancellation``); the
   ``finally`` closes the upstream connection rather than returning it to the pool.
-- The upstream hop is ``data_plane.upstream`` (a lean HTTP/1.1 client): bodies are
+- The upstream hop is a ``Transport`` (``data_plane/upstream/transport.py``): the node
+  passes its pool (``data_plane.upstream``, a lean HTTP/1.1 client), a test a fake. Bodies are
   passed through as sent (identity encoding, no decompression: an answer with another
   content or transfer coding, which ``Accept-Encoding: identity`` did not allow, is a 502
   ``upstream_bad_encoding``, since the scrubber cannot see a secret inside coded bytes), reading pauses when
@@ -38,7 +39,9 @@ from multidict import CIMultiDict
 from data_plane.errors import GatewayError, sse_error_event
 from data_plane.scrub import MARKER_TEXT, Secret, StreamScrubber
 from data_plane.sse import DEFAULT_MAX_EVENT, EventSplitter, EventTooLarge
-from data_plane.upstream import UpstreamClient, UpstreamError, UpstreamResponse
+from data_plane.upstream.errors import UpstreamError
+from data_plane.upstream.response import UpstreamResponse
+from data_plane.upstream.transport import Transport
 from data_plane.usage.meter import CANCELLED, COMPLETE, ERROR, PARTIAL, RequestMeter
 from data_plane.usage.shapes import body_usage
 from data_plane.usage.stream import StreamTap, make_tap
@@ -141,7 +144,7 @@ class Relay:
 
     async def forward(
         self,
-        client: UpstreamClient,
+        transport: Transport,
         method: str,
         url: str,
         headers: dict[str, str],
@@ -165,7 +168,7 @@ class Relay:
         meter.upstream_started()
         try:
             async with asyncio.timeout(self._timeout(first_byte_timeout)):
-                upstream = await client.request(
+                upstream = await transport.request(
                     method, url, headers, body, tenant=secret.pool_tag if secret is not None else ""
                 )
         except TimeoutError:  # connect timeouts included

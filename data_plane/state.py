@@ -19,7 +19,7 @@ from data_plane.governance.watch import Watcher
 from data_plane.limits import Limiter
 from data_plane.metrics import METRICS
 from data_plane.settings import Settings
-from data_plane.upstream import UpstreamClient
+from data_plane.upstream import Transport, UpstreamClient
 from data_plane.usage.shipper import Shipper
 
 log = logging.getLogger("odock.data_plane")
@@ -38,7 +38,8 @@ class NodeState:
     link: Link
     cache: GovernanceCache
     watcher: Watcher
-    upstream: UpstreamClient
+    upstream: UpstreamClient  # the pool: its lifecycle and counts
+    transport: Transport  # what the relay sends requests through: the pool
     shipper: Shipper
     limiter: Limiter | None = None  # None: limits not enforced (ODOCK_LIMITS=off)
 
@@ -99,7 +100,9 @@ def node_state_ctx(settings: Settings) -> Any:
         shipper = Shipper(
             client, settings.usage, settings.node_id, settings.timeouts.reconnect_max, cp_up=lambda: link.connected
         )
-        app[STATE] = NodeState(settings, client, link, cache, watcher, upstream, shipper, limiter)
+        app[STATE] = NodeState(
+            settings, client, link, cache, watcher, upstream, transport=upstream, shipper=shipper, limiter=limiter
+        )
         await shipper.start()
         watch_task = asyncio.create_task(watcher.run(), name="odock-watch")
         limits_task = asyncio.create_task(limiter.run(), name="odock-limits") if limiter is not None else None

@@ -8,7 +8,8 @@ request:
 - ``aiohttp``: the ``ClientSession`` exactly as ``data_plane/state.py`` built it before the lean
   client replaced it, used the way ``data_plane/relay.py`` used it (request, buffered read with
   ``read_nowait``/``readany``, release);
-- ``lean``: ``data_plane.upstream`` (asyncio.Protocol + httptools, one ``write`` per request).
+- ``lean``: ``data_plane.upstream`` (asyncio.Protocol + httptools, one ``write`` per request),
+  called through the ``Transport`` protocol as ``data_plane/relay.py`` calls it.
 
 Run: ``python -m scripts.benchmark.clientcost [--requests 20000] [--concurrency 64] [--rounds 3]``.
 Rounds alternate the clients' order; the median of the rounds is printed as one JSON line per
@@ -34,7 +35,7 @@ import aiohttp
 import uvloop
 
 from data_plane.settings import Settings
-from data_plane.upstream import UpstreamClient
+from data_plane.upstream import Transport, UpstreamClient
 from scripts.benchmark.requests import UPSTREAM_CHAT_MODEL, chat_body
 from scripts.benchmark.stack import python_env
 
@@ -102,10 +103,11 @@ async def _aiohttp_client(settings: Settings) -> tuple[Send, Callable[[], Awaita
 
 async def _lean_client(settings: Settings) -> tuple[Send, Callable[[], Awaitable[None]]]:
     client = UpstreamClient.from_settings(settings)
+    transport: Transport = client  # what the node's state hands the relay
 
     async def send(url: str, body: bytes) -> bytes:
         async with asyncio.timeout(30):
-            upstream = await client.request("POST", url, HEADERS, body)
+            upstream = await transport.request("POST", url, HEADERS, body)
         try:
             buf = bytearray()
             while True:
