@@ -6,6 +6,10 @@ endpoint family's official SDK expects, so each SDK raises its usual exception
 class carrying our message and code. The table of codes is docs/errors.md.
 Upstream errors never pass through here: they reach the client as the provider
 sent them.
+
+The shapes themselves belong to the families (``Dialect.error_body`` and
+``Dialect.sse_error_name`` in ``data_plane/providers/<family>.py``); this module
+is the one renderer every caller goes through.
 """
 
 from __future__ import annotations
@@ -15,33 +19,25 @@ from typing import Any
 
 from aiohttp import web
 
-from odock.v1 import common_pb2
+from data_plane.providers import ANTHROPIC, FAMILY_NAMES, GEMINI, OPENAI, VLLM, dialect_of, family_name
+from data_plane.providers.dialect import MAX_ECHO, clip
 
-OPENAI = common_pb2.PROVIDER_FAMILY_OPENAI
-ANTHROPIC = common_pb2.PROVIDER_FAMILY_ANTHROPIC
-GEMINI = common_pb2.PROVIDER_FAMILY_GEMINI
-VLLM = common_pb2.PROVIDER_FAMILY_VLLM
-
-MAX_ECHO = 64
-
-# status -> (openai/vllm error.type, anthropic error.type, gemini error.status)
-_TYPES: dict[int, tuple[str, str, str]] = {
-    400: ("invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"),
-    401: ("authentication_error", "authentication_error", "UNAUTHENTICATED"),
-    403: ("permission_error", "permission_error", "PERMISSION_DENIED"),
-    404: ("invalid_request_error", "not_found_error", "NOT_FOUND"),
-    405: ("invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"),
-    408: ("invalid_request_error", "invalid_request_error", "DEADLINE_EXCEEDED"),
-    413: ("invalid_request_error", "request_too_large", "INVALID_ARGUMENT"),
-    415: ("invalid_request_error", "invalid_request_error", "INVALID_ARGUMENT"),
-    429: ("rate_limit_error", "rate_limit_error", "RESOURCE_EXHAUSTED"),
-    500: ("api_error", "api_error", "INTERNAL"),
-    502: ("api_error", "api_error", "UNAVAILABLE"),
-    503: ("api_error", "overloaded_error", "UNAVAILABLE"),
-    504: ("api_error", "timeout_error", "DEADLINE_EXCEEDED"),
-}
-
-FAMILY_NAMES: dict[int, str] = {OPENAI: "openai", ANTHROPIC: "anthropic", GEMINI: "gemini", VLLM: "vllm"}
+# ANTHROPIC ... family_name: transitional re-exports until app.py and native.py import them
+# from data_plane.providers (their owner commits that); then they go.
+__all__ = [
+    "ANTHROPIC",
+    "FAMILY_NAMES",
+    "GEMINI",
+    "MAX_ECHO",
+    "OPENAI",
+    "VLLM",
+    "GatewayError",
+    "clip",
+    "error_body",
+    "family_name",
+    "render",
+    "sse_error_event",
+]
 
 
 class GatewayError(Exception):
@@ -67,41 +63,9 @@ class GatewayError(Exception):
         self.close = close
 
 
-def clip(value: str, limit: int = MAX_ECHO) -> str:
-    """A bounded, printable rendering of client-supplied text for error messages."""
-    cleaned = "".join(c if c.isprintable() else "?" for c in value[: limit + 1])
-    return cleaned if len(cleaned) <= limit else cleaned[:limit] + "..."
-
-
-def family_name(family: int) -> str:
-    """Lower-case name of a provider family (``unknown`` for values this build does not know)."""
-    return FAMILY_NAMES.get(family, "unknown")
-
-
-def _types(status: int) -> tuple[str, str, str]:
-    if status in _TYPES:
-        return _TYPES[status]
-    return _TYPES[500] if status >= 500 else _TYPES[400]
-
-
 def error_body(family: int, err: GatewayError) -> dict[str, Any]:
-    """The JSON error document for ``err`` in ``family``'s shape."""
-    openai_type, anthropic_type, gemini_status = _types(err.status)
-    if family == ANTHROPIC:
-        return {"type": "error", "error": {"type": anthropic_type, "message": err.message, "code": err.code}}
-    if family == GEMINI:
-        details: list[dict[str, str]] = [
-            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": err.code, "domain": "odock.ai"}
-        ]
-        if err.retry_after is not None:
-            # Google APIs say how long to wait in a RetryInfo detail (google.rpc.RetryInfo).
-            details.append(
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{err.retry_after}s"}
-            )
-        return {
-            "error": {"code": err.status, "message": err.message, "status": gemini_status, "details": details}
-        }
-    return {"error": {"message": err.message, "type": openai_type, "code": err.code, "param": err.param}}
+    """The JSON error document for ``err`` in ``family``'s shape (OpenAI's for an unknown family)."""
+    return dialect_of(family).error_body(err)
 
 
 def render(family: int, err: GatewayError) -> web.Response:
@@ -122,7 +86,8 @@ def render(family: int, err: GatewayError) -> web.Response:
 
 def sse_error_event(family: int, err: GatewayError) -> bytes:
     """A server-sent event that ends a broken stream in ``family``'s shape (the SDKs raise on it)."""
-    data = json.dumps(error_body(family, err), ensure_ascii=False)
-    if family == ANTHROPIC:
-        return f"event: error\ndata: {data}\n\n".encode()
+    dialect = dialect_of(family)
+    data = json.dumps(dialect.error_body(err), ensure_ascii=False)
+    if dialect.sse_error_name:
+        return f"event: {dialect.sse_error_name}\ndata: {data}\n\n".encode()
     return f"data: {data}\n\n".encode()

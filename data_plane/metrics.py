@@ -44,7 +44,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from data_plane.details import write_worker_status
-from data_plane.errors import FAMILY_NAMES
+from data_plane.providers import FAMILY_NAMES
 from data_plane.usage import meter as usage_meter
 from data_plane.usage.wal import DROP_REASONS
 

@@ -1,13 +1,31 @@
-"""Provider dialects: every native endpoint, its upstream URL, and the headers sent upstream."""
+"""Provider dialects: the table of families, every native endpoint, and which family a path speaks.
+
+One module per family (``openai``, ``anthropic``, ``gemini``, ``vllm``) builds that family's
+``Endpoint`` objects and its ``Dialect``: routes, auth header, error body and SSE error
+event, dropped headers, listing shape and the usage shape each endpoint answers in. The
+generic machinery is ``endpoint.py`` (upstream URLs), ``dialect.py`` and ``headers.py``. Adding
+a family is one module plus a line in ``_FAMILIES`` below.
+
+Import direction: ``providers`` imports ``data_plane.usage`` (the generic usage machinery its
+families plug their extraction hooks into); nothing in ``data_plane.usage`` imports
+``providers``.
+"""
 
 from __future__ import annotations
 
 from data_plane.providers import anthropic, gemini, openai, vllm
-from data_plane.providers.endpoint import BodyKind, Dialect, Endpoint, ModelIn, Query, Streams
+from data_plane.providers.dialect import FAMILY_NAMES, Dialect, Listing, family_name
+from data_plane.providers.endpoint import BodyKind, Endpoint, ModelIn, Query, Streams
 
-DIALECTS: dict[int, Dialect] = {
-    d.family: d for d in (openai.DIALECT, anthropic.DIALECT, gemini.DIALECT, vllm.DIALECT)
-}
+OPENAI = openai.FAMILY
+ANTHROPIC = anthropic.FAMILY
+GEMINI = gemini.FAMILY
+VLLM = vllm.FAMILY
+
+_FAMILIES = (openai.DIALECT, anthropic.DIALECT, gemini.DIALECT, vllm.DIALECT)
+DIALECTS: dict[int, Dialect] = {d.family: d for d in _FAMILIES}
+# The dialect of paths no family claims (and of families this build does not know).
+DEFAULT_DIALECT = openai.DIALECT
 ENDPOINTS: tuple[Endpoint, ...] = tuple(e for d in DIALECTS.values() for e in d.endpoints)
 # Routes the data plane answers itself from the control plane (not in ENDPOINTS, never proxied).
 LOCAL_ROUTES: tuple[tuple[str, str], ...] = (
@@ -15,6 +33,7 @@ LOCAL_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/models/{model}"),
     ("GET", vllm.MODELS_ROUTE),
 )
+_PATH_OWNERS = tuple(d for d in _FAMILIES if d.paths)
 
 
 def endpoint_named(name: str) -> Endpoint:
@@ -22,17 +41,40 @@ def endpoint_named(name: str) -> Endpoint:
     return _BY_NAME[name]
 
 
+def dialect_of(family: int) -> Dialect:
+    """The dialect of ``family`` (the default one for a family this build does not know)."""
+    return DIALECTS.get(family, DEFAULT_DIALECT)
+
+
+def family_for_path(path: str) -> int:
+    """The provider family whose error shape a path's errors use (OpenAI's unless a family owns it)."""
+    for dialect in _PATH_OWNERS:
+        if dialect.owns_path(path):
+            return dialect.family
+    return DEFAULT_DIALECT.family
+
+
 _BY_NAME = {e.name: e for e in ENDPOINTS}
 
 __all__ = [
+    "ANTHROPIC",
+    "DEFAULT_DIALECT",
     "DIALECTS",
     "ENDPOINTS",
+    "FAMILY_NAMES",
+    "GEMINI",
     "LOCAL_ROUTES",
+    "OPENAI",
+    "VLLM",
     "BodyKind",
     "Dialect",
     "Endpoint",
+    "Listing",
     "ModelIn",
     "Query",
     "Streams",
+    "dialect_of",
     "endpoint_named",
+    "family_for_path",
+    "family_name",
 ]

@@ -1,13 +1,35 @@
-"""Anthropic: the Messages API."""
+"""Anthropic: the Messages API.
+
+Everything Anthropic-specific lives here: the route, the ``x-api-key`` auth and default
+``anthropic-version``, the error document and the ``event: error`` that ends a broken stream,
+and the Models API listing shape (``ModelInfo``, ``limit`` / ``after_id`` / ``before_id``).
+"""
 
 from __future__ import annotations
 
-from data_plane.providers.endpoint import Dialect, Endpoint
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from multidict import MultiMapping
+
+from data_plane.governance.domain import ModelSummary
+from data_plane.providers.dialect import (
+    Dialect,
+    ErrorFacts,
+    Listing,
+    bad_parameter,
+    by_status,
+    clip,
+    int_parameter,
+)
+from data_plane.providers.endpoint import Endpoint
 from odock.v1 import common_pb2
 
 FAMILY = common_pb2.PROVIDER_FAMILY_ANTHROPIC
 # Anthropic refuses requests without a version header; the SDK always sends one, curl may not.
 DEFAULT_VERSION = "2023-06-01"
+VERSION_HEADER = "anthropic-version"
 
 ENDPOINTS = (
     Endpoint(
@@ -22,9 +44,108 @@ ENDPOINTS = (
     ),
 )
 
+# --- errors ------------------------------------------------------------------------------
+
+# status -> error.type
+ERROR_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "invalid_request_error",
+    413: "request_too_large",
+    415: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
+
+
+def error_body(err: ErrorFacts) -> dict[str, Any]:
+    """Anthropic's error document."""
+    kind = by_status(ERROR_TYPES, err.status)
+    return {"type": "error", "error": {"type": kind, "message": err.message, "code": err.code}}
+
+
+# --- listing -----------------------------------------------------------------------------
+
+LIMIT = (1, 1000, 20)  # min, max, default (Anthropic's Models API)
+_LIFECYCLES = frozenset({"active", "deprecated", "retired"})
+
+
+def _rfc3339(unix_seconds: int) -> str:
+    return datetime.fromtimestamp(max(0, unix_seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def model_object(model: ModelSummary) -> dict[str, Any]:
+    """A model in Anthropic's ``ModelInfo`` shape (every model the gateway lists is ``active``)."""
+    return {
+        "type": "model",
+        "id": model.name,
+        "display_name": model.name,
+        "created_at": _rfc3339(model.created),
+        "lifecycle": "active",
+    }
+
+
+def _lifecycles(query: MultiMapping[str]) -> frozenset[str] | None:
+    values = [*query.getall("lifecycle", []), *query.getall("lifecycle[]", [])]
+    if not values:
+        return None
+    chosen = frozenset(v.strip() for raw in values for v in raw.split(","))
+    unknown = chosen - _LIFECYCLES
+    if unknown:
+        raise bad_parameter("lifecycle", f"lifecycle: unknown value {clip(min(unknown))!r}")
+    return chosen
+
+
+def _cursor_index(ids: Sequence[str], name: str, value: str) -> int:
+    try:
+        return ids.index(value)
+    except ValueError:
+        raise bad_parameter(name, f"{name}: no model {clip(value)!r} in this list") from None
+
+
+def model_page(models: Sequence[ModelSummary], query: MultiMapping[str]) -> dict[str, Any]:
+    """One page of Anthropic's model list: newest first, ``limit`` 1..1000 (20), ``after_id``/``before_id``."""
+    low, high, default = LIMIT
+    limit = int_parameter(query, "limit", default)
+    if not low <= limit <= high:
+        raise bad_parameter("limit", f"limit: must be between {low} and {high}")
+    after, before = query.get("after_id") or None, query.get("before_id") or None
+    if after is not None and before is not None:
+        raise bad_parameter("before_id", "Give after_id or before_id, not both")
+    lifecycles = _lifecycles(query)
+    if lifecycles is not None and "active" not in lifecycles:
+        models = []
+    ordered = sorted(models, key=lambda m: (-m.created, m.name))
+    ids = [m.name for m in ordered]
+    if before is not None:
+        end = _cursor_index(ids, "before_id", before)
+        start = max(0, end - limit)
+        page, has_more = ordered[start:end], start > 0
+    else:
+        start = _cursor_index(ids, "after_id", after) + 1 if after is not None else 0
+        page, has_more = ordered[start : start + limit], start + limit < len(ordered)
+    return {
+        "data": [model_object(m) for m in page],
+        "has_more": has_more,
+        "first_id": page[0].name if page else None,
+        "last_id": page[-1].name if page else None,
+    }
+
+
 DIALECT = Dialect(
     family=FAMILY,
+    name="anthropic",
     endpoints=ENDPOINTS,
     auth_header="x-api-key",
-    default_headers={"anthropic-version": DEFAULT_VERSION},
+    error_body=error_body,
+    default_headers={VERSION_HEADER: DEFAULT_VERSION},
+    sse_error_name="error",
+    paths=("/v1/messages",),
+    listing=Listing(model=model_object, page=model_page),
 )

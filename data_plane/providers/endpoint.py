@@ -130,17 +130,3 @@ _FILTERED_LEN_MAX = 256
 
 def _without_auth(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in pairs if k.strip().lower() not in AUTH_QUERY_PARAMS]
-
-
-@dataclass(frozen=True, slots=True)
-class Dialect:
-    """How one provider family authenticates and which client headers it must not see."""
-
-    family: int
-    endpoints: tuple[Endpoint, ...]
-    auth_header: str
-    auth_prefix: str = ""
-    # Lower-case client header names to drop for this family (beyond the common set).
-    drop_headers: frozenset[str] = frozenset()
-    # Headers to send when the client did not (lower-case name -> value).
-    default_headers: Mapping[str, str] = field(default_factory=dict)

@@ -1,12 +1,28 @@
-"""Gemini (Google AI): generateContent and streamGenerateContent, the model in the path."""
+"""Gemini (Google AI): generateContent and streamGenerateContent, the model in the path.
+
+Everything Gemini-specific lives here: the routes under ``/v1beta/``, the ``x-goog-api-key``
+auth, Google's error document (``google.rpc`` details), and the ``models/<name>`` listing
+with ``pageSize`` / ``pageToken``.
+"""
 
 from __future__ import annotations
 
-from data_plane.providers.endpoint import SLUG, Dialect, Endpoint, Streams
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Any
+
+from multidict import MultiMapping
+
+from data_plane.governance.domain import ModelSummary
+from data_plane.providers.dialect import Dialect, ErrorFacts, Listing, bad_parameter, by_status, int_parameter
+from data_plane.providers.endpoint import SLUG, Endpoint, Streams
 from odock.v1 import common_pb2
 
 FAMILY = common_pb2.PROVIDER_FAMILY_GEMINI
 PATH_PARAM = "model"
+# The generation methods served, and whether each streams (the listing names them too).
+METHODS: tuple[tuple[str, Streams], ...] = (("generateContent", "never"), ("streamGenerateContent", "always"))
 
 
 def _endpoint(method: str, streams: Streams) -> Endpoint:
@@ -26,16 +42,102 @@ def _endpoint(method: str, streams: Streams) -> Endpoint:
     )
 
 
-ENDPOINTS = (
-    _endpoint("generateContent", "never"),
-    # With ?alt=sse (the google-genai SDK) the stream is SSE, else a streamed JSON array.
-    _endpoint("streamGenerateContent", "always"),
-)
+# With ?alt=sse (the google-genai SDK) streamGenerateContent is SSE, else a streamed JSON array.
+ENDPOINTS = tuple(_endpoint(method, streams) for method, streams in METHODS)
+
+# --- errors ------------------------------------------------------------------------------
+
+# status -> error.status (google.rpc.Code name)
+ERROR_STATUSES: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    405: "INVALID_ARGUMENT",
+    408: "DEADLINE_EXCEEDED",
+    413: "INVALID_ARGUMENT",
+    415: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def error_body(err: ErrorFacts) -> dict[str, Any]:
+    """Google's error document: the gateway's code as an ``ErrorInfo`` reason, the wait as ``RetryInfo``."""
+    details: list[dict[str, str]] = [
+        {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": err.code, "domain": "odock.ai"}
+    ]
+    if err.retry_after is not None:
+        # Google APIs say how long to wait in a RetryInfo detail (google.rpc.RetryInfo).
+        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{err.retry_after}s"})
+    status = by_status(ERROR_STATUSES, err.status)
+    return {"error": {"code": err.status, "message": err.message, "status": status, "details": details}}
+
+
+# --- listing -----------------------------------------------------------------------------
+
+PAGE_SIZE = (1000, 50)  # max (larger sizes are clamped, as Google does), default
+
+
+def model_object(model: ModelSummary) -> dict[str, Any]:
+    """A model in Gemini's ``Model`` shape; ``name`` is what generateContent takes."""
+    return {
+        "name": f"models/{model.name}",
+        "baseModelId": model.name,
+        "displayName": model.name,
+        "supportedGenerationMethods": [method for method, _ in METHODS],
+    }
+
+
+def _page_token(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _after_token(token: str) -> str:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        name = base64.b64decode(padded, altchars=b"-_", validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        name = ""
+    if not name:
+        raise bad_parameter("pageToken", "pageToken: not a token this list handed out")
+    return name
+
+
+def model_page(models: Sequence[ModelSummary], query: MultiMapping[str]) -> dict[str, Any]:
+    """One page of Gemini's model list, by name; ``pageSize`` (50, at most 1000), ``pageToken``.
+
+    The token names the last model of the previous page, so a model deleted between two
+    pages does not break the listing.
+    """
+    high, default = PAGE_SIZE
+    size = int_parameter(query, "pageSize", default)
+    if size < 0:
+        raise bad_parameter("pageSize", "pageSize: must not be negative")
+    size = min(size or default, high)
+    token = query.get("pageToken") or None
+    ordered = sorted(models, key=lambda m: m.name)
+    if token is not None:
+        after = _after_token(token)
+        ordered = [m for m in ordered if m.name > after]
+    page = ordered[:size]
+    body: dict[str, Any] = {"models": [model_object(m) for m in page]}
+    if len(ordered) > size:
+        body["nextPageToken"] = _page_token(page[-1].name)
+    return body
+
 
 DIALECT = Dialect(
     family=FAMILY,
+    name="gemini",
     endpoints=ENDPOINTS,
     auth_header="x-goog-api-key",
+    error_body=error_body,
     # Picks the Google Cloud project billed for the call: the gateway's decision.
     drop_headers=frozenset({"x-goog-user-project"}),
+    paths=("/v1beta/",),
+    listing=Listing(model=model_object, page=model_page),
 )

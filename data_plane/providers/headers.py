@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from data_plane.providers.endpoint import Dialect
+if TYPE_CHECKING:  # dialect.py imports this module (DROPPED_HEADERS)
+    from data_plane.providers.dialect import Dialect
 
 # Hop-by-hop (RFC 9110 7.6.1), framing the proxy recomputes, every client credential
 # style, and client-address headers the gateway neither trusts nor leaks.
@@ -39,16 +41,6 @@ DROPPED_PREFIXES = ("proxy-", "x-forwarded-")
 HOP_HEADER = "x-odock-hop"
 
 
-_DROP_BY_FAMILY: dict[int, tuple[Dialect, frozenset[str]]] = {}
-
-
-def _dropped(dialect: Dialect) -> frozenset[str]:
-    cached = _DROP_BY_FAMILY.get(dialect.family)
-    if cached is None or cached[0] is not dialect:
-        cached = _DROP_BY_FAMILY[dialect.family] = (dialect, DROPPED_HEADERS | dialect.drop_headers)
-    return cached[1]
-
-
 def build_headers(
     dialect: Dialect, client_headers: Mapping[str, str] | Iterable[tuple[str, str]], secret: str | bytes
 ) -> dict[str, str]:
@@ -57,7 +49,7 @@ def build_headers(
         secret = secret.decode("utf-8")
     if not secret or "\r" in secret or "\n" in secret or "\0" in secret:
         raise ValueError("provider secret is not a valid header value")  # never echo the secret
-    drop = _dropped(dialect)
+    drop = dialect.dropped_headers
     named: list[str] = []  # what a Connection header names is hop-by-hop too
     merged: dict[str, tuple[str, list[str]]] = {}
     for name, value in client_headers.items() if isinstance(client_headers, Mapping) else client_headers:

@@ -1,8 +1,13 @@
-"""vLLM's OpenAI-compatible server, served under /v1/vllm/ (GET models is answered locally)."""
+"""vLLM's OpenAI-compatible server, served under /v1/vllm/ (GET models is answered locally).
+
+vLLM speaks OpenAI's dialect (errors, listing) under its own prefix; what differs is here.
+"""
 
 from __future__ import annotations
 
-from data_plane.providers.endpoint import BodyKind, Dialect, Endpoint, ModelIn, Streams
+from data_plane.providers import openai
+from data_plane.providers.dialect import Dialect
+from data_plane.providers.endpoint import BodyKind, Endpoint, ModelIn, Streams
 from odock.v1 import common_pb2
 
 FAMILY = common_pb2.PROVIDER_FAMILY_VLLM
@@ -41,4 +46,13 @@ ENDPOINTS = (
     _endpoint("/rerank", "/rerank"),
 )
 
-DIALECT = Dialect(family=FAMILY, endpoints=ENDPOINTS, auth_header="Authorization", auth_prefix="Bearer ")
+DIALECT = Dialect(
+    family=FAMILY,
+    name="vllm",
+    endpoints=ENDPOINTS,
+    auth_header="Authorization",
+    auth_prefix="Bearer ",
+    error_body=openai.error_body,
+    paths=(f"{PREFIX}/",),
+    listing=openai.LISTING,
+)
