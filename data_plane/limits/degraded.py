@@ -1,6 +1,6 @@
 """Fail-open while the control plane is away: each limit enforced locally from its last known state.
 
-**Away** (``Degraded.away``): the watch stream is down, or the latest ``AcquireLeases`` call failed
+**Away** (``Limiter.away``): the watch stream is down, or the latest ``AcquireLeases`` call failed
 (error or RPC timeout), or a request queued ``ODOCK_LIMIT_WAIT_SECONDS`` without an answer. It ends
 with the next successful call or the watch stream's reconnection. While away, a fail-open org's
 request that the held leases cannot cover is not queued for a call: what it lacks is added to the
@@ -16,6 +16,8 @@ lane's pool from a **local allowance**, and once that is spent it gets the limit
 Fail-closed orgs get none of this (503 as before). Local units go into the same pools as leased
 ones, so settlement, headers and, for the long windows, the returns after the outage (the ledger
 charges what was spent) work unchanged. docs/limits.md gives the worst-case overshoot.
+
+``Degraded`` is owned by the limiter, which tells it when an outage is seen and when it ends.
 """
 
 from __future__ import annotations
@@ -24,20 +26,13 @@ import logging
 import math
 import time
 from calendar import monthrange
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from data_plane.errors import GatewayError
-from data_plane.governance.domain import Link
 from data_plane.limits.lanes import Lane
-from data_plane.limits.leases import Fills
-from data_plane.limits.pools import PICOS_PER_USD, Pool, adjustment, scale
+from data_plane.limits.leases import LeaseFetcher
+from data_plane.limits.pools import PICOS_PER_USD, Pool, PoolKey, adjustment, scale
 from data_plane.limits.rules import Denial, refusal
-from data_plane.settings import LimitSettings
 from odock.limitmetrics import MONEY, MONTHLY, PER_MINUTE, RETURNABLE
-
-if TYPE_CHECKING:
-    from data_plane.limits.limiter import LeaseSource
 
 log = logging.getLogger("odock.data_plane.limits")
 
@@ -52,60 +47,40 @@ def month_window(wall: float) -> tuple[int, float]:
     return t.tm_year * 12 + t.tm_mon - 1, start_of_month + monthrange(t.tm_year, t.tm_mon)[1] * 86400
 
 
-class Degraded(Fills):
-    """The outage half of the limiter: whether the control plane is away, and local allowances."""
+class Degraded:
+    """The limiter's outages: their log lines and counters, local allowances, reconciliation."""
 
-    def __init__(
-        self,
-        source: LeaseSource,
-        link: Link,
-        settings: LimitSettings,
-        clock: Callable[[], float],
-        wall: Callable[[], float],
-    ) -> None:
-        super().__init__(source, settings, clock, wall)
-        self._link = link
-        self._outage_logged = False
-        self.degraded_admissions = 0  # admitted while away (from leases or local allowances)
-        self.degraded_local = 0  # of those, the ones that drew on a local allowance
+    def __init__(self, lanes: dict[PoolKey, Lane], leases: LeaseFetcher) -> None:
+        self._lanes = lanes  # the limiter's table
+        self._leases = leases
+        self.logged = False  # an outage began (logged) and has not ended yet
+        self.admissions = 0  # admitted while away (from leases or local allowances)
+        self.local_admissions = 0  # of those, the ones that drew on a local allowance
         self.outages = 0
-
-    @property
-    def away(self) -> bool:
-        """Whether the control plane counts as away (see the module docstring)."""
-        return self._call_failed or not self._link.connected
 
     # -- the state ------------------------------------------------------------------------
 
-    def _answered(self) -> None:
-        self._call_failed = False
-        if self._outage_logged and self._link.connected:
-            self._back()
-
-    def _back(self) -> None:
-        self._outage_logged = False
+    def back(self) -> None:
+        """The control plane is back: reconcile, and log the end of the outage."""
+        self.logged = False
         self._reconcile()
         log.warning(
             "limits: control plane back, leaving degraded mode (%d admissions while away, %d on local limits)",
-            self.degraded_admissions, self.degraded_local,
+            self.admissions, self.local_admissions,
         )  # fmt: skip
 
-    def _degraded_admission(self, local: bool) -> None:
-        self.degraded_admissions += 1
+    def admitted(self, local: bool) -> None:
+        """A request was admitted while away (``local``: on a local allowance)."""
+        self.admissions += 1
         if local:
-            self.degraded_local += 1
-        if not self._outage_logged:
-            self._outage_logged = True
+            self.local_admissions += 1
+        if not self.logged:
+            self.logged = True
             self.outages += 1
             log.warning(
                 "limits: control plane away; fail-open orgs are admitted on local limits until it is back "
                 "(docs/limits.md)"
             )
-
-    def _check_back(self) -> None:
-        """Housekeeping: log the end of an outage once nothing counts as away."""
-        if self._outage_logged and not self.away:
-            self._back()
 
     def _reconcile(self) -> None:
         """Give back the long windows' pools that drew on local units: what the leases cover goes
@@ -121,13 +96,13 @@ class Degraded(Fills):
             beyond = max(0, spent - leased)
             pool.amount, pool.available = leased, leased - min(spent, leased)
             fix = adjustment(lane.org_id, lane.key_id, lane.metric, pool.window, beyond)
-            self._retire(lane)
+            self._leases.retire(lane)
             if fix is not None:
-                self._pending.append(fix)
+                self._leases.pending.append(fix)
 
     # -- local allowances ---------------------------------------------------------------------
 
-    def _local(self, lane: Lane, amount: int, wall: float) -> GatewayError | None:
+    def local(self, lane: Lane, amount: int, wall: float) -> GatewayError | None:
         """Cover ``amount`` on ``lane`` from its local allowance (None), or the limit's 429."""
         if lane.metric in PER_MINUTE:
             ok = self._local_minute(lane, amount, wall)
@@ -139,7 +114,7 @@ class Degraded(Fills):
         return refusal(lane.metric, bool(lane.key_id), Denial(0.0, pool.window_end if pool else None), wall)
 
     def _fresh_pool(self, lane: Lane, window: int, end: float | None, seconds: float) -> Pool:
-        self._retire(lane)
+        self._leases.retire(lane)
         pool = lane.pool = Pool(lane.org_id, lane.key_id, lane.metric, window, end, seconds)
         units = scale(lane.metric)
         pool.limit = lane.hint // units
@@ -150,7 +125,7 @@ class Degraded(Fills):
         pool = lane.pool
         if pool is None or not pool.current(wall):
             seconds = (
-                pool.window_seconds if pool is not None and pool.window_seconds > 0 else self._minute_seconds
+                pool.window_seconds if pool is not None and pool.window_seconds > 0 else self._leases.minute_seconds
             )
             index = int(wall // seconds)
             pool = self._fresh_pool(lane, index, (index + 1) * seconds, seconds)

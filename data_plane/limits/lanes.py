@@ -11,7 +11,7 @@ import asyncio
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from data_plane.governance.domain import GrantLimits, KeyGrant
 from data_plane.limits.pools import PICOS_PER_MICRO, Pool, PoolKey
@@ -24,9 +24,6 @@ from odock.limitmetrics import (
     REQUESTS_PER_MINUTE,
     TOKENS_PER_MINUTE,
 )
-
-if TYPE_CHECKING:
-    from data_plane.limits.admission import Admission
 
 REQUESTS, TOKENS, MONEY_KIND = 0, 1, 2  # what one request reserves from a lane: 1, its tokens, its cost
 NEVER = -(1 << 62)  # a low-water mark no pool goes under: no prefetch
@@ -45,14 +42,14 @@ class Waiter:
         plan: Plan,
         tokens: int,
         picos: int,
-        future: asyncio.Future[Admission],
+        future: asyncio.Future[Any],
         skip: frozenset[Lane] | None,
     ) -> None:
         self.needs = needs
         self.plan = plan
         self.tokens = tokens
         self.picos = picos
-        self.future = future
+        self.future = future  # the request's Admission (admission.py, which builds on this module)
         self.skip = skip  # lanes the control plane called unlimited: nothing reserved there
         self.timer: asyncio.TimerHandle | None = None
         self.local = False  # a local allowance covered it somewhere (the control plane away)

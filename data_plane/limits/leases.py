@@ -8,13 +8,18 @@ again (prefetch, ``need`` 0) when the pool drops under half of that, so a node a
 has ``WANT_LATENCIES / 2`` round trips of traffic in hand when the call starts. A failed call
 backs the lane off (``BACKOFF_MIN`` doubling to ``BACKOFF_MAX``): no new call and, for requests
 the pool cannot cover, 503 at once, until it expires or the watch stream reconnects.
+
+``LeaseFetcher`` is owned by the limiter and tells it how each call ended through
+``LeaseListener`` (the limiter wakes the lanes' queues and tracks whether the control plane is away).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from data_plane.governance.domain import ControlPlaneUnavailable
 from data_plane.limits.lanes import NEVER, Lane
@@ -23,9 +28,6 @@ from data_plane.limits.rules import Denial
 from data_plane.settings import LimitSettings
 from odock.limitmetrics import PER_MINUTE, RETURNABLE
 from odock.v1 import node_pb2
-
-if TYPE_CHECKING:
-    from data_plane.limits.limiter import LeaseSource
 
 log = logging.getLogger("odock.data_plane.limits")
 
@@ -36,86 +38,111 @@ BACKOFF_MAX = 2.0
 RENEW_LAST_RESORT = 0.75  # of a lease's TTL: returned even if no renewal call succeeded
 
 
-class Fills:
-    """The lease-getting half of the limiter (``Limiter`` adds admission and the queues)."""
+class LeaseSource(Protocol):
+    """The AcquireLeases call (``ControlPlaneLink``)."""
+
+    async def acquire_leases(
+        self, asks: list[node_pb2.LeaseAsk], returns: list[node_pb2.LeaseReturn]
+    ) -> list[node_pb2.LeaseGrant]: ...
+
+
+class LeaseListener(Protocol):
+    """Who hears how each call ended (the ``Limiter``)."""
+
+    def answered(self, lanes: list[Lane], ok: bool) -> None:
+        """A call for ``lanes`` (none: returns only) ended: ``ok``, the control plane answered and
+        the grants are in the lanes' pools; else it failed (the lanes are backed off)."""
+        ...
+
+
+class LeaseFetcher:
+    """Keeps the lanes of the limiter's table supplied with leases, and delivers returns."""
 
     def __init__(
         self,
         source: LeaseSource,
         settings: LimitSettings,
+        lanes: dict[PoolKey, Lane],
+        listener: LeaseListener,
         clock: Callable[[], float],
         wall: Callable[[], float],
     ) -> None:
         self._source = source
         self._settings = settings
+        self._lanes = lanes  # the limiter's table: this drops the idle lanes from it
+        self._listener = listener
         self._clock = clock
         self._wall = wall
-        self._lanes: dict[PoolKey, Lane] = {}
-        self._pending: list[node_pb2.LeaseReturn] = []  # returns and corrections not yet delivered
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.pending: list[node_pb2.LeaseReturn] = []  # returns and corrections not yet delivered
         self._latency = 0.0  # smoothed AcquireLeases round trip, seconds
-        self._call_failed = False  # the latest call failed (or a wait expired): the control plane is away
         self.lease_calls = 0
-        self._minute_seconds = 60.0  # the control plane's "minute", as its latest per-minute grant said
-
-    # Provided by Limiter.
-    def _dispatch(self, lanes: Iterable[Lane]) -> None:
-        raise NotImplementedError
-
-    def _spawn(self, coro: Any) -> None:
-        raise NotImplementedError
-
-    def _woken(self, lanes: list[Lane]) -> None:
-        raise NotImplementedError
-
-    def _answered(self) -> None:
-        raise NotImplementedError
+        self.minute_seconds = 60.0  # the control plane's "minute", as its latest per-minute grant said
 
     # -- calls ----------------------------------------------------------------------------
 
-    def _prefetch(self, lanes: list[Lane]) -> None:
+    def prefetch(self, lanes: list[Lane]) -> None:
+        """Start a call for those of ``lanes`` not filling nor backed off (running low)."""
         now = self._clock()
         due = [lane for lane in lanes if not lane.filling and lane.fail_until <= now]
         if due:
-            self._fill(due)
+            self.fill(due)
 
-    def _fill(self, lanes: list[Lane]) -> None:
+    def fill(self, lanes: list[Lane]) -> None:
         """Start one call for ``lanes`` (none of them filling); its asks are sized when it starts."""
         for lane in lanes:
             lane.filling = True
-        self._spawn(self._run_fill(lanes))
+        task = asyncio.ensure_future(self._run_fill(lanes))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, ControlPlaneUnavailable):
+                log.warning("limits background call failed: %s", type(exc).__name__)
+
+    async def stop(self) -> None:
+        """Cancel the calls under way (and wait for them to end)."""
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _run_fill(self, lanes: list[Lane]) -> None:
+        ok = False
         try:
             # Sized now, not when launched: requests queued meanwhile are in the demand.
             wall, now = self._wall(), self._clock()
             asks = [self._ask(lane, wall, now) for lane in lanes]
-            returns, self._pending = self._pending, []
+            returns, self.pending = self.pending, []
             self.lease_calls += 1
             try:
                 grants = await self._source.acquire_leases(asks, returns)
             except BaseException:
-                self._pending = returns + self._pending
+                self.pending = returns + self.pending
                 raise
             taken = self._clock() - now
             self._latency = taken if self._latency <= 0 else 0.7 * self._latency + 0.3 * taken
             wall, now = self._wall(), self._clock()
             for lane, grant in zip(lanes, grants, strict=True):
                 self._apply(lane, grant, wall, now)
-            self._answered()
+            ok = True
         except ControlPlaneUnavailable:
             for lane in lanes:
-                self._failed(lane)
+                self._back_off(lane)
         except Exception:
             log.exception("limits: lease call failed")
             for lane in lanes:
-                self._failed(lane)
+                self._back_off(lane)
         finally:
             for lane in lanes:
                 lane.filling = False
-        self._woken(lanes)
+        self._listener.answered(lanes, ok)
 
-    def _failed(self, lane: Lane) -> None:
-        self._call_failed = True
+    def _back_off(self, lane: Lane) -> None:
         lane.backoff = min(BACKOFF_MAX, max(BACKOFF_MIN, lane.backoff * 2))
         lane.fail_until = self._clock() + lane.backoff
 
@@ -149,7 +176,7 @@ class Fills:
         if grant.unlimited:
             lane.unlimited_until = wall + UNLIMITED_SECONDS
             lane.denied = None
-            self._retire(lane)
+            self.retire(lane)
             return
         self._track(lane, grant)
         end = grant_window_end(grant)
@@ -168,7 +195,7 @@ class Fills:
         lane.denied = None
         pool = lane.pool
         if pool is None or pool.window != grant.window:
-            self._retire(lane)
+            self.retire(lane)
             pool = lane.pool = Pool(
                 lane.org_id, lane.key_id, lane.metric, grant.window, end, grant.window_seconds
             )
@@ -192,19 +219,19 @@ class Fills:
             total = grant.limit - grant.remaining
             lane.gshare = min(1.0, lane.granted / total) if total > 0 else 1.0
             if grant.window_seconds > 0:
-                self._minute_seconds = grant.window_seconds
+                self.minute_seconds = grant.window_seconds
         else:
             lane.dleft = grant.remaining * scale(lane.metric)
             lane.dtaken = 0
 
-    def _retire(self, lane: Lane) -> None:
+    def retire(self, lane: Lane) -> None:
         """Drop the lane's pool (returning its leases if it has any)."""
         pool = lane.pool
         if pool is None:
             return
         lane.pool = None
         if pool.metric in RETURNABLE:
-            self._pending.extend(pool.return_all())
+            self.pending.extend(pool.return_all())
         pool.live = False
 
     def _renewed(self, lane: Lane, wall: float, fraction: float = 0.5) -> None:
@@ -215,11 +242,11 @@ class Fills:
             return
         for lease in list(pool.leases):
             if wall >= lease.issued_at + (lease.expire_at - lease.issued_at) * fraction:
-                self._pending.append(pool.return_lease(lease))
+                self.pending.append(pool.return_lease(lease))
 
     # -- housekeeping -------------------------------------------------------------------------
 
-    def _housekeep(self, connected: bool) -> bool:
+    def housekeep(self, connected: bool) -> bool:
         """Window ends, idle returns, renewals; drops idle lanes (True when it dropped any)."""
         wall, now = self._wall(), self._clock()
         renew: list[Lane] = []
@@ -227,10 +254,10 @@ class Fills:
         for key, lane in self._lanes.items():
             pool = lane.pool
             if pool is not None and not pool.current(wall):
-                self._retire(lane)
+                self.retire(lane)
             elif pool is not None and pool.metric in RETURNABLE and connected:
                 if wall - pool.last_used > self._settings.idle_return_seconds and not lane.waiters:
-                    self._retire(lane)
+                    self.retire(lane)
                 elif any(wall >= ls.issued_at + (ls.expire_at - ls.issued_at) / 2 for ls in pool.leases):
                     lane.renew = True
                     if not lane.filling and lane.fail_until <= now:
@@ -242,17 +269,18 @@ class Fills:
         for key in idle:
             del self._lanes[key]
         if renew:
-            self._fill(renew)
+            self.fill(renew)
         return bool(idle)
 
-    async def _send_returns(self) -> None:
-        returns, self._pending = self._pending, []
+    async def send_returns(self) -> None:
+        """Deliver the pending returns and corrections (ControlPlaneUnavailable: kept for later)."""
+        returns, self.pending = self.pending, []
         if not returns:
             return
         try:
             await self._source.acquire_leases([], returns)
         except ControlPlaneUnavailable:
-            self._pending = returns + self._pending
-            self._call_failed = True
+            self.pending = returns + self.pending
+            self._listener.answered([], False)
             raise
-        self._answered()
+        self._listener.answered([], True)

@@ -9,6 +9,9 @@ it. When the control plane is away, a fail-open org's requests are admitted on l
 (``degraded.py``) without waiting on a call; a fail-closed org's get 503. Pools are refilled in
 the background before they run out.
 Settlement corrects each reservation to the actual usage once the response is done.
+
+The limiter owns a ``LeaseFetcher`` (``leases.py``: the calls, which report back through
+``Limiter.answered``) and a ``Degraded`` (``degraded.py``: outages and local allowances).
 """
 
 from __future__ import annotations
@@ -19,34 +22,26 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
 from data_plane.errors import GatewayError
 from data_plane.governance.domain import ControlPlaneUnavailable, KeyGrant, Link
 from data_plane.limits.admission import Admission
 from data_plane.limits.degraded import Degraded
 from data_plane.limits.estimate import Estimate
-from data_plane.limits.lanes import MONEY_KIND, REQUESTS, TOKENS, Lane, Plan, Waiter, plan_for
-from data_plane.limits.pools import Pool, PoolKey, adjustment, scale
+from data_plane.limits.lanes import REQUESTS, TOKENS, Lane, Plan, Waiter, plan_for
+from data_plane.limits.leases import LeaseFetcher, LeaseSource
+from data_plane.limits.pools import Pool, PoolKey, adjustment
 from data_plane.limits.rules import refusal, unavailable
 from data_plane.settings import LimitSettings
-from odock.limitmetrics import MONEY, RETURNABLE
-from odock.v1 import node_pb2
+from odock.limitmetrics import RETURNABLE
 
 log = logging.getLogger("odock.data_plane.limits")
 
 TICK_SECONDS = 0.5
 
 
-class LeaseSource(Protocol):
-    """The AcquireLeases call (``ControlPlaneLink``)."""
-
-    async def acquire_leases(
-        self, asks: list[node_pb2.LeaseAsk], returns: list[node_pb2.LeaseReturn]
-    ) -> list[node_pb2.LeaseGrant]: ...
-
-
-class Limiter(Degraded):
+class Limiter:
     """Holds this worker's leases and admits, refuses and settles requests against them."""
 
     def __init__(
@@ -58,11 +53,32 @@ class Limiter(Degraded):
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(source, link, settings, clock, wall)
+        self._settings = settings
+        self._link = link
+        self._clock = clock
+        self._wall = wall
+        self._lanes: dict[PoolKey, Lane] = {}
         self._plans: dict[str, Plan] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._call_failed = False  # the latest call failed (or a wait expired): the control plane is away
+        self._leases = LeaseFetcher(source, settings, self._lanes, self, clock, wall)
+        self._degraded = Degraded(self._lanes, self._leases)
         self.admitted = 0
         self.refused: Counter[str] = Counter()
+
+    @property
+    def away(self) -> bool:
+        """Whether the control plane counts as away (``degraded.py``'s docstring)."""
+        return self._call_failed or not self._link.connected
+
+    @property
+    def degraded_admissions(self) -> int:
+        """Admitted while away (from leases or local allowances)."""
+        return self._degraded.admissions
+
+    @property
+    def degraded_local(self) -> int:
+        """Admitted while away on a local allowance."""
+        return self._degraded.local_admissions
 
     # -- admission ------------------------------------------------------------------
 
@@ -125,10 +141,10 @@ class Limiter(Degraded):
                 low.append(lane)
             pools.append(pool)
         if low is not None:
-            self._prefetch(low)  # one call for every limit of this request that runs low
+            self._leases.prefetch(low)  # one call for every limit of this request that runs low
         self.admitted += 1
         if self._call_failed or not self._link.connected:
-            self._degraded_admission(local)
+            self._degraded.admitted(local)
         return Admission(self, plan, pools, tokens, picos)
 
     async def _admit_slow(self, plan: Plan, tokens: int, picos: int, wall: float) -> Admission:
@@ -181,9 +197,9 @@ class Limiter(Degraded):
                 return refusal(lane.metric, bool(lane.key_id), denial, wall)
             lane.denied = None
         if not plan.fail_closed and (self._call_failed or not self._link.connected):
-            err = self._local(lane, amount, wall)
+            err = self._degraded.local(lane, amount, wall)
             if err is None:
-                self._prefetch([lane])  # in the background: a call that succeeds ends the outage
+                self._leases.prefetch([lane])  # in the background: a call that succeeds ends the outage
             return err
         if lane.fail_until > now:
             return unavailable()
@@ -205,7 +221,7 @@ class Limiter(Degraded):
                 work.extend(other for other, _ in waiter.needs if other is not lane)
         fill = [lane for lane in short if not lane.filling and lane.fail_until <= now]
         if fill:
-            self._fill(fill)
+            self._leases.fill(fill)
 
     def _settle_waiter(self, waiter: Waiter, wall: float, now: float, short: dict[Lane, None]) -> bool:
         """Admit or refuse ``waiter`` if it can be now (True), else note the lanes it lacks."""
@@ -275,6 +291,17 @@ class Limiter(Degraded):
             self.refused[err.code] += 1
             waiter.future.set_exception(err)
 
+    def answered(self, lanes: list[Lane], ok: bool) -> None:
+        """How a lease call ended (``LeaseListener``): whether the control plane is away; the
+        lanes' queues served from what it brought."""
+        if ok:
+            self._call_failed = False
+            if self._degraded.logged and self._link.connected:
+                self._degraded.back()
+        else:
+            self._call_failed = True
+        self._woken(lanes)
+
     def _woken(self, lanes: list[Lane]) -> None:
         waiting = [lane for lane in lanes if lane.waiters]
         if waiting:
@@ -291,7 +318,7 @@ class Limiter(Degraded):
         elif lane.metric in RETURNABLE:
             fix = adjustment(lane.org_id, lane.key_id, lane.metric, pool.window, delta)
             if fix is not None:
-                self._pending.append(fix)
+                self._leases.pending.append(fix)
         # Per-minute windows that already ended: nothing left to correct.
 
     # -- events from the watch stream ------------------------------------------------------
@@ -301,7 +328,7 @@ class Limiter(Degraded):
         scope = key_id or org_id
         lanes = [ln for ln in self._lanes.values() if ln.key[0] == scope and ln.metric in RETURNABLE]
         for lane in lanes:
-            self._retire(lane)
+            self._leases.retire(lane)
         # Delivered with the next ask (so what comes back is grantable to it) or by housekeeping.
         self._woken(lanes)
 
@@ -320,8 +347,8 @@ class Limiter(Degraded):
             lane.unlimited_until = 0.0
             lane.fail_until = lane.backoff = 0.0
         self._call_failed = False  # the watch stream is back (connected once this returns)
-        if self._outage_logged:
-            self._back()  # leave degraded mode now, before any request asks on stale state
+        if self._degraded.logged:
+            self._degraded.back()  # leave degraded mode now, before any request asks on stale state
 
     # -- background -----------------------------------------------------------------------
 
@@ -330,44 +357,29 @@ class Limiter(Degraded):
         while True:
             await asyncio.sleep(TICK_SECONDS)
             try:
-                if self._housekeep(self._link.connected):
+                if self._leases.housekeep(self._link.connected):
                     self._plans.clear()  # some lanes were dropped: plans are rebuilt on use
                 self._woken(list(self._lanes.values()))
-                self._check_back()
-                if self._pending and self._link.connected:
-                    await self._send_returns()
+                if self._degraded.logged and not self.away:
+                    self._degraded.back()  # the end of an outage, once nothing counts as away
+                if self._leases.pending and self._link.connected:
+                    await self._leases.send_returns()
             except ControlPlaneUnavailable:
                 pass
             except Exception:
                 log.exception("limits housekeeping failed")
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            if not isinstance(exc, ControlPlaneUnavailable):
-                log.warning("limits background call failed: %s", type(exc).__name__)
-
     async def close(self, timeout: float = 2.0) -> None:
         """Give back every returnable lease (best effort) and stop background calls."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        await self._leases.stop()
         for lane in self._lanes.values():
             while lane.waiters:
                 self._finish(lane.waiters[0], None, unavailable())
-            self._retire(lane)
-        if self._pending:
+            self._leases.retire(lane)
+        if self._leases.pending:
             with contextlib.suppress(ControlPlaneUnavailable, TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await self._send_returns()
+                    await self._leases.send_returns()
 
     def status(self) -> dict[str, Any]:
         """Counters and held leases for the /readyz status object."""
@@ -375,25 +387,14 @@ class Limiter(Degraded):
             "enabled": True,
             "admitted": self.admitted,
             "degraded": self.away,
-            "degraded_admissions": self.degraded_admissions,
-            "degraded_local": self.degraded_local,
-            "outages": self.outages,
+            "degraded_admissions": self._degraded.admissions,
+            "degraded_local": self._degraded.local_admissions,
+            "outages": self._degraded.outages,
             "refused": dict(self.refused),
-            "pending_returns": len(self._pending),
+            "pending_returns": len(self._leases.pending),
             "waiting": len({id(waiter) for lane in self._lanes.values() for waiter in lane.waiters}),
-            "pools": [
-                {
-                    "scope": pool.key_id or pool.org_id,
-                    "metric": node_pb2.LimitMetric.Name(pool.metric),  # type: ignore[arg-type]
-                    "window": pool.window,
-                    "available": pool.available // scale(pool.metric),
-                    "leases": len(pool.leases),
-                    "money": pool.metric in MONEY,
-                }
-                for pool in (lane.pool for lane in self._lanes.values())
-                if pool is not None
-            ],
+            "pools": [lane.pool.status() for lane in self._lanes.values() if lane.pool is not None],
         }
 
 
-__all__ = ["MONEY_KIND", "LeaseSource", "Limiter", "PoolKey"]
+__all__ = ["Limiter"]

@@ -101,11 +101,6 @@ class Pool:
         self.remaining = remaining
         self.headroom = remaining * scale(self.metric)
 
-    def estimate_remaining(self) -> int:
-        """What this node can tell of the window's remaining allowance, in node units."""
-        available = self.available
-        return max(0, available) + self.headroom
-
     def return_all(self) -> list[node_pb2.LeaseReturn]:
         """Returns for every lease, spreading what was spent over them; empties and retires the pool."""
         self.live = False
@@ -133,6 +128,17 @@ class Pool:
         self.leases.remove(lease)
         self.amount, self.available = rest, kept
         return self._return(lease.lease_id, to_cp_up(self.metric, used))
+
+    def status(self) -> dict[str, object]:
+        """The pool as the /readyz status object lists it."""
+        return {
+            "scope": self.key_id or self.org_id,
+            "metric": node_pb2.LimitMetric.Name(self.metric),  # type: ignore[arg-type]
+            "window": self.window,
+            "available": self.available // scale(self.metric),
+            "leases": len(self.leases),
+            "money": self.metric in MONEY,
+        }
 
     def _return(self, lease_id: str, used: int) -> node_pb2.LeaseReturn:
         return node_pb2.LeaseReturn(
