@@ -18,9 +18,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from control_plane.server import SERVICE_NAMES
 from odock.v1 import node_pb2, node_pb2_grpc, orgs_pb2, orgs_pb2_grpc
-from tests.control_plane.tls_certs import make_pki
 from tests.support.planes import ControlPlaneProcess, control_plane, control_plane_env, start_control_plane  # noqa: F401
 from tests.support.secrets import PlaneSecrets
+from tests.support.tls_certs import make_pki
 
 
 def _md(token: str) -> tuple[tuple[str, str]]:

@@ -2,7 +2,7 @@
 
 Every test provisions its own org against its own fake provider, so tests sharing the
 planes never see each other's models or keys. Tests that stop or restart a plane
-start their own (``tests/data_plane/test_resilience.py``).
+start their own (``tests/data_plane/governance/test_resilience.py``).
 """
 
 from __future__ import annotations

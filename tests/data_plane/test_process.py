@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 
 from odock import keyformat
-from tests.control_plane.tls_certs import make_pki
 from tests.data_plane.helpers import assert_error, chat_call
 from tests.support.dataplane import REPO_ROOT, data_plane_env, start_data_plane
 from tests.support.planes import start_control_plane
+from tests.support.tls_certs import make_pki
 
 
 def test_bad_settings_exit_2_with_one_line_naming_the_variable(tmp_path: Path) -> None:

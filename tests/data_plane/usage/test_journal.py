@@ -1,0 +1,133 @@
+"""The journal in one process, on a real spool directory whose disk fails through the ``Disk``
+seam: records stay in memory while the disk refuses them, memory stays bounded (the full policy
+drops the excess, counted and logged), and supervised tasks survive their own failures."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import itertools
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from data_plane.settings import FullPolicy, UsageSettings
+from data_plane.usage.spool import Spool
+from data_plane.usage.supervisor import supervise
+from data_plane.usage.wal import Journal
+from odock.v1 import node_pb2
+from tests.data_plane.usage.faults import FaultyDisk
+
+pytestmark = pytest.mark.asyncio
+
+
+def journal(tmp_path: Path, disk: FaultyDisk, policy: FullPolicy = "drop_newest", memory_max: int = 50) -> Journal:
+    settings = UsageSettings(
+        spool_dir=tmp_path, spool_full_policy=policy, batch_size=20, batch_age=0.0, spill_after=0.0,
+        memory_max=memory_max,
+    )  # fmt: skip
+    spool = Spool(tmp_path, 1 << 20, "drop_oldest" if policy == "drop_oldest" else "drop_newest", disk=disk)
+    spool.open()
+    j = Journal(settings, "n1", spool)
+    j.spool_ok = True
+    return j
+
+
+async def fill(j: Journal, count: int, first: int = 0) -> None:
+    """``count`` records in commits of 10, each followed by housekeeping (seal, spill)."""
+    for i in range(first, first + count):
+        j.submit(node_pb2.UsageRecord(request_id=f"req_{i:06d}", org_id="org_1"))
+        if i % 10 == 9:
+            await j.commit()
+            j.seal()
+            await j.spill(time.monotonic() + 10)
+
+
+def memory_ids(j: Journal) -> list[str]:
+    return [r.request_id for b in j.memory for r in b.records()]
+
+
+@pytest.mark.parametrize("policy", ["drop_newest", "drop_oldest"])
+async def test_a_refusing_disk_keeps_memory_bounded_and_counts_every_drop(
+    tmp_path: Path, policy: FullPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    j = journal(tmp_path, FaultyDisk(fail_with=errno.EROFS), policy)
+    with caplog.at_level(logging.WARNING, "odock.data_plane.usage"):
+        await fill(j, 500)
+    assert j.queued() == 50 and j.dropped == Counter({"disk_error": 450})
+    assert j.not_durable == 500 and j.spool.errors["EROFS"] > 0
+    kept = list(range(50)) if policy == "drop_newest" else list(range(450, 500))
+    assert memory_ids(j) == [f"req_{i:06d}" for i in kept]
+    # A flood of drops is one WARNING at once, then one line a second with the sum: never silent.
+    j.log_drops()
+    lines = [r.getMessage() for r in caplog.records if "records dropped (disk_error)" in r.getMessage()]
+    assert len(lines) == 2 and sum(int(line.split()[1]) for line in lines) == 450
+    j.spool.close()
+
+
+async def test_records_refused_by_the_disk_are_written_once_it_recovers(tmp_path: Path) -> None:
+    disk = FaultyDisk(capacity=0)  # full
+    j = journal(tmp_path, disk)
+    await fill(j, 30)
+    assert j.queued() == 30 and j.spool.held_records == 0 and j.spool.errors["ENOSPC"] > 0
+    disk.capacity = 1 << 20  # room again: the next spill writes them and lets go of them
+    await j.spill(time.monotonic() + 10, everything=True)
+    assert j.queued() == 0 and j.spool.held_records == 30 and not j.dropped
+    got = await j.take(20)  # whole entries (chunks of 10), up to 20 records
+    assert got is not None and [r.request_id for r in got.records()] == [f"req_{i:06d}" for i in range(20)]
+    j.spool.close()
+
+
+async def test_shutdown_counts_what_the_disk_would_not_take(tmp_path: Path) -> None:
+    j = journal(tmp_path, FaultyDisk(fail_with=errno.EIO), memory_max=1000)
+    await fill(j, 25)  # 20 committed and spilled (refused), 5 waiting for a commit
+    j.closed = True
+    await j.shutdown()
+    assert j.dropped == Counter({"shutdown": 25})
+    j.submit(node_pb2.UsageRecord(request_id="late"))
+    assert j.dropped["shutdown"] == 26
+
+
+async def test_a_failing_task_is_restarted_with_backoff(caplog: pytest.LogCaptureFixture) -> None:
+    runs: list[float] = []
+
+    async def flaky() -> None:
+        runs.append(time.monotonic())
+        if len(runs) <= 3:
+            raise OSError(errno.EROFS, "Read-only file system")
+
+    restarts: Counter[str] = Counter()
+    with caplog.at_level(logging.ERROR, "odock.data_plane.usage"):
+        await asyncio.wait_for(supervise("usage test", flaky, restarts, first=0.01, cap=0.04), 5)
+    assert len(runs) == 4 and restarts == Counter({"usage test": 3})
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
+    assert gaps[0] >= 0.01 and gaps[1] >= 0.02 and gaps[2] >= 0.04  # doubling, capped
+    assert "usage test failed (OSError" in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_records_whose_segment_drop_oldest_deleted_before_a_spill_count_as_spool_full(
+    tmp_path: Path,
+) -> None:
+    """Under load a sealed batch can still be in memory when drop_oldest deletes its segment: when
+    the memory bound then drops its records, the reason is the full spool, not a disk error."""
+    settings = UsageSettings(
+        spool_dir=tmp_path, spool_full_policy="drop_oldest", batch_size=20, batch_age=0.0, spill_after=60.0,
+        memory_max=5,
+    )  # fmt: skip
+    spool = Spool(tmp_path, 1 << 20, "drop_oldest", disk=FaultyDisk())
+    spool.open()
+    j = Journal(settings, "n1", spool)
+    j.spool_ok = True
+    for i in range(20):
+        j.submit(node_pb2.UsageRecord(request_id=f"req_{i:06d}", org_id="org_1"))
+    await j.commit()
+    j.seal()  # sealed, not spilled: the batch holds its chunk, whose entry is on disk
+    assert len(j.memory) == 1 and j.memory[0].durable()
+    with j.spool._lock:  # the size bound deleting this segment, as _make_room does
+        j.spool._delete(j.memory[0].chunks[0].entry.segment)  # type: ignore[union-attr]
+    await j.spill(time.monotonic())  # well within spill_after: the batch stays, only the bound applies
+    assert j.dropped == Counter({"spool_full": 15}) and j.queued() == 5
+    j.spool.close()

@@ -1,1 +1,0 @@
-"""Payload and provider-dialect tests: pure functions, no servers or fixtures needed."""
