@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from control_plane import validation
-from control_plane.errors import InvalidArgument
+from odock import baseurl
 from odock.v1 import common_pb2
 from odockctl.apply.fields import Fields, Node
 from odockctl.values import (
@@ -207,10 +206,9 @@ def _model(node: Node, credentials: dict[str, CredentialSpec]) -> ModelSpec:
     if not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
         raise f.child("timeout").fail("must be between 100ms and 3600s")
     base_url = f.child("base_url").parse(check_base_url)
-    try:  # the control plane's own check, so --dry-run and the whole-file check catch it too
-        validation.base_url_convention("base_url", base_url, family)
-    except InvalidArgument as exc:
-        raise f.child("base_url").fail(str(exc).removeprefix("base_url: ")) from None
+    problem = baseurl.convention_problem(base_url, family)  # the control plane's own check, so --dry-run
+    if problem is not None:  # and the whole-file check catch it too
+        raise f.child("base_url").fail(problem)
     pricing_node = f.child("pricing")
     prices = (
         pricing_node.mapping(("input", "output", "cached_input")) if pricing_node.value is not None else None

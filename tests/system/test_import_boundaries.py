@@ -1,7 +1,8 @@
 """Import boundaries between the packages, read from the source (``ast``), not from a running import.
 
 Neither plane imports the other, the shared package ``odock`` imports neither plane nor the CLI,
-and neither plane imports the CLI ``odockctl``. Every import counts: inside functions, under
+neither plane imports the CLI ``odockctl``, and the CLI imports neither plane (it is a gRPC client;
+what it shares with the control plane lives in ``odock``). Every import counts: inside functions, under
 ``TYPE_CHECKING``, relative ones (resolved against the importing module). Only the generated
 stubs (``odock/v1/*_pb2*.py``) are skipped. The second test plants bad imports in a temporary
 tree, so the walker is shown to catch each kind.
@@ -16,13 +17,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("control_plane", "data_plane", "odock", "odockctl")
-# importing package -> top-level packages it must not import. odockctl -> control_plane is
-# allowed for now (odockctl/apply/spec.py uses control_plane.validation and control_plane.errors).
+# importing package -> top-level packages it must not import.
 FORBIDDEN: Mapping[str, frozenset[str]] = {
     "control_plane": frozenset({"data_plane", "odockctl"}),
     "data_plane": frozenset({"control_plane", "odockctl"}),
     "odock": frozenset({"control_plane", "data_plane", "odockctl"}),
-    "odockctl": frozenset(),
+    "odockctl": frozenset({"control_plane", "data_plane"}),
 }
 
 
@@ -101,7 +101,7 @@ def test_the_walker_reports_each_kind_of_crossing(tmp_path: Path) -> None:
     _write(tmp_path, "odock/d.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import data_plane\n")
     _write(tmp_path, "odock/e.py", "from . import keyformat\nfrom control_plane.x import y\n")
     _write(tmp_path, "odock/v1/x_pb2.py", "import data_plane\n")  # generated: skipped
-    _write(tmp_path, "odockctl/f.py", "from odock import version\nimport control_plane\n")  # allowed
+    _write(tmp_path, "odockctl/f.py", "from odock import version\nimport control_plane\n")
     _write(tmp_path, "control_plane/__init__.py", "from .store import db\nimport odockctl.apply\n")
     found = {str(imp) for imp in violations(tmp_path)}
     assert found == {
@@ -111,6 +111,7 @@ def test_the_walker_reports_each_kind_of_crossing(tmp_path: Path) -> None:
         "odock/d.py:3 imports data_plane",
         "odock/e.py:2 imports control_plane.x",
         "control_plane/__init__.py:2 imports odockctl.apply",
+        "odockctl/f.py:2 imports control_plane",
     }
     resolved = {str(imp) for path in source_files(tmp_path) for imp in imports_of(tmp_path, path)}
     assert "data_plane/usage/c.py:1 imports data_plane.limits" in resolved
