@@ -1,4 +1,7 @@
-"""Limits across data-plane nodes: windows, DB-backed counters, and the lease service."""
+"""Limits across data-plane nodes: windows and the lease service.
+
+The counters and leases themselves are kept by ``control_plane/store/repositories/ledger.py``.
+"""
 
 from control_plane.limits.service import LeaseService
 

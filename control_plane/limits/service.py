@@ -24,10 +24,9 @@ from control_plane import convert, tiers
 from control_plane.changefeed import ChangeFeed
 from control_plane.errors import InvalidArgument
 from control_plane.ids import new_id
-from control_plane.limits import ledger
 from control_plane.limits.windows import KEY_METRICS, ORG_METRICS, window_for
 from control_plane.store import changes
-from control_plane.store.repositories import keys, orgs
+from control_plane.store.repositories import keys, ledger, orgs
 from control_plane.store.tables import VirtualKeyRow
 from odock.limitmetrics import (
     BUDGET,

@@ -1,4 +1,4 @@
-"""The ledger (control_plane/limits/ledger.py) on real SQLite and PostgreSQL databases, and its windows."""
+"""The ledger (control_plane/store/repositories/ledger.py) on real SQLite and PostgreSQL databases, and its windows."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from control_plane.limits import ledger
 from control_plane.limits.windows import window_for
 from control_plane.store import db
+from control_plane.store.repositories import ledger
 from control_plane.store.tables import UsageRollupRow
 from odock.limitmetrics import BUDGET, MONTHLY_TOKENS, REQUESTS_PER_MINUTE
 from tests.support.postgres import PostgresServer

@@ -1,6 +1,6 @@
 """An in-memory stand-in for ``NodeService.AcquireLeases`` at the limiter's seam (``LeaseSource``).
 
-It grants like ``control_plane.limits.ledger.grant`` (between ``need`` and ``want``, at most
+It grants like ``control_plane.store.repositories.ledger.grant`` (between ``need`` and ``want``, at most
 ``fraction`` of what is left unless that is less than ``need``, never beyond the limit) and can be
 held (``gate``), slowed (``delay``), broken (``fail``) or raced (``on_answer``) to drive the limiter's queue in unit tests.
 """

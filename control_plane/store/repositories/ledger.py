@@ -4,7 +4,8 @@ Every change is one conditional or additive UPDATE on a counter row, so
 concurrent control-plane replicas never grant more than the limit between
 them, and a restart loses nothing. A window's counter is created the first
 time it is touched, seeded from the usage rollups (so usage recorded before
-the limit existed, or before the counters were kept, still counts).
+the limit existed, or before the counters were kept, still counts). The
+limits (``control_plane/limits/``) decide what to ask; this module only counts.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from control_plane.limits.windows import Window
 from control_plane.store.tables import LimitCounterRow, LimitLeaseRow, UsageRollupRow, utcnow
 from odock.limitmetrics import BUDGET, MONTHLY_SPEND, MONTHLY_TOKENS
 
@@ -27,6 +28,19 @@ PICOS_PER_MICRO = 1_000_000
 GRANT_ATTEMPTS = 8
 
 C = LimitCounterRow
+
+
+class Span(Protocol):
+    """A counting window as the ledger needs it (``control_plane.limits.windows.Window``)."""
+
+    @property
+    def index(self) -> int: ...
+
+    @property
+    def start(self) -> datetime | None: ...
+
+    @property
+    def end(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +60,7 @@ def _hour(when: datetime) -> int:
     return int(when.timestamp() // 3600)
 
 
-async def _seed(session: AsyncSession, org_id: str, scope_id: str, metric: int, window: Window) -> int:
+async def _seed(session: AsyncSession, org_id: str, scope_id: str, metric: int, window: Span) -> int:
     """What the usage rollups already hold for this window."""
     R = UsageRollupRow
     where = [R.org_id == org_id]
@@ -64,7 +78,7 @@ async def _seed(session: AsyncSession, org_id: str, scope_id: str, metric: int, 
 
 
 async def ensure_counter(
-    session: AsyncSession, org_id: str, scope_id: str, metric: int, window: Window
+    session: AsyncSession, org_id: str, scope_id: str, metric: int, window: Span
 ) -> Counter:
     """The window's counter, created (seeded from the rollups) if this is its first use."""
     row = await read(session, scope_id, metric, window.index)
