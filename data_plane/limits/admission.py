@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from aiohttp import web
 
-from data_plane.limits.lanes import MONEY_KIND, REQUESTS, Plan
+from data_plane.limits.lanes import MONEY_KIND, REQUESTS, Lane, Plan
 from data_plane.limits.pools import PICOS_PER_USD, Pool
 
-if TYPE_CHECKING:
-    from data_plane.limits.limiter import Limiter
-
 __all__ = ["ADMISSION", "PICOS_PER_USD", "Admission", "stamp_limit_headers"]
+
+
+class Corrector(Protocol):
+    """What settles the rarer cases (the ``Limiter``)."""
+
+    def correct(self, lane: Lane, pool: Pool, delta: int) -> None:
+        """Charge ``delta`` more (or, negative, less) than reserved to the pool it was taken from."""
+        ...
 
 
 def _tightest(pools: list[Pool | None], group: tuple[int, ...]) -> tuple[Pool, int] | None:
@@ -42,7 +47,7 @@ class Admission:
     __slots__ = ("_limiter", "_picos", "_plan", "_pools", "_tokens", "settled")
 
     def __init__(
-        self, limiter: Limiter, plan: Plan, pools: list[Pool | None], tokens: int, picos: int
+        self, limiter: Corrector, plan: Plan, pools: list[Pool | None], tokens: int, picos: int
     ) -> None:
         self._limiter = limiter
         self._plan = plan
