@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.http import HttpVersion11
+from aiohttp.typedefs import Middleware
 
-from data_plane import logs
+from data_plane import logs, providers
 from data_plane.body import too_large
-from data_plane.errors import ANTHROPIC, GEMINI, OPENAI, VLLM, GatewayError, render
-from data_plane.limits import stamp_limit_headers
+from data_plane.errors import GatewayError, render
+from data_plane.exchange import EXCHANGE, Exchange
 from data_plane.listing import (
     GEMINI_MODEL_ROUTE,
     get_gemini_model,
@@ -24,28 +27,21 @@ from data_plane.listing import (
 )
 from data_plane.metrics import METRICS, DataPlaneMetrics
 from data_plane.native import make_handler
-from data_plane.observe import OBSERVATION, observed, stamp_overhead
-from data_plane.providers import ENDPOINTS, LOCAL_ROUTES
+from data_plane.observe import finish, stamp_overhead
+from data_plane.providers import ANTHROPIC, ENDPOINTS, LOCAL_ROUTES, Endpoint
 from data_plane.settings import Settings
 from data_plane.state import STATE, node_state_ctx
-from data_plane.usage import METER, RECORD_ID, RECORD_ID_HEADER, client_request_id, new_record_id
+from data_plane.usage import RECORD_ID_HEADER, client_request_id, new_record_id
+from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR
 
 log = logging.getLogger("odock.data_plane")
-
-REQUEST_ID: web.RequestKey[str] = web.RequestKey("odock_request_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def family_for_path(path: str) -> int:
-    """The provider family whose error shape a path's errors use."""
-    if path.startswith("/v1beta/"):
-        return GEMINI
-    if path.startswith("/v1/vllm/"):
-        return VLLM
-    if path == "/v1/messages" or path.startswith("/v1/messages/"):
-        return ANTHROPIC
-    return OPENAI
+    """The provider family whose error shape a path's errors use (the providers table decides)."""
+    return providers.family_for_path(path)
 
 
 def family_for(request: web.BaseRequest) -> int:
@@ -89,32 +85,70 @@ def request_id_for(request: web.BaseRequest, fresh: str | None = None) -> str:
     return client_request_id(request) or fresh or f"req_{secrets.token_hex(12)}"
 
 
-@web.middleware
-async def gateway_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Request id, header-timeout bookkeeping, and GatewayError rendering in the family's shape."""
-    record_id = new_record_id()
-    request[RECORD_ID] = record_id
-    request[REQUEST_ID] = request_id_for(request, record_id)
-    started = getattr(request.protocol, "request_started", None)
-    if started is not None:
-        started()
-    try:
-        return await handler(request)
-    except GatewayError as err:
-        return render(family_for(request), err)
-    except web.HTTPNotFound:
-        return render(family_for(request), GatewayError(404, "not_found", "Unknown endpoint"))
-    except web.HTTPMethodNotAllowed as exc:
-        resp = render(family_for(request), GatewayError(405, "method_not_allowed", "Method not allowed here"))
-        resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))  # RFC 9110: a 405 names them
-        return resp
-    except Exception:
-        log.exception("unhandled error on %s", request.path[:200])
-        return render(family_for(request), GatewayError(500, "internal_error", "Internal gateway error"))
-    finally:
-        finished = getattr(request.protocol, "request_finished", None)
-        if finished is not None:
-            finished(request.content.is_eof())
+def gateway_middleware(metrics: DataPlaneMetrics, natives: Mapping[Handler, Endpoint]) -> Middleware:
+    """The one layer every request passes: its exchange, header-timeout bookkeeping, the status.
+
+    It opens the request's :class:`Exchange` (ids; on a native endpoint, the one ``natives`` maps
+    its handler to, the endpoint and start time), works out how the request ended once (a
+    response, a GatewayError rendered in the family's shape, an unknown route, a cancellation,
+    a bug) and, on a native endpoint, closes the exchange with it (``observe.finish``: usage
+    record, limits settlement, metrics, log line) before the error is rendered.
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        record_id = new_record_id()
+        client_id = client_request_id(request)
+        endpoint = natives.get(handler)
+        if endpoint is None:
+            ex = Exchange(record_id, client_id or record_id, client_id)
+        else:
+            ex = Exchange(record_id, client_id or record_id, client_id, endpoint, time.perf_counter())
+            metrics.in_flight_now += 1
+        request[EXCHANGE] = ex
+        started = getattr(request.protocol, "request_started", None)
+        if started is not None:
+            started()
+        try:
+            response = await handler(request)
+        except GatewayError as err:
+            if endpoint is not None:
+                finish(request, ex, metrics, err.status, err.code, ERROR)
+            return render(family_for(request), err)
+        except web.HTTPNotFound as exc:
+            if endpoint is not None:
+                finish(request, ex, metrics, exc.status, "", 0)
+            return render(family_for(request), GatewayError(404, "not_found", "Unknown endpoint"))
+        except web.HTTPMethodNotAllowed as exc:
+            if endpoint is not None:
+                finish(request, ex, metrics, exc.status, "", 0)
+            resp = render(
+                family_for(request), GatewayError(405, "method_not_allowed", "Method not allowed here")
+            )
+            resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))  # RFC 9110: a 405 names them
+            return resp
+        except asyncio.CancelledError:
+            if endpoint is not None:
+                finish(request, ex, metrics, CLIENT_CLOSED, "", CANCELLED)
+            raise
+        except Exception as exc:
+            if endpoint is not None:
+                if isinstance(exc, web.HTTPException):
+                    finish(request, ex, metrics, exc.status, "", 0)
+                else:
+                    finish(request, ex, metrics, 500, "internal_error", 0)
+            log.exception("unhandled error on %s", request.path[:200])
+            return render(family_for(request), GatewayError(500, "internal_error", "Internal gateway error"))
+        else:
+            if endpoint is not None:
+                finish(request, ex, metrics, response.status, "", 0)
+            return response
+        finally:
+            finished = getattr(request.protocol, "request_finished", None)
+            if finished is not None:
+                finished(request.content.is_eof())
+
+    return middleware
 
 
 async def stamp_headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -124,15 +158,20 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     (metered requests), the limit headers (admitted requests) and ``x-odock-overhead-ms``.
     """
     headers = response.headers
-    headers["x-request-id"] = request.get(REQUEST_ID) or request_id_for(request)
-    obs = request.get(OBSERVATION)
-    if obs is None:  # not a native endpoint: nothing metered or admitted
+    ex = request.get(EXCHANGE)
+    if ex is None:  # answered before the middleware (the Expect handler)
+        headers["x-request-id"] = request_id_for(request)
         return
-    meter = request.get(METER)
+    headers["x-request-id"] = ex.request_id
+    if ex.endpoint is None:  # not a native endpoint: nothing metered or admitted
+        return
+    meter = ex.meter
     if meter is not None:
         headers[RECORD_ID_HEADER] = meter.request_id
-    await stamp_limit_headers(request, response)
-    stamp_overhead(response, obs, meter)
+    admission = ex.admission
+    if admission is not None:
+        admission.write_headers(headers)
+    stamp_overhead(response, ex)
 
 
 async def _flush_logs(_app: web.Application) -> None:
@@ -153,8 +192,11 @@ async def readyz(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings) -> web.Application:
     """The data-plane application for one worker."""
-    app = web.Application(middlewares=[gateway_middleware], client_max_size=settings.max_body_bytes)
     metrics = DataPlaneMetrics(multiprocess=settings.metrics_dir is not None)
+    natives: dict[Handler, Endpoint] = {}
+    app = web.Application(
+        middlewares=[gateway_middleware(metrics, natives)], client_max_size=settings.max_body_bytes
+    )
     app[METRICS] = metrics
     app.cleanup_ctx.append(node_state_ctx(settings))
     app.on_response_prepare.append(stamp_headers)
@@ -173,10 +215,7 @@ def build_app(settings: Settings) -> web.Application:
     for endpoint in ENDPOINTS:
         if (endpoint.method, endpoint.route) in LOCAL_ROUTES:
             continue
-        app.router.add_route(
-            endpoint.method,
-            endpoint.route,
-            observed(endpoint, make_handler(endpoint), metrics),
-            expect_handler=expect,
-        )
+        native = make_handler(endpoint)
+        natives[native] = endpoint
+        app.router.add_route(endpoint.method, endpoint.route, native, expect_handler=expect)
     return app

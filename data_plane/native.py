@@ -16,20 +16,20 @@ from aiohttp import web
 
 from data_plane import auth
 from data_plane.body import check_declared_length, read_body
-from data_plane.errors import GatewayError, clip, family_name
+from data_plane.errors import GatewayError, clip
+from data_plane.exchange import EXCHANGE, Exchange
 from data_plane.governance.domain import ControlPlaneUnavailable, KeyGrant, KeyRejected, Route, RouteUnusable
-from data_plane.limits.gate import admit_request, settle_request
+from data_plane.limits.gate import admit_request
 from data_plane.payload import PayloadError, inspect_json, inspect_multipart, multipart_with_model, with_model
-from data_plane.providers import DIALECTS, Endpoint
+from data_plane.providers import DIALECTS, Endpoint, family_name
 from data_plane.providers.headers import HOP_HEADER, build_headers
 from data_plane.relay import Relay
 from data_plane.scrub import secret_for
 from data_plane.state import STATE, NodeState
 from data_plane.upstream.egress import EGRESS
 from data_plane.upstream.url import split_url
-from data_plane.usage import METER, RECORD_ID, client_request_id
 from data_plane.usage.inject import ensure_include_usage
-from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR, RequestMeter
+from data_plane.usage.meter import RequestMeter
 from data_plane.usage.shapes import INJECTABLE, shape_of
 
 RETRY_AFTER_SECONDS = 5
@@ -145,35 +145,32 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         deadline = loop.time() + settings.timeouts.total
         check_declared_length(request, settings.max_body_bytes)
         grant = await authorize(state, request)
-        # From here on the request is metered: exactly one record, whatever happens. With metering
-        # off the meter only keeps timings (metrics, logs): shape "none" means no tap and no usage read.
+        ex = request[EXCHANGE]
+        ex.grant = grant
+        # From here on the request is metered: exactly one record, whatever happens (the middleware
+        # closes the meter). With metering off the meter only keeps timings (metrics, logs): shape
+        # "none" means no tap and no usage read.
         metering = settings.usage.metering
-        meter = RequestMeter(
+        ex.meter = meter = RequestMeter(
             state.shipper if metering else None,
-            request_id=request[RECORD_ID],
+            request_id=ex.record_id,
             node_id=settings.node_id,
             org_id=grant.org_id,
             key_id=grant.key_id,
             family=endpoint.family,
             endpoint=endpoint.name,
             shape=shape if metering else "none",
-            client_request_id=client_request_id(request),
+            client_request_id=ex.client_request_id,
         )
-        request[METER] = meter
-        try:
-            return await serve(request, state, grant, meter, deadline)
-        except GatewayError as err:
-            meter.settle(err.status, ERROR, err.code)
-            raise
-        except asyncio.CancelledError:
-            meter.settle(meter.status or CLIENT_CLOSED, CANCELLED)
-            raise
-        finally:
-            meter.close()
-            settle_request(request, meter)
+        return await serve(request, ex, state, grant, meter, deadline)
 
     async def serve(
-        request: web.Request, state: NodeState, grant: KeyGrant, meter: RequestMeter, deadline: float
+        request: web.Request,
+        ex: Exchange,
+        state: NodeState,
+        grant: KeyGrant,
+        meter: RequestMeter,
+        deadline: float,
     ) -> web.StreamResponse:
         settings = state.settings
         body: bytes | None = None
@@ -209,12 +206,12 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 )
         if valid_model_name(model):
             meter.model_name = model
-        route = await resolve(state, grant, model, endpoint.family)
+        ex.route = route = await resolve(state, grant, model, endpoint.family)
         meter.upstream_slug = route.upstream_slug[:256]
         meter.pricing = route.pricing
         if state.limiter is not None:
-            await admit_request(
-                request, state.limiter, settings.limits, grant, endpoint.name, body, facts, route.pricing
+            ex.admission = await admit_request(
+                state.limiter, settings.limits, grant, endpoint.name, body, facts, route.pricing
             )
 
         try:
@@ -262,7 +259,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         )
         EGRESS.set(route.egress)  # checked on each new upstream connection (upstream/egress.py)
         return await relay.forward(
-            state.upstream,
+            state.transport,
             endpoint.method,
             url,
             headers,

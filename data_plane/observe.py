@@ -1,9 +1,9 @@
-"""What every native-endpoint request leaves behind: metrics, one log line, the overhead header.
+"""What every native-endpoint request leaves behind: its usage record, metrics, one log line, the
+overhead header.
 
-:func:`observed` wraps a native endpoint's handler (inside the middleware, so it
-sees the GatewayError before it is rendered). The request's metering
-(``data_plane.usage``) knows how long upstream took; everything else is the
-gateway's own time:
+The middleware (``app.py``) works out how a native-endpoint request ended and calls :func:`finish`
+once; the request's metering (``data_plane.usage``) knows how long upstream took; everything else
+is the gateway's own time:
 
 - ``x-odock-overhead-ms`` on the response: time since the request arrived minus
   time spent waiting on upstream, taken when the response starts. For a
@@ -21,84 +21,59 @@ body. Turn it off with ``ODOCK_LOG_LEVEL=warning``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from aiohttp import web
 
-from data_plane.errors import GatewayError
+from data_plane.exchange import Exchange
+from data_plane.limits.gate import settle_request
 from data_plane.logs import REQUEST_LOGGER, RequestFields, request_log
 from data_plane.metrics import OUTCOMES, DataPlaneMetrics, family_label
-from data_plane.providers import Endpoint
 from data_plane.state import STATE
-from data_plane.usage import METER, RECORD_ID, client_request_id
-from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR, RequestMeter
+from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR
 
 OVERHEAD_HEADER = "x-odock-overhead-ms"
 
 log = logging.getLogger(REQUEST_LOGGER)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+def finish(
+    request: web.Request, ex: Exchange, metrics: DataPlaneMetrics, status: int, error_code: str, ended: int
+) -> None:
+    """Close a native-endpoint request: its usage record, its limits settlement, metrics and log line.
+
+    ``ended`` is how the handler ended: ``ERROR`` a GatewayError (``status``/``error_code`` are
+    its), ``CANCELLED`` the client went away, 0 anything else (the meter keeps what the relay
+    settled, or counts an internal error).
+    """
+    metrics.in_flight_now -= 1
+    meter = ex.meter
+    if meter is not None:
+        if ended == ERROR:
+            meter.settle(status, ERROR, error_code)
+        elif ended == CANCELLED:
+            meter.settle(meter.status or CLIENT_CLOSED, CANCELLED)
+        meter.close()
+        admission = ex.admission
+        if admission is not None:
+            settle_request(admission, meter)
+    _observe(request, ex, status, error_code, ended == CANCELLED, metrics)
 
 
-@dataclass
-class Observation:
-    """One native-endpoint request being observed."""
-
-    endpoint: Endpoint
-    started: float  # time.perf_counter() at handler entry
-    error_code: str = ""
-    cancelled: bool = False  # the client went away
-
-    def overhead(self, meter: RequestMeter | None, now: float) -> float:
-        """Seconds of gateway time so far (elapsed minus upstream wait)."""
-        waited = meter.upstream_wait(now) if meter is not None else 0.0
-        return max(0.0, now - self.started - waited)
-
-
-OBSERVATION: web.RequestKey[Observation] = web.RequestKey("odock_observation", Observation)
-
-
-def observed(endpoint: Endpoint, handler: Handler, metrics: DataPlaneMetrics) -> Handler:
-    """``handler`` with metrics and the request log line around it."""
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        obs = Observation(endpoint, time.perf_counter())
-        request[OBSERVATION] = obs
-        status = 500
-        metrics.in_flight_now += 1
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        except GatewayError as err:
-            status, obs.error_code = err.status, err.code
-            raise
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        except asyncio.CancelledError:
-            status, obs.cancelled = CLIENT_CLOSED, True
-            raise
-        except Exception:
-            obs.error_code = "internal_error"
-            raise
-        finally:
-            metrics.in_flight_now -= 1
-            _finish(request, obs, status, metrics)
-
-    return handle
-
-
-def _finish(request: web.Request, obs: Observation, status: int, metrics: DataPlaneMetrics) -> None:
+def _observe(
+    request: web.Request,
+    ex: Exchange,
+    status: int,
+    error_code: str,
+    cancelled: bool,
+    metrics: DataPlaneMetrics,
+) -> None:
     now = time.perf_counter()
-    meter = request.get(METER)
-    total = now - obs.started
-    overhead = obs.overhead(meter, now)
-    outcome = CANCELLED if obs.cancelled else ERROR
+    meter = ex.meter
+    total = now - ex.started
+    overhead = ex.overhead(now)
+    outcome: int = CANCELLED if cancelled else ERROR
     first_byte: float | None = None
     usage = None
     if meter is not None:
@@ -106,7 +81,8 @@ def _finish(request: web.Request, obs: Observation, status: int, metrics: DataPl
         first_byte = meter.upstream_first_byte()
         usage = meter.usage
     tokens = (usage.input, usage.output, usage.cached) if usage is not None else (0, 0, 0)
-    endpoint = obs.endpoint
+    endpoint = ex.endpoint
+    assert endpoint is not None  # only native endpoints are observed
     try:
         metrics.request_done(
             endpoint.family, endpoint.name, status, outcome, total, overhead, first_byte, *tokens
@@ -125,7 +101,7 @@ def _finish(request: web.Request, obs: Observation, status: int, metrics: DataPl
         )
     else:  # refused before authentication
         rid, node, org, key, model = (
-            request.get(RECORD_ID, ""),
+            ex.record_id,
             request.app[STATE].settings.node_id,
             "",
             "",
@@ -149,8 +125,8 @@ def _finish(request: web.Request, obs: Observation, status: int, metrics: DataPl
         tokens[0],
         tokens[1],
         tokens[2],
-        obs.error_code,
-        client_request_id(request),
+        error_code,
+        ex.client_request_id,
     )
     writer = request_log()
     if writer is not None:
@@ -159,7 +135,7 @@ def _finish(request: web.Request, obs: Observation, status: int, metrics: DataPl
         log.info(fields.message(), extra=fields.extra())
 
 
-def stamp_overhead(response: web.StreamResponse, obs: Observation, meter: RequestMeter | None) -> None:
+def stamp_overhead(response: web.StreamResponse, ex: Exchange) -> None:
     """``x-odock-overhead-ms`` on a native endpoint's response, as it is prepared."""
-    overhead = obs.overhead(meter, time.perf_counter())
+    overhead = ex.overhead(time.perf_counter())
     response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"

@@ -1,11 +1,13 @@
-"""The two calls the gateway makes: admit a request before it goes upstream, settle it after."""
+"""The two calls the gateway makes: admit a request before it goes upstream, settle it after.
+
+No aiohttp here: the handler keeps the admission on the request's exchange, and the app stamps
+its headers (``Admission.write_headers``) when the response is prepared.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from data_plane.governance.domain import KeyGrant, Pricing
-from data_plane.limits.admission import ADMISSION
+from data_plane.limits.admission import Admission
 from data_plane.limits.estimate import estimate
 from data_plane.limits.limiter import Limiter
 from data_plane.payload import JsonFacts
@@ -14,7 +16,6 @@ from data_plane.usage.meter import RequestMeter, cost_picos
 
 
 async def admit_request(
-    request: web.Request,
     limiter: Limiter,
     settings: LimitSettings,
     grant: KeyGrant,
@@ -22,7 +23,7 @@ async def admit_request(
     body: bytes | None,
     facts: JsonFacts | None,
     pricing: Pricing,
-) -> None:
+) -> Admission:
     """Reserve the request's estimated usage against every limit that applies, or raise a GatewayError."""
     est = estimate(
         endpoint_name,
@@ -32,14 +33,11 @@ async def admit_request(
         bytes_per_token=settings.bytes_per_token,
         default_output_tokens=settings.default_output_tokens,
     )
-    request[ADMISSION] = await limiter.admit(grant, est)
+    return await limiter.admit(grant, est)
 
 
-def settle_request(request: web.Request, meter: RequestMeter) -> None:
+def settle_request(admission: Admission, meter: RequestMeter) -> None:
     """Correct the reservation to what the meter saw (nothing seen: nothing spent but the request)."""
-    admission = request.get(ADMISSION)
-    if admission is None:
-        return
     usage = meter.usage
     if usage is None:
         admission.settle(0, 0)

@@ -24,9 +24,8 @@ from aiohttp import web
 
 from data_plane.usage.meter import RequestMeter
 
-METER: web.RequestKey[RequestMeter] = web.RequestKey("odock_usage_meter", RequestMeter)
-# The gateway's own id for a request: unique, the usage record's id (docs/usage.md).
-RECORD_ID: web.RequestKey[str] = web.RequestKey("odock_record_id", str)
+# The gateway's own id for a request (new_record_id, kept on the request's exchange) is unique and
+# the usage record's id (docs/usage.md); responses carry it in this header.
 RECORD_ID_HEADER = "x-odock-request-id"
 # A client's x-request-id the gateway echoes and stores on the record (docs/usage.md); anything
 # else (too long, other characters) is neither echoed nor stored.
@@ -69,4 +68,4 @@ def new_record_id() -> str:
     return "req_" + pool.buf[at : at + _ID_BYTES].hex()
 
 
-__all__ = ["METER", "RECORD_ID", "RECORD_ID_HEADER", "RequestMeter", "client_request_id", "new_record_id"]
+__all__ = ["RECORD_ID_HEADER", "RequestMeter", "client_request_id", "new_record_id"]

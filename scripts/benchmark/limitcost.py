@@ -4,7 +4,7 @@ Runs the data plane's own ``Limiter`` in-process against an instant lease source
 what is asked (every limit at 10^12, as ``scripts/bench-toggles`` provisions them), and times the
 per-request work the gateway does for limits, in the order it does it:
 ``estimate`` → ``Limiter.admit`` → the limit headers stamped on the response
-(``stamp_limit_headers``) → settlement to the actual usage (``settle_request``'s call).
+(``Admission.write_headers``, as the app's ``stamp_headers`` calls it) → settlement to the actual usage (``settle_request``'s call).
 
 Run: ``python -m scripts.benchmark.limitcost [--requests 200000] [--rounds 5]``. Prints one JSON
 line per case with the median of the rounds (min–max alongside) of microseconds per request.
@@ -25,7 +25,7 @@ from typing import Any
 from multidict import CIMultiDict
 
 from data_plane.governance.domain import GrantLimits, KeyGrant, Link, Pricing
-from data_plane.limits import ADMISSION, Limiter, estimate, stamp_limit_headers
+from data_plane.limits import Limiter, estimate
 from data_plane.payload import inspect_json
 from data_plane.settings import LimitSettings
 from odock.v1 import node_pb2
@@ -63,7 +63,7 @@ class InstantSource:
 
 
 class _Response:
-    """What ``stamp_limit_headers`` touches of a response."""
+    """What stamping the limit headers touches of a response."""
 
     def __init__(self) -> None:
         self.headers: CIMultiDict[str] = CIMultiDict(
@@ -106,10 +106,9 @@ async def one_round(limiter: Limiter, key: KeyGrant, n: int) -> dict[str, float]
         t1 = clock()
         admission = await limiter.admit(key, est)
         t2 = clock()
-        request: dict[Any, Any] = {ADMISSION: admission}
         response = _Response()
         t3 = clock()
-        await stamp_limit_headers(request, response)  # type: ignore[arg-type]
+        admission.write_headers(response.headers)
         t4 = clock()
         admission.settle(50, 50 * 1_000_000)
         t5 = clock()
