@@ -5,7 +5,8 @@ markup make bodies larger than their text, so this errs high for most
 prompts). Output tokens: the cap the client set (``max_tokens``,
 ``max_completion_tokens``, ``max_output_tokens`` or Gemini's
 ``generationConfig.maxOutputTokens``), else ``default_output_tokens``; endpoints
-that produce no text reserve none. Cost: those tokens at the model's prices.
+that produce no output (``Endpoint.output`` false: embeddings, tokenizers, pooling,
+scoring) reserve none. Cost: those tokens at the model's prices.
 """
 
 from __future__ import annotations
@@ -15,10 +16,7 @@ from dataclasses import dataclass
 
 from data_plane.governance.domain import Pricing
 from data_plane.payload import JsonFacts
-
-# Endpoints whose answers carry no generated tokens (embeddings, pooling, tokenizer...).
-_NO_OUTPUT = ("embeddings", "tokenize", "detokenize", "pooling", "classify", "score", "rerank")
-_NO_OUTPUT_BY_NAME: dict[str, bool] = {}  # endpoint names are a fixed set: decided once each
+from data_plane.providers import Endpoint, endpoint_named
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +28,7 @@ class Estimate:
 
 
 def estimate(
-    endpoint_name: str,
+    endpoint: Endpoint | str,
     body_size: int,
     facts: JsonFacts | None,
     pricing: Pricing,
@@ -40,12 +38,14 @@ def estimate(
 ) -> Estimate:
     """The reservation for one request (see the module docstring)."""
     input_tokens = max(1, math.ceil(body_size / bytes_per_token)) if body_size else 1
-    no_output = _NO_OUTPUT_BY_NAME.get(endpoint_name)
-    if no_output is None:
-        no_output = any(part in endpoint_name for part in _NO_OUTPUT)
-        if len(_NO_OUTPUT_BY_NAME) < 1024:
-            _NO_OUTPUT_BY_NAME[endpoint_name] = no_output
-    if no_output:
+    if isinstance(endpoint, str):  # transitional (issue 12): callers not yet passing the Endpoint
+        try:
+            output = endpoint_named(endpoint).output
+        except KeyError:
+            output = True
+    else:
+        output = endpoint.output
+    if not output:
         output_tokens = 0
     else:
         cap = facts.output_token_limit if facts is not None else None

@@ -1,16 +1,19 @@
 """Anthropic: the Messages API.
 
 Everything Anthropic-specific lives here: the route, the ``x-api-key`` auth and default
-``anthropic-version``, the error document and the ``event: error`` that ends a broken stream,
-and the Models API listing shape (``ModelInfo``, ``limit`` / ``after_id`` / ``before_id``).
+``anthropic-version``, how answers and streams report usage (``message_start`` then running
+``message_delta`` totals), the error document and the ``event: error`` that ends a broken
+stream, and the Models API listing shape (``ModelInfo``, ``limit`` / ``after_id`` / ``before_id``).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import msgspec
 from multidict import MultiMapping
 
 from data_plane.governance.domain import ModelSummary
@@ -24,12 +27,90 @@ from data_plane.providers.dialect import (
     int_parameter,
 )
 from data_plane.providers.endpoint import Endpoint
+from data_plane.usage.shapes import Shape, usage_member
+from data_plane.usage.stream import SseTap, event_fields
+from data_plane.usage.tokens import MalformedUsage, Usage, as_object, count, make_usage
 from odock.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from data_plane.usage.meter import RequestMeter
 
 FAMILY = common_pb2.PROVIDER_FAMILY_ANTHROPIC
 # Anthropic refuses requests without a version header; the SDK always sends one, curl may not.
 DEFAULT_VERSION = "2023-06-01"
 VERSION_HEADER = "anthropic-version"
+
+# --- usage -------------------------------------------------------------------------------
+
+
+def anthropic_usage(raw: object) -> Usage:
+    """Anthropic usage (a message's, or the merged fields of a stream's events).
+
+    ``input_tokens`` excludes ``cache_read_input_tokens`` and ``cache_creation_input_tokens``;
+    all three are input (cache writes are priced as ordinary input, reads at the cached price).
+    """
+    u = as_object(raw)
+    read = count(u, "cache_read_input_tokens")
+    written = count(u, "cache_creation_input_tokens")
+    return make_usage(
+        input=count(u, "input_tokens") + read + written,
+        output=count(u, "output_tokens"),
+        cached=read,
+        parts=False,
+    )
+
+
+class _Typed(msgspec.Struct):
+    type: Any = None
+    message: Any = None
+    usage: Any = None
+
+
+_TYPED = msgspec.json.Decoder(_Typed)
+
+
+class MessagesTap(SseTap):
+    """Messages streams: ``message_start`` (once: final) carries the input, ``message_delta``
+    events running totals; the fields seen so far are merged, the last merge wins."""
+
+    candidate = re.compile(rb"message_(?:start|delta)")
+
+    def __init__(self, meter: RequestMeter, *, strip_injected: bool) -> None:
+        super().__init__(meter, strip_injected=strip_injected)
+        self._merged: dict[str, Any] = {}
+        self._started = False
+
+    def _read(self, event: bytes, raw: bytes) -> bytes:
+        name, data = event_fields(event)
+        if b"message_start" in name + data or b"message_delta" in name + data:
+            self._message_event(_TYPED.decode(data))
+        return raw
+
+    def _message_event(self, typed: _Typed) -> None:
+        if typed.type == "message_start":
+            if self._started:
+                self._meter.report(None, final=True)  # a second start: flagged, ignored
+                return
+            self._started = True
+            self._meter.report(None, final=True)
+            usage = typed.message.get("usage") if isinstance(typed.message, dict) else None
+        elif typed.type == "message_delta":
+            usage = typed.usage
+        else:
+            return
+        if usage is None:
+            return
+        if not isinstance(usage, dict):
+            raise MalformedUsage("usage is not an object")
+        merged = {**self._merged, **{k: v for k, v in usage.items() if v is not None}}
+        reading = anthropic_usage(merged)  # raises before anything is kept
+        self._merged = merged
+        self._meter.report(reading, final=False)
+
+
+USAGE = Shape("anthropic", body=usage_member(anthropic_usage), value=anthropic_usage, sse_tap=MessagesTap)
+
+# --- endpoints ---------------------------------------------------------------------------
 
 ENDPOINTS = (
     Endpoint(
@@ -41,6 +122,7 @@ ENDPOINTS = (
         model_in="body",
         streams="body_flag",
         upstream_path="/v1/messages",  # the base URL is the server root
+        usage=USAGE,
     ),
 )
 

@@ -1,4 +1,4 @@
-"""One native endpoint of one provider family, and how a request to it maps upstream.
+"""One native endpoint of one provider family, how a request to it maps upstream, what it answers.
 
 Client text never reaches the upstream path: the path is the endpoint's fixed native
 path, plus (Gemini only) the control plane's canonical slug, percent-encoded. The
@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from data_plane.usage.shapes import NO_USAGE, Shape
 
 BodyKind = Literal["json", "multipart", "none"]
 ModelIn = Literal["body", "path", "form", "none"]
@@ -45,6 +47,16 @@ class Endpoint:
     # Suffix of the base URL's path to drop first (vLLM's base may end in "/v1").
     strip_base_suffix: str = ""
     path_param: str | None = field(default=None)
+    # How its answers report usage (the shape object the relay and taps call through).
+    usage: Shape = NO_USAGE
+    # Whether it generates output tokens (limits reserve the output cap for it; embeddings,
+    # tokenizers, pooling and scoring do not).
+    output: bool = True
+
+    @property
+    def injectable(self) -> bool:
+        """Whether its streams report usage only when asked, so the gateway asks (include_usage)."""
+        return self.usage.injectable
 
     def model_from_path(self, match_info: Mapping[str, str]) -> str | None:
         """The model the client named in the URL path (lookup only, never forwarded), else None."""

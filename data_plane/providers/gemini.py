@@ -1,28 +1,92 @@
 """Gemini (Google AI): generateContent and streamGenerateContent, the model in the path.
 
 Everything Gemini-specific lives here: the routes under ``/v1beta/``, the ``x-goog-api-key``
-auth, Google's error document (``google.rpc`` details), and the ``models/<name>`` listing
-with ``pageSize`` / ``pageToken``.
+auth, how answers report usage (``usageMetadata``, running totals on every streamed
+element), Google's error document (``google.rpc`` details), and the ``models/<name>``
+listing with ``pageSize`` / ``pageToken``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from multidict import MultiMapping
 
 from data_plane.governance.domain import ModelSummary
 from data_plane.providers.dialect import Dialect, ErrorFacts, Listing, bad_parameter, by_status, int_parameter
 from data_plane.providers.endpoint import SLUG, Endpoint, Streams
+from data_plane.usage.shapes import Shape
+from data_plane.usage.stream import SseTap, event_fields
+from data_plane.usage.tokens import Usage, as_object, count, make_usage
 from odock.v1 import common_pb2
 
 FAMILY = common_pb2.PROVIDER_FAMILY_GEMINI
 PATH_PARAM = "model"
 # The generation methods served, and whether each streams (the listing names them too).
 METHODS: tuple[tuple[str, Streams], ...] = (("generateContent", "never"), ("streamGenerateContent", "always"))
+
+
+# --- usage -------------------------------------------------------------------------------
+
+
+def gemini_usage(raw: object) -> Usage:
+    """Gemini ``usageMetadata``.
+
+    ``promptTokenCount`` includes ``cachedContentTokenCount``; ``toolUsePromptTokenCount`` is
+    extra input; ``thoughtsTokenCount`` is output not included in ``candidatesTokenCount``.
+    """
+    u = as_object(raw)
+    thoughts = count(u, "thoughtsTokenCount")
+    return make_usage(
+        input=count(u, "promptTokenCount") + count(u, "toolUsePromptTokenCount"),
+        output=count(u, "candidatesTokenCount") + thoughts,
+        cached=count(u, "cachedContentTokenCount"),
+        reasoning=thoughts,
+    )
+
+
+class _Metadata(msgspec.Struct):
+    usageMetadata: Any = None  # the provider's member name
+
+
+_METADATA = msgspec.json.Decoder(_Metadata)
+
+
+def _body_usage(body: bytes) -> Usage | None:
+    raw = _METADATA.decode(body).usageMetadata
+    return None if raw is None else gemini_usage(raw)
+
+
+class GenerateTap(SseTap):
+    """``streamGenerateContent?alt=sse``: every event may carry running totals."""
+
+    candidate = re.compile(rb"usageMetadata")
+
+    def _read(self, event: bytes, raw: bytes) -> bytes:
+        _, data = event_fields(event)
+        if b"usageMetadata" in data:
+            meta = _METADATA.decode(data).usageMetadata
+            if meta is not None:
+                self._meter.report(gemini_usage(meta), final=False)
+        return raw
+
+
+USAGE = Shape(
+    "gemini",
+    body=_body_usage,
+    value=gemini_usage,
+    sse_tap=GenerateTap,
+    streamed_key=b"usageMetadata",
+    streamed_final=False,
+    array_when_streamed=True,
+)
+
+# --- endpoints ---------------------------------------------------------------------------
 
 
 def _endpoint(method: str, streams: Streams) -> Endpoint:
@@ -39,6 +103,7 @@ def _endpoint(method: str, streams: Streams) -> Endpoint:
         streams=streams,
         upstream_path=f"/v1beta/models/{SLUG}:{method}",
         path_param=PATH_PARAM,
+        usage=USAGE,
     )
 
 

@@ -1,25 +1,131 @@
 """OpenAI: the Chat Completions, Responses, Completions, Embeddings and Images APIs.
 
-Everything OpenAI-specific lives here: routes and auth, the error document the openai SDK
-parses, and the model-listing shape (also vLLM's, and the catch-all for paths no family owns).
+Everything OpenAI-specific lives here: routes and auth, how answers report usage (chat and
+completions streams only when asked: ``include_usage``; Responses in its final event), the
+error document the openai SDK parses, and the model-listing shape. vLLM speaks the same
+(``vllm.py`` reuses these), and paths no family owns get OpenAI's errors.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from multidict import MultiMapping
 
 from data_plane.governance.domain import ModelSummary
 from data_plane.providers.dialect import Dialect, ErrorFacts, Listing, by_status, family_name
 from data_plane.providers.endpoint import BodyKind, Endpoint, ModelIn, Streams
+from data_plane.usage.shapes import Shape, usage_member
+from data_plane.usage.stream import SseTap, event_fields
+from data_plane.usage.tokens import MalformedUsage, Usage, as_object, count, details, make_usage
 from odock.v1 import common_pb2
 
 FAMILY = common_pb2.PROVIDER_FAMILY_OPENAI
 
+# --- usage -------------------------------------------------------------------------------
 
-def _endpoint(path: str, body: BodyKind = "json", streams: Streams = "never") -> Endpoint:
+
+def openai_usage(raw: object) -> Usage | None:
+    """OpenAI-style usage (chat, completions, embeddings, responses, images, audio, vLLM pooling).
+
+    Chat/completions/embeddings (and vLLM): ``prompt_tokens`` (includes
+    ``prompt_tokens_details.cached_tokens``), ``completion_tokens`` (includes
+    ``completion_tokens_details.reasoning_tokens``). Responses/images, audio
+    ``{"type": "tokens"}``: ``input_tokens`` / ``output_tokens`` with
+    ``input_tokens_details.cached_tokens`` and ``output_tokens_details.reasoning_tokens``.
+    """
+    u = as_object(raw)
+    if u.get("type") == "duration":
+        return None  # audio priced by seconds: no tokens to record
+    if "prompt_tokens" in u or "completion_tokens" in u:
+        return make_usage(
+            input=count(u, "prompt_tokens"),
+            output=count(u, "completion_tokens"),
+            cached=details(u, "prompt_tokens_details", "cached_tokens"),
+            reasoning=details(u, "completion_tokens_details", "reasoning_tokens"),
+        )
+    if "input_tokens" in u or "output_tokens" in u:
+        return make_usage(
+            input=count(u, "input_tokens"),
+            output=count(u, "output_tokens"),
+            cached=details(u, "input_tokens_details", "cached_tokens"),
+            reasoning=details(u, "output_tokens_details", "reasoning_tokens"),
+        )
+    if "total_tokens" in u:
+        return make_usage(input=count(u, "total_tokens"))
+    raise MalformedUsage("no token counts in usage")
+
+
+class _Chunk(msgspec.Struct):
+    usage: Any = None
+    choices: msgspec.Raw = msgspec.Raw(b"null")  # only "is it empty?" matters: never built as objects
+
+
+_CHUNK = msgspec.json.Decoder(_Chunk)
+_EMPTY_CHOICES = re.compile(rb"[ \t\r\n]*(?:\[[ \t\r\n]*\]|null)[ \t\r\n]*")
+
+
+class ChatTap(SseTap):
+    """Chat and text completions streams: usage on a chunk, the usage-only chunk is final."""
+
+    # Any "usage" member except a plain null one (with include_usage every chunk carries
+    # "usage":null, and those must cost no decoding at all).
+    candidate = re.compile(rb'"usage"(?![ \t]*:[ \t]*null[ \t]*[,}])')
+    strips = True
+
+    def _read(self, event: bytes, raw: bytes) -> bytes:
+        _, data = event_fields(event)
+        if b'"usage"' not in data:
+            return self._without_null_usage(raw)
+        chunk = _CHUNK.decode(data)
+        if chunk.usage is None:
+            return self._without_null_usage(raw)
+        usage_only = _EMPTY_CHOICES.fullmatch(bytes(chunk.choices)) is not None
+        self._meter.report(openai_usage(chunk.usage), final=usage_only)
+        return b"" if (self._strip and usage_only) else raw
+
+
+class _Done(msgspec.Struct):
+    type: Any = None
+    response: Any = None
+
+
+_DONE = msgspec.json.Decoder(_Done)
+_RESPONSE_DONE = re.compile(rb"response\.(?:completed|incomplete|failed)")
+_RESPONSE_DONE_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesTap(SseTap):
+    """Responses streams: the usage is in the final ``response.completed`` (or incomplete/failed) event."""
+
+    candidate = _RESPONSE_DONE
+
+    def _read(self, event: bytes, raw: bytes) -> bytes:
+        _, data = event_fields(event)
+        if not _RESPONSE_DONE.search(data):
+            return raw
+        done = _DONE.decode(data)
+        if done.type in _RESPONSE_DONE_TYPES and isinstance(done.response, dict):
+            usage = done.response.get("usage")
+            self._meter.report(None if usage is None else openai_usage(usage), final=True)
+        return raw
+
+
+_BODY = usage_member(openai_usage)
+CHAT_USAGE = Shape("openai_chat", body=_BODY, value=openai_usage, sse_tap=ChatTap, injectable=True)
+RESPONSES_USAGE = Shape("openai_responses", body=_BODY, value=openai_usage, sse_tap=ResponsesTap)
+# Embeddings, images and the like: usage in the answer; their streams (if any) are not read.
+USAGE = Shape("openai", body=_BODY, value=openai_usage, sse_tap=SseTap)
+
+# --- endpoints ---------------------------------------------------------------------------
+
+
+def _endpoint(
+    path: str, usage: Shape, body: BodyKind = "json", streams: Streams = "never", *, output: bool = True
+) -> Endpoint:
     model_in: ModelIn = "form" if body == "multipart" else "body"
     return Endpoint(
         family=FAMILY,
@@ -30,17 +136,19 @@ def _endpoint(path: str, body: BodyKind = "json", streams: Streams = "never") ->
         model_in=model_in,
         streams=streams,
         upstream_path=path,  # the base URL is the SDK's, ending in /v1
+        usage=usage,
+        output=output,
     )
 
 
 ENDPOINTS = (
-    _endpoint("/chat/completions", streams="body_flag"),
-    _endpoint("/responses", streams="body_flag"),
-    _endpoint("/completions", streams="body_flag"),
-    _endpoint("/embeddings"),
-    _endpoint("/images/generations"),
-    _endpoint("/images/edits", body="multipart"),
-    _endpoint("/images/variations", body="multipart"),
+    _endpoint("/chat/completions", CHAT_USAGE, streams="body_flag"),
+    _endpoint("/responses", RESPONSES_USAGE, streams="body_flag"),
+    _endpoint("/completions", CHAT_USAGE, streams="body_flag"),
+    _endpoint("/embeddings", USAGE, output=False),
+    _endpoint("/images/generations", USAGE),
+    _endpoint("/images/edits", USAGE, body="multipart"),
+    _endpoint("/images/variations", USAGE, body="multipart"),
 )
 
 # --- errors ------------------------------------------------------------------------------

@@ -1,100 +1,94 @@
-"""Where each native endpoint's answer carries its usage, and whole-body extraction.
+"""How an endpoint's answers carry usage: the :class:`Shape` object and whole-body extraction.
 
-A shape names the usage dialect of one endpoint: which JSON key holds it,
-how it reads, and which stream events can carry it (see ``stream.py``).
-Whole bodies are decoded into tiny msgspec structs that keep only the usage
-member: every other member is skipped at C speed, never built as objects.
+A shape is one usage dialect: how a whole JSON answer holds its usage, how a usage
+value found in a streamed JSON body reads, which SSE tap reads a stream of it
+(``stream.py``), and whether the gateway may ask for usage it would otherwise not get
+(``include_usage``, ``inject.py``). Each family builds its shapes once, in
+``data_plane/providers/<family>.py``, and each ``Endpoint`` holds its own
+(``Endpoint.usage``): the relay and the taps call through the object, so nothing is
+looked up by name per request. Whole bodies are decoded into tiny msgspec structs that
+keep only the usage member: every other member is skipped at C speed, never built as
+objects.
+
+Import direction: ``data_plane.providers`` imports this package; nothing here imports
+``providers`` (but for the transitional ``shape_of``/``INJECTABLE`` below).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from data_plane.usage.tokens import (
-    MalformedUsage,
-    Usage,
-    anthropic_usage,
-    gemini_usage,
-    openai_usage,
-    tokenize_usage,
-)
+from data_plane.usage.tokens import MalformedUsage, Usage
 
-Shape = Literal["openai_chat", "openai_responses", "openai", "anthropic", "gemini", "tokenize", "none"]
-
-_SHAPES: dict[str, Shape] = {
-    "/v1/chat/completions": "openai_chat",
-    "/v1/completions": "openai_chat",
-    "/v1/responses": "openai_responses",
-    "/v1/embeddings": "openai",
-    "/v1/images/generations": "openai",
-    "/v1/images/edits": "openai",
-    "/v1/images/variations": "openai",
-    "/v1/messages": "anthropic",
-    "/v1beta/models/{model}:generateContent": "gemini",
-    "/v1beta/models/{model}:streamGenerateContent": "gemini",
-    "/v1/vllm/chat/completions": "openai_chat",
-    "/v1/vllm/completions": "openai_chat",
-    "/v1/vllm/responses": "openai_responses",
-    "/v1/vllm/embeddings": "openai",
-    "/v1/vllm/audio/transcriptions": "openai",
-    "/v1/vllm/audio/translations": "openai",
-    "/v1/vllm/tokenize": "tokenize",
-    "/v1/vllm/detokenize": "none",
-    "/v1/vllm/pooling": "openai",
-    "/v1/vllm/classify": "openai",
-    "/v1/vllm/score": "openai",
-    "/v1/vllm/rerank": "openai",
-}
-# Endpoints whose streams report usage only when asked (stream_options.include_usage).
-INJECTABLE = frozenset(name for name, shape in _SHAPES.items() if shape == "openai_chat")
+if TYPE_CHECKING:
+    from data_plane.usage.meter import RequestMeter
+    from data_plane.usage.stream import StreamTap
 
 
-def shape_of(endpoint_name: str) -> Shape:
-    """The usage shape of an endpoint (``none`` for one this module does not know)."""
-    return _SHAPES.get(endpoint_name, "none")
+class TapFactory(Protocol):
+    """Builds the SSE tap of one streamed answer (``stream.SseTap`` and its subclasses are)."""
+
+    def __call__(self, meter: RequestMeter, *, strip_injected: bool) -> StreamTap: ...
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Shape:
+    """Where and how one kind of answer reports usage (built once per family; compared by identity)."""
+
+    name: str  # for reprs and logs only: never looked up
+    # A whole JSON answer -> its usage (None: it carries none); msgspec decode errors allowed.
+    body: Callable[[bytes], Usage | None] | None = None
+    # A usage value (decoded JSON) found in a streamed JSON body -> usage.
+    value: Callable[[Any], Usage | None] | None = None
+    # The tap of an SSE answer; None: streams of this shape are not read at all.
+    sse_tap: TapFactory | None = None
+    # The member holding usage in a (non-SSE) streamed JSON body, and whether a value
+    # found there is a final report (else a running total).
+    streamed_key: bytes = b"usage"
+    streamed_final: bool = True
+    # A streamed answer is a JSON array of such objects (Gemini without alt=sse).
+    array_when_streamed: bool = False
+    # The stream reports usage only when asked (stream_options.include_usage), and the
+    # shape's SSE tap removes what asking adds.
+    injectable: bool = False
+
+    def __repr__(self) -> str:
+        return f"Shape({self.name})"
+
+
+NO_USAGE = Shape("none")
 
 
 class _Usage(msgspec.Struct):
     usage: Any = None
 
 
-class _Gemini(msgspec.Struct):
-    usageMetadata: Any = None  # the provider's member name
-
-
-class _Count(msgspec.Struct):
-    count: Any = None
-
-
 _USAGE = msgspec.json.Decoder(_Usage)
-_GEMINI = msgspec.json.Decoder(_Gemini)
-_COUNT = msgspec.json.Decoder(_Count)
 
 
-def _some(raw: object, read: Callable[[Any], Usage | None]) -> Usage | None:
-    return None if raw is None else read(raw)
+def usage_member(read: Callable[[Any], Usage | None]) -> Callable[[bytes], Usage | None]:
+    """A body reader for answers with a top-level ``usage`` member, normalised by ``read``."""
+
+    def body(data: bytes) -> Usage | None:
+        raw = _USAGE.decode(data).usage
+        return None if raw is None else read(raw)
+
+    return body
 
 
-_READERS: dict[str, Callable[[bytes], Usage | None]] = {
-    "anthropic": lambda body: _some(_USAGE.decode(body).usage, anthropic_usage),
-    "gemini": lambda body: _some(_GEMINI.decode(body).usageMetadata, gemini_usage),
-    "tokenize": lambda body: _some(_COUNT.decode(body).count, tokenize_usage),
-}
-
-
-def _openai_reader(body: bytes) -> Usage | None:
-    return _some(_USAGE.decode(body).usage, openai_usage)
-
-
-def body_usage(shape: Shape, body: bytes) -> Usage | None:
+def body_usage(shape: Shape | str, body: bytes) -> Usage | None:
     """The usage in a complete JSON answer; None when it carries none. Raises MalformedUsage."""
-    if shape == "none":
+    if isinstance(shape, str):
+        shape = shape_named(shape)
+    read = shape.body
+    if read is None:
         return None
     try:
-        return _READERS.get(shape, _openai_reader)(body)
+        return read(body)
     except (msgspec.DecodeError, msgspec.ValidationError):
         raise MalformedUsage("answer is not a JSON object") from None
 
@@ -105,13 +99,30 @@ def value_usage(shape: Shape, raw: bytes) -> Usage | None:
         value = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         raise MalformedUsage("usage is not valid JSON") from None
-    if shape == "anthropic":
-        return anthropic_usage(value)
-    if shape == "gemini":
-        return gemini_usage(value)
-    return openai_usage(value)
+    read = shape.value
+    return None if read is None else read(value)
 
 
-def streamed_key(shape: Shape) -> bytes:
-    """The member holding usage in a (non-SSE) streamed JSON body of this shape."""
-    return b"usageMetadata" if shape == "gemini" else b"usage"
+# --- transitional (issue 12): names of the old string table, for callers not yet moved ---------
+
+
+def shape_named(name: str) -> Shape:
+    """The shape the old table called ``name`` (``none`` when no endpoint has it)."""
+    from data_plane.providers import ENDPOINTS  # lazy: providers imports usage
+
+    return next((e.usage for e in ENDPOINTS if e.usage.name == name), NO_USAGE)
+
+
+def shape_of(endpoint_name: str) -> Shape:
+    """The usage shape of an endpoint (``none`` for one this build does not know)."""
+    from data_plane.providers import ENDPOINTS  # lazy: providers imports usage
+
+    return next((e.usage for e in ENDPOINTS if e.name == endpoint_name), NO_USAGE)
+
+
+def __getattr__(name: str) -> object:
+    if name == "INJECTABLE":
+        from data_plane.providers import ENDPOINTS  # lazy: providers imports usage
+
+        return frozenset(e.name for e in ENDPOINTS if e.injectable)
+    raise AttributeError(name)

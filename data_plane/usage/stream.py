@@ -14,34 +14,29 @@ Other streams (Gemini's JSON array, an oversized plain answer): :class:`JsonTap`
 runs :class:`~data_plane.usage.jsonscan.JsonMemberTap` over the bytes.
 
 A tap never raises: unreadable usage flags the record as malformed.
+
+:class:`SseTap` is the generic machinery (finding candidate events in a block, the
+include_usage stripping); what an event of a family's stream means is its subclass's
+``_read``, in ``data_plane/providers/<family>.py``, and the shape (``Shape.sse_tap``)
+names the class. Nothing here imports ``providers``.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import msgspec
 
 from data_plane.sse import EVENT_END
 from data_plane.usage.jsonscan import JsonMemberTap
-from data_plane.usage.meter import RequestMeter
-from data_plane.usage.shapes import Shape, streamed_key, value_usage
-from data_plane.usage.tokens import MalformedUsage, Usage, anthropic_usage, gemini_usage, openai_usage
+from data_plane.usage.shapes import Shape, shape_named, value_usage
+from data_plane.usage.tokens import MalformedUsage, Usage
+
+if TYPE_CHECKING:
+    from data_plane.usage.meter import RequestMeter
 
 _LINE = re.compile(rb"\r\n|\r|\n")
-# Blocks are searched for these at C speed; only the events they fall in are ever decoded.
-# OpenAI chat: any "usage" member except a plain null one (with include_usage every chunk
-# carries "usage":null, and those must cost no decoding at all).
-_OPENAI_CANDIDATE = re.compile(rb'"usage"(?![ \t]*:[ \t]*null[ \t]*[,}])')
-_RESPONSE_DONE = re.compile(rb"response\.(?:completed|incomplete|failed)")
-_CANDIDATES: dict[str, re.Pattern[bytes]] = {
-    "openai_chat": _OPENAI_CANDIDATE,
-    "openai_responses": _RESPONSE_DONE,
-    "anthropic": re.compile(rb"message_(?:start|delta)"),
-    "gemini": re.compile(rb"usageMetadata"),
-}
-_RESPONSE_DONE_TYPES = frozenset({"response.completed", "response.incomplete", "response.failed"})
 # The null usage member include_usage adds, as the last or the first member of a chunk's
 # top-level object (a JSON object on one data line: what providers send). Compact JSON (what
 # OpenAI and vLLM write) is cut with bytes.replace; spaced JSON with the regexes.
@@ -57,7 +52,6 @@ _NULL_ANY = re.compile(rb'"usage"[ \t]*:[ \t]*null')
 # Anywhere in an event (the generic fallback for unusual layouts).
 _USAGE_NULL_AFTER = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t\r\n]*[,}])')
 _USAGE_NULL_FIRST = re.compile(rb'(?<=\{)[ \t]*"usage"[ \t]*:[ \t]*null[ \t]*,')
-_EMPTY_CHOICES = re.compile(rb"[ \t\r\n]*(?:\[[ \t\r\n]*\]|null)[ \t\r\n]*")
 
 
 class StreamTap(Protocol):
@@ -68,28 +62,7 @@ class StreamTap(Protocol):
         ...
 
 
-class _Chunk(msgspec.Struct):
-    usage: Any = None
-    choices: msgspec.Raw = msgspec.Raw(b"null")  # only "is it empty?" matters: never built as objects
-
-
-class _Typed(msgspec.Struct):
-    type: Any = None
-    response: Any = None
-    message: Any = None
-    usage: Any = None
-
-
-class _Gemini(msgspec.Struct):
-    usageMetadata: Any = None  # the provider's member name
-
-
-_CHUNK = msgspec.json.Decoder(_Chunk)
-_TYPED = msgspec.json.Decoder(_Typed)
-_GEMINI = msgspec.json.Decoder(_Gemini)
-
-
-def _fields(event: bytes) -> tuple[bytes, bytes]:
+def event_fields(event: bytes) -> tuple[bytes, bytes]:
     """(event name, data) of one SSE event (data lines joined by newlines)."""
     name = b""
     data: list[bytes] = []
@@ -123,18 +96,21 @@ class SseTap:
     """Usage from an SSE stream of one shape; strips the gateway's own include_usage additions.
 
     A block of complete events is searched once for the few bytes that can start a usage
-    report; events without them pass untouched (or, when stripping, lose their null usage
-    member by one substitution over the block), and only the events holding a candidate
-    are parsed.
+    report (``candidate``); events without them pass untouched (or, when stripping, lose
+    their null usage member by one substitution over the block), and only the events
+    holding a candidate are given to ``_read``. This base class reads nothing: it is the
+    tap of shapes whose streams carry no usage it could find.
     """
 
-    def __init__(self, meter: RequestMeter, shape: Shape, *, strip_injected: bool) -> None:
+    # What can start a usage report in a block, searched at C speed; None: nothing is read.
+    candidate: ClassVar[re.Pattern[bytes] | None] = None
+    # Whether the stream's include_usage additions can be removed (the shape is injectable).
+    strips: ClassVar[bool] = False
+
+    def __init__(self, meter: RequestMeter, *, strip_injected: bool) -> None:
         self._meter = meter
-        self._shape = shape
-        self._strip = strip_injected and shape == "openai_chat"
-        self._candidate = _CANDIDATES.get(shape)
-        self._anthropic: dict[str, Any] = {}
-        self._anthropic_started = False
+        self._strip = strip_injected and self.strips
+        self._candidate = self.candidate
 
     def relay(self, data: bytes) -> bytes:
         """Read usage from complete events; the bytes to relay."""
@@ -194,55 +170,10 @@ class SseTap:
             return raw
 
     def _read(self, event: bytes, raw: bytes) -> bytes:
-        name, data = _fields(event)
-        shape = self._shape
-        if shape == "openai_chat":
-            if b'"usage"' not in data:
-                return self._without_null_usage(raw)
-            chunk = _CHUNK.decode(data)
-            if chunk.usage is None:
-                return self._without_null_usage(raw)
-            usage_only = _EMPTY_CHOICES.fullmatch(bytes(chunk.choices)) is not None
-            self._meter.report(openai_usage(chunk.usage), final=usage_only)
-            return b"" if (self._strip and usage_only) else raw
-        if shape == "openai_responses":
-            if not _RESPONSE_DONE.search(data):
-                return raw
-            typed = _TYPED.decode(data)
-            if typed.type in _RESPONSE_DONE_TYPES and isinstance(typed.response, dict):
-                usage = typed.response.get("usage")
-                self._meter.report(None if usage is None else openai_usage(usage), final=True)
-            return raw
-        if shape == "anthropic":
-            if b"message_start" in name + data or b"message_delta" in name + data:
-                self._anthropic_event(_TYPED.decode(data))
-            return raw
-        if shape == "gemini" and b"usageMetadata" in data:
-            meta = _GEMINI.decode(data).usageMetadata
-            if meta is not None:
-                self._meter.report(gemini_usage(meta), final=False)
+        """One event holding a candidate (``event`` without its terminator, ``raw`` with): report
+        its usage to the meter, return what to relay of it. May raise msgspec errors or
+        MalformedUsage (the record is flagged, the event relayed)."""
         return raw
-
-    def _anthropic_event(self, typed: _Typed) -> None:
-        if typed.type == "message_start":
-            if self._anthropic_started:
-                self._meter.report(None, final=True)  # a second start: flagged, ignored
-                return
-            self._anthropic_started = True
-            self._meter.report(None, final=True)
-            usage = typed.message.get("usage") if isinstance(typed.message, dict) else None
-        elif typed.type == "message_delta":
-            usage = typed.usage
-        else:
-            return
-        if usage is None:
-            return
-        if not isinstance(usage, dict):
-            raise MalformedUsage("usage is not an object")
-        merged = {**self._anthropic, **{k: v for k, v in usage.items() if v is not None}}
-        reading = anthropic_usage(merged)  # raises before anything is kept
-        self._anthropic = merged
-        self._meter.report(reading, final=False)
 
     def _without_null_usage(self, raw: bytes) -> bytes:
         if not self._strip:
@@ -259,8 +190,8 @@ class JsonTap:
     def __init__(self, meter: RequestMeter, shape: Shape, *, array: bool) -> None:
         self._meter = meter
         self._shape = shape
-        self._final = shape != "gemini"
-        self._scan = JsonMemberTap(streamed_key(shape), 2 if array else 1, self._value)
+        self._final = shape.streamed_final
+        self._scan = JsonMemberTap(shape.streamed_key, 2 if array else 1, self._value)
 
     def relay(self, data: bytes) -> bytes:
         """Scan and pass through unchanged."""
@@ -285,8 +216,11 @@ class JsonTap:
 def make_tap(meter: RequestMeter, *, is_sse: bool, strip_injected: bool) -> StreamTap | None:
     """The tap for a streamed answer to ``meter``'s request, None when its shape carries no usage."""
     shape = meter.shape
-    if shape in ("none", "tokenize"):
+    if isinstance(shape, str):  # transitional (issue 12): tests still name shapes
+        shape = shape_named(shape)
+    factory = shape.sse_tap
+    if factory is None:
         return None
     if is_sse:
-        return SseTap(meter, shape, strip_injected=strip_injected)
-    return JsonTap(meter, shape, array=shape == "gemini" and meter.streamed)
+        return factory(meter, strip_injected=strip_injected)
+    return JsonTap(meter, shape, array=shape.array_when_streamed and meter.streamed)
