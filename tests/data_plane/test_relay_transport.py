@@ -1,0 +1,178 @@
+"""The relay's seam: a fake ``Transport`` drives ``Relay.forward``, so the relay needs nothing of the pool.
+
+The fake answers through ``UpstreamResponse``'s public feed API, as the pool's connections do;
+the relay is served by a real aiohttp server on 127.0.0.1 and read with httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from data_plane.errors import OPENAI
+from data_plane.relay import Relay
+from data_plane.scrub import secret_for
+from data_plane.upstream.response import UpstreamResponse
+from data_plane.upstream.transport import Transport
+from data_plane.usage.meter import COMPLETE, RequestMeter
+from data_plane.usage.shapes import NO_USAGE
+
+SECRET = b"sk-relay-seam-0123456789abcdefghijklmnop"
+URL = "http://upstream.invalid/v1/chat/completions"
+EVENTS = [b'data: {"n":1}\n\n', b'data: {"n":2}\n\n', b"data: [DONE]\n\n"]
+
+
+@dataclass
+class Call:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None
+    tenant: str
+
+
+class FakeSource:
+    """Stands where the pool's connection would: records how the relay handed the answer back."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.finished_with: list[bool] = []
+
+    def resume(self) -> None:
+        self.paused = False
+
+    def finished(self, clean: bool) -> None:
+        self.finished_with.append(clean)
+
+
+class FakeTransport:
+    """Answers every request with the answer ``make`` builds (head set; body fed now or later)."""
+
+    def __init__(self, make: Callable[[UpstreamResponse], Awaitable[None]]) -> None:
+        self.make = make
+        self.calls: list[Call] = []
+        self.sources: list[FakeSource] = []
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        *,
+        tenant: str = "",
+    ) -> UpstreamResponse:
+        self.calls.append(Call(method, url, dict(headers), body, tenant))
+        source = FakeSource()
+        self.sources.append(source)
+        answer = UpstreamResponse(source)
+        await self.make(answer)
+        return answer
+
+
+@dataclass
+class Served:
+    url: str
+    meters: list[RequestMeter]
+
+
+def relaying(
+    transport: Transport, meters: list[RequestMeter], *, streaming: bool
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """A handler that relays every request through ``transport`` (typed as the protocol, not the pool)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        meter = RequestMeter(None, request_id="rec-1", node_id="node", org_id="org", key_id="key", family=OPENAI,
+                             endpoint="/v1/chat/completions", shape=NO_USAGE)  # fmt: skip
+        meters.append(meter)
+        relay = Relay(request, meter, family=OPENAI, upstream_idle=10.0,
+                      deadline=asyncio.get_running_loop().time() + 20.0, max_buffered=1 << 20)  # fmt: skip
+        return await relay.forward(transport, "POST", URL, {"Authorization": "Bearer " + SECRET.decode()},
+                                   await request.read(), first_byte_timeout=10.0, streaming=streaming,
+                                   secret=secret_for(SECRET))  # fmt: skip
+
+    return handle
+
+
+@pytest_asyncio.fixture
+async def server() -> AsyncIterator[Callable[[Transport, bool], Awaitable[Served]]]:
+    servers: list[TestServer] = []
+
+    async def start(transport: Transport, streaming: bool) -> Served:
+        app = web.Application()
+        meters: list[RequestMeter] = []
+        app.router.add_post("/relay", relaying(transport, meters, streaming=streaming))
+        test_server = TestServer(app, host="127.0.0.1", port=0)
+        await test_server.start_server()
+        servers.append(test_server)
+        return Served(str(test_server.make_url("/relay")), meters)
+
+    yield start
+    for test_server in servers:
+        await test_server.close()
+
+
+async def test_a_plain_answer_is_relayed_through_a_fake_transport(
+    server: Callable[[Transport, bool], Awaitable[Served]],
+) -> None:
+    async def make(answer: UpstreamResponse) -> None:
+        answer.status, answer.reason, answer.content_type = 200, "OK", "application/json"
+        answer.raw_headers = [("Content-Type", "application/json"), ("x-request-id", "up-1"),
+                              ("X-Echo", "key " + SECRET.decode())]  # fmt: skip
+        answer.feed_data(b'{"answer": "plain", "echo": "')
+        answer.feed_data(SECRET + b'"}')
+        answer.feed_eof()
+
+    fake = FakeTransport(make)
+    transport: Transport = fake  # the fake satisfies the protocol the relay depends on
+    served = await server(transport, False)
+    async with httpx.AsyncClient() as client:
+        resp = await client.post(served.url, content=b'{"model": "m"}')
+    assert resp.status_code == 200
+    assert resp.content.startswith(b'{"answer": "plain", "echo": "') and SECRET not in resp.content
+    assert resp.headers["x-upstream-request-id"] == "up-1" and SECRET.decode() not in resp.headers["x-echo"]
+    [call] = fake.calls
+    assert (call.method, call.url, call.body) == ("POST", URL, b'{"model": "m"}')
+    assert call.headers == {"Authorization": "Bearer " + SECRET.decode()}
+    assert call.tenant == secret_for(SECRET).pool_tag  # the credential's tag, never the credential
+    assert fake.sources[0].finished_with == [True]  # read to the end, then released once
+    assert served.meters[0].status == 200 and served.meters[0].outcome == COMPLETE
+
+
+async def test_a_streamed_answer_is_relayed_event_by_event_through_a_fake_transport(
+    server: Callable[[Transport, bool], Awaitable[Served]],
+) -> None:
+    next_event = asyncio.Event()
+    feeder: list[asyncio.Task[None]] = []
+
+    async def feed(answer: UpstreamResponse) -> None:
+        for event in EVENTS:
+            answer.feed_data(event)
+            await next_event.wait()  # the next event only once the client saw this one
+            next_event.clear()
+        answer.feed_eof()
+
+    async def make(answer: UpstreamResponse) -> None:
+        answer.status, answer.reason, answer.content_type = 200, "OK", "text/event-stream"
+        answer.raw_headers = [("Content-Type", "text/event-stream")]
+        feeder.append(asyncio.create_task(feed(answer)))
+
+    fake = FakeTransport(make)
+    served = await server(fake, True)
+    seen = b""
+    async with asyncio.timeout(10):  # a relay that waited for the whole answer would never end
+        async with httpx.AsyncClient() as client, client.stream("POST", served.url, content=b"{}") as resp:
+            assert resp.status_code == 200 and resp.headers["content-type"] == "text/event-stream"
+            async for piece in resp.aiter_raw():
+                seen += piece
+                next_event.set()
+    await feeder[0]
+    assert seen == b"".join(EVENTS)
+    assert fake.sources[0].finished_with == [True]
+    assert served.meters[0].outcome == COMPLETE
