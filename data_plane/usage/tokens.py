@@ -80,21 +80,3 @@ def as_object(usage: object) -> Mapping[str, Any]:
         raise MalformedUsage("usage is not an object")
     return usage
 
-
-_MOVED = {
-    "openai_usage": "openai",
-    "anthropic_usage": "anthropic",
-    "gemini_usage": "gemini",
-    "tokenize_usage": "vllm",
-}
-
-
-def __getattr__(name: str) -> object:
-    # Transitional (issue 12): the family readers moved to data_plane/providers/<family>.py;
-    # tests still import them from here until they follow the move.
-    family = _MOVED.get(name)
-    if family is None:
-        raise AttributeError(name)
-    import importlib  # lazy: providers imports usage, never the reverse at import time
-
-    return getattr(importlib.import_module(f"data_plane.providers.{family}"), name)

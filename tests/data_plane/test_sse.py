@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from data_plane.providers.gemini import USAGE as GEMINI_USAGE
 from data_plane.sse import EventSplitter, EventTooLarge
 from data_plane.usage.meter import RequestMeter
 from data_plane.usage.stream import make_tap
@@ -92,7 +93,7 @@ def _tap_seconds(events: int) -> float:
     best = float("inf")
     for _ in range(3):
         meter = RequestMeter(_Sink(), request_id="r", node_id="n", org_id="o", key_id="k", family=3,
-                             endpoint="/x", shape="gemini")  # fmt: skip
+                             endpoint="/x", shape=GEMINI_USAGE)  # fmt: skip
         tap = make_tap(meter, is_sse=True, strip_injected=False)
         assert tap is not None
         start = time.process_time()

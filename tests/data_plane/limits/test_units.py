@@ -9,6 +9,7 @@ from data_plane.governance.domain import Pricing
 from data_plane.limits.estimate import estimate
 from data_plane.limits.pools import Pool
 from data_plane.payload import inspect_json
+from data_plane.providers import endpoint_named
 from odock.limitmetrics import MONTHLY_SPEND
 from odock.v1 import node_pb2
 
@@ -16,15 +17,15 @@ from odock.v1 import node_pb2
 def test_estimate_uses_the_output_cap_of_each_dialect() -> None:
     pricing = Pricing(input_per_mtok_micros=1_000_000, output_per_mtok_micros=2_000_000)
     body = b'{"model": "m", "generationConfig": {"maxOutputTokens": 50}}'
-    est = estimate(
-        "gemini", len(body), inspect_json(body), pricing, bytes_per_token=3, default_output_tokens=999
-    )
+    generate = endpoint_named("/v1beta/models/{model}:generateContent")
+    est = estimate(generate, len(body), inspect_json(body), pricing, bytes_per_token=3, default_output_tokens=999)
     assert est.tokens == -(-len(body) // 3) + 50
     assert est.picos == -(-len(body) // 3) * 1_000_000 + 50 * 2_000_000
     plain = b'{"model": "m"}'
-    assert estimate("/v1/embeddings", len(plain), inspect_json(plain), pricing, bytes_per_token=3,
+    embeddings, chat = endpoint_named("/v1/embeddings"), endpoint_named("/v1/chat/completions")
+    assert estimate(embeddings, len(plain), inspect_json(plain), pricing, bytes_per_token=3,
                     default_output_tokens=999).tokens == 5  # fmt: skip
-    assert estimate("/v1/chat/completions", len(plain), inspect_json(plain), pricing, bytes_per_token=3,
+    assert estimate(chat, len(plain), inspect_json(plain), pricing, bytes_per_token=3,
                     default_output_tokens=999).tokens == 5 + 999  # fmt: skip
 
 

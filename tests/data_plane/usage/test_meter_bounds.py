@@ -11,6 +11,10 @@ import pytest
 
 from control_plane.usage.records import COUNTER_MAX
 from data_plane.governance.domain import Pricing
+from data_plane.providers.anthropic import anthropic_usage
+from data_plane.providers.gemini import gemini_usage
+from data_plane.providers.openai import CHAT_USAGE, openai_usage
+from data_plane.providers.vllm import tokenize_usage
 from data_plane.usage import meter as meter_mod
 from data_plane.usage.meter import (
     COMPLETE,
@@ -23,14 +27,7 @@ from data_plane.usage.meter import (
     cost_picos,
 )
 from data_plane.usage.shapes import body_usage
-from data_plane.usage.tokens import (
-    MAX_TOKENS,
-    Usage,
-    anthropic_usage,
-    gemini_usage,
-    openai_usage,
-    tokenize_usage,
-)
+from data_plane.usage.tokens import MAX_TOKENS, Usage
 from odock.v1 import common_pb2, node_pb2
 
 INT64_MAX = 2**63 - 1
@@ -53,7 +50,7 @@ def new_meter(sink: object, **kw: str) -> RequestMeter:
     return RequestMeter(
         sink,  # type: ignore[arg-type]
         request_id="req_0123", node_id="n1", org_id="org_a", key_id="key_a",
-        family=common_pb2.PROVIDER_FAMILY_OPENAI, endpoint="/v1/chat/completions", shape="openai_chat", **kw,
+        family=common_pb2.PROVIDER_FAMILY_OPENAI, endpoint="/v1/chat/completions", shape=CHAT_USAGE, **kw,
     )  # fmt: skip
 
 
@@ -61,7 +58,7 @@ def test_the_issue_case_2_to_the_40_output_tokens_at_75_dollars_saturates_and_fl
     sink = Sink()
     m = new_meter(sink)
     m.pricing = Pricing(input_per_mtok_micros=15_000_000, output_per_mtok_micros=75_000_000)
-    m.report(body_usage("openai_chat", b'{"usage":{"prompt_tokens":12,"completion_tokens":1099511627776}}'),
+    m.report(body_usage(CHAT_USAGE, b'{"usage":{"prompt_tokens":12,"completion_tokens":1099511627776}}'),
              final=True)  # fmt: skip
     m.settle(200, COMPLETE)
     m.close()  # raised ValueError (int64 overflow of cost_picos) before the fix

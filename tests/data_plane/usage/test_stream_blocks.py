@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+from data_plane.providers.anthropic import USAGE as ANTHROPIC_USAGE
+from data_plane.providers.gemini import USAGE as GEMINI_USAGE
+from data_plane.providers.openai import CHAT_USAGE, RESPONSES_USAGE
 from data_plane.sse import EventSplitter
 from data_plane.usage.meter import FLAG_DUPLICATE, FLAG_MALFORMED, RequestMeter
 from data_plane.usage.shapes import Shape
@@ -28,13 +31,13 @@ def one_block(m: RequestMeter, frames: list[bytes], *, strip: bool = False) -> b
 def streams() -> list[tuple[str, Shape, list[bytes], bool]]:
     asked = {"stream_options": {"include_usage": True}}
     return [
-        ("chat asked", "openai_chat", frames_of(openai_shapes.chat(ask("openai", asked))), False),
-        ("chat injected", "openai_chat", frames_of(openai_shapes.chat(ask("openai", asked))), True),
-        ("completions injected", "openai_chat",
+        ("chat asked", CHAT_USAGE, frames_of(openai_shapes.chat(ask("openai", asked))), False),
+        ("chat injected", CHAT_USAGE, frames_of(openai_shapes.chat(ask("openai", asked))), True),
+        ("completions injected", CHAT_USAGE,
          frames_of(openai_shapes.completions(ask("openai", asked))), True),
-        ("responses", "openai_responses", frames_of(openai_shapes.responses(ask("openai", {}))), False),
-        ("anthropic", "anthropic", frames_of(anthropic_shapes.messages(ask("anthropic", {}))), False),
-        ("gemini sse", "gemini",
+        ("responses", RESPONSES_USAGE, frames_of(openai_shapes.responses(ask("openai", {}))), False),
+        ("anthropic", ANTHROPIC_USAGE, frames_of(anthropic_shapes.messages(ask("anthropic", {}))), False),
+        ("gemini sse", GEMINI_USAGE,
          frames_of(gemini_shapes.generate(ask("gemini", {}, query={"alt": "sse"}))), False),
     ]  # fmt: skip
 
@@ -63,7 +66,7 @@ def test_injected_usage_is_stripped_from_a_block_in_every_layout() -> None:
     ]
     usage_chunk = sse({"id": "c3", "choices": [], "usage": USAGE})
     for sent, seen in layouts:
-        m = meter("openai_chat")
+        m = meter(CHAT_USAGE)
         assert one_block(m, [*sent, usage_chunk, sse("[DONE]")], strip=True) == b"".join(
             [*seen, sse("[DONE]")]
         )
@@ -72,7 +75,7 @@ def test_injected_usage_is_stripped_from_a_block_in_every_layout() -> None:
 
 def test_nested_null_usage_is_left_alone_when_stripping() -> None:
     nested = {"id": "c1", "choices": [{"index": 0, "delta": {"usage": None, "content": "x"}}]}
-    m = meter("openai_chat")
+    m = meter(CHAT_USAGE)
     out = one_block(m, [sse({**nested, "usage": None}), sse("[DONE]")], strip=True)
     assert out == sse(nested) + sse("[DONE]")
     assert m.usage is None and m.flags == 0
@@ -86,7 +89,7 @@ def test_lookalikes_are_not_usage() -> None:
         ),
         sse({"id": "c3", "choices": [], "usage": USAGE}),
     ]
-    m = meter("openai_chat")
+    m = meter(CHAT_USAGE)
     assert one_block(m, chunks) == b"".join(chunks)
     assert m.usage == Usage(input=7, output=3) and m.flags == 0
 
@@ -99,14 +102,14 @@ def test_usage_on_chunks_with_choices_is_cumulative_and_a_second_final_is_flagge
         sse({"id": "c2", "choices": [], "usage": USAGE}),
         sse({"id": "c3", "choices": None, "usage": {**USAGE, "completion_tokens": 50}}),
     ]
-    m = meter("openai_chat")
+    m = meter(CHAT_USAGE)
     one_block(m, chunks)
     assert m.usage == Usage(input=7, output=3) and m.flags == FLAG_DUPLICATE
 
 
 def test_a_non_object_usage_in_a_block_is_malformed() -> None:
     chunks = [sse({"id": "c1", "choices": [], "usage": 5}), sse("[DONE]")]
-    m = meter("openai_chat")
+    m = meter(CHAT_USAGE)
     assert one_block(m, chunks) == b"".join(chunks)
     assert m.usage is None and m.flags == FLAG_MALFORMED
 
@@ -120,7 +123,7 @@ def test_events_are_found_whatever_the_line_ends(newline: str) -> None:
         sse({"type": "message_delta", "usage": {"output_tokens": 9}}, event="message_delta", newline=newline),
     ]  # fmt: skip
     for step in (0, 1, 5, 1000):
-        m = meter("anthropic")
+        m = meter(ANTHROPIC_USAGE)
         data = b"".join(frames)
         chunks = [data[i : i + step] for i in range(0, len(data), step)] if step else [data]
         assert relay(m, chunks) == data
@@ -158,7 +161,7 @@ def test_many_events_per_block_at_random_cuts() -> None:
     seen = b"".join([*(sse(_chunk(i)) for i in range(30)), sse("[DONE]")])
     data = b"".join(sent)
     for step in (17, 250, 1024, len(data)):
-        m = meter("openai_chat")
+        m = meter(CHAT_USAGE)
         chunks = [data[i : i + step] for i in range(0, len(data), step)]
         assert relay(m, chunks, strip=True) == seen
         assert m.usage == Usage(input=7, output=3) and m.flags == 0

@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from data_plane.providers.anthropic import USAGE as ANTHROPIC_USAGE
+from data_plane.providers.gemini import USAGE as GEMINI_USAGE
+from data_plane.providers.openai import CHAT_USAGE, RESPONSES_USAGE
+from data_plane.providers.openai import USAGE as OPENAI_USAGE
 from data_plane.sse import EventSplitter
 from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import FLAG_DUPLICATE, FLAG_MALFORMED, RequestMeter
@@ -83,7 +87,7 @@ def frames_of(reply: Any) -> list[bytes]:
 def test_openai_chat_usage_chunk_at_any_split() -> None:
     frames = frames_of(openai_shapes.chat(ask("openai", {"stream_options": {"include_usage": True}})))
     for step in (0, 1, 7, 64):
-        m = meter("openai_chat")
+        m = meter(CHAT_USAGE)
         assert relay(m, frames, step=step) == b"".join(frames)  # the client asked: nothing removed
         assert m.usage == Usage(input=17, output=5) and m.flags == 0
 
@@ -92,13 +96,13 @@ def test_injected_include_usage_is_invisible_to_the_client() -> None:
     asked = frames_of(openai_shapes.chat(ask("openai", {"stream_options": {"include_usage": True}})))
     plain = frames_of(openai_shapes.chat(ask("openai", {})))
     for step in (0, 3, 50):
-        m = meter("openai_chat")
+        m = meter(CHAT_USAGE)
         assert relay(m, asked, strip=True, step=step) == b"".join(plain)
         assert m.usage == Usage(input=17, output=5)
     completions = frames_of(
         openai_shapes.completions(ask("openai", {"stream_options": {"include_usage": True}}))
     )
-    m = meter("openai_chat")
+    m = meter(CHAT_USAGE)
     assert relay(m, completions, strip=True) == b"".join(
         frames_of(openai_shapes.completions(ask("openai", {})))
     )
@@ -110,7 +114,7 @@ def test_duplicate_usage_chunk_is_flagged_and_counted_once() -> None:
     usage_chunk = frames[-2]
     doubled = json.loads(usage_chunk[len(b"data: ") :])
     doubled["usage"]["completion_tokens"] = 999
-    m = meter("openai_chat")
+    m = meter(CHAT_USAGE)
     relay(m, [*frames[:-1], sse(doubled), frames[-1]])
     assert m.usage == Usage(input=17, output=5) and m.flags == FLAG_DUPLICATE
 
@@ -121,7 +125,7 @@ def test_malformed_usage_is_flagged_and_the_stream_passes_unchanged() -> None:
         b'data: {"usage": {broken\n\n',
         sse("[DONE]"),
     ]
-    m = meter("openai_chat")
+    m = meter(CHAT_USAGE)
     assert relay(m, bad) == b"".join(bad)
     assert m.usage is None and m.flags == FLAG_MALFORMED
 
@@ -129,7 +133,7 @@ def test_malformed_usage_is_flagged_and_the_stream_passes_unchanged() -> None:
 def test_openai_responses_completed_event() -> None:
     frames = frames_of(openai_shapes.responses(ask("openai", {})))
     for step in (0, 5):
-        m = meter("openai_responses")
+        m = meter(RESPONSES_USAGE)
         assert relay(m, frames, step=step) == b"".join(frames)
         assert m.usage == Usage(input=17, output=5)
 
@@ -137,14 +141,14 @@ def test_openai_responses_completed_event() -> None:
 def test_anthropic_message_start_then_delta() -> None:
     frames = frames_of(anthropic_shapes.messages(ask("anthropic", {})))
     for step in (0, 2, 33):
-        m = meter("anthropic")
+        m = meter(ANTHROPIC_USAGE)
         assert relay(m, frames, step=step) == b"".join(frames)
         assert m.usage == Usage(input=17, output=5) and m.flags == 0
 
 
 def test_anthropic_cut_before_message_delta_keeps_what_was_seen() -> None:
     frames = frames_of(anthropic_shapes.messages(ask("anthropic", {})))
-    m = meter("anthropic")
+    m = meter(ANTHROPIC_USAGE)
     relay(m, frames[:3])
     assert m.usage == Usage(input=17, output=1)
 
@@ -152,7 +156,7 @@ def test_anthropic_cut_before_message_delta_keeps_what_was_seen() -> None:
 def test_gemini_sse_last_usage_wins() -> None:
     frames = frames_of(gemini_shapes.generate(ask("gemini", {}, query={"alt": "sse"})))
     for step in (0, 1, 9):
-        m = meter("gemini")
+        m = meter(GEMINI_USAGE)
         assert relay(m, frames, step=step) == b"".join(frames)
         assert m.usage == Usage(input=17, output=5) and m.flags == 0
 
@@ -160,10 +164,10 @@ def test_gemini_sse_last_usage_wins() -> None:
 def test_gemini_json_array_stream_at_any_split() -> None:
     frames = frames_of(gemini_shapes.generate(ask("gemini", {})))
     for step in (0, 1, 2, 13, 100):
-        m = meter("gemini")
+        m = meter(GEMINI_USAGE)
         assert relay(m, frames, sse_stream=False, step=step) == b"".join(frames)
         assert m.usage == Usage(input=17, output=5) and m.flags == 0
-    m = meter("gemini")
+    m = meter(GEMINI_USAGE)
     relay(m, frames[:2], sse_stream=False)  # cut after the second chunk
     assert m.usage == Usage(input=17, output=2)
 
@@ -174,11 +178,11 @@ def test_json_tap_ignores_lookalike_strings_and_bounds_memory() -> None:
         b'"usage": {"prompt_tokens": 4, "completion_tokens": 2}}'
     )
     for step in (0, 1, 3):
-        m = meter("openai", streamed=False)
+        m = meter(OPENAI_USAGE, streamed=False)
         relay(m, [doc], sse_stream=False, step=step)
         assert m.usage == Usage(4, 2) and m.flags == 0
     huge = b'{"usage": {"prompt_tokens": 1, "pad": "' + b"x" * 200_000 + b'"}}'
-    m = meter("openai", streamed=False)
+    m = meter(OPENAI_USAGE, streamed=False)
     relay(m, [huge], sse_stream=False, step=4096)
     assert m.usage is None and m.flags == FLAG_MALFORMED
 

@@ -7,9 +7,15 @@ from typing import Any
 import pytest
 
 from data_plane.governance.domain import Pricing
+from data_plane.providers.anthropic import anthropic_usage
+from data_plane.providers.gemini import USAGE as GEMINI_USAGE
+from data_plane.providers.gemini import gemini_usage
+from data_plane.providers.openai import USAGE as OPENAI_USAGE
+from data_plane.providers.openai import openai_usage
+from data_plane.providers.vllm import TOKENIZE_USAGE
 from data_plane.usage.meter import cost_picos
-from data_plane.usage.shapes import body_usage
-from data_plane.usage.tokens import MalformedUsage, Usage, anthropic_usage, gemini_usage, openai_usage
+from data_plane.usage.shapes import NO_USAGE, body_usage
+from data_plane.usage.tokens import MalformedUsage, Usage
 from tests.fakes.reply import dumps
 
 
@@ -78,18 +84,18 @@ def test_malformed_openai_usage(raw: Any) -> None:
 
 def test_body_usage_per_shape() -> None:
     assert body_usage(
-        "openai", dumps({"data": [], "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+        OPENAI_USAGE, dumps({"data": [], "usage": {"prompt_tokens": 3, "total_tokens": 3}})
     ) == Usage(3)
     assert body_usage(
-        "gemini", dumps({"usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 1}})
+        GEMINI_USAGE, dumps({"usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 1}})
     ) == Usage(2, 1)
-    assert body_usage("tokenize", dumps({"count": 9, "tokens": [1] * 9})) == Usage(9)
-    assert body_usage("none", b"{}") is None
-    assert body_usage("openai", b'{"data": []}') is None
+    assert body_usage(TOKENIZE_USAGE, dumps({"count": 9, "tokens": [1] * 9})) == Usage(9)
+    assert body_usage(NO_USAGE, b"{}") is None
+    assert body_usage(OPENAI_USAGE, b'{"data": []}') is None
     with pytest.raises(MalformedUsage):
-        body_usage("openai", b"[1]")
+        body_usage(OPENAI_USAGE, b"[1]")
     with pytest.raises(MalformedUsage):
-        body_usage("openai", b"not json")
+        body_usage(OPENAI_USAGE, b"not json")
 
 
 def test_cost_prices_cached_input_at_the_cached_price_when_set() -> None:
