@@ -125,7 +125,9 @@ class Degraded:
         pool = lane.pool
         if pool is None or not pool.current(wall):
             seconds = (
-                pool.window_seconds if pool is not None and pool.window_seconds > 0 else self._leases.minute_seconds
+                pool.window_seconds
+                if pool is not None and pool.window_seconds > 0
+                else self._leases.minute_seconds
             )
             index = int(wall // seconds)
             pool = self._fresh_pool(lane, index, (index + 1) * seconds, seconds)

@@ -79,7 +79,8 @@ async def test_one_call_at_a_time_grants_then_backoff_reported_through_the_liste
     await settle()
     fetcher.prefetch([tpm, quota])  # both filling: no second call
     await settle()
-    assert len(link.calls) == 1 and [ask.metric for ask in link.calls[0][0]] == [TOKENS_PER_MINUTE, MONTHLY_TOKENS]
+    assert len(link.calls) == 1
+    assert [ask.metric for ask in link.calls[0][0]] == [TOKENS_PER_MINUTE, MONTHLY_TOKENS]
     assert listener.heard == [] and tpm.filling and quota.filling
     link.release.set()
     await settle()
