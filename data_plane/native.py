@@ -30,7 +30,7 @@ from data_plane.upstream.egress import EGRESS
 from data_plane.upstream.url import split_url
 from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import RequestMeter
-from data_plane.usage.shapes import INJECTABLE, shape_of
+from data_plane.usage.shapes import NO_USAGE
 
 RETRY_AFTER_SECONDS = 5
 MAX_MODEL_NAME = 256
@@ -131,8 +131,8 @@ async def resolve(state: NodeState, grant: KeyGrant, name: str, endpoint_family:
 def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler of one native endpoint."""
     # What depends only on the endpoint is decided once, not per request.
-    shape = shape_of(endpoint.name)
-    injectable = endpoint.name in INJECTABLE
+    shape = endpoint.usage
+    injectable = endpoint.injectable
     dialect = DIALECTS[endpoint.family]
     form = endpoint.model_in == "form"
 
@@ -149,7 +149,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         ex.grant = grant
         # From here on the request is metered: exactly one record, whatever happens (the middleware
         # closes the meter). With metering off the meter only keeps timings (metrics, logs): shape
-        # "none" means no tap and no usage read.
+        # NO_USAGE means no tap and no usage read.
         metering = settings.usage.metering
         ex.meter = meter = RequestMeter(
             state.shipper if metering else None,
@@ -159,7 +159,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             key_id=grant.key_id,
             family=endpoint.family,
             endpoint=endpoint.name,
-            shape=shape if metering else "none",
+            shape=shape if metering else NO_USAGE,
             client_request_id=ex.client_request_id,
         )
         return await serve(request, ex, state, grant, meter, deadline)
@@ -211,7 +211,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         meter.pricing = route.pricing
         if state.limiter is not None:
             ex.admission = await admit_request(
-                state.limiter, settings.limits, grant, endpoint.name, body, facts, route.pricing
+                state.limiter, settings.limits, grant, endpoint, body, facts, route.pricing
             )
 
         try:

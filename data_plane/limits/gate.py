@@ -11,6 +11,7 @@ from data_plane.limits.admission import Admission
 from data_plane.limits.estimate import estimate
 from data_plane.limits.limiter import Limiter
 from data_plane.payload import JsonFacts
+from data_plane.providers import Endpoint
 from data_plane.settings import LimitSettings
 from data_plane.usage.meter import RequestMeter, cost_picos
 
@@ -19,14 +20,14 @@ async def admit_request(
     limiter: Limiter,
     settings: LimitSettings,
     grant: KeyGrant,
-    endpoint_name: str,
+    endpoint: Endpoint,
     body: bytes | None,
     facts: JsonFacts | None,
     pricing: Pricing,
 ) -> Admission:
     """Reserve the request's estimated usage against every limit that applies, or raise a GatewayError."""
     est = estimate(
-        endpoint_name,
+        endpoint,
         len(body or b""),
         facts,
         pricing,
