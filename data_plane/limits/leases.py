@@ -76,7 +76,6 @@ class LeaseFetcher:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.pending: list[node_pb2.LeaseReturn] = []  # returns and corrections not yet delivered
         self._latency = 0.0  # smoothed AcquireLeases round trip, seconds
-        self.lease_calls = 0
         self.minute_seconds = 60.0  # the control plane's "minute", as its latest per-minute grant said
 
     # -- calls ----------------------------------------------------------------------------
@@ -118,7 +117,6 @@ class LeaseFetcher:
             wall, now = self._wall(), self._clock()
             asks = [self._ask(lane, wall, now) for lane in lanes]
             returns, self.pending = self.pending, []
-            self.lease_calls += 1
             try:
                 grants = await self._source.acquire_leases(asks, returns)
             except BaseException:

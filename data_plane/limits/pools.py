@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from odock.limitmetrics import MONEY, MONTHLY_TOKENS, TOKENS_PER_MINUTE
+from odock.limitmetrics import MONEY
 from odock.v1 import node_pb2
 
-TOKENS = frozenset({TOKENS_PER_MINUTE, MONTHLY_TOKENS})
 PICOS_PER_MICRO = 1_000_000
 PICOS_PER_USD = 10**12
 
@@ -70,10 +69,6 @@ class Pool:
     last_used: float = field(default_factory=time.time)  # unix seconds
     live: bool = True
     limit_text: str = "0"  # the limit as the headers show it (rendered once per grant)
-
-    @property
-    def key(self) -> PoolKey:
-        return (self.key_id or self.org_id, self.metric)
 
     def current(self, now: float) -> bool:
         """Whether the window is still open at unix time ``now``."""
