@@ -20,13 +20,12 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol
 
-import grpc
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from control_plane.errors import DomainError
+from control_plane.errors import Unavailable
 from control_plane.store.background import BackgroundDatabase
 from control_plane.store.repositories import usage_writes
 from control_plane.store.tables import utcnow
@@ -47,10 +46,8 @@ Sessions = async_sessionmaker[AsyncSession]
 Target = Sessions | BackgroundDatabase
 
 
-class StoreUnavailable(DomainError):
+class StoreUnavailable(Unavailable):
     """The database could not take the batch now; nothing was stored."""
-
-    code = grpc.StatusCode.UNAVAILABLE
 
 
 def rollup_deltas(rows: Sequence[Prepared]) -> list[dict[str, Any]]:
