@@ -6,12 +6,10 @@ import time
 from collections.abc import MutableMapping
 from typing import Protocol
 
-from aiohttp import web
-
 from data_plane.limits.lanes import MONEY_KIND, REQUESTS, Lane, Plan
 from data_plane.limits.pools import PICOS_PER_USD, Pool
 
-__all__ = ["ADMISSION", "PICOS_PER_USD", "Admission", "stamp_limit_headers"]
+__all__ = ["Admission", "Corrector"]
 
 
 class Corrector(Protocol):
@@ -101,20 +99,3 @@ class Admission:
         if found is not None:
             headers["x-odock-budget-limit-usd"] = found[0].limit_text
             headers["x-odock-budget-remaining-usd"] = f"{found[1] / PICOS_PER_USD:.6f}"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        """The limit headers as they would be rendered now."""
-        out: dict[str, str] = {}
-        self.write_headers(out)
-        return out
-
-
-ADMISSION: web.RequestKey[Admission] = web.RequestKey("odock_limits_admission", Admission)
-
-
-async def stamp_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the admitted request's limit headers on its response."""
-    admission = request.get(ADMISSION)
-    if admission is not None:
-        admission.write_headers(response.headers)
