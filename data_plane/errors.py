@@ -19,25 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
-from data_plane.providers import ANTHROPIC, FAMILY_NAMES, GEMINI, OPENAI, VLLM, dialect_of, family_name
+from data_plane.providers import dialect_of
 from data_plane.providers.dialect import MAX_ECHO, clip
 
-# ANTHROPIC ... family_name: transitional re-exports until app.py and native.py import them
-# from data_plane.providers (their owner commits that); then they go.
-__all__ = [
-    "ANTHROPIC",
-    "FAMILY_NAMES",
-    "GEMINI",
-    "MAX_ECHO",
-    "OPENAI",
-    "VLLM",
-    "GatewayError",
-    "clip",
-    "error_body",
-    "family_name",
-    "render",
-    "sse_error_event",
-]
+__all__ = ["MAX_ECHO", "GatewayError", "clip", "error_body", "render", "sse_error_event"]
 
 
 class GatewayError(Exception):

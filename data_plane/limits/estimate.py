@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from data_plane.governance.domain import Pricing
 from data_plane.payload import JsonFacts
-from data_plane.providers import Endpoint, endpoint_named
+from data_plane.providers import Endpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class Estimate:
 
 
 def estimate(
-    endpoint: Endpoint | str,
+    endpoint: Endpoint,
     body_size: int,
     facts: JsonFacts | None,
     pricing: Pricing,
@@ -38,14 +38,7 @@ def estimate(
 ) -> Estimate:
     """The reservation for one request (see the module docstring)."""
     input_tokens = max(1, math.ceil(body_size / bytes_per_token)) if body_size else 1
-    if isinstance(endpoint, str):  # transitional (issue 12): callers not yet passing the Endpoint
-        try:
-            output = endpoint_named(endpoint).output
-        except KeyError:
-            output = True
-    else:
-        output = endpoint.output
-    if not output:
+    if not endpoint.output:
         output_tokens = 0
     else:
         cap = facts.output_token_limit if facts is not None else None

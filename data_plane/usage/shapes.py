@@ -11,7 +11,7 @@ keep only the usage member: every other member is skipped at C speed, never buil
 objects.
 
 Import direction: ``data_plane.providers`` imports this package; nothing here imports
-``providers`` (but for the transitional ``shape_of``/``INJECTABLE`` below).
+``providers``.
 """
 
 from __future__ import annotations
@@ -80,10 +80,8 @@ def usage_member(read: Callable[[Any], Usage | None]) -> Callable[[bytes], Usage
     return body
 
 
-def body_usage(shape: Shape | str, body: bytes) -> Usage | None:
+def body_usage(shape: Shape, body: bytes) -> Usage | None:
     """The usage in a complete JSON answer; None when it carries none. Raises MalformedUsage."""
-    if isinstance(shape, str):
-        shape = shape_named(shape)
     read = shape.body
     if read is None:
         return None
@@ -102,27 +100,3 @@ def value_usage(shape: Shape, raw: bytes) -> Usage | None:
     read = shape.value
     return None if read is None else read(value)
 
-
-# --- transitional (issue 12): names of the old string table, for callers not yet moved ---------
-
-
-def shape_named(name: str) -> Shape:
-    """The shape the old table called ``name`` (``none`` when no endpoint has it)."""
-    from data_plane.providers import ENDPOINTS  # lazy: providers imports usage
-
-    return next((e.usage for e in ENDPOINTS if e.usage.name == name), NO_USAGE)
-
-
-def shape_of(endpoint_name: str) -> Shape:
-    """The usage shape of an endpoint (``none`` for one this build does not know)."""
-    from data_plane.providers import ENDPOINTS  # lazy: providers imports usage
-
-    return next((e.usage for e in ENDPOINTS if e.name == endpoint_name), NO_USAGE)
-
-
-def __getattr__(name: str) -> object:
-    if name == "INJECTABLE":
-        from data_plane.providers import ENDPOINTS  # lazy: providers imports usage
-
-        return frozenset(e.name for e in ENDPOINTS if e.injectable)
-    raise AttributeError(name)

@@ -30,7 +30,7 @@ import msgspec
 
 from data_plane.sse import EVENT_END
 from data_plane.usage.jsonscan import JsonMemberTap
-from data_plane.usage.shapes import Shape, shape_named, value_usage
+from data_plane.usage.shapes import Shape, value_usage
 from data_plane.usage.tokens import MalformedUsage, Usage
 
 if TYPE_CHECKING:
@@ -216,8 +216,6 @@ class JsonTap:
 def make_tap(meter: RequestMeter, *, is_sse: bool, strip_injected: bool) -> StreamTap | None:
     """The tap for a streamed answer to ``meter``'s request, None when its shape carries no usage."""
     shape = meter.shape
-    if isinstance(shape, str):  # transitional (issue 12): tests still name shapes
-        shape = shape_named(shape)
     factory = shape.sse_tap
     if factory is None:
         return None

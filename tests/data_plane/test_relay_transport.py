@@ -15,7 +15,7 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from data_plane.errors import OPENAI
+from data_plane.providers import OPENAI
 from data_plane.relay import Relay
 from data_plane.scrub import secret_for
 from data_plane.upstream.response import UpstreamResponse
