@@ -36,7 +36,8 @@ GEMINI_MODEL_ROUTE = "/v1beta/models/{model:[^{}/:]+}"
 
 def _listing(family: int) -> Listing:
     listing = DIALECTS[family].listing
-    assert listing is not None
+    if listing is None:
+        raise RuntimeError(f"the {DIALECTS[family].name} dialect has no listing")
     return listing
 
 
