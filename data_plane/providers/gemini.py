@@ -137,7 +137,9 @@ def error_body(err: ErrorFacts) -> dict[str, Any]:
     ]
     if err.retry_after is not None:
         # Google APIs say how long to wait in a RetryInfo detail (google.rpc.RetryInfo).
-        details.append({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{err.retry_after}s"})
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{err.retry_after}s"}
+        )
     status = by_status(ERROR_STATUSES, err.status)
     return {"error": {"code": err.status, "message": err.message, "status": status, "details": details}}
 

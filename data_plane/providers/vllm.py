@@ -23,7 +23,6 @@ PREFIX = "/v1/vllm"
 MODELS_ROUTE = f"{PREFIX}/models"
 
 
-
 def tokenize_usage(count: object) -> Usage:
     """vLLM ``/tokenize``: the number of prompt tokens."""
     if type(count) is not int or count < 0:

@@ -99,4 +99,3 @@ def value_usage(shape: Shape, raw: bytes) -> Usage | None:
         raise MalformedUsage("usage is not valid JSON") from None
     read = shape.value
     return None if read is None else read(value)
-

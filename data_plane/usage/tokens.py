@@ -63,7 +63,9 @@ def details(obj: Mapping[str, Any], key: str, field: str) -> int:
     return count(found, field)
 
 
-def make_usage(input: int, output: int = 0, cached: int = 0, reasoning: int = 0, *, parts: bool = True) -> Usage:
+def make_usage(
+    input: int, output: int = 0, cached: int = 0, reasoning: int = 0, *, parts: bool = True
+) -> Usage:
     """Usage of raw counts, each clamped to MAX_TOKENS; ``parts``: a part larger than its total is malformed."""
     if parts and (cached > input or reasoning > output):
         raise MalformedUsage("a part is larger than its total")
@@ -79,4 +81,3 @@ def as_object(usage: object) -> Mapping[str, Any]:
     if not isinstance(usage, dict):
         raise MalformedUsage("usage is not an object")
     return usage
-
