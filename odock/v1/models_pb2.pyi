@@ -38,6 +38,10 @@ class Model(_message.Message):
     ENABLED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    OPENAI_COMPATIBLE_FIELD_NUMBER: _builtins.int
+    CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """output only, "mdl_..." """
     org_id: _builtins.str
@@ -52,6 +56,20 @@ class Model(_message.Message):
     """credential name in the same org, same family"""
     enabled: _builtins.bool
     """unset on create means enabled; always set on output"""
+    openai_compatible: _builtins.bool
+    """OpenAI-format access (docs/openai-compatibility.md, "Model registry and opt-in"): an
+    anthropic- or gemini-family model is served through POST /v1/chat/completions (translated)
+    and listed on the OpenAI listing only when true; otherwise that path answers 400
+    provider_not_allowed, as it always has. openai- and vllm-family models speak the OpenAI API
+    natively and are served and listed regardless (the flag changes nothing for them).
+    Unset on create means false; always set on output.
+    """
+    context_window: _builtins.int
+    """tokens the model accepts (prompt + output); 0 = unknown; max 10^8"""
+    max_output_tokens: _builtins.int
+    """Output tokens asked of a backend that requires a cap (Anthropic's max_tokens) when the
+    request sets none; 0 = the gateway default (4096); max 10^7.
+    """
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration:
         """upstream first-byte timeout; default 60s, max 3600s"""
@@ -65,6 +83,12 @@ class Model(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """output only"""
+
+    @_builtins.property
+    def capabilities(self) -> Global___ModelCapabilities:
+        """What the model can do beyond plain chat, as shown in the OpenAI listing. Unset = all false
+        (nothing declared).
+        """
 
     def __init__(
         self,
@@ -81,16 +105,59 @@ class Model(_message.Message):
         enabled: _builtins.bool | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        openai_compatible: _builtins.bool | None = ...,
+        context_window: _builtins.int = ...,
+        max_output_tokens: _builtins.int = ...,
+        capabilities: Global___ModelCapabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "create_time", b"create_time", "enabled", b"enabled", "pricing", b"pricing", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_openai_compatible", b"_openai_compatible", "capabilities", b"capabilities", "create_time", b"create_time", "enabled", b"enabled", "openai_compatible", b"openai_compatible", "pricing", b"pricing", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "base_url", b"base_url", "create_time", b"create_time", "credential", b"credential", "enabled", b"enabled", "family", b"family", "id", b"id", "name", b"name", "org_id", b"org_id", "pricing", b"pricing", "timeout", b"timeout", "update_time", b"update_time", "upstream_slug", b"upstream_slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_openai_compatible", b"_openai_compatible", "base_url", b"base_url", "capabilities", b"capabilities", "context_window", b"context_window", "create_time", b"create_time", "credential", b"credential", "enabled", b"enabled", "family", b"family", "id", b"id", "max_output_tokens", b"max_output_tokens", "name", b"name", "openai_compatible", b"openai_compatible", "org_id", b"org_id", "pricing", b"pricing", "timeout", b"timeout", "update_time", b"update_time", "upstream_slug", b"upstream_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__openai_compatible: _TypeAlias = _typing.Literal["openai_compatible"]  # noqa: Y015
+    _WhichOneofArgType__openai_compatible: _TypeAlias = _typing.Literal["_openai_compatible", b"_openai_compatible"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__enabled) -> _WhichOneofReturnType__enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__openai_compatible) -> _WhichOneofReturnType__openai_compatible | None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class ModelCapabilities(_message.Message):
+    """A model's declared capabilities (each false unless set)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOLS_FIELD_NUMBER: _builtins.int
+    VISION_FIELD_NUMBER: _builtins.int
+    JSON_OUTPUT_FIELD_NUMBER: _builtins.int
+    STREAMING_FIELD_NUMBER: _builtins.int
+    tools: _builtins.bool
+    """function / tool calling"""
+    vision: _builtins.bool
+    """image input"""
+    json_output: _builtins.bool
+    """structured output (response_format json_object / json_schema)"""
+    streaming: _builtins.bool
+    """server-sent events"""
+    def __init__(
+        self,
+        *,
+        tools: _builtins.bool = ...,
+        vision: _builtins.bool = ...,
+        json_output: _builtins.bool = ...,
+        streaming: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["json_output", b"json_output", "streaming", b"streaming", "tools", b"tools", "vision", b"vision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelCapabilities: _TypeAlias = ModelCapabilities  # noqa: Y015
 
 @_typing.final
 class CreateModelRequest(_message.Message):
@@ -185,7 +252,8 @@ Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
 @_typing.final
 class UpdateModelRequest(_message.Message):
     """model.org_id and model.name identify it. update_mask paths: family,
-    upstream_slug, base_url, timeout, credential, pricing, enabled.
+    upstream_slug, base_url, timeout, credential, pricing, enabled, openai_compatible,
+    context_window, max_output_tokens, capabilities.
     Empty mask = every settable field.
     """
 

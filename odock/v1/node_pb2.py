@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from odock.v1 import common_pb2 as odock_dot_v1_dot_common__pb2
+from odock.v1 import models_pb2 as odock_dot_v1_dot_models__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13odock/v1/node.proto\x12\x08odock.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15odock/v1/common.proto\"8\n\x11ResolveKeyRequest\x12\x12\n\nkey_digest\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"\xfe\x02\n\x05Grant\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nall_models\x18\x03 \x01(\x08\x12\x0e\n\x06models\x18\x04 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\nkey_limits\x18\x06 \x01(\x0b\x32\x13.odock.v1.KeyLimits\x12$\n\norg_limits\x18\x07 \x01(\x0b\x32\x10.odock.v1.Limits\x12-\n\routage_policy\x18\x08 \x01(\x0e\x32\x16.odock.v1.OutagePolicy\x12:\n\x0e\x64\x65\x66\x61ult_models\x18\t \x03(\x0b\x32\".odock.v1.Grant.DefaultModelsEntry\x12\x10\n\x08org_name\x18\n \x01(\t\x1a\x34\n\x12\x44\x65\x66\x61ultModelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\x12ResolveKeyResponse\x12 \n\x05grant\x18\x01 \x01(\x0b\x32\x0f.odock.v1.GrantH\x00\x12+\n\trejection\x18\x02 \x01(\x0e\x32\x16.odock.v1.KeyRejectionH\x00\x12\x10\n\x08revision\x18\x03 \x01(\x03\x42\x08\n\x06result\"c\n\x13ResolveRouteRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x17\n\x0fnode_public_key\x18\x03 \x01(\x0c\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"\xe3\x02\n\x05Route\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12(\n\x06\x66\x61mily\x18\x04 \x01(\x0e\x32\x18.odock.v1.ProviderFamily\x12\x15\n\rupstream_slug\x18\x05 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x06 \x01(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x07pricing\x18\x08 \x01(\x0b\x32\x11.odock.v1.Pricing\x12\x0f\n\x07\x65nabled\x18\t \x01(\x08\x12\x15\n\rcredential_id\x18\n \x01(\t\x12\x31\n\x11\x63redential_secret\x18\x0b \x01(\x0b\x32\x16.odock.v1.SealedSecret\x12\x10\n\x08revision\x18\x0c \x01(\x03\x12\x14\n\x0c\x65gress_allow\x18\r \x03(\t\"#\n\x11ListRoutesRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\x8e\x01\n\x0cRouteSummary\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12(\n\x06\x66\x61mily\x18\x02 \x01(\x0e\x32\x18.odock.v1.ProviderFamily\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"N\n\x12ListRoutesResponse\x12&\n\x06routes\x18\x01 \x03(\x0b\x32\x16.odock.v1.RouteSummary\x12\x10\n\x08revision\x18\x02 \x01(\x03\"7\n\x0cWatchRequest\x12\x16\n\x0e\x61\x66ter_revision\x18\x01 \x01(\x03\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"\x83\x01\n\x0cInvalidation\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.odock.v1.InvalidationKind\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x15\n\rcredential_id\x18\x05 \x01(\t\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x17\n\x05Reset\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa3\x01\n\nWatchEvent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12.\n\x0cinvalidation\x18\x02 \x01(\x0b\x32\x16.odock.v1.InvalidationH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.odock.v1.HeartbeatH\x00\x12 \n\x05reset\x18\x04 \x01(\x0b\x32\x0f.odock.v1.ResetH\x00\x42\x07\n\x05\x65vent\"\xc5\x04\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0e\n\x06org_id\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rupstream_slug\x18\x07 \x01(\t\x12(\n\x06\x66\x61mily\x18\x08 \x01(\x0e\x32\x18.odock.v1.ProviderFamily\x12\x10\n\x08\x65ndpoint\x18\t \x01(\t\x12\x13\n\x0bhttp_status\x18\n \x01(\r\x12\"\n\x07outcome\x18\x0b \x01(\x0e\x32\x11.odock.v1.Outcome\x12\x10\n\x08streamed\x18\x0c \x01(\x08\x12\x14\n\x0cinput_tokens\x18\r \x01(\x03\x12\x15\n\routput_tokens\x18\x0e \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x0f \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x10 \x01(\x03\x12\x12\n\ncost_picos\x18\x11 \x01(\x03\x12\x12\n\nlatency_us\x18\x12 \x01(\x03\x12\x1b\n\x13upstream_latency_us\x18\x13 \x01(\x03\x12\x1d\n\x15time_to_first_byte_us\x18\x14 \x01(\x03\x12(\n\x04time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66lags\x18\x16 \x01(\r\x12\x19\n\x11\x63lient_request_id\x18\x17 \x01(\t\x12\x12\n\nerror_code\x18\x18 \x01(\t\"W\n\nUsageBatch\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12&\n\x07records\x18\x03 \x03(\x0b\x32\x15.odock.v1.UsageRecord\"T\n\x08UsageAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\r\"m\n\x08LeaseAsk\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12%\n\x06metric\x18\x03 \x01(\x0e\x32\x15.odock.v1.LimitMetric\x12\x0c\n\x04want\x18\x04 \x01(\x03\x12\x0c\n\x04need\x18\x05 \x01(\x03\"\x84\x01\n\x0bLeaseReturn\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0c\n\x04used\x18\x02 \x01(\x03\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12%\n\x06metric\x18\x05 \x01(\x0e\x32\x15.odock.v1.LimitMetric\x12\x0e\n\x06window\x18\x06 \x01(\x03\"q\n\x14\x41\x63quireLeasesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12 \n\x04\x61sks\x18\x02 \x03(\x0b\x32\x12.odock.v1.LeaseAsk\x12&\n\x07returns\x18\x03 \x03(\x0b\x32\x15.odock.v1.LeaseReturn\"\xec\x01\n\nLeaseGrant\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x11\n\tunlimited\x18\x03 \x01(\x08\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x11\n\tremaining\x18\x05 \x01(\x03\x12\x0e\n\x06window\x18\x06 \x01(\x03\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\t \x01(\x01\"=\n\x15\x41\x63quireLeasesResponse\x12$\n\x06grants\x18\x01 \x03(\x0b\x32\x14.odock.v1.LeaseGrant*~\n\x0cKeyRejection\x12\x1d\n\x19KEY_REJECTION_UNSPECIFIED\x10\x00\x12\x19\n\x15KEY_REJECTION_UNKNOWN\x10\x01\x12\x19\n\x15KEY_REJECTION_REVOKED\x10\x02\x12\x19\n\x15KEY_REJECTION_EXPIRED\x10\x03*\xc7\x01\n\x10InvalidationKind\x12!\n\x1dINVALIDATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15INVALIDATION_KIND_KEY\x10\x01\x12\x1b\n\x17INVALIDATION_KIND_MODEL\x10\x02\x12 \n\x1cINVALIDATION_KIND_CREDENTIAL\x10\x03\x12\x19\n\x15INVALIDATION_KIND_ORG\x10\x04\x12\x1b\n\x17INVALIDATION_KIND_LIMIT\x10\x05*\xcf\x01\n\x0bLimitMetric\x12\x1c\n\x18LIMIT_METRIC_UNSPECIFIED\x10\x00\x12$\n LIMIT_METRIC_REQUESTS_PER_MINUTE\x10\x01\x12\"\n\x1eLIMIT_METRIC_TOKENS_PER_MINUTE\x10\x02\x12\x1f\n\x1bLIMIT_METRIC_MONTHLY_TOKENS\x10\x03\x12\x1e\n\x1aLIMIT_METRIC_MONTHLY_SPEND\x10\x04\x12\x17\n\x13LIMIT_METRIC_BUDGET\x10\x05\x32\xa7\x03\n\x0bNodeService\x12G\n\nResolveKey\x12\x1b.odock.v1.ResolveKeyRequest\x1a\x1c.odock.v1.ResolveKeyResponse\x12>\n\x0cResolveRoute\x12\x1d.odock.v1.ResolveRouteRequest\x1a\x0f.odock.v1.Route\x12G\n\nListRoutes\x12\x1b.odock.v1.ListRoutesRequest\x1a\x1c.odock.v1.ListRoutesResponse\x12\x37\n\x05Watch\x12\x16.odock.v1.WatchRequest\x1a\x14.odock.v1.WatchEvent0\x01\x12;\n\x0bReportUsage\x12\x14.odock.v1.UsageBatch\x1a\x12.odock.v1.UsageAck(\x01\x30\x01\x12P\n\rAcquireLeases\x12\x1e.odock.v1.AcquireLeasesRequest\x1a\x1f.odock.v1.AcquireLeasesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13odock/v1/node.proto\x12\x08odock.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15odock/v1/common.proto\x1a\x15odock/v1/models.proto\"8\n\x11ResolveKeyRequest\x12\x12\n\nkey_digest\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"\xfe\x02\n\x05Grant\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nall_models\x18\x03 \x01(\x08\x12\x0e\n\x06models\x18\x04 \x03(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\nkey_limits\x18\x06 \x01(\x0b\x32\x13.odock.v1.KeyLimits\x12$\n\norg_limits\x18\x07 \x01(\x0b\x32\x10.odock.v1.Limits\x12-\n\routage_policy\x18\x08 \x01(\x0e\x32\x16.odock.v1.OutagePolicy\x12:\n\x0e\x64\x65\x66\x61ult_models\x18\t \x03(\x0b\x32\".odock.v1.Grant.DefaultModelsEntry\x12\x10\n\x08org_name\x18\n \x01(\t\x1a\x34\n\x12\x44\x65\x66\x61ultModelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x7f\n\x12ResolveKeyResponse\x12 \n\x05grant\x18\x01 \x01(\x0b\x32\x0f.odock.v1.GrantH\x00\x12+\n\trejection\x18\x02 \x01(\x0e\x32\x16.odock.v1.KeyRejectionH\x00\x12\x10\n\x08revision\x18\x03 \x01(\x03\x42\x08\n\x06result\"c\n\x13ResolveRouteRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x17\n\x0fnode_public_key\x18\x03 \x01(\x0c\x12\x0f\n\x07node_id\x18\x04 \x01(\t\"\xe4\x03\n\x05Route\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12(\n\x06\x66\x61mily\x18\x04 \x01(\x0e\x32\x18.odock.v1.ProviderFamily\x12\x15\n\rupstream_slug\x18\x05 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x06 \x01(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\"\n\x07pricing\x18\x08 \x01(\x0b\x32\x11.odock.v1.Pricing\x12\x0f\n\x07\x65nabled\x18\t \x01(\x08\x12\x15\n\rcredential_id\x18\n \x01(\t\x12\x31\n\x11\x63redential_secret\x18\x0b \x01(\x0b\x32\x16.odock.v1.SealedSecret\x12\x10\n\x08revision\x18\x0c \x01(\x03\x12\x14\n\x0c\x65gress_allow\x18\r \x03(\t\x12\x19\n\x11openai_compatible\x18\x0e \x01(\x08\x12\x16\n\x0e\x63ontext_window\x18\x0f \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x10 \x01(\x03\x12\x31\n\x0c\x63\x61pabilities\x18\x11 \x01(\x0b\x32\x1b.odock.v1.ModelCapabilities\"#\n\x11ListRoutesRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\"\xf4\x01\n\x0cRouteSummary\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12(\n\x06\x66\x61mily\x18\x02 \x01(\x0e\x32\x18.odock.v1.ProviderFamily\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11openai_compatible\x18\x05 \x01(\x08\x12\x16\n\x0e\x63ontext_window\x18\x06 \x01(\x03\x12\x31\n\x0c\x63\x61pabilities\x18\x07 \x01(\x0b\x32\x1b.odock.v1.ModelCapabilities\"N\n\x12ListRoutesResponse\x12&\n\x06routes\x18\x01 \x03(\x0b\x32\x16.odock.v1.RouteSummary\x12\x10\n\x08revision\x18\x02 \x01(\x03\"7\n\x0cWatchRequest\x12\x16\n\x0e\x61\x66ter_revision\x18\x01 \x01(\x03\x12\x0f\n\x07node_id\x18\x02 \x01(\t\"\x83\x01\n\x0cInvalidation\x12(\n\x04kind\x18\x01 \x01(\x0e\x32\x1a.odock.v1.InvalidationKind\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x15\n\rcredential_id\x18\x05 \x01(\t\"5\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x17\n\x05Reset\x12\x0e\n\x06reason\x18\x01 \x01(\t\"\xa3\x01\n\nWatchEvent\x12\x10\n\x08revision\x18\x01 \x01(\x03\x12.\n\x0cinvalidation\x18\x02 \x01(\x0b\x32\x16.odock.v1.InvalidationH\x00\x12(\n\theartbeat\x18\x03 \x01(\x0b\x32\x13.odock.v1.HeartbeatH\x00\x12 \n\x05reset\x18\x04 \x01(\x0b\x32\x0f.odock.v1.ResetH\x00\x42\x07\n\x05\x65vent\"\xc5\x04\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\r\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\x0e\n\x06org_id\x18\x04 \x01(\t\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rupstream_slug\x18\x07 \x01(\t\x12(\n\x06\x66\x61mily\x18\x08 \x01(\x0e\x32\x18.odock.v1.ProviderFamily\x12\x10\n\x08\x65ndpoint\x18\t \x01(\t\x12\x13\n\x0bhttp_status\x18\n \x01(\r\x12\"\n\x07outcome\x18\x0b \x01(\x0e\x32\x11.odock.v1.Outcome\x12\x10\n\x08streamed\x18\x0c \x01(\x08\x12\x14\n\x0cinput_tokens\x18\r \x01(\x03\x12\x15\n\routput_tokens\x18\x0e \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\x0f \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x10 \x01(\x03\x12\x12\n\ncost_picos\x18\x11 \x01(\x03\x12\x12\n\nlatency_us\x18\x12 \x01(\x03\x12\x1b\n\x13upstream_latency_us\x18\x13 \x01(\x03\x12\x1d\n\x15time_to_first_byte_us\x18\x14 \x01(\x03\x12(\n\x04time\x18\x15 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66lags\x18\x16 \x01(\r\x12\x19\n\x11\x63lient_request_id\x18\x17 \x01(\t\x12\x12\n\nerror_code\x18\x18 \x01(\t\"W\n\nUsageBatch\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12&\n\x07records\x18\x03 \x03(\x0b\x32\x15.odock.v1.UsageRecord\"T\n\x08UsageAck\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\r\x12\x12\n\nduplicates\x18\x03 \x01(\r\x12\x10\n\x08rejected\x18\x04 \x01(\r\"m\n\x08LeaseAsk\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12%\n\x06metric\x18\x03 \x01(\x0e\x32\x15.odock.v1.LimitMetric\x12\x0c\n\x04want\x18\x04 \x01(\x03\x12\x0c\n\x04need\x18\x05 \x01(\x03\"\x84\x01\n\x0bLeaseReturn\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0c\n\x04used\x18\x02 \x01(\x03\x12\x0e\n\x06org_id\x18\x03 \x01(\t\x12\x0e\n\x06key_id\x18\x04 \x01(\t\x12%\n\x06metric\x18\x05 \x01(\x0e\x32\x15.odock.v1.LimitMetric\x12\x0e\n\x06window\x18\x06 \x01(\x03\"q\n\x14\x41\x63quireLeasesRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12 \n\x04\x61sks\x18\x02 \x03(\x0b\x32\x12.odock.v1.LeaseAsk\x12&\n\x07returns\x18\x03 \x03(\x0b\x32\x15.odock.v1.LeaseReturn\"\xec\x01\n\nLeaseGrant\x12\x10\n\x08lease_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\x12\x11\n\tunlimited\x18\x03 \x01(\x08\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x11\n\tremaining\x18\x05 \x01(\x03\x12\x0e\n\x06window\x18\x06 \x01(\x03\x12.\n\nwindow_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_seconds\x18\t \x01(\x01\"=\n\x15\x41\x63quireLeasesResponse\x12$\n\x06grants\x18\x01 \x03(\x0b\x32\x14.odock.v1.LeaseGrant*~\n\x0cKeyRejection\x12\x1d\n\x19KEY_REJECTION_UNSPECIFIED\x10\x00\x12\x19\n\x15KEY_REJECTION_UNKNOWN\x10\x01\x12\x19\n\x15KEY_REJECTION_REVOKED\x10\x02\x12\x19\n\x15KEY_REJECTION_EXPIRED\x10\x03*\xc7\x01\n\x10InvalidationKind\x12!\n\x1dINVALIDATION_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15INVALIDATION_KIND_KEY\x10\x01\x12\x1b\n\x17INVALIDATION_KIND_MODEL\x10\x02\x12 \n\x1cINVALIDATION_KIND_CREDENTIAL\x10\x03\x12\x19\n\x15INVALIDATION_KIND_ORG\x10\x04\x12\x1b\n\x17INVALIDATION_KIND_LIMIT\x10\x05*\xcf\x01\n\x0bLimitMetric\x12\x1c\n\x18LIMIT_METRIC_UNSPECIFIED\x10\x00\x12$\n LIMIT_METRIC_REQUESTS_PER_MINUTE\x10\x01\x12\"\n\x1eLIMIT_METRIC_TOKENS_PER_MINUTE\x10\x02\x12\x1f\n\x1bLIMIT_METRIC_MONTHLY_TOKENS\x10\x03\x12\x1e\n\x1aLIMIT_METRIC_MONTHLY_SPEND\x10\x04\x12\x17\n\x13LIMIT_METRIC_BUDGET\x10\x05\x32\xa7\x03\n\x0bNodeService\x12G\n\nResolveKey\x12\x1b.odock.v1.ResolveKeyRequest\x1a\x1c.odock.v1.ResolveKeyResponse\x12>\n\x0cResolveRoute\x12\x1d.odock.v1.ResolveRouteRequest\x1a\x0f.odock.v1.Route\x12G\n\nListRoutes\x12\x1b.odock.v1.ListRoutesRequest\x1a\x1c.odock.v1.ListRoutesResponse\x12\x37\n\x05Watch\x12\x16.odock.v1.WatchRequest\x1a\x14.odock.v1.WatchEvent0\x01\x12;\n\x0bReportUsage\x12\x14.odock.v1.UsageBatch\x1a\x12.odock.v1.UsageAck(\x01\x30\x01\x12P\n\rAcquireLeases\x12\x1e.odock.v1.AcquireLeasesRequest\x1a\x1f.odock.v1.AcquireLeasesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,56 +37,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GRANT_DEFAULTMODELSENTRY']._loaded_options = None
   _globals['_GRANT_DEFAULTMODELSENTRY']._serialized_options = b'8\001'
-  _globals['_KEYREJECTION']._serialized_start=3273
-  _globals['_KEYREJECTION']._serialized_end=3399
-  _globals['_INVALIDATIONKIND']._serialized_start=3402
-  _globals['_INVALIDATIONKIND']._serialized_end=3601
-  _globals['_LIMITMETRIC']._serialized_start=3604
-  _globals['_LIMITMETRIC']._serialized_end=3811
-  _globals['_RESOLVEKEYREQUEST']._serialized_start=121
-  _globals['_RESOLVEKEYREQUEST']._serialized_end=177
-  _globals['_GRANT']._serialized_start=180
-  _globals['_GRANT']._serialized_end=562
-  _globals['_GRANT_DEFAULTMODELSENTRY']._serialized_start=510
-  _globals['_GRANT_DEFAULTMODELSENTRY']._serialized_end=562
-  _globals['_RESOLVEKEYRESPONSE']._serialized_start=564
-  _globals['_RESOLVEKEYRESPONSE']._serialized_end=691
-  _globals['_RESOLVEROUTEREQUEST']._serialized_start=693
-  _globals['_RESOLVEROUTEREQUEST']._serialized_end=792
-  _globals['_ROUTE']._serialized_start=795
-  _globals['_ROUTE']._serialized_end=1150
-  _globals['_LISTROUTESREQUEST']._serialized_start=1152
-  _globals['_LISTROUTESREQUEST']._serialized_end=1187
-  _globals['_ROUTESUMMARY']._serialized_start=1190
-  _globals['_ROUTESUMMARY']._serialized_end=1332
-  _globals['_LISTROUTESRESPONSE']._serialized_start=1334
-  _globals['_LISTROUTESRESPONSE']._serialized_end=1412
-  _globals['_WATCHREQUEST']._serialized_start=1414
-  _globals['_WATCHREQUEST']._serialized_end=1469
-  _globals['_INVALIDATION']._serialized_start=1472
-  _globals['_INVALIDATION']._serialized_end=1603
-  _globals['_HEARTBEAT']._serialized_start=1605
-  _globals['_HEARTBEAT']._serialized_end=1658
-  _globals['_RESET']._serialized_start=1660
-  _globals['_RESET']._serialized_end=1683
-  _globals['_WATCHEVENT']._serialized_start=1686
-  _globals['_WATCHEVENT']._serialized_end=1849
-  _globals['_USAGERECORD']._serialized_start=1852
-  _globals['_USAGERECORD']._serialized_end=2433
-  _globals['_USAGEBATCH']._serialized_start=2435
-  _globals['_USAGEBATCH']._serialized_end=2522
-  _globals['_USAGEACK']._serialized_start=2524
-  _globals['_USAGEACK']._serialized_end=2608
-  _globals['_LEASEASK']._serialized_start=2610
-  _globals['_LEASEASK']._serialized_end=2719
-  _globals['_LEASERETURN']._serialized_start=2722
-  _globals['_LEASERETURN']._serialized_end=2854
-  _globals['_ACQUIRELEASESREQUEST']._serialized_start=2856
-  _globals['_ACQUIRELEASESREQUEST']._serialized_end=2969
-  _globals['_LEASEGRANT']._serialized_start=2972
-  _globals['_LEASEGRANT']._serialized_end=3208
-  _globals['_ACQUIRELEASESRESPONSE']._serialized_start=3210
-  _globals['_ACQUIRELEASESRESPONSE']._serialized_end=3271
-  _globals['_NODESERVICE']._serialized_start=3814
-  _globals['_NODESERVICE']._serialized_end=4237
+  _globals['_KEYREJECTION']._serialized_start=3527
+  _globals['_KEYREJECTION']._serialized_end=3653
+  _globals['_INVALIDATIONKIND']._serialized_start=3656
+  _globals['_INVALIDATIONKIND']._serialized_end=3855
+  _globals['_LIMITMETRIC']._serialized_start=3858
+  _globals['_LIMITMETRIC']._serialized_end=4065
+  _globals['_RESOLVEKEYREQUEST']._serialized_start=144
+  _globals['_RESOLVEKEYREQUEST']._serialized_end=200
+  _globals['_GRANT']._serialized_start=203
+  _globals['_GRANT']._serialized_end=585
+  _globals['_GRANT_DEFAULTMODELSENTRY']._serialized_start=533
+  _globals['_GRANT_DEFAULTMODELSENTRY']._serialized_end=585
+  _globals['_RESOLVEKEYRESPONSE']._serialized_start=587
+  _globals['_RESOLVEKEYRESPONSE']._serialized_end=714
+  _globals['_RESOLVEROUTEREQUEST']._serialized_start=716
+  _globals['_RESOLVEROUTEREQUEST']._serialized_end=815
+  _globals['_ROUTE']._serialized_start=818
+  _globals['_ROUTE']._serialized_end=1302
+  _globals['_LISTROUTESREQUEST']._serialized_start=1304
+  _globals['_LISTROUTESREQUEST']._serialized_end=1339
+  _globals['_ROUTESUMMARY']._serialized_start=1342
+  _globals['_ROUTESUMMARY']._serialized_end=1586
+  _globals['_LISTROUTESRESPONSE']._serialized_start=1588
+  _globals['_LISTROUTESRESPONSE']._serialized_end=1666
+  _globals['_WATCHREQUEST']._serialized_start=1668
+  _globals['_WATCHREQUEST']._serialized_end=1723
+  _globals['_INVALIDATION']._serialized_start=1726
+  _globals['_INVALIDATION']._serialized_end=1857
+  _globals['_HEARTBEAT']._serialized_start=1859
+  _globals['_HEARTBEAT']._serialized_end=1912
+  _globals['_RESET']._serialized_start=1914
+  _globals['_RESET']._serialized_end=1937
+  _globals['_WATCHEVENT']._serialized_start=1940
+  _globals['_WATCHEVENT']._serialized_end=2103
+  _globals['_USAGERECORD']._serialized_start=2106
+  _globals['_USAGERECORD']._serialized_end=2687
+  _globals['_USAGEBATCH']._serialized_start=2689
+  _globals['_USAGEBATCH']._serialized_end=2776
+  _globals['_USAGEACK']._serialized_start=2778
+  _globals['_USAGEACK']._serialized_end=2862
+  _globals['_LEASEASK']._serialized_start=2864
+  _globals['_LEASEASK']._serialized_end=2973
+  _globals['_LEASERETURN']._serialized_start=2976
+  _globals['_LEASERETURN']._serialized_end=3108
+  _globals['_ACQUIRELEASESREQUEST']._serialized_start=3110
+  _globals['_ACQUIRELEASESREQUEST']._serialized_end=3223
+  _globals['_LEASEGRANT']._serialized_start=3226
+  _globals['_LEASEGRANT']._serialized_end=3462
+  _globals['_ACQUIRELEASESRESPONSE']._serialized_start=3464
+  _globals['_ACQUIRELEASESRESPONSE']._serialized_end=3525
+  _globals['_NODESERVICE']._serialized_start=4068
+  _globals['_NODESERVICE']._serialized_end=4491
 # @@protoc_insertion_point(module_scope)

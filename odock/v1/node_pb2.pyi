@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from odock.v1 import common_pb2 as _common_pb2
+from odock.v1 import models_pb2 as _models_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -288,6 +289,10 @@ class Route(_message.Message):
     CREDENTIAL_SECRET_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     EGRESS_ALLOW_FIELD_NUMBER: _builtins.int
+    OPENAI_COMPATIBLE_FIELD_NUMBER: _builtins.int
+    CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     model_id: _builtins.str
     model_name: _builtins.str
@@ -297,6 +302,10 @@ class Route(_message.Message):
     enabled: _builtins.bool
     credential_id: _builtins.str
     revision: _builtins.int
+    openai_compatible: _builtins.bool
+    """The model's registry fields (odock.v1.Model, same meaning)."""
+    context_window: _builtins.int
+    max_output_tokens: _builtins.int
     @_builtins.property
     def timeout(self) -> _duration_pb2.Duration: ...
     @_builtins.property
@@ -310,6 +319,8 @@ class Route(_message.Message):
         (loopback, private, link-local and other non-public ranges refused).
         """
 
+    @_builtins.property
+    def capabilities(self) -> _models_pb2.ModelCapabilities: ...
     def __init__(
         self,
         *,
@@ -326,10 +337,14 @@ class Route(_message.Message):
         credential_secret: _common_pb2.SealedSecret | None = ...,
         revision: _builtins.int = ...,
         egress_allow: _abc.Iterable[_builtins.str] | None = ...,
+        openai_compatible: _builtins.bool = ...,
+        context_window: _builtins.int = ...,
+        max_output_tokens: _builtins.int = ...,
+        capabilities: _models_pb2.ModelCapabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["credential_secret", b"credential_secret", "pricing", b"pricing", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "credential_secret", b"credential_secret", "pricing", b"pricing", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "credential_id", b"credential_id", "credential_secret", b"credential_secret", "egress_allow", b"egress_allow", "enabled", b"enabled", "family", b"family", "model_id", b"model_id", "model_name", b"model_name", "org_id", b"org_id", "pricing", b"pricing", "revision", b"revision", "timeout", b"timeout", "upstream_slug", b"upstream_slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "capabilities", b"capabilities", "context_window", b"context_window", "credential_id", b"credential_id", "credential_secret", b"credential_secret", "egress_allow", b"egress_allow", "enabled", b"enabled", "family", b"family", "max_output_tokens", b"max_output_tokens", "model_id", b"model_id", "model_name", b"model_name", "openai_compatible", b"openai_compatible", "org_id", b"org_id", "pricing", b"pricing", "revision", b"revision", "timeout", b"timeout", "upstream_slug", b"upstream_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -362,11 +377,19 @@ class RouteSummary(_message.Message):
     FAMILY_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    OPENAI_COMPATIBLE_FIELD_NUMBER: _builtins.int
+    CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     model_name: _builtins.str
     family: _common_pb2.ProviderFamily.ValueType
     enabled: _builtins.bool
+    openai_compatible: _builtins.bool
+    """The model's registry fields (odock.v1.Model, same meaning), for the OpenAI listing."""
+    context_window: _builtins.int
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def capabilities(self) -> _models_pb2.ModelCapabilities: ...
     def __init__(
         self,
         *,
@@ -374,10 +397,13 @@ class RouteSummary(_message.Message):
         family: _common_pb2.ProviderFamily.ValueType = ...,
         enabled: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        openai_compatible: _builtins.bool = ...,
+        context_window: _builtins.int = ...,
+        capabilities: _models_pb2.ModelCapabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "enabled", b"enabled", "family", b"family", "model_name", b"model_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "context_window", b"context_window", "create_time", b"create_time", "enabled", b"enabled", "family", b"family", "model_name", b"model_name", "openai_compatible", b"openai_compatible"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
