@@ -104,6 +104,21 @@ def pricing_to_proto(row: ModelRow) -> common_pb2.Pricing:
     return pricing
 
 
+# ModelCapabilities field names, in field order: what the models.capabilities column lists.
+CAPABILITIES = ("tools", "vision", "json_output", "streaming")
+
+
+def capabilities_to_proto(stored: str) -> models_pb2.ModelCapabilities:
+    """The stored comma-separated capability names -> ModelCapabilities."""
+    names = set(stored.split(","))
+    return models_pb2.ModelCapabilities(**{name: name in names for name in CAPABILITIES})
+
+
+def capabilities_from_proto(msg: models_pb2.ModelCapabilities) -> str:
+    """ModelCapabilities -> the stored form (the true ones, comma-separated, in field order)."""
+    return ",".join(name for name in CAPABILITIES if getattr(msg, name))
+
+
 def model_to_proto(row: ModelRow, credential_name: str) -> models_pb2.Model:
     """A model, naming its credential."""
     pricing = pricing_to_proto(row)
@@ -120,6 +135,10 @@ def model_to_proto(row: ModelRow, credential_name: str) -> models_pb2.Model:
         enabled=row.enabled,
         create_time=timestamp(row.create_time),
         update_time=timestamp(row.update_time),
+        openai_compatible=row.openai_compatible,
+        context_window=row.context_window,
+        max_output_tokens=row.max_output_tokens,
+        capabilities=capabilities_to_proto(row.capabilities),
     )
 
 
@@ -217,6 +236,10 @@ def route_to_proto(
         ),
         revision=revision,
         egress_allow=egress_allow,  # the node checks its connections against it
+        openai_compatible=model.openai_compatible,
+        context_window=model.context_window,
+        max_output_tokens=model.max_output_tokens,
+        capabilities=capabilities_to_proto(model.capabilities),
     )
 
 
@@ -227,4 +250,7 @@ def route_summary_to_proto(model: ModelRow) -> node_pb2.RouteSummary:
         family=common_pb2.ProviderFamily.ValueType(model.family),
         enabled=model.enabled,
         create_time=timestamp(model.create_time),
+        openai_compatible=model.openai_compatible,
+        context_window=model.context_window,
+        capabilities=capabilities_to_proto(model.capabilities),
     )

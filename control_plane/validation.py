@@ -156,6 +156,19 @@ def price(field: str, value: int | None) -> int | None:
     return value
 
 
+MAX_CONTEXT_WINDOW = 10**8
+MAX_OUTPUT_TOKENS = 10**7
+
+
+def token_count(field: str, value: int, maximum: int) -> int:
+    """A model's token figure (context window, output cap) in [0, maximum]; 0 means unknown / default."""
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if value > maximum:
+        raise InvalidArgument(field, f"must be at most {maximum}")
+    return value
+
+
 def non_negative(field: str, value: int | None) -> int | None:
     """``None`` or an integer >= 0."""
     if value is not None and value < 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -20,7 +21,9 @@ PRICING_FIELDS = ("input_per_mtok_micros", "output_per_mtok_micros", "cached_inp
 UPDATE_PATHS = (
     "family", "upstream_slug", "base_url", "timeout", "credential", "pricing",
     *(f"pricing.{f}" for f in PRICING_FIELDS), "enabled",
+    "openai_compatible", "context_window", "max_output_tokens", "capabilities",
 )  # fmt: skip
+REGISTRY_PATHS = ("openai_compatible", "context_window", "max_output_tokens", "capabilities")
 
 
 def _family_name(value: int) -> str:
@@ -34,6 +37,23 @@ def _apply_pricing(row: ModelRow, pricing: common_pb2.Pricing, fields: tuple[str
         else:
             value = getattr(pricing, name)
         setattr(row, name, validation.price(f"model.pricing.{name}", value))
+
+
+def _apply_registry(row: ModelRow, msg: models_pb2.Model, paths: Iterable[str]) -> None:
+    """The registry fields named in ``paths`` (issue 13), validated, onto ``row``."""
+    for path in paths:
+        if path == "openai_compatible":
+            row.openai_compatible = msg.openai_compatible if msg.HasField("openai_compatible") else False
+        elif path == "context_window":
+            row.context_window = validation.token_count(
+                "model.context_window", msg.context_window, validation.MAX_CONTEXT_WINDOW
+            )
+        elif path == "max_output_tokens":
+            row.max_output_tokens = validation.token_count(
+                "model.max_output_tokens", msg.max_output_tokens, validation.MAX_OUTPUT_TOKENS
+            )
+        elif path == "capabilities":
+            row.capabilities = convert.capabilities_from_proto(msg.capabilities)
 
 
 async def _credential(session: Any, org_id: str, name: str, family: int) -> CredentialRow:
@@ -76,6 +96,7 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             enabled=msg.enabled if msg.HasField("enabled") else True,
         )
         _apply_pricing(row, msg.pricing, PRICING_FIELDS)
+        _apply_registry(row, msg, REGISTRY_PATHS)
         validation.base_url_convention("model.base_url", row.base_url, row.family)
         # Before the transaction: resolving a name may take a while, and must not hold the database.
         await self._check_egress(row.base_url)
@@ -156,6 +177,7 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
                 )
             if "enabled" in paths:
                 row.enabled = msg.enabled if msg.HasField("enabled") else True
+            _apply_registry(row, msg, (p for p in REGISTRY_PATHS if p in paths))
             if "credential" in paths:
                 cred = await _credential(session, org_id, msg.credential, row.family)
                 row.credential_id = cred.id

@@ -121,6 +121,12 @@ class ModelRow(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     create_time: Mapped[datetime] = mapped_column(default=utcnow)
     update_time: Mapped[datetime] = mapped_column(default=utcnow)
+    # The registry fields (issue 13, migration 0006; server defaults fill the rows that predate them).
+    openai_compatible: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    context_window: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    max_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # Comma-separated capability names in ModelCapabilities field order ("tools,streaming"; "" none).
+    capabilities: Mapped[str] = mapped_column(String(128), default="", server_default=text("''"))
 
 
 class VirtualKeyRow(Base):
