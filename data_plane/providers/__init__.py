@@ -13,9 +13,10 @@ families plug their extraction hooks into); nothing in ``data_plane.usage`` impo
 
 from __future__ import annotations
 
-from data_plane.providers import anthropic, gemini, openai, vllm
+from data_plane.providers import anthropic, anthropic_chat, gemini, openai, vllm
 from data_plane.providers.dialect import FAMILY_NAMES, Dialect, Listing, family_name
 from data_plane.providers.endpoint import BodyKind, Endpoint, ModelIn, Query, Streams
+from data_plane.providers.translator import ChatTranslator
 
 OPENAI = openai.FAMILY
 ANTHROPIC = anthropic.FAMILY
@@ -24,6 +25,10 @@ VLLM = vllm.FAMILY
 
 _FAMILIES = (openai.DIALECT, anthropic.DIALECT, gemini.DIALECT, vllm.DIALECT)
 DIALECTS: dict[int, Dialect] = {d.family: d for d in _FAMILIES}
+# OpenAI chat completions translated to a family's native API (issue 13).
+TRANSLATORS: dict[int, ChatTranslator] = {
+    ANTHROPIC: anthropic_chat.TRANSLATOR,
+}
 # The dialect of paths no family claims (and of families this build does not know).
 DEFAULT_DIALECT = openai.DIALECT
 ENDPOINTS: tuple[Endpoint, ...] = tuple(e for d in DIALECTS.values() for e in d.endpoints)
@@ -65,6 +70,7 @@ __all__ = [
     "GEMINI",
     "LOCAL_ROUTES",
     "OPENAI",
+    "TRANSLATORS",
     "VLLM",
     "BodyKind",
     "Dialect",
