@@ -87,6 +87,14 @@ class Route:
     pricing: Pricing = field(default_factory=Pricing)
     # Where this route's upstream connections may go (the control plane's ODOCK_EGRESS_ALLOW).
     egress: EgressPolicy = DEFAULT_POLICY
+    # The model registry (odock.v1.Model; docs/openai-compatibility.md "Model registry and opt-in").
+    # An anthropic/gemini-family model is served through OpenAI's chat completions only when set;
+    # openai/vllm-family models are OpenAI-native and served that way whatever it says.
+    openai_compatible: bool = False
+    context_window: int = 0  # tokens; 0 unknown
+    max_output_tokens: int = 0  # output cap when the request sets none; 0: the gateway default
+    # Capability names (data_plane.providers.translator: TOOLS, VISION, JSON_OUTPUT, STREAMING).
+    capabilities: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,9 @@ class ModelSummary:
     family: int
     enabled: bool
     created: int
+    openai_compatible: bool = False  # as Route.openai_compatible
+    context_window: int = 0
+    capabilities: frozenset[str] = frozenset()
 
 
 @dataclass

@@ -23,7 +23,7 @@ from data_plane.governance.domain import (
 from data_plane.settings import Settings
 from odock import sealing
 from odock.egress import policy_of
-from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
+from odock.v1 import common_pb2, models_pb2, node_pb2, node_pb2_grpc
 
 _REJECTIONS = {
     node_pb2.KEY_REJECTION_REVOKED: "revoked",
@@ -95,6 +95,15 @@ def grant_from_proto(grant: node_pb2.Grant) -> KeyGrant:
         fail_closed=grant.outage_policy == common_pb2.OUTAGE_POLICY_FAIL_CLOSED,
         limits=_limits(grant),
     )
+
+
+# ModelCapabilities field names: the capability names of data_plane.providers.translator.
+CAPABILITY_FIELDS = ("tools", "vision", "json_output", "streaming")
+
+
+def capabilities_of(msg: models_pb2.ModelCapabilities) -> frozenset[str]:
+    """The names of the capabilities set in ``msg``."""
+    return frozenset(name for name in CAPABILITY_FIELDS if getattr(msg, name))
 
 
 def _opt(message: Message, name: str) -> int | None:
@@ -194,6 +203,10 @@ class ControlPlaneLink:
                 ),
             ),
             egress=policy_of(resp.egress_allow),  # parsed once per distinct list
+            openai_compatible=resp.openai_compatible,
+            context_window=resp.context_window,
+            max_output_tokens=resp.max_output_tokens,
+            capabilities=capabilities_of(resp.capabilities),
         )
         return route, resp.revision
 
@@ -212,7 +225,13 @@ class ControlPlaneLink:
             raise ControlPlaneUnavailable(f"ListRoutes: {exc.code().name}") from None
         return [
             ModelSummary(
-                name=r.model_name, family=int(r.family), enabled=r.enabled, created=r.create_time.seconds
+                name=r.model_name,
+                family=int(r.family),
+                enabled=r.enabled,
+                created=r.create_time.seconds,
+                openai_compatible=r.openai_compatible,
+                context_window=r.context_window,
+                capabilities=capabilities_of(r.capabilities),
             )
             for r in resp.routes
         ], resp.revision
