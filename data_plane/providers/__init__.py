@@ -13,7 +13,7 @@ families plug their extraction hooks into); nothing in ``data_plane.usage`` impo
 
 from __future__ import annotations
 
-from data_plane.providers import anthropic, anthropic_chat, gemini, openai, vllm
+from data_plane.providers import anthropic, anthropic_chat, gemini, gemini_chat, openai, vllm
 from data_plane.providers.dialect import FAMILY_NAMES, Dialect, Listing, family_name
 from data_plane.providers.endpoint import BodyKind, Endpoint, ModelIn, Query, Streams
 from data_plane.providers.translator import ChatTranslator
@@ -28,6 +28,7 @@ DIALECTS: dict[int, Dialect] = {d.family: d for d in _FAMILIES}
 # OpenAI chat completions translated to a family's native API (issue 13).
 TRANSLATORS: dict[int, ChatTranslator] = {
     ANTHROPIC: anthropic_chat.TRANSLATOR,
+    GEMINI: gemini_chat.TRANSLATOR,
 }
 # The dialect of paths no family claims (and of families this build does not know).
 DEFAULT_DIALECT = openai.DIALECT
