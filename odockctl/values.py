@@ -108,6 +108,24 @@ def parse_count(text: str | int) -> int:
     return value
 
 
+# A model's capability names (odock.v1.ModelCapabilities fields), in field order.
+CAPABILITIES = ("tools", "vision", "json_output", "streaming")
+
+
+def parse_capabilities(value: str | list[object]) -> list[str]:
+    """``tools,vision`` (or a list of names; ``none`` or empty: none) -> the names, in field order."""
+    items = [str(v).strip() for v in value] if isinstance(value, list) else value.split(",")
+    names = {item.strip() for item in items if item.strip()}
+    if names == {"none"}:
+        return []
+    unknown = sorted(n for n in names if n not in CAPABILITIES)
+    if unknown:
+        raise ValueProblem(
+            f"unknown capability {unknown[0][:40]!r} (expected {', '.join(CAPABILITIES)} or none)"
+        )
+    return [name for name in CAPABILITIES if name in names]
+
+
 def parse_duration_ms(text: str) -> int:
     """A duration such as 30s, 5m, 24h, 1h30m, 250ms, 7d, in milliseconds."""
     compact = str(text).strip().replace(" ", "")

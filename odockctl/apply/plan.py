@@ -13,6 +13,7 @@ from google.protobuf.message import Message
 
 from odock.v1 import credentials_pb2, keys_pb2, models_pb2, orgs_pb2
 from odockctl import protos
+from odockctl.apply.model_plan import model_diff, model_proto
 from odockctl.apply.spec import (
     ApplySpec,
     CredentialSpec,
@@ -22,7 +23,6 @@ from odockctl.apply.spec import (
 )
 from odockctl.client import Client
 from odockctl.commands.keys import list_keys
-from odockctl.commands.models import duration_ms
 from odockctl.errors import UsageError
 from odockctl.protos import optional_int
 from odockctl.values import family_name, outage_policy_name
@@ -105,44 +105,6 @@ def org_diff(current: orgs_pb2.Org, spec: OrgSpec) -> list[str]:
     if dict(current.labels) != dict(spec.labels):
         paths.append("labels")
     return paths
-
-
-def model_diff(current: models_pb2.Model, spec: ModelSpec) -> list[str]:
-    """Model fields (update-mask paths) that differ from the file."""
-    p = current.pricing
-    checks = {
-        "family": current.family != spec.family,
-        "upstream_slug": current.upstream_slug != spec.upstream_slug,
-        "base_url": current.base_url.rstrip("/") != spec.base_url.rstrip("/"),
-        "timeout": duration_ms(current.timeout) != spec.timeout_ms,
-        "credential": current.credential != spec.credential,
-        "pricing": (
-            p.input_per_mtok_micros,
-            p.output_per_mtok_micros,
-            _current(p, "cached_input_per_mtok_micros"),
-        )
-        != (spec.input_micros, spec.output_micros, spec.cached_input_micros),
-        "enabled": (current.enabled if current.HasField("enabled") else True) != spec.enabled,
-    }
-    return [path for path, differs in checks.items() if differs]
-
-
-def _model_proto(org_id: str, spec: ModelSpec) -> models_pb2.Model:
-    model = models_pb2.Model(
-        org_id=org_id,
-        name=spec.name,
-        family=protos.family(spec.family),
-        upstream_slug=spec.upstream_slug,
-        base_url=spec.base_url,
-        credential=spec.credential,
-        enabled=spec.enabled,
-    )
-    model.timeout.FromMilliseconds(spec.timeout_ms)
-    model.pricing.input_per_mtok_micros = spec.input_micros
-    model.pricing.output_per_mtok_micros = spec.output_micros
-    if spec.cached_input_micros is not None:
-        model.pricing.cached_input_per_mtok_micros = spec.cached_input_micros
-    return model
 
 
 def _expiry(key: keys_pb2.VirtualKey) -> datetime | None:
@@ -337,14 +299,14 @@ class Planner:
                 run=_rpc(
                     c,
                     c.models.CreateModel,
-                    lambda: models_pb2.CreateModelRequest(model=_model_proto(ref.id, spec)),
+                    lambda: models_pb2.CreateModelRequest(model=model_proto(ref.id, spec)),
                 ),
             )
         paths = model_diff(current, spec)
         if not paths:
             return Step("model", name, "unchanged")
         request = models_pb2.UpdateModelRequest(
-            model=_model_proto(ref.id, spec), update_mask=FieldMask(paths=paths)
+            model=model_proto(ref.id, spec), update_mask=FieldMask(paths=paths)
         )
         return Step(
             "model", name, "changed", tuple(paths), run=_rpc(c, c.models.UpdateModel, lambda: request)

@@ -15,9 +15,12 @@ from odock import baseurl
 from odock.v1 import common_pb2
 from odockctl.apply.fields import Fields, Node
 from odockctl.values import (
+    CAPABILITIES,
+    ValueProblem,
     check_base_url,
     check_model_name,
     check_name,
+    parse_capabilities,
     parse_count,
     parse_duration_ms,
     parse_family,
@@ -32,6 +35,8 @@ DEFAULT_TIMEOUT_MS = 60_000
 MIN_TIMEOUT_MS = 100
 MAX_TIMEOUT_MS = 3_600_000
 ROTATE_POLICIES = ("on_change", "never", "always")
+MAX_CONTEXT_WINDOW = 10**8  # the control plane's bounds (control_plane/validation.py)
+MAX_OUTPUT_TOKENS = 10**7
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,11 @@ class ModelSpec:
     output_micros: int
     cached_input_micros: int | None
     enabled: bool
+    # The registry (docs/openai-compatibility.md); absent in the file: the defaults below.
+    openai_compatible: bool = False
+    context_window: int = 0
+    max_output_tokens: int = 0
+    capabilities: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -187,7 +197,20 @@ def _credential(node: Node, environ: Mapping[str, str]) -> CredentialSpec:
 
 def _model(node: Node, credentials: dict[str, CredentialSpec]) -> ModelSpec:
     f = node.mapping(
-        ("name", "family", "upstream_slug", "base_url", "timeout", "credential", "pricing", "enabled"),
+        (
+            "name",
+            "family",
+            "upstream_slug",
+            "base_url",
+            "timeout",
+            "credential",
+            "pricing",
+            "enabled",
+            "openai_compatible",
+            "context_window",
+            "max_output_tokens",
+            "capabilities",
+        ),
         required=("name", "base_url", "credential"),
     )
     name = f.child("name").parse(check_model_name)
@@ -224,7 +247,30 @@ def _model(node: Node, credentials: dict[str, CredentialSpec]) -> ModelSpec:
         output_micros=(_opt(prices, "output", parse_usd) or 0) if prices else 0,
         cached_input_micros=_opt(prices, "cached_input", parse_usd) if prices else None,
         enabled=f.child("enabled").expect(bool) if f.has("enabled") else True,
+        openai_compatible=f.child("openai_compatible").expect(bool) if f.has("openai_compatible") else False,
+        context_window=_tokens(f, "context_window", MAX_CONTEXT_WINDOW),
+        max_output_tokens=_tokens(f, "max_output_tokens", MAX_OUTPUT_TOKENS),
+        capabilities=(
+            tuple(f.child("capabilities").parse(_capability_list)) if f.has("capabilities") else ()
+        ),
     )
+
+
+def _tokens(f: Fields, key: str, maximum: int) -> int:
+    """A model's token figure: a whole number in [0, maximum] (the control plane's bounds); absent: 0."""
+    if not f.has(key):
+        return 0
+    node = f.child(key)
+    value = node.parse(lambda v: parse_count(v if isinstance(v, int) else str(v)))
+    if value > maximum:
+        raise node.fail(f"must be at most {maximum}")
+    return value
+
+
+def _capability_list(value: object) -> list[str]:
+    if not isinstance(value, list):
+        raise ValueProblem(f"expected a list such as [tools, vision] ({', '.join(CAPABILITIES)})")
+    return parse_capabilities(value)
 
 
 def _expiry(node: Node) -> datetime:

@@ -15,10 +15,13 @@ from odockctl.errors import UsageError
 from odockctl.output import timestamp_text, usd
 from odockctl.protos import clear, has
 from odockctl.values import (
+    CAPABILITIES,
     check_base_url,
     families,
     family_name,
     format_duration_ms,
+    parse_capabilities,
+    parse_count,
     parse_duration_ms,
     parse_family,
     parse_usd,
@@ -39,6 +42,11 @@ def pricing_text(m: models_pb2.Model) -> str:
     return text + " per Mtok"
 
 
+def capabilities_text(m: models_pb2.Model) -> str:
+    """The model's capabilities, comma-separated ("none" when none is declared)."""
+    return ",".join(n for n in CAPABILITIES if getattr(m.capabilities, n)) or "none"
+
+
 def model_fields(m: models_pb2.Model) -> list[tuple[str, str]]:
     """Key/value rendering of one model."""
     return [
@@ -52,6 +60,10 @@ def model_fields(m: models_pb2.Model) -> list[tuple[str, str]]:
         ("credential", m.credential),
         ("pricing", pricing_text(m)),
         ("enabled", "yes" if m.enabled else "no"),
+        ("openai compatible", "yes" if m.openai_compatible else "no"),
+        ("context window", str(m.context_window) if m.context_window else "unknown"),
+        ("max output tokens", str(m.max_output_tokens) if m.max_output_tokens else "default"),
+        ("capabilities", capabilities_text(m)),
         ("created", timestamp_text(m.create_time)),
         ("updated", timestamp_text(m.update_time)),
     ]
@@ -88,6 +100,19 @@ def _fill(model: models_pb2.Model, args: argparse.Namespace) -> list[str]:
     if args.enabled is not None:
         model.enabled = args.enabled
         paths.append("enabled")
+    if args.openai_compatible is not None:
+        model.openai_compatible = args.openai_compatible
+        paths.append("openai_compatible")
+    if args.context_window is not None:
+        model.context_window = parsed(args.context_window, parse_count, "--context-window")
+        paths.append("context_window")
+    if args.max_output_tokens is not None:
+        model.max_output_tokens = parsed(args.max_output_tokens, parse_count, "--max-output-tokens")
+        paths.append("max_output_tokens")
+    if args.capabilities is not None:
+        for name in parsed(args.capabilities, parse_capabilities, "--capabilities"):
+            setattr(model.capabilities, name, True)
+        paths.append("capabilities")
     return paths
 
 
@@ -129,13 +154,26 @@ def list_(ctx: Context, args: argparse.Namespace) -> None:
             usd(m.pricing.input_per_mtok_micros),
             usd(m.pricing.output_per_mtok_micros),
             "yes" if m.enabled else "no",
+            "yes" if m.openai_compatible else "no",
+            str(m.context_window) if m.context_window else "-",
         ]
         for m in models
     ]
     ctx.out.listing(
         "models",
         models,
-        ["NAME", "FAMILY", "SLUG", "BASE URL", "CREDENTIAL", "IN/MTOK", "OUT/MTOK", "ENABLED"],
+        [
+            "NAME",
+            "FAMILY",
+            "SLUG",
+            "BASE URL",
+            "CREDENTIAL",
+            "IN/MTOK",
+            "OUT/MTOK",
+            "ENABLED",
+            "OPENAI",
+            "CONTEXT",
+        ],
         rows,
     )
 
@@ -205,6 +243,27 @@ def _add_model_flags(p: argparse.ArgumentParser, create: bool) -> None:
     state = p.add_mutually_exclusive_group()
     state.add_argument("--enabled", dest="enabled", action="store_const", const=True, default=None)
     state.add_argument("--disabled", dest="enabled", action="store_const", const=False)
+    openai = p.add_mutually_exclusive_group()
+    openai.add_argument(
+        "--openai-compatible",
+        dest="openai_compatible",
+        action="store_const",
+        const=True,
+        default=None,
+        help="serve an anthropic/gemini model through POST /v1/chat/completions (translated) and list it there",
+    )
+    openai.add_argument("--no-openai-compatible", dest="openai_compatible", action="store_const", const=False)
+    p.add_argument("--context-window", metavar="TOKENS", help="tokens the model accepts; 0 = unknown")
+    p.add_argument(
+        "--max-output-tokens",
+        metavar="TOKENS",
+        help="output cap when a request sets none and the provider needs one; 0 = gateway default (4096)",
+    )
+    p.add_argument(
+        "--capabilities",
+        metavar="LIST",
+        help=f"comma-separated: {','.join(CAPABILITIES)} (or none); replaces the whole set",
+    )
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
