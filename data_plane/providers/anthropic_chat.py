@@ -60,7 +60,7 @@ def _text_parts(content: object, param: str) -> list[str]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [content] if content else []
+        return [content] if content.strip() else []
     if not isinstance(content, list):
         raise TranslationError("content must be a string or an array of content parts", param)
     texts: list[str] = []
@@ -70,7 +70,7 @@ def _text_parts(content: object, param: str) -> list[str]:
         text = part.get("text", part.get("refusal"))
         if not isinstance(text, str):
             raise TranslationError("a text part needs a string text", f"{param}[{i}].text")
-        if text:
+        if text.strip():  # Anthropic refuses empty and whitespace-only text blocks
             texts.append(text)
     return texts
 
@@ -270,6 +270,8 @@ def _schema(schema: object, param: str) -> dict[str, Any]:
 
 
 def _tool_choice(choice: object, names: Sequence[str], parallel: object) -> Block | None:
+    if choice is None and parallel is not False:
+        return None  # Anthropic's default is auto
     if choice is None or choice == "auto":
         out: Block = {"type": "auto"}
     elif choice == "none":
@@ -366,9 +368,12 @@ def build_request(chat: ChatRequest, model: TranslatedModel) -> dict[str, Any]:
     choice = _tool_choice(body.get("tool_choice"), names, body.get("parallel_tool_calls")) if tools else None
     json_tool = _json_tool(body.get("response_format"))
     if json_tool is not None and not (choice is not None and choice["type"] == "none"):
-        tools.append(json_tool)
-        if choice is None:
+        if not tools:
             choice = {"type": "tool", "name": JSON_TOOL}
+        tools.append(json_tool)
+    used = sorted({b["name"] for t in turns for b in t["content"] if b["type"] == "tool_use"})
+    if used and not tools:  # Anthropic wants tools defined when the history uses them
+        tools, choice = [{"name": n, "input_schema": {"type": "object"}} for n in used], {"type": "none"}
     if tools:
         out["tools"] = tools
     if choice is not None:
