@@ -4,6 +4,11 @@ Rules, in order (seed "Native endpoint rules"): the key is valid, not revoked
 or expired (401) -> the model exists in the key's org and is enabled (404; a
 disabled model is indistinguishable from a missing one) -> the key may use it
 (403) -> the model's family matches the endpoint's (400 provider_not_allowed).
+
+One exception to the last rule (issue 13): OpenAI's ``/v1/chat/completions`` also serves a
+model of another family that opted in to OpenAI-format access (``Route.openai_compatible``):
+a vLLM model passes through to its own ``/v1/chat/completions``, an Anthropic or Gemini model
+is translated (``translated.py``). This is decided only where the family mismatch is found.
 """
 
 from __future__ import annotations
@@ -14,14 +19,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from data_plane import auth
+from data_plane import auth, translated
 from data_plane.body import check_declared_length, read_body
 from data_plane.errors import GatewayError, clip
 from data_plane.exchange import EXCHANGE, Exchange
 from data_plane.governance.domain import ControlPlaneUnavailable, KeyGrant, KeyRejected, Route, RouteUnusable
 from data_plane.limits.gate import admit_request
 from data_plane.payload import PayloadError, inspect_json, inspect_multipart, multipart_with_model, with_model
-from data_plane.providers import DIALECTS, Endpoint, family_name
+from data_plane.providers import DIALECTS, OPENAI, VLLM, Endpoint, endpoint_named, family_name
 from data_plane.providers.headers import HOP_HEADER, build_headers
 from data_plane.relay import Relay
 from data_plane.scrub import secret_for
@@ -81,6 +86,11 @@ def article(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
+def serves_openai_format(route: Route) -> bool:
+    """Whether OpenAI's chat endpoint serves this other family's model (its opt-in, a way to reach it)."""
+    return route.openai_compatible and (route.family == VLLM or translated.translator_for(route) is not None)
+
+
 def valid_model_name(name: str) -> bool:
     """Whether ``name`` could name a model at all (anything else cannot exist: 404 without lookup)."""
     return _MODEL_NAME.fullmatch(name) is not None and name.isprintable()
@@ -101,8 +111,14 @@ async def authorize(state: NodeState, request: web.Request) -> KeyGrant:
     return grant
 
 
-async def resolve(state: NodeState, grant: KeyGrant, name: str, endpoint_family: int) -> Route:
-    """The route for ``name`` after the model, permission and family rules."""
+async def resolve(
+    state: NodeState, grant: KeyGrant, name: str, endpoint_family: int, *, other_families: bool = False
+) -> Route:
+    """The route for ``name`` after the model, permission and family rules.
+
+    ``other_families``: the endpoint (OpenAI's chat completions) also serves models of other
+    families that opted in to OpenAI-format access (:func:`serves_openai_format`).
+    """
     if not valid_model_name(name):
         raise not_found(name)
     try:
@@ -117,7 +133,7 @@ async def resolve(state: NodeState, grant: KeyGrant, name: str, endpoint_family:
         raise not_found(name)
     if not grant.allows(name):
         raise not_allowed(name)
-    if route.family != endpoint_family:
+    if route.family != endpoint_family and not (other_families and serves_openai_format(route)):
         raise GatewayError(
             400,
             "provider_not_allowed",
@@ -135,6 +151,9 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
     injectable = endpoint.injectable
     dialect = DIALECTS[endpoint.family]
     form = endpoint.model_in == "form"
+    # OpenAI's chat endpoint also serves opted-in models of other families (module docstring).
+    other_families = endpoint.family == OPENAI and endpoint.name == "/v1/chat/completions"
+    vllm_chat = endpoint_named("/v1/vllm/chat/completions") if other_families else endpoint
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if HOP_HEADER in request.headers:  # before any work: one nested request, not a loop
@@ -206,13 +225,21 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 )
         if valid_model_name(model):
             meter.model_name = model
-        ex.route = route = await resolve(state, grant, model, endpoint.family)
+        ex.route = route = await resolve(state, grant, model, endpoint.family, other_families=other_families)
         meter.upstream_slug = route.upstream_slug[:256]
         meter.pricing = route.pricing
         if state.limiter is not None:
             ex.admission = await admit_request(
                 state.limiter, settings.limits, grant, endpoint, body, facts, route.pricing
             )
+        target, target_dialect = endpoint, dialect
+        if route.family != endpoint.family:  # an opted-in model of another family (resolve checked)
+            meter.family = route.family
+            if route.family != VLLM:
+                translator = translated.translator_for(route)
+                assert translator is not None and body is not None
+                return await translated.serve(request, ex, state, meter, route, translator, body, deadline)
+            target, target_dialect = vllm_chat, DIALECTS[VLLM]  # its own /v1/chat/completions
 
         try:
             if endpoint.model_in == "body" and facts is not None and body is not None:
@@ -224,7 +251,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 # prefer must not point anywhere else, so it gets the canonical slug.
                 slug = route.upstream_slug.removeprefix("models/")
                 body = with_model(body, facts, f"models/{slug}")
-            url = endpoint.upstream_url(route.base_url, route.upstream_slug, request.rel_url.raw_query_string)
+            url = target.upstream_url(route.base_url, route.upstream_slug, request.rel_url.raw_query_string)
             # A host IDNA cannot encode (a legacy row) fails here as a 502; cached, so the client's call is a hit.
             split_url(url)
         except PayloadError as exc:
@@ -234,7 +261,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 502, "upstream_misconfigured", "The model's upstream address is not usable"
             ) from None
         try:
-            headers = build_headers(dialect, request.headers.items(), route.secret)
+            headers = build_headers(target_dialect, request.headers.items(), route.secret)
         except (ValueError, UnicodeDecodeError):
             raise GatewayError(
                 502, "credential_unavailable", "The model's provider credential cannot be used right now"

@@ -36,6 +36,9 @@ FLAG_DUPLICATE = 2
 FLAG_CLAMPED = 4  # a token count above tokens.MAX_TOKENS was clamped to it
 FLAG_COST_SATURATED = 8  # the cost exceeded MAX_COST_PICOS and was saturated to it
 FLAG_METER_FAILED = 16  # building the record failed: it carries ids, status, outcome and error code only
+# An OpenAI chat completion served by another family's model through its translator (issue 13):
+# the record's family is the backend's, its endpoint the client's (/v1/chat/completions).
+FLAG_TRANSLATED = 32
 # A record's cost ceiling (about $9,007): the control plane's per-record counter ceiling
 # (control_plane/usage/records.py COUNTER_MAX), which keeps hourly sums inside int64.
 MAX_COST_PICOS = 2**53

@@ -146,6 +146,9 @@ class FakeProvider:
         self.knobs = Knobs()
         self.requests: list[RecordedRequest] = []
         self.require_keys = require_keys
+        # A family's route builder in place of the standard ones (the strict translator fakes:
+        # tests/fakes/anthropic_messages.py strict_messages, gemini_generate.generate).
+        self.builders: dict[str, Builder] = {}
         self.secrets = {f: f"fake-{f}-secret-{secrets.token_hex(12)}" for f in FAMILIES}
         self.url = ""
         self._runner: web.ServerRunner | None = None
@@ -235,7 +238,7 @@ class FakeProvider:
             ask = _ask(rec, k.chunks)
         except ValueError as exc:
             return _error(family, 400, f"fake: {exc}", k)
-        builder = _route(family, rec)
+        builder = self.builders.get(family) or _route(family, rec)
         if builder is None:
             return _error(family, 404, f"fake: no route for {rec.method} {rec.native_path[:200]}", k)
         rec.model, rec.stream = ask.model, ask.stream

@@ -1,0 +1,315 @@
+"""The upstream trip of a translated chat completion and its answer in OpenAI's shape.
+
+The native relay (``relay.py``) passes bytes through; this one hands them to the backend's
+translator: a 2xx JSON answer becomes a ``chat.completion``, a stream is split into events
+(``sse.EventSplitter``, bounded by ``ODOCK_MAX_SSE_EVENT_BYTES``), each fed to the translator's
+``ChunkWriter`` and written to the client at once, and an error answer (any status >= 400)
+becomes OpenAI's error document with that status (``Retry-After`` kept). The timeouts, the
+buffering bound, the scrubbing of the provider secret from everything sent to the client and
+the gateway's own errors (rendered in OpenAI's shape by the middleware; an ``error`` chunk ends a
+broken stream) are the native relay's. The meter reads the NATIVE answer (the backend
+endpoint's usage shape) before it is translated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from aiohttp import web
+
+from data_plane.errors import GatewayError, sse_error_event
+from data_plane.providers import OPENAI
+from data_plane.providers.translator import ChatTranslator, OpenAIError, ReplyIds, UpstreamCall
+from data_plane.relay import (
+    UPSTREAM_BAD_ENCODING,
+    UPSTREAM_BROKEN,
+    UPSTREAM_EVENT_TOO_LARGE,
+    UPSTREAM_REDIRECT,
+    UPSTREAM_STALLED,
+    UPSTREAM_TIMEOUT,
+    UPSTREAM_UNREACHABLE,
+)
+from data_plane.scrub import Secret
+from data_plane.sse import EVENT_END, EventSplitter, EventTooLarge
+from data_plane.upstream.errors import UpstreamError
+from data_plane.upstream.response import UpstreamResponse
+from data_plane.upstream.transport import Transport
+from data_plane.usage.meter import CANCELLED, COMPLETE, ERROR, PARTIAL, RequestMeter
+from data_plane.usage.shapes import body_usage
+from data_plane.usage.stream import make_tap
+from data_plane.usage.tokens import MalformedUsage, Usage
+
+log = logging.getLogger("odock.data_plane.translated")
+
+UPSTREAM_UNTRANSLATABLE = "Upstream provider sent an answer the gateway could not translate"
+
+
+def upstream_url(base_url: str, path: str) -> str:
+    """The route's base URL (the server root, as for the family's native endpoints) + the call's path."""
+    parts = urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("base URL must be an absolute http(s) URL")
+    path, _, query = path.partition("?")
+    if parts.query:
+        query = f"{parts.query}&{query}" if query else parts.query
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, query, ""))
+
+
+@dataclass(slots=True)
+class Answer:
+    """One upstream call's answer, translated (``document``) or an error (``error``)."""
+
+    status: int
+    document: dict[str, Any] | None = None
+    error: OpenAIError | None = None
+    retry_after: str | None = None
+    usage: Usage | None = None  # the native answer's usage
+    malformed: bool = False  # its usage could not be read
+
+
+def _untranslatable() -> GatewayError:
+    return GatewayError(502, "upstream_untranslatable", UPSTREAM_UNTRANSLATABLE)
+
+
+def split_events(block: bytes) -> list[bytes]:
+    """Complete SSE events (each without the blank line that ended it) of a block the splitter released."""
+    events: list[bytes] = []
+    start = 0
+    for match in EVENT_END.finditer(block):
+        event = block[start : match.start()]
+        if event.strip():
+            events.append(event)
+        start = match.end()
+    rest = block[start:]
+    if rest.strip():  # the final event of a stream that ended without a blank line
+        events.append(rest)
+    return events
+
+
+class TranslatedRelay:
+    """One translated request's trips upstream (one, or ``n`` for a fan-out) and its answer."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        meter: RequestMeter,
+        transport: Transport,
+        translator: ChatTranslator,
+        secret: Secret,
+        *,
+        first_byte_timeout: float,
+        upstream_idle: float,
+        deadline: float,
+        max_buffered: int,
+        max_sse_event: int,
+    ) -> None:
+        self.request = request
+        self.meter = meter
+        self.transport = transport
+        self.translator = translator
+        self.secret = secret
+        self.first_byte = first_byte_timeout
+        self.idle = min(upstream_idle, first_byte_timeout) if first_byte_timeout > 0 else upstream_idle
+        self.deadline = deadline
+        self.max_buffered = max_buffered
+        self.max_event = max_sse_event
+
+    def _timeout(self, limit: float) -> float:
+        return max(0.0, min(limit, self.deadline - asyncio.get_running_loop().time()))
+
+    async def _send(self, url: str, headers: dict[str, str], call: UpstreamCall) -> UpstreamResponse:
+        meter = self.meter
+        meter.upstream_started()
+        try:
+            async with asyncio.timeout(self._timeout(self.first_byte)):
+                upstream = await self.transport.request(
+                    "POST", url, headers, call.body, tenant=self.secret.pool_tag
+                )
+        except TimeoutError:
+            raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
+        except (UpstreamError, OSError) as exc:
+            log.info("upstream request failed: %s", type(exc).__name__)
+            raise GatewayError(502, "upstream_unreachable", UPSTREAM_UNREACHABLE) from None
+        meter.upstream_responded()
+        status = upstream.status
+        if 300 <= status < 400 or upstream.encoded:
+            upstream.release()
+            if upstream.encoded:
+                raise GatewayError(502, "upstream_bad_encoding", UPSTREAM_BAD_ENCODING)
+            raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)
+        meter.status = status
+        return upstream
+
+    async def _read(self, upstream: UpstreamResponse) -> bytes:
+        data = upstream.read_nowait()
+        if data or upstream.at_eof():
+            return data
+        async with asyncio.timeout(self._timeout(self.idle)):
+            return await upstream.read()
+
+    async def _read_all(self, upstream: UpstreamResponse) -> bytes:
+        buf = bytearray()
+        try:
+            while chunk := await self._read(upstream):
+                buf += chunk
+                if len(buf) > self.max_buffered:
+                    raise GatewayError(
+                        502, "upstream_too_large", "Upstream provider's answer is too large to translate"
+                    )
+        except TimeoutError:
+            raise GatewayError(504, "upstream_timeout", UPSTREAM_STALLED) from None
+        except (UpstreamError, OSError):
+            raise GatewayError(502, "upstream_reset", UPSTREAM_BROKEN) from None
+        return bytes(buf)
+
+    def _error(self, upstream: UpstreamResponse, body: bytes) -> Answer:
+        try:
+            error = self.translator.error(upstream.status, body)
+        except Exception:  # a translator bug on a provider's error is still an error
+            log.exception("translating an upstream error failed")
+            error = OpenAIError(502, UPSTREAM_UNTRANSLATABLE, "api_error", "upstream_error")
+        return Answer(upstream.status, error=error, retry_after=upstream.headers.get("Retry-After"))
+
+    async def answer(self, url: str, headers: dict[str, str], call: UpstreamCall, ids: ReplyIds) -> Answer:
+        """One non-streamed call: its answer translated (a GatewayError when none usable came)."""
+        upstream = await self._send(url, headers, call)
+        try:
+            body = await self._read_all(upstream)
+        finally:
+            self.meter.upstream_finished()
+            upstream.release()
+        if upstream.status >= 300:
+            return self._error(upstream, body)
+        result = Answer(upstream.status)
+        try:
+            result.usage = body_usage(self.meter.shape, body)
+        except (MalformedUsage, ValueError):
+            result.malformed = True
+        try:
+            result.document = self.translator.answer(body, ids)
+        except Exception:  # noqa: BLE001 - an unreadable answer is the provider's fault: a 502
+            log.info("upstream answer could not be translated")
+            self._meter_usage(result)
+            raise _untranslatable() from None
+        return result
+
+    def _meter_usage(self, answer: Answer) -> None:
+        if answer.malformed:
+            self.meter.malformed()
+        self.meter.report(answer.usage, final=True)
+
+    def respond(self, answer: Answer, *, meter_usage: bool) -> web.Response:
+        """The client's response for ``answer`` (metered when ``meter_usage``)."""
+        error = answer.error
+        if error is not None:
+            self.meter.settle(error.status, ERROR)
+            resp = self.json_response(error.status, error.body())
+            if answer.retry_after is not None:
+                resp.headers["Retry-After"] = self.secret.text(answer.retry_after)[:64]
+            return resp
+        if meter_usage:
+            self._meter_usage(answer)
+        self.meter.settle(answer.status, COMPLETE)
+        assert answer.document is not None
+        return self.json_response(answer.status, answer.document)
+
+    def json_response(self, status: int, document: dict[str, Any]) -> web.Response:
+        """``document`` as JSON, the provider secret scrubbed."""
+        body = self.secret.bytes(orjson.dumps(document))
+        return web.Response(status=status, body=body, content_type="application/json")
+
+    async def stream(
+        self, url: str, headers: dict[str, str], call: UpstreamCall, ids: ReplyIds, include_usage: bool
+    ) -> web.StreamResponse:
+        """One streamed call relayed chunk by chunk (an error answer as JSON, like OpenAI's)."""
+        upstream = await self._send(url, headers, call)
+        try:
+            if upstream.status >= 300:
+                try:
+                    body = await self._read_all(upstream)
+                finally:
+                    self.meter.upstream_finished()
+                return self.respond(self._error(upstream, body), meter_usage=False)
+            return await self._relay_stream(upstream, ids, include_usage)
+        finally:
+            self.meter.upstream_finished()
+            upstream.release()
+
+    async def _relay_stream(
+        self, upstream: UpstreamResponse, ids: ReplyIds, include_usage: bool
+    ) -> web.StreamResponse:
+        meter, request = self.meter, self.request
+        writer = self.translator.chunks(ids, include_usage)
+        tap = make_tap(meter, is_sse=True, strip_injected=False)
+        splitter = EventSplitter(self.max_event)
+        scrub = self.secret.stream()
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "text/event-stream"
+        resp.headers["Cache-Control"] = "no-cache"
+        resp.headers["X-Accel-Buffering"] = "no"
+        await resp.prepare(request)
+        failure: GatewayError | None = None
+        try:
+            while failure is None:
+                try:
+                    chunk = await self._read(upstream)
+                except TimeoutError:
+                    failure = GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
+                    break
+                except (UpstreamError, OSError):
+                    failure = GatewayError(502, "upstream_reset", UPSTREAM_BROKEN)
+                    break
+                last = not chunk
+                try:
+                    block = splitter.flush() if last else splitter.feed(chunk)
+                except EventTooLarge:
+                    failure = GatewayError(502, "upstream_event_too_large", UPSTREAM_EVENT_TOO_LARGE)
+                    break
+                if block:
+                    if tap is not None:
+                        tap.relay(block)  # usage read from the native events; nothing to strip
+                    failure = await self._translate(resp, writer, block, scrub.feed)
+                if last:
+                    break
+            meter.upstream_finished()
+            if failure is None:
+                try:
+                    tail = writer.close()
+                except Exception:  # noqa: BLE001 - a provider stream the translator cannot end
+                    log.info("upstream stream could not be ended in translation")
+                    failure = _untranslatable()
+                else:
+                    await self._write(resp, scrub.feed(tail) + scrub.flush())
+                    await resp.write_eof()
+                    meter.settle(200, COMPLETE)
+                    return resp
+            meter.settle(200, PARTIAL, failure.code)
+            log.info("upstream stream ended early: %s", failure.code)
+            await resp.write(sse_error_event(OPENAI, failure))
+            await resp.write_eof()
+        except ConnectionResetError:
+            meter.settle(200, CANCELLED)  # the client went away; the caller closes upstream
+        return resp
+
+    async def _translate(
+        self, resp: web.StreamResponse, writer: Any, block: bytes, scrub: Any
+    ) -> GatewayError | None:
+        for event in split_events(block):
+            try:
+                out = writer.feed(event)
+            except Exception:  # noqa: BLE001 - an event the translator cannot read ends the stream
+                log.info("upstream stream event could not be translated")
+                return _untranslatable()
+            if out:
+                await self._write(resp, scrub(out))
+        return None
+
+    async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
+        if data:
+            self.meter.first_byte()
+            await resp.write(data)
