@@ -2,7 +2,8 @@
 
 Three dialects, each in the shape its official SDK parses:
 
-- OpenAI (``GET /v1/models``, ``/v1/models/{model}``, ``/v1/vllm/models``): every family.
+- OpenAI (``GET /v1/models``, ``/v1/models/{model}``, ``/v1/vllm/models``): every family;
+  ``/v1/models`` entries add the model registry's fields (``registry_fields``).
 - Anthropic (the same ``/v1/models`` paths, told apart by the ``anthropic-version`` header
   every Anthropic SDK sends): anthropic-family models, newest first, with Anthropic's
   ``limit`` / ``after_id`` / ``before_id`` pagination.
@@ -27,6 +28,7 @@ from data_plane.native import authorize, not_allowed, not_found, unavailable, va
 from data_plane.payload import PayloadError
 from data_plane.providers import ANTHROPIC, DIALECTS, GEMINI, OPENAI, VLLM, Listing
 from data_plane.providers.anthropic import VERSION_HEADER as ANTHROPIC_VERSION
+from data_plane.providers.translator import JSON_OUTPUT, STREAMING, TOOLS, VISION
 from data_plane.state import STATE, NodeState
 
 # Model names never contain "/" (docs/architecture.md); ":" starts a Gemini custom method
@@ -41,10 +43,39 @@ def _listing(family: int) -> Listing:
     return listing
 
 
+# The capability names, in the order listing entries show them.
+CAPABILITIES = (TOOLS, VISION, JSON_OUTPUT, STREAMING)
 OPENAI_LISTING = _listing(OPENAI)
 ANTHROPIC_LISTING = _listing(ANTHROPIC)
 GEMINI_LISTING = _listing(GEMINI)
 VLLM_LISTING = _listing(VLLM)
+
+
+def openai_callable(model: ModelSummary) -> bool:
+    """Whether OpenAI's ``POST /v1/chat/completions`` serves ``model``: openai and vllm families
+    natively, anthropic and gemini families only when the model is ``openai_compatible``."""
+    return model.family in (OPENAI, VLLM) or model.openai_compatible
+
+
+def registry_fields(model: ModelSummary) -> dict[str, Any]:
+    """What an OpenAI listing entry adds to OpenAI's ``Model`` (fields the OpenAI SDK keeps as
+    extras): the model registry (docs/openai-compatibility.md, "Model registry and opt-in")."""
+    return {
+        "openai_compatible": openai_callable(model),
+        "context_window": model.context_window or None,
+        "capabilities": {name: name in model.capabilities for name in CAPABILITIES},
+    }
+
+
+def _openai_entry(model: ModelSummary) -> dict[str, Any]:
+    return {**OPENAI_LISTING.model(model), **registry_fields(model)}
+
+
+def _openai_page(models: list[ModelSummary], query: MultiMapping[str]) -> dict[str, Any]:
+    page = _page(OPENAI_LISTING, models, query)
+    by_name = {m.name: m for m in models}
+    page["data"] = [{**entry, **registry_fields(by_name[entry["id"]])} for entry in page["data"]]
+    return page
 
 
 def speaks_anthropic(request: web.BaseRequest) -> bool:
@@ -105,7 +136,7 @@ async def list_models(request: web.Request) -> web.Response:
         models = await _usable(state, grant, ANTHROPIC)
         return web.json_response(_page(ANTHROPIC_LISTING, models, request.query))
     models = await _usable(state, grant)
-    return web.json_response(_page(OPENAI_LISTING, models, request.query))
+    return web.json_response(_openai_page(models, request.query))
 
 
 async def list_vllm_models(request: web.Request) -> web.Response:
@@ -123,7 +154,7 @@ async def get_model(request: web.Request) -> web.Response:
     name = request.match_info["model"]
     if speaks_anthropic(request):
         return web.json_response(ANTHROPIC_LISTING.model(await _one(state, grant, name, ANTHROPIC)))
-    return web.json_response(OPENAI_LISTING.model(await _one(state, grant, name)))
+    return web.json_response(_openai_entry(await _one(state, grant, name)))
 
 
 async def list_gemini_models(request: web.Request) -> web.Response:
