@@ -321,7 +321,10 @@ class GeminiChat:
         except ValueError:
             raise TranslationError("the model has no Gemini model id", "model") from None
         method = ":streamGenerateContent?alt=sse" if chat.stream else ":generateContent"
-        body = orjson.dumps(request_body(chat.body, model))
+        try:
+            body = orjson.dumps(request_body(chat.body, model))
+        except TypeError:  # an integer beyond 64 bits (a body parsed by the stdlib json)
+            raise TranslationError("a number in the request is out of range", None) from None
         return UpstreamCall(path=f"/v1beta/models/{slug}{method}", body=body, stream=chat.stream)
 
     def answer(self, body: bytes, ids: ReplyIds) -> dict[str, Any]:

@@ -170,7 +170,7 @@ class GeminiChunkWriter:
         mapped = finish_reason(reason, self.calls.get(index, 0) > 0) if reason else None
         if mapped:
             self.finished.add(index)
-        if not delta and not mapped and index in self.started:
+        if not delta and not mapped:  # e.g. a thought: nothing to say yet (not even the role)
             return None
         return self._choice(index, delta, mapped)
 
