@@ -205,7 +205,7 @@ class MessagesChunks:
             delta = delta if isinstance(delta, dict) else {}
             if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
                 return self._start() + self._chunk({"content": delta["text"]})
-            block = self._blocks.get(ev.get("index"))  # type: ignore[arg-type]
+            block = self._blocks.get(_index(ev))
             piece = delta.get("partial_json")
             if (
                 delta.get("type") == "input_json_delta"
@@ -218,7 +218,7 @@ class MessagesChunks:
         if kind == "content_block_start":
             return self._start() + self._block_start(ev)
         if kind == "content_block_stop":
-            block = self._blocks.pop(ev.get("index"), None)  # type: ignore[arg-type]
+            block = self._blocks.pop(_index(ev), None)
             # A tool without input streams no pieces; the answer would say "{}".
             return self._arguments(block, "{}") if block is not None and not block[1] else b""
         if kind == "message_delta":
@@ -266,6 +266,12 @@ class MessagesChunks:
             final = {**self._head, "choices": [], "usage": openai_usage(self._usage)}
             out += b"data: " + orjson.dumps(final) + b"\n\n"
         return out + b"data: [DONE]\n\n"
+
+
+def _index(ev: Mapping[str, Any]) -> int:
+    """A content block's index (-2, which no block has, when it is not an int: never unhashable)."""
+    index = ev.get("index")
+    return index if isinstance(index, int) else -2
 
 
 def _error_type(ev: Mapping[str, Any]) -> str:

@@ -193,6 +193,24 @@ def test_streamed_json_tool_is_content() -> None:
     assert final.choices[0].message.content == '{"answer":42}' and final.choices[0].finish_reason == "stop"
 
 
+def test_hostile_stream_events_are_ignored_not_fatal() -> None:
+    writer = TRANSLATOR.chunks(IDS, False)
+    start = writer.feed(b'event: message_start\ndata: {"type":"message_start","message":[]}')
+    assert start.startswith(b"data: ")  # the role chunk
+    for event in (
+        b"data: not json",
+        b"data: []",
+        b'data: {"type":"content_block_delta","index":[1],"delta":{"type":"input_json_delta","partial_json":"x"}}',
+        b'data: {"type":"content_block_stop","index":{"a":1}}',
+        b'data: {"type":"content_block_start","index":0,"content_block":"tool_use"}',
+        b'data: {"type":"message_delta","delta":null,"usage":7}',
+        b"event: ping",
+    ):
+        assert writer.feed(event) == b"", event
+    chunks = sdk_chunks(start + writer.close())
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
 @pytest.mark.parametrize(
     ("kind", "said", "code"),
     [
