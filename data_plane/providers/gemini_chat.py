@@ -11,6 +11,7 @@ The answer and stream side is :mod:`gemini_stream`, errors :mod:`gemini_errors`.
 from __future__ import annotations
 
 import mimetypes
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ import orjson
 from data_plane.providers.endpoint import encode_gemini_slug
 from data_plane.providers.gemini_errors import error
 from data_plane.providers.gemini_schema import clean_schema
-from data_plane.providers.gemini_stream import GeminiChunkWriter, answer
+from data_plane.providers.gemini_stream import GeminiChunkWriter, answer, signature_of
 from data_plane.providers.translator import (
     ChatRequest,
     ChunkWriter,
@@ -35,7 +36,17 @@ _ROLES = {"user": "user", "assistant": "model", "tool": "user"}
 _MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
 _AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
+# Google's documented stand-in for a thought signature the request cannot give back.
+NO_SIGNATURE = "skip_thought_signature_validator"
+_SIGNING_MODEL = re.compile(r"gemini-(\d{1,4})(?!\d)")
+
 Part = dict[str, Any]
+
+
+def checks_signatures(slug: str) -> bool:
+    """Gemini 3 and later refuse function calls replayed without their thought signature."""
+    found = _SIGNING_MODEL.search(slug)
+    return found is not None and int(found.group(1)) >= 3
 
 
 def _text_parts(content: Any, param: str, allowed: tuple[str, ...] = ("text",)) -> list[Part]:
@@ -112,7 +123,7 @@ def _user_parts(content: Any, param: str) -> list[Part]:
     return parts
 
 
-def _function_calls(calls: Any, param: str, pending: dict[str, str]) -> list[Part]:
+def _function_calls(calls: Any, param: str, pending: dict[str, str], sentinel: bool) -> list[Part]:
     if not isinstance(calls, list):
         raise TranslationError("tool_calls must be an array", param)
     parts: list[Part] = []
@@ -130,7 +141,14 @@ def _function_calls(calls: Any, param: str, pending: dict[str, str]) -> list[Par
         if not isinstance(args, dict):
             raise TranslationError("function arguments must be a JSON object", f"{param}[{i}].function.arguments")
         pending[call_id] = name
-        parts.append({"functionCall": {"name": name, "args": args}})
+        part: Part = {"functionCall": {"name": name, "args": args}}
+        if signature := signature_of(call_id):
+            part["thoughtSignature"] = signature
+        elif sentinel and not parts:
+            # Gemini 3 refuses a call turn whose first call has no signature; a call it did not
+            # make (or whose id the client rewrote) gets the sentinel Google documents for that.
+            part["thoughtSignature"] = NO_SIGNATURE
+        parts.append(part)
     return parts
 
 
@@ -152,8 +170,9 @@ def _function_response(msg: Mapping[str, Any], param: str, pending: dict[str, st
     return {"functionResponse": {"name": name, "response": response}}
 
 
-def contents(messages: Any) -> tuple[list[Part], list[dict[str, Any]]]:
-    """OpenAI ``messages`` -> (system instruction parts, Gemini ``contents``)."""
+def contents(messages: Any, sentinel: bool = False) -> tuple[list[Part], list[dict[str, Any]]]:
+    """OpenAI ``messages`` -> (system instruction parts, Gemini ``contents``); ``sentinel``: the
+    model checks thought signatures (Gemini 3 and later)."""
     if not isinstance(messages, list) or not messages:
         raise TranslationError("messages must be a non-empty array", "messages")
     system: list[Part] = []
@@ -178,7 +197,7 @@ def contents(messages: Any) -> tuple[list[Part], list[dict[str, Any]]]:
             parts = _text_parts(msg.get("content"), f"{param}.content", ("text", "refusal"))
             if msg.get("tool_calls") is not None:
                 pending.clear()
-                parts.extend(_function_calls(msg["tool_calls"], f"{param}.tool_calls", pending))
+                parts.extend(_function_calls(msg["tool_calls"], f"{param}.tool_calls", pending, sentinel))
         if not parts:
             continue
         gemini_role = _ROLES[role]
@@ -298,7 +317,7 @@ def tools(body: Mapping[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]
 
 def request_body(body: Mapping[str, Any], model: TranslatedModel) -> dict[str, Any]:
     """The whole ``GenerateContentRequest`` (camelCase, as the REST API reads it)."""
-    system, turns = contents(body.get("messages"))
+    system, turns = contents(body.get("messages"), checks_signatures(model.slug))
     native: dict[str, Any] = {"contents": turns}
     if system:
         native["systemInstruction"] = {"parts": system}

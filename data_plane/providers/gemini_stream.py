@@ -11,6 +11,7 @@ completion tokens and reports it in ``completion_tokens_details.reasoning_tokens
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,10 @@ from data_plane.providers.translator import ReplyIds
 CONTENT_FILTER = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                             "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT"})
 DONE = b"data: [DONE]\n\n"
+SIGNATURE_MARK = ".ts."
+MAX_SIGNATURE = 16_384
+SIGNATURE = re.compile(r"[A-Za-z0-9+/_-]+={0,2}")
+_SIGNED_ID = re.compile(r"call_[0-9a-f]{24}\.ts\.([A-Za-z0-9+/_-]+={0,2})")
 
 
 def finish_reason(reason: Any, has_calls: bool) -> str:
@@ -36,6 +41,20 @@ def finish_reason(reason: Any, has_calls: bool) -> str:
 def call_id(reply_id: str, choice: int, position: int) -> str:
     digest = hashlib.blake2b(f"{reply_id}/{choice}/{position}".encode(), digest_size=12).hexdigest()
     return f"call_{digest}"
+
+
+def with_signature(tool_call_id: str, signature: str | None) -> str:
+    """The tool call id carrying Gemini's ``thoughtSignature`` (Gemini 3 wants it back on the call's
+    part in the next request, and the id is the only thing an OpenAI client echoes verbatim)."""
+    if signature and len(signature) <= MAX_SIGNATURE and SIGNATURE.fullmatch(signature):
+        return f"{tool_call_id}{SIGNATURE_MARK}{signature}"
+    return tool_call_id
+
+
+def signature_of(tool_call_id: str) -> str | None:
+    """The ``thoughtSignature`` a tool call id of ours carries (None for any other id)."""
+    found = _SIGNED_ID.fullmatch(tool_call_id)
+    return found.group(1) if found else None
 
 
 def usage(meta: Any) -> dict[str, Any]:
@@ -70,13 +89,15 @@ def split_parts(candidate: Mapping[str, Any]) -> tuple[str, list[dict[str, Any]]
             texts.append(text)
         elif isinstance(fc := part.get("functionCall"), dict):
             args = fc.get("args")
-            calls.append({"name": str(fc.get("name", "")), "args": args if isinstance(args, dict) else {}})
+            signature = part.get("thoughtSignature")
+            calls.append({"name": str(fc.get("name", "")), "args": args if isinstance(args, dict) else {},
+                          "signature": signature if isinstance(signature, str) else None})
     return "".join(texts), calls
 
 
 def tool_call(reply_id: str, choice: int, position: int, call: Mapping[str, Any]) -> dict[str, Any]:
     arguments = orjson.dumps(call["args"]).decode()
-    return {"id": call_id(reply_id, choice, position), "type": "function",
+    return {"id": with_signature(call_id(reply_id, choice, position), call.get("signature")), "type": "function",
             "function": {"name": call["name"], "arguments": arguments}}
 
 

@@ -43,8 +43,9 @@ BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
 
 
 class _Check:
-    def __init__(self) -> None:
+    def __init__(self, signed: bool) -> None:
         self.errors: list[str] = []
+        self.signed = signed  # a Gemini 3 model: replayed function calls carry their thought signature
 
     def fail(self, where: str, message: str) -> None:
         self.errors.append(f"{where}: {message}")
@@ -98,6 +99,9 @@ class _Check:
     def part(self, part: Any, where: str, role: str | None) -> None:
         if not self.keys(part, PART_KEYS, where):
             return
+        signature = part.get("thoughtSignature")
+        if signature is not None and not (isinstance(signature, str) and BASE64.fullmatch(signature)):
+            self.fail(f"{where}.thoughtSignature", "must be base64 bytes")
         data = [k for k in part if k in DATA_KEYS]
         if len(data) != 1:
             self.fail(where, f"a part needs exactly one data field, got {data}")
@@ -151,6 +155,9 @@ class _Check:
                      if isinstance(p, dict) and isinstance(p.get("functionCall"), dict)]
             answers = [p["functionResponse"].get("name") for p in parts
                        if isinstance(p, dict) and isinstance(p.get("functionResponse"), dict)]
+            first_call = next((p for p in parts if isinstance(p, dict) and "functionCall" in p), None)
+            if self.signed and first_call is not None and "thoughtSignature" not in first_call:
+                self.fail(where, "Function call is missing a thought_signature in functionCall parts.")
             if calls and previous_role != "user":
                 self.fail(where, "Please ensure that function call turn comes immediately after a user turn "
                                  "or after a function response turn.")
@@ -223,9 +230,11 @@ class _Check:
             self.schema(config["responseSchema"], "generationConfig.responseSchema")
 
 
-def problems(payload: Any) -> list[str]:
-    """Why Gemini would answer 400 to this ``generateContent`` body (empty: it is accepted)."""
-    check = _Check()
+def problems(payload: Any, model: str = "") -> list[str]:
+    """Why Gemini would answer 400 to this ``generateContent`` body (empty: it is accepted);
+    ``model``: the model id of the path (Gemini 3 and later check thought signatures)."""
+    found = re.search(r"gemini-(\d{1,4})(?!\d)", model)
+    check = _Check(signed=found is not None and int(found.group(1)) >= 3)
     if not check.keys(payload, REQUEST_KEYS, "request"):
         return check.errors
     check.contents(payload.get("contents"))
@@ -274,9 +283,12 @@ def text(*pieces: str, finish: str = "STOP") -> Candidate:
     return Candidate(tuple({"text": p} for p in pieces), finish)
 
 
-def call(name: str, args: Mapping[str, Any]) -> dict[str, Any]:
-    """A functionCall part."""
-    return {"functionCall": {"name": name, "args": dict(args)}}
+def call(name: str, args: Mapping[str, Any], signature: str | None = None) -> dict[str, Any]:
+    """A functionCall part (Gemini 3 signs the first call of a turn)."""
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": dict(args)}}
+    if signature is not None:
+        part["thoughtSignature"] = signature
+    return part
 
 
 def usage_metadata(script: Script) -> dict[str, Any]:
@@ -325,7 +337,7 @@ def chunks(script: Script) -> list[dict[str, Any]]:
 
 def generate(ask: Ask, script: Script) -> JsonReply | StreamReply:
     """A fake-provider builder: Gemini's 400 for a request it would reject, else the scripted reply."""
-    found = problems(ask.payload)
+    found = problems(ask.payload, ask.model)
     if found:
         return JsonReply({"error": {"code": 400, "message": "; ".join(found)[:2000], "status": "INVALID_ARGUMENT"}},
                          status=400)

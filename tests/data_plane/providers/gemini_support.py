@@ -19,7 +19,7 @@ def translate(body: dict[str, Any], *, stream: bool = False, model: TranslatedMo
     """The native body for an OpenAI body; it must pass the strict Gemini validator."""
     call = TRANSLATOR.request(ChatRequest(body=body, stream=stream, include_usage=False), model)
     native: dict[str, Any] = orjson.loads(call.body)
-    assert gemini_generate.problems(native) == [], native
+    assert gemini_generate.problems(native, model.slug) == [], native
     return native
 
 

@@ -9,6 +9,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from data_plane.providers.translator import TranslatedModel
 from tests.data_plane.providers.gemini_support import answer_of, reassemble, stream_of, translate
 from tests.fakes.gemini_generate import Candidate, Script, call
 
@@ -72,10 +73,11 @@ options = st.fixed_dictionaries({}, optional={
 
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
-@given(conversations(), options, st.booleans())
+@given(conversations(), options, st.booleans(), st.sampled_from(["gemini-2.5-flash", "models/gemini-3-pro-preview"]))
 def test_valid_conversations_translate_to_accepted_requests(
-        messages: list[dict[str, Any]], extra: dict[str, Any], stream: bool) -> None:
-    native = translate({"model": "gem", "messages": messages, "tools": TOOLS, **extra}, stream=stream)
+        messages: list[dict[str, Any]], extra: dict[str, Any], stream: bool, slug: str) -> None:
+    model = TranslatedModel(name="gem", slug=slug)
+    native = translate({"model": "gem", "messages": messages, "tools": TOOLS, **extra}, stream=stream, model=model)
     calls = sum(len(m.get("tool_calls") or ()) for m in messages)
     parts = [p for c in native["contents"] for p in c["parts"]]
     assert sum("functionCall" in p for p in parts) == calls
@@ -83,8 +85,9 @@ def test_valid_conversations_translate_to_accepted_requests(
 
 
 finishes = st.sampled_from(["STOP", "MAX_TOKENS", "SAFETY", "RECITATION", "OTHER", "MALFORMED_FUNCTION_CALL"])
+signatures = st.none() | st.text("ABCDEFabcdef0123456789+/", min_size=1, max_size=40).map(lambda t: t + "==")
 part = st.builds(lambda t: {"text": t}, st.text(min_size=1, max_size=8)) | st.builds(
-    call, st.sampled_from(NAMES), args) | st.builds(lambda t: {"text": t, "thought": True}, texts)
+    call, st.sampled_from(NAMES), args, signatures) | st.builds(lambda t: {"text": t, "thought": True}, texts)
 candidates = st.builds(lambda ps, f: Candidate(tuple(ps), f), st.lists(part, min_size=1, max_size=5), finishes)
 scripts = st.builds(Script, st.lists(candidates, min_size=1, max_size=3).map(tuple), st.integers(0, 10**6),
                     st.integers(0, 10**6), st.integers(0, 1000), st.integers(0, 1000),
