@@ -27,10 +27,12 @@ from multidict import CIMultiDict
 from data_plane.governance.domain import GrantLimits, KeyGrant, Link, Pricing
 from data_plane.limits import Limiter, estimate
 from data_plane.payload import inspect_json
+from data_plane.providers import endpoint_named
 from data_plane.settings import LimitSettings
 from odock.v1 import node_pb2
 
 HUGE = 10**12
+CHAT = endpoint_named("/v1/chat/completions")
 BODY = b'{"model": "bench-gpt", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16}'
 PRICING = Pricing(input_per_mtok_micros=400_000, output_per_mtok_micros=1_600_000)
 
@@ -100,7 +102,7 @@ async def one_round(limiter: Limiter, key: KeyGrant, n: int) -> dict[str, float]
     t_est = t_admit = t_headers = t_settle = 0.0
     for _ in range(n):
         t0 = clock()
-        est = estimate("/v1/chat/completions", len(BODY), facts, PRICING,
+        est = estimate(CHAT, len(BODY), facts, PRICING,
                        bytes_per_token=settings.bytes_per_token,
                        default_output_tokens=settings.default_output_tokens)  # fmt: skip
         t1 = clock()
