@@ -77,3 +77,30 @@ async def test_unreachable_upstream_is_openai_502(
     err = caught.value
     assert err.status_code == 502 and err.code == "upstream_unreachable"
     assert err.response.headers["x-request-id"] and fake.requests == []
+
+
+async def test_a_provider_echoing_its_key_never_reaches_the_client(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider
+) -> None:
+    secret = fake.secret("gemini")
+    script_gemini(fake, gemini_generate.Script(candidates=(gemini_generate.text("piece0 and more", "tail"),)))
+    fake.knobs.echo_key = "stream"  # the key in place of "piece0", written in two halves
+    async with httpx.AsyncClient(base_url=dp.url, timeout=15) as http:
+        body = {"model": "gem-x", "messages": MESSAGES, "stream": True}
+        resp = await http.post(
+            "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {org.key}"}
+        )
+    assert resp.status_code == 200 and resp.text.endswith("data: [DONE]\n\n")
+    assert secret not in resp.text and "[redacted]" in resp.text
+    for how in ("body", "header"):
+        fake.knobs.echo_key = how
+        for model in ("gem-x", "claude-x"):
+            async with httpx.AsyncClient(base_url=dp.url, timeout=15) as http:
+                resp = await http.post(
+                    "/v1/chat/completions",
+                    json={"model": model, "messages": MESSAGES},
+                    headers={"Authorization": f"Bearer {org.key}"},
+                )
+            assert resp.status_code >= 400 and resp.json()["error"]["message"]
+            leaked = resp.text + "".join(f"{k}: {v}" for k, v in resp.headers.items())
+            assert secret not in leaked and fake.secret("anthropic") not in leaked
