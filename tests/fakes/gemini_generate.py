@@ -350,3 +350,32 @@ def generate(ask: Ask, script: Script) -> JsonReply | StreamReply:
         frames.append(sse({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}},
                           newline="\r\n"))
     return StreamReply(frames, len(frames) - 1, content_type="text/event-stream")
+
+
+def embed_problems(payload: Any, slug: str) -> list[str]:
+    """Why Gemini would answer 400 to this ``batchEmbedContents`` body for ``models/{slug}``."""
+    check = _Check(signed=False)
+    if not check.keys(payload, {"requests"}, "request"):
+        return check.errors
+    requests = payload.get("requests")
+    if not isinstance(requests, list) or not 1 <= len(requests) <= 100:
+        check.fail("requests", "between 1 and 100 requests")
+        return check.errors
+    for i, one in enumerate(requests):
+        where = f"requests[{i}]"
+        if not check.keys(one, {"model", "content", "taskType", "title", "outputDimensionality"}, where):
+            continue
+        if one.get("model") != f"models/{slug}":
+            check.fail(f"{where}.model", "Model names should start with `models/` and match the batch's model")
+        dims = one.get("outputDimensionality")
+        if dims is not None and (not isinstance(dims, int) or dims < 1):
+            check.fail(f"{where}.outputDimensionality", "must be positive")
+        content = one.get("content")
+        if check.keys(content, CONTENT_KEYS, f"{where}.content"):
+            parts = content.get("parts")
+            if not isinstance(parts, list) or not parts:
+                check.fail(f"{where}.content.parts", "must contain at least one part")
+            else:
+                for j, part in enumerate(parts):
+                    check.part(part, f"{where}.content.parts[{j}]", None)
+    return check.errors
