@@ -116,7 +116,7 @@ class _Walk:
         if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
             out["enum"] = values
             out["type"] = "STRING"
-            out.setdefault("format", "enum")
+            out["format"] = "enum"
 
 
 def clean_schema(schema: Any, param: str) -> dict[str, Any]:

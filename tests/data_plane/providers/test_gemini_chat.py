@@ -9,6 +9,7 @@ import pytest
 
 from data_plane.providers import GEMINI, TRANSLATORS
 from data_plane.providers.gemini_chat import TRANSLATOR
+from data_plane.providers.gemini_schema import clean_schema
 from data_plane.providers.translator import ChatRequest, TranslatedModel, TranslationError
 from tests.data_plane.providers.gemini_support import MODEL, answer_of, translate
 from tests.fakes.gemini_generate import Candidate, Script, call, text
@@ -290,3 +291,9 @@ def test_error_messages_bounded_and_keys_masked() -> None:
     assert len(err.message) == 512 and err.message.endswith("...")
     err = TRANSLATOR.error(400, _gemini_error(400, "INVALID_ARGUMENT", "bad AIzaSyA1234567890abcdefghijklmnop"))
     assert "AIza" not in err.message and "[redacted]" in err.message
+
+
+def test_string_enum_on_a_formatted_type_becomes_a_string_enum() -> None:
+    # found by the schema property test: the integer's format stayed on the STRING enum
+    assert clean_schema({"type": "integer", "format": "int32", "enum": ["a"]}, "p") == {
+        "type": "STRING", "format": "enum", "enum": ["a"]}
