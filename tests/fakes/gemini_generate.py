@@ -6,9 +6,11 @@ reference and the 400s it answers): unknown fields are rejected (camelCase only)
 ``functionResponse`` answers a ``functionCall`` of the model turn right before it (as many
 responses as calls) with an object ``response``, a function-call turn follows a user turn,
 schemas use only the keys of Gemini's ``Schema``, ``stopSequences`` has at most 5 entries,
-``candidateCount`` is at least 1. ``generate(ask, script)`` answers a request like the fake
-provider's builders: a Gemini 400 for an invalid request, else the scripted reply (whole or as
-SSE chunks).
+``candidateCount`` is at least 1, and for a Gemini 3 model the first call of a replayed
+function-call turn carries a ``thoughtSignature``. ``generate(ask, script)`` answers a request
+like the fake provider's builders: a Gemini 400 for an invalid request, else the scripted reply
+(whole or as SSE chunks); plug it in with ``fake.builders["gemini"] = lambda ask: generate(ask,
+script)``. ``embed_problems`` checks ``batchEmbedContents`` bodies.
 """
 
 from __future__ import annotations
