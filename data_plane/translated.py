@@ -14,8 +14,8 @@ reads the NATIVE answer with the backend endpoint's usage shape, names the backe
 carries ``FLAG_TRANSLATED``.
 
 ``n > 1``: Gemini takes it (``candidateCount``, one call); Anthropic has no ``n``, so the gateway
-makes ``n`` calls at once (``n <= MAX_N``), indexes the choices and sums the usage; streamed
-``n > 1`` on Anthropic is a 400 (docs/openai-compatibility.md).
+makes ``n`` calls at once (``n <= MAX_N``), indexes the choices and sums the usage; streamed, the
+``n`` streams are interleaved (``translated_fanout.py``; docs/openai-compatibility.md).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from data_plane.providers.translator import (
 )
 from data_plane.scrub import secret_for
 from data_plane.state import NodeState
+from data_plane.translated_fanout import stream_choices, sum_counts
 from data_plane.translated_relay import TranslatedRelay, upstream_url
 from data_plane.upstream.egress import EGRESS
 from data_plane.usage.meter import COMPLETE, FLAG_TRANSLATED, RequestMeter
@@ -120,12 +121,6 @@ async def serve(
     chat = parse_chat(body)
     n = choices_asked(chat)
     fan_out = n > 1 and route.family in _FAN_OUT
-    if fan_out and chat.stream:
-        raise _bad_request(
-            f"'n' above 1 cannot be streamed from {route.model_name!r} (its provider has no 'n'); "
-            "send stream: false or n: 1",
-            "n",
-        )
     model = TranslatedModel(
         name=route.model_name,
         slug=route.upstream_slug,
@@ -165,6 +160,8 @@ async def serve(
     )
     EGRESS.set(route.egress)  # checked on each new upstream connection (upstream/egress.py)
     if call.stream:
+        if fan_out:
+            return await stream_choices(relay, url, headers, call, ids, chat.include_usage, n)
         return await relay.stream(url, headers, call, ids, chat.include_usage)
     if not fan_out:
         answer = await relay.answer(url, headers, call, ids)
@@ -221,25 +218,8 @@ def merge_answers(documents: list[dict[str, Any]]) -> dict[str, Any]:
         for choice in doc.get("choices") or ():
             choices.append({**choice, "index": len(choices)})
     merged["choices"] = choices
-    merged["usage"] = _sum_counts([d.get("usage") for d in documents])
+    merged["usage"] = sum_counts([d.get("usage") for d in documents])
     return merged
-
-
-def _sum_counts(usages: list[Any]) -> Any:
-    """OpenAI usage objects summed member by member (nested details too)."""
-    dicts = [u for u in usages if isinstance(u, dict)]
-    if not dicts:
-        return None
-    out: dict[str, Any] = {}
-    for usage in dicts:
-        for name, value in usage.items():
-            if isinstance(value, bool):
-                continue
-            if isinstance(value, int):
-                out[name] = out.get(name, 0) + value
-            elif isinstance(value, dict):
-                out[name] = _sum_counts([out.get(name), value])
-    return out
 
 
 __all__ = ["MAX_N", "choices_asked", "merge_answers", "parse_chat", "serve", "translator_for"]

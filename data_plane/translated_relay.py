@@ -72,7 +72,7 @@ class Answer:
     malformed: bool = False  # its usage could not be read
 
 
-def _untranslatable() -> GatewayError:
+def untranslatable() -> GatewayError:
     return GatewayError(502, "upstream_untranslatable", UPSTREAM_UNTRANSLATABLE)
 
 
@@ -122,7 +122,7 @@ class TranslatedRelay:
     def _timeout(self, limit: float) -> float:
         return max(0.0, min(limit, self.deadline - asyncio.get_running_loop().time()))
 
-    async def _send(self, url: str, headers: dict[str, str], call: UpstreamCall) -> UpstreamResponse:
+    async def send(self, url: str, headers: dict[str, str], call: UpstreamCall) -> UpstreamResponse:
         meter = self.meter
         meter.upstream_started()
         try:
@@ -145,7 +145,7 @@ class TranslatedRelay:
         meter.status = status
         return upstream
 
-    async def _read(self, upstream: UpstreamResponse) -> bytes:
+    async def read_chunk(self, upstream: UpstreamResponse) -> bytes:
         data = upstream.read_nowait()
         if data or upstream.at_eof():
             return data
@@ -155,7 +155,7 @@ class TranslatedRelay:
     async def _read_all(self, upstream: UpstreamResponse) -> bytes:
         buf = bytearray()
         try:
-            while chunk := await self._read(upstream):
+            while chunk := await self.read_chunk(upstream):
                 buf += chunk
                 if len(buf) > self.max_buffered:
                     raise GatewayError(
@@ -177,7 +177,7 @@ class TranslatedRelay:
 
     async def answer(self, url: str, headers: dict[str, str], call: UpstreamCall, ids: ReplyIds) -> Answer:
         """One non-streamed call: its answer translated (a GatewayError when none usable came)."""
-        upstream = await self._send(url, headers, call)
+        upstream = await self.send(url, headers, call)
         try:
             body = await self._read_all(upstream)
         finally:
@@ -195,8 +195,24 @@ class TranslatedRelay:
         except Exception:  # noqa: BLE001 - an unreadable answer is the provider's fault: a 502
             log.info("upstream answer could not be translated")
             self._meter_usage(result)
-            raise _untranslatable() from None
+            raise untranslatable() from None
         return result
+
+    async def error_answer(self, upstream: UpstreamResponse) -> Answer:
+        """An error answer (status >= 300, not a redirect) read and translated."""
+        try:
+            body = await self._read_all(upstream)
+        finally:
+            self.meter.upstream_finished()
+        return self._error(upstream, body)
+
+    def stream_response(self) -> web.StreamResponse:
+        """The client's event-stream response (not prepared)."""
+        resp = web.StreamResponse(status=200)
+        resp.content_type = "text/event-stream"
+        resp.headers["Cache-Control"] = "no-cache"
+        resp.headers["X-Accel-Buffering"] = "no"
+        return resp
 
     def _meter_usage(self, answer: Answer) -> None:
         if answer.malformed:
@@ -227,14 +243,10 @@ class TranslatedRelay:
         self, url: str, headers: dict[str, str], call: UpstreamCall, ids: ReplyIds, include_usage: bool
     ) -> web.StreamResponse:
         """One streamed call relayed chunk by chunk (an error answer as JSON, like OpenAI's)."""
-        upstream = await self._send(url, headers, call)
+        upstream = await self.send(url, headers, call)
         try:
             if upstream.status >= 300:
-                try:
-                    body = await self._read_all(upstream)
-                finally:
-                    self.meter.upstream_finished()
-                return self.respond(self._error(upstream, body), meter_usage=False)
+                return self.respond(await self.error_answer(upstream), meter_usage=False)
             return await self._relay_stream(upstream, ids, include_usage)
         finally:
             self.meter.upstream_finished()
@@ -248,16 +260,13 @@ class TranslatedRelay:
         tap = make_tap(meter, is_sse=True, strip_injected=False)
         splitter = EventSplitter(self.max_event)
         scrub = self.secret.stream()
-        resp = web.StreamResponse(status=200)
-        resp.content_type = "text/event-stream"
-        resp.headers["Cache-Control"] = "no-cache"
-        resp.headers["X-Accel-Buffering"] = "no"
+        resp = self.stream_response()
         await resp.prepare(request)
         failure: GatewayError | None = None
         try:
             while failure is None:
                 try:
-                    chunk = await self._read(upstream)
+                    chunk = await self.read_chunk(upstream)
                 except TimeoutError:
                     failure = GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
                     break
@@ -282,7 +291,7 @@ class TranslatedRelay:
                     tail = writer.close()
                 except Exception:  # noqa: BLE001 - a provider stream the translator cannot end
                     log.info("upstream stream could not be ended in translation")
-                    failure = _untranslatable()
+                    failure = untranslatable()
                 else:
                     await self._write(resp, scrub.feed(tail) + scrub.flush())
                     await resp.write_eof()
@@ -304,7 +313,7 @@ class TranslatedRelay:
                 out = writer.feed(event)
             except Exception:  # noqa: BLE001 - an event the translator cannot read ends the stream
                 log.info("upstream stream event could not be translated")
-                return _untranslatable()
+                return untranslatable()
             if out:
                 await self._write(resp, scrub(out))
         return None

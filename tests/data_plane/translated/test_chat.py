@@ -199,12 +199,35 @@ async def test_anthropic_n_makes_n_calls_and_sums_usage(
     rec = await record_of(queries, raw.headers["x-odock-request-id"])
     assert (rec.input_tokens, rec.output_tokens) == (two.usage.prompt_tokens, two.usage.completion_tokens)
     with pytest.raises(Exception) as caught:
-        await oai.chat.completions.create(model="claude-x", messages=messages, n=2, stream=True)
-    assert getattr(caught.value, "status_code", None) == 400 and "'n'" in str(caught.value)
-    with pytest.raises(Exception) as caught:
         await oai.chat.completions.create(model="claude-x", messages=messages, n=9)
     assert getattr(caught.value, "status_code", None) == 400
     assert len(fake.requests) == 3
+    # Streamed: the two upstream streams interleaved, one id, one usage chunk with the sums.
+    raw_stream = await oai.chat.completions.with_raw_response.create(
+        model="claude-x", messages=messages, n=2, stream=True, stream_options={"include_usage": True}
+    )
+    texts: list[str] = ["", ""]
+    finishes: list[str | None] = [None, None]
+    usages: list[Any] = []
+    ids: set[str] = set()
+    async for chunk in raw_stream.parse():
+        ids.add(chunk.id)
+        if not chunk.choices:
+            usages.append(chunk.usage)
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            finishes[c.index] = c.finish_reason or finishes[c.index]
+    assert texts == [c.message.content for c in two.choices] and finishes == ["stop", "stop"]
+    assert len(ids) == 1 and len(usages) == 1 and usages[0] is not None
+    assert usages[0].prompt_tokens == two.usage.prompt_tokens and len(fake.requests) == 5
+    rec = await record_of(queries, raw_stream.headers["x-odock-request-id"])
+    assert rec.streamed and rec.outcome == common_pb2.OUTCOME_COMPLETE
+    assert (rec.input_tokens, rec.output_tokens) == (two.usage.prompt_tokens, two.usage.completion_tokens)
+    # Without include_usage: no usage anywhere, both choices still there.
+    plain_stream = await oai.chat.completions.create(model="claude-x", messages=messages, n=2, stream=True)
+    seen = [chunk async for chunk in plain_stream]
+    assert all(chunk.choices and chunk.usage is None for chunk in seen)
+    assert {c.index for chunk in seen for c in chunk.choices} == {0, 1}
 
 
 async def test_gemini_plain_stream_tools_and_n(

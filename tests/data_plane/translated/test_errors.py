@@ -169,3 +169,19 @@ async def test_limits_apply_to_translated_requests(
     assert statuses == [200, 200, 429]
     assert openai_error(resp)["code"]
     assert len(fake.requests) == 2
+
+
+async def test_broken_stream_of_n_choices_ends_with_one_error_chunk(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, queries: UsageQueries
+) -> None:
+    fake.knobs.reset_after = 3
+    raw = await client(dp, org).chat.completions.with_raw_response.create(
+        model="claude-x", messages=MESSAGES, stream=True, n=2
+    )
+    with pytest.raises(openai.APIError) as caught:
+        async for _ in raw.parse():
+            pass
+    assert "closed the connection" in caught.value.message
+    rec = await queries.record(raw.headers["x-odock-request-id"])
+    assert rec.outcome == common_pb2.OUTCOME_PARTIAL and rec.error_code == "upstream_reset"
+    assert len(fake.requests) == 2
