@@ -280,3 +280,28 @@ async def test_gemini_plain_stream_tools_and_n(
     answer = await oai.chat.completions.create(model="gem-x", messages=messages, n=2)
     assert [c.message.content for c in answer.choices] == ["a", "b"] and len(fake.requests) == before + 1
     assert fake.last().json()["generationConfig"]["candidateCount"] == 2
+
+
+@pytest.mark.parametrize(
+    ("choice", "mode"),
+    [("auto", "AUTO"), ("required", "ANY"), ("none", "NONE"),
+     ({"type": "function", "function": {"name": "get_time"}}, "ANY")],
+)  # fmt: skip
+async def test_gemini_tool_choice_json_schema_and_image(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, choice: Any, mode: str
+) -> None:
+    script_gemini(fake, gemini_generate.Script(candidates=(gemini_generate.text('{"n": 7}'),)))
+    schema: Any = {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}
+    answer = await client(dp, org).chat.completions.create(
+        model="gem-x",
+        messages=IMAGE_MESSAGES,
+        tools=[WEATHER, TIME],
+        tool_choice=choice,
+        parallel_tool_calls=False,
+        response_format={"type": "json_schema", "json_schema": {"name": "count", "schema": schema}},
+    )
+    assert json.loads(answer.choices[0].message.content or "") == {"n": 7}
+    sent = fake.last().json()
+    assert sent["toolConfig"]["functionCallingConfig"]["mode"] == mode
+    assert sent["generationConfig"]["responseMimeType"] == "application/json"
+    assert [list(p) for p in sent["contents"][0]["parts"]] == [["text"], ["inlineData"]]
