@@ -181,15 +181,17 @@ async def _fan_out(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # every upstream answer released
         raise
+    # What the successful calls consumed is metered even when another one failed.
+    meter = relay.meter
+    done = [a for a in answers if a.error is None]
+    native = [a.usage for a in done if a.usage is not None]
+    if native:
+        meter.report(_sum_usage(native), final=True)
+    if len(native) < len(done):
+        meter.malformed()
     for answer in answers:
         if answer.error is not None:
             return relay.respond(answer, meter_usage=False)
-    meter = relay.meter
-    native = [a.usage for a in answers if a.usage is not None]
-    if len(native) == len(answers):
-        meter.report(_sum_usage(native), final=True)
-    elif any(a.malformed for a in answers) or native:
-        meter.malformed()
     merged = merge_answers([a.document for a in answers if a.document is not None])
     meter.settle(200, COMPLETE)
     return relay.json_response(200, merged)
