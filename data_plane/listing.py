@@ -52,9 +52,10 @@ VLLM_LISTING = _listing(VLLM)
 
 
 def openai_callable(model: ModelSummary) -> bool:
-    """Whether OpenAI's ``POST /v1/chat/completions`` serves ``model``: openai and vllm families
-    natively, anthropic and gemini families only when the model is ``openai_compatible``."""
-    return model.family in (OPENAI, VLLM) or model.openai_compatible
+    """Whether OpenAI's ``POST /v1/chat/completions`` serves ``model``: openai-family models always,
+    any other family's only when the model is ``openai_compatible`` (vLLM passed through,
+    Anthropic and Gemini translated: ``native.serves_openai_format``)."""
+    return model.family == OPENAI or model.openai_compatible
 
 
 def registry_fields(model: ModelSummary) -> dict[str, Any]:

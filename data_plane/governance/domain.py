@@ -88,8 +88,8 @@ class Route:
     # Where this route's upstream connections may go (the control plane's ODOCK_EGRESS_ALLOW).
     egress: EgressPolicy = DEFAULT_POLICY
     # The model registry (odock.v1.Model; docs/openai-compatibility.md "Model registry and opt-in").
-    # An anthropic/gemini-family model is served through OpenAI's chat completions only when set;
-    # openai/vllm-family models are OpenAI-native and served that way whatever it says.
+    # A vllm-, anthropic- or gemini-family model is served through OpenAI's /v1/chat/completions
+    # only when set (vLLM passed through, the others translated); an openai-family model always is.
     openai_compatible: bool = False
     context_window: int = 0  # tokens; 0 unknown
     max_output_tokens: int = 0  # output cap when the request sets none; 0: the gateway default

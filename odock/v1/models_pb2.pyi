@@ -57,11 +57,11 @@ class Model(_message.Message):
     enabled: _builtins.bool
     """unset on create means enabled; always set on output"""
     openai_compatible: _builtins.bool
-    """OpenAI-format access (docs/openai-compatibility.md, "Model registry and opt-in"): an
-    anthropic- or gemini-family model is served through POST /v1/chat/completions (translated)
-    and listed on the OpenAI listing only when true; otherwise that path answers 400
-    provider_not_allowed, as it always has. openai- and vllm-family models speak the OpenAI API
-    natively and are served and listed regardless (the flag changes nothing for them).
+    """OpenAI-format access (docs/openai-compatibility.md, "Model registry and opt-in"): a vllm-,
+    anthropic- or gemini-family model is served through POST /v1/chat/completions only when
+    true (vLLM passed through to its /v1/chat/completions, the others translated); otherwise
+    that path answers 400 provider_not_allowed, as it always has. An openai-family model is
+    served there natively whatever it says; native endpoints are never affected.
     Unset on create means false; always set on output.
     """
     context_window: _builtins.int

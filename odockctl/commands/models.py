@@ -250,7 +250,7 @@ def _add_model_flags(p: argparse.ArgumentParser, create: bool) -> None:
         action="store_const",
         const=True,
         default=None,
-        help="serve an anthropic/gemini model through POST /v1/chat/completions (translated) and list it there",
+        help="serve a vllm/anthropic/gemini model through OpenAI's POST /v1/chat/completions too",
     )
     openai.add_argument("--no-openai-compatible", dest="openai_compatible", action="store_const", const=False)
     p.add_argument("--context-window", metavar="TOKENS", help="tokens the model accepts; 0 = unknown")

@@ -78,10 +78,9 @@ async def test_openai_listing_shows_the_registry_and_follows_updates(
     dp: DataPlaneProcess, cp: ControlPlaneProcess, org: Provisioned
 ) -> None:
     before = await _entries(dp, org.key)
-    # OpenAI-native families are callable the OpenAI way whatever the flag says; the others not by default.
+    # OpenAI's chat completions serve openai-family models whatever the flag says; the others not by default.
     assert {n: e["openai_compatible"] for n, e in before.items()} == {
-        n: m.family in (common_pb2.PROVIDER_FAMILY_OPENAI, common_pb2.PROVIDER_FAMILY_VLLM)
-        for n, m in org.models.items()
+        n: m.family == common_pb2.PROVIDER_FAMILY_OPENAI for n, m in org.models.items()
     }
     assert all(e["context_window"] is None and e["capabilities"] == NO_CAPABILITIES for e in before.values())
     # OpenAI's own fields are untouched
@@ -92,21 +91,25 @@ async def test_openai_listing_shows_the_registry_and_follows_updates(
     await _update(cp, org, "claude", ["openai_compatible", "context_window", "capabilities"],
                   openai_compatible=True, context_window=200_000, capabilities=caps)  # fmt: skip
     await _update(cp, org, "gpt-chat", ["context_window"], context_window=1_047_576)
+    await _update(cp, org, "llama", ["openai_compatible"], openai_compatible=True)  # vLLM: passed through
     deadline = time.monotonic() + 15
     while True:  # the node hears of the change on its watch and refetches the listing
         after = await _entries(dp, org.key)
         if (
             after["claude"]["openai_compatible"]
             and after["gpt-chat"]["context_window"]
+            and after["llama"]["openai_compatible"]
             or time.monotonic() > deadline
         ):
             break
         await asyncio.sleep(0.1)
     assert after["claude"]["openai_compatible"] is True and after["claude"]["context_window"] == 200_000
     assert after["claude"]["capabilities"] == {**NO_CAPABILITIES, "tools": True, "streaming": True}
-    assert after["gpt-chat"]["context_window"] == 1_047_576
-    assert {n: after[n] for n in after if n not in ("claude", "gpt-chat")} == {
-        n: before[n] for n in before if n not in ("claude", "gpt-chat")
+    assert after["gpt-chat"]["context_window"] == 1_047_576 and after["gpt-chat"]["openai_compatible"] is True
+    assert after["llama"] == {**before["llama"], "openai_compatible": True}
+    touched = ("claude", "gpt-chat", "llama")
+    assert {n: after[n] for n in after if n not in touched} == {
+        n: before[n] for n in before if n not in touched
     }
     async with openai.AsyncOpenAI(api_key=org.key, base_url=dp.url + "/v1", max_retries=0) as client:
         one = (await client.models.retrieve("claude")).to_dict()
