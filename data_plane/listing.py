@@ -130,13 +130,16 @@ async def _one(state: NodeState, grant: KeyGrant, name: str, family: int | None 
 
 
 async def list_models(request: web.Request) -> web.Response:
-    """GET /v1/models: the key's models, in OpenAI's list format (Anthropic's with ``anthropic-version``)."""
+    """GET /v1/models: the key's models the OpenAI API can call, in OpenAI's list format (with
+    ``anthropic-version``: the key's Anthropic models, in Anthropic's)."""
     state = request.app[STATE]
     grant = await authorize(state, request)
     if speaks_anthropic(request):
         models = await _usable(state, grant, ANTHROPIC)
         return web.json_response(_page(ANTHROPIC_LISTING, models, request.query))
-    models = await _usable(state, grant)
+    # Only what the OpenAI API can call: a model of another family without openai_compatible
+    # would answer 400 provider_not_allowed (its own listing shows it: /v1/vllm/models, Anthropic's).
+    models = [m for m in await _usable(state, grant) if openai_callable(m)]
     return web.json_response(_openai_page(models, request.query))
 
 

@@ -109,14 +109,14 @@ async def test_model_listings_show_what_the_key_may_use(
     async with Provisioner.connect(cp.address, cp.admin_token) as admin:
         _, restricted = await admin.create_key(org.org.id, models=["gpt-chat", "llama"])
     async with openai.AsyncOpenAI(api_key=org.key, base_url=dp.url + "/v1", max_retries=0) as client:
-        listed = [m.id async for m in client.models.list()]
-        assert listed == sorted(org.models)
+        listed = [m.id async for m in client.models.list()]  # what the OpenAI API can call
+        assert listed == sorted(n for n, m in org.models.items() if m.family == common_pb2.PROVIDER_FAMILY_OPENAI)
         one = await client.models.retrieve("claude")
         assert one.id == "claude" and one.owned_by == "anthropic"
         with pytest.raises(openai.NotFoundError):
             await client.models.retrieve("no-such-model")
     async with openai.AsyncOpenAI(api_key=restricted, base_url=dp.url + "/v1", max_retries=0) as client:
-        assert [m.id async for m in client.models.list()] == ["gpt-chat", "llama"]
+        assert [m.id async for m in client.models.list()] == ["gpt-chat"]  # llama: vLLM, not opted in
         with pytest.raises(openai.PermissionDeniedError):
             await client.models.retrieve("claude")
     async with openai.AsyncOpenAI(api_key=restricted, base_url=dp.url + "/v1/vllm", max_retries=0) as vllm:

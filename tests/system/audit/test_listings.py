@@ -43,7 +43,8 @@ BAD_KEY = "odk-" + "A" * 49  # well-formed length, bad checksum: refused offline
 
 @dataclass(frozen=True)
 class Catalog:
-    """An org with several models per family, one disabled, an all-models and a restricted key."""
+    """An org with several models per family, one disabled, one gemini model callable the OpenAI
+    way (openai_compatible), an all-models and a restricted key."""
 
     key: str
     restricted: str
@@ -56,6 +57,13 @@ async def catalog(cp: ControlPlaneProcess, fake: FakeProvider) -> Catalog:
         off = models_pb2.Model(org_id=org.org.id, name="claude-off", enabled=False)
         await admin.models.UpdateModel(
             models_pb2.UpdateModelRequest(model=off, update_mask=field_mask_pb2.FieldMask(paths=["enabled"])),
+            metadata=admin.metadata,
+        )
+        callable_ = models_pb2.Model(org_id=org.org.id, name="gem-b", openai_compatible=True)
+        await admin.models.UpdateModel(
+            models_pb2.UpdateModelRequest(
+                model=callable_, update_mask=field_mask_pb2.FieldMask(paths=["openai_compatible"])
+            ),
             metadata=admin.metadata,
         )
         _, restricted = await admin.create_key(org.org.id, models=list(ALLOWED))
@@ -143,10 +151,10 @@ async def test_anthropic_unauthenticated_is_an_anthropic_error(gateway: str) -> 
         assert _body(caught.value)["error"]["type"] == "authentication_error"
 
 
-# --- OpenAI: unchanged without anthropic-version -----------------------------------------
+# --- OpenAI: without anthropic-version, what the OpenAI API can call ----------------------
 
 
-async def test_openai_listing_keeps_every_family(gateway: str, catalog: Catalog) -> None:
+async def test_openai_listing_shows_what_the_openai_api_can_call(gateway: str, catalog: Catalog) -> None:
     async with openai_client(gateway, catalog.restricted) as client:
         listed = sorted([(m.id, m.owned_by) async for m in client.models.list()])
         with pytest.raises(openai.NotFoundError) as missing:
@@ -154,7 +162,7 @@ async def test_openai_listing_keeps_every_family(gateway: str, catalog: Catalog)
     async with openai_client(gateway, BAD_KEY) as client:
         with pytest.raises(openai.AuthenticationError) as unauthenticated:
             await client.models.list()
-    assert listed == [("claude-b", "anthropic"), ("gem-b", "gemini"), ("gpt-x", "openai")]
+    assert listed == [("gem-b", "gemini"), ("gpt-x", "openai")]  # claude-b: not openai_compatible
     assert missing.value.code == "model_not_found"
     assert (
         unauthenticated.value.code == "invalid_api_key"

@@ -13,6 +13,7 @@ import openai
 import pytest
 from google.genai import errors as genai_errors
 
+from odock.v1 import common_pb2
 from tests.fakes.provider import FakeProvider
 from tests.support.provision import Provisioned
 from tests.system.e2e.clients import anthropic_client, gemini_client, openai_client, vllm_client
@@ -66,7 +67,7 @@ async def test_openai_models_list_and_retrieve(gateway: str, org: Provisioned, f
         one = await client.models.retrieve("claude")
         with pytest.raises(openai.NotFoundError) as caught:
             await client.models.retrieve("no-such-model")
-    assert names == sorted(org.models)
+    assert names == sorted(n for n, m in org.models.items() if m.family == common_pb2.PROVIDER_FAMILY_OPENAI)  # none opted in
     assert one.id == "claude" and one.object == "model" and one.owned_by == "anthropic"
     assert caught.value.code == "model_not_found"
     async with vllm_client(gateway, org.key) as vllm:
