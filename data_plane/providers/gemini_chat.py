@@ -252,8 +252,9 @@ def _response_format(value: Any, config: dict[str, Any]) -> None:
     spec = value.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, dict) else None
     config["responseMimeType"] = "application/json"
-    if schema is not None:
-        config["responseSchema"] = clean_schema(schema, "response_format.json_schema.schema")
+    cleaned = clean_schema(schema, "response_format.json_schema.schema") if schema is not None else {}
+    if "type" in cleaned or "anyOf" in cleaned:  # an untyped schema (any JSON): plain JSON mode
+        config["responseSchema"] = cleaned
 
 
 def generation_config(body: Mapping[str, Any], model: TranslatedModel) -> dict[str, Any]:

@@ -91,6 +91,10 @@ class _Walk:
             out.setdefault("type", "ARRAY")
         if out.get("type") == "ARRAY" and "items" not in out:
             out["items"] = {}
+        if out.get("type") == "OBJECT" and "properties" not in out:
+            # Gemini rejects an OBJECT without properties ("should be non-empty for OBJECT type"), e.g.
+            # a free-form dict (additionalProperties): left untyped, as an array without items is.
+            del out["type"]
         return out
 
     def type_of(self, node: Mapping[str, Any], out: dict[str, Any]) -> None:

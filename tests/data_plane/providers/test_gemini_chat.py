@@ -159,7 +159,7 @@ def test_response_formats() -> None:
             "age": {"type": "INTEGER", "format": "int32", "nullable": True},
             "score": {"anyOf": [{"type": "NUMBER"}, {"type": "STRING"}]},
             "level": {"type": "INTEGER"},
-            "meta": {"type": "OBJECT"}}}}
+            "meta": {}}}}  # Gemini refuses an OBJECT without properties: left untyped
 
 
 @pytest.mark.parametrize(("body", "param"), [

@@ -1,0 +1,76 @@
+"""Audit of Gemini models through OpenAI's chat completions (issue 13): the SDK's ``parse`` round trip
+with a Pydantic model whose JSON schema Gemini's ``Schema`` cannot take as is."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Literal
+
+import pytest
+from openai import AsyncOpenAI
+from pydantic import BaseModel
+
+from data_plane.providers.gemini_chat import generation_config
+from data_plane.providers.gemini_schema import clean_schema
+from data_plane.providers.translator import TranslatedModel
+from tests.data_plane.translated.conftest import Org, script_gemini
+from tests.fakes import gemini_generate
+from tests.fakes.provider import FakeProvider
+from tests.support.dataplane import DataPlaneProcess
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Inner(BaseModel):
+    x: int
+    tags: list[str]
+
+
+class Outer(BaseModel):
+    name: str
+    color: Color
+    inner: Inner
+    maybe: Inner | None = None
+    items: list[Inner]
+    kind: Literal["a", "b"]
+    note: str | None
+    counts: dict[str, int]  # additionalProperties: an OBJECT without properties
+
+
+ANSWER = ('{"name": "n", "color": "red", "inner": {"x": 1, "tags": ["t"]}, "maybe": null, "items": [],'
+          ' "kind": "a", "note": null, "counts": {"k": 2}}')
+
+
+def test_free_form_object_is_left_untyped_for_gemini() -> None:
+    cleaned = clean_schema({"type": "object", "properties": {
+        "d": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "map"},
+        "e": {"type": "object", "properties": {}}}}, "p")  # fmt: skip
+    assert cleaned["properties"] == {"d": {"description": "map"}, "e": {}}
+    # A whole free-form response schema: plain JSON mode, no responseSchema Gemini would refuse.
+    config = generation_config({"response_format": {"type": "json_schema", "json_schema": {
+        "name": "any", "schema": {"type": "object", "additionalProperties": True}}}},
+        TranslatedModel("g", "gemini-2.5-flash"))  # fmt: skip
+    assert config == {"responseMimeType": "application/json"}
+    body: Any = {"contents": [{"role": "user", "parts": [{"text": "x"}]}],
+                 "generationConfig": {"responseMimeType": "application/json", "responseSchema": cleaned}}
+    assert gemini_generate.problems(body) == []
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+async def test_sdk_parse_pydantic_model_round_trip(dp: DataPlaneProcess, org: Org, fake: FakeProvider) -> None:
+    oai = AsyncOpenAI(base_url=f"{dp.url}/v1", api_key=org.key, max_retries=0, timeout=15)
+    script_gemini(fake, gemini_generate.Script(candidates=(gemini_generate.text(ANSWER[:30], ANSWER[30:]),)))
+    messages: Any = [{"role": "user", "content": "fill it"}]
+    parsed = await oai.chat.completions.parse(model="gem-x", messages=messages, response_format=Outer)
+    out = parsed.choices[0].message.parsed
+    assert out is not None and out.counts == {"k": 2} and out.color is Color.RED and out.inner.tags == ["t"]
+    sent = fake.last().json()["generationConfig"]
+    assert sent["responseMimeType"] == "application/json"
+    assert sent["responseSchema"]["properties"]["maybe"]["nullable"] is True
+    async with oai.chat.completions.stream(model="gem-x", messages=messages, response_format=Outer) as stream:
+        final = await stream.get_final_completion()
+    assert final.choices[0].message.parsed == out
