@@ -173,7 +173,8 @@ class TranslatedRelay:
         except Exception:  # a translator bug on a provider's error is still an error
             log.exception("translating an upstream error failed")
             error = OpenAIError(502, UPSTREAM_UNTRANSLATABLE, "api_error", "upstream_error")
-        return Answer(upstream.status, error=error, retry_after=upstream.headers.get("Retry-After"))
+        retry_after = upstream.headers.get("Retry-After") or error.retry_after
+        return Answer(upstream.status, error=error, retry_after=retry_after)
 
     async def answer(self, url: str, headers: dict[str, str], call: UpstreamCall, ids: ReplyIds) -> Answer:
         """One non-streamed call: its answer translated (a GatewayError when none usable came)."""

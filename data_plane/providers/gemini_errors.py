@@ -7,6 +7,7 @@ messages are echoed, bounded, with anything shaped like a Google API key masked.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -15,6 +16,10 @@ import orjson
 from data_plane.providers.translator import OpenAIError
 
 MAX_MESSAGE = 512
+MAX_RETRY_AFTER = 86_400
+# google.rpc.RetryInfo's retryDelay, a protobuf Duration in JSON ("12s", "0.5s"): Gemini's 429s carry
+# no Retry-After header, so the client's Retry-After comes from it.
+_DELAY = re.compile(r"(\d{1,9}(?:\.\d{1,9})?)s")
 _OVERFLOW = re.compile(r"input token count.{0,80}exceeds|exceeds the maximum number of tokens|too many tokens",
                        re.IGNORECASE | re.DOTALL)
 _GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_\-]{20,}")
@@ -25,23 +30,27 @@ _AUTH_MESSAGE = {401: "The upstream provider rejected the gateway's credentials 
                  403: "The gateway's credentials for this model are not allowed to use it upstream."}
 
 
-def _facts(body: bytes) -> tuple[int, str, str, str]:
-    """(error.code, error.status, error.message, the details' reasons joined) of a Gemini error body."""
+def _facts(body: bytes) -> tuple[int, str, str, str, str | None]:
+    """(error.code, error.status, error.message, the details' reasons joined, RetryInfo's delay in
+    whole seconds) of a Gemini error body."""
     try:
         doc: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return 0, "", "", ""
+        return 0, "", "", "", None
     if isinstance(doc, list) and doc:  # the non-SSE stream wraps it in an array
         doc = doc[0]
     err = doc.get("error") if isinstance(doc, dict) else None
     if not isinstance(err, dict):
-        return 0, "", "", ""
+        return 0, "", "", "", None
     code = err.get("code")
-    details = err.get("details")
-    reasons = " ".join(str(d.get("reason", "")) for d in details if isinstance(d, dict)) if isinstance(
-        details, list) else ""
+    details = [d for d in err.get("details") or () if isinstance(d, dict)] if isinstance(
+        err.get("details"), list) else []
+    reasons = " ".join(str(d.get("reason", "")) for d in details)
+    delays = [d["retryDelay"] for d in details if isinstance(d.get("retryDelay"), str)]
+    found = _DELAY.fullmatch(delays[0]) if delays else None
+    retry = str(min(math.ceil(float(found.group(1))), MAX_RETRY_AFTER)) if found else None
     return (code if isinstance(code, int) and not isinstance(code, bool) else 0, str(err.get("status", "")),
-            str(err.get("message", "")), reasons)
+            str(err.get("message", "")), reasons, retry)
 
 
 def _bounded(message: str, fallback: str) -> str:
@@ -51,7 +60,7 @@ def _bounded(message: str, fallback: str) -> str:
 
 def error(status: int, body: bytes) -> OpenAIError:
     """The upstream's error answer (``status`` 0: the status from the body, e.g. an error event)."""
-    code, name, message, reasons = _facts(body)
+    code, name, message, reasons, retry = _facts(body)
     status = status if status >= 400 else code if code >= 400 else _STATUS_CODES.get(name, 500)
     if "API_KEY" in reasons or status in (401, 403) or name in _AUTH_STATUSES:
         status = _AUTH_STATUSES.get(name, status if status in (401, 403) else 401)
@@ -59,7 +68,7 @@ def error(status: int, body: bytes) -> OpenAIError:
         return OpenAIError(status, _AUTH_MESSAGE[status], kind, code=None)
     if status == 429:
         return OpenAIError(429, _bounded(message, "Rate limit reached upstream."), "rate_limit_error",
-                           code="rate_limit_exceeded")
+                           code="rate_limit_exceeded", retry_after=retry)
     if status >= 500:
         status = status if status in (500, 502, 503, 504) else 502
         return OpenAIError(status, _bounded(message, "The upstream provider failed."), "server_error",

@@ -87,6 +87,7 @@ class OpenAIError:
     type: str
     code: str | None = None
     param: str | None = None
+    retry_after: str | None = None  # seconds, for a Retry-After the upstream gave only in its body
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Literal
 
+import openai
 import pytest
 from openai import AsyncOpenAI
 from pydantic import BaseModel
@@ -16,6 +17,7 @@ from data_plane.providers.translator import TranslatedModel
 from tests.data_plane.translated.conftest import Org, script_gemini
 from tests.fakes import gemini_generate
 from tests.fakes.provider import FakeProvider
+from tests.fakes.reply import JsonReply
 from tests.support.dataplane import DataPlaneProcess
 
 
@@ -74,3 +76,23 @@ async def test_sdk_parse_pydantic_model_round_trip(dp: DataPlaneProcess, org: Or
     async with oai.chat.completions.stream(model="gem-x", messages=messages, response_format=Outer) as stream:
         final = await stream.get_final_completion()
     assert final.choices[0].message.parsed == out
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+async def test_rate_limit_retry_delay_becomes_retry_after(dp: DataPlaneProcess, org: Org, fake: FakeProvider) -> None:
+    # Gemini's 429 has no Retry-After header: the delay is a RetryInfo detail of the body.
+    quota: Any = {"error": {"code": 429, "message": "Quota exceeded for metric generate_content_requests.",
+                            "status": "RESOURCE_EXHAUSTED", "details": [
+                                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "11.2s"}]}}
+    fake.builders["gemini"] = lambda ask: JsonReply(quota, status=429)
+    oai = AsyncOpenAI(base_url=f"{dp.url}/v1", api_key=org.key, max_retries=0, timeout=15)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await oai.chat.completions.create(model="gem-x", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.response.headers["retry-after"] == "12"
+    assert caught.value.code == "rate_limit_exceeded"
+    quota["error"]["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "soon"}]
+    with pytest.raises(openai.RateLimitError) as caught:
+        await oai.chat.completions.create(model="gem-x", messages=[{"role": "user", "content": "hi"}])
+    assert "retry-after" not in caught.value.response.headers
