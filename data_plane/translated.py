@@ -43,7 +43,7 @@ from data_plane.providers.translator import (
 from data_plane.scrub import secret_for
 from data_plane.state import NodeState
 from data_plane.translated_fanout import stream_choices, sum_counts
-from data_plane.translated_relay import TranslatedRelay, upstream_url
+from data_plane.translated_relay import Answer, TranslatedRelay, upstream_url
 from data_plane.upstream.egress import EGRESS
 from data_plane.usage.meter import COMPLETE, FLAG_TRANSLATED, RequestMeter
 from data_plane.usage.shapes import NO_USAGE
@@ -172,29 +172,37 @@ async def serve(
 async def _fan_out(
     relay: TranslatedRelay, url: str, headers: dict[str, str], call: UpstreamCall, ids: ReplyIds, n: int
 ) -> web.StreamResponse:
-    """``n`` calls at once; the first error answers, else the choices merged and the usage summed."""
-    tasks = [asyncio.ensure_future(relay.answer(url, headers, call, ids)) for _ in range(n)]
+    """``n`` calls at once; the first error answers, else the choices merged and the usage summed.
+
+    What every call that answered consumed is metered, whichever way the others end (an error
+    answer, a timeout, an answer that cannot be translated, the client gone).
+    """
+    answered: list[Answer] = []
+    tasks = [asyncio.ensure_future(relay.answer(url, headers, call, ids, answered)) for _ in range(n)]
     try:
         answers = await asyncio.gather(*tasks)
     except BaseException:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # every upstream answer released
+        _meter_answered(relay.meter, answered)
         raise
-    # What the successful calls consumed is metered even when another one failed.
-    meter = relay.meter
-    done = [a for a in answers if a.error is None]
-    native = [a.usage for a in done if a.usage is not None]
-    if native:
-        meter.report(_sum_usage(native), final=True)
-    if len(native) < len(done):
-        meter.malformed()
+    _meter_answered(relay.meter, answered)
     for answer in answers:
         if answer.error is not None:
             return relay.respond(answer, meter_usage=False)
     merged = merge_answers([a.document for a in answers if a.document is not None])
-    meter.settle(200, COMPLETE)
+    relay.meter.settle(200, COMPLETE)
     return relay.json_response(200, merged)
+
+
+def _meter_answered(meter: RequestMeter, answered: list[Answer]) -> None:
+    """The summed native usage of the calls that answered 2xx (malformed when one's is unreadable)."""
+    native = [a.usage for a in answered if a.usage is not None]
+    if native:
+        meter.report(_sum_usage(native), final=True)
+    if len(native) < len(answered):
+        meter.malformed()
 
 
 def _sum_usage(parts: list[Usage]) -> Usage:

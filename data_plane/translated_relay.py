@@ -176,8 +176,16 @@ class TranslatedRelay:
         retry_after = upstream.headers.get("Retry-After") or error.retry_after
         return Answer(upstream.status, error=error, retry_after=retry_after)
 
-    async def answer(self, url: str, headers: dict[str, str], call: UpstreamCall, ids: ReplyIds) -> Answer:
-        """One non-streamed call: its answer translated (a GatewayError when none usable came)."""
+    async def answer(
+        self, url: str, headers: dict[str, str], call: UpstreamCall, ids: ReplyIds,
+        answered: list[Answer] | None = None,
+    ) -> Answer:  # fmt: skip
+        """One non-streamed call: its answer translated (a GatewayError when none usable came).
+
+        ``answered`` (a fan-out): every 2xx answer is added to it as soon as its usage is read,
+        and the caller meters their sum, whatever happens to the other calls; without it, an
+        answer that cannot be translated meters its own usage.
+        """
         upstream = await self.send(url, headers, call)
         try:
             body = await self._read_all(upstream)
@@ -191,11 +199,14 @@ class TranslatedRelay:
             result.usage = body_usage(self.meter.shape, body)
         except (MalformedUsage, ValueError):
             result.malformed = True
+        if answered is not None:
+            answered.append(result)
         try:
             result.document = self.translator.answer(body, ids)
         except Exception:  # noqa: BLE001 - an unreadable answer is the provider's fault: a 502
             log.info("upstream answer could not be translated")
-            self._meter_usage(result)
+            if answered is None:
+                self._meter_usage(result)
             raise untranslatable() from None
         return result
 

@@ -1,0 +1,80 @@
+"""Audit of the translated path's gateway side (issue 13): fan-out metering, abusive fields, headers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from data_plane.usage.meter import FLAG_TRANSLATED
+from tests.data_plane.translated.conftest import Org
+from tests.data_plane.usage.stack import UsageQueries
+from tests.fakes.anthropic_messages import strict_messages
+from tests.fakes.provider import FakeProvider
+from tests.fakes.reply import JsonReply
+from tests.support.dataplane import DataPlaneProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+MESSAGES: Any = [{"role": "user", "content": "hello"}]
+
+
+async def post(dp: DataPlaneProcess, org: Org, body: Any, **headers: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=dp.url, timeout=15) as http:
+        kw: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": body}
+        return await http.post(
+            "/v1/chat/completions", headers={"Authorization": f"Bearer {org.key}", **headers}, **kw
+        )
+
+
+def _one_broken(calls: list[dict[str, Any]]) -> Any:
+    """strict_messages, but the last call's answer (usage intact) has no content list."""
+
+    def build(ask: Any) -> Any:
+        reply = strict_messages(ask)
+        assert isinstance(reply, JsonReply)
+        calls.append(reply.body["usage"])
+        if len(calls) == 3:  # the last built, so the last the gateway reads
+            return JsonReply({**reply.body, "content": 5})
+        return reply
+
+    return build
+
+
+async def test_fan_out_meters_every_call_when_one_answer_is_untranslatable(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, queries: UsageQueries
+) -> None:
+    # Before: the failing call reported only its own usage; the calls that had answered were lost.
+    calls: list[dict[str, Any]] = []
+    fake.builders["anthropic"] = _one_broken(calls)
+    resp = await post(dp, org, {"model": "claude-x", "messages": MESSAGES, "n": 3})
+    assert resp.status_code == 502 and resp.json()["error"]["code"] == "upstream_untranslatable"
+    assert len(calls) == 3
+    rec = await queries.record(resp.headers["x-odock-request-id"])
+    assert rec.flags & FLAG_TRANSLATED and rec.http_status == 502
+    assert rec.input_tokens == sum(u["input_tokens"] for u in calls)
+    assert rec.output_tokens == sum(u["output_tokens"] for u in calls)
+
+
+@pytest.mark.parametrize(("case", "param"), [
+    ({"n": "3"}, "n"), ({"n": 3.0}, "n"), ({"n": 0}, "n"), ({"n": -1}, "n"), ({"n": 9}, "n"),
+    ({"n": 1e9}, "n"), ({"n": True}, "n"), ({"stream": "true"}, "stream"), ({"stream": 1}, "stream"),
+])  # fmt: skip
+@pytest.mark.parametrize("model", ["claude-x", "gem-x"])
+async def test_bad_n_and_stream_are_400_before_the_upstream(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, case: dict[str, Any], param: str, model: str
+) -> None:
+    resp = await post(dp, org, {"model": model, "messages": MESSAGES, **case}, **{"x-request-id": "au3-1"})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == param
+    assert resp.headers["x-request-id"] == "au3-1" and resp.headers["x-odock-request-id"]
+    assert fake.requests == []
+
+
+async def test_duplicate_keys_still_refused_on_the_translated_path(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider
+) -> None:
+    raw = b'{"model":"claude-x","messages":[{"role":"user","content":"hi"}],"n":2,"n":1}'
+    resp = await post(dp, org, raw, **{"Content-Type": "application/json"})
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "duplicate_key"
+    assert fake.requests == []
