@@ -175,7 +175,7 @@ async def _interleave(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        _meter_sum(meter, choices)
+            _meter_sum(meter, choices)  # also when the client went away: what was read is metered
         if failure is not None:
             await out.write(failure)
         else:

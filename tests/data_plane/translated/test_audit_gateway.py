@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
 from data_plane.usage.meter import FLAG_TRANSLATED
+from odock.v1 import common_pb2
 from tests.data_plane.translated.conftest import Org
 from tests.data_plane.usage.stack import UsageQueries
 from tests.fakes.anthropic_messages import strict_messages
@@ -78,3 +80,28 @@ async def test_duplicate_keys_still_refused_on_the_translated_path(
     resp = await post(dp, org, raw, **{"Content-Type": "application/json"})
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "duplicate_key"
     assert fake.requests == []
+
+
+async def test_streamed_fan_out_meters_what_was_read_when_the_client_leaves(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, queries: UsageQueries
+) -> None:
+    # Before: the client's disconnect skipped the summing of the n native streams' usage (0 tokens).
+    single = await post(dp, org, {"model": "claude-x", "messages": MESSAGES})
+    per_call = (await queries.record(single.headers["x-odock-request-id"])).input_tokens
+    assert per_call > 0
+    release = asyncio.Event()
+    fake.knobs.hold_last = release  # both streams wait before their last piece
+    body = {"model": "claude-x", "messages": MESSAGES, "n": 2, "stream": True}
+    async with httpx.AsyncClient(base_url=dp.url, timeout=15) as http, http.stream(
+        "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {org.key}"}
+    ) as resp:
+        request_id = resp.headers["x-odock-request-id"]
+        seen = 0
+        async for line in resp.aiter_lines():
+            seen += line.startswith("data:")
+            if seen >= 4:  # both streams have begun: their message_start (input usage) was read
+                break
+    release.set()
+    rec = await queries.record(request_id)
+    assert rec.outcome == common_pb2.OUTCOME_CANCELLED
+    assert rec.input_tokens == 2 * per_call
