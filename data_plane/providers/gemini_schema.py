@@ -78,7 +78,10 @@ class _Walk:
             elif cleaned:
                 out["anyOf"] = cleaned
         self.values(node, out)
-        if isinstance(props := node.get("properties"), dict) and props:
+        # properties / items on a schema of another type: Gemini refuses them ("only allowed for OBJECT
+        # type"), JSON Schema ignores them, so they are dropped.
+        kind = out.get("type")
+        if isinstance(props := node.get("properties"), dict) and props and kind in (None, "OBJECT"):
             out["properties"] = {str(k): self.schema(v, depth + 1, seen) for k, v in props.items()}
             out.setdefault("type", "OBJECT")
             required = node.get("required")
@@ -86,7 +89,7 @@ class _Walk:
                 names = [r for r in required if isinstance(r, str) and r in out["properties"]]
                 if names:
                     out["required"] = names
-        if isinstance(items := node.get("items"), dict):
+        if isinstance(items := node.get("items"), dict) and kind in (None, "ARRAY"):
             out["items"] = self.schema(items, depth + 1, seen)
             out.setdefault("type", "ARRAY")
         if out.get("type") == "ARRAY" and "items" not in out:

@@ -86,6 +86,9 @@ class _Check:
         if required is not None and (not isinstance(required, list)
                                      or any(r not in (props or {}) for r in required)):
             self.fail(f"{where}.required", "property is not defined")
+        for key, owner in (("properties", "OBJECT"), ("required", "OBJECT"), ("items", "ARRAY")):
+            if key in node and kind != owner:
+                self.fail(f"{where}.{key}", f"only allowed for {owner} type")
         if kind == "OBJECT" and props is None:  # proto3: an absent map is an empty one
             self.fail(f"{where}.properties", "should be non-empty for OBJECT type")
         if kind == "ARRAY" and "items" not in node:

@@ -96,3 +96,29 @@ async def test_rate_limit_retry_delay_becomes_retry_after(dp: DataPlaneProcess, 
     with pytest.raises(openai.RateLimitError) as caught:
         await oai.chat.completions.create(model="gem-x", messages=[{"role": "user", "content": "hi"}])
     assert "retry-after" not in caught.value.response.headers
+
+
+MCP_TOOL: Any = {"type": "function", "function": {"name": "update_page", "strict": True, "parameters": {
+    "type": "object", "additionalProperties": False, "$defs": {"Level": {"type": "integer", "enum": [1, 2]}},
+    "properties": {
+        "page": {"type": "string", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+        "tags": {"type": "string", "items": {"type": "string"}},
+        "level": {"anyOf": [{"$ref": "#/$defs/Level"}, {"type": "null"}]},
+        "data": {"description": "implicitly an object", "properties": {"x": {"type": "number"}}},
+        "opts": {"type": "object", "properties": {}}},
+    "required": ["page", "level"]}}}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+async def test_tool_schema_keys_of_another_type_are_dropped(dp: DataPlaneProcess, org: Org, fake: FakeProvider) -> None:
+    # properties / required on a string, items on a string: JSON Schema ignores them, Gemini refuses them.
+    script_gemini(fake, gemini_generate.Script(candidates=(gemini_generate.text("ok"),)))
+    oai = AsyncOpenAI(base_url=f"{dp.url}/v1", api_key=org.key, max_retries=0, timeout=15)
+    answer = await oai.chat.completions.create(model="gem-x", messages=[{"role": "user", "content": "go"}],
+                                               tools=[MCP_TOOL], tool_choice="required")  # fmt: skip
+    assert answer.choices[0].message.content == "ok"
+    params = fake.last().json()["tools"][0]["functionDeclarations"][0]["parameters"]
+    assert params["properties"]["page"] == {"type": "STRING"} and params["properties"]["tags"] == {"type": "STRING"}
+    assert params["properties"]["level"] == {"type": "INTEGER", "nullable": True}
+    assert params["properties"]["data"]["type"] == "OBJECT" and params["required"] == ["page", "level"]
