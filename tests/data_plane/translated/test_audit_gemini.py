@@ -122,3 +122,27 @@ async def test_tool_schema_keys_of_another_type_are_dropped(dp: DataPlaneProcess
     assert params["properties"]["page"] == {"type": "STRING"} and params["properties"]["tags"] == {"type": "STRING"}
     assert params["properties"]["level"] == {"type": "INTEGER", "nullable": True}
     assert params["properties"]["data"]["type"] == "OBJECT" and params["required"] == ["page", "level"]
+
+
+class Lookup(BaseModel):
+    city: str
+    days: int | None
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="module")
+async def test_sdk_strict_pydantic_tool_streamed_with_n(dp: DataPlaneProcess, org: Org, fake: FakeProvider) -> None:
+    call = gemini_generate.call("Lookup", {"city": "Oslo", "days": None})
+    two = (gemini_generate.Candidate((call,)), gemini_generate.text("no", " tool"))
+    script_gemini(fake, gemini_generate.Script(candidates=two))
+    oai = AsyncOpenAI(base_url=f"{dp.url}/v1", api_key=org.key, max_retries=0, timeout=15)
+    async with oai.chat.completions.stream(model="gem-x", messages=[{"role": "user", "content": "go"}], n=2,
+                                           tools=[openai.pydantic_function_tool(Lookup)]) as stream:  # fmt: skip
+        final = await stream.get_final_completion()
+    first, second = final.choices
+    assert first.finish_reason == "tool_calls" and second.finish_reason == "stop"
+    assert (first.message.tool_calls or [])[0].function.parsed_arguments == Lookup(city="Oslo", days=None)
+    assert second.message.content == "no tool"
+    sent = fake.last().json()
+    assert sent["generationConfig"]["candidateCount"] == 2
+    assert sent["tools"][0]["functionDeclarations"][0]["parameters"]["properties"]["days"]["nullable"] is True
