@@ -1,6 +1,6 @@
 """Usage read from streamed answers as they pass through, without holding them back.
 
-SSE: the relay (``proxy.py``) already splits the stream into complete events
+SSE: the relay (``relay.py``) already splits the stream into complete events
 and holds back only a trailing partial one; :class:`SseTap` looks at those
 complete events, searches each block once (a regex, at C speed) for what can
 start a usage report, and decodes only the events holding such a candidate,
