@@ -96,6 +96,19 @@ def choices_asked(chat: ChatRequest) -> int:
     return n
 
 
+def check_stream_options(chat: ChatRequest) -> None:
+    """OpenAI's rule: ``stream_options`` (not null) only with ``stream: true``, and an object."""
+    options = chat.body.get("stream_options")
+    if options is None:
+        return
+    if not chat.stream:
+        raise _bad_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", "stream_options"
+        )
+    if not isinstance(options, dict):
+        raise _bad_request("'stream_options' must be an object", "stream_options")
+
+
 def prepare_meter(meter: RequestMeter, route: Route, streaming: bool, metering: bool) -> None:
     """The record of a translated request: the backend's family and usage shape, flagged."""
     meter.family = route.family
@@ -120,6 +133,7 @@ async def serve(
     settings = state.settings
     chat = parse_chat(body)
     n = choices_asked(chat)
+    check_stream_options(chat)
     fan_out = n > 1 and route.family in _FAN_OUT
     model = TranslatedModel(
         name=route.model_name,

@@ -105,3 +105,18 @@ async def test_streamed_fan_out_meters_what_was_read_when_the_client_leaves(
     rec = await queries.record(request_id)
     assert rec.outcome == common_pb2.OUTCOME_CANCELLED
     assert rec.input_tokens == 2 * per_call
+
+
+@pytest.mark.parametrize("model", ["claude-x", "gem-x"])
+@pytest.mark.parametrize("body", [
+    {"stream_options": {"include_usage": True}},
+    {"stream": False, "stream_options": {"include_usage": True}},
+    {"stream": True, "stream_options": "yes"},
+])  # fmt: skip
+async def test_stream_options_follow_openai_rules(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, model: str, body: dict[str, Any]
+) -> None:
+    # Before: stream_options without stream was ignored (OpenAI answers 400 param stream_options).
+    resp = await post(dp, org, {"model": model, "messages": MESSAGES, **body})
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "stream_options"
+    assert fake.requests == []
