@@ -327,7 +327,13 @@ def request_body(body: Mapping[str, Any], model: TranslatedModel) -> dict[str, A
         native["tools"] = declarations
     if tool_config:
         native["toolConfig"] = tool_config
-    if config := generation_config(body, model):
+    config = generation_config(body, model)
+    if declarations and not checks_signatures(model.slug):
+        # Before Gemini 3, "Tool use with a response mime type: 'application/json' is unsupported" (a 400):
+        # the tools win, the JSON output is asked of the model without the guarantee.
+        config.pop("responseMimeType", None)
+        config.pop("responseSchema", None)
+    if config:
         native["generationConfig"] = config
     return native
 

@@ -257,6 +257,10 @@ def problems(payload: Any, model: str = "") -> list[str]:
                 check.part(part, f"systemInstruction.parts[{j}]", None)
     check.tools(payload.get("tools"), payload.get("toolConfig"))
     check.generation(payload.get("generationConfig"))
+    config = payload.get("generationConfig")
+    if (payload.get("tools") and not check.signed and isinstance(config, dict)
+            and config.get("responseMimeType") == "application/json"):  # Gemini 3 takes both
+        check.fail("request", "Tool use with a response mime type: 'application/json' is unsupported")
     return check.errors
 
 

@@ -24,7 +24,7 @@ GOOD: dict[str, Any] = {
             "type": "INTEGER", "format": "int32"}}}, "required": ["city"]}}]}],
     "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["w"]}},
     "generationConfig": {"stopSequences": ["x"] * 5, "candidateCount": 2, "maxOutputTokens": 10,
-                         "responseMimeType": "application/json", "responseSchema": {"type": "STRING",
+                         "responseMimeType": "text/x.enum", "responseSchema": {"type": "STRING",
                                                                                     "format": "enum",
                                                                                     "enum": ["a"]}},
 }
@@ -81,6 +81,7 @@ BAD: dict[str, Mutation] = {
     "six stop sequences": _set(("generationConfig", "stopSequences"), ["x"] * 6),
     "candidateCount 0": _set(("generationConfig", "candidateCount"), 0),
     "responseSchema without JSON": _set(("generationConfig", "responseMimeType"), "text/plain"),
+    "tools with JSON output before Gemini 3": _set(("generationConfig", "responseMimeType"), "application/json"),
     "system image": _set(("systemInstruction", "parts"), [{"inlineData": {"mimeType": "image/png", "data": "iVBO"}}]),
 }
 

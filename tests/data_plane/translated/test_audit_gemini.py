@@ -11,7 +11,7 @@ import pytest
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
-from data_plane.providers.gemini_chat import generation_config
+from data_plane.providers.gemini_chat import generation_config, request_body
 from data_plane.providers.gemini_schema import clean_schema
 from data_plane.providers.translator import TranslatedModel
 from tests.data_plane.translated.conftest import Org, script_gemini
@@ -146,3 +146,15 @@ async def test_sdk_strict_pydantic_tool_streamed_with_n(dp: DataPlaneProcess, or
     sent = fake.last().json()
     assert sent["generationConfig"]["candidateCount"] == 2
     assert sent["tools"][0]["functionDeclarations"][0]["parameters"]["properties"]["days"]["nullable"] is True
+
+
+@pytest.mark.parametrize(("slug", "json_mode"), [("gemini-2.5-flash", False), ("gemini-3-pro-preview", True)])
+def test_tools_with_json_output_only_from_gemini_3(slug: str, json_mode: bool) -> None:
+    body: Any = {"messages": [{"role": "user", "content": "go"}], "tools": [MCP_TOOL],
+                 "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": {
+                     "type": "object", "properties": {"a": {"type": "string"}}}}}}  # fmt: skip
+    native = request_body(body, TranslatedModel("g", slug))
+    assert ("responseSchema" in native.get("generationConfig", {})) is json_mode
+    assert gemini_generate.problems(native, slug) == []
+    without_tools = request_body({**body, "tools": None}, TranslatedModel("g", slug))
+    assert without_tools["generationConfig"]["responseMimeType"] == "application/json"
