@@ -34,7 +34,7 @@ from data_plane.state import STATE, NodeState
 from data_plane.upstream.egress import EGRESS
 from data_plane.upstream.url import split_url
 from data_plane.usage.inject import ensure_include_usage
-from data_plane.usage.meter import RequestMeter
+from data_plane.usage.meter import FLAG_TRANSLATED, RequestMeter
 from data_plane.usage.shapes import NO_USAGE
 
 RETRY_AFTER_SECONDS = 5
@@ -228,6 +228,10 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         ex.route = route = await resolve(state, grant, model, endpoint.family, other_families=other_families)
         meter.upstream_slug = route.upstream_slug[:256]
         meter.pricing = route.pricing
+        if route.family != endpoint.family and route.family != VLLM:
+            # A translated request's record says so whatever ends it (a limit, a 400 before the upstream).
+            meter.family = route.family
+            meter.flags |= FLAG_TRANSLATED
         if state.limiter is not None:
             ex.admission = await admit_request(
                 state.limiter, settings.limits, grant, endpoint, body, facts, route.pricing

@@ -120,3 +120,17 @@ async def test_stream_options_follow_openai_rules(
     resp = await post(dp, org, {"model": model, "messages": MESSAGES, **body})
     assert resp.status_code == 400 and resp.json()["error"]["param"] == "stream_options"
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("model", "family"),
+    [("claude-x", common_pb2.PROVIDER_FAMILY_ANTHROPIC), ("gem-x", common_pb2.PROVIDER_FAMILY_GEMINI)],
+)
+async def test_a_translated_request_refused_before_the_upstream_is_flagged(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, queries: UsageQueries, model: str, family: int
+) -> None:
+    # Before: a 400 from the translation (here n out of range) left a record without FLAG_TRANSLATED.
+    resp = await post(dp, org, {"model": model, "messages": MESSAGES, "n": 9})
+    assert resp.status_code == 400 and fake.requests == []
+    rec = await queries.record(resp.headers["x-odock-request-id"])
+    assert rec.flags & FLAG_TRANSLATED and rec.family == family and rec.http_status == 400
