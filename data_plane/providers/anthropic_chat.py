@@ -83,6 +83,9 @@ def _image(part: Mapping[str, Any], param: str) -> Block:
     if url.startswith("data:"):
         header, sep, data = url[5:].partition(",")
         media_type, _, encoding = header.partition(";")
+        # Media types are case-insensitive and clients often write image/jpg, which Anthropic refuses.
+        media_type = media_type.strip().lower()
+        media_type = "image/jpeg" if media_type == "image/jpg" else media_type
         if not sep or encoding != "base64" or not data:
             raise TranslationError(
                 "an image data URL must be data:<type>;base64,<data>", f"{param}.image_url.url"

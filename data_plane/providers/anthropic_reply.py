@@ -113,6 +113,7 @@ def map_answer(body: bytes, ids: ReplyIds) -> dict[str, Any]:
         raise ValueError("the provider's answer is not a Messages object")  # noqa: TRY004
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
+    answer_json: str | None = None
     for block in blocks:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text" and isinstance(block.get("text"), str):
@@ -120,10 +121,12 @@ def map_answer(body: bytes, ids: ReplyIds) -> dict[str, Any]:
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input", {})).decode()
             if block.get("name") == JSON_TOOL:
-                texts.append(arguments)
+                answer_json = arguments if answer_json is None else answer_json
             else:
                 function = {"name": block.get("name"), "arguments": arguments}
                 calls.append({"id": block.get("id"), "type": "function", "function": function})
+    if answer_json is not None:  # the JSON output is the whole content (any text beside it breaks parsing)
+        texts = [answer_json]
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts else None,
@@ -168,6 +171,7 @@ class MessagesChunks:
         self._stop: object = None
         self._blocks: dict[int, list[Any]] = {}  # block index -> [tool index or -1 (JSON), pieces sent]
         self._tools = 0
+        self._json_seen = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         chunk = {
@@ -204,6 +208,8 @@ class MessagesChunks:
             delta = ev.get("delta")
             delta = delta if isinstance(delta, dict) else {}
             if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
+                if self._json_seen:  # the JSON output is the content's end (as in map_answer)
+                    return b""
                 return self._start() + self._chunk({"content": delta["text"]})
             block = self._blocks.get(_index(ev))
             piece = delta.get("partial_json")
@@ -241,11 +247,13 @@ class MessagesChunks:
         if not isinstance(block, dict) or not isinstance(index, int):
             return b""
         if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
-            return self._chunk({"content": block["text"]})
+            return b"" if self._json_seen else self._chunk({"content": block["text"]})
         if block.get("type") != "tool_use":
             return b""
         if block.get("name") == JSON_TOOL:
-            self._blocks[index] = [-1, False]
+            if not self._json_seen:  # the first JSON output only, as in map_answer
+                self._json_seen = True
+                self._blocks[index] = [-1, False]
             return b""
         self._blocks[index] = [self._tools, False]
         call = {

@@ -10,6 +10,7 @@ is a ``tests.fakes.provider`` route builder doing all three.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -53,6 +54,14 @@ def _text(block: dict[str, Any], where: str, out: list[str]) -> None:
         out.append(f"{where}: text content blocks must contain non-whitespace text")
 
 
+def _is_base64(data: str) -> bool:
+    try:
+        base64.b64decode(data, validate=True)
+    except ValueError:
+        return False
+    return True
+
+
 def _image(block: dict[str, Any], where: str, out: list[str]) -> None:
     src = block.get("source")
     kind = src.get("type") if isinstance(src, dict) else None
@@ -62,6 +71,8 @@ def _image(block: dict[str, Any], where: str, out: list[str]) -> None:
             out.append(
                 f"{where}.source: a base64 source is exactly type, media_type (jpeg/png/gif/webp), data"
             )
+        elif not _is_base64(src["data"]):
+            out.append(f"{where}.source.data: invalid base64 data")
     elif kind == "url" and isinstance(src, dict):
         if (
             set(src) != {"type", "url"}
@@ -243,18 +254,26 @@ def problems(body: object) -> list[str]:
     return out
 
 
-def sample(schema: object) -> Any:
-    """A small value matching a JSON schema (what a model would fill a tool's input with)."""
+def sample(schema: object, defs: dict[str, Any] | None = None, depth: int = 0) -> Any:
+    """A small value matching a JSON schema (what a model would fill a tool's input with); local
+    ``#/$defs/...`` references (Pydantic's nested models) are followed a few levels deep."""
     if not isinstance(schema, dict):
         return "x"
+    defs = schema.get("$defs", defs) if isinstance(schema.get("$defs", defs), dict) else defs
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and defs and depth < 4:
+        return sample(defs.get(ref.removeprefix("#/$defs/")), defs, depth + 1)
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return sample(schema[key][0], defs, depth + 1)
     kind = schema.get("type", "object")
     if schema.get("enum"):
         return schema["enum"][0]
     if kind == "object":
         props = schema.get("properties", {})
-        return {k: sample(v) for k, v in props.items()} if isinstance(props, dict) else {}
+        return {k: sample(v, defs, depth + 1) for k, v in props.items()} if isinstance(props, dict) else {}
     if kind == "array":
-        return [sample(schema.get("items"))]
+        return [sample(schema.get("items"), defs, depth + 1)]
     return {"integer": 7, "number": 1.5, "boolean": True, "null": None}.get(str(kind), "text")
 
 

@@ -1,0 +1,120 @@
+"""Audit of Anthropic models through OpenAI's chat completions (issue 13), from the openai SDK's side:
+structured output with ``parse`` (nested Pydantic models), answers the strict fake is scripted to
+give, image data URLs as clients really write them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from openai import AsyncOpenAI, pydantic_function_tool
+from pydantic import BaseModel
+
+from tests.data_plane.translated.conftest import Org
+from tests.fakes.anthropic_messages import (
+    frames,
+    invalid,
+    problems,
+    sample,
+    scripted_reply,
+    stream_events,
+    strict_messages,
+)
+from tests.fakes.provider import FakeProvider
+from tests.fakes.reply import Ask, JsonReply, StreamReply
+from tests.support.dataplane import DataPlaneProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+JPEG_1PX = "/9j/4AAQSkZJRgABAQAAAQABAAD/2wBDAAgGBgcGBQgHBwcJCQgKDA=="
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+class Answer(BaseModel):
+    capital: City
+    neighbours: list[City]
+    note: str | None
+
+
+def client(dp: DataPlaneProcess, org: Org) -> AsyncOpenAI:
+    return AsyncOpenAI(base_url=f"{dp.url}/v1", api_key=org.key, max_retries=0, timeout=15)
+
+
+def with_text_before_json(ask: Ask) -> JsonReply | StreamReply:
+    """Claude, offered the JSON tool beside the client's own tools, often says something first."""
+    found = problems(ask.payload)
+    if found:
+        return JsonReply(invalid("; ".join(found)), status=400)
+    reply = scripted_reply(ask.payload)
+    json_tool = next(t for t in ask.payload["tools"] if t["name"] == "json_answer")
+    reply["content"] = [
+        {"type": "text", "text": "Here is the answer."},
+        {
+            "type": "tool_use",
+            "id": "toolu_j1",
+            "name": "json_answer",
+            "input": sample(json_tool["input_schema"]),
+        },
+    ]
+    reply["stop_reason"] = "tool_use"
+    if not ask.stream:
+        return JsonReply(reply)
+    out = frames(stream_events(reply))
+    return StreamReply(out, len(out) - 3)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_parse_a_nested_pydantic_model_round_trips(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, stream: bool
+) -> None:
+    oai = client(dp, org)
+    messages: Any = [{"role": "user", "content": "France?"}]
+    if stream:
+        async with oai.chat.completions.stream(
+            model="claude-x", messages=messages, response_format=Answer
+        ) as s:
+            done = await s.get_final_completion()
+    else:
+        done = await oai.chat.completions.parse(model="claude-x", messages=messages, response_format=Answer)
+    parsed = done.choices[0].message.parsed
+    assert isinstance(parsed, Answer) and isinstance(parsed.capital, City) and parsed.neighbours
+    assert done.choices[0].finish_reason == "stop" and not done.choices[0].message.tool_calls
+    sent = fake.last().json()
+    schema = sent["tools"][0]["input_schema"]
+    assert sent["tool_choice"] == {"type": "tool", "name": "json_answer"} and "$defs" in schema
+
+
+async def test_text_beside_the_json_answer_is_not_glued_to_it(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider
+) -> None:
+    fake.builders["anthropic"] = with_text_before_json
+    tool = pydantic_function_tool(City, name="lookup")  # strict: parse accepts only strict tools
+    done = await client(dp, org).chat.completions.parse(
+        model="claude-x",
+        messages=[{"role": "user", "content": "France?"}],
+        response_format=Answer,
+        tools=[tool],
+    )
+    assert isinstance(done.choices[0].message.parsed, Answer)
+    assert done.choices[0].message.content is not None and done.choices[0].message.content.startswith("{")
+
+
+@pytest.mark.parametrize("media", ["image/jpg", "IMAGE/JPEG", "image/jpeg"])
+async def test_image_jpg_data_url_is_sent_as_jpeg(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, media: str
+) -> None:
+    assert fake.builders["anthropic"] is strict_messages
+    content: Any = [
+        {"type": "text", "text": "what is it"},
+        {"type": "image_url", "image_url": {"url": f"data:{media};base64,{JPEG_1PX}", "detail": "low"}},
+    ]
+    done = await client(dp, org).chat.completions.create(
+        model="claude-x", messages=[{"role": "user", "content": content}]
+    )
+    assert done.choices[0].message.content
+    source = fake.last().json()["messages"][0]["content"][1]["source"]
+    assert source == {"type": "base64", "media_type": "image/jpeg", "data": JPEG_1PX}
