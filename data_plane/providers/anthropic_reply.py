@@ -172,6 +172,7 @@ class MessagesChunks:
         self._blocks: dict[int, list[Any]] = {}  # block index -> [tool index or -1 (JSON), pieces sent]
         self._tools = 0
         self._json_seen = False
+        self._stopped = False  # message_stop seen: the stream ended, not merely the connection
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         chunk = {
@@ -239,6 +240,8 @@ class MessagesChunks:
             self._done = True
             err = map_error(_TYPE_STATUS.get(_error_type(ev), 500), data)
             return b"data: " + orjson.dumps(err.body()) + b"\n\n"
+        if kind == "message_stop":
+            self._stopped = True
         return b""  # ping, message_stop, and whatever Anthropic adds later
 
     def _block_start(self, ev: Mapping[str, Any]) -> bytes:
@@ -268,6 +271,10 @@ class MessagesChunks:
     def close(self) -> bytes:
         if self._done:
             return b""
+        if not self._stopped:
+            # A body cut short (a proxy, a dropped connection ending cleanly) must not pass for a
+            # whole answer: the relay answers an error chunk instead of finish_reason and [DONE].
+            raise ValueError("the provider's stream ended before message_stop")
         self._done = True
         out = self._start() + self._chunk({}, _finish(self._stop, self._tools > 0))
         if self._include_usage:

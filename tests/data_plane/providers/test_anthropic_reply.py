@@ -204,6 +204,7 @@ def test_hostile_stream_events_are_ignored_not_fatal() -> None:
         b"event: ping",
     ):
         assert writer.feed(event) == b"", event
+    assert writer.feed(b'event: message_stop\ndata: {"type":"message_stop"}') == b""
     chunks = sdk_chunks(start + writer.close())
     assert chunks[-1].choices[0].finish_reason == "stop"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from openai import AsyncOpenAI, pydantic_function_tool
+from openai import APIError, AsyncOpenAI, pydantic_function_tool
 from pydantic import BaseModel
 
 from tests.data_plane.translated.conftest import Org
@@ -118,3 +118,24 @@ async def test_image_jpg_data_url_is_sent_as_jpeg(
     assert done.choices[0].message.content
     source = fake.last().json()["messages"][0]["content"][1]["source"]
     assert source == {"type": "base64", "media_type": "image/jpeg", "data": JPEG_1PX}
+
+
+def cut_before_message_stop(ask: Ask) -> JsonReply | StreamReply:
+    """The stream's body ends cleanly, but before Anthropic's message_stop (a proxy cut it)."""
+    out = frames(stream_events(scripted_reply(ask.payload)))
+    return StreamReply(out[:-3], len(out) - 4)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+async def test_a_stream_cut_before_message_stop_is_an_error_not_a_finished_answer(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, n: int
+) -> None:
+    fake.builders["anthropic"] = cut_before_message_stop
+    stream = await client(dp, org).chat.completions.create(
+        model="claude-x", messages=[{"role": "user", "content": "a long story"}], stream=True, n=n
+    )
+    finishes: list[str] = []
+    with pytest.raises(APIError):
+        async for chunk in stream:
+            finishes += [c.finish_reason for c in chunk.choices if c.finish_reason]
+    assert finishes == []
