@@ -82,11 +82,13 @@ def _image(part: Mapping[str, Any], param: str) -> Block:
         raise TranslationError("an image_url part needs image_url.url", f"{param}.image_url.url")
     if url.startswith("data:"):
         header, sep, data = url[5:].partition(",")
-        media_type, _, encoding = header.partition(";")
+        # data:<type>[;<param>=<value>]*;base64 (RFC 2397: parameters such as name= may come first)
+        media_type, *params = header.split(";")
         # Media types are case-insensitive and clients often write image/jpg, which Anthropic refuses.
         media_type = media_type.strip().lower()
         media_type = "image/jpeg" if media_type == "image/jpg" else media_type
-        if not sep or encoding != "base64" or not data:
+        data = "".join(data.split())  # line-wrapped base64 (MIME style) is still the same bytes
+        if not sep or not params or params[-1].strip().lower() != "base64" or not data:
             raise TranslationError(
                 "an image data URL must be data:<type>;base64,<data>", f"{param}.image_url.url"
             )

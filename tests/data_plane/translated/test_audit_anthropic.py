@@ -139,3 +139,21 @@ async def test_a_stream_cut_before_message_stop_is_an_error_not_a_finished_answe
         async for chunk in stream:
             finishes += [c.finish_reason for c in chunk.choices if c.finish_reason]
     assert finishes == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"data:image/jpeg;name=photo.jpg;base64,{JPEG_1PX}",  # RFC 2397 parameters before base64
+        f"data:image/jpeg;base64,{JPEG_1PX[:20]}\n{JPEG_1PX[20:]}",  # MIME-wrapped base64
+    ],
+)
+async def test_data_urls_as_clients_write_them(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, url: str
+) -> None:
+    content: Any = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]
+    await client(dp, org).chat.completions.create(
+        model="claude-x", messages=[{"role": "user", "content": content}]
+    )
+    source = fake.last().json()["messages"][0]["content"][0]["source"]
+    assert source == {"type": "base64", "media_type": "image/jpeg", "data": JPEG_1PX}
