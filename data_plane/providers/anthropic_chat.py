@@ -177,6 +177,10 @@ def _conversation(messages: object) -> tuple[list[str], list[Block]]:
     system: list[str] = []
     turns: list[Block] = []
     open_calls: dict[str, str] = {}  # tool_use id -> the param of the call, until answered
+    # Anthropic wants tool_use ids unique in the whole request; clients reuse them across turns
+    # (call_0 of another provider's model): a reused id is renamed, its results follow.
+    sent_ids: set[str] = set()
+    renamed: dict[str, str] = {}  # the open calls' client id (mapped) -> the id sent
     for i, msg in enumerate(messages):
         param = f"messages[{i}]"
         if not isinstance(msg, Mapping):
@@ -193,10 +197,19 @@ def _conversation(messages: object) -> tuple[list[str], list[Block]]:
                     "this tool call has no tool message answering it", next(iter(open_calls.values()))
                 )
             blocks, ids = _assistant_blocks(msg, param)
+            renamed = {}
             for j, tool_id in enumerate(ids):
                 if tool_id in open_calls:
                     raise TranslationError("duplicate tool call id", f"{param}.tool_calls[{j}].id")
                 open_calls[tool_id] = f"{param}.tool_calls[{j}]"
+                unique, n = tool_id, 1
+                while unique in sent_ids:
+                    unique, n = f"{tool_id[:240]}_{n}", n + 1
+                sent_ids.add(unique)
+                renamed[tool_id] = unique
+            for block in blocks:
+                if block["type"] == "tool_use":
+                    block["id"] = renamed[block["id"]]
             kind = "assistant"
         elif role == "user":
             blocks, kind = _user_blocks(msg.get("content"), f"{param}.content"), "user"
@@ -206,6 +219,7 @@ def _conversation(messages: object) -> tuple[list[str], list[Block]]:
                 raise TranslationError(
                     "no open tool call of the previous assistant message has this id", f"{param}.tool_call_id"
                 )
+            block["tool_use_id"] = renamed[block["tool_use_id"]]
             blocks, kind = [block], "user"
         else:
             raise TranslationError(f"unknown role {str(role)[:64]!r}", f"{param}.role")

@@ -122,6 +122,7 @@ def _messages(messages: object, out: list[str]) -> None:
         out.append("messages: must be a non-empty array")
         return
     asked: set[str] = set()  # tool_use ids of the previous assistant turn, to be answered now
+    every: set[str] = set()  # tool_use ids of the whole request: Anthropic wants them unique
     previous = None
     for i, msg in enumerate(messages):
         where = f"messages.{i}"
@@ -161,8 +162,9 @@ def _messages(messages: object, out: list[str]) -> None:
             if asked:
                 out.append(f"{where}: tool_use ids {sorted(asked)} were not answered by a user message")
             ids = [b.get("id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]
-            if len(ids) != len(set(ids)):
-                out.append(f"{where}: duplicate tool_use ids")
+            if len(ids) != len(set(ids)) or every & {str(x) for x in ids}:
+                out.append(f"{where}: `tool_use` ids must be unique")
+            every |= {str(x) for x in ids}
             asked = {str(x) for x in ids}
     last = messages[-1]
     if isinstance(last, dict) and last.get("role") == "assistant":

@@ -157,3 +157,36 @@ async def test_data_urls_as_clients_write_them(
     )
     source = fake.last().json()["messages"][0]["content"][0]["source"]
     assert source == {"type": "base64", "media_type": "image/jpeg", "data": JPEG_1PX}
+
+
+def _call(call_id: str, city: str) -> Any:
+    arguments = f'{{"city": "{city}"}}'
+    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+
+
+async def test_tool_call_ids_reused_across_turns_are_made_unique(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider
+) -> None:
+    # Another provider's model numbered its calls call_0 in each turn; the client switched to Claude.
+    messages: Any = [
+        {"role": "user", "content": "Weather in Paris, then Rome?"},
+        {"role": "assistant", "content": None, "tool_calls": [_call("call_0", "Paris")]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "sunny"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [_call("call_0", "Rome"), _call("call.1", "Oslo")],
+        },
+        {"role": "tool", "tool_call_id": "call.1", "content": [{"type": "text", "text": "snow"}]},
+        {"role": "tool", "tool_call_id": "call_0", "content": ""},
+    ]
+    done = await client(dp, org).chat.completions.create(model="claude-x", messages=messages)
+    assert done.choices[0].message.content
+    sent = fake.last().json()["messages"]
+    uses = [b["id"] for m in sent for b in m["content"] if b["type"] == "tool_use"]
+    assert len(uses) == len(set(uses)) == 3 and uses[0] == "call_0"
+    results = [b["tool_use_id"] for b in sent[4]["content"]]
+    assert sorted(results) == sorted(uses[1:])
+    rome = next(b for b in sent[3]["content"] if b["type"] == "tool_use" and b["input"] == {"city": "Rome"})
+    empty = next(b for b in sent[4]["content"] if "content" not in b)
+    assert empty["tool_use_id"] == rome["id"]
