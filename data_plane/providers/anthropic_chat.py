@@ -12,8 +12,7 @@ Decisions (docs/openai-compatibility.md):
   mode, so a tool named :data:`JSON_TOOL` is added whose ``input_schema`` is the schema, and
   forced when the client has no tools of its own. Its ``tool_use`` input comes back as the
   message content (a JSON string), ``finish_reason`` ``stop``. The name is reserved.
-- ``n`` is not translated: the gateway makes n calls. Dropped fields and any unknown field are
-  never forwarded (the body is built from the known fields only).
+- ``n`` is not translated: the gateway makes n calls. Dropped and unknown fields are never sent.
 - System and developer messages, wherever they are, join the top-level ``system`` in order.
 - A conversation must start with a user turn and every tool call must be answered by a tool
   message before the next assistant turn: Anthropic refuses anything else and inventing turns
@@ -40,6 +39,7 @@ PATH = "/v1/messages"
 IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+_UNANSWERED = "this tool call has no tool message answering it"
 
 Block = dict[str, Any]
 
@@ -82,20 +82,18 @@ def _image(part: Mapping[str, Any], param: str) -> Block:
         raise TranslationError("an image_url part needs image_url.url", f"{param}.image_url.url")
     if url.startswith("data:"):
         header, sep, data = url[5:].partition(",")
-        # data:<type>[;<param>=<value>]*;base64 (RFC 2397: parameters such as name= may come first)
+        # data:<type>[;<param>=<value>]*;base64 (RFC 2397); media types are case-insensitive and
+        # clients often write image/jpg, which Anthropic refuses.
         media_type, *params = header.split(";")
-        # Media types are case-insensitive and clients often write image/jpg, which Anthropic refuses.
         media_type = media_type.strip().lower()
         media_type = "image/jpeg" if media_type == "image/jpg" else media_type
         data = "".join(data.split())  # line-wrapped base64 (MIME style) is still the same bytes
+        where = f"{param}.image_url.url"
         if not sep or not params or params[-1].strip().lower() != "base64" or not data:
-            raise TranslationError(
-                "an image data URL must be data:<type>;base64,<data>", f"{param}.image_url.url"
-            )
+            raise TranslationError("an image data URL must be data:<type>;base64,<data>", where)
         if media_type not in IMAGE_TYPES:
             raise TranslationError(
-                f"image type {media_type[:64]!r} is not supported (jpeg, png, gif, webp)",
-                f"{param}.image_url.url",
+                f"image type {media_type[:64]!r} is not supported (jpeg, png, gif, webp)", where
             )
         return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
     if url.startswith("https://") and len(url) > 8:
@@ -193,9 +191,7 @@ def _conversation(messages: object) -> tuple[list[str], list[Block]]:
             continue
         if role == "assistant":
             if open_calls:
-                raise TranslationError(
-                    "this tool call has no tool message answering it", next(iter(open_calls.values()))
-                )
+                raise TranslationError(_UNANSWERED, next(iter(open_calls.values())))
             blocks, ids = _assistant_blocks(msg, param)
             renamed = {}
             for j, tool_id in enumerate(ids):
@@ -207,9 +203,8 @@ def _conversation(messages: object) -> tuple[list[str], list[Block]]:
                     unique, n = f"{tool_id[:240]}_{n}", n + 1
                 sent_ids.add(unique)
                 renamed[tool_id] = unique
-            for block in blocks:
-                if block["type"] == "tool_use":
-                    block["id"] = renamed[block["id"]]
+            for block in (b for b in blocks if b["type"] == "tool_use"):
+                block["id"] = renamed[block["id"]]
             kind = "assistant"
         elif role == "user":
             blocks, kind = _user_blocks(msg.get("content"), f"{param}.content"), "user"
@@ -232,9 +227,7 @@ def _conversation(messages: object) -> tuple[list[str], list[Block]]:
         else:
             turns.append({"role": kind, "content": blocks})
     if open_calls:
-        raise TranslationError(
-            "this tool call has no tool message answering it", next(iter(open_calls.values()))
-        )
+        raise TranslationError(_UNANSWERED, next(iter(open_calls.values())))
     if not turns:
         raise TranslationError("messages must contain a user message with content", "messages")
     for turn in turns:
@@ -325,15 +318,10 @@ def _json_tool(fmt: object) -> Block | None:
         }
     if kind == "json_schema" and isinstance(fmt, Mapping) and isinstance(fmt.get("json_schema"), Mapping):
         spec = fmt["json_schema"]
-        tool: Block = {
-            "name": JSON_TOOL,
-            "input_schema": _schema(spec.get("schema"), "response_format.json_schema.schema"),
-        }
         about = spec.get("description")
-        tool["description"] = (
-            about if isinstance(about, str) and about else "Answer with JSON matching the schema."
-        )
-        return tool
+        about = about if isinstance(about, str) and about else "Answer with JSON matching the schema."
+        schema = _schema(spec.get("schema"), "response_format.json_schema.schema")
+        return {"name": JSON_TOOL, "input_schema": schema, "description": about}
     raise TranslationError("response_format must be text, json_object or json_schema", "response_format")
 
 
