@@ -228,17 +228,18 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         ex.route = route = await resolve(state, grant, model, endpoint.family, other_families=other_families)
         meter.upstream_slug = route.upstream_slug[:256]
         meter.pricing = route.pricing
-        if route.family != endpoint.family and route.family != VLLM:
-            # A translated request's record says so whatever ends it (a limit, a 400 before the upstream).
+        if route.family != endpoint.family:  # an opted-in model of another family (resolve checked)
+            # The record names the backend, and a translated one says so, whatever ends the
+            # request (a limit, a 400 before the upstream).
             meter.family = route.family
-            meter.flags |= FLAG_TRANSLATED
+            if route.family != VLLM:
+                meter.flags |= FLAG_TRANSLATED
         if state.limiter is not None:
             ex.admission = await admit_request(
                 state.limiter, settings.limits, grant, endpoint, body, facts, route.pricing
             )
         target, target_dialect = endpoint, dialect
-        if route.family != endpoint.family:  # an opted-in model of another family (resolve checked)
-            meter.family = route.family
+        if route.family != endpoint.family:
             if route.family != VLLM:
                 translator = translated.translator_for(route)
                 assert translator is not None and body is not None

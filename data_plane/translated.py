@@ -45,7 +45,7 @@ from data_plane.state import NodeState
 from data_plane.translated_fanout import stream_choices, sum_counts
 from data_plane.translated_relay import Answer, TranslatedRelay, upstream_url
 from data_plane.upstream.egress import EGRESS
-from data_plane.usage.meter import COMPLETE, FLAG_TRANSLATED, RequestMeter
+from data_plane.usage.meter import COMPLETE, RequestMeter
 from data_plane.usage.shapes import NO_USAGE
 from data_plane.usage.tokens import Usage, make_usage
 
@@ -110,9 +110,8 @@ def check_stream_options(chat: ChatRequest) -> None:
 
 
 def prepare_meter(meter: RequestMeter, route: Route, streaming: bool, metering: bool) -> None:
-    """The record of a translated request: the backend's family and usage shape, flagged."""
-    meter.family = route.family
-    meter.flags |= FLAG_TRANSLATED
+    """The record of a translated request: the backend's usage shape (``native.py`` already named
+    the backend's family and set ``FLAG_TRANSLATED`` once the route was known)."""
     meter.streamed = streaming
     name = _STREAM_ENDPOINTS.get(route.family) if streaming else None
     name = name or _NATIVE_ENDPOINTS.get(route.family)
