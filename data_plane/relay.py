@@ -114,10 +114,71 @@ def response_headers(upstream: UpstreamResponse, secret: Secret | None = None) -
     return out
 
 
-class Relay:
-    """One request's trip upstream and back: its limits, the meter, and the answer once it arrived."""
+class Trip:
+    """One trip upstream: its time bounds, the meter, and how the answer's head is awaited.
 
-    __slots__ = ("deadline", "family", "idle", "max_buffered", "max_event", "meter", "request", "secret")
+    Shared by the native relay (bytes passed through) and the translated one
+    (``translated_relay.py``), so both open the upstream and read it under the same rules.
+    """
+
+    __slots__ = ("deadline", "idle", "meter")
+
+    def __init__(self, meter: RequestMeter, *, upstream_idle: float, deadline: float) -> None:
+        self.meter = meter
+        self.idle = upstream_idle  # longest silence between reads
+        self.deadline = deadline  # loop.time() by which everything must be done
+
+    def _timeout(self, limit: float) -> float:
+        return max(0.0, min(limit, self.deadline - asyncio.get_running_loop().time()))
+
+    async def open(
+        self,
+        transport: Transport,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        tenant: str,
+        first_byte_timeout: float,
+    ) -> UpstreamResponse:
+        """The upstream's answer once its head arrived; the gateway's 502/504 when none usable came
+        (a redirect or an encoded answer is released and refused: never followed, never decoded)."""
+        meter = self.meter
+        meter.upstream_started()
+        try:
+            async with asyncio.timeout(self._timeout(first_byte_timeout)):
+                upstream = await transport.request(method, url, headers, body, tenant=tenant)
+        except TimeoutError:  # connect timeouts included
+            raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
+        except (UpstreamError, OSError) as exc:
+            log.info("upstream request failed: %s", type(exc).__name__)
+            raise GatewayError(502, "upstream_unreachable", UPSTREAM_UNREACHABLE) from None
+        meter.upstream_responded()
+        status = upstream.status
+        if 300 <= status < 400 or upstream.encoded:
+            meter.upstream_finished()
+            upstream.release()
+            if 300 <= status < 400:
+                raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)
+            # coded bytes cannot be scrubbed; nor is a bomb ever decoded here
+            raise GatewayError(502, "upstream_bad_encoding", UPSTREAM_BAD_ENCODING)
+        meter.status = status
+        return upstream
+
+    async def read(self, upstream: UpstreamResponse) -> bytes:
+        """The answer's next bytes (b"" at its end) within the idle bound and the deadline."""
+        data = upstream.read_nowait()  # what already arrived needs no timer
+        if data or upstream.at_eof():
+            return data
+        async with asyncio.timeout(self._timeout(self.idle)):
+            return await upstream.read()
+
+
+class Relay(Trip):
+    """One request's trip upstream and back: the answer relayed as it came (scrubbed, metered)."""
+
+    __slots__ = ("family", "max_buffered", "max_event", "request", "secret")
 
     def __init__(
         self,
@@ -130,17 +191,12 @@ class Relay:
         max_buffered: int,
         max_sse_event: int = DEFAULT_MAX_EVENT,
     ) -> None:
+        super().__init__(meter, upstream_idle=upstream_idle, deadline=deadline)
         self.request = request
-        self.meter = meter
         self.family = family
-        self.idle = upstream_idle
-        self.deadline = deadline  # loop.time() by which everything must be done
         self.max_buffered = max_buffered
         self.max_event = max_sse_event
         self.secret: Secret | None = None
-
-    def _timeout(self, limit: float) -> float:
-        return max(0.0, min(limit, self.deadline - asyncio.get_running_loop().time()))
 
     async def forward(
         self,
@@ -165,25 +221,12 @@ class Relay:
         self.secret = secret
         if first_byte_timeout > 0:
             self.idle = min(self.idle, first_byte_timeout)
-        meter.upstream_started()
-        try:
-            async with asyncio.timeout(self._timeout(first_byte_timeout)):
-                upstream = await transport.request(
-                    method, url, headers, body, tenant=secret.pool_tag if secret is not None else ""
-                )
-        except TimeoutError:  # connect timeouts included
-            raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
-        except (UpstreamError, OSError) as exc:
-            log.info("upstream request failed: %s", type(exc).__name__)
-            raise GatewayError(502, "upstream_unreachable", UPSTREAM_UNREACHABLE) from None
-        meter.upstream_responded()
+        upstream = await self.open(
+            transport, method, url, headers, body,
+            tenant=secret.pool_tag if secret is not None else "", first_byte_timeout=first_byte_timeout,
+        )  # fmt: skip
         try:
             status = upstream.status
-            if 300 <= status < 400:
-                raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)
-            if upstream.encoded:  # coded bytes cannot be scrubbed; nor is a bomb ever decoded here
-                raise GatewayError(502, "upstream_bad_encoding", UPSTREAM_BAD_ENCODING)
-            meter.status = status
             is_sse = upstream.content_type == "text/event-stream"
             if 200 <= status < 300 and (streaming or is_sse):
                 tap = make_tap(meter, is_sse=is_sse, strip_injected=strip_injected)
@@ -195,27 +238,20 @@ class Relay:
             # this is what tells the provider to stop generating.
             upstream.release()
 
-    async def _read(self, upstream: UpstreamResponse) -> bytes:
-        data = upstream.read_nowait()  # what already arrived needs no timer
-        if data or upstream.at_eof():
-            return data
-        async with asyncio.timeout(self._timeout(self.idle)):
-            return await upstream.read()
-
     async def _relay_buffered(self, upstream: UpstreamResponse) -> web.StreamResponse:
         meter = self.meter
         limit = self.max_buffered
         try:
-            body = await self._read(upstream)
+            body = await self.read(upstream)
             if body and len(body) <= limit:
-                chunk = await self._read(upstream)
+                chunk = await self.read(upstream)
                 if chunk:  # more than one read (the usual answer is one): gather it, up to the limit
                     buf = bytearray(body)
                     while chunk:
                         buf += chunk
                         if len(buf) > limit:
                             break
-                        chunk = await self._read(upstream)
+                        chunk = await self.read(upstream)
                     body = bytes(buf)
         except TimeoutError:
             raise GatewayError(504, "upstream_timeout", UPSTREAM_STALLED) from None
@@ -297,7 +333,7 @@ class Relay:
         meter = self.meter
         while True:
             try:
-                chunk = await self._read(upstream)
+                chunk = await self.read(upstream)
             except TimeoutError:
                 return GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
             except (UpstreamError, OSError):

@@ -85,7 +85,7 @@ class _Interleaved:
         splitter = EventSplitter(relay.max_event)
         while True:
             try:
-                chunk = await relay.read_chunk(upstream)
+                chunk = await relay.read(upstream)
             except TimeoutError:
                 raise GatewayError(504, "upstream_timeout", UPSTREAM_STALLED) from None
             except (UpstreamError, OSError):

@@ -13,7 +13,6 @@ endpoint's usage shape) before it is translated.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -25,15 +24,7 @@ from aiohttp import web
 from data_plane.errors import GatewayError, sse_error_event
 from data_plane.providers import OPENAI
 from data_plane.providers.translator import ChatTranslator, OpenAIError, ReplyIds, UpstreamCall
-from data_plane.relay import (
-    UPSTREAM_BAD_ENCODING,
-    UPSTREAM_BROKEN,
-    UPSTREAM_EVENT_TOO_LARGE,
-    UPSTREAM_REDIRECT,
-    UPSTREAM_STALLED,
-    UPSTREAM_TIMEOUT,
-    UPSTREAM_UNREACHABLE,
-)
+from data_plane.relay import UPSTREAM_BROKEN, UPSTREAM_EVENT_TOO_LARGE, UPSTREAM_STALLED, Trip
 from data_plane.scrub import Secret
 from data_plane.sse import EVENT_END, EventSplitter, EventTooLarge
 from data_plane.upstream.errors import UpstreamError
@@ -91,7 +82,7 @@ def split_events(block: bytes) -> list[bytes]:
     return events
 
 
-class TranslatedRelay:
+class TranslatedRelay(Trip):
     """One translated request's trips upstream (one, or ``n`` for a fan-out) and its answer."""
 
     def __init__(
@@ -108,54 +99,27 @@ class TranslatedRelay:
         max_buffered: int,
         max_sse_event: int,
     ) -> None:
+        idle = min(upstream_idle, first_byte_timeout) if first_byte_timeout > 0 else upstream_idle
+        super().__init__(meter, upstream_idle=idle, deadline=deadline)
         self.request = request
-        self.meter = meter
         self.transport = transport
         self.translator = translator
         self.secret = secret
         self.first_byte = first_byte_timeout
-        self.idle = min(upstream_idle, first_byte_timeout) if first_byte_timeout > 0 else upstream_idle
-        self.deadline = deadline
         self.max_buffered = max_buffered
         self.max_event = max_sse_event
 
-    def _timeout(self, limit: float) -> float:
-        return max(0.0, min(limit, self.deadline - asyncio.get_running_loop().time()))
-
     async def send(self, url: str, headers: dict[str, str], call: UpstreamCall) -> UpstreamResponse:
-        meter = self.meter
-        meter.upstream_started()
-        try:
-            async with asyncio.timeout(self._timeout(self.first_byte)):
-                upstream = await self.transport.request(
-                    "POST", url, headers, call.body, tenant=self.secret.pool_tag
-                )
-        except TimeoutError:
-            raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
-        except (UpstreamError, OSError) as exc:
-            log.info("upstream request failed: %s", type(exc).__name__)
-            raise GatewayError(502, "upstream_unreachable", UPSTREAM_UNREACHABLE) from None
-        meter.upstream_responded()
-        status = upstream.status
-        if 300 <= status < 400 or upstream.encoded:
-            upstream.release()
-            if upstream.encoded:
-                raise GatewayError(502, "upstream_bad_encoding", UPSTREAM_BAD_ENCODING)
-            raise GatewayError(502, "upstream_redirect", UPSTREAM_REDIRECT)
-        meter.status = status
-        return upstream
-
-    async def read_chunk(self, upstream: UpstreamResponse) -> bytes:
-        data = upstream.read_nowait()
-        if data or upstream.at_eof():
-            return data
-        async with asyncio.timeout(self._timeout(self.idle)):
-            return await upstream.read()
+        """The native call sent; its answer once the head arrived (``Trip.open``'s rules)."""
+        return await self.open(
+            self.transport, "POST", url, headers, call.body,
+            tenant=self.secret.pool_tag, first_byte_timeout=self.first_byte,
+        )  # fmt: skip
 
     async def _read_all(self, upstream: UpstreamResponse) -> bytes:
         buf = bytearray()
         try:
-            while chunk := await self.read_chunk(upstream):
+            while chunk := await self.read(upstream):
                 buf += chunk
                 if len(buf) > self.max_buffered:
                     raise GatewayError(
@@ -278,7 +242,7 @@ class TranslatedRelay:
         try:
             while failure is None:
                 try:
-                    chunk = await self.read_chunk(upstream)
+                    chunk = await self.read(upstream)
                 except TimeoutError:
                     failure = GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
                     break
