@@ -4,7 +4,9 @@ a broken stream), vLLM's pass-through, limits; every answer carries x-request-id
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import Any
 
 import httpx
@@ -149,6 +151,9 @@ async def test_broken_stream_ends_with_an_openai_error_chunk(
     assert rec.outcome == common_pb2.OUTCOME_PARTIAL and rec.error_code == "upstream_reset"
 
 
+MINUTE_SECONDS = 60  # the data plane's and control plane's default per-minute window
+
+
 async def test_limits_apply_to_translated_requests(
     cp: ControlPlaneProcess, dp: DataPlaneProcess, org: Org, fake: FakeProvider
 ) -> None:
@@ -159,6 +164,12 @@ async def test_limits_apply_to_translated_requests(
             keys_pb2.CreateVirtualKeyRequest(key=key), metadata=admin.metadata
         )
     limited = Org(org.id, created.secret)
+    # Per-minute windows are aligned on the epoch: three requests that straddle a boundary would
+    # meet two windows. Close to one, start just after it instead.
+    now = time.time()
+    left = MINUTE_SECONDS - now % MINUTE_SECONDS
+    if left < 20:
+        await asyncio.sleep(left + 0.05)
     statuses = []
     for _ in range(3):
         resp = await post(dp, limited, {"model": "claude-x", "messages": MESSAGES})
