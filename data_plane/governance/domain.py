@@ -6,6 +6,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from data_plane.upstream.network import Network
 from odock.egress import DEFAULT_POLICY, EgressPolicy
 
 
@@ -71,6 +72,21 @@ class Pricing:
 
 
 @dataclass(frozen=True, slots=True)
+class Deployment:
+    """One upstream behind a model (docs/routing.md): where, with which credential, how much traffic."""
+
+    name: str
+    base_url: str
+    upstream_slug: str
+    timeout: float  # first-byte timeout, seconds
+    credential_id: str
+    secret: bytes = field(repr=False)
+    weight: int = 1  # share among the healthy deployments of the same priority
+    priority: int = 0  # lower first
+    network: Network | None = None  # its own proxy / CA bundle; None: the node's environment
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """Where and how to call upstream for one (org, model)."""
 
@@ -95,6 +111,11 @@ class Route:
     max_output_tokens: int = 0  # output cap when the request sets none; 0: the gateway default
     # Capability names (data_plane.providers.translator: TOOLS, VISION, JSON_OUTPUT, STREAMING).
     capabilities: frozenset[str] = frozenset()
+    # Every deployment (the fields above repeat the first one's). Empty: the fields above are
+    # the model's one deployment (a route built by a test, or from a control plane that
+    # predates deployments).
+    deployments: tuple[Deployment, ...] = ()
+    fallbacks: tuple[str, ...] = ()  # other models of the org to try when every deployment failed
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from data_plane.settings import Settings
 from data_plane.upstream import egress
 from data_plane.upstream.connection import Connection
 from data_plane.upstream.errors import UpstreamBroken, UpstreamConnectTimeout, UpstreamUnreachable
+from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
 from data_plane.upstream.url import Origin, split_url
 from data_plane.upstream.wire import encode_head
@@ -79,6 +80,7 @@ class UpstreamClient:
         body: bytes | None = None,
         *,
         tenant: str = "",
+        network: Network | None = None,
     ) -> UpstreamResponse:
         """Send a request and return the answer once its head arrived (the caller reads, then releases it).
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
 
 
@@ -31,11 +32,13 @@ class Transport(Protocol):
         body: bytes | None = None,
         *,
         tenant: str = "",
+        network: Network | None = None,
     ) -> UpstreamResponse:
         """Send ``method url`` with ``headers`` and ``body``; the caller reads, then releases, the answer.
 
         ``tenant`` names the credential the headers carry (an opaque tag, never the credential):
-        no connection carries two tenants' traffic. Raises ``UpstreamError`` (or ``OSError``)
+        no connection carries two tenants' traffic. ``network``: the deployment's own proxy and
+        CA bundle (None: the node's environment, HTTPS_PROXY / HTTP_PROXY / NO_PROXY). Raises ``UpstreamError`` (or ``OSError``)
         when no answer came, ``ValueError`` for an unusable URL or header; a timeout is the
         caller's (``asyncio.timeout`` around the call).
         """

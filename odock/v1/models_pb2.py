@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from odock.v1 import common_pb2 as odock_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15odock/v1/models.proto\x12\x08odock.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15odock/v1/common.proto\"\x88\x04\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12(\n\x06\x66\x61mily\x18\x04 \x01(\x0e\x32\x18.odock.v1.ProviderFamily\x12\x15\n\rupstream_slug\x18\x05 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x06 \x01(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\ncredential\x18\x08 \x01(\t\x12\"\n\x07pricing\x18\t \x01(\x0b\x32\x11.odock.v1.Pricing\x12\x14\n\x07\x65nabled\x18\n \x01(\x08H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x11openai_compatible\x18\r \x01(\x08H\x01\x88\x01\x01\x12\x16\n\x0e\x63ontext_window\x18\x0e \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x0f \x01(\x03\x12\x31\n\x0c\x63\x61pabilities\x18\x10 \x01(\x0b\x32\x1b.odock.v1.ModelCapabilitiesB\n\n\x08_enabledB\x14\n\x12_openai_compatible\"Z\n\x11ModelCapabilities\x12\r\n\x05tools\x18\x01 \x01(\x08\x12\x0e\n\x06vision\x18\x02 \x01(\x08\x12\x13\n\x0bjson_output\x18\x03 \x01(\x08\x12\x11\n\tstreaming\x18\x04 \x01(\x08\"4\n\x12\x43reateModelRequest\x12\x1e\n\x05model\x18\x01 \x01(\x0b\x32\x0f.odock.v1.Model\"/\n\x0fGetModelRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"J\n\x11ListModelsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"N\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.odock.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x12UpdateModelRequest\x12\x1e\n\x05model\x18\x01 \x01(\x0b\x32\x0f.odock.v1.Model\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"2\n\x12\x44\x65leteModelRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse2\xd7\x02\n\x0cModelService\x12<\n\x0b\x43reateModel\x12\x1c.odock.v1.CreateModelRequest\x1a\x0f.odock.v1.Model\x12\x36\n\x08GetModel\x12\x19.odock.v1.GetModelRequest\x1a\x0f.odock.v1.Model\x12G\n\nListModels\x12\x1b.odock.v1.ListModelsRequest\x1a\x1c.odock.v1.ListModelsResponse\x12<\n\x0bUpdateModel\x12\x1c.odock.v1.UpdateModelRequest\x1a\x0f.odock.v1.Model\x12J\n\x0b\x44\x65leteModel\x12\x1c.odock.v1.DeleteModelRequest\x1a\x1d.odock.v1.DeleteModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15odock/v1/models.proto\x12\x08odock.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15odock/v1/common.proto\"\xc6\x04\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12(\n\x06\x66\x61mily\x18\x04 \x01(\x0e\x32\x18.odock.v1.ProviderFamily\x12\x15\n\rupstream_slug\x18\x05 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x06 \x01(\t\x12*\n\x07timeout\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\ncredential\x18\x08 \x01(\t\x12\"\n\x07pricing\x18\t \x01(\x0b\x32\x11.odock.v1.Pricing\x12\x14\n\x07\x65nabled\x18\n \x01(\x08H\x00\x88\x01\x01\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1e\n\x11openai_compatible\x18\r \x01(\x08H\x01\x88\x01\x01\x12\x16\n\x0e\x63ontext_window\x18\x0e \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x0f \x01(\x03\x12\x31\n\x0c\x63\x61pabilities\x18\x10 \x01(\x0b\x32\x1b.odock.v1.ModelCapabilities\x12)\n\x0b\x64\x65ployments\x18\x11 \x03(\x0b\x32\x14.odock.v1.Deployment\x12\x11\n\tfallbacks\x18\x12 \x03(\tB\n\n\x08_enabledB\x14\n\x12_openai_compatible\"\xcb\x01\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61se_url\x18\x02 \x01(\t\x12\x12\n\ncredential\x18\x03 \x01(\t\x12\x15\n\rupstream_slug\x18\x04 \x01(\t\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06weight\x18\x06 \x01(\r\x12\x10\n\x08priority\x18\x07 \x01(\r\x12\x11\n\tproxy_url\x18\x08 \x01(\t\x12\x11\n\tca_bundle\x18\t \x01(\t\"Z\n\x11ModelCapabilities\x12\r\n\x05tools\x18\x01 \x01(\x08\x12\x0e\n\x06vision\x18\x02 \x01(\x08\x12\x13\n\x0bjson_output\x18\x03 \x01(\x08\x12\x11\n\tstreaming\x18\x04 \x01(\x08\"4\n\x12\x43reateModelRequest\x12\x1e\n\x05model\x18\x01 \x01(\x0b\x32\x0f.odock.v1.Model\"/\n\x0fGetModelRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"J\n\x11ListModelsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"N\n\x12ListModelsResponse\x12\x1f\n\x06models\x18\x01 \x03(\x0b\x32\x0f.odock.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"e\n\x12UpdateModelRequest\x12\x1e\n\x05model\x18\x01 \x01(\x0b\x32\x0f.odock.v1.Model\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"2\n\x12\x44\x65leteModelRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse2\xd7\x02\n\x0cModelService\x12<\n\x0b\x43reateModel\x12\x1c.odock.v1.CreateModelRequest\x1a\x0f.odock.v1.Model\x12\x36\n\x08GetModel\x12\x19.odock.v1.GetModelRequest\x1a\x0f.odock.v1.Model\x12G\n\nListModels\x12\x1b.odock.v1.ListModelsRequest\x1a\x1c.odock.v1.ListModelsResponse\x12<\n\x0bUpdateModel\x12\x1c.odock.v1.UpdateModelRequest\x1a\x0f.odock.v1.Model\x12J\n\x0b\x44\x65leteModel\x12\x1c.odock.v1.DeleteModelRequest\x1a\x1d.odock.v1.DeleteModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,23 +36,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'odock.v1.models_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MODEL']._serialized_start=158
-  _globals['_MODEL']._serialized_end=678
-  _globals['_MODELCAPABILITIES']._serialized_start=680
-  _globals['_MODELCAPABILITIES']._serialized_end=770
-  _globals['_CREATEMODELREQUEST']._serialized_start=772
-  _globals['_CREATEMODELREQUEST']._serialized_end=824
-  _globals['_GETMODELREQUEST']._serialized_start=826
-  _globals['_GETMODELREQUEST']._serialized_end=873
-  _globals['_LISTMODELSREQUEST']._serialized_start=875
-  _globals['_LISTMODELSREQUEST']._serialized_end=949
-  _globals['_LISTMODELSRESPONSE']._serialized_start=951
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1029
-  _globals['_UPDATEMODELREQUEST']._serialized_start=1031
-  _globals['_UPDATEMODELREQUEST']._serialized_end=1132
-  _globals['_DELETEMODELREQUEST']._serialized_start=1134
-  _globals['_DELETEMODELREQUEST']._serialized_end=1184
-  _globals['_DELETEMODELRESPONSE']._serialized_start=1186
-  _globals['_DELETEMODELRESPONSE']._serialized_end=1207
-  _globals['_MODELSERVICE']._serialized_start=1210
-  _globals['_MODELSERVICE']._serialized_end=1553
+  _globals['_MODEL']._serialized_end=740
+  _globals['_DEPLOYMENT']._serialized_start=743
+  _globals['_DEPLOYMENT']._serialized_end=946
+  _globals['_MODELCAPABILITIES']._serialized_start=948
+  _globals['_MODELCAPABILITIES']._serialized_end=1038
+  _globals['_CREATEMODELREQUEST']._serialized_start=1040
+  _globals['_CREATEMODELREQUEST']._serialized_end=1092
+  _globals['_GETMODELREQUEST']._serialized_start=1094
+  _globals['_GETMODELREQUEST']._serialized_end=1141
+  _globals['_LISTMODELSREQUEST']._serialized_start=1143
+  _globals['_LISTMODELSREQUEST']._serialized_end=1217
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1219
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1297
+  _globals['_UPDATEMODELREQUEST']._serialized_start=1299
+  _globals['_UPDATEMODELREQUEST']._serialized_end=1400
+  _globals['_DELETEMODELREQUEST']._serialized_start=1402
+  _globals['_DELETEMODELREQUEST']._serialized_end=1452
+  _globals['_DELETEMODELRESPONSE']._serialized_start=1454
+  _globals['_DELETEMODELRESPONSE']._serialized_end=1475
+  _globals['_MODELSERVICE']._serialized_start=1478
+  _globals['_MODELSERVICE']._serialized_end=1821
 # @@protoc_insertion_point(module_scope)

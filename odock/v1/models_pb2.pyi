@@ -42,6 +42,8 @@ class Model(_message.Message):
     CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """output only, "mdl_..." """
     org_id: _builtins.str
@@ -90,6 +92,23 @@ class Model(_message.Message):
         (nothing declared).
         """
 
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Deployment]:
+        """Where the model's requests go (docs/routing.md). Empty on create: one deployment named
+        "default" made of the fields above (upstream_slug, base_url, timeout, credential), as
+        before. Set: the whole list (1..16; the top-level fields must then be empty or equal the
+        first deployment's). Always set on output, and the top-level fields then repeat the
+        first deployment's, so a client that knows nothing of deployments sees what it always did.
+        """
+
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other models of the same org (by name, 0..5, not this one) tried in order when every
+        deployment of this one failed before the first byte; each must be servable by the
+        endpoints this model is called on (checked per request: a fallback the endpoint cannot
+        serve, or the key may not use, is skipped). A fallback's own fallbacks are not followed.
+        """
+
     def __init__(
         self,
         *,
@@ -109,10 +128,12 @@ class Model(_message.Message):
         context_window: _builtins.int = ...,
         max_output_tokens: _builtins.int = ...,
         capabilities: Global___ModelCapabilities | None = ...,
+        deployments: _abc.Iterable[Global___Deployment] | None = ...,
+        fallbacks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_openai_compatible", b"_openai_compatible", "capabilities", b"capabilities", "create_time", b"create_time", "enabled", b"enabled", "openai_compatible", b"openai_compatible", "pricing", b"pricing", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_openai_compatible", b"_openai_compatible", "base_url", b"base_url", "capabilities", b"capabilities", "context_window", b"context_window", "create_time", b"create_time", "credential", b"credential", "enabled", b"enabled", "family", b"family", "id", b"id", "max_output_tokens", b"max_output_tokens", "name", b"name", "openai_compatible", b"openai_compatible", "org_id", b"org_id", "pricing", b"pricing", "timeout", b"timeout", "update_time", b"update_time", "upstream_slug", b"upstream_slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_openai_compatible", b"_openai_compatible", "base_url", b"base_url", "capabilities", b"capabilities", "context_window", b"context_window", "create_time", b"create_time", "credential", b"credential", "deployments", b"deployments", "enabled", b"enabled", "fallbacks", b"fallbacks", "family", b"family", "id", b"id", "max_output_tokens", b"max_output_tokens", "name", b"name", "openai_compatible", b"openai_compatible", "org_id", b"org_id", "pricing", b"pricing", "timeout", b"timeout", "update_time", b"update_time", "upstream_slug", b"upstream_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -124,6 +145,70 @@ class Model(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__openai_compatible) -> _WhichOneofReturnType__openai_compatible | None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class Deployment(_message.Message):
+    """One upstream behind a model: a provider account, a region, a self-hosted server."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    UPSTREAM_SLUG_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    PROXY_URL_FIELD_NUMBER: _builtins.int
+    CA_BUNDLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique within the model; 1..64 of a-z 0-9 . _ -; shown in x-odock-deployment, usage
+    records and metrics. Default (empty on input): "default" for the first, "d2", "d3"...
+    """
+    base_url: _builtins.str
+    """as Model.base_url (egress policy applies)"""
+    credential: _builtins.str
+    """credential name in the same org, same family as the model"""
+    upstream_slug: _builtins.str
+    """as Model.upstream_slug"""
+    weight: _builtins.int
+    """share among healthy deployments of the same priority; 0 on input: 1; max 1000"""
+    priority: _builtins.int
+    """lower is tried first; higher ones only when all lower ones failed or are out; max 100"""
+    proxy_url: _builtins.str
+    """An HTTP proxy for this deployment's connections ("http://[user:pass@]host:port"; CONNECT
+    for https upstreams). Empty: the node's environment (HTTPS_PROXY / HTTP_PROXY / NO_PROXY).
+    "direct": never a proxy. Subject to the egress policy like a base URL. Output hides the
+    password ("http://user:***@host:port").
+    """
+    ca_bundle: _builtins.str
+    """PEM certificates trusted for this deployment's TLS, in addition to the system CA store
+    (a self-hosted model behind a private CA). At most 64 KiB; must parse.
+    """
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration:
+        """first-byte timeout; unset: 60s; max 3600s"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        base_url: _builtins.str = ...,
+        credential: _builtins.str = ...,
+        upstream_slug: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        weight: _builtins.int = ...,
+        priority: _builtins.int = ...,
+        proxy_url: _builtins.str = ...,
+        ca_bundle: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "ca_bundle", b"ca_bundle", "credential", b"credential", "name", b"name", "priority", b"priority", "proxy_url", b"proxy_url", "timeout", b"timeout", "upstream_slug", b"upstream_slug", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Deployment: _TypeAlias = Deployment  # noqa: Y015
 
 @_typing.final
 class ModelCapabilities(_message.Message):

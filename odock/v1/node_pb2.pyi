@@ -293,6 +293,8 @@ class Route(_message.Message):
     CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
     MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
+    FALLBACKS_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     model_id: _builtins.str
     model_name: _builtins.str
@@ -321,6 +323,14 @@ class Route(_message.Message):
 
     @_builtins.property
     def capabilities(self) -> _models_pb2.ModelCapabilities: ...
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___RouteDeployment]:
+        """Every deployment of the model (the fields above repeat the first one's, for nodes that
+        predate deployments), each with its own sealed credential, and the fallback model names.
+        """
+
+    @_builtins.property
+    def fallbacks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -341,14 +351,67 @@ class Route(_message.Message):
         context_window: _builtins.int = ...,
         max_output_tokens: _builtins.int = ...,
         capabilities: _models_pb2.ModelCapabilities | None = ...,
+        deployments: _abc.Iterable[Global___RouteDeployment] | None = ...,
+        fallbacks: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities", "credential_secret", b"credential_secret", "pricing", b"pricing", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "capabilities", b"capabilities", "context_window", b"context_window", "credential_id", b"credential_id", "credential_secret", b"credential_secret", "egress_allow", b"egress_allow", "enabled", b"enabled", "family", b"family", "max_output_tokens", b"max_output_tokens", "model_id", b"model_id", "model_name", b"model_name", "openai_compatible", b"openai_compatible", "org_id", b"org_id", "pricing", b"pricing", "revision", b"revision", "timeout", b"timeout", "upstream_slug", b"upstream_slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "capabilities", b"capabilities", "context_window", b"context_window", "credential_id", b"credential_id", "credential_secret", b"credential_secret", "deployments", b"deployments", "egress_allow", b"egress_allow", "enabled", b"enabled", "fallbacks", b"fallbacks", "family", b"family", "max_output_tokens", b"max_output_tokens", "model_id", b"model_id", "model_name", b"model_name", "openai_compatible", b"openai_compatible", "org_id", b"org_id", "pricing", b"pricing", "revision", b"revision", "timeout", b"timeout", "upstream_slug", b"upstream_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class RouteDeployment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BASE_URL_FIELD_NUMBER: _builtins.int
+    UPSTREAM_SLUG_FIELD_NUMBER: _builtins.int
+    TIMEOUT_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_SECRET_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    PROXY_URL_FIELD_NUMBER: _builtins.int
+    CA_BUNDLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    base_url: _builtins.str
+    upstream_slug: _builtins.str
+    credential_id: _builtins.str
+    weight: _builtins.int
+    priority: _builtins.int
+    proxy_url: _builtins.str
+    """with its password (the node needs it); never logged"""
+    ca_bundle: _builtins.str
+    @_builtins.property
+    def timeout(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def credential_secret(self) -> _common_pb2.SealedSecret:
+        """sealed to the node, associated data = credential_id"""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        base_url: _builtins.str = ...,
+        upstream_slug: _builtins.str = ...,
+        timeout: _duration_pb2.Duration | None = ...,
+        credential_id: _builtins.str = ...,
+        credential_secret: _common_pb2.SealedSecret | None = ...,
+        weight: _builtins.int = ...,
+        priority: _builtins.int = ...,
+        proxy_url: _builtins.str = ...,
+        ca_bundle: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential_secret", b"credential_secret", "timeout", b"timeout"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "ca_bundle", b"ca_bundle", "credential_id", b"credential_id", "credential_secret", b"credential_secret", "name", b"name", "priority", b"priority", "proxy_url", b"proxy_url", "timeout", b"timeout", "upstream_slug", b"upstream_slug", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RouteDeployment: _TypeAlias = RouteDeployment  # noqa: Y015
 
 @_typing.final
 class ListRoutesRequest(_message.Message):
@@ -598,6 +661,9 @@ class UsageRecord(_message.Message):
     FLAGS_FIELD_NUMBER: _builtins.int
     CLIENT_REQUEST_ID_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    UPSTREAM_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    REQUESTED_MODEL_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     attempt: _builtins.int
     node_id: _builtins.str
@@ -633,6 +699,13 @@ class UsageRecord(_message.Message):
     or upstream_timeout; "upstream_error" for a provider's non-2xx answer relayed
     as is, its status in http_status); empty when there was no error.
     """
+    deployment: _builtins.str
+    """The deployment that answered (or the last one tried), the upstream attempts the request
+    made (0: none, e.g. refused by a limit; 1: no retry), and the model the client asked
+    for when a fallback model answered (model_name then names the one that answered).
+    """
+    upstream_attempts: _builtins.int
+    requested_model: _builtins.str
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -662,10 +735,13 @@ class UsageRecord(_message.Message):
         flags: _builtins.int = ...,
         client_request_id: _builtins.str = ...,
         error_code: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+        upstream_attempts: _builtins.int = ...,
+        requested_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cached_input_tokens", b"cached_input_tokens", "client_request_id", b"client_request_id", "cost_picos", b"cost_picos", "endpoint", b"endpoint", "error_code", b"error_code", "family", b"family", "flags", b"flags", "http_status", b"http_status", "input_tokens", b"input_tokens", "key_id", b"key_id", "latency_us", b"latency_us", "model_name", b"model_name", "node_id", b"node_id", "org_id", b"org_id", "outcome", b"outcome", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "streamed", b"streamed", "time", b"time", "time_to_first_byte_us", b"time_to_first_byte_us", "upstream_latency_us", b"upstream_latency_us", "upstream_slug", b"upstream_slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cached_input_tokens", b"cached_input_tokens", "client_request_id", b"client_request_id", "cost_picos", b"cost_picos", "deployment", b"deployment", "endpoint", b"endpoint", "error_code", b"error_code", "family", b"family", "flags", b"flags", "http_status", b"http_status", "input_tokens", b"input_tokens", "key_id", b"key_id", "latency_us", b"latency_us", "model_name", b"model_name", "node_id", b"node_id", "org_id", b"org_id", "outcome", b"outcome", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "requested_model", b"requested_model", "streamed", b"streamed", "time", b"time", "time_to_first_byte_us", b"time_to_first_byte_us", "upstream_attempts", b"upstream_attempts", "upstream_latency_us", b"upstream_latency_us", "upstream_slug", b"upstream_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
