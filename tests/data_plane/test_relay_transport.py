@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestServer
 from data_plane.providers import OPENAI
 from data_plane.relay import Relay
 from data_plane.scrub import secret_for
+from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
 from data_plane.upstream.transport import Transport
 from data_plane.usage.meter import COMPLETE, RequestMeter
@@ -67,6 +68,7 @@ class FakeTransport:
         body: bytes | None = None,
         *,
         tenant: str = "",
+        network: Network | None = None,
     ) -> UpstreamResponse:
         self.calls.append(Call(method, url, dict(headers), body, tenant))
         source = FakeSource()
