@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--profile-dir", type=Path, default=None, help="keep py-spy's raw stacks here")
     parser.add_argument("--note", default="", help="a remark recorded with the run (e.g. 'machine busy')")
+    parser.add_argument(
+        "--deployments",
+        type=int,
+        default=1,
+        help="deployments behind the chat model (issue 14: >1 measures routing; all point at the fake upstream)",
+    )
     return parser.parse_args(argv)
 
 
@@ -200,7 +206,8 @@ async def main_async(args: argparse.Namespace) -> int:
     header: dict[str, Any] = {"date": report.today(), "machine": report.machine(),
                               "versions": report.versions(wrk.wrk_path()), "mode": args.mode,
                               "reps": knobs.reps, "duration_s": knobs.duration_s, "cores": cores_text,
-                              "command": "scripts/bench " + shlex.join(sys.argv[1:]), "note": args.note}  # fmt: skip
+                              "command": "scripts/bench " + shlex.join(sys.argv[1:]), "note": args.note,
+                              "deployments": args.deployments}  # fmt: skip
     started: list[Any] = []
     with stopping(started), tempfile.TemporaryDirectory(prefix="odock-bench-") as tmp:
         workdir = Path(tmp)
@@ -216,7 +223,7 @@ async def main_async(args: argparse.Namespace) -> int:
         dp2 = start_data_plane(cp, secrets, workers=2, cpus=both) if wants_2w else None
         if dp2 is not None:
             started.append(dp2)
-        org = await provision(cp.address, secrets.admin_token, upstream.url)
+        org = await provision(cp.address, secrets.admin_token, upstream.url, deployments=args.deployments)
         for svc in (dp, dp2):
             if svc is not None:
                 await wait_connected(svc)

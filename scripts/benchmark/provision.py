@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from odock.v1 import common_pb2, keys_pb2, orgs_pb2
+from google.protobuf import field_mask_pb2
+
+from odock.v1 import common_pb2, keys_pb2, models_pb2, orgs_pb2
 from tests.support.provision import Provisioner, unique_name
 
 CHAT_MODEL = "bench-gpt"
@@ -29,8 +31,24 @@ def _pricing(inp: int, out: int) -> common_pb2.Pricing:
     return common_pb2.Pricing(input_per_mtok_micros=inp, output_per_mtok_micros=out)
 
 
-async def provision(cp_address: str, admin_token: str, upstream_url: str) -> BenchOrg:
-    """Create the org, credentials, models and an all-models key."""
+def _deployments(count: int, base_url: str, credential: str, slug: str) -> list[models_pb2.Deployment]:
+    """``count`` healthy deployments of the chat model, weighted 5/3/2/1…, all at the fake upstream."""
+    weights = [5, 3, 2] + [1] * max(0, count - 3)
+    out = []
+    for i in range(count):
+        dep = models_pb2.Deployment(name=f"d{i + 1}", base_url=base_url, credential=credential,
+                                    upstream_slug=slug, weight=weights[i])  # fmt: skip
+        dep.timeout.FromSeconds(30)
+        out.append(dep)
+    return out
+
+
+async def provision(cp_address: str, admin_token: str, upstream_url: str, *, deployments: int = 1) -> BenchOrg:
+    """Create the org, credentials, models and an all-models key.
+
+    ``deployments`` > 1 puts that many deployments (and a fallback model) behind the chat model,
+    so a run measures the routing's per-request cost against the plain single-deployment model.
+    """
     async with Provisioner.connect(cp_address, admin_token) as admin:
         limits = common_pb2.Limits(requests_per_minute=_HUGE, tokens_per_minute=_HUGE,
                                    monthly_token_quota=_HUGE, monthly_spend_cap_micros=_HUGE)  # fmt: skip
@@ -45,6 +63,15 @@ async def provision(cp_address: str, admin_token: str, upstream_url: str) -> Ben
                                  oa.name, pricing=_pricing(20_000, 0))  # fmt: skip
         await admin.create_model(org.id, CLAUDE_MODEL, "anthropic", "claude-sonnet-4-5", upstream_url, an.name,
                                  pricing=_pricing(3_000_000, 15_000_000))  # fmt: skip
+        if deployments > 1:
+            chat = await admin.models.GetModel(models_pb2.GetModelRequest(org_id=org.id, name=CHAT_MODEL),
+                                               metadata=admin.metadata)  # fmt: skip
+            del chat.deployments[:]
+            chat.deployments.extend(_deployments(deployments, f"{upstream_url}/v1", oa.name, "gpt-4.1-mini"))
+            chat.fallbacks.append(EMBED_MODEL)  # never reached while the deployments are healthy
+            mask = field_mask_pb2.FieldMask(paths=["deployments", "fallbacks"])
+            await admin.models.UpdateModel(models_pb2.UpdateModelRequest(model=chat, update_mask=mask),
+                                           metadata=admin.metadata)  # fmt: skip
         key_limits = common_pb2.KeyLimits(
             requests_per_minute=_HUGE, tokens_per_minute=_HUGE, budget_micros=_HUGE
         )
