@@ -10,6 +10,7 @@ CREDENTIAL = "cred"
 MODEL = "mdl"
 KEY = "key"
 ADMIN_TOKEN = "tok"
+DEPLOYMENT = "dpl"
 
 
 def new_id(prefix: str) -> str:

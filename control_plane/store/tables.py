@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -127,6 +128,36 @@ class ModelRow(Base):
     max_output_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     # Comma-separated capability names in ModelCapabilities field order ("tools,streaming"; "" none).
     capabilities: Mapped[str] = mapped_column(String(128), default="", server_default=text("''"))
+    # Other models' names tried when every deployment failed (migration 0007; NULL: none).
+    fallbacks: Mapped[list[str] | None] = mapped_column()
+
+
+class ModelDeploymentRow(Base):
+    """One upstream behind a model (migration 0007): every deployment of a model, position 0 first.
+    The model row's upstream_slug, base_url, timeout_ms and credential_id repeat position 0's
+    (store/repositories/deployments.py writes both in one transaction). A proxy URL holding a
+    password is kept encrypted like a credential (envelope bound to this row's id); ``proxy_url``
+    then holds it with the password masked, for display."""
+
+    __tablename__ = "model_deployments"
+    __table_args__ = (UniqueConstraint("model_id", "position"), UniqueConstraint("model_id", "name"))
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(SmallInteger)
+    name: Mapped[str] = mapped_column(String(64))
+    base_url: Mapped[str] = mapped_column(String(2048))
+    # RESTRICT: a credential any deployment uses cannot be deleted.
+    credential_id: Mapped[str] = mapped_column(ForeignKey("credentials.id", ondelete="RESTRICT"), index=True)
+    upstream_slug: Mapped[str] = mapped_column(String(256))
+    timeout_ms: Mapped[int] = mapped_column(Integer)
+    weight: Mapped[int] = mapped_column(Integer)
+    priority: Mapped[int] = mapped_column(SmallInteger)
+    proxy_url: Mapped[str] = mapped_column(String(2048))  # "", "direct" or the URL (password masked)
+    proxy_kek_id: Mapped[str | None] = mapped_column(String(64))
+    proxy_wrapped_dek: Mapped[bytes | None] = mapped_column(LargeBinary)
+    proxy_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)  # the whole URL, password included
+    ca_bundle: Mapped[str] = mapped_column(Text)
 
 
 class VirtualKeyRow(Base):
@@ -248,6 +279,11 @@ class UsageRecordRow(Base):
     # The client's x-request-id (NULL: none); the error code the client got (NULL: no error).
     client_request_id: Mapped[str | None] = mapped_column(String(128))
     error_code: Mapped[str | None] = mapped_column(String(64))
+    # Issue 14 (migration 0007; NULL on older rows): the deployment that answered or was tried
+    # last, the upstream attempts made, the model asked for when a fallback answered.
+    deployment: Mapped[str | None] = mapped_column(String(64))
+    upstream_attempts: Mapped[int | None] = mapped_column(SmallInteger)
+    requested_model: Mapped[str | None] = mapped_column(String(256))
 
 
 class UsageRollupRow(Base):

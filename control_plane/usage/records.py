@@ -52,6 +52,10 @@ _SMALL = ("family", "outcome", "http_status")
 # fit is dropped (stored as NULL), never a reason to lose the record's usage.
 _TRACE = {"client_request_id": 128, "error_code": 64}
 _PRINTABLE_ASCII = re.compile(r"[!-~]+")
+# Issue 14's fields, kept the same way (a value that does not fit is stored as NULL): a
+# deployment name as the control plane allows it, a model name, at most 100 attempts.
+_DEPLOYMENT = re.compile(r"[a-z0-9._-]{1,64}")
+MAX_UPSTREAM_ATTEMPTS = 100
 ROLLUP_COUNTERS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost_picos")
 
 
@@ -73,6 +77,14 @@ def _string(name: str, value: str) -> str:
     if "\x00" in value:
         # PostgreSQL text cannot hold NUL; refusing here keeps one record from failing a batch.
         raise BadRecord(f"{name}: contains a NUL character")
+    return value
+
+
+def _model_name(value: str) -> str | None:
+    if not value or len(value) > _STRINGS["model_name"]:
+        return None
+    if any(c.isspace() or not c.isprintable() for c in value):  # NUL included
+        return None
     return value
 
 
@@ -111,6 +123,10 @@ def prepare(record: node_pb2.UsageRecord, batch_node_id: str, receive_time: date
     for name, limit in _TRACE.items():
         value = getattr(record, name)
         values[name] = value if len(value) <= limit and _PRINTABLE_ASCII.fullmatch(value) else None
+    values["deployment"] = record.deployment if _DEPLOYMENT.fullmatch(record.deployment) else None
+    attempts = record.upstream_attempts
+    values["upstream_attempts"] = attempts if attempts <= MAX_UPSTREAM_ATTEMPTS else None
+    values["requested_model"] = _model_name(record.requested_model)
     values["time"] = record.time.ToDatetime(tzinfo=UTC)
     values["receive_time"] = receive_time
     return Prepared(values=values, hour=seconds // SECONDS_PER_HOUR)
@@ -126,6 +142,8 @@ def to_proto(row: UsageRecordRow) -> node_pb2.UsageRecord:
         outcome=row.outcome,  # type: ignore[arg-type]
         streamed=row.streamed, flags=row.flags,
         client_request_id=row.client_request_id or "", error_code=row.error_code or "",
+        deployment=row.deployment or "", upstream_attempts=row.upstream_attempts or 0,
+        requested_model=row.requested_model or "",
     )  # fmt: skip
     for name in _COUNTERS:
         setattr(msg, name, getattr(row, name))

@@ -53,7 +53,7 @@ ROLLUP_SUMS = (
     "cost_picos",
 )
 # Rows per SQLite executemany; SQLAlchemy pages them into multi-row VALUES of at
-# most 1000 rows (23 columns x 1000 stays under SQLite's 32766 bound variables).
+# most 1000 rows (26 columns x 1000 stays under SQLite's 32766 bound variables).
 SQLITE_ROWS_PER_CALL = 1000
 
 RECORDS: Table = UsageRecordRow.__table__  # type: ignore[assignment]

@@ -21,6 +21,7 @@ EXPECTED_TABLES = {
     "orgs",
     "credentials",
     "models",
+    "model_deployments",
     "virtual_keys",
     "admin_tokens",
     "revision_counter",
