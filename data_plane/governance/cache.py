@@ -102,6 +102,8 @@ def _route_tags(key: tuple[str, str], route: Route | None) -> Iterable[str]:
     tags = [f"org:{key[0]}", f"model:{key[0]}\x00{key[1]}"]
     if route is not None:
         tags.append(f"cred:{route.credential_id}")
+        # every deployment's credential: rotating any of them must drop the route
+        tags += (f"cred:{d.credential_id}" for d in route.deployments if d.credential_id != route.credential_id)
     return tags
 
 

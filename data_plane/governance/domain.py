@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from data_plane.upstream.network import Network
 from odock.egress import DEFAULT_POLICY, EgressPolicy
+
+if TYPE_CHECKING:  # importing data_plane.upstream here would cycle back (errors -> providers -> domain)
+    from data_plane.upstream.network import Network
 
 
 class KeyRejected(Exception):

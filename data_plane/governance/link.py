@@ -8,10 +8,12 @@ from collections import Counter
 
 import grpc
 from cryptography.exceptions import InvalidTag
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 
 from data_plane.governance.domain import (
     ControlPlaneUnavailable,
+    Deployment,
     GrantLimits,
     KeyGrant,
     KeyRejected,
@@ -21,6 +23,7 @@ from data_plane.governance.domain import (
     RouteUnusable,
 )
 from data_plane.settings import Settings
+from data_plane.upstream.network import Network
 from odock import sealing
 from odock.egress import policy_of
 from odock.v1 import common_pb2, models_pb2, node_pb2, node_pb2_grpc
@@ -106,6 +109,11 @@ def capabilities_of(msg: models_pb2.ModelCapabilities) -> frozenset[str]:
     return frozenset(name for name in CAPABILITY_FIELDS if getattr(msg, name))
 
 
+def _seconds(duration: duration_pb2.Duration) -> float:
+    """A proto Duration in seconds; unset (zero) means the default 60 s."""
+    return (duration.seconds + duration.nanos / 1e9) or 60.0
+
+
 def _opt(message: Message, name: str) -> int | None:
     return int(getattr(message, name)) if message.HasField(name) else None
 
@@ -174,14 +182,8 @@ class ControlPlaneLink:
             if exc.code() in (grpc.StatusCode.DATA_LOSS, grpc.StatusCode.FAILED_PRECONDITION):
                 raise RouteUnusable(f"ResolveRoute: {exc.code().name}") from None
             raise ControlPlaneUnavailable(f"ResolveRoute: {exc.code().name}") from None
-        sealed = resp.credential_secret
-        try:
-            secret = self._keys.open(
-                sealing.Sealed(sealed.ephemeral_public_key, sealed.nonce, sealed.ciphertext),
-                resp.credential_id.encode(),
-            )
-        except (InvalidTag, ValueError):
-            raise RouteUnusable("the sealed credential does not open with this node's key") from None
+        secret = self._open(resp.credential_secret, resp.credential_id)
+        deployments = tuple(self._deployment(d) for d in resp.deployments)
         route = Route(
             org_id=resp.org_id,
             model_id=resp.model_id,
@@ -189,7 +191,7 @@ class ControlPlaneLink:
             family=int(resp.family),
             upstream_slug=resp.upstream_slug,
             base_url=resp.base_url,
-            timeout=(resp.timeout.seconds + resp.timeout.nanos / 1e9) or 60.0,
+            timeout=_seconds(resp.timeout),
             enabled=resp.enabled,
             credential_id=resp.credential_id,
             secret=secret,
@@ -207,8 +209,34 @@ class ControlPlaneLink:
             context_window=resp.context_window,
             max_output_tokens=resp.max_output_tokens,
             capabilities=capabilities_of(resp.capabilities),
+            deployments=deployments,
+            fallbacks=tuple(resp.fallbacks),
         )
         return route, resp.revision
+
+    def _open(self, sealed: common_pb2.SealedSecret, credential_id: str) -> bytes:
+        """A credential sealed to this node (associated data: its id); RouteUnusable when it does not open."""
+        try:
+            return self._keys.open(
+                sealing.Sealed(sealed.ephemeral_public_key, sealed.nonce, sealed.ciphertext),
+                credential_id.encode(),
+            )
+        except (InvalidTag, ValueError):
+            raise RouteUnusable("the sealed credential does not open with this node's key") from None
+
+    def _deployment(self, dep: node_pb2.RouteDeployment) -> Deployment:
+        network = Network(dep.proxy_url, dep.ca_bundle) if dep.proxy_url or dep.ca_bundle else None
+        return Deployment(
+            name=dep.name,
+            base_url=dep.base_url,
+            upstream_slug=dep.upstream_slug,
+            timeout=_seconds(dep.timeout),
+            credential_id=dep.credential_id,
+            secret=self._open(dep.credential_secret, dep.credential_id),
+            weight=dep.weight,
+            priority=dep.priority,
+            network=network,
+        )
 
     async def list_routes(self, org_id: str) -> tuple[list[ModelSummary], int]:
         """Every model of an org."""
