@@ -93,6 +93,22 @@ class LimitSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    """Choosing among a model's deployments: attempts, Retry-After and circuit breakers (docs/routing.md)."""
+
+    max_attempts: int = 4  # upstream attempts per client request (also bounded by deployments + fallbacks)
+    retry_after_max: float = 300.0  # a Retry-After (or provider reset hint) longer than this is cut to it
+    cooldown_429: float = 1.0  # a 429 without any reset hint takes the deployment out of choice this long
+    breaker_failures: int = 3  # consecutive failures that open a breaker; 0: breakers off
+    breaker_failure_rate: float = 0.5  # ... or this failure rate over the window
+    breaker_window: float = 30.0  # seconds of attempts the failure rate is taken over
+    breaker_min_requests: int = 10  # attempts in the window before the rate counts
+    breaker_cooldown: float = 30.0  # first open period; doubles on each failed probe up to 8x
+    idle_seconds: float = 600.0  # a model not routed this long loses its health state
+    max_tracked: int = 10_000  # deployments whose health is kept (least recently routed models go first)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Data-plane configuration (see docs/architecture.md and docs/errors.md)."""
 
@@ -119,6 +135,7 @@ class Settings:
     cache: CacheSizes = field(default_factory=CacheSizes)
     usage: UsageSettings = field(default_factory=UsageSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
 
     @property
     def cp_tls(self) -> bool:
@@ -216,6 +233,18 @@ class Settings:
             ),
             wait_seconds=env.number("ODOCK_LIMIT_WAIT_SECONDS", 10.0, low=0.01, high=3600),
         )
+        routing = RoutingSettings(
+            max_attempts=int(env.number("ODOCK_ROUTING_MAX_ATTEMPTS", 4, low=1, high=20, integer=True)),
+            retry_after_max=env.number("ODOCK_ROUTING_RETRY_AFTER_MAX", 300.0, low=0.0, high=86400),
+            cooldown_429=env.number("ODOCK_ROUTING_COOLDOWN_429", 1.0, low=0.0, high=3600),
+            breaker_failures=int(env.number("ODOCK_BREAKER_FAILURES", 3, low=0, high=1000, integer=True)),
+            breaker_failure_rate=env.number("ODOCK_BREAKER_FAILURE_RATE", 0.5, low=0.01, high=1.0),
+            breaker_window=env.number("ODOCK_BREAKER_WINDOW", 30.0, low=0.1, high=3600),
+            breaker_min_requests=int(
+                env.number("ODOCK_BREAKER_MIN_REQUESTS", 10, low=1, high=10**6, integer=True)
+            ),
+            breaker_cooldown=env.number("ODOCK_BREAKER_COOLDOWN", 30.0, low=0.01, high=3600),
+        )
         return cls(
             listen=listen,
             cp_address=parse_address("ODOCK_CP_ADDRESS", env.plain("ODOCK_CP_ADDRESS", DEFAULT_CP_ADDRESS)),
@@ -254,6 +283,7 @@ class Settings:
             cache=cache,
             usage=usage,
             limits=limits,
+            routing=routing,
         )
 
 
