@@ -13,11 +13,14 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from odock import envconfig
 from odock.envconfig import EnvReader as _Env
 from odock.envconfig import parse_address, parse_pepper
+
+if TYPE_CHECKING:
+    from data_plane.upstream.proxy import EnvironmentProxies
 
 # Raised for every bad setting; defined in odock.envconfig, re-exported as this plane's own.
 SettingsError = envconfig.SettingsError
@@ -136,6 +139,8 @@ class Settings:
     usage: UsageSettings = field(default_factory=UsageSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    # HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY (and lower-case forms), read once here; None: none set.
+    proxies: EnvironmentProxies | None = field(default=None, repr=False)
 
     @property
     def cp_tls(self) -> bool:
@@ -284,7 +289,19 @@ class Settings:
             usage=usage,
             limits=limits,
             routing=routing,
+            proxies=_proxies(environ),
         )
+
+
+def _proxies(environ: Mapping[str, str]) -> EnvironmentProxies | None:
+    """The environment's egress proxies (docs/operations.md); SettingsError naming the variable, never its value."""
+    from data_plane.upstream.proxy import EnvironmentProxies  # here: the upstream package imports this module
+
+    try:
+        proxies = EnvironmentProxies.from_environ(environ)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    return proxies if proxies.configured else None
 
 
 def process_environ() -> dict[str, str]:

@@ -8,6 +8,9 @@ name resolves to right now -- the check a DNS answer that changed since the mode
 cannot get around. Only allowed addresses are connected to, in the resolver's order, so a
 refused address never sees a byte (not even a TLS ClientHello).
 
+Through an HTTP proxy (``tunnel.py``) the proxy connects, so the upstream is checked by name
+and literal address (:func:`check_proxied`) and a deployment's own proxy like an upstream.
+
 Pooled connections were checked when they were opened; one opened under an earlier, looser
 policy may carry requests until it closes (idle ones after the keep-alive, 30 s).
 """
@@ -109,6 +112,41 @@ async def allowed_hosts(host: str, port: int, policy: EgressPolicy) -> list[str]
         )
         raise EgressDenied
     return allowed
+
+
+# How long a host name behind a proxy may take to resolve for the check (within the connect
+# timeout): behind an egress proxy the node's own DNS often cannot resolve public names at all.
+PROXIED_RESOLVE_SECONDS = 2.0
+
+
+async def check_proxied(host: str, port: int, policy: EgressPolicy) -> None:
+    """The check for an upstream a proxy connects to (the proxy picks the address, not this node).
+
+    A literal IP is checked as it is; a name the policy does not list is resolved here, best
+    effort, and refused (EgressDenied) if *any* of its addresses is refused. A name that does not
+    resolve here (or not within ``PROXIED_RESOLVE_SECONDS``) is left to the proxy: it may live in
+    a network whose DNS this node does not see, and the proxy's own policy is the operator's.
+    """
+    if policy.allows_host(host):
+        return
+    if _address(host) is not None:
+        candidates = [host]
+    else:
+        try:
+            async with asyncio.timeout(PROXIED_RESOLVE_SECONDS):
+                candidates = await resolve(host, port)
+        except (OSError, TimeoutError):
+            return
+    refused = [
+        text for text in candidates if (address := _address(text)) is None or not policy.allowed(address)
+    ]
+    if refused:
+        log.warning(
+            "egress denied: upstream host %s (behind a proxy) resolves to refused addresses (%s); nothing sent",
+            host[:253],
+            ", ".join(refused[:8]),
+        )
+        raise EgressDenied
 
 
 async def create_connection(

@@ -19,14 +19,16 @@ class Network:
 
     proxy_url: str = field(default="", repr=False)  # "", "direct" or http://[user:pass@]host:port
     ca_bundle: str = field(default="", repr=False)  # PEM, trusted besides the system store
+    # An opaque tag for pool keys (never the proxy's password). Computed once: a network is built
+    # per route update and read with every request, and a CA bundle may be kilobytes long.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """An opaque tag for pool keys (never the proxy's password)."""
-        if not self.proxy_url and not self.ca_bundle:
-            return ""
-        digest = hashlib.blake2b(f"{self.proxy_url}\n{self.ca_bundle}".encode(), digest_size=8)
-        return digest.hexdigest()
+    def __post_init__(self) -> None:
+        key = ""
+        if self.proxy_url or self.ca_bundle:
+            digest = hashlib.blake2b(f"{self.proxy_url}\n{self.ca_bundle}".encode(), digest_size=8)
+            key = digest.hexdigest()
+        object.__setattr__(self, "key", key)  # frozen: set once, here
 
 
 ENVIRONMENT = Network()

@@ -6,15 +6,21 @@ import asyncio
 import collections
 import ssl
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from data_plane.settings import Settings
 from data_plane.upstream import egress
 from data_plane.upstream.connection import Connection
 from data_plane.upstream.errors import UpstreamBroken, UpstreamConnectTimeout, UpstreamUnreachable
-from data_plane.upstream.network import Network
+from data_plane.upstream.network import DIRECT, Network
+from data_plane.upstream.proxy import NO_ENVIRONMENT, EnvironmentProxies, Proxy, deployment_proxy
 from data_plane.upstream.response import UpstreamResponse
+from data_plane.upstream.trust import TrustStores
+from data_plane.upstream.tunnel import open_via_proxy
 from data_plane.upstream.url import Origin, split_url
 from data_plane.upstream.wire import encode_head
+
+if TYPE_CHECKING:  # the settings module imports this package's proxy parsing (settings.py)
+    from data_plane.settings import Settings
 
 # Methods a request may be sent again with after a reused connection died before answering
 # (RFC 9110 9.2.2). POST is not one: a sent POST is never replayed.
@@ -27,11 +33,16 @@ class UpstreamClient:
     ``limit`` bounds the connections in use (and, counting idle ones, open) at once and
     ``limit_per_host`` those in use per origin (0: no bound); a request over a bound waits for a
     connection, within ``connect_timeout`` like opening one. Idle connections close after
-    ``keepalive`` seconds. No redirects, cookies, proxies from the environment or decompression.
+    ``keepalive`` seconds. No redirects, cookies or decompression.
 
-    Idle connections are kept per origin **and** ``tenant`` (an opaque tag of the credential
-    the request carries, never the credential itself): no connection ever carries two
-    credentials' traffic. Bounds still count per origin.
+    Idle connections are kept per origin, ``tenant`` (an opaque tag of the credential the
+    request carries, never the credential itself) **and** network (a deployment's own proxy and
+    CA bundle, ``network.Network.key``): no connection ever carries two credentials' traffic,
+    nor one meant for another proxy or trust store. Bounds still count per origin.
+
+    ``proxies``: the environment's (HTTPS_PROXY...; ``proxy.py``), for requests whose network
+    names no proxy of its own. Which proxy a request takes is decided when a connection opens,
+    except for a plain-http upstream behind one, whose request goes in absolute form.
     """
 
     def __init__(
@@ -42,12 +53,16 @@ class UpstreamClient:
         connect_timeout: float,
         keepalive: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        proxies: EnvironmentProxies = NO_ENVIRONMENT,
     ) -> None:
         self._limit = limit
         self._limit_per_host = limit_per_host
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive
         self._ssl = ssl_context
+        self._proxies = proxies
+        self._http_proxied = proxies.http is not None  # else no plain-http request needs a proxy look-up
+        self._trust = TrustStores()  # contexts of deployments' CA bundles
         self._idle: dict[str, list[Connection]] = {}  # per pool key; oldest first; taken from the end
         self._busy: dict[str, int] = {}  # per origin: in use or being opened
         self._busy_total = 0
@@ -70,6 +85,7 @@ class UpstreamClient:
             limit_per_host=settings.upstream_pool_per_host,
             connect_timeout=settings.timeouts.upstream_connect,
             ssl_context=ssl_context or ssl.create_default_context(),
+            proxies=settings.proxies or NO_ENVIRONMENT,
         )
 
     async def request(
@@ -86,21 +102,29 @@ class UpstreamClient:
 
         ``headers`` must not hold Host, Content-Length, Transfer-Encoding or Connection: the client
         writes those. ``tenant`` names the credential the headers carry (connections are reused
-        only for the same origin and tenant). ValueError for an unusable URL or a header value
-        holding CR/LF.
+        only for the same origin, tenant and network). ValueError for an unusable URL or a header
+        value holding CR/LF.
         """
         if self._closed:
             raise RuntimeError("upstream client is closed")
         if method == "HEAD":
             raise ValueError("HEAD is not supported (its answer's length would be misread)")
         origin, target = split_url(url)
-        head = encode_head(method, target, origin.host_header, headers, body)
         pool_key = f"{origin.key}#{tenant}" if tenant else origin.key
+        if network is not None and network.key:
+            pool_key = f"{pool_key}\x1f{network.key}"  # never pooled with another proxy or trust store
+        if not origin.tls and (self._http_proxied or (network is not None and network.proxy_url)):
+            proxy = self._proxy_for(origin, network)
+            if proxy is not None:  # the proxy gets the request in absolute form (RFC 9112 3.2.2)
+                target = f"http://{origin.host_header}{target}"
+                if proxy.authorization:
+                    headers = {**headers, "Proxy-Authorization": proxy.authorization}
+        head = encode_head(method, target, origin.host_header, headers, body)
         retried = False
         while True:
             conn = self._take_idle(origin.key, pool_key) if self._room(origin.key) else None
             if conn is None:
-                conn = await self._acquire(origin, pool_key)
+                conn = await self._acquire(origin, pool_key, network)
             reused = conn.sent > 0
             try:
                 return await conn.send(head, body)
@@ -159,7 +183,7 @@ class UpstreamClient:
         self._busy[key] = self._busy.get(key, 0) + 1
         self._busy_total += 1
 
-    async def _acquire(self, origin: Origin, pool_key: str) -> Connection:
+    async def _acquire(self, origin: Origin, pool_key: str, network: Network | None) -> Connection:
         """Wait for room, then take an idle connection or open one (all within the connect timeout)."""
         key = origin.key
         try:
@@ -180,27 +204,36 @@ class UpstreamClient:
                     return conn
                 self._mark_busy(key)
                 try:
-                    return await self._connect(origin, pool_key)
+                    return await self._connect(origin, pool_key, network)
                 except BaseException:
                     self._unmark_busy(key)
                     raise
         except TimeoutError:
             raise UpstreamConnectTimeout("no upstream connection within the connect timeout") from None
 
-    async def _connect(self, origin: Origin, pool_key: str) -> Connection:
+    async def _connect(self, origin: Origin, pool_key: str, network: Network | None) -> Connection:
         if self._limit and self._busy_total + self._idle_total > self._limit:
             self._evict_oldest_idle()  # bound the open sockets: an idle one elsewhere makes room
         loop = asyncio.get_running_loop()
-        context = self._ssl_context() if origin.tls else None
+        proxy = self._proxy_for(origin, network)
+        context = None
+        if origin.tls:
+            bundle = network.ca_bundle if network is not None else ""
+            context = await self._trust.context(bundle) if bundle else self._ssl_context()
         try:
-            _, conn = await egress.create_connection(  # only addresses the egress policy allows
-                loop,
-                lambda: Connection(self, origin, pool_key),
-                origin.host,
-                origin.port,
-                ssl=context,
-                server_hostname=origin.host if context is not None else None,
-            )
+            if proxy is not None:
+                conn = await open_via_proxy(
+                    loop, proxy, origin, context, lambda: Connection(self, origin, pool_key)
+                )
+            else:
+                _, conn = await egress.create_connection(  # only addresses the egress policy allows
+                    loop,
+                    lambda: Connection(self, origin, pool_key),
+                    origin.host,
+                    origin.port,
+                    ssl=context,
+                    server_hostname=origin.host if context is not None else None,
+                )
         except OSError as exc:  # refused, unresolvable, unreachable, TLS failures (ssl.SSLError)
             raise UpstreamUnreachable(type(exc).__name__) from exc
         self.opened += 1
@@ -209,6 +242,17 @@ class UpstreamClient:
             raise UpstreamUnreachable("upstream client closed")
         self._open.add(conn)
         return conn
+
+    def _proxy_for(self, origin: Origin, network: Network | None) -> Proxy | None:
+        """The proxy a connection to ``origin`` goes through: the deployment's, else the environment's."""
+        if network is not None and network.proxy_url:
+            if network.proxy_url == DIRECT:
+                return None
+            try:
+                return deployment_proxy(network.proxy_url)
+            except ValueError as exc:  # the message never holds the URL
+                raise UpstreamUnreachable(f"the deployment's proxy URL is unusable: {exc}") from None
+        return self._proxies.for_origin(origin.key, origin.host, origin.port, origin.tls)
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
