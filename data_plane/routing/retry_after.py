@@ -37,7 +37,12 @@ _WANTED = frozenset(
 
 
 def retry_after_seconds(
-    status: int, headers: Iterable[tuple[str, str]], body: bytes | None, now: float, *, cap: float = DEFAULT_CAP
+    status: int,
+    headers: Iterable[tuple[str, str]],
+    body: bytes | None,
+    now: float,
+    *,
+    cap: float = DEFAULT_CAP,
 ) -> float | None:
     """Seconds to keep a deployment out of choice after this answer, at most ``cap``; None: no hint.
 
@@ -49,7 +54,7 @@ def retry_after_seconds(
         return None
     found: dict[str, str] = {}
     for name, value in headers:
-        key = name.lower() if len(name) <= 40 else ""
+        key = name.lower() if len(name) <= 64 else ""  # longer names are none of ours
         if key in _WANTED and key not in found:
             found[key] = value[:MAX_VALUE_CHARS].strip()
     seconds = _standard(found, now)
