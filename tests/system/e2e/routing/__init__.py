@@ -1,0 +1,1 @@
+"""End-to-end tests of routing over several deployments (issue 14)."""
