@@ -43,6 +43,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from data_plane import deployment_metrics
 from data_plane.details import write_worker_status
 from data_plane.providers import FAMILY_NAMES
 from data_plane.usage import meter as usage_meter
@@ -55,6 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("odock.data_plane.metrics")
 
 REFRESH_SECONDS = 1.0
+# One upstream attempt of the attempt loop: (model, deployment, outcome, seconds) (data_plane/deployment_metrics.py).
+record_attempt = deployment_metrics.record_attempt
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 # The gateway's own time: sub-millisecond when all is well, so the low end is fine-grained.
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -216,6 +219,7 @@ class DataPlaneMetrics:
             "held) or local (on a local limit, docs/limits.md).",
             ["source"], registry=reg,
         )  # fmt: skip
+        self.deployments = deployment_metrics.DeploymentSeries(reg)  # odock_dp_deployment_*
         self._mirror = _Mirror()
         self._started = time.monotonic()
         self._children: dict[tuple[int, str, int, int], _RequestChildren] = {}
@@ -312,6 +316,7 @@ class DataPlaneMetrics:
             local = limiter.degraded_local
             mirror.sync("degraded", limiter.degraded_admissions - local, self.limit_degraded.labels("lease").inc)
             mirror.sync("degraded_local", local, self.limit_degraded.labels("local").inc)
+        self.deployments.refresh(getattr(node, "health", None))  # NodeState.health: routing.Health
         if node.settings.metrics_dir is not None:  # a supervisor's worker: it serves the details
             write_worker_status(node.settings.metrics_dir, node.status())
 
