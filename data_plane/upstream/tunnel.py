@@ -115,7 +115,11 @@ async def open_via_proxy(
         if proxy.authorization:
             head += f"Proxy-Authorization: {proxy.authorization}\r\n"
         transport.write((head + "\r\n").encode("ascii"))
-        status = await done
+        try:
+            status = await done
+        except UpstreamUnreachable as exc:
+            log.warning("proxy %s gave no answer to CONNECT to %s: %s", proxy.address, authority, exc)
+            raise
         if not 200 <= status < 300:
             log.warning("proxy %s refused CONNECT to %s: status %d", proxy.address, authority, status)
             raise UpstreamUnreachable(f"proxy answered {status} to CONNECT")
