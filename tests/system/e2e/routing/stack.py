@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -167,13 +167,14 @@ def _lower(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 async def steady(client: openai.AsyncOpenAI, model: str, seconds: float, *, concurrency: int = 2,
-                 pause: float = 0.02) -> list[Reply]:
-    """``concurrency`` loops of back-to-back requests (``pause`` apart) for ``seconds``."""
+                 pause: float = 0.02, until: Callable[[], bool] | None = None) -> list[Reply]:
+    """``concurrency`` loops of back-to-back requests (``pause`` apart) for ``seconds``, or until
+    ``until()`` holds."""
     deadline = time.monotonic() + seconds
     replies: list[Reply] = []
 
     async def loop() -> None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not (until is not None and until()):
             replies.append(await chat(client, model))
             await asyncio.sleep(pause)
 
