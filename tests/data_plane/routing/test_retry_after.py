@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
 
@@ -103,8 +104,11 @@ _names = st.sampled_from(
      "x-ratelimit-remaining-tokens", "anthropic-ratelimit-tokens-reset", "anthropic-ratelimit-tokens-remaining",
      "anthropic-ratelimit-output-tokens-reset"]
 ) | st.text(max_size=60)  # fmt: skip
+# Header values arrive decoded as the upstream client does (surrogateescape): any bytes at all.
+_raw = st.binary(max_size=80).map(lambda b: b.decode("utf-8", "surrogateescape"))
 _values = (
     st.text(max_size=80)
+    | _raw
     | st.from_regex(r"[0-9.hms -]{0,20}", fullmatch=True)
     | st.builds(lambda s: format_datetime(at(s), usegmt=True), st.floats(-1e9, 1e9))
 )
@@ -113,7 +117,7 @@ _values = (
 @settings(max_examples=400, deadline=None)
 @given(
     status=st.sampled_from([200, 400, 429, 500, 503, 529]) | st.integers(),
-    headers=st.lists(st.tuples(_names, _values), max_size=8),
+    headers=st.lists(st.tuples(_names | _raw, _values), max_size=8),
     body=st.none()
     | st.binary(max_size=300)
     | st.builds(lambda s: b'{"retryDelay": "' + s + b'"}', st.binary(max_size=30)),
@@ -125,3 +129,10 @@ def test_never_raises_and_stays_in_bounds(
 ) -> None:
     seconds = retry_after_seconds(status, headers, body, now, cap=cap)
     assert seconds is None or 0.0 <= seconds <= max(cap, 0.0)
+
+
+def test_a_hostile_body_costs_only_its_bounded_prefix() -> None:
+    body = b'"retryDelay": "1' * 1_000_000  # 16 MB of near misses
+    started = time.perf_counter()
+    assert retry_after_seconds(429, [("x-ratelimit-reset-tokens", "9" * 5000)], body, NOW) is None
+    assert time.perf_counter() - started < 0.5  # about a millisecond: only the first 16 KiB is searched
