@@ -4,13 +4,16 @@ Modules, each importing only those before it (no cycle, no import under ``TYPE_C
 against this order):
 
 1. ``errors`` (the error tree), ``url`` (origin and target of a URL), ``wire`` (the request
-   head), ``egress`` (the connect-time policy): leaves.
+   head), ``egress`` (the connect-time policy), ``network`` (a deployment's proxy and CA
+   bundle), ``proxy`` (which proxy: environment, NO_PROXY, a deployment's), ``trust`` (TLS
+   contexts per CA bundle): leaves.
 2. ``response``: one answer; fed through its public API (``feed_data``, ``feed_eof``,
    ``set_exception``) by a ``Source`` it knows only as a protocol.
 3. ``transport``: the one-method ``Transport`` protocol the relay depends on.
 4. ``connection``: one keep-alive connection; parses answers and feeds them into responses;
    tells its pool of its state through the ``Owner`` protocol.
-5. ``pool``: ``UpstreamClient``, the pool of connections; it implements ``Transport`` and
+5. ``tunnel``: opening a connection through a proxy (CONNECT for https).
+6. ``pool``: ``UpstreamClient``, the pool of connections; it implements ``Transport`` and
    ``Owner``.
 """
 
