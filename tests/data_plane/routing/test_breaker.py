@@ -173,3 +173,31 @@ def test_cooling_until_names_when_the_first_comes_back() -> None:
     fail(h, route(dep("x"), dep("y"), model_id="m2"), 6)  # open both breakers of another model
     plan = h.plan(route(dep("x"), dep("y"), model_id="m2"))
     assert plan.next() is None and plan.cooling_until() == clock.now + 30.0
+
+
+def test_a_probe_answered_429_frees_the_slot_and_stays_half_open() -> None:
+    clock = Clock()
+    h = health(clock)
+    r = primary_and_backup()
+    fail(h, r, 3)
+    clock.advance(30.0)
+    assert fail(h, r, status=429, retry_after=2.0) == ["a"]  # rate limited, not broken
+    assert state_of(h, "a") == "half_open"
+    assert pick(h, r) == "b"
+    clock.advance(2.0)
+    assert pick(h, r) == "a" and state_of(h, "a") == "closed"
+
+
+def test_the_split_holds_among_the_available_ones_of_a_priority() -> None:
+    clock = Clock()
+    h = health(clock)
+    r = route(dep("a", weight=3), dep("b", weight=1), dep("c", weight=1))
+    plan = h.plan(r)
+    for d in iter(plan.next, None):
+        if d.name == "c":
+            plan.failed(d, 100.0, status=429)  # c out for a while
+        else:
+            plan.succeeded(d, 0.1)
+    plan.finish()
+    names = [pick(h, r) for _ in range(400)]
+    assert names.count("c") == 0 and abs(names.count("a") - 300) <= 12 and abs(names.count("b") - 100) <= 12
