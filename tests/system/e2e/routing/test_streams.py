@@ -1,0 +1,49 @@
+"""Streams: a retry before the first byte is invisible; after it, never (the client sees the break)."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from tests.system.e2e.routing.conftest import MakeUpstream
+from tests.system.e2e.routing.stack import MESSAGES, Dep, Usage, World, sdk
+
+
+async def test_no_retry_once_the_stream_started(gateway: str, world: World, upstream: MakeUpstream,
+                                                usage: Usage) -> None:
+    first, second = await upstream("first"), await upstream("second")
+    await world.model("st", [Dep(first, priority=0), Dep(second, priority=1)])
+    await first.switch("reset_after_first_chunk")
+    texts: list[str] = []
+    async with sdk(gateway, world.key) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="st", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
+        with pytest.raises(openai.APIError):
+            async for chunk in raw.parse():
+                texts.extend(c.delta.content or "" for c in chunk.choices)
+    assert "".join(texts) == "piece0 "  # what the first one sent, once, and nothing from another
+    assert raw.headers["x-odock-deployment"] == "first" and raw.headers["x-odock-attempts"] == "1"
+    assert first.count() == 1 and second.count() == 0
+    rec = (await usage.wait(world.org_id, 1))[raw.headers["x-odock-request-id"]]
+    assert (rec.deployment, rec.upstream_attempts, rec.streamed) == ("first", 1, True)
+
+
+@pytest.mark.parametrize("mode", ["error", "refused", "rate_limited"])
+async def test_retry_before_the_first_byte_of_a_stream(gateway: str, world: World, upstream: MakeUpstream,
+                                                       usage: Usage, mode: str) -> None:
+    first, second = await upstream("first"), await upstream("second")
+    await world.model("st", [Dep(first, priority=0), Dep(second, priority=1)])
+    await first.switch(mode, status=500 if mode == "error" else None)  # type: ignore[arg-type]
+    async with sdk(gateway, world.key) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="st", messages=MESSAGES, stream=True, stream_options={"include_usage": True})
+        chunks = [chunk async for chunk in raw.parse()]
+    text = "".join(c.delta.content or "" for chunk in chunks for c in chunk.choices)
+    assert text == "piece0 piece1 piece2 "
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+    assert raw.headers["x-odock-deployment"] == "second" and raw.headers["x-odock-attempts"] == "2"
+    assert first.count() == (0 if mode == "refused" else 1) and second.count() == 1
+    assert second.hits[0].stream and second.hits[0].model == "second-slug"
+    rec = (await usage.wait(world.org_id, 1))[raw.headers["x-odock-request-id"]]
+    assert (rec.deployment, rec.upstream_attempts, rec.http_status) == ("second", 2, 200)
+    assert rec.output_tokens == 3
