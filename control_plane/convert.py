@@ -3,14 +3,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from control_plane.store.tables import AdminTokenRow, CredentialRow, ModelRow, OrgRow, VirtualKeyRow
+from control_plane.store.tables import (
+    AdminTokenRow,
+    CredentialRow,
+    ModelDeploymentRow,
+    ModelRow,
+    OrgRow,
+    VirtualKeyRow,
+)
 from control_plane.tiers import LIMIT_FIELDS, LimitSet, Tier, effective_limits
 from odock import keyformat, sealing
 from odock.v1 import admin_tokens_pb2, common_pb2, credentials_pb2, keys_pb2, models_pb2, node_pb2, orgs_pb2
@@ -119,10 +126,23 @@ def capabilities_from_proto(msg: models_pb2.ModelCapabilities) -> str:
     return ",".join(name for name in CAPABILITIES if getattr(msg, name))
 
 
-def model_to_proto(row: ModelRow, credential_name: str) -> models_pb2.Model:
-    """A model, naming its credential."""
+def deployment_to_proto(row: ModelDeploymentRow, credential_name: str) -> models_pb2.Deployment:
+    """A deployment as admins see it: its credential by name, a proxy password masked (as stored)."""
+    return models_pb2.Deployment(
+        name=row.name, base_url=row.base_url, credential=credential_name, upstream_slug=row.upstream_slug,
+        timeout=duration_ms(row.timeout_ms), weight=row.weight, priority=row.priority,
+        proxy_url=row.proxy_url, ca_bundle=row.ca_bundle,
+    )  # fmt: skip
+
+
+def model_to_proto(
+    row: ModelRow, credential_name: str, deployments: Sequence[models_pb2.Deployment] = ()
+) -> models_pb2.Model:
+    """A model, naming its credential, with its deployments and fallbacks."""
     pricing = pricing_to_proto(row)
     return models_pb2.Model(
+        deployments=deployments,
+        fallbacks=list(row.fallbacks or ()),
         id=row.id,
         org_id=row.org_id,
         name=row.name,
@@ -215,10 +235,17 @@ def grant_to_proto(key: VirtualKeyRow, org: OrgRow, expire_time: datetime | None
 
 
 def route_to_proto(
-    model: ModelRow, credential_id: str, sealed: sealing.Sealed, revision: int, egress_allow: Iterable[str]
+    model: ModelRow,
+    credential_id: str,
+    sealed: sealing.Sealed,
+    revision: int,
+    egress_allow: Iterable[str],
+    deployments: Sequence[node_pb2.RouteDeployment] = (),
 ) -> node_pb2.Route:
-    """A model's route for one node, its credential sealed to that node."""
+    """A model's route for one node, its credentials sealed to that node."""
     return node_pb2.Route(
+        deployments=deployments,
+        fallbacks=list(model.fallbacks or ()),
         org_id=model.org_id,
         model_id=model.id,
         model_name=model.name,
@@ -229,11 +256,7 @@ def route_to_proto(
         pricing=pricing_to_proto(model),
         enabled=model.enabled,
         credential_id=credential_id,
-        credential_secret=common_pb2.SealedSecret(
-            ephemeral_public_key=sealed.ephemeral_public_key,
-            nonce=sealed.nonce,
-            ciphertext=sealed.ciphertext,
-        ),
+        credential_secret=sealed_to_proto(sealed),
         revision=revision,
         egress_allow=egress_allow,  # the node checks its connections against it
         openai_compatible=model.openai_compatible,
@@ -241,6 +264,25 @@ def route_to_proto(
         max_output_tokens=model.max_output_tokens,
         capabilities=capabilities_to_proto(model.capabilities),
     )
+
+
+def sealed_to_proto(sealed: sealing.Sealed) -> common_pb2.SealedSecret:
+    """A secret sealed to a node."""
+    return common_pb2.SealedSecret(
+        ephemeral_public_key=sealed.ephemeral_public_key, nonce=sealed.nonce, ciphertext=sealed.ciphertext
+    )
+
+
+def route_deployment_to_proto(
+    row: ModelDeploymentRow, sealed: sealing.Sealed, proxy_url: str
+) -> node_pb2.RouteDeployment:
+    """One deployment of a route: its credential sealed to the node, its proxy URL with the password."""
+    return node_pb2.RouteDeployment(
+        name=row.name, base_url=row.base_url, upstream_slug=row.upstream_slug,
+        timeout=duration_ms(row.timeout_ms), credential_id=row.credential_id,
+        credential_secret=sealed_to_proto(sealed), weight=row.weight, priority=row.priority,
+        proxy_url=proxy_url, ca_bundle=row.ca_bundle,
+    )  # fmt: skip
 
 
 def route_summary_to_proto(model: ModelRow) -> node_pb2.RouteSummary:

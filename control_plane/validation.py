@@ -94,6 +94,77 @@ def base_url(field: str, value: str) -> str:
     return value
 
 
+MAX_CA_BUNDLE = 64 * 1024
+MASKED_PASSWORD = "***"
+
+
+def proxy_url(field: str, value: str) -> str:
+    """A deployment's proxy: "", "direct" or ``http://[user:pass@]host:port`` (no path, query or fragment)."""
+    if value in ("", "direct"):
+        return value
+    if len(value) > MAX_URL or any(c.isspace() or not c.isprintable() for c in value):
+        raise InvalidArgument(field, "must be a URL without whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise InvalidArgument(field, "is not a valid proxy URL (http://[user:password@]host:port)") from None
+    if parts.scheme == "https":
+        raise InvalidArgument(
+            field, "https proxies are not supported; use http:// (https upstreams go through CONNECT)"
+        )
+    if parts.scheme != "http":
+        raise InvalidArgument(field, 'must be "", "direct" or http://[user:password@]host:port')
+    if not parts.hostname:
+        raise InvalidArgument(field, "host is required")
+    try:
+        parts.hostname.encode("idna")
+    except UnicodeError:
+        raise InvalidArgument(field, "host is not a valid host name") from None
+    if port is None or port == 0:
+        raise InvalidArgument(field, "port is required (1-65535), e.g. http://proxy:3128")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in value or "#" in value:
+        raise InvalidArgument(field, "must not contain a path, query or fragment")
+    if "@" in parts.netloc and parts.username is None:
+        raise InvalidArgument(field, "is not a valid proxy URL (http://[user:password@]host:port)")
+    return value.rstrip("/")
+
+
+def mask_proxy(value: str) -> str:
+    """The proxy URL with its password (if any) shown as ``***``."""
+    if "@" not in value:
+        return value
+    parts = urlsplit(value)
+    if parts.password is None:
+        return value
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{parts.scheme}://{user}:{MASKED_PASSWORD}@{hostport}"
+
+
+def has_password(value: str) -> bool:
+    """Whether a (validated) proxy URL carries a password."""
+    return "@" in value and urlsplit(value).password is not None
+
+
+def ca_bundle(field: str, value: str) -> str:
+    """PEM certificates: at most 64 KiB, at least one certificate that parses."""
+    if not value:
+        return value
+    if len(value.encode("utf-8")) > MAX_CA_BUNDLE:
+        raise InvalidArgument(field, f"must be at most {MAX_CA_BUNDLE} bytes")
+    # Imported here: only model writes with a CA bundle need it.
+    from cryptography.x509 import load_pem_x509_certificates
+
+    try:
+        certs = load_pem_x509_certificates(value.encode("utf-8"))
+    except ValueError:
+        raise InvalidArgument(field, "must be PEM certificates (-----BEGIN CERTIFICATE-----)") from None
+    if not certs:
+        raise InvalidArgument(field, "holds no certificate")
+    return value
+
+
 def base_url_convention(field: str, value: str, family_value: int) -> None:
     """Refuse a base URL that cannot work for ``family`` (odock.baseurl; the message says how to fix it)."""
     problem = baseurl.convention_problem(value, family_value)

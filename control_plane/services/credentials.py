@@ -7,12 +7,12 @@ from typing import Any
 import grpc
 
 from control_plane import convert, ids, validation
-from control_plane.crypto import CryptoError, Envelope, encrypt, rewrap
+from control_plane.crypto import CryptoError, Envelope, Keyring, encrypt, rewrap
 from control_plane.errors import AlreadyExists, FailedPrecondition
 from control_plane.interceptors import current_principal
 from control_plane.services import Deps
 from control_plane.store import changes
-from control_plane.store.repositories import credentials, orgs, pages
+from control_plane.store.repositories import credentials, deployments, orgs, pages
 from control_plane.store.tables import CredentialRow, utcnow
 from odock.v1 import credentials_pb2, credentials_pb2_grpc, node_pb2
 
@@ -96,6 +96,12 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
             await changes.record_change(
                 session, node_pb2.INVALIDATION_KIND_CREDENTIAL, org_id, credential_id=row.id
             )
+            # A node tags a cached route with its top-level (first deployment's) credential; the
+            # models using this one in another deployment are invalidated by name as well.
+            for model_org, model_name in await deployments.models_using_beyond_first(session, row.id):
+                await changes.record_change(
+                    session, node_pb2.INVALIDATION_KIND_MODEL, model_org, model_name=model_name
+                )
         self._deps.feed.poke()
         return convert.credential_to_proto(row)
 
@@ -118,6 +124,23 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
         self._deps.feed.poke()
         return credentials_pb2.DeleteCredentialResponse()
 
+    async def _rewrap_proxies(self, keyring: Keyring) -> None:
+        """Deployments' proxy passwords are encrypted like credentials: re-wrapped with them (not counted)."""
+        async with self._deps.write() as session:
+            for row in await deployments.all_with_proxy_secret(session):
+                if row.proxy_kek_id == keyring.newest_id or row.proxy_wrapped_dek is None:
+                    continue
+                env = Envelope(row.proxy_kek_id or "", row.proxy_wrapped_dek, row.proxy_ciphertext or b"")
+                try:
+                    new = rewrap(keyring, env, row.id)
+                except CryptoError as exc:
+                    raise FailedPrecondition(f"cannot re-wrap a deployment's proxy URL: {exc}") from None
+                row.proxy_kek_id, row.proxy_wrapped_dek, row.proxy_ciphertext = (
+                    new.kek_id,
+                    new.wrapped_dek,
+                    new.ciphertext,
+                )
+
     async def RewrapCredentials(
         self, request: credentials_pb2.RewrapCredentialsRequest, context: Ctx
     ) -> credentials_pb2.RewrapCredentialsResponse:
@@ -139,6 +162,7 @@ class CredentialServicer(credentials_pb2_grpc.CredentialServiceServicer):
                     except CryptoError as exc:  # the message names the row, never key material
                         raise FailedPrecondition(f"cannot re-wrap: {exc}") from None
                     rewrapped += 1
+        await self._rewrap_proxies(keyring)
         return credentials_pb2.RewrapCredentialsResponse(
             rewrapped=rewrapped, unchanged=unchanged, kek_id=keyring.newest_id
         )

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import grpc
 
 from control_plane import convert, egress, ids, validation
-from control_plane.errors import AlreadyExists, InvalidArgument, NotFound
+from control_plane.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 from control_plane.interceptors import current_principal
 from control_plane.services import Deps, mask_paths
+from control_plane.services import model_deployments as md
 from control_plane.store import changes
-from control_plane.store.repositories import credentials, models, orgs, pages
-from control_plane.store.tables import CredentialRow, ModelRow, utcnow
+from control_plane.store.repositories import credentials, deployments, models, orgs, pages
+from control_plane.store.tables import ModelDeploymentRow, ModelRow, utcnow
 from odock.v1 import common_pb2, models_pb2, models_pb2_grpc, node_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
@@ -21,13 +23,9 @@ PRICING_FIELDS = ("input_per_mtok_micros", "output_per_mtok_micros", "cached_inp
 UPDATE_PATHS = (
     "family", "upstream_slug", "base_url", "timeout", "credential", "pricing",
     *(f"pricing.{f}" for f in PRICING_FIELDS), "enabled",
-    "openai_compatible", "context_window", "max_output_tokens", "capabilities",
+    "openai_compatible", "context_window", "max_output_tokens", "capabilities", "deployments", "fallbacks",
 )  # fmt: skip
 REGISTRY_PATHS = ("openai_compatible", "context_window", "max_output_tokens", "capabilities")
-
-
-def _family_name(value: int) -> str:
-    return common_pb2.ProviderFamily.Name(value).removeprefix("PROVIDER_FAMILY_").lower()  # type: ignore[arg-type]
 
 
 def _apply_pricing(row: ModelRow, pricing: common_pb2.Pricing, fields: tuple[str, ...]) -> None:
@@ -56,17 +54,24 @@ def _apply_registry(row: ModelRow, msg: models_pb2.Model, paths: Iterable[str]) 
             row.capabilities = convert.capabilities_from_proto(msg.capabilities)
 
 
-async def _credential(session: Any, org_id: str, name: str, family: int) -> CredentialRow:
-    validation.required("model.credential", name)
-    cred = await credentials.get_by_name(session, org_id, name)
-    if cred is None:
-        raise InvalidArgument("model.credential", f"no credential named {name!r} in org {org_id!r}")
-    if cred.family != family:
-        raise InvalidArgument(
-            "model.credential",
-            f"credential {name!r} is for {_family_name(cred.family)}, the model is {_family_name(family)}",
-        )
-    return cred
+async def _output(session: Any, rows: Sequence[ModelRow]) -> list[models_pb2.Model]:
+    """The models as the API shows them, each with its deployments (credentials by name)."""
+    by_model = await deployments.of_models(session, [r.id for r in rows])
+    cred_ids = {r.credential_id for r in rows} | {d.credential_id for ds in by_model.values() for d in ds}
+    names = await credentials.names_by_id(session, cred_ids)
+    out = []
+    for row in rows:
+        deps = by_model[row.id]
+        if deps:
+            shown = [convert.deployment_to_proto(d, names.get(d.credential_id, "")) for d in deps]
+        else:  # a row without deployments (never after migration 0007): its own fields are the one
+            spec = md.spec_of_model(row, names.get(row.credential_id, ""))
+            shown = [models_pb2.Deployment(
+                name=spec.name, base_url=spec.base_url, credential=spec.credential,
+                upstream_slug=spec.upstream_slug, timeout=convert.duration_ms(spec.timeout_ms), weight=1,
+            )]  # fmt: skip
+        out.append(convert.model_to_proto(row, names.get(row.credential_id, ""), shown))
+    return out
 
 
 class ModelServicer(models_pb2_grpc.ModelServiceServicer):
@@ -83,38 +88,43 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         org_id = validation.required("model.org_id", msg.org_id)
         current_principal().check_org(org_id)
         name = validation.model_name("model.name", msg.name)
+        family = validation.family("model.family", msg.family)
+        if msg.deployments:
+            specs = md.parse(msg.deployments)
+            md.check_top_level(msg, specs[0])
+        else:
+            specs = [md.single(msg)]
         row = ModelRow(
             id=ids.new_id(ids.MODEL),
             org_id=org_id,
             name=name,
-            family=validation.family("model.family", msg.family),
-            upstream_slug=validation.slug("model.upstream_slug", msg.upstream_slug),
-            base_url=validation.base_url("model.base_url", msg.base_url),
-            timeout_ms=validation.timeout_ms(
-                "model.timeout", msg.timeout if msg.HasField("timeout") else None
-            ),
+            family=family,
             enabled=msg.enabled if msg.HasField("enabled") else True,
+            fallbacks=md.fallbacks(msg.fallbacks, name),
         )
         _apply_pricing(row, msg.pricing, PRICING_FIELDS)
         _apply_registry(row, msg, REGISTRY_PATHS)
-        validation.base_url_convention("model.base_url", row.base_url, row.family)
+        md.check_conventions(specs, family)
         # Before the transaction: resolving a name may take a while, and must not hold the database.
-        await self._check_egress(row.base_url)
+        await self._check_egress(specs, set())
         row.create_time = row.update_time = utcnow()
         conflict = f"model {name!r} already exists in org {org_id!r}"
         async with self._deps.write(conflict) as session:
             await orgs.require(session, org_id)
             if await models.get_by_name(session, org_id, name) is not None:
                 raise AlreadyExists(conflict)
-            cred = await _credential(session, org_id, msg.credential, row.family)
-            row.credential_id = cred.id
+            specs = md.keep_passwords(specs, [], self._deps.keyring)
+            creds = await md.credentials_for(session, org_id, specs, family)
+            await md.check_fallbacks_exist(session, org_id, row.fallbacks or [])
             session.add(row)
+            await deployments.replace(session, row, md.build_rows(specs, creds, self._deps.keyring))
             await changes.record_change(session, node_pb2.INVALIDATION_KIND_MODEL, org_id, model_name=name)
+            (out,) = await _output(session, [row])
         self._deps.feed.poke()
-        return convert.model_to_proto(row, cred.name)
+        return out
 
-    async def _check_egress(self, url: str) -> None:
-        await egress.check_base_url("model.base_url", url, self._deps.settings.egress, resolve=self.resolve)
+    async def _check_egress(self, specs: Sequence[md.Spec], known: set[str]) -> None:
+        await md.check_egress(specs, known, self._deps.settings.egress, self.resolve)
 
     async def GetModel(self, request: models_pb2.GetModelRequest, context: Ctx) -> models_pb2.Model:
         org_id = validation.required("org_id", request.org_id)
@@ -122,8 +132,8 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         name = validation.required("name", request.name)
         async with self._deps.read() as session:
             row = await models.require(session, org_id, name)
-            names = await credentials.names_by_id(session, {row.credential_id})
-        return convert.model_to_proto(row, names.get(row.credential_id, ""))
+            (out,) = await _output(session, [row])
+        return out
 
     async def ListModels(
         self, request: models_pb2.ListModelsRequest, context: Ctx
@@ -135,11 +145,8 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         async with self._deps.read() as session:
             await orgs.require(session, org_id)
             rows, token = await models.list_page(session, org_id, after, size)
-            names = await credentials.names_by_id(session, {r.credential_id for r in rows})
-        return models_pb2.ListModelsResponse(
-            models=[convert.model_to_proto(r, names.get(r.credential_id, "")) for r in rows],
-            next_page_token=token,
-        )
+            out = await _output(session, rows)
+        return models_pb2.ListModelsResponse(models=out, next_page_token=token)
 
     async def UpdateModel(self, request: models_pb2.UpdateModelRequest, context: Ctx) -> models_pb2.Model:
         msg = request.model
@@ -147,28 +154,33 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         current_principal().check_org(org_id)
         name = validation.required("model.name", msg.name)
         paths = mask_paths(request.update_mask, UPDATE_PATHS)
-        if "base_url" in paths:
+        explicit = bool(request.update_mask.paths)
+        # "deployments" replaces the whole list; an empty mask with no deployments given means
+        # the top-level fields, as before deployments existed.
+        given: list[md.Spec] | None = None
+        if "deployments" in paths and (msg.deployments or explicit):
+            given = md.parse(msg.deployments)
+            if not explicit:
+                md.check_top_level(msg, given[0])
+        top = [] if given is not None else [p for p in md.TOP_LEVEL if p in paths]
+        fallbacks = md.fallbacks(msg.fallbacks, name) if "fallbacks" in paths else None
+        if given is not None or "base_url" in top:
             async with self._deps.read() as session:
                 existing = await models.require(session, org_id, name)
-            new_url = validation.base_url("model.base_url", msg.base_url)
-            if (
-                existing.base_url != new_url
-            ):  # an unchanged URL is not re-judged (the policy may have tightened)
-                await self._check_egress(new_url)
+                known = md.known_addresses(await deployments.of_model(session, existing.id))
+            known.add(existing.base_url)  # an unchanged URL is not re-judged (the policy may have tightened)
+            await self._check_egress(
+                given or [md.Spec(name="", base_url=validation.base_url("model.base_url", msg.base_url),
+                                  credential="", upstream_slug="", timeout_ms=0)], known,
+            )  # fmt: skip
         async with self._deps.write() as session:
             row = await models.require(session, org_id, name)
-            before = convert.model_to_proto(row, "")
-            before_credential = row.credential_id
+            old_rows = await deployments.of_model(session, row.id)
+            old_specs = await self._stored_specs(session, row, old_rows)
+            before = (convert.model_to_proto(row, ""), list(row.fallbacks or ()))
             if "family" in paths:
                 row.family = validation.family("model.family", msg.family)
-            if "upstream_slug" in paths:
-                row.upstream_slug = validation.slug("model.upstream_slug", msg.upstream_slug)
-            if "base_url" in paths:
-                row.base_url = validation.base_url("model.base_url", msg.base_url)
-            if "timeout" in paths:
-                row.timeout_ms = validation.timeout_ms(
-                    "model.timeout", msg.timeout if msg.HasField("timeout") else None
-                )
+            top_values = md.single_fields(msg, top)
             if "pricing" in paths:
                 _apply_pricing(row, msg.pricing, PRICING_FIELDS)
             else:
@@ -178,25 +190,47 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
             if "enabled" in paths:
                 row.enabled = msg.enabled if msg.HasField("enabled") else True
             _apply_registry(row, msg, (p for p in REGISTRY_PATHS if p in paths))
-            if "credential" in paths:
-                cred = await _credential(session, org_id, msg.credential, row.family)
-                row.credential_id = cred.id
-            else:
-                current = await session.get(CredentialRow, row.credential_id)
-                if current is None:
-                    raise NotFound(f"credential of model {name!r} not found")
-                cred = current
-                if "family" in paths:
-                    await _credential(session, org_id, cred.name, row.family)
-            if "base_url" in paths or "family" in paths:
-                validation.base_url_convention("model.base_url", row.base_url, row.family)
-            if convert.model_to_proto(row, "") != before or row.credential_id != before_credential:
+            new_specs: list[md.Spec] | None = None
+            if given is not None:
+                new_specs = md.keep_passwords(given, old_rows, self._deps.keyring)
+            elif top:
+                if len(old_specs) > 1:
+                    raise InvalidArgument(
+                        f"model.{top[0]}",
+                        f"model {name!r} has {len(old_specs)} deployments; change them with the"
+                        " deployments field (the whole list)",
+                    )
+                new_specs = [dataclasses.replace(old_specs[0], **top_values)]
+            effective = new_specs or old_specs
+            if new_specs is not None or "family" in paths:
+                creds = await md.credentials_for(session, org_id, effective, row.family)
+            if given is not None or "base_url" in top or "family" in paths:
+                md.check_conventions(effective, row.family)
+            if fallbacks is not None:
+                await md.check_fallbacks_exist(session, org_id, fallbacks)
+                row.fallbacks = fallbacks
+            replaced = new_specs is not None and new_specs != old_specs
+            if replaced and new_specs is not None:
+                await deployments.replace(session, row, md.build_rows(new_specs, creds, self._deps.keyring))
+            if replaced or (convert.model_to_proto(row, ""), list(row.fallbacks or ())) != before:
                 row.update_time = utcnow()
                 await changes.record_change(
                     session, node_pb2.INVALIDATION_KIND_MODEL, org_id, model_name=name
                 )
+            (out,) = await _output(session, [row])
         self._deps.feed.poke()
-        return convert.model_to_proto(row, cred.name)
+        return out
+
+    async def _stored_specs(
+        self, session: Any, row: ModelRow, rows: Sequence[ModelDeploymentRow]
+    ) -> list[md.Spec]:
+        names = await credentials.names_by_id(session, {r.credential_id for r in rows} | {row.credential_id})
+        if not rows:
+            return [md.spec_of_model(row, names.get(row.credential_id, ""))]
+        only = len(rows) == 1
+        return [
+            md.spec_of_row(r, names.get(r.credential_id, ""), self._deps.keyring, only=only) for r in rows
+        ]
 
     async def DeleteModel(
         self, request: models_pb2.DeleteModelRequest, context: Ctx
@@ -206,6 +240,12 @@ class ModelServicer(models_pb2_grpc.ModelServiceServicer):
         name = validation.required("name", request.name)
         async with self._deps.write() as session:
             row = await models.require(session, org_id, name)
+            users = [u for u in await deployments.models_naming_fallback(session, org_id, name) if u != name]
+            if users:
+                listed = ", ".join(repr(u) for u in users[:20]) + (" ..." if len(users) > 20 else "")
+                raise FailedPrecondition(
+                    f"model {name!r} is a fallback of models {listed}; remove it from their fallbacks first"
+                )
             await session.delete(row)
             await changes.record_change(session, node_pb2.INVALIDATION_KIND_MODEL, org_id, model_name=name)
         self._deps.feed.poke()

@@ -22,9 +22,11 @@ from control_plane.crypto.errors import CryptoError
 from control_plane.errors import DataLoss, InvalidArgument, NotFound, Unavailable
 from control_plane.limits import LeaseService
 from control_plane.services import Deps
+from control_plane.services import model_deployments as md
 from control_plane.store import changes
 from control_plane.store.background import BackgroundDatabase
 from control_plane.store.repositories import orgs, routes
+from control_plane.store.tables import CredentialRow
 from control_plane.usage import UsageIngestor
 from control_plane.usage.ingest import IngestObserver
 from control_plane.usage.priority import GovernanceFirst
@@ -103,23 +105,43 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         async with self._priority.governance(), self._deps.read() as session, session.begin():
             revision = await changes.current_revision(session)
             found = await routes.route(session, request.org_id, request.model_name)
+            deployed = [] if found is None else await routes.deployments(session, found[0].id)
         if found is None:
             raise NotFound(f"model_name: no model {request.model_name!r} in org {request.org_id!r}")
         model, cred = found
-        try:
-            secret = envelope.decrypt(
-                self._deps.keyring,
-                envelope.Envelope(cred.kek_id, cred.wrapped_dek, cred.ciphertext),
-                cred.id,
+        secrets: dict[str, bytes] = {}
+        sealed = self._seal(request.node_public_key, cred, secrets)
+        # Each deployment's credential is sealed on its own (associated data = its id), as the
+        # top-level one; one that cannot be opened makes the whole route unusable, as before.
+        shown = [
+            convert.route_deployment_to_proto(
+                row, self._seal(request.node_public_key, row_cred, secrets),
+                md.stored_proxy(row, self._deps.keyring),
             )
-        except CryptoError as exc:
-            # Never hand out an empty or wrong secret: the route is unusable until fixed.
-            raise DataLoss(f"credential {cred.id}: cannot be decrypted: {exc}") from None
+            for row, row_cred in deployed
+        ]  # fmt: skip
+        return convert.route_to_proto(
+            model, cred.id, sealed, revision, self._deps.settings.egress_allow, shown
+        )
+
+    def _seal(self, node_key: bytes, cred: CredentialRow, secrets: dict[str, bytes]) -> sealing.Sealed:
+        """``cred``'s secret sealed to the node (decrypted once per call into ``secrets``)."""
+        secret = secrets.get(cred.id)
+        if secret is None:
+            try:
+                secret = envelope.decrypt(
+                    self._deps.keyring,
+                    envelope.Envelope(cred.kek_id, cred.wrapped_dek, cred.ciphertext),
+                    cred.id,
+                )
+            except CryptoError as exc:
+                # Never hand out an empty or wrong secret: the route is unusable until fixed.
+                raise DataLoss(f"credential {cred.id}: cannot be decrypted: {exc}") from None
+            secrets[cred.id] = secret
         try:
-            sealed = sealing.seal(request.node_public_key, secret, context=cred.id.encode())
+            return sealing.seal(node_key, secret, context=cred.id.encode())
         except ValueError:
             raise InvalidArgument("node_public_key", "not a valid X25519 public key") from None
-        return convert.route_to_proto(model, cred.id, sealed, revision, self._deps.settings.egress_allow)
 
     async def ListRoutes(
         self, request: node_pb2.ListRoutesRequest, context: Ctx

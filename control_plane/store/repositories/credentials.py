@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.errors import NotFound
 from control_plane.store.repositories import pages
-from control_plane.store.tables import CredentialRow, ModelRow
+from control_plane.store.tables import CredentialRow, ModelDeploymentRow, ModelRow
 
 
 async def get_by_name(session: AsyncSession, org_id: str, name: str) -> CredentialRow | None:
@@ -49,11 +49,14 @@ async def list_page(
 
 
 async def models_using(session: AsyncSession, credential_id: str) -> list[str]:
-    """Names of the models that reference this credential."""
-    rows = await session.scalars(
-        select(ModelRow.name).where(ModelRow.credential_id == credential_id).order_by(ModelRow.name)
+    """Names of the models any deployment of which references this credential."""
+    via_deployments = (
+        select(ModelRow.name)
+        .join(ModelDeploymentRow, ModelDeploymentRow.model_id == ModelRow.id)
+        .where(ModelDeploymentRow.credential_id == credential_id)
     )
-    return list(rows)
+    direct = select(ModelRow.name).where(ModelRow.credential_id == credential_id)
+    return sorted(set(await session.scalars(via_deployments)) | set(await session.scalars(direct)))
 
 
 async def all_ids(session: AsyncSession) -> list[str]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from control_plane.store.tables import CredentialRow, ModelRow, VirtualKeyRow
+from control_plane.store.tables import CredentialRow, ModelDeploymentRow, ModelRow, VirtualKeyRow
 
 
 async def key_by_digest(session: AsyncSession, digest: bytes) -> VirtualKeyRow | None:
@@ -36,6 +36,17 @@ async def route(session: AsyncSession, org_id: str, model_name: str) -> tuple[Mo
         )
     ).first()
     return None if found is None else (found[0], found[1])
+
+
+async def deployments(session: AsyncSession, model_id: str) -> list[tuple[ModelDeploymentRow, CredentialRow]]:
+    """The model's deployments in order, each with the credential it uses."""
+    found = await session.execute(
+        select(ModelDeploymentRow, CredentialRow)
+        .join(CredentialRow, CredentialRow.id == ModelDeploymentRow.credential_id)
+        .where(ModelDeploymentRow.model_id == model_id)
+        .order_by(ModelDeploymentRow.position)
+    )
+    return [(d, c) for d, c in found.all()]
 
 
 async def list_routes(session: AsyncSession, org_id: str) -> Sequence[ModelRow]:

@@ -33,7 +33,8 @@ def _record(request_id: str, when: datetime, **values: Any) -> dict[str, Any]:
         "http_status": 200, "outcome": COMPLETE, "streamed": False, "input_tokens": 10, "output_tokens": 5,
         "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_picos": 100, "latency_us": 1000,
         "upstream_latency_us": 900, "time_to_first_byte_us": 0, "time": when, "flags": 0,
-        "receive_time": when, "client_request_id": None, "error_code": None,
+        "receive_time": when, "client_request_id": None, "error_code": None, "deployment": None,
+        "upstream_attempts": None, "requested_model": None,
     }  # fmt: skip
     row.update(values)
     assert row.keys() == {c.name for c in usage_writes.RECORDS.columns}, "every column, no other"

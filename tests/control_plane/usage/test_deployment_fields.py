@@ -20,9 +20,14 @@ async def test_deployment_fields_round_trip(env: UsageEnv) -> None:
     got = await env.usage.GetUsageRecord(usage_pb2.GetUsageRecordRequest(request_id="fb-1"), metadata=env.su)
     rec = got.record
     assert (rec.model_name, rec.deployment, rec.upstream_attempts, rec.requested_model) == (
-        "backup", "eu-west.1", 3, "gpt:latest"
+        "backup",
+        "eu-west.1",
+        3,
+        "gpt:latest",
     )
-    page = await env.usage.ListUsageRecords(usage_pb2.ListUsageRecordsRequest(org_id="org_a"), metadata=env.su)
+    page = await env.usage.ListUsageRecords(
+        usage_pb2.ListUsageRecordsRequest(org_id="org_a"), metadata=env.su
+    )
     by_id = {r.request_id: r for r in page.records}
     assert by_id["fb-1"].deployment == "eu-west.1" and by_id["fb-1"].upstream_attempts == 3
     plain = by_id["plain-1"]
@@ -38,7 +43,9 @@ async def test_unusable_deployment_fields_are_dropped_not_the_record(env: UsageE
     ]  # fmt: skip
     ack = await ingest_batch(env.sessions, batch(bad))
     assert (ack.accepted, ack.rejected) == (4, 0)
-    page = await env.usage.ListUsageRecords(usage_pb2.ListUsageRecordsRequest(org_id="org_c"), metadata=env.su)
+    page = await env.usage.ListUsageRecords(
+        usage_pb2.ListUsageRecordsRequest(org_id="org_c"), metadata=env.su
+    )
     got = {r.request_id: (r.deployment, r.upstream_attempts, r.requested_model) for r in page.records}
     assert got == {
         "b1": ("", 0, ""),
