@@ -2,7 +2,7 @@
 
 It records what the gateway sent it (each request line, the Proxy-Authorization it saw) and can
 require credentials (407 with Proxy-Authenticate otherwise), refuse every request with a status,
-or drop the connection without answering. Tunnels and forwarded requests are real TCP relays
+drop the connection without answering, or never answer. Tunnels and forwarded requests are real TCP relays
 to the target, so TLS through the tunnel is end to end with the upstream.
 """
 
@@ -28,6 +28,7 @@ class ConnectProxy:
         )
         self.refuse_with = 0  # a status to answer every request with (0: serve)
         self.drop = False  # close without answering
+        self.stall = False  # never answer (until the client gives up)
         self.lines: list[str] = []  # request lines ("CONNECT 127.0.0.1:443 HTTP/1.1", "GET http://...")
         self.authorizations: list[str | None] = []
         self.forwarded_heads: list[bytes] = []  # what absolute-form requests became, upstream
@@ -83,6 +84,10 @@ class ConnectProxy:
         if method == "CONNECT":
             self.connects += 1
         if self.drop:
+            return
+        if self.stall:
+            while await reader.read(65536):
+                pass
             return
         if self.refuse_with:
             await _answer(writer, self.refuse_with)

@@ -7,6 +7,7 @@ NO_PROXY says otherwise; a deployment's own proxy (or ``direct``) overrides it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import ssl
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from data_plane.upstream import UpstreamClient, UpstreamUnreachable
+from data_plane.upstream import UpstreamClient, UpstreamConnectTimeout, UpstreamUnreachable
 from data_plane.upstream.network import Network
 from data_plane.upstream.proxy import NO_ENVIRONMENT, EnvironmentProxies
 from tests.data_plane.upstream.conftest import Run
@@ -108,6 +109,25 @@ def test_a_refusing_or_broken_proxy_is_unreachable_and_its_credentials_never_log
         assert f"status {refusal}" in logged
     for secret in (PASSWORD, QUOTED_PASSWORD, BASIC, BASIC.removeprefix("Basic "), "p@ss"):
         assert secret not in logged
+
+
+def test_a_proxy_that_never_answers_is_bounded_by_the_connect_timeout(run: Run[None], ca: PrivateCa) -> None:
+    async def scenario() -> None:
+        async with (
+            Server(ssl_context=ca.server_context([], ["127.0.0.1"])) as server,
+            ConnectProxy() as proxy,
+        ):
+            proxy.stall = True
+            proxies = EnvironmentProxies.from_environ({"HTTPS_PROXY": proxy.url()})
+            c = UpstreamClient(limit=10, limit_per_host=10, connect_timeout=0.5, proxies=proxies)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamConnectTimeout):
+                await ok(c, server.url())
+            assert asyncio.get_running_loop().time() - started < 5.0  # 0.5 s, with room for a busy machine
+            assert proxy.connects == 1 and server.connections == 0 and c.status()["in_use"] == 0
+            await c.close()
+
+    run(scenario())
 
 
 @pytest.mark.parametrize(("no_proxy", "host"), [
