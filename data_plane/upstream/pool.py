@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import ssl
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -21,6 +22,8 @@ from data_plane.upstream.wire import encode_head
 
 if TYPE_CHECKING:  # the settings module imports this package's proxy parsing (settings.py)
     from data_plane.settings import Settings
+
+log = logging.getLogger("odock.data_plane.proxy")
 
 # Methods a request may be sent again with after a reused connection died before answering
 # (RFC 9110 9.2.2). POST is not one: a sent POST is never replayed.
@@ -80,12 +83,20 @@ class UpstreamClient:
         The default TLS context (system CAs, hostname checks) is built here, at start-up: loading
         the CA store blocks for milliseconds, which the first https request must not pay.
         """
+        proxies = settings.proxies or NO_ENVIRONMENT
+        if proxies.configured:  # by host:port only: a proxy URL may hold a password
+            log.info(
+                "upstream proxies from the environment: https via %s, http via %s; NO_PROXY entries: %d",
+                proxies.https.address if proxies.https is not None else "none (direct)",
+                proxies.http.address if proxies.http is not None else "none (direct)",
+                proxies.no_proxy.entries,
+            )
         return cls(
             limit=settings.upstream_pool_size,
             limit_per_host=settings.upstream_pool_per_host,
             connect_timeout=settings.timeouts.upstream_connect,
             ssl_context=ssl_context or ssl.create_default_context(),
-            proxies=settings.proxies or NO_ENVIRONMENT,
+            proxies=proxies,
         )
 
     async def request(

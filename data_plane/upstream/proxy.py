@@ -118,6 +118,11 @@ class NoProxy:
         if name:
             self.names.append((name, port))
 
+    @property
+    def entries(self) -> int:
+        """How many entries were understood (``*`` counts as one)."""
+        return len(self.names) + len(self.networks) + int(self.everything)
+
     def matches(self, host: str, port: int) -> bool:
         """Whether ``host`` (an upstream URL's host, IPv6 without brackets) at ``port`` bypasses the proxy."""
         if self.everything:

@@ -68,5 +68,6 @@ async def test_a_node_sends_upstream_requests_through_its_environment_proxy(
     assert rec.headers["Authorization"] == f"Bearer {fake_provider.secret('openai')}"
     assert "Proxy-Authorization" not in rec.headers
     log = dp.stderr_text()
+    assert f"http via 127.0.0.1:{proxy.port}" in log  # the start-up line names the proxy by host:port
     for secret in (PASSWORD, QUOTED, BASIC.removeprefix("Basic ")):
         assert secret not in log
