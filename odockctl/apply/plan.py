@@ -224,7 +224,10 @@ class Planner:
             self._credential(spec.name, ref, cs, existing_creds.get(cs.name)) for cs in spec.credentials
         ]
         existing_models = self._models(ref.id) if current else {}
-        steps += [self._model(spec.name, ref, ms, existing_models.get(ms.name)) for ms in spec.models]
+        for ms in spec.models:
+            step, after = self._model(spec.name, ref, ms, existing_models.get(ms.name))
+            steps.append(step)
+            late += [after] if after is not None else []
         existing_keys = {k.name: k for k in list_keys(c, ref.id, include_revoked=True)} if current else {}
         steps += [self._key(spec.name, ref, ks, existing_keys.get(ks.name)) for ks in spec.keys]
         return steps + late
@@ -289,28 +292,39 @@ class Planner:
             ),
         )
 
-    def _model(self, org: str, ref: OrgRef, spec: ModelSpec, current: models_pb2.Model | None) -> Step:
+    def _model(
+        self, org: str, ref: OrgRef, spec: ModelSpec, current: models_pb2.Model | None
+    ) -> tuple[Step, Step | None]:
+        """The model's step, and the one setting its fallbacks once every model of the file exists."""
         c, name = self.client, f"{org}/{spec.name}"
-        if current is None:
-            return Step(
-                "model",
-                name,
-                "created",
-                run=_rpc(
-                    c,
-                    c.models.CreateModel,
-                    lambda: models_pb2.CreateModelRequest(model=model_proto(ref.id, spec)),
-                ),
+
+        def fallbacks() -> models_pb2.UpdateModelRequest:
+            return models_pb2.UpdateModelRequest(
+                model=models_pb2.Model(org_id=ref.id, name=spec.name, fallbacks=spec.fallbacks),
+                update_mask=FieldMask(paths=["fallbacks"]),
             )
+
+        late = Step("model", name, "changed", silent=True, run=_rpc(c, c.models.UpdateModel, fallbacks))
+        if current is None:
+
+            def create() -> models_pb2.CreateModelRequest:
+                model = model_proto(ref.id, spec)
+                model.ClearField("fallbacks")
+                return models_pb2.CreateModelRequest(model=model)
+
+            run = _rpc(c, c.models.CreateModel, create)
+            return Step("model", name, "created", run=run), late if spec.fallbacks else None
         paths = model_diff(current, spec)
         if not paths:
-            return Step("model", name, "unchanged")
+            return Step("model", name, "unchanged"), None
+        now = [p for p in paths if p != "fallbacks"]
         request = models_pb2.UpdateModelRequest(
-            model=model_proto(ref.id, spec), update_mask=FieldMask(paths=paths)
+            model=model_proto(ref.id, spec, collapse=True), update_mask=FieldMask(paths=now)
         )
+        update = _rpc(c, c.models.UpdateModel, lambda: request) if now else None
         return Step(
-            "model", name, "changed", tuple(paths), run=_rpc(c, c.models.UpdateModel, lambda: request)
-        )
+            "model", name, "changed", tuple(paths), run=update
+        ), late if "fallbacks" in paths else None
 
     def _key(self, org: str, ref: OrgRef, spec: KeySpec, current: keys_pb2.VirtualKey | None) -> Step:
         c, name = self.client, f"{org}/{spec.name}"

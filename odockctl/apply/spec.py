@@ -13,6 +13,15 @@ from datetime import UTC, date, datetime
 
 from odock import baseurl
 from odock.v1 import common_pb2
+from odockctl.apply.deployments import (
+    DEFAULT_TIMEOUT_MS,
+    DeploymentSpec,
+    Upstream,
+    check_fallback_targets,
+    deployed,
+    parse_fallbacks,
+    parse_timeout,
+)
 from odockctl.apply.fields import Fields, Node
 from odockctl.values import (
     CAPABILITIES,
@@ -22,7 +31,6 @@ from odockctl.values import (
     check_name,
     parse_capabilities,
     parse_count,
-    parse_duration_ms,
     parse_family,
     parse_outage_policy,
     parse_timestamp,
@@ -31,9 +39,9 @@ from odockctl.values import (
 
 DEFAULT_TIER = "custom"
 LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,62}")
-DEFAULT_TIMEOUT_MS = 60_000
-MIN_TIMEOUT_MS = 100
-MAX_TIMEOUT_MS = 3_600_000
+MODEL_KEYS = ("name", "family", "upstream_slug", "base_url", "timeout", "credential", "pricing", "enabled",
+              "openai_compatible", "context_window", "max_output_tokens", "capabilities", "deployments",
+              "fallbacks")  # fmt: skip
 ROTATE_POLICIES = ("on_change", "never", "always")
 MAX_CONTEXT_WINDOW = 10**8  # the control plane's bounds (control_plane/validation.py)
 MAX_OUTPUT_TOKENS = 10**7
@@ -88,6 +96,10 @@ class ModelSpec:
     context_window: int = 0
     max_output_tokens: int = 0
     capabilities: tuple[str, ...] = ()
+    # Issue 14: empty = the top-level fields above are the model's one deployment (as before
+    # deployments existed); else the whole list, the fields above repeating the first's.
+    deployments: tuple[DeploymentSpec, ...] = ()
+    fallbacks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,54 +207,25 @@ def _credential(node: Node, environ: Mapping[str, str]) -> CredentialSpec:
     )
 
 
-def _model(node: Node, credentials: dict[str, CredentialSpec]) -> ModelSpec:
-    f = node.mapping(
-        (
-            "name",
-            "family",
-            "upstream_slug",
-            "base_url",
-            "timeout",
-            "credential",
-            "pricing",
-            "enabled",
-            "openai_compatible",
-            "context_window",
-            "max_output_tokens",
-            "capabilities",
-        ),
-        required=("name", "base_url", "credential"),
-    )
+def _model(node: Node, credentials: dict[str, CredentialSpec], environ: Mapping[str, str]) -> ModelSpec:
+    f = node.mapping(MODEL_KEYS, required=("name",))
     name = f.child("name").parse(check_model_name)
-    cred_node = f.child("credential")
-    cred = credentials.get(cred_node.expect(str))
-    if cred is None:
-        raise cred_node.fail(f"credential {cred_node.value!r} is not declared in this org's credentials")
-    family = _family(f.child("family")) if f.has("family") else cred.family
-    if family != cred.family:
-        raise f.child("family").fail(f"does not match the family of credential {cred.name!r}")
-    timeout_ms = (
-        f.child("timeout").parse(lambda v: parse_duration_ms(str(v)))
-        if f.has("timeout")
-        else DEFAULT_TIMEOUT_MS
+    upstream = (
+        deployed(f, name, {c.name: c.family for c in credentials.values()}, environ)
+        if f.has("deployments")
+        else _upstream(f, name, credentials)
     )
-    if not MIN_TIMEOUT_MS <= timeout_ms <= MAX_TIMEOUT_MS:
-        raise f.child("timeout").fail("must be between 100ms and 3600s")
-    base_url = f.child("base_url").parse(check_base_url)
-    problem = baseurl.convention_problem(base_url, family)  # the control plane's own check, so --dry-run
-    if problem is not None:  # and the whole-file check catch it too
-        raise f.child("base_url").fail(problem)
     pricing_node = f.child("pricing")
     prices = (
         pricing_node.mapping(("input", "output", "cached_input")) if pricing_node.value is not None else None
     )
     return ModelSpec(
         name=name,
-        family=family,
-        upstream_slug=_text(f.child("upstream_slug")) if f.has("upstream_slug") else name,
-        base_url=base_url,
-        timeout_ms=timeout_ms,
-        credential=cred.name,
+        family=upstream.family,
+        upstream_slug=upstream.upstream_slug,
+        base_url=upstream.base_url,
+        timeout_ms=upstream.timeout_ms,
+        credential=upstream.credential,
         input_micros=(_opt(prices, "input", parse_usd) or 0) if prices else 0,
         output_micros=(_opt(prices, "output", parse_usd) or 0) if prices else 0,
         cached_input_micros=_opt(prices, "cached_input", parse_usd) if prices else None,
@@ -253,7 +236,30 @@ def _model(node: Node, credentials: dict[str, CredentialSpec]) -> ModelSpec:
         capabilities=(
             tuple(f.child("capabilities").parse(_capability_list)) if f.has("capabilities") else ()
         ),
+        deployments=upstream.deployments,
+        fallbacks=parse_fallbacks(f.child("fallbacks"), name) if f.has("fallbacks") else (),
     )
+
+
+def _upstream(f: Fields, name: str, credentials: dict[str, CredentialSpec]) -> Upstream:
+    """A model given by its top-level fields (one deployment), as before deployments existed."""
+    for key in ("base_url", "credential"):
+        if not f.has(key):
+            raise f.child(key).fail("required field missing")
+    cred_node = f.child("credential")
+    cred = credentials.get(cred_node.expect(str))
+    if cred is None:
+        raise cred_node.fail(f"credential {cred_node.value!r} is not declared in this org's credentials")
+    family = _family(f.child("family")) if f.has("family") else cred.family
+    if family != cred.family:
+        raise f.child("family").fail(f"does not match the family of credential {cred.name!r}")
+    timeout_ms = parse_timeout(f.child("timeout")) if f.has("timeout") else DEFAULT_TIMEOUT_MS
+    base_url = f.child("base_url").parse(check_base_url)
+    problem = baseurl.convention_problem(base_url, family)  # the control plane's own check, so --dry-run
+    if problem is not None:  # and the whole-file check catch it too
+        raise f.child("base_url").fail(problem)
+    upstream_slug = _text(f.child("upstream_slug")) if f.has("upstream_slug") else name
+    return Upstream(family, upstream_slug, base_url, timeout_ms, cred.name)
 
 
 def _tokens(f: Fields, key: str, maximum: int) -> int:
@@ -341,9 +347,10 @@ def _org(node: Node, environ: Mapping[str, str]) -> OrgSpec:
     creds = [_credential(n, environ) for n in _list(f, "credentials")]
     _unique(f.child("credentials"), [c.name for c in creds], "credential")
     by_name = {c.name: c for c in creds}
-    models = [_model(n, by_name) for n in _list(f, "models")]
+    models = [_model(n, by_name, environ) for n in _list(f, "models")]
     _unique(f.child("models"), [m.name for m in models], "model")
     model_names = {m.name for m in models}
+    check_fallback_targets(f.child("models"), [m.fallbacks for m in models], model_names)
     keys = [_key(n, model_names) for n in _list(f, "keys")]
     _unique(f.child("keys"), [k.name for k in keys], "key")
     defaults = f.child("default_models").string_map() if f.has("default_models") else {}

@@ -9,6 +9,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from odock.v1 import models_pb2
+from odockctl import deployments
 from odockctl.commands.common import add_command, add_group, usd_or_none
 from odockctl.context import Context, parsed
 from odockctl.errors import UsageError
@@ -16,6 +17,7 @@ from odockctl.output import timestamp_text, usd
 from odockctl.protos import clear, has
 from odockctl.values import (
     CAPABILITIES,
+    ValueProblem,
     check_base_url,
     families,
     family_name,
@@ -58,6 +60,8 @@ def model_fields(m: models_pb2.Model) -> list[tuple[str, str]]:
         ("base url", m.base_url),
         ("timeout", format_duration_ms(duration_ms(m.timeout))),
         ("credential", m.credential),
+        *(("deployment", deployments.summary(d)) for d in m.deployments),
+        ("fallbacks", ", ".join(m.fallbacks) or "none"),
         ("pricing", pricing_text(m)),
         ("enabled", "yes" if m.enabled else "no"),
         ("openai compatible", "yes" if m.openai_compatible else "no"),
@@ -113,7 +117,28 @@ def _fill(model: models_pb2.Model, args: argparse.Namespace) -> list[str]:
         for name in parsed(args.capabilities, parse_capabilities, "--capabilities"):
             setattr(model.capabilities, name, True)
         paths.append("capabilities")
+    if args.deployment:
+        if len(args.deployment) > deployments.MAX_DEPLOYMENTS:
+            raise UsageError(f"--deployment: at most {deployments.MAX_DEPLOYMENTS}")
+        model.deployments.extend(
+            parsed(text, lambda t: deployments.parse_flag(t, _read_ca_file), "--deployment")
+            for text in args.deployment
+        )
+        paths.append("deployments")
+    if args.fallback or args.no_fallbacks:
+        if args.fallback and args.no_fallbacks:
+            raise UsageError("--fallback and --no-fallbacks exclude each other")
+        model.fallbacks.extend(args.fallback or [])
+        paths.append("fallbacks")
     return paths
+
+
+def _read_ca_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(deployments.MAX_CA_BUNDLE + 1)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueProblem(f"ca-file {path}: cannot be read ({type(exc).__name__})") from None
 
 
 _KEEP: Any = object()
@@ -122,6 +147,11 @@ _KEEP: Any = object()
 def create(ctx: Context, args: argparse.Namespace) -> None:
     model = models_pb2.Model(name=args.name)
     _fill(model, args)
+    if not args.deployment:  # otherwise the deployments say where the model's requests go
+        missing = [flag for flag, value in (("--slug", args.slug), ("--base-url", args.base_url),
+                                            ("--credential", args.credential)) if value is None]  # fmt: skip
+        if missing:
+            raise UsageError(f"the following arguments are required: {', '.join(missing)} (or --deployment)")
     client = ctx.client()
     model.org_id = client.org_id(args.org)
     created = client.call(client.models.CreateModel, models_pb2.CreateModelRequest(model=model))
@@ -151,6 +181,7 @@ def list_(ctx: Context, args: argparse.Namespace) -> None:
             m.upstream_slug,
             m.base_url,
             m.credential,
+            ",".join(d.name for d in m.deployments) or "-",
             usd(m.pricing.input_per_mtok_micros),
             usd(m.pricing.output_per_mtok_micros),
             "yes" if m.enabled else "no",
@@ -168,6 +199,7 @@ def list_(ctx: Context, args: argparse.Namespace) -> None:
             "SLUG",
             "BASE URL",
             "CREDENTIAL",
+            "DEPLOYMENTS",
             "IN/MTOK",
             "OUT/MTOK",
             "ENABLED",
@@ -222,9 +254,21 @@ def _add_model_flags(p: argparse.ArgumentParser, create: bool) -> None:
     p.add_argument("org", help="org name or id")
     p.add_argument("name", help="model name clients send")
     p.add_argument("--family", required=create, help=f"provider family: {', '.join(families())}")
-    p.add_argument("--slug", required=create, help="the provider's model id, e.g. gpt-4.1-mini")
-    p.add_argument("--base-url", required=create, help="provider base URL, e.g. https://api.openai.com/v1")
-    p.add_argument("--credential", required=create, help="credential name in the same org and family")
+    p.add_argument("--slug", help="the provider's model id, e.g. gpt-4.1-mini")
+    p.add_argument("--base-url", help="provider base URL, e.g. https://api.openai.com/v1")
+    p.add_argument("--credential", help="credential name in the same org and family")
+    p.add_argument(
+        "--deployment",
+        action="append",
+        metavar="KEY=VALUE,...",
+        help="one upstream of the model (repeat for several; replaces the whole list): name=eu,"
+        "base-url=URL,credential=NAME,slug=SLUG[,weight=N][,priority=N][,timeout=30s]"
+        "[,proxy=http://host:port|direct][,ca-file=PATH]; values cannot contain commas (docs/routing.md)",
+    )
+    p.add_argument(
+        "--fallback", action="append", metavar="MODEL", help="a fallback model (repeat; replaces the list)"
+    )
+    p.add_argument("--no-fallbacks", action="store_true", help="clear the fallback models")
     p.add_argument(
         "--upstream-timeout",
         dest="timeout_value",
