@@ -27,7 +27,7 @@ from data_plane.listing import (
 )
 from data_plane.metrics import METRICS, DataPlaneMetrics
 from data_plane.native import make_handler
-from data_plane.observe import finish, stamp_overhead
+from data_plane.observe import finish, stamp_overhead, stamp_routing
 from data_plane.providers import ANTHROPIC, ENDPOINTS, LOCAL_ROUTES, Endpoint
 from data_plane.settings import Settings
 from data_plane.state import STATE, node_state_ctx
@@ -155,7 +155,9 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     """on_response_prepare: every header the gateway adds, in one handler.
 
     ``x-request-id`` on every answer; on native endpoints also ``x-odock-request-id``
-    (metered requests), the limit headers (admitted requests) and ``x-odock-overhead-ms``.
+    (metered requests), the limit headers (admitted requests), the routing headers (requests that
+    went upstream: ``x-odock-attempts``, ``x-odock-deployment``, ``x-odock-model``) and
+    ``x-odock-overhead-ms``.
     """
     headers = response.headers
     ex = request.get(EXCHANGE)
@@ -171,6 +173,8 @@ async def stamp_headers(request: web.Request, response: web.StreamResponse) -> N
     admission = ex.admission
     if admission is not None:
         admission.write_headers(headers)
+    if ex.attempts:  # the request went upstream through the attempt loop (attempts.py)
+        stamp_routing(headers, ex)
     stamp_overhead(response, ex)
 
 

@@ -25,13 +25,16 @@ class Exchange:
 
     __slots__ = (
         "admission",
+        "attempts",
         "client_request_id",
+        "deployment",
         "endpoint",
         "grant",
         "meter",
         "record_id",
         "request_id",
         "route",
+        "routed_model",
         "started",
     )
 
@@ -52,6 +55,10 @@ class Exchange:
         self.route: Route | None = None  # set once the model is resolved
         self.meter: RequestMeter | None = None  # set once the key is authorized: the request is metered
         self.admission: Admission | None = None  # set once the limits let the request through
+        # Set by the attempt loop (attempts.py) for the x-odock-* headers and the log line.
+        self.attempts = 0  # upstream attempts made
+        self.deployment = ""  # the deployment that answered, or the last one tried
+        self.routed_model = ""  # the fallback model that answered ("" the model asked for)
 
     def overhead(self, now: float) -> float:
         """Seconds of gateway time so far (elapsed minus upstream wait)."""

@@ -117,15 +117,17 @@ class RequestFields(NamedTuple):
     cached_input_tokens: int
     error_code: str = ""  # written only when set
     client_request_id: str = ""  # the client's x-request-id (validated: [A-Za-z0-9._:-]{1,128}); only when set
+    deployment: str = ""  # the deployment that answered (or the last tried); only when set
+    attempts: int = 0  # upstream attempts; only for a request that went upstream
 
     def message(self) -> str:
         """``POST /v1/messages 200 complete``."""
         return f"{self.method} {self.endpoint} {self.status:d} {self.outcome}"
 
     def extra(self) -> dict[str, object]:
-        """The fields as ``logging`` ``extra=`` (``error_code`` and ``client_request_id`` only when set)."""
+        """The fields as ``logging`` ``extra=`` (the optional ones only when set)."""
         out: dict[str, object] = self._asdict()
-        for optional in ("error_code", "client_request_id"):
+        for optional in ("error_code", "client_request_id", "deployment", "attempts"):
             if not out[optional]:
                 del out[optional]
         return out
@@ -169,11 +171,11 @@ class RequestLog:
 
     def _json_line(self, f: RequestFields) -> str:
         (rid, node, org, key, model, family, endpoint, method, status, outcome, streamed, latency, overhead,
-         first_byte, tokens_in, tokens_out, tokens_cached, error, client_id) = f  # fmt: skip
-        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}{client_id}"
+         first_byte, tokens_in, tokens_out, tokens_cached, error, client_id, dep, attempts) = f  # fmt: skip
+        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}{client_id}{dep}"
         if not text.isprintable() or '"' in text or "\\" in text:  # rare: escape each string
-            rid, node, org, key, model, family, endpoint, method, outcome, error, client_id = map(
-                _jstr, (rid, node, org, key, model, family, endpoint, method, outcome, error, client_id)
+            rid, node, org, key, model, family, endpoint, method, outcome, error, client_id, dep = map(
+                _jstr, (rid, node, org, key, model, family, endpoint, method, outcome, error, client_id, dep)
             )
         line = (
             f'{{"time": "{self._time()}", "level": "info", "logger": "{REQUEST_LOGGER}", '
@@ -190,15 +192,19 @@ class RequestLog:
             line += f', "error_code": "{error}"'
         if client_id:
             line += f', "client_request_id": "{client_id}"'
+        if dep:
+            line += f', "deployment": "{dep}"'
+        if attempts:
+            line += f', "attempts": {attempts:d}'
         return line + "}\n"
 
     def _text_line(self, f: RequestFields) -> str:
         (rid, node, org, key, model, family, endpoint, method, status, outcome, streamed, latency, overhead,
-         first_byte, tokens_in, tokens_out, tokens_cached, error, client_id) = f  # fmt: skip
-        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}{client_id}"
+         first_byte, tokens_in, tokens_out, tokens_cached, error, client_id, dep, attempts) = f  # fmt: skip
+        text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}{client_id}{dep}"
         if not text.isprintable():  # rare: escape controls in each string
-            rid, node, org, key, model, family, endpoint, method, outcome, error, client_id = map(
-                _tstr, (rid, node, org, key, model, family, endpoint, method, outcome, error, client_id)
+            rid, node, org, key, model, family, endpoint, method, outcome, error, client_id, dep = map(
+                _tstr, (rid, node, org, key, model, family, endpoint, method, outcome, error, client_id, dep)
             )
         line = (
             f"{self._time()} INFO {REQUEST_LOGGER}: {method} {endpoint} {status:d} {outcome} "
@@ -211,6 +217,10 @@ class RequestLog:
             line += f" error_code={error}"
         if client_id:
             line += f" client_request_id={client_id}"
+        if dep:
+            line += f" deployment={dep}"
+        if attempts:
+            line += f" attempts={attempts:d}"
         return line + "\n"
 
 

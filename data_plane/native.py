@@ -19,21 +19,19 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from data_plane import auth, translated
+from data_plane import attempts, auth, translated
 from data_plane.body import check_declared_length, read_body
 from data_plane.errors import GatewayError, clip
 from data_plane.exchange import EXCHANGE, Exchange
 from data_plane.governance.domain import ControlPlaneUnavailable, KeyGrant, KeyRejected, Route, RouteUnusable
 from data_plane.limits.gate import admit_request
-from data_plane.payload import PayloadError, inspect_json, inspect_multipart, multipart_with_model, with_model
+from data_plane.native_leg import NativeLeg
+from data_plane.payload import PayloadError, inspect_json, inspect_multipart
 from data_plane.providers import DIALECTS, OPENAI, VLLM, Endpoint, endpoint_named, family_name
-from data_plane.providers.headers import HOP_HEADER, build_headers
+from data_plane.providers.dialect import Dialect
+from data_plane.providers.headers import HOP_HEADER
 from data_plane.relay import Relay
-from data_plane.scrub import secret_for
 from data_plane.state import STATE, NodeState
-from data_plane.upstream.egress import EGRESS
-from data_plane.upstream.url import split_url
-from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import FLAG_TRANSLATED, RequestMeter
 from data_plane.usage.shapes import NO_USAGE
 
@@ -144,6 +142,17 @@ async def resolve(
     return route
 
 
+async def fallback_route(state: NodeState, grant: KeyGrant, name: str) -> Route | None:
+    """A fallback model's route when the key may use it (None: missing, disabled, not allowed, unusable)."""
+    if not valid_model_name(name) or not grant.allows(name):
+        return None
+    try:
+        route = await state.cache.route(grant.org_id, name)
+    except (ControlPlaneUnavailable, RouteUnusable):
+        return None
+    return route if route is not None and route.enabled else None
+
+
 def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler of one native endpoint."""
     # What depends only on the endpoint is decided once, not per request.
@@ -246,60 +255,40 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 return await translated.serve(request, ex, state, meter, route, translator, body, deadline)
             target, target_dialect = vllm_chat, DIALECTS[VLLM]  # its own /v1/chat/completions
 
-        try:
-            if endpoint.model_in == "body" and facts is not None and body is not None:
-                body = with_model(body, facts, route.upstream_slug)
-            elif form_facts is not None and body is not None:
-                body = multipart_with_model(body, form_facts, route.upstream_slug)
-            elif endpoint.model_in == "path" and facts is not None and body is not None and facts.model_span:
-                # The path decided the route; a body "model" the provider might
-                # prefer must not point anywhere else, so it gets the canonical slug.
-                slug = route.upstream_slug.removeprefix("models/")
-                body = with_model(body, facts, f"models/{slug}")
-            url = target.upstream_url(route.base_url, route.upstream_slug, request.rel_url.raw_query_string)
-            # A host IDNA cannot encode (a legacy row) fails here as a 502; cached, so the client's call is a hit.
-            split_url(url)
-        except PayloadError as exc:
-            raise GatewayError(400, exc.code, exc.message, param=exc.param) from None
-        except ValueError:
-            raise GatewayError(
-                502, "upstream_misconfigured", "The model's upstream address is not usable"
-            ) from None
-        try:
-            headers = build_headers(target_dialect, request.headers.items(), route.secret)
-        except (ValueError, UnicodeDecodeError):
-            raise GatewayError(
-                502, "credential_unavailable", "The model's provider credential cannot be used right now"
-            ) from None
-        if form and content_type:
-            headers["Content-Type"] = content_type
         streaming = endpoint.streams == "always" or (
             endpoint.streams == "body_flag" and facts is not None and bool(facts.stream)
         )
         meter.streamed = streaming
-        injected = False
-        if streaming and injectable and body is not None and settings.usage.metering:
-            body, injected = ensure_include_usage(body, facts)
+        inject = streaming and injectable and body is not None and settings.usage.metering
+        idle = settings.timeouts.upstream_idle
         relay = Relay(
             request,
             meter,
             family=endpoint.family,
-            upstream_idle=settings.timeouts.upstream_idle,
+            upstream_idle=idle,
             deadline=deadline,
             max_buffered=settings.max_buffered_response_bytes,
             max_sse_event=settings.max_sse_event_bytes,
         )
-        EGRESS.set(route.egress)  # checked on each new upstream connection (upstream/egress.py)
-        return await relay.forward(
-            state.transport,
-            endpoint.method,
-            url,
-            headers,
-            body,
-            first_byte_timeout=route.timeout,
-            streaming=streaming,
-            strip_injected=injected,
-            secret=secret_for(route.secret),
-        )
+        content_type = content_type if form else ""
+
+        def leg_for(fallback: Route, target: Endpoint, target_dialect: Dialect) -> NativeLeg:
+            return NativeLeg(request, relay, state.transport, fallback, target, target_dialect, body,
+                             facts=facts, form_facts=form_facts, content_type=content_type,
+                             streaming=streaming, inject=inject, idle=idle)  # fmt: skip
+
+        async def fallback_leg(name: str) -> NativeLeg | None:
+            found = await fallback_route(state, grant, name)
+            if found is None:
+                return None
+            if found.family == endpoint.family:
+                return leg_for(found, endpoint, dialect)
+            if other_families and found.family == VLLM and serves_openai_format(found):
+                return leg_for(found, vllm_chat, DIALECTS[VLLM])
+            return None  # another family this endpoint cannot pass through (translated: not as a fallback)
+
+        leg = leg_for(route, target, target_dialect)
+        return await attempts.run(ex, meter, state.health, settings.routing, leg, deadline,
+                                  fallback_leg if route.fallbacks else None)  # fmt: skip
 
     return handle

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import MutableMapping
 
 from aiohttp import web
 
@@ -34,6 +35,9 @@ from data_plane.state import STATE
 from data_plane.usage.meter import CANCELLED, CLIENT_CLOSED, ERROR
 
 OVERHEAD_HEADER = "x-odock-overhead-ms"
+ATTEMPTS_HEADER = "x-odock-attempts"
+DEPLOYMENT_HEADER = "x-odock-deployment"
+MODEL_HEADER = "x-odock-model"  # only when a fallback model answered
 
 log = logging.getLogger(REQUEST_LOGGER)
 
@@ -127,6 +131,8 @@ def _observe(
         tokens[2],
         error_code,
         ex.client_request_id,
+        ex.deployment,
+        ex.attempts,
     )
     writer = request_log()
     if writer is not None:
@@ -139,3 +145,12 @@ def stamp_overhead(response: web.StreamResponse, ex: Exchange) -> None:
     """``x-odock-overhead-ms`` on a native endpoint's response, as it is prepared."""
     overhead = ex.overhead(time.perf_counter())
     response.headers[OVERHEAD_HEADER] = f"{overhead * 1000:.3f}"
+
+
+def stamp_routing(headers: MutableMapping[str, str], ex: Exchange) -> None:
+    """The attempt loop's headers: how many upstream attempts, which deployment (and fallback model)."""
+    headers[ATTEMPTS_HEADER] = str(ex.attempts)
+    if ex.deployment:
+        headers[DEPLOYMENT_HEADER] = ex.deployment
+    if ex.routed_model:
+        headers[MODEL_HEADER] = ex.routed_model

@@ -40,6 +40,7 @@ from data_plane.errors import GatewayError, sse_error_event
 from data_plane.scrub import MARKER_TEXT, Secret, StreamScrubber
 from data_plane.sse import DEFAULT_MAX_EVENT, EventSplitter, EventTooLarge
 from data_plane.upstream.errors import UpstreamError
+from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
 from data_plane.upstream.transport import Transport
 from data_plane.usage.meter import CANCELLED, COMPLETE, ERROR, PARTIAL, RequestMeter
@@ -141,6 +142,7 @@ class Trip:
         *,
         tenant: str,
         first_byte_timeout: float,
+        network: Network | None = None,
     ) -> UpstreamResponse:
         """The upstream's answer once its head arrived; the gateway's 502/504 when none usable came
         (a redirect or an encoded answer is released and refused: never followed, never decoded)."""
@@ -148,7 +150,7 @@ class Trip:
         meter.upstream_started()
         try:
             async with asyncio.timeout(self._timeout(first_byte_timeout)):
-                upstream = await transport.request(method, url, headers, body, tenant=tenant)
+                upstream = await transport.request(method, url, headers, body, tenant=tenant, network=network)
         except TimeoutError:  # connect timeouts included
             raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
         except (UpstreamError, OSError) as exc:
@@ -211,13 +213,9 @@ class Relay(Trip):
         strip_injected: bool = False,
         secret: Secret | None = None,
     ) -> web.StreamResponse:
-        """Send the request upstream and relay its answer to the client.
-
-        ``secret`` is the provider credential the headers carry: it keys the connection pool
-        and is scrubbed from the answer. The model's timeout bounds the first byte and, capped
-        by ``upstream_idle``, every silence after it.
-        """
-        meter = self.meter
+        """Send the request upstream and relay its answer (one try: the attempt loop, ``attempts.py``,
+        uses :meth:`open` and :meth:`relay`). ``secret``, the headers' credential, keys the pool and is
+        scrubbed from the answer; the timeout bounds the first byte and (capped) every silence."""
         self.secret = secret
         if first_byte_timeout > 0:
             self.idle = min(self.idle, first_byte_timeout)
@@ -225,6 +223,13 @@ class Relay(Trip):
             transport, method, url, headers, body,
             tenant=secret.pool_tag if secret is not None else "", first_byte_timeout=first_byte_timeout,
         )  # fmt: skip
+        return await self.relay(upstream, streaming=streaming, strip_injected=strip_injected)
+
+    async def relay(
+        self, upstream: UpstreamResponse, *, streaming: bool, strip_injected: bool = False
+    ) -> web.StreamResponse:
+        """Relay an opened answer to the client (``self.secret`` is its credential's); always released."""
+        meter = self.meter
         try:
             status = upstream.status
             is_sse = upstream.content_type == "text/event-stream"
@@ -236,6 +241,32 @@ class Relay(Trip):
             meter.upstream_finished()
             # An answer that did not end cleanly is closed, not pooled: on client disconnect
             # this is what tells the provider to stop generating.
+            upstream.release()
+
+    async def read_failure(self, upstream: UpstreamResponse) -> bytes:
+        """A retryable answer's body read and released (a stall or break: 504/502); past ``max_buffered``
+        it is kept open and the caller passes it on with :meth:`relay_rest` (too big to hold)."""
+        buf = bytearray()
+        try:
+            while chunk := await self.read(upstream):
+                buf += chunk
+                if len(buf) > self.max_buffered:
+                    return bytes(buf)
+        except TimeoutError:
+            raise GatewayError(504, "upstream_timeout", UPSTREAM_STALLED) from None
+        except (UpstreamError, OSError):
+            raise GatewayError(502, "upstream_reset", UPSTREAM_BROKEN) from None
+        finally:
+            if len(buf) <= self.max_buffered:
+                upstream.release()
+        return bytes(buf)
+
+    async def relay_rest(self, upstream: UpstreamResponse, head: bytes) -> web.StreamResponse:
+        """An error answer too big to hold: ``head`` (already read) and the rest as they come."""
+        try:
+            return await self._relay_stream(upstream, False, None, head)
+        finally:
+            self.meter.upstream_finished()
             upstream.release()
 
     async def _relay_buffered(self, upstream: UpstreamResponse) -> web.StreamResponse:
@@ -261,6 +292,11 @@ class Relay(Trip):
             # Too big to hold: relay the rest as it comes (a break then aborts the connection).
             tap = make_tap(meter, is_sse=False, strip_injected=False) if 200 <= upstream.status < 300 else None
             return await self._relay_stream(upstream, False, tap, body)
+        return self.buffered_answer(upstream, body)
+
+    def buffered_answer(self, upstream: UpstreamResponse, body: bytes) -> web.Response:
+        """The client's response for an answer whose body was read (here, or by :meth:`read_failure`)."""
+        meter = self.meter
         secret = self.secret
         if secret is not None:
             body = secret.bytes(body)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +18,8 @@ from data_plane.governance.link import ControlPlaneLink
 from data_plane.governance.watch import Watcher
 from data_plane.limits import Limiter
 from data_plane.metrics import METRICS
-from data_plane.settings import Settings
+from data_plane.routing import Health
+from data_plane.settings import RoutingSettings, Settings
 from data_plane.upstream import Transport, UpstreamClient
 from data_plane.usage.shipper import Shipper
 
@@ -42,6 +43,8 @@ class NodeState:
     transport: Transport  # what the relay sends requests through: the pool
     shipper: Shipper
     limiter: Limiter | None = None  # None: limits not enforced (ODOCK_LIMITS=off)
+    # Deployments' breakers and cooldowns on this worker (data_plane.routing; the attempt loop).
+    health: Health = field(default_factory=lambda: Health(RoutingSettings()))
 
     def status(self) -> dict[str, Any]:
         """The detailed status (``GET /readyz/details`` on the metrics listener, never the public
@@ -101,7 +104,8 @@ def node_state_ctx(settings: Settings) -> Any:
             client, settings.usage, settings.node_id, settings.timeouts.reconnect_max, cp_up=lambda: link.connected
         )
         app[STATE] = NodeState(
-            settings, client, link, cache, watcher, upstream, transport=upstream, shipper=shipper, limiter=limiter
+            settings, client, link, cache, watcher, upstream, transport=upstream, shipper=shipper, limiter=limiter,
+            health=Health(settings.routing),
         )
         await shipper.start()
         watch_task = asyncio.create_task(watcher.run(), name="odock-watch")

@@ -117,6 +117,9 @@ class RequestMeter:
         self.shape = shape
         self.model_name = ""
         self.upstream_slug = ""
+        self.deployment = ""  # the deployment that answered, or the last one tried
+        self.upstream_attempts = 0
+        self.requested_model = ""  # the model the client named, when a fallback model answered
         self.pricing = Pricing()
         self.streamed = False
         self.status = 0
@@ -131,18 +134,27 @@ class RequestMeter:
         self._upstream_end: float | None = None
         self._upstream_headers: float | None = None
         self._first_byte: float | None = None
+        self._retried = False
         self.closed = False
 
     # -- what the gateway and the proxy learn along the way --
 
     def upstream_started(self) -> None:
-        """The request is being sent upstream."""
-        self._upstream_start = time.perf_counter()
+        """The request is being sent upstream (a retry's attempt: the first one's start is kept)."""
+        if not self._retried:
+            self._upstream_start = time.perf_counter()
 
     def upstream_responded(self) -> None:
         """The upstream response headers arrived."""
         if self._upstream_headers is None:
             self._upstream_headers = time.perf_counter()
+
+    def retrying(self) -> None:
+        """An attempt failed before its answer reached the client; another follows. The upstream wait
+        keeps running from the first attempt's start; the head and end are the next attempt's."""
+        self._upstream_headers = None
+        self._upstream_end = None
+        self._retried = True
 
     def upstream_finished(self) -> None:
         """The upstream answer ended (fully read, failed or abandoned)."""
@@ -267,6 +279,9 @@ class RequestMeter:
             flags=flags,
             client_request_id=self.client_request_id,
             error_code=self._error_code(),
+            deployment=self.deployment,
+            upstream_attempts=self.upstream_attempts,
+            requested_model=self.requested_model,
         )
         if self._upstream_start is not None:
             rec.upstream_latency_us = _us((self._upstream_end or end) - self._upstream_start)
