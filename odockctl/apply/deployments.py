@@ -206,8 +206,12 @@ def deployed(f: Fields, name: str, families: Mapping[str, int], environ: Mapping
         family: int | None = family_node.parse(parse_family)
     else:
         family = first_credential_family(f, families)
-    if family is None:
-        raise f.child("family").fail("required when the first deployment's credential is not declared")
+    if family is None:  # say what is wrong with the first deployment, else ask for the family
+        items = list(f.child("deployments").items())
+        if not items:
+            raise f.child("deployments").fail("give at least one deployment (or leave deployments out)")
+        cred = items[0].mapping(KEYS, required=("base_url", "credential")).child("credential")
+        raise cred.fail(f"credential {cred.value!r} is not declared in this org's credentials")
     deps = parse_deployments(f.child("deployments"), name, family, families, environ)
     first = deps[0]
     return Upstream(family, first.upstream_slug, first.base_url, first.timeout_ms, first.credential, deps)
