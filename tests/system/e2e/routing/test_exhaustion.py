@@ -93,7 +93,7 @@ async def test_an_upstream_answer_beats_a_later_refusal(gateway: str, world: Wor
 
 
 async def test_every_deployment_open_is_503_no_deployment_available(dp_default: DataPlaneProcess, world: World,
-                                                                    upstream: MakeUpstream) -> None:
+                                                                    upstream: MakeUpstream, usage: Usage) -> None:
     ups = [await upstream("o0"), await upstream("o1")]
     await world.model("open", [Dep(up) for up in ups])
     for up in ups:
@@ -109,6 +109,9 @@ async def test_every_deployment_open_is_503_no_deployment_available(dp_default: 
     assert last.error()["code"] == "no_deployment_available"
     assert 1 <= int(last.headers["retry-after"]) <= 30
     assert sum(up.count() for up in ups) == before == 6  # nothing tried for it
+    records = await usage.wait(world.org_id, len(replies))
+    assert [records[r.request_id].upstream_attempts for r in replies] == [2, 2, 2, 0]
+    assert records[last.request_id].error_code == "no_deployment_available"
 
 
 async def test_every_deployment_rate_limited_is_503_not_429(gateway: str, world: World,

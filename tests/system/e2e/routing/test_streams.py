@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import httpx
 import openai
 import pytest
 
 from tests.system.e2e.routing.conftest import MakeUpstream
-from tests.system.e2e.routing.stack import MESSAGES, Dep, Usage, World, sdk
+from tests.system.e2e.routing.stack import MESSAGES, Dep, Usage, World, post, sdk
 
 
 async def test_no_retry_once_the_stream_started(gateway: str, world: World, upstream: MakeUpstream,
@@ -47,3 +48,21 @@ async def test_retry_before_the_first_byte_of_a_stream(gateway: str, world: Worl
     rec = (await usage.wait(world.org_id, 1))[raw.headers["x-odock-request-id"]]
     assert (rec.deployment, rec.upstream_attempts, rec.http_status) == ("second", 2, 200)
     assert rec.output_tokens == 3
+
+
+async def test_no_retry_once_a_plain_answer_started(gateway: str, world: World, upstream: MakeUpstream,
+                                                    usage: Usage) -> None:
+    first, second = await upstream("first"), await upstream("second")
+    await world.model("plain", [Dep(first, priority=0), Dep(second, priority=1)])
+    await first.switch("reset_after_first_chunk")  # the head and half the JSON body, then a reset
+    async with httpx.AsyncClient(base_url=gateway, timeout=20) as http:
+        try:
+            reply = await post(http, world.key, {"model": "plain", "messages": MESSAGES})
+        except httpx.TransportError:
+            status = None  # the head came, the body broke off
+        else:
+            status = reply.status  # the gateway's 502, had it not sent the head yet
+    assert status in (None, 502)
+    assert first.count() == 1 and second.count() == 0
+    rec = next(iter((await usage.wait(world.org_id, 1)).values()))
+    assert (rec.deployment, rec.upstream_attempts) == ("first", 1)
