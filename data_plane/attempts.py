@@ -53,6 +53,10 @@ class Leg(Protocol):
 
     route: Route
 
+    def enter(self, meter: RequestMeter) -> None:
+        """The record now speaks of this route's backend (family, usage shape, flags): a fallback's."""
+        ...
+
     async def open(self, dep: Deployment) -> UpstreamResponse:
         """``dep``'s answer once its head came; GatewayError when none usable came."""
         ...
@@ -90,7 +94,7 @@ async def run(
     """The client's response: the first deployment that answers, else the last failure (module doc)."""
     loop = asyncio.get_running_loop()
     cap = settings.max_attempts
-    requested = leg.route.model_name
+    requested = leg.route.model_name  # the model asked for (a fallback's record keeps it)
     held: Held | None = None  # the last answer that failed
     error: GatewayError | None = None  # the last failure without an answer
     cooling: float | None = None
@@ -111,10 +115,7 @@ async def run(
                     break
                 if ex.attempts:
                     meter.retrying()
-                ex.attempts += 1
-                meter.upstream_attempts = ex.attempts
-                ex.deployment = meter.deployment = dep.name[:MAX_NAME]
-                meter.upstream_slug = dep.upstream_slug[:256]
+                note(ex, meter, dep, ex.attempts + 1)
                 started = loop.time()
                 try:
                     upstream = await current.open(dep)
@@ -127,8 +128,9 @@ async def run(
                     continue
                 status = upstream.status
                 if status not in RETRYABLE_STATUSES:
-                    plan.succeeded(dep, loop.time() - started)
-                    _record(route, dep, "ok", loop.time() - started)
+                    took = loop.time() - started
+                    plan.succeeded(dep, took)
+                    _record(route, dep, "ok", took)
                     return await current.pass_on(upstream)
                 try:
                     body = await current.hold(upstream)
@@ -151,7 +153,7 @@ async def run(
         if ex.attempts >= cap or (ex.attempts and loop.time() >= deadline):
             break
         current = await _next_fallback(names, fallback, ex, meter, requested)
-    return _give_up(ex, meter, health, leg.route, held, error, cooling)
+    return _give_up(ex, meter, health, leg, held, error, cooling)
 
 
 async def _next_fallback(
@@ -169,7 +171,7 @@ async def _next_fallback(
         meter.model_name = route.model_name
         meter.requested_model = requested
         meter.pricing = route.pricing
-        meter.family = route.family  # native or passed through: the backend's (Leg builders see to flags)
+        leg.enter(meter)
         return leg
     return None
 
@@ -178,33 +180,51 @@ def _give_up(
     ex: Exchange,
     meter: RequestMeter,
     health: Health,
-    primary: Route,
+    primary: Leg,
     held: Held | None,
     error: GatewayError | None,
     cooling: float | None,
 ) -> web.StreamResponse:
     """Everything failed: the last upstream answer, else the last 502/504, else 503 (nothing tried)."""
+    fell_back = bool(ex.routed_model)
     if held is not None:
         leg, dep, upstream, body = held
         # The record and the headers name the deployment (and model) whose answer the client gets.
         ex.deployment = meter.deployment = dep.name[:MAX_NAME]
         meter.upstream_slug = dep.upstream_slug[:256]
-        if leg.route is not primary:
-            ex.routed_model = meter.model_name = leg.route.model_name
-            meter.family, meter.pricing = leg.route.family, leg.route.pricing
-        else:
-            ex.routed_model = meter.requested_model = ""
-            meter.model_name, meter.pricing, meter.family = primary.model_name, primary.pricing, primary.family
+        if fell_back:
+            _speak_of(ex, meter, leg, primary)
         return leg.answer(dep, upstream, body)
-    # No answer came: the record speaks of the model asked for.
-    ex.routed_model = meter.requested_model = ""
-    meter.model_name, meter.pricing, meter.family = primary.model_name, primary.pricing, primary.family
+    if fell_back:  # no answer came: the record speaks of the model asked for
+        _speak_of(ex, meter, primary, primary)
     if error is not None:
         if ex.attempts > 1:
             raise GatewayError(error.status, error.code, f"{error.message} ({ex.attempts} attempts)")
         raise error
+    raise no_deployment(health, cooling)
+
+
+def _speak_of(ex: Exchange, meter: RequestMeter, leg: Leg, primary: Leg) -> None:
+    route = leg.route
+    meter.model_name, meter.pricing = route.model_name, route.pricing
+    if leg is primary:
+        ex.routed_model = meter.requested_model = ""
+    else:
+        ex.routed_model = route.model_name
+    leg.enter(meter)
+
+
+def note(ex: Exchange, meter: RequestMeter, dep: Deployment, attempt: int) -> None:
+    """Attempt number ``attempt`` goes to ``dep``: the headers, the log line and the record say so."""
+    ex.attempts = meter.upstream_attempts = attempt
+    ex.deployment = meter.deployment = dep.name[:MAX_NAME]
+    meter.upstream_slug = dep.upstream_slug[:256]
+
+
+def no_deployment(health: Health, cooling: float | None) -> GatewayError:
+    """The 503 for a request none of whose deployments could be tried (all cooling down or open)."""
     wait = 1 if cooling is None else max(1, math.ceil(cooling - health.clock()))
-    raise GatewayError(
+    return GatewayError(
         503,
         "no_deployment_available",
         "Every deployment of this model is cooling down after failures; retry after the delay given",

@@ -247,48 +247,46 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             ex.admission = await admit_request(
                 state.limiter, settings.limits, grant, endpoint, body, facts, route.pricing
             )
-        target, target_dialect = endpoint, dialect
-        if route.family != endpoint.family:
-            if route.family != VLLM:
-                translator = translated.translator_for(route)
-                assert translator is not None and body is not None
-                return await translated.serve(request, ex, state, meter, route, translator, body, deadline)
-            target, target_dialect = vllm_chat, DIALECTS[VLLM]  # its own /v1/chat/completions
-
         streaming = endpoint.streams == "always" or (
             endpoint.streams == "body_flag" and facts is not None and bool(facts.stream)
         )
-        meter.streamed = streaming
         inject = streaming and injectable and body is not None and settings.usage.metering
-        idle = settings.timeouts.upstream_idle
-        relay = Relay(
-            request,
-            meter,
-            family=endpoint.family,
-            upstream_idle=idle,
-            deadline=deadline,
-            max_buffered=settings.max_buffered_response_bytes,
-            max_sse_event=settings.max_sse_event_bytes,
-        )
-        content_type = content_type if form else ""
+        native_shape = shape if settings.usage.metering else NO_USAGE
+        relay: Relay | None = None
 
-        def leg_for(fallback: Route, target: Endpoint, target_dialect: Dialect) -> NativeLeg:
-            return NativeLeg(request, relay, state.transport, fallback, target, target_dialect, body,
-                             facts=facts, form_facts=form_facts, content_type=content_type,
-                             streaming=streaming, inject=inject, idle=idle)  # fmt: skip
+        def native_leg(serving: Route, target: Endpoint, target_dialect: Dialect) -> NativeLeg:
+            nonlocal relay
+            if relay is None:
+                relay = Relay(request, meter, family=endpoint.family, upstream_idle=settings.timeouts.upstream_idle,
+                              deadline=deadline, max_buffered=settings.max_buffered_response_bytes,
+                              max_sse_event=settings.max_sse_event_bytes)  # fmt: skip
+            return NativeLeg(request, relay, state.transport, serving, target, target_dialect, body, facts=facts,
+                             form_facts=form_facts, content_type=content_type if form else "", streaming=streaming,
+                             inject=inject, idle=settings.timeouts.upstream_idle, shape=native_shape)  # fmt: skip
 
-        async def fallback_leg(name: str) -> NativeLeg | None:
+        async def fallback_leg(name: str) -> attempts.Leg | None:
             found = await fallback_route(state, grant, name)
             if found is None:
                 return None
             if found.family == endpoint.family:
-                return leg_for(found, endpoint, dialect)
-            if other_families and found.family == VLLM and serves_openai_format(found):
-                return leg_for(found, vllm_chat, DIALECTS[VLLM])
-            return None  # another family this endpoint cannot pass through (translated: not as a fallback)
+                return native_leg(found, endpoint, dialect)
+            if not (other_families and serves_openai_format(found)):
+                return None  # a family this endpoint cannot serve
+            if found.family == VLLM:
+                return native_leg(found, vllm_chat, DIALECTS[VLLM])
+            assert body is not None
+            return translated.fallback_leg(request, ex, state, meter, found, body, deadline)
 
-        leg = leg_for(route, target, target_dialect)
-        return await attempts.run(ex, meter, state.health, settings.routing, leg, deadline,
-                                  fallback_leg if route.fallbacks else None)  # fmt: skip
+        fallback = fallback_leg if route.fallbacks else None
+        if route.family != endpoint.family and route.family != VLLM:
+            translator = translated.translator_for(route)
+            assert translator is not None and body is not None
+            return await translated.serve(request, ex, state, meter, route, translator, body, deadline, fallback)
+        meter.streamed = streaming
+        if route.family == endpoint.family:
+            leg = native_leg(route, endpoint, dialect)
+        else:  # vLLM passed through to its own /v1/chat/completions
+            leg = native_leg(route, vllm_chat, DIALECTS[VLLM])
+        return await attempts.run(ex, meter, state.health, settings.routing, leg, deadline, fallback)
 
     return handle

@@ -26,6 +26,8 @@ from data_plane.upstream.response import UpstreamResponse
 from data_plane.upstream.transport import Transport
 from data_plane.upstream.url import split_url
 from data_plane.usage.inject import ensure_include_usage
+from data_plane.usage.meter import FLAG_TRANSLATED, RequestMeter
+from data_plane.usage.shapes import Shape
 
 
 class NativeLeg:
@@ -33,7 +35,7 @@ class NativeLeg:
 
     __slots__ = (
         "body", "content_type", "dialect", "facts", "form_facts", "idle", "inject", "injected", "query",
-        "relay", "request", "route", "streaming", "target", "transport",
+        "relay", "request", "route", "shape", "streaming", "target", "transport",
     )  # fmt: skip
 
     def __init__(
@@ -52,6 +54,7 @@ class NativeLeg:
         streaming: bool,
         inject: bool,
         idle: float,
+        shape: Shape,
     ) -> None:
         self.request = request
         self.relay = relay
@@ -67,6 +70,7 @@ class NativeLeg:
         self.inject = inject  # ask the provider for stream usage (metering on, injectable endpoint)
         self.injected = False
         self.idle = idle
+        self.shape = shape  # the record's usage shape (the endpoint's; NO_USAGE with metering off)
         self.query = request.rel_url.raw_query_string
 
     def _body(self, slug: str) -> bytes | None:
@@ -82,6 +86,12 @@ class NativeLeg:
             # prefer must not point anywhere else, so it gets the canonical slug.
             return with_model(body, facts, "models/" + slug.removeprefix("models/"))
         return body
+
+    def enter(self, meter: RequestMeter) -> None:
+        meter.family = self.route.family
+        meter.flags &= ~FLAG_TRANSLATED
+        meter.shape = self.shape
+        meter.streamed = self.streaming
 
     async def open(self, dep: Deployment) -> UpstreamResponse:
         slug = dep.upstream_slug

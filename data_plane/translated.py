@@ -27,11 +27,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from data_plane import attempts
+from data_plane.attempts import Fallback
 from data_plane.errors import GatewayError
 from data_plane.exchange import Exchange
 from data_plane.governance.domain import Route
-from data_plane.providers import ANTHROPIC, DIALECTS, GEMINI, TRANSLATORS, endpoint_named
-from data_plane.providers.headers import build_headers
+from data_plane.providers import ANTHROPIC, TRANSLATORS
 from data_plane.providers.translator import (
     ChatRequest,
     ChatTranslator,
@@ -40,25 +41,19 @@ from data_plane.providers.translator import (
     TranslationError,
     UpstreamCall,
 )
+from data_plane.routing import RETRYABLE_STATUSES
 from data_plane.scrub import secret_for
 from data_plane.state import NodeState
 from data_plane.translated_fanout import stream_choices, sum_counts
-from data_plane.translated_relay import Answer, TranslatedRelay, upstream_url
-from data_plane.upstream.egress import EGRESS
+from data_plane.translated_leg import TranslatedLeg, prepare_meter
+from data_plane.translated_relay import Answer, TranslatedRelay
 from data_plane.usage.meter import COMPLETE, RequestMeter
-from data_plane.usage.shapes import NO_USAGE
 from data_plane.usage.tokens import Usage, make_usage
 
 # The most choices one request may ask for (Anthropic: that many upstream calls at once).
 MAX_N = 8
 # Families without ``n``: the gateway fans out.
 _FAN_OUT = frozenset({ANTHROPIC})
-# Each backend's native generation endpoint: its usage shape reads the native answer.
-_NATIVE_ENDPOINTS: dict[int, str] = {
-    ANTHROPIC: "/v1/messages",
-    GEMINI: "/v1beta/models/{model}:generateContent",
-}
-_STREAM_ENDPOINTS: dict[int, str] = {GEMINI: "/v1beta/models/{model}:streamGenerateContent"}
 
 
 def translator_for(route: Route) -> ChatTranslator | None:
@@ -109,16 +104,7 @@ def check_stream_options(chat: ChatRequest) -> None:
         raise _bad_request("'stream_options' must be an object", "stream_options")
 
 
-def prepare_meter(meter: RequestMeter, route: Route, streaming: bool, metering: bool) -> None:
-    """The record of a translated request: the backend's usage shape (``native.py`` already named
-    the backend's family and set ``FLAG_TRANSLATED`` once the route was known)."""
-    meter.streamed = streaming
-    name = _STREAM_ENDPOINTS.get(route.family) if streaming else None
-    name = name or _NATIVE_ENDPOINTS.get(route.family)
-    meter.shape = endpoint_named(name).usage if metering and name is not None else NO_USAGE
-
-
-async def serve(
+def leg_for(
     request: web.Request,
     ex: Exchange,
     state: NodeState,
@@ -127,13 +113,15 @@ async def serve(
     translator: ChatTranslator,
     body: bytes,
     deadline: float,
-) -> web.StreamResponse:
-    """Serve one translated chat completion (GatewayError for what the gateway refuses itself)."""
+) -> tuple[TranslatedLeg, int]:
+    """The leg serving ``route`` for this request, and ``n`` when it fans out (0: one call per attempt).
+
+    The request is checked and translated here (a GatewayError 400 when it cannot be).
+    """
     settings = state.settings
     chat = parse_chat(body)
     n = choices_asked(chat)
     check_stream_options(chat)
-    fan_out = n > 1 and route.family in _FAN_OUT
     model = TranslatedModel(
         name=route.model_name,
         slug=route.upstream_slug,
@@ -144,20 +132,6 @@ async def serve(
         call = translator.request(chat, model)
     except TranslationError as exc:
         raise _bad_request(exc.message, exc.param, exc.code) from None
-    prepare_meter(meter, route, call.stream, settings.usage.metering)
-    try:
-        url = upstream_url(route.base_url, call.path)
-    except ValueError:
-        raise GatewayError(
-            502, "upstream_misconfigured", "The model's upstream address is not usable"
-        ) from None
-    try:
-        headers = build_headers(DIALECTS[route.family], request.headers.items(), route.secret)
-    except (ValueError, UnicodeDecodeError):
-        raise GatewayError(
-            502, "credential_unavailable", "The model's provider credential cannot be used right now"
-        ) from None
-    headers["Content-Type"] = "application/json"
     ids = ReplyIds(id="chatcmpl-" + ex.record_id, created=int(time.time()), model=route.model_name)
     relay = TranslatedRelay(
         request,
@@ -171,15 +145,75 @@ async def serve(
         max_buffered=settings.max_buffered_response_bytes,
         max_sse_event=settings.max_sse_event_bytes,
     )
-    EGRESS.set(route.egress)  # checked on each new upstream connection (upstream/egress.py)
-    if call.stream:
-        if fan_out:
-            return await stream_choices(relay, url, headers, call, ids, chat.include_usage, n)
-        return await relay.stream(url, headers, call, ids, chat.include_usage)
-    if not fan_out:
-        answer = await relay.answer(url, headers, call, ids)
-        return relay.respond(answer, meter_usage=True)
-    return await _fan_out(relay, url, headers, call, ids, n)
+    leg = TranslatedLeg(request, relay, route, translator, chat, ids, call, metering=settings.usage.metering)
+    return leg, n if n > 1 and route.family in _FAN_OUT else 0
+
+
+def fallback_leg(
+    request: web.Request, ex: Exchange, state: NodeState, meter: RequestMeter, route: Route, body: bytes,
+    deadline: float,
+) -> TranslatedLeg | None:  # fmt: skip
+    """The leg of a translated fallback model; None when this request cannot go to it (not
+    translatable for it, or ``n > 1`` on a family the gateway fans out for: not as a fallback)."""
+    translator = translator_for(route)
+    if translator is None:
+        return None
+    try:
+        leg, fan_out = leg_for(request, ex, state, meter, route, translator, body, deadline)
+    except GatewayError:
+        return None
+    return None if fan_out else leg
+
+
+async def serve(
+    request: web.Request,
+    ex: Exchange,
+    state: NodeState,
+    meter: RequestMeter,
+    route: Route,
+    translator: ChatTranslator,
+    body: bytes,
+    deadline: float,
+    fallback: Fallback | None = None,
+) -> web.StreamResponse:
+    """Serve one translated chat completion (GatewayError for what the gateway refuses itself)."""
+    leg, fan_out = leg_for(request, ex, state, meter, route, translator, body, deadline)
+    prepare_meter(meter, route, leg.stream, state.settings.usage.metering)
+    if fan_out:
+        return await _fan_out_routed(ex, state, meter, leg, fan_out)
+    return await attempts.run(ex, meter, state.health, state.settings.routing, leg, deadline, fallback)
+
+
+async def _fan_out_routed(
+    ex: Exchange, state: NodeState, meter: RequestMeter, leg: TranslatedLeg, n: int
+) -> web.StreamResponse:
+    """``n`` calls at once to ONE deployment the plan picks, never retried (some calls may have
+    answered already); the deployment's health learns how the fan-out ended."""
+    plan = state.health.plan(leg.route)
+    loop = asyncio.get_running_loop()
+    try:
+        dep = plan.next()
+        if dep is None:
+            raise attempts.no_deployment(state.health, plan.cooling_until())
+        attempts.note(ex, meter, dep, 1)
+        url, headers, call = leg.target(dep)
+        started = loop.time()
+        try:
+            if call.stream:
+                resp = await stream_choices(leg.relay, url, headers, call, leg.ids, leg.chat.include_usage, n)
+            else:
+                resp = await _fan_out(leg.relay, url, headers, call, leg.ids, n)
+        except GatewayError as err:
+            if err.code in attempts.NO_ANSWER:
+                plan.failed(dep)
+            raise
+        if resp.status in RETRYABLE_STATUSES:
+            plan.failed(dep, status=resp.status)
+        else:
+            plan.succeeded(dep, loop.time() - started)
+        return resp
+    finally:
+        plan.finish()
 
 
 async def _fan_out(
@@ -245,4 +279,4 @@ def merge_answers(documents: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-__all__ = ["MAX_N", "choices_asked", "merge_answers", "parse_chat", "serve", "translator_for"]
+__all__ = ["MAX_N", "choices_asked", "fallback_leg", "leg_for", "merge_answers", "parse_chat", "prepare_meter", "serve", "translator_for"]

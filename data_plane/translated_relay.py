@@ -28,6 +28,7 @@ from data_plane.relay import UPSTREAM_BROKEN, UPSTREAM_EVENT_TOO_LARGE, UPSTREAM
 from data_plane.scrub import Secret
 from data_plane.sse import EVENT_END, EventSplitter, EventTooLarge
 from data_plane.upstream.errors import UpstreamError
+from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
 from data_plane.upstream.transport import Transport
 from data_plane.usage.meter import CANCELLED, COMPLETE, ERROR, PARTIAL, RequestMeter
@@ -101,6 +102,8 @@ class TranslatedRelay(Trip):
     ) -> None:
         idle = min(upstream_idle, first_byte_timeout) if first_byte_timeout > 0 else upstream_idle
         super().__init__(meter, upstream_idle=idle, deadline=deadline)
+        self.upstream_idle = upstream_idle
+        self.network: Network | None = None  # the deployment's (``translated_leg.py`` sets it per attempt)
         self.request = request
         self.transport = transport
         self.translator = translator
@@ -113,7 +116,7 @@ class TranslatedRelay(Trip):
         """The native call sent; its answer once the head arrived (``Trip.open``'s rules)."""
         return await self.open(
             self.transport, "POST", url, headers, call.body,
-            tenant=self.secret.pool_tag, first_byte_timeout=self.first_byte,
+            tenant=self.secret.pool_tag, first_byte_timeout=self.first_byte, network=self.network,
         )  # fmt: skip
 
     async def _read_all(self, upstream: UpstreamResponse) -> bytes:
@@ -150,7 +153,10 @@ class TranslatedRelay(Trip):
         and the caller meters their sum, whatever happens to the other calls; without it, an
         answer that cannot be translated meters its own usage.
         """
-        upstream = await self.send(url, headers, call)
+        return await self.read_answer(await self.send(url, headers, call), ids, answered)
+
+    async def read_answer(self, upstream: UpstreamResponse, ids: ReplyIds, answered: list[Answer] | None = None) -> Answer:
+        """:meth:`answer` once the head came."""
         try:
             body = await self._read_all(upstream)
         finally:
@@ -173,6 +179,18 @@ class TranslatedRelay(Trip):
                 self._meter_usage(result)
             raise untranslatable() from None
         return result
+
+    async def read_failure(self, upstream: UpstreamResponse) -> bytes:
+        """A retryable answer's body, read whole (bounded) and released (the attempt loop's hold)."""
+        try:
+            return await self._read_all(upstream)
+        finally:
+            upstream.release()
+
+    def failure_response(self, upstream: UpstreamResponse, body: bytes) -> web.Response:
+        """The client's response for an error answer :meth:`read_failure` read."""
+        self.meter.upstream_finished()
+        return self.respond(self._error(upstream, body), meter_usage=False)
 
     async def error_answer(self, upstream: UpstreamResponse) -> Answer:
         """An error answer (status >= 300, not a redirect) read and translated."""
@@ -219,7 +237,10 @@ class TranslatedRelay(Trip):
         self, url: str, headers: dict[str, str], call: UpstreamCall, ids: ReplyIds, include_usage: bool
     ) -> web.StreamResponse:
         """One streamed call relayed chunk by chunk (an error answer as JSON, like OpenAI's)."""
-        upstream = await self.send(url, headers, call)
+        return await self.stream_opened(await self.send(url, headers, call), ids, include_usage)
+
+    async def stream_opened(self, upstream: UpstreamResponse, ids: ReplyIds, include_usage: bool) -> web.StreamResponse:
+        """:meth:`stream` once the head came."""
         try:
             if upstream.status >= 300:
                 return self.respond(await self.error_answer(upstream), meter_usage=False)

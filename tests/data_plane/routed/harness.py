@@ -157,7 +157,8 @@ def handler(
 
         def leg(r: Route) -> NativeLeg:
             return NativeLeg(request, relay, transport, r, CHAT, dialect, body, facts=facts, form_facts=None,
-                             content_type="", streaming=bool(facts.stream), inject=False, idle=10.0)  # fmt: skip
+                             content_type="", streaming=bool(facts.stream), inject=False, idle=10.0,
+                             shape=NO_USAGE)  # fmt: skip
 
         async def fallback(name: str) -> NativeLeg | None:
             found = fallbacks.get(name)
