@@ -95,6 +95,11 @@ async def test_no_answer_anywhere_names_the_attempts(serve: Serve) -> None:
     assert resp.status_code == 502
     assert resp.json()["error"]["message"] == "Upstream provider is unreachable (2 attempts)"
     assert resp.json()["error"]["code"] == "upstream_unreachable"
+    assert resp.headers["x-odock-attempts"] == "2" and resp.headers["x-odock-deployment"] == "b"  # the last tried
+    meter = h.served.meters[0]
+    assert (meter.status, meter.error_code, meter.deployment, meter.upstream_attempts) == (
+        502, "upstream_unreachable", "b", 2,
+    )  # fmt: skip
 
 
 async def test_an_answer_beats_a_later_failure_without_one(serve: Serve) -> None:
