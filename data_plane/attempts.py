@@ -233,10 +233,7 @@ def no_deployment(health: Health, cooling: float | None) -> GatewayError:
 
 
 def _record(route: Route, dep: Deployment, outcome: str, seconds: float) -> None:
-    record = getattr(metrics, "record_attempt", None)  # STAND-IN until the routing metrics land
-    if record is None:
-        return
     try:
-        record(route.model_name, dep.name, outcome, seconds)
+        metrics.record_attempt(route.model_name, dep.name, outcome, seconds)
     except Exception:  # a metrics bug must never fail a request
         log.exception("recording an upstream attempt failed")

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
+from data_plane import deployment_metrics
 from data_plane.usage.meter import COMPLETE, ERROR, PARTIAL
 from tests.data_plane.routed.harness import Harness, Step, dep, route
 
@@ -50,12 +51,18 @@ async def test_a_429_with_retry_after_keeps_that_deployment_out_of_choice(serve:
 
 async def test_refused_and_first_byte_timeout_are_retried(serve: Serve) -> None:
     h = await serve(
-        {"a": [Step(refuse=True)], "b": [Step(hang=True)], "c": [Step()]},
-        route("m", dep("a"), dep("b", priority=1, timeout=0.3), dep("c", priority=2)),
-    )
+        {"a": [Step(refuse=True)], "b": [Step(hang=True)], "c": [Step()], "d": [Step(429, chunks=(b"{}",))]},
+        route("attempts-metric", dep("d"), dep("a", priority=1), dep("b", priority=2, timeout=0.3),
+              dep("c", priority=3)),
+    )  # fmt: skip
+    before = dict(deployment_metrics._counts)
     resp = await post(h)
+    counted = {k: v - before.get(k, 0) for k, v in deployment_metrics._counts.items() if v != before.get(k, 0)}
+    assert counted == {("attempts-metric", "d", "rate_limited"): 1, ("attempts-metric", "a", "unreachable"): 1,
+                       ("attempts-metric", "b", "timeout"): 1, ("attempts-metric", "c", "ok"): 1}  # fmt: skip
+    h.transport.calls = h.transport.calls[1:]  # d's 429 aside
     assert resp.status_code == 200 and h.transport.hosts() == ["a", "b", "c"]
-    assert resp.headers["x-odock-attempts"] == "3" and resp.headers["x-odock-deployment"] == "c"
+    assert resp.headers["x-odock-attempts"] == "4" and resp.headers["x-odock-deployment"] == "c"
 
 
 async def test_a_400_is_not_retried(serve: Serve) -> None:
