@@ -1,6 +1,6 @@
 """Several deployments behind one model (issue 14), end to end: one control plane, two data planes
-(``dp_fast``: breaker cooldown 1 s, for speed; ``dp_default``: every routing setting at its
-default) and, per test, a fresh org whose models' deployments are switchable fake upstreams
+(``dp_fast``: breaker cooldown 1 s, for speed, and a 5 s request deadline; ``dp_default``: every
+routing setting at its default) and, per test, a fresh org whose models' deployments are switchable fake upstreams
 (``tests/fakes/switchable.py``) on loopback, which the control plane's egress policy allows
 (``tests/support/planes.py``). Every test runs on this package's event loop (the fakes live on it).
 """
@@ -22,7 +22,8 @@ from tests.system.e2e.routing.stack import Usage, World
 
 _DIR = Path(__file__).parent
 FAST_COOLDOWN_S = 1.0
-FAST_ENV = {"ODOCK_BREAKER_COOLDOWN": f"{FAST_COOLDOWN_S:g}"}
+REQUEST_TOTAL_S = 5.0  # no request of these tests needs longer; the deadline test relies on it
+FAST_ENV = {"ODOCK_BREAKER_COOLDOWN": f"{FAST_COOLDOWN_S:g}", "ODOCK_REQUEST_TOTAL_SECONDS": f"{REQUEST_TOTAL_S:g}"}
 
 MakeUpstream = Callable[..., Awaitable[SwitchableUpstream]]
 
@@ -61,7 +62,8 @@ def _data_plane(cp: ControlPlaneProcess, spool: Path, env: dict[str, str]) -> Da
 
 @pytest.fixture(scope="package")
 def dp_fast(routing_cp: ControlPlaneProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlaneProcess]:
-    """A node whose breakers cool down for 1 s (the other routing settings at their defaults)."""
+    """A node whose breakers cool down for 1 s and whose requests last 5 s at most (the other routing
+    settings at their defaults)."""
     proc = _data_plane(routing_cp, tmp_path_factory.mktemp("spool-fast"), FAST_ENV)
     try:
         yield proc

@@ -9,7 +9,7 @@ import time
 
 from tests.fakes.switchable import SwitchableUpstream
 from tests.support.dataplane import DataPlaneProcess
-from tests.system.e2e.routing.conftest import MakeUpstream
+from tests.system.e2e.routing.conftest import REQUEST_TOTAL_S, MakeUpstream
 from tests.system.e2e.routing.stack import Dep, Reply, Usage, World, chat, sdk
 
 MAX_ATTEMPTS = 4  # ODOCK_ROUTING_MAX_ATTEMPTS' default
@@ -79,6 +79,22 @@ async def test_all_hanging_is_504_naming_the_attempts(gateway: str, world: World
     assert reply.status == 504 and _names_attempts(reply, 2), reply.body
     assert time.monotonic() - began < 4.0
     assert [up.count() for up in ups] == [1, 1]
+
+
+async def test_attempts_stop_at_the_request_deadline(gateway: str, world: World, upstream: MakeUpstream) -> None:
+    ups = [await upstream(f"s{i}") for i in range(MAX_ATTEMPTS)]
+    await world.model("late", [Dep(up, timeout_s=2.0) for up in ups])  # 4 x 2 s: past the 5 s deadline
+    for up in ups:
+        await up.switch("hang")
+    began = time.monotonic()
+    async with sdk(gateway, world.key) as client:
+        reply = await chat(client, "late")
+    elapsed = time.monotonic() - began
+    assert reply.status == 504, reply.body
+    assert REQUEST_TOTAL_S - 0.5 <= elapsed <= REQUEST_TOTAL_S + 1.5, elapsed
+    tried = sum(up.count() for up in ups)
+    assert tried == 3 and reply.attempts == tried  # the third cut short by the deadline
+    assert _names_attempts(reply, tried), reply.body
 
 
 async def test_an_upstream_answer_beats_a_later_refusal(gateway: str, world: World, upstream: MakeUpstream) -> None:
