@@ -98,7 +98,7 @@ async def run(
     held: Held | None = None  # the last answer that failed
     error: GatewayError | None = None  # the last failure without an answer
     cooling: float | None = None
-    names = iter(leg.route.fallbacks)
+    names: Iterator[str] | None = None  # the fallbacks, once the model's deployments are exhausted
     current: Leg | None = leg
     while current is not None:
         route = current.route
@@ -127,10 +127,13 @@ async def run(
                     error = err
                     continue
                 status = upstream.status
-                if status not in RETRYABLE_STATUSES:
+                if status not in RETRYABLE_STATUSES:  # the answer: taken (the common case, kept lean)
                     took = loop.time() - started
                     plan.succeeded(dep, took)
-                    _record(route, dep, "ok", took)
+                    try:
+                        metrics.record_attempt(route.model_name, dep.name, "ok", took)
+                    except Exception:  # a metrics bug must never fail a request
+                        log.exception("recording an upstream attempt failed")
                     return await current.pass_on(upstream)
                 try:
                     body = await current.hold(upstream)
@@ -152,16 +155,18 @@ async def run(
             plan.finish()
         if ex.attempts >= cap or (ex.attempts and loop.time() >= deadline):
             break
+        if fallback is None:
+            break
+        if names is None:
+            names = iter(leg.route.fallbacks)
         current = await _next_fallback(names, fallback, ex, meter, requested)
     return _give_up(ex, meter, health, leg, held, error, cooling)
 
 
 async def _next_fallback(
-    names: Iterator[str], fallback: Fallback | None, ex: Exchange, meter: RequestMeter, requested: str
+    names: Iterator[str], fallback: Fallback, ex: Exchange, meter: RequestMeter, requested: str
 ) -> Leg | None:
     """The next fallback model that can serve this request, its meter fields set; None: no more."""
-    if fallback is None:
-        return None
     for name in names:
         leg = await fallback(name)
         if leg is None:
