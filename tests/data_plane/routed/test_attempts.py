@@ -137,3 +137,29 @@ async def test_every_deployment_cooling_is_503_no_deployment_available(serve: Se
     assert second.status_code == 503 and second.json()["error"]["code"] == "no_deployment_available"
     assert 55 <= int(second.headers["Retry-After"]) <= 60
     assert h.served.meters[1].upstream_attempts == 0
+
+
+async def test_a_stream_is_retried_before_it_started(serve: Serve) -> None:
+    events = (b'data: {"n": 1}\n\n', b"data: [DONE]\n\n")
+    h = await serve({"a": [Step(503, chunks=(b"{}",))],
+                     "b": [Step(200, headers=(("Content-Type", "text/event-stream"),), chunks=events)]},
+                    route("m", dep("a"), dep("b", priority=1)))  # fmt: skip
+    resp = await post(h, b'{"model": "m", "stream": true, "messages": []}')
+    assert resp.status_code == 200 and resp.content == b"".join(events)
+    assert h.transport.hosts() == ["a", "b"] and resp.headers["x-odock-attempts"] == "2"
+    assert h.served.meters[0].outcome == COMPLETE
+
+
+async def test_a_retryable_answer_cut_mid_body_is_retried(serve: Serve) -> None:
+    h = await serve({"a": [Step(500, chunks=(b'{"err',), cut=True)], "b": [Step()]},
+                    route("m", dep("a"), dep("b", priority=1)))  # fmt: skip
+    resp = await post(h)
+    assert resp.status_code == 200 and h.transport.hosts() == ["a", "b"]
+
+
+async def test_an_error_answer_too_big_to_hold_is_passed_on_without_retry(serve: Serve) -> None:
+    big = b'{"error": "' + b"x" * 70_000 + b'"}'  # over the harness's 64 KiB max_buffered
+    h = await serve({"a": [Step(500, chunks=(big,))], "b": [Step()]}, route("m", dep("a"), dep("b", priority=1)))
+    resp = await post(h)
+    assert resp.status_code == 500 and resp.content == big
+    assert h.transport.hosts() == ["a"]
