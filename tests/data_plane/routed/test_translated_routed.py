@@ -23,7 +23,7 @@ from data_plane.exchange import EXCHANGE, Exchange
 from data_plane.governance.domain import Route
 from data_plane.native_leg import NativeLeg
 from data_plane.payload import inspect_json
-from data_plane.providers import ANTHROPIC, DIALECTS, OPENAI
+from data_plane.providers import ANTHROPIC, DIALECTS, GEMINI, OPENAI
 from data_plane.relay import Relay
 from data_plane.routing import Health
 from data_plane.settings import Settings
@@ -74,7 +74,7 @@ async def start() -> AsyncIterator[Start]:
             body = await request.read()
             deadline = asyncio.get_running_loop().time() + 30
             try:
-                if primary.family == ANTHROPIC:
+                if primary.family != OPENAI:
                     translator = translated.translator_for(primary)
                     assert translator is not None
                     return await translated.serve(request, ex, state, meter, primary, translator, body, deadline)
@@ -155,3 +155,22 @@ async def test_a_native_model_falls_back_to_a_translated_one(start: Start) -> No
     meter = served.meters[0]
     assert (meter.family, meter.model_name, meter.requested_model) == (ANTHROPIC, "claude", "m")
     assert meter.flags & FLAG_TRANSLATED
+
+
+GEMINI_ANSWER = orjson.dumps({
+    "candidates": [{"content": {"parts": [{"text": "hello"}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+    "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5},
+})  # fmt: skip
+
+
+async def test_a_gemini_retry_puts_the_next_deployments_slug_in_the_path(start: Start) -> None:
+    gemini = dataclasses.replace(claude("m", dep("a"), dep("b", priority=1)), family=GEMINI)
+    served = await start({"a": [Step(503, chunks=(b'{"error": {"code": 503, "message": "x", "status": "UNAVAILABLE"}}',))],
+                          "b": [Step(chunks=(GEMINI_ANSWER,))]}, gemini)  # fmt: skip
+    resp = await post(served)
+    assert resp.status_code == 200 and resp.json()["choices"][0]["message"]["content"] == "hello"
+    assert [c.url for c in served.transport.calls] == [
+        "http://a.invalid/v1beta/models/slug-a:generateContent",
+        "http://b.invalid/v1beta/models/slug-b:generateContent",
+    ]
+    assert served.transport.calls[1].headers["x-goog-api-key"] == "sk-b-0123456789abcdef"
