@@ -241,7 +241,9 @@ class RequestMeter:
         for name, value in (("key_id", self.key_id), ("model_name", self.model_name),
                             ("endpoint", self.endpoint), ("client_request_id", self.client_request_id),
                             ("error_code", self._error_code()), ("http_status", self.status),
-                            ("outcome", self.outcome), ("family", self.family)):  # fmt: skip
+                            ("outcome", self.outcome), ("family", self.family),
+                            ("deployment", self.deployment), ("upstream_attempts", self.upstream_attempts),
+                            ("requested_model", self.requested_model)):  # fmt: skip
             try:
                 setattr(rec, name, value)
             except (TypeError, ValueError):
