@@ -143,3 +143,16 @@ async def test_every_deployment_rate_limited_is_503_not_429(gateway: str, world:
     assert second.status == 503 and second.error()["code"] == "no_deployment_available"
     assert 4 <= int(second.headers["retry-after"]) <= 5
     assert [up.count() for up in ups] == [1, 1]
+
+
+async def test_a_huge_retry_after_is_bounded(gateway: str, world: World, upstream: MakeUpstream) -> None:
+    ups = [await upstream("g0"), await upstream("g1")]
+    await world.model("greedy", [Dep(up) for up in ups])
+    for up in ups:
+        await up.switch("rate_limited", retry_after=10**9)
+    async with sdk(gateway, world.key) as client:
+        first = await chat(client, "greedy")
+        second = await chat(client, "greedy")
+    assert first.status == 429
+    assert second.status == 503 and second.error()["code"] == "no_deployment_available"
+    assert 1 <= int(second.headers["retry-after"]) <= 300  # ODOCK_ROUTING_RETRY_AFTER_MAX's default
