@@ -14,7 +14,9 @@ the real API: its own provider key (401), its own model slug (404 ``model_not_fo
   (and a reset hint when ``retry_after`` is given, as for ``rate_limited``);
 - ``rate_limited``: 429 with a reset hint of ``retry_after`` seconds (None: no hint) in
   ``style``: ``seconds`` (``Retry-After: N``), ``date`` (``Retry-After: <HTTP date>``, rounded
-  up to a whole second), ``openai`` (``x-ratelimit-reset-requests: Ns``, no Retry-After);
+  up to a whole second), ``openai`` (``x-ratelimit-reset-requests: Ns``, no Retry-After) or
+  ``anthropic`` (``anthropic-ratelimit-requests-reset: <RFC 3339 time>``, rounded up likewise,
+  no Retry-After);
 - ``hang``: never answers the head (until the client goes away);
 - ``reset_after_first_chunk``: the head and the first chunk, then a TCP reset;
 - ``refused``: the listening socket closed and open connections reset, so connects are
@@ -35,6 +37,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
 from aiohttp import web
@@ -46,7 +49,7 @@ from tests.fakes.provider import prompt_tokens_for
 from tests.fakes.reply import Ask, JsonReply, StreamReply, dumps
 
 Mode = Literal["healthy", "error", "rate_limited", "hang", "reset_after_first_chunk", "refused"]
-Style = Literal["seconds", "date", "openai"]
+Style = Literal["seconds", "date", "openai", "anthropic"]
 Family = Literal["openai", "anthropic"]
 _PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 PIECES = ("piece0 ", "piece1 ", "piece2 ")
@@ -258,9 +261,10 @@ class SwitchableUpstream:
                             model=self.slug, stream=stream, prompt_tokens=prompt_tokens_for(body), pieces=PIECES)
 
     def _key_ok(self, request: web.BaseRequest) -> bool:
-        if self.family == "anthropic":
-            return request.headers.get("x-api-key") == self.secret
-        return request.headers.get("Authorization") == f"Bearer {self.secret}"
+        bearer = request.headers.get("Authorization") == f"Bearer {self.secret}"
+        if self.family == "anthropic":  # x-api-key, or the bearer form the current SDK sends
+            return request.headers.get("x-api-key") == self.secret or bearer
+        return bearer
 
     def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
         return web.Response(status=status, body=dumps(native_error(self.family, status, message)),
@@ -295,6 +299,9 @@ def _reset_hint(state: _State) -> dict[str, str]:
     if state.style == "openai":
         return {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0",
                 "x-ratelimit-reset-requests": f"{seconds:g}s"}
+    reset = datetime.fromtimestamp(math.ceil(time.time()) + seconds, UTC)  # "anthropic"
+    return {"anthropic-ratelimit-requests-limit": "50", "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": reset.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
 def _reset(transport: asyncio.BaseTransport) -> None:

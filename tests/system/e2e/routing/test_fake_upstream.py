@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from email.utils import parsedate_to_datetime
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -93,3 +95,21 @@ async def test_hang_and_reset_after_first_chunk(upstream: MakeUpstream) -> None:
     await asyncio.sleep(0.1)
     assert [(h.mode, h.status, h.cut) for h in up.hits] == [("hang", 0, False), ("reset_after_first_chunk", 0, True)]
     assert all(h.ended is not None for h in up.hits)
+
+
+async def test_anthropic_family(upstream: MakeUpstream) -> None:
+    up = await upstream("c", "anthropic")
+    async with anthropic.AsyncAnthropic(api_key=up.secret, base_url=up.base_url, max_retries=0) as client:
+        message = await client.messages.create(model="c-slug", max_tokens=16, messages=MESSAGES)
+        assert message.content
+        with pytest.raises(anthropic.NotFoundError):
+            await client.messages.create(model="other", max_tokens=16, messages=MESSAGES)
+        await up.switch("rate_limited", retry_after=2, style="anthropic")
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            await client.messages.create(model="c-slug", max_tokens=16, messages=MESSAGES)
+    reset = limited.value.response.headers["anthropic-ratelimit-requests-reset"]
+    wait = datetime.fromisoformat(reset).timestamp() - time.time()
+    assert 1.0 < wait <= 3.0 and "retry-after" not in limited.value.response.headers
+    assert limited.value.body == {"type": "error", "error": {"type": "rate_limit_error",
+                                                            "message": "fake c: rate limit reached"},
+                                  "request_id": "req_fake0001"}

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import anthropic
 
 from tests.system.e2e.routing.conftest import MakeUpstream
@@ -55,3 +58,24 @@ async def test_native_messages_fail_over_on_overloaded(gateway: str, world: Worl
     assert (busy.count(), free.count()) == (1, 1)
     rec = (await usage.wait(world.org_id, 1))[raw.headers["x-odock-request-id"]]
     assert (rec.deployment, rec.upstream_attempts, rec.model_name) == ("free", 2, "claude-native")
+
+
+async def test_anthropic_reset_header_takes_the_deployment_out(gateway: str, world: World,
+                                                               upstream: MakeUpstream) -> None:
+    limited, other = await upstream("limited", "anthropic"), await upstream("other", "anthropic")
+    await world.model("claude-reset", [Dep(limited), Dep(other)])
+    await limited.switch("rate_limited", retry_after=2, style="anthropic", times=1)
+    statuses: list[int] = []
+    deadline = time.monotonic() + 5.0
+    async with anthropic.AsyncAnthropic(api_key=world.key, base_url=gateway, max_retries=0, timeout=20) as client:
+        while time.monotonic() < deadline and limited.count() < 2:
+            raw = await client.messages.with_raw_response.create(model="claude-reset", max_tokens=16,
+                                                                 messages=MESSAGES)
+            statuses.append(raw.status_code)
+            await asyncio.sleep(0.03)
+    assert set(statuses) == {200}
+    told_at = limited.hits[0].ended
+    assert limited.hits[0].status == 429 and told_at is not None
+    assert len(limited.hits) == 2, "never chosen again"
+    # A whole-second reset time 2 s after the next whole second: 2 to 3 s away.
+    assert 1.7 <= limited.hits[1].at - told_at <= 4.5, limited.hits[1].at - told_at
