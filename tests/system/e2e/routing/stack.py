@@ -58,7 +58,8 @@ class World:
         return self.credentials[id(up)]
 
     async def model(self, name: str, deps: Sequence[Dep], *, fallbacks: Sequence[str] = (),
-                    openai_compatible: bool = False) -> models_pb2.Model:
+                    openai_compatible: bool = False, pricing: common_pb2.Pricing = PRICING,
+                    enabled: bool = True) -> models_pb2.Model:
         """A model whose deployments are ``deps`` (named after their upstreams, slugs theirs)."""
         family = deps[0].up.family
         out = []
@@ -69,8 +70,8 @@ class World:
             if dep.timeout_s is not None:
                 d.timeout.CopyFrom(_duration(dep.timeout_s))
             out.append(d)
-        model = models_pb2.Model(org_id=self.org_id, name=name, family=family_enum(family), pricing=PRICING,
-                                 deployments=out, fallbacks=list(fallbacks))
+        model = models_pb2.Model(org_id=self.org_id, name=name, family=family_enum(family), pricing=pricing,
+                                 deployments=out, fallbacks=list(fallbacks), enabled=enabled)
         if openai_compatible:
             model.openai_compatible = True
         result: models_pb2.Model = await self.admin.models.CreateModel(
@@ -227,10 +228,18 @@ class Usage:
 
 
 def assert_records_match(replies: Sequence[Reply], records: dict[str, node_pb2.UsageRecord]) -> None:
-    """One record per reply, naming the deployment and the attempts the headers named."""
+    """One record per reply, naming the deployment and the attempts the headers named, with the
+    answering deployment's slug and only its answer's tokens (an OpenAI fake's: 3 output tokens)."""
     for reply in replies:
         rec = records.get(reply.request_id)
         assert rec is not None, f"no usage record for {reply.request_id!r} ({reply.status})"
         assert rec.deployment == reply.deployment, (rec.deployment, reply.deployment)
         assert rec.upstream_attempts == reply.attempts, (rec.upstream_attempts, reply.attempts)
         assert rec.http_status == reply.status
+        assert rec.upstream_slug == f"{reply.deployment}-slug"  # the fixture's naming (conftest.upstream)
+        if reply.status == 200:
+            usage = reply.body["usage"]
+            assert (rec.input_tokens, rec.output_tokens) == (usage["prompt_tokens"], usage["completion_tokens"]) \
+                and rec.output_tokens == 3
+            assert rec.cost_picos == (rec.input_tokens * PRICING.input_per_mtok_micros
+                                      + rec.output_tokens * PRICING.output_per_mtok_micros)

@@ -3,13 +3,16 @@ of another family when the endpoint can serve it (an Anthropic model for an Open
 
 from __future__ import annotations
 
+from odock.v1 import common_pb2
 from tests.system.e2e.routing.conftest import MakeUpstream
 from tests.system.e2e.routing.stack import MESSAGES, Dep, Usage, World, chat, sdk
+
+C_PRICING = common_pb2.Pricing(input_per_mtok_micros=7_000_003, output_per_mtok_micros=11_000_007)
 
 
 async def test_fallbacks_in_order(gateway: str, world: World, upstream: MakeUpstream, usage: Usage) -> None:
     a, b, c = await upstream("a"), await upstream("b"), await upstream("c")
-    await world.model("fb-c", [Dep(c)])
+    await world.model("fb-c", [Dep(c)], pricing=C_PRICING)
     await world.model("fb-b", [Dep(b)])
     await world.model("fb-a", [Dep(a)], fallbacks=["fb-b", "fb-c"])
     await a.switch("error", status=502)
@@ -20,6 +23,21 @@ async def test_fallbacks_in_order(gateway: str, world: World, upstream: MakeUpst
     assert (a.count(), b.count(), c.count()) == (1, 1, 1)
     rec = (await usage.wait(world.org_id, 1))[reply.request_id]
     assert (rec.model_name, rec.requested_model, rec.upstream_slug) == ("fb-c", "fb-a", "c-slug")
+    assert rec.output_tokens == 3  # priced as the model that answered
+    assert rec.cost_picos == (rec.input_tokens * C_PRICING.input_per_mtok_micros
+                              + rec.output_tokens * C_PRICING.output_per_mtok_micros)
+
+
+async def test_a_disabled_fallback_is_skipped(gateway: str, world: World, upstream: MakeUpstream) -> None:
+    a, b, c = await upstream("a"), await upstream("b"), await upstream("c")
+    await world.model("fb-c", [Dep(c)])
+    await world.model("fb-b", [Dep(b)], enabled=False)
+    await world.model("fb-a", [Dep(a)], fallbacks=["fb-b", "fb-c"])
+    await a.switch("error", status=500)
+    async with sdk(gateway, world.key) as client:
+        reply = await chat(client, "fb-a")
+    assert (reply.status, reply.model, reply.attempts) == (200, "fb-c", 2)
+    assert b.count() == 0
 
 
 async def test_a_fallback_the_key_may_not_use_is_skipped(gateway: str, world: World,
