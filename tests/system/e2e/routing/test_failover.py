@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.system.e2e.routing.conftest import FAST_COOLDOWN_S, MakeUpstream
-from tests.system.e2e.routing.stack import Dep, Usage, World, assert_records_match, chat, sdk
+from tests.system.e2e.routing.stack import Dep, Usage, World, assert_records_match, chat, sdk, steady
 
 REQUESTS = 12
 FAILURES_TO_OPEN = 3  # ODOCK_BREAKER_FAILURES' default
@@ -44,3 +44,16 @@ async def test_one_failing_deployment_is_invisible_to_clients(gateway: str, worl
         assert bad.count() == retried
     assert good.count() == REQUESTS and {h.model for h in good.hits} == {"good-slug"}
     assert_records_match(replies, await usage.wait(world.org_id, REQUESTS))
+
+
+async def test_an_outage_changing_shape_stays_invisible(gateway: str, world: World, upstream: MakeUpstream,
+                                                        usage: Usage) -> None:
+    bad, good = await upstream("bad"), await upstream("good")
+    await world.model("turns", [Dep(bad, timeout_s=HANG_TIMEOUT_S), Dep(good)])
+    replies = []
+    async with sdk(gateway, world.key) as client:
+        for mode, status in (("error", 500), ("refused", None), ("hang", None), ("error", 503)):
+            await bad.switch(mode, status=status)  # type: ignore[arg-type]
+            replies += await steady(client, "turns", 1.5, concurrency=2, pause=0.02)
+    assert {r.status for r in replies} == {200} and {r.deployment for r in replies} == {"good"}
+    assert_records_match(replies, await usage.wait(world.org_id, len(replies)))
