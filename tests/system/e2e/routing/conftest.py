@@ -23,6 +23,9 @@ from tests.system.e2e.routing.stack import Usage, World
 _DIR = Path(__file__).parent
 FAST_COOLDOWN_S = 1.0
 REQUEST_TOTAL_S = 5.0  # no request of these tests needs longer; the deadline test relies on it
+# A request the gateway sent just before it counted the failure (or 429) that took a deployment
+# out of choice reaches the fake within this (generous for 2 busy cores).
+RACE_S = 0.2
 FAST_ENV = {"ODOCK_BREAKER_COOLDOWN": f"{FAST_COOLDOWN_S:g}", "ODOCK_REQUEST_TOTAL_SECONDS": f"{REQUEST_TOTAL_S:g}"}
 
 MakeUpstream = Callable[..., Awaitable[SwitchableUpstream]]

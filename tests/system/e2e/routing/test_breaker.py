@@ -7,13 +7,10 @@ import itertools
 import time
 
 from tests.support.dataplane import DataPlaneProcess
-from tests.system.e2e.routing.conftest import FAST_COOLDOWN_S, MakeUpstream
+from tests.system.e2e.routing.conftest import FAST_COOLDOWN_S, RACE_S, MakeUpstream
 from tests.system.e2e.routing.stack import Dep, Usage, World, assert_records_match, chat, sdk, steady
 
 FAILURES_TO_OPEN = 3  # ODOCK_BREAKER_FAILURES' default
-# A request the gateway sent just before it counted the failure that opened the breaker
-# reaches the fake within this (generous for 2 busy cores).
-RACE_S = 0.2
 
 
 async def test_dead_deployment_gets_one_probe_per_cooldown(gateway: str, world: World, upstream: MakeUpstream,
