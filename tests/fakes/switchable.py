@@ -69,6 +69,11 @@ class Hit:
     status: int = 0  # the status answered (0: none: hang, reset, refused)
     cut: bool = False  # reset by the fake
     ended: float | None = None  # time.monotonic() when the handler finished
+    headers: dict[str, str] = field(default_factory=dict)  # names in lower case
+    body: bytes = b""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
 
 
 @dataclass
@@ -200,7 +205,8 @@ class SwitchableUpstream:
             hit.ended = time.monotonic()
 
     async def _answer(self, request: web.BaseRequest, state: _State, hit: Hit) -> web.StreamResponse:
-        body = await request.read()
+        hit.headers = {k.lower(): v for k, v in request.headers.items()}
+        hit.body = body = await request.read()
         if state.mode == "refused":  # arrived on a connection accepted just before the switch
             hit.cut = True
             if request.transport is not None:

@@ -82,3 +82,25 @@ async def test_no_attempt_for_a_client_that_left(gateway: str, world: World, ups
     assert slow.count() == 1 and spare.count() == 0  # nobody is waiting for an answer any more
     rec = next(iter((await usage.wait(world.org_id, 1)).values()))
     assert (rec.deployment, rec.upstream_attempts) == ("slow", 1)
+
+
+async def test_the_retried_request_is_the_same_request(gateway: str, world: World, upstream: MakeUpstream,
+                                                       usage: Usage) -> None:
+    first, second = await upstream("first"), await upstream("second")
+    await world.model("same", [Dep(first, priority=0), Dep(second, priority=1)])
+    await first.switch("error", status=503)
+    async with sdk(gateway, world.key) as client:
+        # No stream_options: the gateway asks for usage itself (to meter), on each attempt, and
+        # keeps the usage chunk from the client.
+        raw = await client.chat.completions.with_raw_response.create(
+            model="same", messages=MESSAGES, stream=True, temperature=0.25, max_tokens=20, user="u-1", seed=7)
+        chunks = [chunk async for chunk in raw.parse()]
+    assert all(chunk.usage is None for chunk in chunks)
+    tried, answered = first.hits[0].json(), second.hits[0].json()
+    assert (tried.pop("model"), answered.pop("model")) == ("first-slug", "second-slug")
+    assert tried == answered and answered["temperature"] == 0.25 and answered["messages"] == MESSAGES
+    for hit, up in ((first.hits[0], first), (second.hits[0], second)):
+        assert hit.headers["authorization"] == f"Bearer {up.secret}"  # each deployment's own credential
+        assert world.key not in str(hit.headers) and world.key.encode() not in hit.body
+    rec = (await usage.wait(world.org_id, 1))[raw.headers["x-odock-request-id"]]
+    assert (rec.deployment, rec.upstream_attempts, rec.output_tokens) == ("second", 2, 3)
