@@ -18,6 +18,7 @@ the real API: its own provider key (401), its own model slug (404 ``model_not_fo
   ``anthropic`` (``anthropic-ratelimit-requests-reset: <RFC 3339 time>``, rounded up likewise,
   no Retry-After);
 - ``hang``: never answers the head (until the client goes away);
+- ``reset``: reads the request, then a TCP reset instead of an answer;
 - ``reset_after_first_chunk``: the head and the first chunk, then a TCP reset;
 - ``refused``: the listening socket closed and open connections reset, so connects are
   refused; switching to any other mode listens again on the same port.
@@ -48,7 +49,7 @@ from tests.fakes.errors import native_error
 from tests.fakes.provider import prompt_tokens_for
 from tests.fakes.reply import Ask, JsonReply, StreamReply, dumps
 
-Mode = Literal["healthy", "error", "rate_limited", "hang", "reset_after_first_chunk", "refused"]
+Mode = Literal["healthy", "error", "rate_limited", "hang", "reset", "reset_after_first_chunk", "refused"]
 Style = Literal["seconds", "date", "openai", "anthropic"]
 Family = Literal["openai", "anthropic"]
 _PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
@@ -207,7 +208,7 @@ class SwitchableUpstream:
     async def _answer(self, request: web.BaseRequest, state: _State, hit: Hit) -> web.StreamResponse:
         hit.headers = {k.lower(): v for k, v in request.headers.items()}
         hit.body = body = await request.read()
-        if state.mode == "refused":  # arrived on a connection accepted just before the switch
+        if state.mode in ("refused", "reset"):  # refused: arrived on a connection accepted just before
             hit.cut = True
             if request.transport is not None:
                 _reset(request.transport)

@@ -19,6 +19,7 @@ HANG_TIMEOUT_S = 1.0
 FAILURES: list[Any] = [
     *(pytest.param("error", status, id=f"error{status}") for status in (500, 502, 503, 504, 529)),
     pytest.param("refused", None, id="refused"),
+    pytest.param("reset", None, id="reset-before-answer"),
     pytest.param("hang", None, id="hang"),
 ]
 

@@ -78,12 +78,17 @@ async def test_refused_then_listening_again_on_the_same_port(upstream: MakeUpstr
     assert up.count() == 1
 
 
-async def test_hang_and_reset_after_first_chunk(upstream: MakeUpstream) -> None:
+async def test_hang_and_resets(upstream: MakeUpstream) -> None:
     up = await upstream("h")
     await up.switch("hang")
     async with _client(up, timeout=0.5) as client:
         with pytest.raises(openai.APITimeoutError):
             await client.chat.completions.create(model="h-slug", messages=MESSAGES)
+    await up.switch("reset")
+    async with httpx.AsyncClient(timeout=5) as http:
+        with pytest.raises(httpx.TransportError):
+            await http.post(f"{up.base_url}/chat/completions", json={"model": "h-slug", "messages": MESSAGES},
+                            headers={"Authorization": f"Bearer {up.secret}"})
     await up.switch("reset_after_first_chunk")
     got: list[str] = []
     async with _client(up) as client:
@@ -93,7 +98,8 @@ async def test_hang_and_reset_after_first_chunk(upstream: MakeUpstream) -> None:
                 got.append(chunk.choices[0].delta.content or "")
     assert got == ["", "piece0 "]
     await asyncio.sleep(0.1)
-    assert [(h.mode, h.status, h.cut) for h in up.hits] == [("hang", 0, False), ("reset_after_first_chunk", 0, True)]
+    assert [(h.mode, h.status, h.cut) for h in up.hits] == [
+        ("hang", 0, False), ("reset", 0, True), ("reset_after_first_chunk", 0, True)]
     assert all(h.ended is not None for h in up.hits)
 
 
