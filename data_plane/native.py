@@ -282,7 +282,6 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
             translator = translated.translator_for(route)
             assert translator is not None and body is not None
             return await translated.serve(request, ex, state, meter, route, translator, body, deadline, fallback)
-        meter.streamed = streaming
         if route.family == endpoint.family:
             leg = native_leg(route, endpoint, dialect)
         else:  # vLLM passed through to its own /v1/chat/completions

@@ -117,6 +117,7 @@ class NativeLeg:
         if self.inject and body is not None:
             body, self.injected = ensure_include_usage(body, self.facts)
         relay = self.relay
+        relay.meter.streamed = self.streaming  # once the request is ready to go (a 400 above is not a stream)
         relay.secret = secret = secret_for(dep.secret)
         timeout = dep.timeout
         relay.idle = min(self.idle, timeout) if timeout > 0 else self.idle
