@@ -1,5 +1,5 @@
 """Several deployments behind one model (issue 14), end to end: one control plane, two data planes
-(``dp_fast``: breaker cooldown 1 s, for speed, and a 5 s request deadline; ``dp_default``: every
+(``dp_fast``: breaker cooldown 1 s, for speed, and a 3.5 s request deadline; ``dp_default``: every
 routing setting at its default) and, per test, a fresh org whose models' deployments are switchable fake upstreams
 (``tests/fakes/switchable.py``) on loopback, which the control plane's egress policy allows
 (``tests/support/planes.py``). Every test runs on this package's event loop (the fakes live on it).
@@ -22,7 +22,7 @@ from tests.system.e2e.routing.stack import Usage, World
 
 _DIR = Path(__file__).parent
 FAST_COOLDOWN_S = 1.0
-REQUEST_TOTAL_S = 5.0  # no request of these tests needs longer; the deadline test relies on it
+REQUEST_TOTAL_S = 3.5  # no request of these tests needs longer; the deadline test relies on it
 # A request the gateway sent just before it counted the failure (or 429) that took a deployment
 # out of choice reaches the fake within this (generous for 2 busy cores).
 RACE_S = 0.2
@@ -65,7 +65,7 @@ def _data_plane(cp: ControlPlaneProcess, spool: Path, env: dict[str, str]) -> Da
 
 @pytest.fixture(scope="package")
 def dp_fast(routing_cp: ControlPlaneProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlaneProcess]:
-    """A node whose breakers cool down for 1 s and whose requests last 5 s at most (the other routing
+    """A node whose breakers cool down for 1 s and whose requests last 3.5 s at most (the other routing
     settings at their defaults)."""
     proc = _data_plane(routing_cp, tmp_path_factory.mktemp("spool-fast"), FAST_ENV)
     try:

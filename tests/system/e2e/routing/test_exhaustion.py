@@ -83,7 +83,7 @@ async def test_all_hanging_is_504_naming_the_attempts(gateway: str, world: World
 
 async def test_attempts_stop_at_the_request_deadline(gateway: str, world: World, upstream: MakeUpstream) -> None:
     ups = [await upstream(f"s{i}") for i in range(MAX_ATTEMPTS)]
-    await world.model("late", [Dep(up, timeout_s=2.0) for up in ups])  # 4 x 2 s: past the 5 s deadline
+    await world.model("late", [Dep(up, timeout_s=1.5) for up in ups])  # 4 x 1.5 s: past the 3.5 s deadline
     for up in ups:
         await up.switch("hang")
     began = time.monotonic()

@@ -55,6 +55,6 @@ async def test_an_outage_changing_shape_stays_invisible(gateway: str, world: Wor
     async with sdk(gateway, world.key) as client:
         for mode, status in (("error", 500), ("refused", None), ("hang", None), ("error", 503)):
             await bad.switch(mode, status=status)  # type: ignore[arg-type]
-            replies += await steady(client, "turns", 1.5, concurrency=2, pause=0.02)
+            replies += await steady(client, "turns", 1.0, concurrency=2, pause=0.02)
     assert {r.status for r in replies} == {200} and {r.deployment for r in replies} == {"good"}
     assert_records_match(replies, await usage.wait(world.org_id, len(replies)))

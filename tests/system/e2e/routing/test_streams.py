@@ -73,12 +73,12 @@ async def test_no_retry_once_a_plain_answer_started(gateway: str, world: World, 
 async def test_no_attempt_for_a_client_that_left(gateway: str, world: World, upstream: MakeUpstream,
                                                  usage: Usage) -> None:
     slow, spare = await upstream("slow"), await upstream("spare")
-    await world.model("gone", [Dep(slow, priority=0, timeout_s=1.5), Dep(spare, priority=1)])
+    await world.model("gone", [Dep(slow, priority=0, timeout_s=1.0), Dep(spare, priority=1)])
     await slow.switch("hang")
     async with sdk(gateway, world.key, timeout=0.5) as client:
         with pytest.raises(openai.APITimeoutError):
             await client.chat.completions.create(model="gone", messages=MESSAGES)
-    await asyncio.sleep(2.0)  # past the hanging deployment's first-byte timeout
+    await asyncio.sleep(1.5)  # past the hanging deployment's first-byte timeout
     assert slow.count() == 1 and spare.count() == 0  # nobody is waiting for an answer any more
     rec = next(iter((await usage.wait(world.org_id, 1)).values()))
     assert (rec.deployment, rec.upstream_attempts) == ("slow", 1)
