@@ -19,10 +19,10 @@ from data_plane.upstream import UpstreamClient, UpstreamConnectTimeout, Upstream
 from data_plane.upstream.network import Network
 from data_plane.upstream.proxy import NO_ENVIRONMENT, EnvironmentProxies
 from tests.data_plane.upstream.conftest import Run
-from tests.data_plane.upstream.private_ca import PrivateCa
 from tests.data_plane.upstream.server import Server
 from tests.data_plane.upstream.test_framing import read_all
 from tests.fakes.connect_proxy import ConnectProxy
+from tests.support.private_ca import PrivateCa
 
 USER, PASSWORD = "svc-odock", "p@ss:w0rd/é"
 QUOTED_PASSWORD = "p%40ss%3Aw0rd%2F%C3%A9"
