@@ -115,10 +115,12 @@ class RequestFields(NamedTuple):
     input_tokens: int
     output_tokens: int
     cached_input_tokens: int
-    error_code: str = ""  # written only when set
-    client_request_id: str = ""  # the client's x-request-id (validated: [A-Za-z0-9._:-]{1,128}); only when set
+    # The routing fields come before the older optional ones, so a line still ends with the
+    # client's id when it has one (as it did before routing).
     deployment: str = ""  # the deployment that answered (or the last tried); only when set
     attempts: int = 0  # upstream attempts; only for a request that went upstream
+    error_code: str = ""  # written only when set
+    client_request_id: str = ""  # the client's x-request-id (validated: [A-Za-z0-9._:-]{1,128}); only when set
 
     def message(self) -> str:
         """``POST /v1/messages 200 complete``."""
@@ -127,7 +129,7 @@ class RequestFields(NamedTuple):
     def extra(self) -> dict[str, object]:
         """The fields as ``logging`` ``extra=`` (the optional ones only when set)."""
         out: dict[str, object] = self._asdict()
-        for optional in ("error_code", "client_request_id", "deployment", "attempts"):
+        for optional in ("deployment", "attempts", "error_code", "client_request_id"):
             if not out[optional]:
                 del out[optional]
         return out
@@ -171,7 +173,7 @@ class RequestLog:
 
     def _json_line(self, f: RequestFields) -> str:
         (rid, node, org, key, model, family, endpoint, method, status, outcome, streamed, latency, overhead,
-         first_byte, tokens_in, tokens_out, tokens_cached, error, client_id, dep, attempts) = f  # fmt: skip
+         first_byte, tokens_in, tokens_out, tokens_cached, dep, attempts, error, client_id) = f  # fmt: skip
         text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}{client_id}{dep}"
         if not text.isprintable() or '"' in text or "\\" in text:  # rare: escape each string
             rid, node, org, key, model, family, endpoint, method, outcome, error, client_id, dep = map(
@@ -188,19 +190,19 @@ class RequestLog:
             f'"input_tokens": {tokens_in:d}, "output_tokens": {tokens_out:d}, '
             f'"cached_input_tokens": {tokens_cached:d}'
         )
-        if error:
-            line += f', "error_code": "{error}"'
-        if client_id:
-            line += f', "client_request_id": "{client_id}"'
         if dep:
             line += f', "deployment": "{dep}"'
         if attempts:
             line += f', "attempts": {attempts:d}'
+        if error:
+            line += f', "error_code": "{error}"'
+        if client_id:
+            line += f', "client_request_id": "{client_id}"'
         return line + "}\n"
 
     def _text_line(self, f: RequestFields) -> str:
         (rid, node, org, key, model, family, endpoint, method, status, outcome, streamed, latency, overhead,
-         first_byte, tokens_in, tokens_out, tokens_cached, error, client_id, dep, attempts) = f  # fmt: skip
+         first_byte, tokens_in, tokens_out, tokens_cached, dep, attempts, error, client_id) = f  # fmt: skip
         text = f"{rid}{node}{org}{key}{model}{family}{endpoint}{method}{outcome}{error}{client_id}{dep}"
         if not text.isprintable():  # rare: escape controls in each string
             rid, node, org, key, model, family, endpoint, method, outcome, error, client_id, dep = map(
@@ -213,14 +215,14 @@ class RequestLog:
             f"latency_ms={latency!r} overhead_ms={overhead!r} upstream_first_byte_ms={first_byte!r} "
             f"input_tokens={tokens_in:d} output_tokens={tokens_out:d} cached_input_tokens={tokens_cached:d}"
         )
-        if error:
-            line += f" error_code={error}"
-        if client_id:
-            line += f" client_request_id={client_id}"
         if dep:
             line += f" deployment={dep}"
         if attempts:
             line += f" attempts={attempts:d}"
+        if error:
+            line += f" error_code={error}"
+        if client_id:
+            line += f" client_request_id={client_id}"
         return line + "\n"
 
 

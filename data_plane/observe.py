@@ -129,10 +129,10 @@ def _observe(
         tokens[0],
         tokens[1],
         tokens[2],
-        error_code,
-        ex.client_request_id,
         ex.deployment,
         ex.attempts,
+        error_code,
+        ex.client_request_id,
     )
     writer = request_log()
     if writer is not None:

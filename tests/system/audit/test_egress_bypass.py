@@ -299,6 +299,12 @@ async def test_the_node_judges_the_stored_url_whatever_the_control_plane_accepte
             db.execute(
                 "UPDATE models SET base_url = ? WHERE org_id = ? AND name = ?", (url, strict.org_id, name)
             )
+            # Since migration 0007 the route's URL is its deployment's (the models column mirrors it).
+            db.execute(
+                "UPDATE model_deployments SET base_url = ? WHERE model_id = "
+                "(SELECT id FROM models WHERE org_id = ? AND name = ?)",
+                (url, strict.org_id, name),
+            )
     async with httpx.AsyncClient(base_url=str(strict_dp.url), timeout=20) as client:
         for name, (_, code) in stored.items():
             body = {"model": name, "messages": [{"role": "user", "content": "hi"}]}
