@@ -154,7 +154,10 @@ class Trip:
         except TimeoutError:  # connect timeouts included
             raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
         except (UpstreamError, OSError) as exc:
-            log.info("upstream request failed: %s", type(exc).__name__)
+            # The upstream package's own messages name the cause (a TLS verification failure, the
+            # proxy's refusal) and never a secret or URL; a bare OSError's may name addresses.
+            cause = f": {exc}" if isinstance(exc, UpstreamError) and str(exc) else ""
+            log.info("upstream request failed: %s%s", type(exc).__name__, cause)
             raise GatewayError(502, "upstream_unreachable", UPSTREAM_UNREACHABLE) from None
         meter.upstream_responded()
         status = upstream.status

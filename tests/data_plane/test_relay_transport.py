@@ -7,17 +7,21 @@ the relay is served by a real aiohttp server on 127.0.0.1 and read with httpx.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
+import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from data_plane.errors import GatewayError
 from data_plane.providers import OPENAI
-from data_plane.relay import Relay
+from data_plane.relay import Relay, Trip
 from data_plane.scrub import secret_for
+from data_plane.upstream.errors import UpstreamUnreachable
 from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
 from data_plane.upstream.transport import Transport
@@ -178,3 +182,39 @@ async def test_a_streamed_answer_is_relayed_event_by_event_through_a_fake_transp
     assert seen == b"".join(EVENTS)
     assert fake.sources[0].finished_with == [True]
     assert served.meters[0].outcome == COMPLETE
+
+
+class RefusingTransport:
+    """No answer: the pool's error for a TLS handshake that failed verification (or a raw OSError)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        *,
+        tenant: str = "",
+        network: Network | None = None,
+    ) -> UpstreamResponse:
+        raise self.error
+
+
+async def test_a_failed_upstream_call_logs_its_cause_but_no_address(caplog: pytest.LogCaptureFixture) -> None:
+    """An operator tells an untrusted private CA from a refused connection by the log line alone."""
+    meter = RequestMeter(None, request_id="rec-1", node_id="node", org_id="org", key_id="key", family=OPENAI,
+                         endpoint="/v1/chat/completions", shape=NO_USAGE)  # fmt: skip
+    trip = Trip(meter, upstream_idle=5.0, deadline=asyncio.get_running_loop().time() + 5.0)
+    caplog.set_level(logging.INFO, logger="odock.data_plane.relay")
+    for error in (UpstreamUnreachable("SSLCertVerificationError"), ConnectionRefusedError("refused 10.1.2.3")):
+        with pytest.raises(GatewayError) as failed:
+            await trip.open(RefusingTransport(error), "POST", URL, {}, b"{}", tenant="t", first_byte_timeout=5.0)
+        assert failed.value.code == "upstream_unreachable"
+    lines = [r.getMessage() for r in caplog.records if r.name == "odock.data_plane.relay"]
+    assert lines == [
+        "upstream request failed: UpstreamUnreachable: SSLCertVerificationError",
+        "upstream request failed: ConnectionRefusedError",
+    ]
