@@ -95,7 +95,6 @@ def base_url(field: str, value: str) -> str:
 
 
 MAX_CA_BUNDLE = 64 * 1024
-MASKED_PASSWORD = "***"
 
 
 def proxy_url(field: str, value: str) -> str:
@@ -128,18 +127,6 @@ def proxy_url(field: str, value: str) -> str:
     if "@" in parts.netloc and parts.username is None:
         raise InvalidArgument(field, "is not a valid proxy URL (http://[user:password@]host:port)")
     return value.rstrip("/")
-
-
-def mask_proxy(value: str) -> str:
-    """The proxy URL with its password (if any) shown as ``***``."""
-    if "@" not in value:
-        return value
-    parts = urlsplit(value)
-    if parts.password is None:
-        return value
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{parts.scheme}://{user}:{MASKED_PASSWORD}@{hostport}"
 
 
 def has_password(value: str) -> bool:

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from odock.proxyurl import mask_proxy
 from odock.v1 import models_pb2
 from odockctl.values import ValueProblem, check_base_url, format_duration_ms, parse_count, parse_duration_ms
 
@@ -54,17 +55,6 @@ def check_proxy_url(text: str) -> str:
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueProblem("proxy must not have a path, query or fragment")
     return text.rstrip("/")
-
-
-def mask_proxy(text: str) -> str:
-    """The proxy URL with its password shown as ``***`` (as the control plane shows it)."""
-    if "@" not in text:
-        return text
-    parts = urlsplit(text)
-    if parts.password is None:
-        return text
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    return f"{parts.scheme}://{userinfo.split(':', 1)[0]}:***@{hostport}"
 
 
 def check_ca_bundle(text: str) -> str:

@@ -24,6 +24,7 @@ from control_plane.errors import DataLoss, InvalidArgument
 from control_plane.store.repositories import credentials, models
 from control_plane.store.tables import CredentialRow, ModelDeploymentRow, ModelRow
 from odock.egress import EgressPolicy
+from odock.proxyurl import MASKED_PASSWORD, mask_proxy
 from odock.v1 import common_pb2, models_pb2
 
 MAX_DEPLOYMENTS = 16
@@ -187,7 +188,7 @@ async def check_egress(
         if spec.base_url not in known:
             await egress.check_base_url(f"{spec.where}.base_url", spec.base_url, policy, resolve=resolve)
         proxy = spec.proxy_url
-        if proxy not in ("", "direct") and validation.mask_proxy(proxy) not in known:
+        if proxy not in ("", "direct") and mask_proxy(proxy) not in known:
             await egress.check_base_url(f"{spec.where}.proxy_url", proxy, policy, resolve=resolve)
 
 
@@ -252,7 +253,7 @@ def keep_passwords(specs: list[Spec], old: Sequence[ModelDeploymentRow], keyring
     out: list[Spec] = []
     for spec in specs:
         proxy = spec.proxy_url
-        if validation.has_password(proxy) and urlsplit(proxy).password == validation.MASKED_PASSWORD:
+        if validation.has_password(proxy) and urlsplit(proxy).password == MASKED_PASSWORD:
             row = by_name.get(spec.name)
             if row is None or row.proxy_url != proxy or row.proxy_kek_id is None:
                 raise InvalidArgument(
@@ -284,6 +285,6 @@ def build_rows(
                 env.wrapped_dek,
                 env.ciphertext,
             )
-            row.proxy_url = validation.mask_proxy(spec.proxy_url)
+            row.proxy_url = mask_proxy(spec.proxy_url)
         rows.append(row)
     return rows

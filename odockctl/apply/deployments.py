@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from odock import baseurl
+from odock.proxyurl import mask_proxy
 from odock.v1 import models_pb2
 from odockctl import deployments
 from odockctl.apply.fields import Fields, Node
@@ -43,7 +44,7 @@ class DeploymentSpec:
     def compared(self) -> tuple[object, ...]:
         """What must match the control plane's copy (which shows a proxy password masked)."""
         return (self.name, self.base_url.rstrip("/"), self.credential, self.upstream_slug, self.timeout_ms,
-                self.weight, self.priority, deployments.mask_proxy(self.proxy_url), self.ca_bundle)  # fmt: skip
+                self.weight, self.priority, mask_proxy(self.proxy_url), self.ca_bundle)  # fmt: skip
 
     def proto(self) -> models_pb2.Deployment:
         out = models_pb2.Deployment(
