@@ -130,10 +130,7 @@ async def run(
                 if status not in RETRYABLE_STATUSES:  # the answer: taken (the common case, kept lean)
                     took = loop.time() - started
                     plan.succeeded(dep, took)
-                    try:
-                        metrics.record_attempt(route.model_name, dep.name, "ok", took)
-                    except Exception:  # a metrics bug must never fail a request
-                        log.exception("recording an upstream attempt failed")
+                    _record(route, dep, "ok", took)
                     return await current.pass_on(upstream)
                 try:
                     body = await current.hold(upstream)
