@@ -67,11 +67,18 @@ class KeyGrant:
 
 @dataclass(frozen=True, slots=True)
 class Pricing:
-    """A model's prices in micro-USD per million tokens (cost in pico-USD = tokens * price)."""
+    """A model's prices in micro-USD per million units (cost in pico-USD = units * price).
+
+    Units: tokens; seconds of input audio (records count milliseconds); characters of input
+    text. Batch work costs ``batch_price_percent`` of these (OpenAI's Batch API: 50).
+    """
 
     input_per_mtok_micros: int = 0
     output_per_mtok_micros: int = 0
     cached_input_per_mtok_micros: int | None = None  # None: cached input costs the input price
+    per_million_audio_seconds_micros: int = 0
+    per_million_characters_micros: int = 0
+    batch_price_percent: int = 50
 
 
 @dataclass(frozen=True, slots=True)

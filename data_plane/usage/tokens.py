@@ -40,6 +40,10 @@ class Usage:
     output: int = 0
     cached: int = 0
     reasoning: int = 0
+    # Units other than tokens (issue 15): milliseconds of input audio billed by duration,
+    # characters of input text billed by length.
+    audio_ms: int = 0
+    characters: int = 0
     clamped: bool = False  # some count was above MAX_TOKENS and was clamped to it
 
 

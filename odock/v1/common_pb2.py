@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15odock/v1/common.proto\x12\x08odock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x01\n\x06Limits\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11tokens_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12 \n\x13monthly_token_quota\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12%\n\x18monthly_spend_cap_micros\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x14\n\x12_tokens_per_minuteB\x16\n\x14_monthly_token_quotaB\x1b\n\x19_monthly_spend_cap_micros\"\xa9\x01\n\tKeyLimits\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11tokens_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rbudget_micros\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x14\n\x12_tokens_per_minuteB\x10\n\x0e_budget_micros\"\x94\x01\n\x07Pricing\x12\x1d\n\x15input_per_mtok_micros\x18\x01 \x01(\x03\x12\x1e\n\x16output_per_mtok_micros\x18\x02 \x01(\x03\x12)\n\x1c\x63\x61\x63hed_input_per_mtok_micros\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\x1f\n\x1d_cached_input_per_mtok_micros\"O\n\x0cSealedSecret\x12\x1c\n\x14\x65phemeral_public_key\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"#\n\x08PageInfo\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\"E\n\nAuditStamp\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t*\xa2\x01\n\x0eProviderFamily\x12\x1f\n\x1bPROVIDER_FAMILY_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROVIDER_FAMILY_OPENAI\x10\x01\x12\x1d\n\x19PROVIDER_FAMILY_ANTHROPIC\x10\x02\x12\x1a\n\x16PROVIDER_FAMILY_GEMINI\x10\x03\x12\x18\n\x14PROVIDER_FAMILY_VLLM\x10\x04*i\n\x0cOutagePolicy\x12\x1d\n\x19OUTAGE_POLICY_UNSPECIFIED\x10\x00\x12\x1b\n\x17OUTAGE_POLICY_FAIL_OPEN\x10\x01\x12\x1d\n\x19OUTAGE_POLICY_FAIL_CLOSED\x10\x02*w\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_COMPLETE\x10\x01\x12\x13\n\x0fOUTCOME_PARTIAL\x10\x02\x12\x15\n\x11OUTCOME_CANCELLED\x10\x03\x12\x11\n\rOUTCOME_ERROR\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15odock/v1/common.proto\x12\x08odock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x01\n\x06Limits\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11tokens_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12 \n\x13monthly_token_quota\x18\x03 \x01(\x03H\x02\x88\x01\x01\x12%\n\x18monthly_spend_cap_micros\x18\x04 \x01(\x03H\x03\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x14\n\x12_tokens_per_minuteB\x16\n\x14_monthly_token_quotaB\x1b\n\x19_monthly_spend_cap_micros\"\xa9\x01\n\tKeyLimits\x12 \n\x13requests_per_minute\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1e\n\x11tokens_per_minute\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1a\n\rbudget_micros\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x16\n\x14_requests_per_minuteB\x14\n\x12_tokens_per_minuteB\x10\n\x0e_budget_micros\"\x9f\x02\n\x07Pricing\x12\x1d\n\x15input_per_mtok_micros\x18\x01 \x01(\x03\x12\x1e\n\x16output_per_mtok_micros\x18\x02 \x01(\x03\x12)\n\x1c\x63\x61\x63hed_input_per_mtok_micros\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12(\n per_million_audio_seconds_micros\x18\x04 \x01(\x03\x12%\n\x1dper_million_characters_micros\x18\x05 \x01(\x03\x12 \n\x13\x62\x61tch_price_percent\x18\x06 \x01(\rH\x01\x88\x01\x01\x42\x1f\n\x1d_cached_input_per_mtok_microsB\x16\n\x14_batch_price_percent\"O\n\x0cSealedSecret\x12\x1c\n\x14\x65phemeral_public_key\x18\x01 \x01(\x0c\x12\r\n\x05nonce\x18\x02 \x01(\x0c\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"#\n\x08PageInfo\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t\"E\n\nAuditStamp\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t*\xa2\x01\n\x0eProviderFamily\x12\x1f\n\x1bPROVIDER_FAMILY_UNSPECIFIED\x10\x00\x12\x1a\n\x16PROVIDER_FAMILY_OPENAI\x10\x01\x12\x1d\n\x19PROVIDER_FAMILY_ANTHROPIC\x10\x02\x12\x1a\n\x16PROVIDER_FAMILY_GEMINI\x10\x03\x12\x18\n\x14PROVIDER_FAMILY_VLLM\x10\x04*i\n\x0cOutagePolicy\x12\x1d\n\x19OUTAGE_POLICY_UNSPECIFIED\x10\x00\x12\x1b\n\x17OUTAGE_POLICY_FAIL_OPEN\x10\x01\x12\x1d\n\x19OUTAGE_POLICY_FAIL_CLOSED\x10\x02*w\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x14\n\x10OUTCOME_COMPLETE\x10\x01\x12\x13\n\x0fOUTCOME_PARTIAL\x10\x02\x12\x15\n\x11OUTCOME_CANCELLED\x10\x03\x12\x11\n\rOUTCOME_ERROR\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'odock.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROVIDERFAMILY']._serialized_start=830
-  _globals['_PROVIDERFAMILY']._serialized_end=992
-  _globals['_OUTAGEPOLICY']._serialized_start=994
-  _globals['_OUTAGEPOLICY']._serialized_end=1099
-  _globals['_OUTCOME']._serialized_start=1101
-  _globals['_OUTCOME']._serialized_end=1220
+  _globals['_PROVIDERFAMILY']._serialized_start=969
+  _globals['_PROVIDERFAMILY']._serialized_end=1131
+  _globals['_OUTAGEPOLICY']._serialized_start=1133
+  _globals['_OUTAGEPOLICY']._serialized_end=1238
+  _globals['_OUTCOME']._serialized_start=1240
+  _globals['_OUTCOME']._serialized_end=1359
   _globals['_LIMITS']._serialized_start=69
   _globals['_LIMITS']._serialized_end=315
   _globals['_KEYLIMITS']._serialized_start=318
   _globals['_KEYLIMITS']._serialized_end=487
   _globals['_PRICING']._serialized_start=490
-  _globals['_PRICING']._serialized_end=638
-  _globals['_SEALEDSECRET']._serialized_start=640
-  _globals['_SEALEDSECRET']._serialized_end=719
-  _globals['_PAGEINFO']._serialized_start=721
-  _globals['_PAGEINFO']._serialized_end=756
-  _globals['_AUDITSTAMP']._serialized_start=758
-  _globals['_AUDITSTAMP']._serialized_end=827
+  _globals['_PRICING']._serialized_end=777
+  _globals['_SEALEDSECRET']._serialized_start=779
+  _globals['_SEALEDSECRET']._serialized_end=858
+  _globals['_PAGEINFO']._serialized_start=860
+  _globals['_PAGEINFO']._serialized_end=895
+  _globals['_AUDITSTAMP']._serialized_start=897
+  _globals['_AUDITSTAMP']._serialized_end=966
 # @@protoc_insertion_point(module_scope)

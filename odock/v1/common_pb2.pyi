@@ -180,22 +180,44 @@ class Pricing(_message.Message):
     INPUT_PER_MTOK_MICROS_FIELD_NUMBER: _builtins.int
     OUTPUT_PER_MTOK_MICROS_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_PER_MTOK_MICROS_FIELD_NUMBER: _builtins.int
+    PER_MILLION_AUDIO_SECONDS_MICROS_FIELD_NUMBER: _builtins.int
+    PER_MILLION_CHARACTERS_MICROS_FIELD_NUMBER: _builtins.int
+    BATCH_PRICE_PERCENT_FIELD_NUMBER: _builtins.int
     input_per_mtok_micros: _builtins.int
     output_per_mtok_micros: _builtins.int
     cached_input_per_mtok_micros: _builtins.int
+    per_million_audio_seconds_micros: _builtins.int
+    """Units other than tokens (issue 15), also micro-USD per MILLION units so that
+    cost in pico-USD = units * price exactly: seconds of input audio
+    (transcriptions/translations billed by duration; records carry milliseconds)
+    and characters of input text (speech billed by characters).
+    """
+    per_million_characters_micros: _builtins.int
+    batch_price_percent: _builtins.int
+    """What batch work costs, in percent of the prices above (unset: 50, OpenAI's
+    Batch API discount; 0..100).
+    """
     def __init__(
         self,
         *,
         input_per_mtok_micros: _builtins.int = ...,
         output_per_mtok_micros: _builtins.int = ...,
         cached_input_per_mtok_micros: _builtins.int | None = ...,
+        per_million_audio_seconds_micros: _builtins.int = ...,
+        per_million_characters_micros: _builtins.int = ...,
+        batch_price_percent: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cached_input_per_mtok_micros", b"_cached_input_per_mtok_micros", "cached_input_per_mtok_micros", b"cached_input_per_mtok_micros"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_price_percent", b"_batch_price_percent", "_cached_input_per_mtok_micros", b"_cached_input_per_mtok_micros", "batch_price_percent", b"batch_price_percent", "cached_input_per_mtok_micros", b"cached_input_per_mtok_micros"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cached_input_per_mtok_micros", b"_cached_input_per_mtok_micros", "cached_input_per_mtok_micros", b"cached_input_per_mtok_micros", "input_per_mtok_micros", b"input_per_mtok_micros", "output_per_mtok_micros", b"output_per_mtok_micros"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_price_percent", b"_batch_price_percent", "_cached_input_per_mtok_micros", b"_cached_input_per_mtok_micros", "batch_price_percent", b"batch_price_percent", "cached_input_per_mtok_micros", b"cached_input_per_mtok_micros", "input_per_mtok_micros", b"input_per_mtok_micros", "output_per_mtok_micros", b"output_per_mtok_micros", "per_million_audio_seconds_micros", b"per_million_audio_seconds_micros", "per_million_characters_micros", b"per_million_characters_micros"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__batch_price_percent: _TypeAlias = _typing.Literal["batch_price_percent"]  # noqa: Y015
+    _WhichOneofArgType__batch_price_percent: _TypeAlias = _typing.Literal["_batch_price_percent", b"_batch_price_percent"]  # noqa: Y015
     _WhichOneofReturnType__cached_input_per_mtok_micros: _TypeAlias = _typing.Literal["cached_input_per_mtok_micros"]  # noqa: Y015
     _WhichOneofArgType__cached_input_per_mtok_micros: _TypeAlias = _typing.Literal["_cached_input_per_mtok_micros", b"_cached_input_per_mtok_micros"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_price_percent) -> _WhichOneofReturnType__batch_price_percent | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_input_per_mtok_micros) -> _WhichOneofReturnType__cached_input_per_mtok_micros | None: ...
 
 Global___Pricing: _TypeAlias = Pricing  # noqa: Y015

@@ -116,6 +116,23 @@ LIMIT_METRIC_BUDGET: LimitMetric.ValueType  # 5
 """key, micro-USD (lifetime budget)"""
 Global___LimitMetric: _TypeAlias = LimitMetric  # noqa: Y015
 
+class _ObjectKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ObjectKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ObjectKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OBJECT_KIND_UNSPECIFIED: _ObjectKind.ValueType  # 0
+    OBJECT_KIND_FILE: _ObjectKind.ValueType  # 1
+    OBJECT_KIND_BATCH: _ObjectKind.ValueType  # 2
+
+class ObjectKind(_ObjectKind, metaclass=_ObjectKindEnumTypeWrapper): ...
+
+OBJECT_KIND_UNSPECIFIED: ObjectKind.ValueType  # 0
+OBJECT_KIND_FILE: ObjectKind.ValueType  # 1
+OBJECT_KIND_BATCH: ObjectKind.ValueType  # 2
+Global___ObjectKind: _TypeAlias = ObjectKind  # noqa: Y015
+
 @_typing.final
 class ResolveKeyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -664,6 +681,9 @@ class UsageRecord(_message.Message):
     DEPLOYMENT_FIELD_NUMBER: _builtins.int
     UPSTREAM_ATTEMPTS_FIELD_NUMBER: _builtins.int
     REQUESTED_MODEL_FIELD_NUMBER: _builtins.int
+    AUDIO_MILLISECONDS_FIELD_NUMBER: _builtins.int
+    INPUT_CHARACTERS_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     attempt: _builtins.int
     node_id: _builtins.str
@@ -706,6 +726,15 @@ class UsageRecord(_message.Message):
     """
     upstream_attempts: _builtins.int
     requested_model: _builtins.str
+    audio_milliseconds: _builtins.int
+    """Units other than tokens (issue 15): milliseconds of input audio a transcription or
+    translation was billed for, characters of input text a speech request was billed for.
+    """
+    input_characters: _builtins.int
+    batch_id: _builtins.str
+    """The provider's batch id when the record is a batch's usage (one record per batch,
+    recorded once when the gateway first sees it finished; endpoint = the batch's).
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -738,10 +767,13 @@ class UsageRecord(_message.Message):
         deployment: _builtins.str = ...,
         upstream_attempts: _builtins.int = ...,
         requested_model: _builtins.str = ...,
+        audio_milliseconds: _builtins.int = ...,
+        input_characters: _builtins.int = ...,
+        batch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cached_input_tokens", b"cached_input_tokens", "client_request_id", b"client_request_id", "cost_picos", b"cost_picos", "deployment", b"deployment", "endpoint", b"endpoint", "error_code", b"error_code", "family", b"family", "flags", b"flags", "http_status", b"http_status", "input_tokens", b"input_tokens", "key_id", b"key_id", "latency_us", b"latency_us", "model_name", b"model_name", "node_id", b"node_id", "org_id", b"org_id", "outcome", b"outcome", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "requested_model", b"requested_model", "streamed", b"streamed", "time", b"time", "time_to_first_byte_us", b"time_to_first_byte_us", "upstream_attempts", b"upstream_attempts", "upstream_latency_us", b"upstream_latency_us", "upstream_slug", b"upstream_slug"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "audio_milliseconds", b"audio_milliseconds", "batch_id", b"batch_id", "cached_input_tokens", b"cached_input_tokens", "client_request_id", b"client_request_id", "cost_picos", b"cost_picos", "deployment", b"deployment", "endpoint", b"endpoint", "error_code", b"error_code", "family", b"family", "flags", b"flags", "http_status", b"http_status", "input_characters", b"input_characters", "input_tokens", b"input_tokens", "key_id", b"key_id", "latency_us", b"latency_us", "model_name", b"model_name", "node_id", b"node_id", "org_id", b"org_id", "outcome", b"outcome", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "requested_model", b"requested_model", "streamed", b"streamed", "time", b"time", "time_to_first_byte_us", b"time_to_first_byte_us", "upstream_attempts", b"upstream_attempts", "upstream_latency_us", b"upstream_latency_us", "upstream_slug", b"upstream_slug"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -982,3 +1014,186 @@ class AcquireLeasesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcquireLeasesResponse: _TypeAlias = AcquireLeasesResponse  # noqa: Y015
+
+@_typing.final
+class ProviderObject(_message.Message):
+    """A provider-side object created through the gateway and who owns it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    DEPLOYMENT_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    USAGE_RECORDED_FIELD_NUMBER: _builtins.int
+    kind: Global___ObjectKind.ValueType
+    id: _builtins.str
+    """the provider's id (file-..., batch_...), 1..128 chars"""
+    org_id: _builtins.str
+    key_id: _builtins.str
+    """the key that created it"""
+    model_name: _builtins.str
+    """the gateway model whose credential reaches it"""
+    deployment: _builtins.str
+    """the deployment (provider account) holding it"""
+    purpose: _builtins.str
+    """files: purpose; batches: the batch's endpoint"""
+    created_at: _builtins.int
+    """the provider's created_at (unix seconds)"""
+    snapshot: _builtins.bytes
+    """the provider's latest JSON of the object, <= 64 KiB"""
+    usage_recorded: _builtins.bool
+    """batches: usage claimed (ClaimBatchUsage)"""
+    def __init__(
+        self,
+        *,
+        kind: Global___ObjectKind.ValueType = ...,
+        id: _builtins.str = ...,
+        org_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        model_name: _builtins.str = ...,
+        deployment: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        created_at: _builtins.int = ...,
+        snapshot: _builtins.bytes = ...,
+        usage_recorded: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "deployment", b"deployment", "id", b"id", "key_id", b"key_id", "kind", b"kind", "model_name", b"model_name", "org_id", b"org_id", "purpose", b"purpose", "snapshot", b"snapshot", "usage_recorded", b"usage_recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderObject: _TypeAlias = ProviderObject  # noqa: Y015
+
+@_typing.final
+class PutObjectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def object(self) -> Global___ProviderObject:
+        """org_id names the caller's org"""
+
+    def __init__(
+        self,
+        *,
+        object: Global___ProviderObject | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["object", b"object"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PutObjectRequest: _TypeAlias = PutObjectRequest  # noqa: Y015
+
+@_typing.final
+class GetObjectRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    kind: Global___ObjectKind.ValueType
+    id: _builtins.str
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        kind: Global___ObjectKind.ValueType = ...,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "kind", b"kind", "org_id", b"org_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetObjectRequest: _TypeAlias = GetObjectRequest  # noqa: Y015
+
+@_typing.final
+class ListObjectsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    ASCENDING_FIELD_NUMBER: _builtins.int
+    org_id: _builtins.str
+    kind: Global___ObjectKind.ValueType
+    purpose: _builtins.str
+    """"" = any"""
+    after: _builtins.str
+    """an id of this org's (cursor); "" = from the start"""
+    limit: _builtins.int
+    """1..10000 (0: 20)"""
+    ascending: _builtins.bool
+    """default newest first"""
+    def __init__(
+        self,
+        *,
+        org_id: _builtins.str = ...,
+        kind: Global___ObjectKind.ValueType = ...,
+        purpose: _builtins.str = ...,
+        after: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        ascending: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "ascending", b"ascending", "kind", b"kind", "limit", b"limit", "org_id", b"org_id", "purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListObjectsRequest: _TypeAlias = ListObjectsRequest  # noqa: Y015
+
+@_typing.final
+class ListObjectsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OBJECTS_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    has_more: _builtins.bool
+    @_builtins.property
+    def objects(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderObject]: ...
+    def __init__(
+        self,
+        *,
+        objects: _abc.Iterable[Global___ProviderObject] | None = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["has_more", b"has_more", "objects", b"objects"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListObjectsResponse: _TypeAlias = ListObjectsResponse  # noqa: Y015
+
+@_typing.final
+class ClaimBatchUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIMED_FIELD_NUMBER: _builtins.int
+    claimed: _builtins.bool
+    def __init__(
+        self,
+        *,
+        claimed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claimed", b"claimed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimBatchUsageResponse: _TypeAlias = ClaimBatchUsageResponse  # noqa: Y015

@@ -66,6 +66,31 @@ class NodeServiceStub:
                 request_serializer=odock_dot_v1_dot_node__pb2.AcquireLeasesRequest.SerializeToString,
                 response_deserializer=odock_dot_v1_dot_node__pb2.AcquireLeasesResponse.FromString,
                 _registered_method=True)
+        self.PutObject = channel.unary_unary(
+                '/odock.v1.NodeService/PutObject',
+                request_serializer=odock_dot_v1_dot_node__pb2.PutObjectRequest.SerializeToString,
+                response_deserializer=odock_dot_v1_dot_node__pb2.ProviderObject.FromString,
+                _registered_method=True)
+        self.GetObject = channel.unary_unary(
+                '/odock.v1.NodeService/GetObject',
+                request_serializer=odock_dot_v1_dot_node__pb2.GetObjectRequest.SerializeToString,
+                response_deserializer=odock_dot_v1_dot_node__pb2.ProviderObject.FromString,
+                _registered_method=True)
+        self.ListObjects = channel.unary_unary(
+                '/odock.v1.NodeService/ListObjects',
+                request_serializer=odock_dot_v1_dot_node__pb2.ListObjectsRequest.SerializeToString,
+                response_deserializer=odock_dot_v1_dot_node__pb2.ListObjectsResponse.FromString,
+                _registered_method=True)
+        self.DeleteObject = channel.unary_unary(
+                '/odock.v1.NodeService/DeleteObject',
+                request_serializer=odock_dot_v1_dot_node__pb2.GetObjectRequest.SerializeToString,
+                response_deserializer=odock_dot_v1_dot_node__pb2.ProviderObject.FromString,
+                _registered_method=True)
+        self.ClaimBatchUsage = channel.unary_unary(
+                '/odock.v1.NodeService/ClaimBatchUsage',
+                request_serializer=odock_dot_v1_dot_node__pb2.GetObjectRequest.SerializeToString,
+                response_deserializer=odock_dot_v1_dot_node__pb2.ClaimBatchUsageResponse.FromString,
+                _registered_method=True)
 
 
 class NodeServiceServicer:
@@ -118,6 +143,43 @@ class NodeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PutObject(self, request, context):
+        """Ownership of provider-side objects (files, batches) created through the gateway
+        (issue 15). Every call names the caller's org: another org's object is NOT_FOUND,
+        exactly like a missing one.
+        Record (create) or refresh (snapshot only) an object; NOT_FOUND when the id is
+        already owned by another org.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetObject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListObjects(self, request, context):
+        """The org's objects of one kind, newest first by default (created_at, then id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteObject(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClaimBatchUsage(self, request, context):
+        """true for exactly one caller per batch: that caller records the batch's usage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +212,31 @@ def add_NodeServiceServicer_to_server(servicer, server):
                     servicer.AcquireLeases,
                     request_deserializer=odock_dot_v1_dot_node__pb2.AcquireLeasesRequest.FromString,
                     response_serializer=odock_dot_v1_dot_node__pb2.AcquireLeasesResponse.SerializeToString,
+            ),
+            'PutObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutObject,
+                    request_deserializer=odock_dot_v1_dot_node__pb2.PutObjectRequest.FromString,
+                    response_serializer=odock_dot_v1_dot_node__pb2.ProviderObject.SerializeToString,
+            ),
+            'GetObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetObject,
+                    request_deserializer=odock_dot_v1_dot_node__pb2.GetObjectRequest.FromString,
+                    response_serializer=odock_dot_v1_dot_node__pb2.ProviderObject.SerializeToString,
+            ),
+            'ListObjects': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListObjects,
+                    request_deserializer=odock_dot_v1_dot_node__pb2.ListObjectsRequest.FromString,
+                    response_serializer=odock_dot_v1_dot_node__pb2.ListObjectsResponse.SerializeToString,
+            ),
+            'DeleteObject': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteObject,
+                    request_deserializer=odock_dot_v1_dot_node__pb2.GetObjectRequest.FromString,
+                    response_serializer=odock_dot_v1_dot_node__pb2.ProviderObject.SerializeToString,
+            ),
+            'ClaimBatchUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimBatchUsage,
+                    request_deserializer=odock_dot_v1_dot_node__pb2.GetObjectRequest.FromString,
+                    response_serializer=odock_dot_v1_dot_node__pb2.ClaimBatchUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -316,6 +403,141 @@ class NodeService:
             '/odock.v1.NodeService/AcquireLeases',
             odock_dot_v1_dot_node__pb2.AcquireLeasesRequest.SerializeToString,
             odock_dot_v1_dot_node__pb2.AcquireLeasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/odock.v1.NodeService/PutObject',
+            odock_dot_v1_dot_node__pb2.PutObjectRequest.SerializeToString,
+            odock_dot_v1_dot_node__pb2.ProviderObject.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/odock.v1.NodeService/GetObject',
+            odock_dot_v1_dot_node__pb2.GetObjectRequest.SerializeToString,
+            odock_dot_v1_dot_node__pb2.ProviderObject.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListObjects(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/odock.v1.NodeService/ListObjects',
+            odock_dot_v1_dot_node__pb2.ListObjectsRequest.SerializeToString,
+            odock_dot_v1_dot_node__pb2.ListObjectsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteObject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/odock.v1.NodeService/DeleteObject',
+            odock_dot_v1_dot_node__pb2.GetObjectRequest.SerializeToString,
+            odock_dot_v1_dot_node__pb2.ProviderObject.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimBatchUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/odock.v1.NodeService/ClaimBatchUsage',
+            odock_dot_v1_dot_node__pb2.GetObjectRequest.SerializeToString,
+            odock_dot_v1_dot_node__pb2.ClaimBatchUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -52,6 +52,19 @@ class NodeServiceStub:
     spends locally (no per-request round trip); returns of spent/unused leases
     ride on the same call. Grants are index-aligned with the asks.
     """
+    PutObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.PutObjectRequest, _node_pb2.ProviderObject]
+    """Ownership of provider-side objects (files, batches) created through the gateway
+    (issue 15). Every call names the caller's org: another org's object is NOT_FOUND,
+    exactly like a missing one.
+    Record (create) or refresh (snapshot only) an object; NOT_FOUND when the id is
+    already owned by another org.
+    """
+    GetObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetObjectRequest, _node_pb2.ProviderObject]
+    ListObjects: _grpc.UnaryUnaryMultiCallable[_node_pb2.ListObjectsRequest, _node_pb2.ListObjectsResponse]
+    """The org's objects of one kind, newest first by default (created_at, then id)."""
+    DeleteObject: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetObjectRequest, _node_pb2.ProviderObject]
+    ClaimBatchUsage: _grpc.UnaryUnaryMultiCallable[_node_pb2.GetObjectRequest, _node_pb2.ClaimBatchUsageResponse]
+    """true for exactly one caller per batch: that caller records the batch's usage."""
 
 @_typing.type_check_only
 class NodeServiceAsyncStub(NodeServiceStub):
@@ -77,6 +90,19 @@ class NodeServiceAsyncStub(NodeServiceStub):
     spends locally (no per-request round trip); returns of spent/unused leases
     ride on the same call. Grants are index-aligned with the asks.
     """
+    PutObject: _aio.UnaryUnaryMultiCallable[_node_pb2.PutObjectRequest, _node_pb2.ProviderObject]  # type: ignore[assignment]
+    """Ownership of provider-side objects (files, batches) created through the gateway
+    (issue 15). Every call names the caller's org: another org's object is NOT_FOUND,
+    exactly like a missing one.
+    Record (create) or refresh (snapshot only) an object; NOT_FOUND when the id is
+    already owned by another org.
+    """
+    GetObject: _aio.UnaryUnaryMultiCallable[_node_pb2.GetObjectRequest, _node_pb2.ProviderObject]  # type: ignore[assignment]
+    ListObjects: _aio.UnaryUnaryMultiCallable[_node_pb2.ListObjectsRequest, _node_pb2.ListObjectsResponse]  # type: ignore[assignment]
+    """The org's objects of one kind, newest first by default (created_at, then id)."""
+    DeleteObject: _aio.UnaryUnaryMultiCallable[_node_pb2.GetObjectRequest, _node_pb2.ProviderObject]  # type: ignore[assignment]
+    ClaimBatchUsage: _aio.UnaryUnaryMultiCallable[_node_pb2.GetObjectRequest, _node_pb2.ClaimBatchUsageResponse]  # type: ignore[assignment]
+    """true for exactly one caller per batch: that caller records the batch's usage."""
 
 class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
     """The data planes' view of governance state. Reachable only with a node
@@ -135,5 +161,48 @@ class NodeServiceServicer(metaclass=_abc_1.ABCMeta):
         spends locally (no per-request round trip); returns of spent/unused leases
         ride on the same call. Grants are index-aligned with the asks.
         """
+
+    @_abc_1.abstractmethod
+    def PutObject(
+        self,
+        request: _node_pb2.PutObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ProviderObject, _abc.Awaitable[_node_pb2.ProviderObject]]:
+        """Ownership of provider-side objects (files, batches) created through the gateway
+        (issue 15). Every call names the caller's org: another org's object is NOT_FOUND,
+        exactly like a missing one.
+        Record (create) or refresh (snapshot only) an object; NOT_FOUND when the id is
+        already owned by another org.
+        """
+
+    @_abc_1.abstractmethod
+    def GetObject(
+        self,
+        request: _node_pb2.GetObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ProviderObject, _abc.Awaitable[_node_pb2.ProviderObject]]: ...
+
+    @_abc_1.abstractmethod
+    def ListObjects(
+        self,
+        request: _node_pb2.ListObjectsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ListObjectsResponse, _abc.Awaitable[_node_pb2.ListObjectsResponse]]:
+        """The org's objects of one kind, newest first by default (created_at, then id)."""
+
+    @_abc_1.abstractmethod
+    def DeleteObject(
+        self,
+        request: _node_pb2.GetObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ProviderObject, _abc.Awaitable[_node_pb2.ProviderObject]]: ...
+
+    @_abc_1.abstractmethod
+    def ClaimBatchUsage(
+        self,
+        request: _node_pb2.GetObjectRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_node_pb2.ClaimBatchUsageResponse, _abc.Awaitable[_node_pb2.ClaimBatchUsageResponse]]:
+        """true for exactly one caller per batch: that caller records the batch's usage."""
 
 def add_NodeServiceServicer_to_server(servicer: NodeServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
