@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 
-from data_plane.upstream.errors import UpstreamBroken
+from data_plane.upstream.errors import RequestBodyFailed, UpstreamBroken
 from data_plane.upstream.response import UpstreamResponse
 
 if TYPE_CHECKING:
+    from data_plane.upstream.body import BodySource
     from data_plane.upstream.url import Origin
 
 # Below this a request body is copied into the head's buffer (one write); above, written beside it.
@@ -67,11 +68,21 @@ class Connection(asyncio.Protocol):
         self._early = False  # the answer began before the request was wholly written
         self._fd = -1
         self._poller: select.poll | None = None  # made on the first reuse, then kept
+        # A streamed body (body.BodySource) is written by a task as the socket drains.
+        self._pump: asyncio.Task[None] | None = None
+        self._body_pending = False  # the pump has not written the whole body yet
+        self._write_paused = False  # the transport's buffer is above its high-water mark
+        self._drained: asyncio.Future[None] | None = None  # the pump waits on it while paused
 
     # Used by the pool and the response.
 
-    def send(self, head: bytes, body: bytes | None) -> asyncio.Future[UpstreamResponse]:
-        """Write one request; the future resolves when the answer's head has arrived."""
+    def send(self, head: bytes, body: bytes | BodySource | None) -> asyncio.Future[UpstreamResponse]:
+        """Write one request; the future resolves when the answer's head has arrived.
+
+        A :class:`~data_plane.upstream.body.BodySource` is written by a task, chunk by chunk as
+        the transport drains; it stops at an early answer (the connection is then retired) and
+        fails the request with ``RequestBodyFailed`` if the source does.
+        """
         transport = self.transport
         assert transport is not None and self._response is None
         self._response = UpstreamResponse(self)
@@ -82,10 +93,15 @@ class Connection(asyncio.Protocol):
         self.sent += 1
         if not body:
             transport.write(head)
-        elif len(body) <= _COPY_BODY_MAX:
-            transport.write(head + body)
+        elif isinstance(body, bytes):
+            if len(body) <= _COPY_BODY_MAX:
+                transport.write(head + body)
+            else:
+                transport.writelines((head, body))
         else:
-            transport.writelines((head, body))
+            transport.write(head)
+            self._body_pending = True
+            self._pump = asyncio.get_running_loop().create_task(self._write_body(body, head_future))
         return head_future
 
     def finished(self, clean: bool) -> None:
@@ -142,6 +158,7 @@ class Connection(asyncio.Protocol):
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
+        self._stop_pump()
 
     # asyncio.Protocol
 
@@ -166,6 +183,13 @@ class Connection(asyncio.Protocol):
             if self._head_bytes > MAX_HEAD_BYTES:
                 self._break("Upstream answer head too large")
 
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_pump()
+
     def eof_received(self) -> bool | None:
         return False  # close our side too; connection_lost decides what the end means
 
@@ -177,6 +201,7 @@ class Connection(asyncio.Protocol):
             response.feed_eof()  # the end of a body without a length is the end of the connection
         else:
             self._fail("Upstream closed the connection before completing its answer")
+        self._stop_pump()
         self._pool.connection_closed(self)
 
     # httptools callbacks (each runs inside data_received).
@@ -222,7 +247,7 @@ class Connection(asyncio.Protocol):
             self._informational = True  # e.g. 103 Early Hints: the real answer follows
             return
         response.status = status
-        if self.transport is not None and self.transport.get_write_buffer_size():
+        if self._body_pending or (self.transport is not None and self.transport.get_write_buffer_size()):
             self._early = True  # answered before reading the whole request: never reused
         response.reason = self._reason.decode("utf-8", "replace")
         response.close_delimited = not (self._has_length or self._chunked or status in _NO_BODY_STATUSES)
@@ -247,20 +272,68 @@ class Connection(asyncio.Protocol):
         self.keep_alive = self._parser.should_keep_alive()
         response.feed_eof()
 
+    # A streamed body.
+
+    async def _write_body(self, body: BodySource, head: asyncio.Future[UpstreamResponse]) -> None:
+        """Write ``body`` after the head, pausing while the transport's buffer is full.
+
+        Stops without error once an answer began (``self._head`` no longer this request's: the
+        provider answered early, or the request failed) or the connection closed.
+        """
+        expected = body.length
+        written = 0
+        chunks = body.chunks()
+        try:
+            async for data in chunks:
+                while self._write_paused and not self.closed and self._head is head:
+                    self._drained = asyncio.get_running_loop().create_future()
+                    await self._drained
+                if self.closed or self._head is not head:
+                    return
+                written += len(data)
+                if written > expected:
+                    raise ValueError(f"the body source yielded more than its {expected} bytes")
+                assert self.transport is not None
+                self.transport.write(data)
+            if written != expected:
+                raise ValueError(f"the body source ended after {written} of its {expected} bytes")
+            self._body_pending = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the source fails the request
+            if not self.closed and self._head is head:
+                self._break(f"the request body could not be read ({type(exc).__name__})", RequestBodyFailed)
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()  # a file source's reads end here, not at garbage collection
+
+    def _wake_pump(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
+
+    def _stop_pump(self) -> None:
+        """The connection is closing: the body's writer wakes, sees it and ends."""
+        self._wake_pump()
+        pump, self._pump = self._pump, None
+        if pump is not None and not pump.done() and pump is not asyncio.current_task():
+            pump.cancel()
+
     # Failures.
 
-    def _break(self, message: str) -> None:
+    def _break(self, message: str, kind: type[UpstreamBroken | RequestBodyFailed] = UpstreamBroken) -> None:
         self.keep_alive = False
-        self._fail(message)
+        self._fail(message, kind)
         self.close()
 
-    def _fail(self, message: str) -> None:
-        error = UpstreamBroken(message)
+    def _fail(self, message: str, kind: type[UpstreamBroken | RequestBodyFailed] = UpstreamBroken) -> None:
+        error = kind(message)
         head = self._head
         if head is not None:
             self._head = None
             if not head.done():
                 head.set_exception(error)
         response = self._response
-        if response is not None:
-            response.set_exception(error)
+        if response is not None:  # read only after a head, which a failing body never precedes
+            response.set_exception(error if isinstance(error, UpstreamBroken) else UpstreamBroken(message))

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from data_plane.upstream import egress
+from data_plane.upstream.body import BodySource
 from data_plane.upstream.connection import Connection
 from data_plane.upstream.errors import UpstreamBroken, UpstreamConnectTimeout, UpstreamUnreachable
 from data_plane.upstream.network import DIRECT, Network
@@ -104,7 +105,7 @@ class UpstreamClient:
         method: str,
         url: str,
         headers: Mapping[str, str],
-        body: bytes | None = None,
+        body: bytes | BodySource | None = None,
         *,
         tenant: str = "",
         network: Network | None = None,
@@ -114,7 +115,8 @@ class UpstreamClient:
         ``headers`` must not hold Host, Content-Length, Transfer-Encoding or Connection: the client
         writes those. ``tenant`` names the credential the headers carry (connections are reused
         only for the same origin, tenant and network). ValueError for an unusable URL or a header
-        value holding CR/LF.
+        value holding CR/LF. A ``BodySource`` body is streamed (``body.py``); a failing one raises
+        ``RequestBodyFailed``.
         """
         if self._closed:
             raise RuntimeError("upstream client is closed")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
+from data_plane.upstream.body import BodySource
 from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
 
@@ -29,12 +30,15 @@ class Transport(Protocol):
         method: str,
         url: str,
         headers: Mapping[str, str],
-        body: bytes | None = None,
+        body: bytes | BodySource | None = None,
         *,
         tenant: str = "",
         network: Network | None = None,
     ) -> UpstreamResponse:
         """Send ``method url`` with ``headers`` and ``body``; the caller reads, then releases, the answer.
+
+        ``body``: bytes, or a ``BodySource`` streamed as the connection drains (large uploads;
+        its ``chunks()`` may be called once per attempt).
 
         ``tenant`` names the credential the headers carry (an opaque tag, never the credential):
         no connection carries two tenants' traffic. ``network``: the deployment's own proxy and

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from data_plane.upstream.body import BodySource
+
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 def encode_head(
-    method: str, target: str, host_header: str, headers: Mapping[str, str], body: bytes | None
+    method: str, target: str, host_header: str, headers: Mapping[str, str], body: bytes | BodySource | None
 ) -> bytes:
     """The request line and headers (Host and Content-Length added); ValueError if a name or value holds CR/LF."""
     lines = "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
-    if body is not None:
+    if isinstance(body, bytes):
         length = f"Content-Length: {len(body)}\r\n"
+    elif body is not None:
+        length = f"Content-Length: {body.length}\r\n"
     elif method in _BODY_METHODS:
         length = "Content-Length: 0\r\n"
     else:

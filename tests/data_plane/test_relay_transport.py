@@ -21,6 +21,7 @@ from data_plane.errors import GatewayError
 from data_plane.providers import OPENAI
 from data_plane.relay import Relay, Trip
 from data_plane.scrub import secret_for
+from data_plane.upstream.body import BodySource
 from data_plane.upstream.errors import UpstreamUnreachable
 from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
@@ -69,11 +70,13 @@ class FakeTransport:
         method: str,
         url: str,
         headers: Mapping[str, str],
-        body: bytes | None = None,
+        body: bytes | BodySource | None = None,
         *,
         tenant: str = "",
         network: Network | None = None,
     ) -> UpstreamResponse:
+        if body is not None and not isinstance(body, bytes):  # a streamed body: recorded whole
+            body = b"".join([piece async for piece in body.chunks()])
         self.calls.append(Call(method, url, dict(headers), body, tenant))
         source = FakeSource()
         self.sources.append(source)
@@ -195,7 +198,7 @@ class RefusingTransport:
         method: str,
         url: str,
         headers: Mapping[str, str],
-        body: bytes | None = None,
+        body: bytes | BodySource | None = None,
         *,
         tenant: str = "",
         network: Network | None = None,

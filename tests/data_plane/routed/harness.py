@@ -28,6 +28,7 @@ from data_plane.providers import DIALECTS, OPENAI, endpoint_named
 from data_plane.relay import Relay
 from data_plane.routing import Health
 from data_plane.settings import RoutingSettings
+from data_plane.upstream.body import BodySource
 from data_plane.upstream.errors import UpstreamBroken
 from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
@@ -81,10 +82,12 @@ class ScriptedTransport:
         return [c.host for c in self.calls]
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None, *,
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | BodySource | None = None, *,
         tenant: str = "", network: Network | None = None,
     ) -> UpstreamResponse:  # fmt: skip
         host = urlsplit(url).hostname or ""
+        if body is not None and not isinstance(body, bytes):  # a streamed body: recorded whole
+            body = b"".join([piece async for piece in body.chunks()])
         self.calls.append(Call(host.removesuffix(".invalid"), url, dict(headers), body, tenant, network))
         steps = self.scripts[host.removesuffix(".invalid")]
         step = steps.pop(0) if len(steps) > 1 else steps[0]
