@@ -25,9 +25,10 @@ from urllib.parse import parse_qsl, unquote
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.fakes import anthropic_shapes, gemini_shapes, multipart, openai_shapes, vllm_shapes
+from tests.fakes import anthropic_shapes, gemini_shapes, multipart, openai_audio, openai_shapes, vllm_shapes
 from tests.fakes.errors import native_error
 from tests.fakes.hostile import echo_error, received_key, unterminated
+from tests.fakes.openai_files import OpenAIObjects
 from tests.fakes.reply import Ask, JsonReply, StreamReply, dumps
 
 FAMILIES = ("openai", "anthropic", "gemini", "vllm")
@@ -48,6 +49,10 @@ ROUTES: dict[str, dict[tuple[str, str], Builder]] = {
         ("POST", "/v1/images/generations"): openai_shapes.images,
         ("POST", "/v1/images/edits"): openai_shapes.images,
         ("POST", "/v1/images/variations"): openai_shapes.images,
+        ("POST", "/v1/audio/transcriptions"): openai_audio.transcriptions,
+        ("POST", "/v1/audio/translations"): openai_audio.translations,
+        ("POST", "/v1/audio/speech"): openai_audio.speech,
+        ("POST", "/v1/moderations"): openai_audio.moderations,
     },
     "anthropic": {("POST", "/v1/messages"): anthropic_shapes.messages},
     "gemini": {},  # matched by _gemini_model (the model is in the path)
@@ -149,6 +154,7 @@ class FakeProvider:
         # A family's route builder in place of the standard ones (the strict translator fakes:
         # tests/fakes/anthropic_messages.py strict_messages, gemini_generate.generate).
         self.builders: dict[str, Builder] = {}
+        self.objects = OpenAIObjects()  # OpenAI files and batches (stateful; kept across reset())
         self.secrets = {f: f"fake-{f}-secret-{secrets.token_hex(12)}" for f in FAMILIES}
         self.url = ""
         self._runner: web.ServerRunner | None = None
@@ -239,6 +245,8 @@ class FakeProvider:
         except ValueError as exc:
             return _error(family, 400, f"fake: {exc}", k)
         builder = self.builders.get(family) or _route(family, rec)
+        if builder is None and family == "openai":
+            builder = self.objects.route(rec.method, rec.native_path, rec.headers)
         if builder is None:
             return _error(family, 404, f"fake: no route for {rec.method} {rec.native_path[:200]}", k)
         rec.model, rec.stream = ask.model, ask.stream
