@@ -39,6 +39,7 @@ from multidict import CIMultiDict
 from data_plane.errors import GatewayError, sse_error_event
 from data_plane.scrub import MARKER_TEXT, Secret, StreamScrubber
 from data_plane.sse import DEFAULT_MAX_EVENT, EventSplitter, EventTooLarge
+from data_plane.upstream.body import BodySource
 from data_plane.upstream.errors import UpstreamError
 from data_plane.upstream.network import Network
 from data_plane.upstream.response import UpstreamResponse
@@ -138,7 +139,7 @@ class Trip:
         method: str,
         url: str,
         headers: dict[str, str],
-        body: bytes | None,
+        body: bytes | BodySource | None,
         *,
         tenant: str,
         first_byte_timeout: float,

@@ -18,6 +18,7 @@ from data_plane.governance.link import ControlPlaneLink
 from data_plane.governance.watch import Watcher
 from data_plane.limits import Limiter
 from data_plane.metrics import METRICS
+from data_plane.objects.ledger import Ledger
 from data_plane.routing import Health
 from data_plane.settings import RoutingSettings, Settings
 from data_plane.upstream import Transport, UpstreamClient
@@ -45,6 +46,8 @@ class NodeState:
     limiter: Limiter | None = None  # None: limits not enforced (ODOCK_LIMITS=off)
     # Deployments' breakers and cooldowns on this worker (data_plane.routing; the attempt loop).
     health: Health = field(default_factory=lambda: Health(RoutingSettings()))
+    # Who owns which provider file and batch (data_plane.objects; the files and batches endpoints only).
+    ledger: Ledger | None = None
 
     def status(self) -> dict[str, Any]:
         """The detailed status (``GET /readyz/details`` on the metrics listener, never the public

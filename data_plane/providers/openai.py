@@ -171,10 +171,16 @@ ERROR_TYPES: dict[int, str] = {
 }
 
 
+# Codes the gateway keeps for its records and logs but sends as null, as OpenAI does (its
+# "No such File object" 404 has "code": null).
+NULL_CODES = frozenset({"object_not_found"})
+
+
 def error_body(err: ErrorFacts) -> dict[str, Any]:
     """OpenAI's error document (vLLM's server answers the same)."""
     kind = by_status(ERROR_TYPES, err.status)
-    return {"error": {"message": err.message, "type": kind, "code": err.code, "param": err.param}}
+    code = None if err.code in NULL_CODES else err.code
+    return {"error": {"message": err.message, "type": kind, "code": code, "param": err.param}}
 
 
 # --- listing -----------------------------------------------------------------------------
