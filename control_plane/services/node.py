@@ -23,6 +23,7 @@ from control_plane.errors import DataLoss, InvalidArgument, NotFound, Unavailabl
 from control_plane.limits import LeaseService
 from control_plane.services import Deps
 from control_plane.services import model_deployments as md
+from control_plane.services.objects import ObjectsService
 from control_plane.store import changes
 from control_plane.store.background import BackgroundDatabase
 from control_plane.store.repositories import orgs, routes
@@ -57,6 +58,7 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
         self._priority = priority or GovernanceFirst(settings.usage_ingest_concurrency)
         self._usage = UsageIngestor(usage_store or deps.sessionmaker, usage_observer, self._priority)
         self._leases = LeaseService(deps.sessionmaker, settings, feed)
+        self._objects = ObjectsService(deps)
 
     async def ResolveKey(
         self, request: node_pb2.ResolveKeyRequest, context: Ctx
@@ -178,3 +180,29 @@ class NodeServicer(node_pb2_grpc.NodeServiceServicer):
     ) -> node_pb2.AcquireLeasesResponse:
         async with self._priority.governance():
             return await self._leases.acquire(request)
+
+    # Ownership of provider objects (services/objects.py).
+
+    async def PutObject(self, request: node_pb2.PutObjectRequest, context: Ctx) -> node_pb2.ProviderObject:
+        async with self._priority.governance():
+            return await self._objects.put(request)
+
+    async def GetObject(self, request: node_pb2.GetObjectRequest, context: Ctx) -> node_pb2.ProviderObject:
+        async with self._priority.governance():
+            return await self._objects.get(request)
+
+    async def ListObjects(
+        self, request: node_pb2.ListObjectsRequest, context: Ctx
+    ) -> node_pb2.ListObjectsResponse:
+        async with self._priority.governance():
+            return await self._objects.list(request)
+
+    async def DeleteObject(self, request: node_pb2.GetObjectRequest, context: Ctx) -> node_pb2.ProviderObject:
+        async with self._priority.governance():
+            return await self._objects.delete(request)
+
+    async def ClaimBatchUsage(
+        self, request: node_pb2.GetObjectRequest, context: Ctx
+    ) -> node_pb2.ClaimBatchUsageResponse:
+        async with self._priority.governance():
+            return await self._objects.claim_batch_usage(request)

@@ -344,3 +344,26 @@ class LimitLeaseRow(Base):
     window: Mapped[int] = mapped_column(BigInteger)
     amount: Mapped[int] = mapped_column(BigInteger)
     expire_time: Mapped[datetime] = mapped_column()
+
+
+class ProviderObjectRow(Base):
+    """A provider-side file or batch created through the gateway, and the org that owns it
+    (issue 15, migration 0009). The provider's id is unique per kind; an org sees only its own
+    rows. ``snapshot`` is the provider's latest JSON of the object (<= 64 KiB), ``created_at``
+    the provider's (unix seconds: lists are ordered by it, then by id)."""
+
+    __tablename__ = "provider_objects"
+    __table_args__ = (Index("ix_provider_objects_org_listing", "org_id", "kind", "created_at", "object_id"),)
+
+    kind: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)  # odock.v1.ObjectKind
+    object_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(String(40))
+    model_name: Mapped[str] = mapped_column(String(256))
+    deployment: Mapped[str] = mapped_column(String(64))
+    purpose: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    snapshot: Mapped[bytes] = mapped_column(LargeBinary)
+    usage_recorded: Mapped[bool] = mapped_column(Boolean, default=False)
+    create_time: Mapped[datetime] = mapped_column(default=utcnow)
+    update_time: Mapped[datetime] = mapped_column(default=utcnow)

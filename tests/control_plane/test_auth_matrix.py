@@ -100,6 +100,16 @@ CASES: dict[str, Builder] = {
     "/odock.v1.NodeService/ReportUsage": lambda t: node_pb2.UsageBatch(node_id="n", sequence=1),
     "/odock.v1.NodeService/AcquireLeases": lambda t: node_pb2.AcquireLeasesRequest(node_id="n", asks=[
         node_pb2.LeaseAsk(org_id=t.org_id, metric=node_pb2.LIMIT_METRIC_REQUESTS_PER_MINUTE, want=1, need=1)]),
+    "/odock.v1.NodeService/PutObject": lambda t: node_pb2.PutObjectRequest(object=node_pb2.ProviderObject(
+        kind=node_pb2.OBJECT_KIND_FILE, id="file-auth", org_id=t.org_id, model_name="gpt")),
+    "/odock.v1.NodeService/GetObject": lambda t: node_pb2.GetObjectRequest(
+        org_id=t.org_id, kind=node_pb2.OBJECT_KIND_FILE, id="file-auth"),
+    "/odock.v1.NodeService/ListObjects": lambda t: node_pb2.ListObjectsRequest(
+        org_id=t.org_id, kind=node_pb2.OBJECT_KIND_FILE),
+    "/odock.v1.NodeService/DeleteObject": lambda t: node_pb2.GetObjectRequest(
+        org_id=t.org_id, kind=node_pb2.OBJECT_KIND_FILE, id="file-nope"),
+    "/odock.v1.NodeService/ClaimBatchUsage": lambda t: node_pb2.GetObjectRequest(
+        org_id=t.org_id, kind=node_pb2.OBJECT_KIND_BATCH, id="batch_nope"),
     "/odock.v1.UsageService/GetUsageTotals": lambda t: usage_pb2.GetUsageTotalsRequest(
         org_id=t.org_id, start_time=Timestamp(seconds=1_700_000_000)),
     "/odock.v1.UsageService/GetUsageRecord": lambda t: usage_pb2.GetUsageRecordRequest(

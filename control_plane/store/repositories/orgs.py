@@ -9,7 +9,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from control_plane.errors import NotFound
 from control_plane.store.repositories import pages
-from control_plane.store.tables import AdminTokenRow, CredentialRow, ModelRow, OrgRow, VirtualKeyRow
+from control_plane.store.tables import (
+    AdminTokenRow,
+    CredentialRow,
+    ModelRow,
+    OrgRow,
+    ProviderObjectRow,
+    VirtualKeyRow,
+)
 
 
 async def get(session: AsyncSession, org_id: str) -> OrgRow | None:
@@ -54,6 +61,6 @@ async def owned_counts(session: AsyncSession, org_id: str) -> dict[str, int]:
 
 async def delete_with_owned(session: AsyncSession, org_id: str) -> None:
     """Delete the org and everything it owns, models before the credentials they reference."""
-    for table in (VirtualKeyRow, AdminTokenRow, ModelRow, CredentialRow):
+    for table in (ProviderObjectRow, VirtualKeyRow, AdminTokenRow, ModelRow, CredentialRow):
         await session.execute(delete(table).where(table.org_id == org_id))
     await session.execute(delete(OrgRow).where(OrgRow.id == org_id))

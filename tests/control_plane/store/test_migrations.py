@@ -30,6 +30,7 @@ EXPECTED_TABLES = {
     "usage_rollups",
     "limit_counters",
     "limit_leases",
+    "provider_objects",
 }
 
 
