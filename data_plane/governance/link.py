@@ -109,6 +109,24 @@ def capabilities_of(msg: models_pb2.ModelCapabilities) -> frozenset[str]:
     return frozenset(name for name in CAPABILITY_FIELDS if getattr(msg, name))
 
 
+# OpenAI's Batch API costs half its synchronous prices.
+DEFAULT_BATCH_PERCENT = 50
+
+
+def pricing_of(msg: common_pb2.Pricing) -> Pricing:
+    """A model's prices from the wire; an unset batch percent is OpenAI's Batch API discount (50)."""
+    return Pricing(
+        input_per_mtok_micros=msg.input_per_mtok_micros,
+        output_per_mtok_micros=msg.output_per_mtok_micros,
+        cached_input_per_mtok_micros=_opt(msg, "cached_input_per_mtok_micros"),
+        per_million_audio_seconds_micros=msg.per_million_audio_seconds_micros,
+        per_million_characters_micros=msg.per_million_characters_micros,
+        batch_price_percent=(
+            min(msg.batch_price_percent, 100) if msg.HasField("batch_price_percent") else DEFAULT_BATCH_PERCENT
+        ),
+    )
+
+
 def _seconds(duration: duration_pb2.Duration) -> float:
     """A proto Duration in seconds; unset (zero) means the default 60 s."""
     return (duration.seconds + duration.nanos / 1e9) or 60.0
@@ -195,15 +213,7 @@ class ControlPlaneLink:
             enabled=resp.enabled,
             credential_id=resp.credential_id,
             secret=secret,
-            pricing=Pricing(
-                input_per_mtok_micros=resp.pricing.input_per_mtok_micros,
-                output_per_mtok_micros=resp.pricing.output_per_mtok_micros,
-                cached_input_per_mtok_micros=(
-                    resp.pricing.cached_input_per_mtok_micros
-                    if resp.pricing.HasField("cached_input_per_mtok_micros")
-                    else None
-                ),
-            ),
+            pricing=pricing_of(resp.pricing),
             egress=policy_of(resp.egress_allow),  # parsed once per distinct list
             openai_compatible=resp.openai_compatible,
             context_window=resp.context_window,

@@ -13,7 +13,7 @@ from data_plane.limits.limiter import Limiter
 from data_plane.payload import JsonFacts
 from data_plane.providers import Endpoint
 from data_plane.settings import LimitSettings
-from data_plane.usage.meter import RequestMeter, cost_picos
+from data_plane.usage.meter import RequestMeter
 
 
 async def admit_request(
@@ -43,4 +43,4 @@ def settle_request(admission: Admission, meter: RequestMeter) -> None:
     if usage is None:
         admission.settle(0, 0)
     else:
-        admission.settle(usage.input + usage.output, cost_picos(usage, meter.pricing))
+        admission.settle(usage.input + usage.output, meter.cost_picos())

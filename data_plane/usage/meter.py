@@ -22,18 +22,19 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Protocol
 
 from data_plane.governance.domain import Pricing
 from data_plane.usage.shapes import Shape
-from data_plane.usage.tokens import Usage
+from data_plane.usage.tokens import MAX_TOKENS, Usage
 from odock.v1 import common_pb2, node_pb2
 
 log = logging.getLogger("odock.data_plane.usage")
 
 FLAG_MALFORMED = 1
 FLAG_DUPLICATE = 2
-FLAG_CLAMPED = 4  # a token count above tokens.MAX_TOKENS was clamped to it
+FLAG_CLAMPED = 4  # a token (or audio ms, character) count above tokens.MAX_TOKENS was clamped to it
 FLAG_COST_SATURATED = 8  # the cost exceeded MAX_COST_PICOS and was saturated to it
 FLAG_METER_FAILED = 16  # building the record failed: it carries ids, status, outcome and error code only
 # An OpenAI chat completion served by another family's model through its translator (issue 13):
@@ -60,21 +61,39 @@ class RecordSink(Protocol):
     def submit(self, record: node_pb2.UsageRecord) -> None: ...
 
 
-def exact_cost_picos(usage: Usage, pricing: Pricing) -> int:
-    """Cost in pico-USD: tokens times micro-USD per million tokens (exact, unbounded integers)."""
+def exact_cost_picos(usage: Usage, pricing: Pricing, percent: int = 100) -> int:
+    """Cost in pico-USD, ``percent`` of the list price, rounded half up to a whole pico-USD.
+
+    Prices are micro-USD per million units, so tokens and characters cost ``units * price``
+    pico-USD exactly; audio is counted in milliseconds, so it costs ``ms * price / 1000``. The sum is
+    formed exactly (in thousandths of a pico-USD, times the percent) and rounded once, half up:
+    at most half a pico-USD off, whatever the mix of units.
+    """
     cached_price = pricing.cached_input_per_mtok_micros
     if cached_price is None:
         cached_price = pricing.input_per_mtok_micros
-    return (
+    per_unit = (
         (usage.input - usage.cached) * pricing.input_per_mtok_micros
         + usage.cached * cached_price
         + usage.output * pricing.output_per_mtok_micros
+        + usage.characters * pricing.per_million_characters_micros
     )
+    milli = per_unit * 1000 + usage.audio_ms * pricing.per_million_audio_seconds_micros
+    scaled, denominator = milli * percent, 100_000
+    return (2 * scaled + denominator) // (2 * denominator)  # half up (towards +inf), exact integers
 
 
-def cost_picos(usage: Usage, pricing: Pricing) -> int:
+def cost_picos(usage: Usage, pricing: Pricing, percent: int = 100) -> int:
     """The exact cost, saturated to [0, MAX_COST_PICOS] (what records and limits use)."""
-    return min(max(0, exact_cost_picos(usage, pricing)), MAX_COST_PICOS)
+    return min(max(0, exact_cost_picos(usage, pricing, percent)), MAX_COST_PICOS)
+
+
+def _clamp_units(usage: Usage) -> Usage:
+    """``usage`` with audio milliseconds and characters clamped to MAX_TOKENS (marked ``clamped``)."""
+    if usage.audio_ms <= MAX_TOKENS and usage.characters <= MAX_TOKENS:
+        return usage
+    return replace(usage, audio_ms=min(usage.audio_ms, MAX_TOKENS), characters=min(usage.characters, MAX_TOKENS),
+                   clamped=True)  # fmt: skip
 
 
 class _Failures:
@@ -121,6 +140,10 @@ class RequestMeter:
         self.upstream_attempts = 0
         self.requested_model = ""  # the model the client named, when a fallback model answered
         self.pricing = Pricing()
+        # Set by the batch code (data_plane/objects/batch_usage.py): the record is a batch's usage,
+        # costed at the model's batch_price_percent of its prices (100: list price).
+        self.batch_id = ""
+        self.price_percent = 100
         self.streamed = False
         self.status = 0
         self.outcome: int = common_pb2.OUTCOME_UNSPECIFIED
@@ -174,6 +197,7 @@ class RequestMeter:
                 return
             self._final_seen = True
         if usage is not None:
+            usage = _clamp_units(usage)
             if usage.clamped:
                 self.flags |= FLAG_CLAMPED
             self.usage = usage
@@ -187,6 +211,10 @@ class RequestMeter:
         if self.outcome == common_pb2.OUTCOME_UNSPECIFIED:
             self.status, self.outcome = status, outcome
             self.error_code = error_code[:MAX_ERROR_CODE]
+
+    def cost_picos(self) -> int:
+        """What the usage seen so far costs (saturated), as the record and the limits' settlement count it."""
+        return cost_picos(self.usage or Usage(), self.pricing, self.price_percent)
 
     # -- timings for metrics and the overhead header (perf_counter seconds) --
 
@@ -243,7 +271,7 @@ class RequestMeter:
                             ("error_code", self._error_code()), ("http_status", self.status),
                             ("outcome", self.outcome), ("family", self.family),
                             ("deployment", self.deployment), ("upstream_attempts", self.upstream_attempts),
-                            ("requested_model", self.requested_model)):  # fmt: skip
+                            ("requested_model", self.requested_model), ("batch_id", self.batch_id)):  # fmt: skip
             try:
                 setattr(rec, name, value)
             except (TypeError, ValueError):
@@ -255,7 +283,7 @@ class RequestMeter:
         """The UsageRecord as things stand."""
         end = time.perf_counter()
         usage = self.usage or Usage()
-        cost = exact_cost_picos(usage, self.pricing)
+        cost = exact_cost_picos(usage, self.pricing, self.price_percent)
         flags = self.flags
         if not 0 <= cost <= MAX_COST_PICOS:
             flags |= FLAG_COST_SATURATED
@@ -284,6 +312,9 @@ class RequestMeter:
             deployment=self.deployment,
             upstream_attempts=self.upstream_attempts,
             requested_model=self.requested_model,
+            audio_milliseconds=usage.audio_ms,
+            input_characters=usage.characters,
+            batch_id=self.batch_id,
         )
         if self._upstream_start is not None:
             rec.upstream_latency_us = _us((self._upstream_end or end) - self._upstream_start)
