@@ -1,0 +1,135 @@
+"""OpenAI's Batch API through the gateway: create, retrieve, cancel, list (docs/files-and-batches.md).
+
+A batch runs at the deployment holding its input file (``pinned.py``) and belongs to the
+organisation whose key created it: another organisation's key gets the 404 a missing id gets,
+before anything reaches the provider, and never sees it in a list (lists come from the ledger).
+Each call is authenticated, metered (one record: the call itself, no tokens) and logged like a
+native request; creating a batch is admitted against the key's limits like a request (a key or
+org over budget cannot start one). The batch's own usage is recorded once, when the gateway
+first sees it finished (``batch_usage.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from data_plane.body import check_declared_length, read_body
+from data_plane.limits.gate import admit_request
+from data_plane.objects.batch_body import invalid, parse_create
+from data_plane.objects.batch_list import list_batches
+from data_plane.objects.batch_sync import parse_batch, synced
+from data_plane.objects.call import Call, begin, owned
+from data_plane.objects.errors import ledger_unavailable
+from data_plane.objects.ledger import Kind, LedgerUnavailable, OwnedObject
+from data_plane.objects.pinned import locate_object, object_path, open_upstream, read_answer
+from data_plane.providers import OPENAI, Endpoint
+from data_plane.providers.endpoint import BodyKind
+from data_plane.usage.meter import COMPLETE
+
+log = logging.getLogger("odock.data_plane.batches")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUT_TRIES = 3
+
+
+def _endpoint(method: str, route: str, body: BodyKind = "none") -> Endpoint:
+    return Endpoint(family=OPENAI, method=method, route=route, name=route, body=body, model_in="none",
+                    streams="never", upstream_path="/batches", output=False)  # fmt: skip
+
+
+CREATE = _endpoint("POST", "/v1/batches", "json")
+LIST = _endpoint("GET", "/v1/batches")
+RETRIEVE = _endpoint("GET", "/v1/batches/{batch_id}")
+CANCEL = _endpoint("POST", "/v1/batches/{batch_id}/cancel")
+
+
+async def create(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/batches``: on the input file's deployment; the batch becomes the org's."""
+    call = await begin(request, CREATE)
+    settings = call.state.settings
+    check_declared_length(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes, settings.timeouts)
+    ask = parse_create(body)
+    source = await owned(call, Kind.FILE, ask.input_file_id)
+    if source.purpose != "batch":
+        raise invalid(f"File {ask.input_file_id} has purpose '{source.purpose}'; a batch's input file must "
+                      "have purpose 'batch'.", "input_file_id")  # fmt: skip
+    route, dep = await locate_object(call, source)
+    limiter = call.state.limiter
+    if limiter is not None:
+        call.ex.admission = await admit_request(limiter, settings.limits, call.grant, CREATE, body, None,
+                                                route.pricing)  # fmt: skip
+    relay, upstream = await open_upstream(call, route, dep, "POST", "/batches", body=body,
+                                          content_type="application/json")  # fmt: skip
+    response, answer = await read_answer(relay, upstream)
+    batch = parse_batch(answer)
+    if batch is None:
+        return response  # the provider's refusal (or an answer that is no batch), relayed as is
+    created = batch.get("created_at")
+    obj = OwnedObject(
+        kind=Kind.BATCH, id=batch["id"], org_id=call.grant.org_id, key_id=call.grant.key_id,
+        model_name=source.model_name, deployment=source.deployment, purpose=ask.endpoint,
+        created_at=created if isinstance(created, int) and created > 0 else 0,
+    )  # fmt: skip
+    await _record_new(call, obj)
+    await synced(call, obj, route, dep, batch)  # the snapshot; a batch failed at once is settled too
+    return response
+
+
+async def _record_new(call: Call, obj: OwnedObject) -> None:
+    """Make the new batch the org's; without that the client could never see it again, so a ledger
+    outage is retried briefly, then answered 503 (the id is logged for the operator)."""
+    for attempt in range(PUT_TRIES):
+        try:
+            if await call.ledger.put(obj) is None:  # a provider id another org holds: never handed out
+                raise ledger_unavailable()
+            return
+        except LedgerUnavailable:
+            if attempt + 1 < PUT_TRIES:
+                await asyncio.sleep(0.2 * (attempt + 1))
+    log.error("batch %s was created upstream but could not be recorded as org %s's (control plane unreachable)",
+              obj.id[:128], obj.org_id)  # fmt: skip
+    raise ledger_unavailable()
+
+
+async def _on_batch(request: web.Request, endpoint: Endpoint, method: str, suffix: str) -> web.StreamResponse:
+    call = await begin(request, endpoint)
+    batch_id = request.match_info["batch_id"]
+    obj = await owned(call, Kind.BATCH, batch_id)
+    route, dep = await locate_object(call, obj)
+    relay, upstream = await open_upstream(call, route, dep, method, object_path("batches", batch_id, suffix))
+    response, answer = await read_answer(relay, upstream)
+    batch = parse_batch(answer, batch_id)
+    if batch is not None:
+        await synced(call, obj, route, dep, batch)
+    return response
+
+
+async def retrieve(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/batches/{batch_id}``: the org's batch, fresh from its deployment."""
+    return await _on_batch(request, RETRIEVE, "GET", "")
+
+
+async def cancel(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/batches/{batch_id}/cancel``: forwarded to the batch's deployment."""
+    return await _on_batch(request, CANCEL, "POST", "/cancel")
+
+
+async def listing(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/batches``: the org's batches from the ledger, unfinished ones refreshed."""
+    call = await begin(request, LIST)
+    page = await list_batches(call)
+    call.meter.settle(200, COMPLETE)
+    return web.json_response(page)
+
+
+ROUTES: tuple[tuple[Endpoint, Handler], ...] = (
+    (CREATE, create),
+    (LIST, listing),
+    (RETRIEVE, retrieve),
+    (CANCEL, cancel),
+)
