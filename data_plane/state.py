@@ -18,6 +18,7 @@ from data_plane.governance.link import ControlPlaneLink
 from data_plane.governance.watch import Watcher
 from data_plane.limits import Limiter
 from data_plane.metrics import METRICS
+from data_plane.objects.grpc_ledger import GrpcLedger
 from data_plane.objects.ledger import Ledger
 from data_plane.routing import Health
 from data_plane.settings import RoutingSettings, Settings
@@ -108,7 +109,7 @@ def node_state_ctx(settings: Settings) -> Any:
         )
         app[STATE] = NodeState(
             settings, client, link, cache, watcher, upstream, transport=upstream, shipper=shipper, limiter=limiter,
-            health=Health(settings.routing),
+            health=Health(settings.routing), ledger=GrpcLedger(client, settings.timeouts.control_plane_rpc),
         )
         await shipper.start()
         watch_task = asyncio.create_task(watcher.run(), name="odock-watch")

@@ -165,6 +165,16 @@ class ControlPlaneLink:
         """Close the channel (cancels any open watch)."""
         await self._channel.close()
 
+    @property
+    def stub(self) -> node_pb2_grpc.NodeServiceAsyncStub:
+        """The NodeService stub on this link's channel (``objects/grpc_ledger.py`` calls through it)."""
+        return self._stub
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call metadata every NodeService call carries (the node token)."""
+        return self._metadata
+
     async def resolve_key(self, digest: bytes) -> tuple[KeyGrant, int]:
         """The grant for a key digest; raises KeyRejected or ControlPlaneUnavailable."""
         self.calls["ResolveKey"] += 1
