@@ -27,6 +27,7 @@ from data_plane.listing import (
 )
 from data_plane.metrics import METRICS, DataPlaneMetrics
 from data_plane.native import make_handler
+from data_plane.objects import batches
 from data_plane.observe import finish, stamp_overhead, stamp_routing
 from data_plane.providers import ANTHROPIC, ENDPOINTS, LOCAL_ROUTES, Endpoint
 from data_plane.settings import Settings
@@ -222,4 +223,7 @@ def build_app(settings: Settings) -> web.Application:
         native = make_handler(endpoint)
         natives[native] = endpoint
         app.router.add_route(endpoint.method, endpoint.route, native, expect_handler=expect)
+    for endpoint, handler in batches.ROUTES:  # OpenAI's Batch API (data_plane/objects/batches.py)
+        natives[handler] = endpoint
+        app.router.add_route(endpoint.method, endpoint.route, handler, expect_handler=expect)
     return app
