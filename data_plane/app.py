@@ -20,6 +20,7 @@ from data_plane.listing import (
     GEMINI_MODEL_ROUTE,
     get_gemini_model,
     get_model,
+    get_vllm_model,
     list_gemini_models,
     list_models,
     list_vllm_models,
@@ -213,6 +214,7 @@ def build_app(settings: Settings) -> web.Application:
         ("/v1/models", list_models),
         ("/v1/models/{model}", get_model),
         ("/v1/vllm/models", list_vllm_models),
+        ("/v1/vllm/models/{model}", get_vllm_model),
         ("/v1beta/models", list_gemini_models),
         (GEMINI_MODEL_ROUTE, get_gemini_model),
     ):

@@ -2,7 +2,8 @@
 
 Three dialects, each in the shape its official SDK parses:
 
-- OpenAI (``GET /v1/models``, ``/v1/models/{model}``, ``/v1/vllm/models``): every family;
+- OpenAI (``GET /v1/models``, ``/v1/models/{model}``, ``/v1/vllm/models``, ``/v1/vllm/models/{model}``):
+  every family (vLLM's: vLLM models only); each listed entry is retrievable as the same object;
   ``/v1/models`` entries add the model registry's fields (``registry_fields``).
 - Anthropic (the same ``/v1/models`` paths, told apart by the ``anthropic-version`` header
   every Anthropic SDK sends): anthropic-family models, newest first, with Anthropic's
@@ -159,6 +160,13 @@ async def get_model(request: web.Request) -> web.Response:
     if speaks_anthropic(request):
         return web.json_response(ANTHROPIC_LISTING.model(await _one(state, grant, name, ANTHROPIC)))
     return web.json_response(_openai_entry(await _one(state, grant, name)))
+
+
+async def get_vllm_model(request: web.Request) -> web.Response:
+    """GET /v1/vllm/models/{model}: one vLLM model this key may use, as its listing shows it."""
+    state = request.app[STATE]
+    grant = await authorize(state, request)
+    return web.json_response(VLLM_LISTING.model(await _one(state, grant, request.match_info["model"], VLLM)))
 
 
 async def list_gemini_models(request: web.Request) -> web.Response:

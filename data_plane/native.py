@@ -26,7 +26,7 @@ from data_plane.exchange import EXCHANGE, Exchange
 from data_plane.governance.domain import ControlPlaneUnavailable, KeyGrant, KeyRejected, Route, RouteUnusable
 from data_plane.limits.gate import admit_request
 from data_plane.native_leg import NativeLeg
-from data_plane.payload import PayloadError, inspect_json, inspect_multipart
+from data_plane.payload import PayloadError, form_flag, inspect_json, inspect_multipart
 from data_plane.providers import DIALECTS, OPENAI, VLLM, Endpoint, endpoint_named, family_name
 from data_plane.providers.dialect import Dialect
 from data_plane.providers.headers import HOP_HEADER
@@ -248,10 +248,17 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                 state.limiter, settings.limits, grant, endpoint, body, facts, route.pricing
             )
         streaming = endpoint.streams == "always" or (
-            endpoint.streams == "body_flag" and facts is not None and bool(facts.stream)
+            endpoint.streams == "body_flag"
+            and (
+                bool(facts.stream)
+                if facts is not None
+                else body is not None and form_facts is not None and form_flag(body, form_facts)
+            )
         )
         inject = streaming and injectable and body is not None and settings.usage.metering
         native_shape = shape if settings.usage.metering else NO_USAGE
+        # What the request itself bills (speech: its characters); counted once a 2xx is relayed.
+        units = native_shape.request_units(facts) if native_shape.request_units and facts is not None else None
         relay: Relay | None = None
 
         def native_leg(serving: Route, target: Endpoint, target_dialect: Dialect) -> NativeLeg:
@@ -262,7 +269,8 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
                               max_sse_event=settings.max_sse_event_bytes)  # fmt: skip
             return NativeLeg(request, relay, state.transport, serving, target, target_dialect, body, facts=facts,
                              form_facts=form_facts, content_type=content_type if form else "", streaming=streaming,
-                             inject=inject, idle=settings.timeouts.upstream_idle, shape=native_shape)  # fmt: skip
+                             inject=inject, idle=settings.timeouts.upstream_idle, shape=native_shape,
+                             units=units)  # fmt: skip
 
         async def fallback_leg(name: str) -> attempts.Leg | None:
             found = await fallback_route(state, grant, name)

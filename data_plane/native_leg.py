@@ -28,6 +28,7 @@ from data_plane.upstream.url import split_url
 from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import FLAG_TRANSLATED, RequestMeter
 from data_plane.usage.shapes import Shape
+from data_plane.usage.tokens import Usage
 
 
 class NativeLeg:
@@ -35,7 +36,7 @@ class NativeLeg:
 
     __slots__ = (
         "body", "content_type", "dialect", "facts", "form_facts", "idle", "inject", "injected", "query",
-        "relay", "request", "route", "shape", "streaming", "target", "transport",
+        "relay", "request", "route", "shape", "streaming", "target", "transport", "units",
     )  # fmt: skip
 
     def __init__(
@@ -55,6 +56,7 @@ class NativeLeg:
         inject: bool,
         idle: float,
         shape: Shape,
+        units: Usage | None = None,
     ) -> None:
         self.request = request
         self.relay = relay
@@ -72,6 +74,7 @@ class NativeLeg:
         self.idle = idle
         self.shape = shape  # the record's usage shape (the endpoint's; NO_USAGE with metering off)
         self.query = request.rel_url.raw_query_string
+        self.units = units  # usage the request implies (speech: characters), reported with a 2xx answer
 
     def _body(self, slug: str) -> bytes | None:
         body, facts, target = self.body, self.facts, self.target
@@ -128,6 +131,9 @@ class NativeLeg:
         )  # fmt: skip
 
     async def pass_on(self, upstream: UpstreamResponse) -> web.StreamResponse:
+        if self.units is not None and 200 <= upstream.status < 300:
+            # Not final: a token count the answer reports (speech's SSE done event) replaces it.
+            self.relay.meter.report(self.units, final=False)
         return await self.relay.relay(upstream, streaming=self.streaming, strip_injected=self.injected)
 
     async def hold(self, upstream: UpstreamResponse) -> bytes | web.StreamResponse:

@@ -2,7 +2,7 @@
 
 from data_plane.payload.errors import PayloadError
 from data_plane.payload.json_body import ABSENT, DEFAULT_MAX_DEPTH, JsonFacts, inspect_json, with_model
-from data_plane.payload.multipart import MultipartFacts, inspect_multipart, multipart_with_model
+from data_plane.payload.multipart import MultipartFacts, form_flag, inspect_multipart, multipart_with_model
 
 __all__ = [
     "ABSENT",
@@ -10,6 +10,7 @@ __all__ = [
     "JsonFacts",
     "MultipartFacts",
     "PayloadError",
+    "form_flag",
     "inspect_json",
     "inspect_multipart",
     "multipart_with_model",

@@ -157,6 +157,15 @@ def multipart_with_model(body: bytes, facts: MultipartFacts, slug: str) -> bytes
     return b"".join((view[:at], added, view[at:]))
 
 
+def form_flag(body: bytes, facts: MultipartFacts, name: str = "stream") -> bool:
+    """Whether the form field ``name`` is ``true`` (how SDKs send a boolean form field, e.g. stream)."""
+    for part in facts.parts:
+        if part.name == name:
+            value = body[part.content_start : part.content_end]
+            return len(value) <= 8 and value.strip(b" \t").lower() == b"true"
+    return False
+
+
 def _next_part(body: bytes, start: int, delimiter: bytes) -> Part:
     """The part whose header block starts at ``start`` (just after its boundary line's CRLF)."""
     # The search starts at the boundary line's CRLF so an empty header block is found too, and

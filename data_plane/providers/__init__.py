@@ -38,6 +38,7 @@ LOCAL_ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/v1/models"),
     ("GET", "/v1/models/{model}"),
     ("GET", vllm.MODELS_ROUTE),
+    ("GET", vllm.MODELS_ROUTE + "/{model}"),
 )
 _PATH_OWNERS = tuple(d for d in _FAMILIES if d.paths)
 

@@ -1,4 +1,4 @@
-"""OpenAI: the Chat Completions, Responses, Completions, Embeddings and Images APIs.
+"""OpenAI: the Chat Completions, Responses, Completions, Embeddings, Images, Audio and Moderations APIs.
 
 Everything OpenAI-specific lives here: routes and auth, how answers report usage (chat and
 completions streams only when asked: ``include_usage``; Responses in its final event), the
@@ -18,6 +18,7 @@ from multidict import MultiMapping
 from data_plane.governance.domain import ModelSummary
 from data_plane.providers.dialect import Dialect, ErrorFacts, Listing, by_status, family_name
 from data_plane.providers.endpoint import BodyKind, Endpoint, ModelIn, Streams
+from data_plane.providers.openai_audio import SPEECH_USAGE, TRANSCRIPTION_USAGE, duration_usage
 from data_plane.usage.shapes import Shape, usage_member
 from data_plane.usage.stream import SseTap, event_fields
 from data_plane.usage.tokens import MalformedUsage, Usage, as_object, count, details, make_usage
@@ -39,7 +40,7 @@ def openai_usage(raw: object) -> Usage | None:
     """
     u = as_object(raw)
     if u.get("type") == "duration":
-        return None  # audio priced by seconds: no tokens to record
+        return duration_usage(u)  # audio billed by seconds of input (vLLM's transcriptions too)
     if "prompt_tokens" in u or "completion_tokens" in u:
         return make_usage(
             input=count(u, "prompt_tokens"),
@@ -149,6 +150,13 @@ ENDPOINTS = (
     _endpoint("/images/generations", USAGE),
     _endpoint("/images/edits", USAGE, body="multipart"),
     _endpoint("/images/variations", USAGE, body="multipart"),
+    # Audio (openai_audio.py): a transcription streams when its form says stream=true (its
+    # answer is SSE); speech always streams its audio bytes through as they come.
+    _endpoint("/audio/transcriptions", TRANSCRIPTION_USAGE, body="multipart", streams="body_flag"),
+    _endpoint("/audio/translations", TRANSCRIPTION_USAGE, body="multipart"),
+    _endpoint("/audio/speech", SPEECH_USAGE, streams="always"),
+    # No usage in its answers: metered as a request (a record with the model, no units).
+    _endpoint("/moderations", USAGE, output=False),
 )
 
 # --- errors ------------------------------------------------------------------------------

@@ -221,4 +221,6 @@ def make_tap(meter: RequestMeter, *, is_sse: bool, strip_injected: bool) -> Stre
         return None
     if is_sse:
         return factory(meter, strip_injected=strip_injected)
+    if shape.binary_streams:
+        return None
     return JsonTap(meter, shape, array=shape.array_when_streamed and meter.streamed)

@@ -28,6 +28,10 @@ FILE_BYTES = b"\x00\x01binary\r\n--not-a-boundary\r\n"
 PROXIED = [e for e in ENDPOINTS if (e.method, e.route) not in LOCAL_ROUTES]
 
 
+def _file_field(ep: Endpoint) -> str:
+    return "file" if ep.family == common_pb2.PROVIDER_FAMILY_VLLM or "/audio/" in ep.route else "image"
+
+
 def _request(ep: Endpoint, model: str) -> tuple[str, bytes, dict[str, str]]:
     family = _FAMILY[ep.family]
     path = ep.route.replace("{model}", model)
@@ -35,7 +39,7 @@ def _request(ep: Endpoint, model: str) -> tuple[str, bytes, dict[str, str]]:
         body, ctype = multipart.build([
             ("prompt", "a hat"),
             ("model", model),
-            ("file" if family == "vllm" else "image", ("in.bin", FILE_BYTES, "application/octet-stream")),
+            (_file_field(ep), ("in.bin", FILE_BYTES, "application/octet-stream")),
             ("extra_unknown", "kept"),
         ])  # fmt: skip
         return path, body, {"Content-Type": ctype}
@@ -44,6 +48,7 @@ def _request(ep: Endpoint, model: str) -> tuple[str, bytes, dict[str, str]]:
         "prompt": "x",
         "messages": [{"role": "user", "content": "hi"}],
         "max_tokens": 8,
+        "voice": "alloy",  # speech requires one
         "unknown_field": {"nested": [1, 2.5, None, "é"]},
         # client-supplied steering fields are just payload: they never change where the request goes
         "api_base": "http://127.0.0.1:1/evil",
@@ -92,7 +97,7 @@ async def test_every_endpoint_forwards_with_slug_key_and_untouched_payload(
         parts = {p.name: p for p in rec.form()}
         assert parts["model"].data.decode() == slug and parts["extra_unknown"].data == b"kept"
         sent = {p.name: p for p in multipart.parse(body, headers["Content-Type"])}
-        file_field = "file" if family == "vllm" else "image"
+        file_field = _file_field(ep)
         assert parts[file_field].data == sent[file_field].data
         assert rec.path == prefix + ep.upstream_path
     elif family == "gemini":

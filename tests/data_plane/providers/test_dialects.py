@@ -28,6 +28,7 @@ from data_plane.usage.shapes import NO_USAGE
 # Endpoints whose answers carry no generated tokens: the limit estimate reserves no output for them.
 NO_OUTPUT = {
     "/v1/embeddings",
+    "/v1/moderations",
     "/v1/vllm/embeddings",
     "/v1/vllm/tokenize",
     "/v1/vllm/detokenize",
@@ -47,6 +48,10 @@ SHAPES = {
     "/v1/images/generations": "openai",
     "/v1/images/edits": "openai",
     "/v1/images/variations": "openai",
+    "/v1/audio/transcriptions": "openai_transcription",
+    "/v1/audio/translations": "openai_transcription",
+    "/v1/audio/speech": "openai_speech",
+    "/v1/moderations": "openai",
     "/v1/messages": "anthropic",
     "/v1beta/models/{model}:generateContent": "gemini",
     "/v1beta/models/{model}:streamGenerateContent": "gemini",

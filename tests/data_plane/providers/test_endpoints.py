@@ -23,6 +23,10 @@ EXPECTED: dict[str, tuple[int, str, str, str, str]] = {
     "/v1/images/generations": (OPENAI, "json", "body", "never", "/images/generations"),
     "/v1/images/edits": (OPENAI, "multipart", "form", "never", "/images/edits"),
     "/v1/images/variations": (OPENAI, "multipart", "form", "never", "/images/variations"),
+    "/v1/audio/transcriptions": (OPENAI, "multipart", "form", "body_flag", "/audio/transcriptions"),
+    "/v1/audio/translations": (OPENAI, "multipart", "form", "never", "/audio/translations"),
+    "/v1/audio/speech": (OPENAI, "json", "body", "always", "/audio/speech"),
+    "/v1/moderations": (OPENAI, "json", "body", "never", "/moderations"),
     "/v1/messages": (ANTHROPIC, "json", "body", "body_flag", "/v1/messages"),
     "/v1beta/models/{model}:generateContent": (
         GEMINI, "json", "path", "never", "/v1beta/models/SLUG:generateContent"),
@@ -85,6 +89,7 @@ def test_locally_served_listings_are_not_proxied() -> None:
     routes = {e.route for e in ENDPOINTS}
     assert ("GET", "/v1/vllm/models") in LOCAL_ROUTES
     assert ("GET", "/v1/models") in LOCAL_ROUTES
+    assert ("GET", "/v1/vllm/models/{model}") in LOCAL_ROUTES
     assert not routes & {path for _, path in LOCAL_ROUTES}
 
 

@@ -39,7 +39,8 @@ def test_openai_responses_and_images_usage() -> None:
         "total_tokens": 19,
     }
     assert openai_usage(raw) == Usage(input=12, output=7, cached=2, reasoning=5)
-    assert openai_usage({"type": "duration", "seconds": 3}) is None
+    # Audio billed by duration (issue 15): milliseconds of input audio, no tokens.
+    assert openai_usage({"type": "duration", "seconds": 3}) == Usage(audio_ms=3000)
 
 
 def test_anthropic_cache_reads_and_writes_are_input() -> None:
