@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import ssl
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,9 @@ from data_plane.upstream import BytesBody, FileBody, RequestBodyFailed
 from tests.data_plane.upstream.conftest import Run
 from tests.data_plane.upstream.server import Peer, Server, keep_alive, response
 from tests.data_plane.upstream.test_framing import new_client
+from tests.data_plane.upstream.test_tls import cert_files, server_context
+
+__all__ = ["cert_files"]
 
 BIG = 64 * 1024 * 1024
 # What the node may hold while streaming BIG bytes: a few chunks and socket reads, not the body.
@@ -60,9 +64,15 @@ class _Source:
             self.closed += 1
 
 
-def test_a_64_mib_file_body_arrives_byte_identical_with_the_node_memory_bounded(run: Run[None], tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_64_mib_file_body_arrives_byte_identical_with_the_node_memory_bounded(
+    run: Run[None], tmp_path: Path, cert_files: tuple[Path, Path], scheme: str
+) -> None:
+    size = BIG if scheme == "http" else BIG // 4  # TLS costs CPU on both ends of the loopback
     path = tmp_path / "upload.bin"
-    expected = _write_file(path, BIG)
+    expected = _write_file(path, size)
+    server_tls = server_context(cert_files, []) if scheme == "https" else None
+    client_tls = ssl.create_default_context(cafile=str(cert_files[0])) if scheme == "https" else None
 
     async def scenario() -> None:
         got: dict[str, object] = {}
@@ -72,7 +82,7 @@ def test_a_64_mib_file_body_arrives_byte_identical_with_the_node_memory_bounded(
             got["length"] = headers.get("content-length")
             await asyncio.sleep(0.3)  # a slow provider: the client's buffers fill, its writer must wait
             digest, received = hashlib.sha256(), 0
-            while received < BIG:
+            while received < size:
                 data = await peer.reader.read(256 * 1024)
                 if not data:
                     break
@@ -82,11 +92,12 @@ def test_a_64_mib_file_body_arrives_byte_identical_with_the_node_memory_bounded(
             await peer.send(response(b"stored"))
             await peer.wait_client_close()
 
-        async with Server(handler) as server:
-            client = new_client()
+        async with Server(handler, ssl_context=server_tls) as server:
+            client = new_client(ssl_context=client_tls)
+            url = server.url(host="localhost") if scheme == "https" else server.url()
             tracemalloc.start()
             try:
-                resp = await client.request("POST", server.url(), {}, FileBody(path, 0, BIG))
+                resp = await client.request("POST", url, {}, FileBody(path, 0, size))
                 body = await resp.read()
                 _, peak = tracemalloc.get_traced_memory()
             finally:
@@ -94,8 +105,8 @@ def test_a_64_mib_file_body_arrives_byte_identical_with_the_node_memory_bounded(
             resp.release()
             await client.close()
         assert (resp.status, body) == (200, b"stored")
-        assert got == {"length": str(BIG), "sha": expected, "received": BIG}
-        assert peak < MEMORY_BOUND, f"peak {peak} bytes while streaming {BIG}"
+        assert got == {"length": str(size), "sha": expected, "received": size}
+        assert peak < MEMORY_BOUND, f"peak {peak} bytes while streaming {size}"
 
     run(scenario())
 
@@ -186,5 +197,34 @@ def test_a_failing_source_closes_the_connection_and_fails_clearly(run: Run[None]
             if isinstance(body, _Source):
                 assert body.closed == 1
             await client.close()
+
+    run(scenario())
+
+
+def test_an_idempotent_request_replays_its_streamed_body_on_a_fresh_connection(run: Run[None], tmp_path: Path) -> None:
+    path = tmp_path / "put.bin"
+    path.write_bytes(os.urandom(300_000))
+
+    async def scenario() -> None:
+        async def handler(peer: Peer) -> None:
+            if server.connections == 1:  # answers once, then drops the kept-alive connection unannounced
+                await peer.read_request()
+                await peer.send(response())
+                await peer.reader.readuntil(b"\r\n\r\n")
+                peer.reset()
+                return
+            await keep_alive(peer)
+
+        async with Server(handler) as server:
+            client = new_client()
+            first = await client.request("POST", server.url(), {}, b"{}")
+            assert await first.read() == b"ok" and await first.read() == b""
+            first.release()
+            again = await client.request("PUT", server.url(), {}, FileBody(path, 0, 300_000, chunk=65536))
+            assert again.status == 200
+            again.release()
+            await client.close()
+            assert server.connections == 2
+            assert server.requests[-1].method == "PUT" and server.requests[-1].body == path.read_bytes()
 
     run(scenario())
