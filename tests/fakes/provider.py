@@ -209,7 +209,8 @@ class FakeProvider:
         return list(self.requests)
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        rec = _record(request, await request.read())
+        # Not request.read(): it caps bodies at aiohttp's 1 MiB default; OpenAI takes 25 MB audio, 512 MB files.
+        rec = _record(request, await request.content.read())
         async with self._arrived:
             self.requests.append(rec)
             self._arrived.notify_all()
