@@ -44,13 +44,13 @@ def _kind(value: int) -> int:
     return value
 
 
-def _text(field: str, value: str, *, required: bool = False) -> str:
+def _text(field: str, value: str, *, required: bool = False, prefix: str = "") -> str:
     if required and not value:
-        raise InvalidArgument(field, "required")
+        raise InvalidArgument(prefix + field, "required")
     if len(value) > _WIDTHS[field]:
-        raise InvalidArgument(field, f"at most {_WIDTHS[field]} characters")
+        raise InvalidArgument(prefix + field, f"at most {_WIDTHS[field]} characters")
     if not value.isprintable():
-        raise InvalidArgument(field, "control characters are not allowed")
+        raise InvalidArgument(prefix + field, "control characters are not allowed")
     return value
 
 
@@ -88,11 +88,11 @@ class ObjectsService:
         new = repo.NewObject(
             kind=_kind(o.kind),
             object_id=_object_id("object.id", o.id),
-            org_id=_text("org_id", o.org_id, required=True),
-            key_id=_text("key_id", o.key_id),
-            model_name=_text("model_name", o.model_name, required=True),
-            deployment=_text("deployment", o.deployment),
-            purpose=_text("purpose", o.purpose),
+            org_id=_text("org_id", o.org_id, required=True, prefix="object."),
+            key_id=_text("key_id", o.key_id, prefix="object."),
+            model_name=_text("model_name", o.model_name, required=True, prefix="object."),
+            deployment=_text("deployment", o.deployment, prefix="object."),
+            purpose=_text("purpose", o.purpose, prefix="object."),
             created_at=o.created_at,
             snapshot=o.snapshot,
         )
