@@ -28,7 +28,7 @@ from data_plane.listing import (
 )
 from data_plane.metrics import METRICS, DataPlaneMetrics
 from data_plane.native import make_handler
-from data_plane.objects import batches
+from data_plane.objects import batches, files
 from data_plane.observe import finish, stamp_overhead, stamp_routing
 from data_plane.providers import ANTHROPIC, ENDPOINTS, LOCAL_ROUTES, Endpoint
 from data_plane.settings import Settings
@@ -225,6 +225,14 @@ def build_app(settings: Settings) -> web.Application:
         native = make_handler(endpoint)
         natives[native] = endpoint
         app.router.add_route(endpoint.method, endpoint.route, native, expect_handler=expect)
+    upload_expect = continue_handler(settings.max_upload_bytes + files.FORM_OVERHEAD)
+    for endpoint, handler in files.ROUTES:  # OpenAI's Files API (data_plane/objects/files.py)
+        natives[handler] = endpoint
+        # Uploads are streamed to a spool, never read through client_max_size: their own limit.
+        upload = endpoint is files.UPLOAD
+        app.router.add_route(
+            endpoint.method, endpoint.route, handler, expect_handler=upload_expect if upload else expect
+        )
     for endpoint, handler in batches.ROUTES:  # OpenAI's Batch API (data_plane/objects/batches.py)
         natives[handler] = endpoint
         app.router.add_route(endpoint.method, endpoint.route, handler, expect_handler=expect)

@@ -125,6 +125,11 @@ class Settings:
     workers: int = 1
     node_id: str = ""
     max_body_bytes: int = 32 * 1024 * 1024
+    # POST /v1/files (docs/files-and-batches.md): a file's size (batch input files: the second), and
+    # where uploads are spooled (None: the system's temporary directory).
+    max_upload_bytes: int = 512 * 1024 * 1024
+    max_batch_file_bytes: int = 200 * 1024 * 1024
+    upload_dir: Path | None = None
     max_json_depth: int = 64
     max_buffered_response_bytes: int = 64 * 1024 * 1024
     max_sse_event_bytes: int = 1024 * 1024  # a streamed event held back longer than this ends the stream
@@ -176,6 +181,9 @@ class Settings:
         metrics_dir = env.plain(METRICS_DIR_VAR, "")
         if metrics_dir and not Path(metrics_dir).is_dir():
             raise SettingsError(f"{METRICS_DIR_VAR}: not a directory: {metrics_dir[:200]}")
+        upload_dir = env.plain("ODOCK_UPLOAD_DIR", "")
+        if upload_dir and not Path(upload_dir).is_dir():
+            raise SettingsError(f"ODOCK_UPLOAD_DIR: not a directory: {upload_dir[:200]}")
         timeouts = Timeouts(
             client_header=env.number("ODOCK_CLIENT_HEADER_TIMEOUT_SECONDS", 10.0, low=0.05, high=3600),
             client_body_idle=env.number("ODOCK_CLIENT_BODY_IDLE_SECONDS", 30.0, low=0.05, high=3600),
@@ -263,6 +271,13 @@ class Settings:
             max_body_bytes=int(
                 env.number("ODOCK_MAX_BODY_BYTES", 32 * 1024 * 1024, low=1, high=2**40, integer=True)
             ),
+            max_upload_bytes=int(
+                env.number("ODOCK_MAX_UPLOAD_BYTES", 512 * 1024 * 1024, low=1, high=2**42, integer=True)
+            ),
+            max_batch_file_bytes=int(
+                env.number("ODOCK_MAX_BATCH_FILE_BYTES", 200 * 1024 * 1024, low=1, high=2**42, integer=True)
+            ),
+            upload_dir=Path(upload_dir) if upload_dir else None,
             max_json_depth=int(env.number("ODOCK_MAX_JSON_DEPTH", 64, low=2, high=10_000, integer=True)),
             max_buffered_response_bytes=int(
                 env.number(

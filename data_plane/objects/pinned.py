@@ -35,7 +35,10 @@ from data_plane.upstream.body import BodySource
 from data_plane.upstream.egress import EGRESS
 from data_plane.upstream.response import UpstreamResponse
 
-__all__ = ["deployment_named", "locate", "object_path", "open_upstream", "read_answer", "relay_answer"]
+__all__ = [
+    "answer", "deployment_named", "locate", "locate_object", "object_path", "open_upstream", "read_answer",
+    "read_whole", "relay_answer", "scrubbed",
+]  # fmt: skip
 
 
 async def locate(call: Call, model_name: str, deployment: str) -> tuple[Route, Deployment]:
@@ -146,14 +149,29 @@ async def relay_answer(relay: Relay, upstream: UpstreamResponse, *, streaming: b
     return await relay.relay(upstream, streaming=streaming)
 
 
-async def read_answer(relay: Relay, upstream: UpstreamResponse) -> tuple[web.StreamResponse, bytes | None]:
-    """The answer read whole (bounded) and passed on; its scrubbed body when it was a 2xx one.
-
-    An answer over ``ODOCK_MAX_BUFFERED_RESPONSE_BYTES`` is passed on as it comes (no body returned).
-    """
+async def read_whole(relay: Relay, upstream: UpstreamResponse) -> bytes | web.StreamResponse:
+    """The answer's body read whole (bounded, released), or, over ``ODOCK_MAX_BUFFERED_RESPONSE_BYTES``,
+    the answer already passed on as it came. Nothing is settled yet: :func:`answer` does that."""
     body = await relay.read_failure(upstream)
     if len(body) > relay.max_buffered:
-        return await relay.relay_rest(upstream, body), None
-    response = relay.buffered_answer(upstream, body)
-    ok = 200 <= response.status < 300 and isinstance(response.body, bytes)
-    return response, (response.body if ok and isinstance(response.body, bytes) else None)
+        return await relay.relay_rest(upstream, body)
+    return body
+
+
+def scrubbed(relay: Relay, body: bytes) -> bytes:
+    """``body`` without the deployment's secret (what the client gets, and what the ledger keeps)."""
+    return relay.secret.bytes(body) if relay.secret is not None else body
+
+
+def answer(relay: Relay, upstream: UpstreamResponse, body: bytes) -> web.Response:
+    """The client's response for a body :func:`read_whole` read (the meter settled with its status)."""
+    return relay.buffered_answer(upstream, body)
+
+
+async def read_answer(relay: Relay, upstream: UpstreamResponse) -> tuple[web.StreamResponse, bytes | None]:
+    """The answer read whole (bounded) and passed on; its scrubbed body when it was a 2xx one read whole."""
+    body = await read_whole(relay, upstream)
+    if not isinstance(body, bytes):
+        return body, None
+    ok = 200 <= upstream.status < 300
+    return answer(relay, upstream, body), (scrubbed(relay, body) if ok else None)
