@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import socket
 from typing import TYPE_CHECKING, Protocol, cast
@@ -22,6 +23,10 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 # The most bytes an answer's status line and headers may take (aiohttp's client allows 8190 per
 # line): an upstream sending more, or never ending its head, is broken rather than buffered.
 MAX_HEAD_BYTES = 64 * 1024
+
+
+class _BadLength(Exception):
+    """A streamed body's source produced more or fewer bytes than its announced length."""
 
 
 class _Unexpected(Exception):
@@ -292,21 +297,25 @@ class Connection(asyncio.Protocol):
                     return
                 written += len(data)
                 if written > expected:
-                    raise ValueError(f"the body source yielded more than its {expected} bytes")
+                    raise _BadLength(f"its source yielded more than its {expected} bytes")
                 assert self.transport is not None
                 self.transport.write(data)
             if written != expected:
-                raise ValueError(f"the body source ended after {written} of its {expected} bytes")
+                raise _BadLength(f"its source ended after {written} of its {expected} bytes")
             self._body_pending = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of the source fails the request
             if not self.closed and self._head is head:
-                self._break(f"the request body could not be read ({type(exc).__name__})", RequestBodyFailed)
+                # Our own length checks say what went wrong; a source's error only its type (an
+                # OSError's text names a spool path, of no use to whoever reads the log line).
+                cause = str(exc) if isinstance(exc, _BadLength) else type(exc).__name__
+                self._break(f"the request body could not be read: {cause}", RequestBodyFailed)
         finally:
             close = getattr(chunks, "aclose", None)
             if close is not None:
-                await close()  # a file source's reads end here, not at garbage collection
+                with contextlib.suppress(Exception):
+                    await close()  # a file source's reads end here, not at garbage collection
 
     def _wake_pump(self) -> None:
         drained, self._drained = self._drained, None

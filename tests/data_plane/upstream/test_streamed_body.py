@@ -159,6 +159,14 @@ def test_an_early_answer_stops_the_body_and_retires_the_connection(run: Run[None
     run(scenario())
 
 
+CAUSES = {
+    "raises": ": OSError",
+    "short": ": its source ended after 4096 of its 10240 bytes",
+    "long": ": its source yielded more than its 3072 bytes",
+    "file_gone": ": OSError",
+}
+
+
 @pytest.mark.parametrize("case", ["raises", "short", "long", "file_gone"])
 def test_a_failing_source_closes_the_connection_and_fails_clearly(run: Run[None], tmp_path: Path, case: str) -> None:
     path = tmp_path / "short.bin"
@@ -189,8 +197,9 @@ def test_a_failing_source_closes_the_connection_and_fails_clearly(run: Run[None]
 
         async with Server(handler) as server:
             client = new_client()
-            with pytest.raises(RequestBodyFailed, match="request body could not be read"):
+            with pytest.raises(RequestBodyFailed, match="request body could not be read") as failed:
                 await client.request("POST", server.url(), {}, body)
+            assert str(failed.value).endswith(CAUSES[case])
             await asyncio.wait_for(ended.wait(), 5.0)
             assert truncated == [case != "long"]
             assert client.status()["in_use"] == 0
