@@ -67,11 +67,11 @@ def malformed(why: str) -> GatewayError:
     return GatewayError(400, "invalid_multipart", f"malformed multipart body: {why}", close=True)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    """Write every byte (a short write is retried; a write of nothing is a failure)."""
+def write_all(fd: int, data: bytes, write: Callable[[int, memoryview], int] = os.write) -> None:
+    """Write every byte (a short write is continued; a write of nothing is a failure)."""
     view = memoryview(data)
     while view:
-        written = os.write(fd, view)
+        written = write(fd, view)
         if written <= 0:
             raise OSError(errno.EIO, "short write")
         view = view[written:]
@@ -80,7 +80,7 @@ def _write_all(fd: int, data: bytes) -> None:
 class Spool:
     """A temporary file holding one upload (removed when the context ends, however it ends)."""
 
-    def __init__(self, directory: Path | None, write: Callable[[int, bytes], None] = _write_all) -> None:
+    def __init__(self, directory: Path | None, write: Callable[[int, bytes], None] = write_all) -> None:
         self.directory = directory
         self.path = ""
         self.size = 0
