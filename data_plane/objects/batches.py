@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from data_plane.body import check_declared_length, read_body
-from data_plane.limits.gate import admit_request
+from data_plane.limits.estimate import Estimate
 from data_plane.objects.batch_body import invalid, parse_create
 from data_plane.objects.batch_list import list_batches
 from data_plane.objects.batch_sync import parse_batch, synced
@@ -61,8 +61,11 @@ async def create(request: web.Request) -> web.StreamResponse:
     route, dep = await locate_object(call, source)
     limiter = call.state.limiter
     if limiter is not None:
-        call.ex.admission = await admit_request(limiter, settings.limits, call.grant, CREATE, body, None,
-                                                route.pricing)  # fmt: skip
+        # Creating a batch uses no tokens (its work is recorded when it finishes): it counts as a
+        # request, and reserves one pico-USD of a priced model so a key or org with nothing left
+        # of its budget cannot start one.
+        priced = route.pricing.input_per_mtok_micros > 0 or route.pricing.output_per_mtok_micros > 0
+        call.ex.admission = await limiter.admit(call.grant, Estimate(tokens=0, picos=1 if priced else 0))
     relay, upstream = await open_upstream(call, route, dep, "POST", "/batches", body=body,
                                           content_type="application/json")  # fmt: skip
     response, answer = await read_answer(relay, upstream)
