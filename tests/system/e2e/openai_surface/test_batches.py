@@ -3,6 +3,7 @@ batch's usage recorded once, at the batch price, when the gateway first sees it 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import openai
@@ -80,7 +81,7 @@ async def test_batch_create_checks_the_key_still_may_use_the_files_model(gateway
 
 async def test_batch_over_budget_is_refused(gateway: str, fake: FakeProvider, org_a: Surface,
                                             usage: UsageReader) -> None:
-    budget_micros = 10  # $0.00001: the first batch's recorded cost exhausts it
+    budget_micros = 1_000_000  # $1: room to start a batch; the first batch's recorded cost ($10) exhausts it
     key = await org_a.key_for(budget_micros=budget_micros)
     async with sdk(gateway, key) as client:
         source = await client.files.create(file=("in.jsonl", jsonl("gpt-chat")), purpose="batch")
@@ -97,3 +98,44 @@ async def test_batch_over_budget_is_refused(gateway: str, fake: FakeProvider, or
                                         completion_window="24h")
     assert info.value.code == "budget_exceeded"
     assert "POST /v1/batches" not in upstream_paths(fake)
+
+
+async def test_usage_recorded_once_when_first_seen_in_a_list_or_by_concurrent_retrieves(
+        gateway: str, fake: FakeProvider, org_a: Surface, usage: UsageReader) -> None:
+    async with sdk(gateway, org_a.key) as client:
+        source = await client.files.create(file=("in.jsonl", jsonl("gpt-chat", "gpt-chat")), purpose="batch")
+        listed = await client.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                                             completion_window="24h")
+        raced = await client.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                                            completion_window="24h")
+        fake.objects.complete(listed.id, usage=USAGE)
+        seen = {b.id: b.status async for b in client.batches.list()}
+        assert seen[listed.id] == "completed"
+        await usage.wait(org_a.org_id, 1, lambda r: r.batch_id == listed.id)
+        fake.objects.complete(raced.id)  # usage: the sum of the lines' (the fake's line_usage)
+        done = await asyncio.gather(*(client.batches.retrieve(raced.id) for _ in range(8)))
+        assert {d.status for d in done} == {"completed"}
+        await client.batches.retrieve(listed.id)
+    (rec,) = await usage.wait(org_a.org_id, 1, lambda r: r.batch_id == raced.id)
+    assert done[0].usage is not None
+    assert (rec.input_tokens, rec.output_tokens) == (done[0].usage.input_tokens, done[0].usage.output_tokens)
+    await usage.wait(org_a.org_id, 1, lambda r: r.batch_id == listed.id)
+
+
+async def test_output_and_error_files_belong_to_the_batch_owner(gateway: str, fake: FakeProvider, org_a: Surface,
+                                                                org_b: Surface) -> None:
+    async with sdk(gateway, org_a.key) as a, sdk(gateway, org_b.key) as b:
+        source = await a.files.create(file=("in.jsonl", jsonl("gpt-chat", "gpt-chat", "gpt-chat")), purpose="batch")
+        batch = await a.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                                       completion_window="24h")
+        fake.objects.complete(batch.id, failed=1)
+        done = await a.batches.retrieve(batch.id)
+        assert done.output_file_id and done.error_file_id
+        assert len((await a.files.content(done.output_file_id)).text.splitlines()) == 2
+        errors = [json.loads(line) for line in (await a.files.content(done.error_file_id)).text.splitlines()]
+        assert [e["custom_id"] for e in errors] == ["r2"] and errors[0]["response"]["status_code"] == 400
+        for file_id in (done.output_file_id, done.error_file_id):
+            with pytest.raises(openai.NotFoundError):
+                await b.files.content(file_id)
+            with pytest.raises(openai.NotFoundError):
+                await b.files.retrieve(file_id)
