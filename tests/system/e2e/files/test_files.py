@@ -3,6 +3,7 @@ per-organisation isolation, paging, the model choice, batch input lines rewritte
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import openai
 import pytest
 
+from odock.v1 import models_pb2
 from tests.fakes.provider import FakeProvider
 from tests.support.provision import Provisioned, Provisioner, provision_org
 from tests.system.e2e.files.conftest import BATCH_FILE_LIMIT, MODELS
@@ -193,3 +195,29 @@ async def test_uploads_leave_no_spool_behind(gateway: str, org: Provisioned, upl
     with pytest.raises(openai.BadRequestError):
         await sdk.files.create(file=("a.jsonl", b"{oops"), purpose="batch")
     assert list(upload_dir.iterdir()) == []
+
+
+async def test_a_file_whose_model_was_removed_answers_object_deployment_gone(
+    gateway: str, org: Provisioned, admin: Provisioner, fake: FakeProvider
+) -> None:
+    sdk = client(gateway, org.key)
+    created = await sdk.files.create(file=("a.txt", b"abc"), purpose="user_data", extra_body={"model": "gpt-other"})
+    await admin.models.DeleteModel(models_pb2.DeleteModelRequest(org_id=org.org.id, name="gpt-other"),
+                                   metadata=admin.metadata)
+    before = len(upstream_calls(fake))
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:  # the node hears of the deletion through its watch stream
+        try:
+            await sdk.files.retrieve(created.id)
+        except openai.APIStatusError as err:
+            assert err.status_code == 502
+            assert err.code == "object_deployment_gone"
+            assert message(err) == "the deployment holding this object was removed"
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the deleted model still served the file"
+        await asyncio.sleep(0.1)
+        before = len(upstream_calls(fake))
+    with pytest.raises(openai.APIStatusError) as content:
+        await sdk.files.content(created.id)
+    assert content.value.status_code == 502
+    assert len(upstream_calls(fake)) == before  # no other deployment or model is asked
