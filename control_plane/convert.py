@@ -101,13 +101,17 @@ def credential_to_proto(row: CredentialRow) -> credentials_pb2.Credential:
 
 
 def pricing_to_proto(row: ModelRow) -> common_pb2.Pricing:
-    """The model's prices (the cached-input price only when set)."""
+    """The model's prices (the cached-input price and the batch percent only when set)."""
     pricing = common_pb2.Pricing(
         input_per_mtok_micros=row.input_per_mtok_micros,
         output_per_mtok_micros=row.output_per_mtok_micros,
+        per_million_audio_seconds_micros=row.per_million_audio_seconds_micros or 0,
+        per_million_characters_micros=row.per_million_characters_micros or 0,
     )
     if row.cached_input_per_mtok_micros is not None:
         pricing.cached_input_per_mtok_micros = row.cached_input_per_mtok_micros
+    if row.batch_price_percent is not None:
+        pricing.batch_price_percent = row.batch_price_percent
     return pricing
 
 

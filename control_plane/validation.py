@@ -204,13 +204,21 @@ def grace(field: str, value: Duration | None) -> timedelta:
 MAX_PRICE_PER_MTOK_MICROS = 10**12
 
 
-def price(field: str, value: int | None) -> int | None:
-    """``None`` or a price in micro-USD per million tokens from 0 to $1,000,000."""
+def price(field: str, value: int | None, unit: str = "tokens") -> int | None:
+    """``None`` or a price in micro-USD per million ``unit`` from 0 to $1,000,000 (the same bound for
+    tokens, seconds of audio and characters: every unit count is bounded by 2^40 per record too)."""
     non_negative(field, value)
     if value is not None and value > MAX_PRICE_PER_MTOK_MICROS:
         raise InvalidArgument(
-            field, f"must be at most {MAX_PRICE_PER_MTOK_MICROS} micro-USD per million tokens ($1,000,000)"
+            field, f"must be at most {MAX_PRICE_PER_MTOK_MICROS} micro-USD per million {unit} ($1,000,000)"
         )
+    return value
+
+
+def percent(field: str, value: int | None) -> int | None:
+    """``None`` or a whole percentage from 0 to 100."""
+    if value is not None and not 0 <= value <= 100:
+        raise InvalidArgument(field, "must be a percentage from 0 to 100")
     return value
 
 

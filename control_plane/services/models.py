@@ -19,7 +19,13 @@ from control_plane.store.tables import ModelDeploymentRow, ModelRow, utcnow
 from odock.v1 import common_pb2, models_pb2, models_pb2_grpc, node_pb2
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
-PRICING_FIELDS = ("input_per_mtok_micros", "output_per_mtok_micros", "cached_input_per_mtok_micros")
+PRICING_FIELDS = (
+    "input_per_mtok_micros", "output_per_mtok_micros", "cached_input_per_mtok_micros",
+    "per_million_audio_seconds_micros", "per_million_characters_micros", "batch_price_percent",
+)  # fmt: skip
+# Optional prices: unset means "the default" (the input price; 50 percent), not 0.
+_OPTIONAL_PRICES = ("cached_input_per_mtok_micros", "batch_price_percent")
+_UNITS = {"per_million_audio_seconds_micros": "seconds of audio", "per_million_characters_micros": "characters"}
 UPDATE_PATHS = (
     "family", "upstream_slug", "base_url", "timeout", "credential", "pricing",
     *(f"pricing.{f}" for f in PRICING_FIELDS), "enabled",
@@ -30,11 +36,11 @@ REGISTRY_PATHS = ("openai_compatible", "context_window", "max_output_tokens", "c
 
 def _apply_pricing(row: ModelRow, pricing: common_pb2.Pricing, fields: tuple[str, ...]) -> None:
     for name in fields:
-        if name == "cached_input_per_mtok_micros":
-            value = pricing.cached_input_per_mtok_micros if convert.has_field(pricing, name) else None
+        value = getattr(pricing, name) if name not in _OPTIONAL_PRICES or convert.has_field(pricing, name) else None
+        if name == "batch_price_percent":
+            setattr(row, name, validation.percent(f"model.pricing.{name}", value))
         else:
-            value = getattr(pricing, name)
-        setattr(row, name, validation.price(f"model.pricing.{name}", value))
+            setattr(row, name, validation.price(f"model.pricing.{name}", value, _UNITS.get(name, "tokens")))
 
 
 def _apply_registry(row: ModelRow, msg: models_pb2.Model, paths: Iterable[str]) -> None:

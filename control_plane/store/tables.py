@@ -130,6 +130,11 @@ class ModelRow(Base):
     capabilities: Mapped[str] = mapped_column(String(128), default="", server_default=text("''"))
     # Other models' names tried when every deployment failed (migration 0007; NULL: none).
     fallbacks: Mapped[list[str] | None] = mapped_column()
+    # Units other than tokens (issue 15, migration 0008): micro-USD per million seconds of input
+    # audio / characters of input text; batch work's share of the prices (NULL: 50, OpenAI's).
+    per_million_audio_seconds_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    per_million_characters_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    batch_price_percent: Mapped[int | None] = mapped_column(SmallInteger)
 
 
 class ModelDeploymentRow(Base):
@@ -284,6 +289,11 @@ class UsageRecordRow(Base):
     deployment: Mapped[str | None] = mapped_column(String(64))
     upstream_attempts: Mapped[int | None] = mapped_column(SmallInteger)
     requested_model: Mapped[str | None] = mapped_column(String(256))
+    # Issue 15 (migration 0008; NULL on older rows): milliseconds of input audio and characters
+    # of input text billed, and the provider's batch id of a batch's usage record.
+    audio_milliseconds: Mapped[int | None] = mapped_column(BigInteger)
+    input_characters: Mapped[int | None] = mapped_column(BigInteger)
+    batch_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class UsageRollupRow(Base):
@@ -306,6 +316,9 @@ class UsageRollupRow(Base):
     cached_input_tokens: Mapped[int] = mapped_column(BigInteger)
     reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
     cost_picos: Mapped[int] = mapped_column(BigInteger)
+    # Migration 0008 (issue 15): 0 on rollups that predate it.
+    audio_milliseconds: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    input_characters: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
 
 class LimitCounterRow(Base):

@@ -56,7 +56,12 @@ _PRINTABLE_ASCII = re.compile(r"[!-~]+")
 # deployment name as the control plane allows it, a model name, at most 100 attempts.
 _DEPLOYMENT = re.compile(r"[a-z0-9._-]{1,64}")
 MAX_UPSTREAM_ATTEMPTS = 100
-ROLLUP_COUNTERS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost_picos")
+# Issue 15's units (migration 0008): counters like the tokens, NULL on older rows (read as 0).
+UNIT_COUNTERS = ("audio_milliseconds", "input_characters")
+ROLLUP_COUNTERS = ("input_tokens", "output_tokens", "cached_input_tokens", "reasoning_tokens", "cost_picos",
+                   *UNIT_COUNTERS)  # fmt: skip
+# A batch's usage record names its provider batch id (printable ASCII, at most 128; else NULL).
+MAX_BATCH_ID = 128
 
 
 class BadRecord(ValueError):
@@ -103,7 +108,7 @@ def prepare(record: node_pb2.UsageRecord, batch_node_id: str, receive_time: date
         name: _string(name, getattr(record, name)) for name in _STRINGS if name != "node_id"
     }
     values["node_id"] = _string("node_id", record.node_id or batch_node_id)
-    for name in _COUNTERS:
+    for name in (*_COUNTERS, *UNIT_COUNTERS):
         value = getattr(record, name)
         if value < 0:
             raise BadRecord(f"{name}: negative")
@@ -127,6 +132,8 @@ def prepare(record: node_pb2.UsageRecord, batch_node_id: str, receive_time: date
     attempts = record.upstream_attempts
     values["upstream_attempts"] = attempts if attempts <= MAX_UPSTREAM_ATTEMPTS else None
     values["requested_model"] = _model_name(record.requested_model)
+    batch_id = record.batch_id
+    values["batch_id"] = batch_id if len(batch_id) <= MAX_BATCH_ID and _PRINTABLE_ASCII.fullmatch(batch_id) else None
     values["time"] = record.time.ToDatetime(tzinfo=UTC)
     values["receive_time"] = receive_time
     return Prepared(values=values, hour=seconds // SECONDS_PER_HOUR)
@@ -143,7 +150,8 @@ def to_proto(row: UsageRecordRow) -> node_pb2.UsageRecord:
         streamed=row.streamed, flags=row.flags,
         client_request_id=row.client_request_id or "", error_code=row.error_code or "",
         deployment=row.deployment or "", upstream_attempts=row.upstream_attempts or 0,
-        requested_model=row.requested_model or "",
+        requested_model=row.requested_model or "", audio_milliseconds=row.audio_milliseconds or 0,
+        input_characters=row.input_characters or 0, batch_id=row.batch_id or "",
     )  # fmt: skip
     for name in _COUNTERS:
         setattr(msg, name, getattr(row, name))

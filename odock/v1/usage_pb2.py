@@ -26,33 +26,33 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from odock.v1 import node_pb2 as odock_dot_v1_dot_node__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14odock/v1/usage.proto\x12\x08odock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13odock/v1/node.proto\"\xa3\x02\n\x15GetUsageTotalsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06\x62ucket\x18\x06 \x01(\x0e\x32\x15.odock.v1.UsageBucket\x12*\n\x08group_by\x18\x07 \x03(\x0e\x32\x18.odock.v1.UsageDimension\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"i\n\rOutcomeCounts\x12\x10\n\x08\x63omplete\x18\x01 \x01(\x03\x12\x0f\n\x07partial\x18\x02 \x01(\x03\x12\x11\n\tcancelled\x18\x03 \x01(\x03\x12\r\n\x05\x65rror\x18\x04 \x01(\x03\x12\x13\n\x0bunspecified\x18\x05 \x01(\x03\"\xa6\x02\n\x0bUsageTotals\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x10\n\x08requests\x18\x05 \x01(\x03\x12)\n\x08outcomes\x18\x06 \x01(\x0b\x32\x17.odock.v1.OutcomeCounts\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\t \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\n \x01(\x03\x12\x12\n\ncost_picos\x18\x0b \x01(\x03\"\xb6\x01\n\x16GetUsageTotalsResponse\x12%\n\x06totals\x18\x01 \x03(\x0b\x32\x15.odock.v1.UsageTotals\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x15GetUsageRecordRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\"q\n\x16GetUsageRecordResponse\x12%\n\x06record\x18\x01 \x01(\x0b\x32\x15.odock.v1.UsageRecord\x12\x30\n\x0creceive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x02\n\x17ListUsageRecordsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63lient_request_id\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"[\n\x18ListUsageRecordsResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.odock.v1.UsageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*p\n\x0bUsageBucket\x12\x1c\n\x18USAGE_BUCKET_UNSPECIFIED\x10\x00\x12\x15\n\x11USAGE_BUCKET_HOUR\x10\x01\x12\x14\n\x10USAGE_BUCKET_DAY\x10\x02\x12\x16\n\x12USAGE_BUCKET_TOTAL\x10\x03*~\n\x0eUsageDimension\x12\x1f\n\x1bUSAGE_DIMENSION_UNSPECIFIED\x10\x00\x12\x17\n\x13USAGE_DIMENSION_ORG\x10\x01\x12\x17\n\x13USAGE_DIMENSION_KEY\x10\x02\x12\x19\n\x15USAGE_DIMENSION_MODEL\x10\x03\x32\x93\x02\n\x0cUsageService\x12S\n\x0eGetUsageTotals\x12\x1f.odock.v1.GetUsageTotalsRequest\x1a .odock.v1.GetUsageTotalsResponse\x12S\n\x0eGetUsageRecord\x12\x1f.odock.v1.GetUsageRecordRequest\x1a .odock.v1.GetUsageRecordResponse\x12Y\n\x10ListUsageRecords\x12!.odock.v1.ListUsageRecordsRequest\x1a\".odock.v1.ListUsageRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14odock/v1/usage.proto\x12\x08odock.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13odock/v1/node.proto\"\xa3\x02\n\x15GetUsageTotalsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x06\x62ucket\x18\x06 \x01(\x0e\x32\x15.odock.v1.UsageBucket\x12*\n\x08group_by\x18\x07 \x03(\x0e\x32\x18.odock.v1.UsageDimension\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"i\n\rOutcomeCounts\x12\x10\n\x08\x63omplete\x18\x01 \x01(\x03\x12\x0f\n\x07partial\x18\x02 \x01(\x03\x12\x11\n\tcancelled\x18\x03 \x01(\x03\x12\r\n\x05\x65rror\x18\x04 \x01(\x03\x12\x13\n\x0bunspecified\x18\x05 \x01(\x03\"\xdc\x02\n\x0bUsageTotals\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x10\n\x08requests\x18\x05 \x01(\x03\x12)\n\x08outcomes\x18\x06 \x01(\x0b\x32\x17.odock.v1.OutcomeCounts\x12\x14\n\x0cinput_tokens\x18\x07 \x01(\x03\x12\x15\n\routput_tokens\x18\x08 \x01(\x03\x12\x1b\n\x13\x63\x61\x63hed_input_tokens\x18\t \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\n \x01(\x03\x12\x12\n\ncost_picos\x18\x0b \x01(\x03\x12\x1a\n\x12\x61udio_milliseconds\x18\x0c \x01(\x03\x12\x18\n\x10input_characters\x18\r \x01(\x03\"\xb6\x01\n\x16GetUsageTotalsResponse\x12%\n\x06totals\x18\x01 \x03(\x0b\x32\x15.odock.v1.UsageTotals\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x15GetUsageRecordRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\"q\n\x16GetUsageRecordResponse\x12%\n\x06record\x18\x01 \x01(\x0b\x32\x15.odock.v1.UsageRecord\x12\x30\n\x0creceive_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x02\n\x17ListUsageRecordsRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63lient_request_id\x18\x06 \x01(\t\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x11\n\tpage_size\x18\x08 \x01(\x05\x12\x12\n\npage_token\x18\t \x01(\t\"[\n\x18ListUsageRecordsResponse\x12&\n\x07records\x18\x01 \x03(\x0b\x32\x15.odock.v1.UsageRecord\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*p\n\x0bUsageBucket\x12\x1c\n\x18USAGE_BUCKET_UNSPECIFIED\x10\x00\x12\x15\n\x11USAGE_BUCKET_HOUR\x10\x01\x12\x14\n\x10USAGE_BUCKET_DAY\x10\x02\x12\x16\n\x12USAGE_BUCKET_TOTAL\x10\x03*~\n\x0eUsageDimension\x12\x1f\n\x1bUSAGE_DIMENSION_UNSPECIFIED\x10\x00\x12\x17\n\x13USAGE_DIMENSION_ORG\x10\x01\x12\x17\n\x13USAGE_DIMENSION_KEY\x10\x02\x12\x19\n\x15USAGE_DIMENSION_MODEL\x10\x03\x32\x93\x02\n\x0cUsageService\x12S\n\x0eGetUsageTotals\x12\x1f.odock.v1.GetUsageTotalsRequest\x1a .odock.v1.GetUsageTotalsResponse\x12S\n\x0eGetUsageRecord\x12\x1f.odock.v1.GetUsageRecordRequest\x1a .odock.v1.GetUsageRecordResponse\x12Y\n\x10ListUsageRecords\x12!.odock.v1.ListUsageRecordsRequest\x1a\".odock.v1.ListUsageRecordsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'odock.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USAGEBUCKET']._serialized_start=1500
-  _globals['_USAGEBUCKET']._serialized_end=1612
-  _globals['_USAGEDIMENSION']._serialized_start=1614
-  _globals['_USAGEDIMENSION']._serialized_end=1740
+  _globals['_USAGEBUCKET']._serialized_start=1554
+  _globals['_USAGEBUCKET']._serialized_end=1666
+  _globals['_USAGEDIMENSION']._serialized_start=1668
+  _globals['_USAGEDIMENSION']._serialized_end=1794
   _globals['_GETUSAGETOTALSREQUEST']._serialized_start=89
   _globals['_GETUSAGETOTALSREQUEST']._serialized_end=380
   _globals['_OUTCOMECOUNTS']._serialized_start=382
   _globals['_OUTCOMECOUNTS']._serialized_end=487
   _globals['_USAGETOTALS']._serialized_start=490
-  _globals['_USAGETOTALS']._serialized_end=784
-  _globals['_GETUSAGETOTALSRESPONSE']._serialized_start=787
-  _globals['_GETUSAGETOTALSRESPONSE']._serialized_end=969
-  _globals['_GETUSAGERECORDREQUEST']._serialized_start=971
-  _globals['_GETUSAGERECORDREQUEST']._serialized_end=1030
-  _globals['_GETUSAGERECORDRESPONSE']._serialized_start=1032
-  _globals['_GETUSAGERECORDRESPONSE']._serialized_end=1145
-  _globals['_LISTUSAGERECORDSREQUEST']._serialized_start=1148
-  _globals['_LISTUSAGERECORDSREQUEST']._serialized_end=1405
-  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_start=1407
-  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_end=1498
-  _globals['_USAGESERVICE']._serialized_start=1743
-  _globals['_USAGESERVICE']._serialized_end=2018
+  _globals['_USAGETOTALS']._serialized_end=838
+  _globals['_GETUSAGETOTALSRESPONSE']._serialized_start=841
+  _globals['_GETUSAGETOTALSRESPONSE']._serialized_end=1023
+  _globals['_GETUSAGERECORDREQUEST']._serialized_start=1025
+  _globals['_GETUSAGERECORDREQUEST']._serialized_end=1084
+  _globals['_GETUSAGERECORDRESPONSE']._serialized_start=1086
+  _globals['_GETUSAGERECORDRESPONSE']._serialized_end=1199
+  _globals['_LISTUSAGERECORDSREQUEST']._serialized_start=1202
+  _globals['_LISTUSAGERECORDSREQUEST']._serialized_end=1459
+  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_start=1461
+  _globals['_LISTUSAGERECORDSRESPONSE']._serialized_end=1552
+  _globals['_USAGESERVICE']._serialized_start=1797
+  _globals['_USAGESERVICE']._serialized_end=2072
 # @@protoc_insertion_point(module_scope)

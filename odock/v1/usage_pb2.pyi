@@ -174,6 +174,8 @@ class UsageTotals(_message.Message):
     CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     COST_PICOS_FIELD_NUMBER: _builtins.int
+    AUDIO_MILLISECONDS_FIELD_NUMBER: _builtins.int
+    INPUT_CHARACTERS_FIELD_NUMBER: _builtins.int
     org_id: _builtins.str
     key_id: _builtins.str
     model_name: _builtins.str
@@ -184,6 +186,11 @@ class UsageTotals(_message.Message):
     reasoning_tokens: _builtins.int
     cost_picos: _builtins.int
     """pico-USD (1e-12 USD)"""
+    audio_milliseconds: _builtins.int
+    """Units other than tokens (issue 15): milliseconds of input audio and characters of
+    input text billed (transcriptions/translations by duration, speech by characters).
+    """
+    input_characters: _builtins.int
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """bucket start (the range start for TOTAL)"""
@@ -204,10 +211,12 @@ class UsageTotals(_message.Message):
         cached_input_tokens: _builtins.int = ...,
         reasoning_tokens: _builtins.int = ...,
         cost_picos: _builtins.int = ...,
+        audio_milliseconds: _builtins.int = ...,
+        input_characters: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["outcomes", b"outcomes", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_input_tokens", b"cached_input_tokens", "cost_picos", b"cost_picos", "input_tokens", b"input_tokens", "key_id", b"key_id", "model_name", b"model_name", "org_id", b"org_id", "outcomes", b"outcomes", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "requests", b"requests", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio_milliseconds", b"audio_milliseconds", "cached_input_tokens", b"cached_input_tokens", "cost_picos", b"cost_picos", "input_characters", b"input_characters", "input_tokens", b"input_tokens", "key_id", b"key_id", "model_name", b"model_name", "org_id", b"org_id", "outcomes", b"outcomes", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "requests", b"requests", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -51,9 +51,11 @@ ROLLUP_SUMS = (
     "cached_input_tokens",
     "reasoning_tokens",
     "cost_picos",
+    "audio_milliseconds",
+    "input_characters",
 )
 # Rows per SQLite executemany; SQLAlchemy pages them into multi-row VALUES of at
-# most 1000 rows (26 columns x 1000 stays under SQLite's 32766 bound variables).
+# most 1000 rows (31 columns x 1000 stays under SQLite's 32766 bound variables).
 SQLITE_ROWS_PER_CALL = 1000
 
 RECORDS: Table = UsageRecordRow.__table__  # type: ignore[assignment]

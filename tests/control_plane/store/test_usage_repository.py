@@ -34,7 +34,8 @@ def _record(request_id: str, when: datetime, **values: Any) -> dict[str, Any]:
         "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_picos": 100, "latency_us": 1000,
         "upstream_latency_us": 900, "time_to_first_byte_us": 0, "time": when, "flags": 0,
         "receive_time": when, "client_request_id": None, "error_code": None, "deployment": None,
-        "upstream_attempts": None, "requested_model": None,
+        "upstream_attempts": None, "requested_model": None, "audio_milliseconds": None, "input_characters": None,
+        "batch_id": None,
     }  # fmt: skip
     row.update(values)
     assert row.keys() == {c.name for c in usage_writes.RECORDS.columns}, "every column, no other"
@@ -101,7 +102,7 @@ async def _totals(sessions: Sessions, **query: Any) -> list[tuple[Any, ...]]:
 async def test_rollup_totals_group_filter_pivot_and_page(sessions: Sessions) -> None:
     next_day = BASE_HOUR + 3  # 2026-12-01T01:00Z
     deltas = [
-        _delta(BASE_HOUR, input_tokens=10, cost_picos=100),
+        _delta(BASE_HOUR, input_tokens=10, cost_picos=100, audio_milliseconds=1500),
         _delta(BASE_HOUR, outcome=ERROR, requests=2),
         _delta(BASE_HOUR + 1, key_id="key_2", output_tokens=4),
         _delta(next_day, input_tokens=1),
@@ -112,9 +113,9 @@ async def test_rollup_totals_group_filter_pivot_and_page(sessions: Sessions) -> 
     # Per hour: outcomes pivoted (complete, error), all requests, then the counters.
     hours = await _totals(sessions, filters=org_a)
     assert hours == [
-        (BASE_HOUR, 1, 2, 3, 10, 0, 0, 0, 100),
-        (BASE_HOUR + 1, 1, 0, 1, 0, 4, 0, 0, 0),
-        (next_day, 1, 0, 1, 1, 0, 0, 0, 0),
+        (BASE_HOUR, 1, 2, 3, 10, 0, 0, 0, 100, 1500, 0),
+        (BASE_HOUR + 1, 1, 0, 1, 0, 4, 0, 0, 0, 0, 0),
+        (next_day, 1, 0, 1, 1, 0, 0, 0, 0, 0, 0),
     ]
     day_start = BASE_HOUR - BASE_HOUR % 24
     days = await _totals(sessions, filters=org_a, bucket_hours=24)
@@ -124,7 +125,7 @@ async def test_rollup_totals_group_filter_pivot_and_page(sessions: Sessions) -> 
     everything = await _totals(sessions, bucket_hours=None)
     assert [r[:4] for r in everything] == [(4, 2, 6, 1011)]  # no groups: one row
     assert await _totals(sessions, filters={"key_id": "key_2"}, bucket_hours=None) == [
-        (1, 0, 1, 0, 4, 0, 0, 0)
+        (1, 0, 1, 0, 4, 0, 0, 0, 0, 0)
     ]
     window = await _totals(sessions, start_hour=BASE_HOUR + 1, end_hour=next_day, filters=org_a)
     assert [r[0] for r in window] == [BASE_HOUR + 1]
