@@ -258,7 +258,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         inject = streaming and injectable and body is not None and settings.usage.metering
         native_shape = shape if settings.usage.metering else NO_USAGE
         # What the request itself bills (speech: its characters); counted once a 2xx is relayed.
-        units = native_shape.request_units(facts) if native_shape.request_units and facts is not None else None
+        units = native_shape.request_units(body) if native_shape.request_units and body is not None else None
         relay: Relay | None = None
 
         def native_leg(serving: Route, target: Endpoint, target_dialect: Dialect) -> NativeLeg:

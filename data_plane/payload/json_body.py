@@ -88,8 +88,6 @@ class JsonFacts:
     gemini_max_output_tokens: int | None = None
     # The decoded top-level stream_options value, ABSENT when the body has none.
     stream_options: object = ABSENT
-    # Characters (code points) of a top-level string ``input`` (speech bills them), else None.
-    input_chars: int | None = None
 
     @property
     def output_token_limit(self) -> int | None:
@@ -150,7 +148,6 @@ def inspect_json(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> JsonFact
         max_completion_tokens=_int(doc.get("max_completion_tokens")),
         gemini_max_output_tokens=gemini_max,
         stream_options=doc.get("stream_options", ABSENT),
-        input_chars=_text_length(doc.get("input")),
     )
 
 
@@ -296,7 +293,3 @@ def _skip_ws(body: bytes, pos: int) -> int:
 
 def _int(value: object) -> int | None:
     return value if type(value) is int else None
-
-
-def _text_length(value: object) -> int | None:
-    return len(value) if type(value) is str else None

@@ -103,10 +103,24 @@ class SpeechTap(_DoneTap):
     done_type = "speech.audio.done"
 
 
-def speech_characters(facts: Any) -> Usage | None:
-    """A speech request's billed characters (``JsonFacts.input_chars``), None without a string input."""
-    chars = facts.input_chars
-    return None if chars is None else Usage(characters=chars)
+class _SpeechInput(msgspec.Struct):
+    input: Any = None
+
+
+_SPEECH_INPUT = msgspec.json.Decoder(_SpeechInput)
+
+
+def speech_characters(body: bytes) -> Usage | None:
+    """A speech request's billed characters (code points of its string ``input``), else None.
+
+    A second decode of a body already validated, for speech only (every other member skipped at
+    C speed), so the chat path's inspection carries nothing for it.
+    """
+    try:
+        text = _SPEECH_INPUT.decode(body).input
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return Usage(characters=len(text)) if type(text) is str else None
 
 
 TRANSCRIPTION_USAGE = Shape(

@@ -57,9 +57,9 @@ class Shape:
     injectable: bool = False
     # A streamed answer that is not SSE is binary (speech audio): relayed, never scanned.
     binary_streams: bool = False
-    # Usage the request itself implies (speech: its input's characters), from its JSON facts
-    # (``payload.JsonFacts``); counted once a 2xx answer is relayed, unless the answer reports its own.
-    request_units: Callable[[Any], Usage | None] | None = None
+    # Usage the request body itself implies (speech: its input's characters), read only for the
+    # endpoints that have it; counted once a 2xx answer is relayed, unless the answer reports its own.
+    request_units: Callable[[bytes], Usage | None] | None = None
 
     def __repr__(self) -> str:
         return f"Shape({self.name})"
