@@ -47,6 +47,7 @@ log = logging.getLogger("odock.data_plane.files")
 
 PURPOSES = frozenset({"assistants", "batch", "fine-tune", "vision", "user_data", "evals"})
 FORWARDED_FIELDS = ("purpose", "expires_after[anchor]", "expires_after[seconds]")
+MAX_PURPOSE = 64  # the list filter (any string: batch outputs are recorded as "batch_output")
 LIST_MAX = 10_000  # OpenAI's bounds and default for GET /v1/files
 # The multipart framing around the file: declared bodies up to the file limit plus this are read.
 FORM_OVERHEAD = 1024 * 1024
@@ -230,6 +231,8 @@ async def list_files(request: web.Request) -> web.StreamResponse:
     call = await begin(request, LIST)
     query = request.query
     purpose = query.get("purpose", "")
+    if len(purpose) > MAX_PURPOSE or not purpose.isprintable():
+        raise GatewayError(400, "invalid_parameter", f"'purpose' is at most {MAX_PURPOSE} characters", param="purpose")
     _, doc = await list_page(call, Kind.FILE, query, default_limit=LIST_MAX, max_limit=LIST_MAX, purpose=purpose)
     call.meter.settle(200, COMPLETE)
     return web.json_response(doc)

@@ -90,6 +90,7 @@ async def test_another_org_gets_404_like_a_missing_file_and_never_sees_it(
         answers = [await http.get(f"/v1/files/{mine.id}"), await http.get(f"/v1/files/{mine.id}/content"),
                    await http.delete(f"/v1/files/{mine.id}")]
         missing = await http.get("/v1/files/file-doesnotexist000")
+        hostile = [await http.get(f"/v1/files/{bad}") for bad in ("..%2F..%2Fbatches", "%00", "x" * 200, "file-a b")]
         listed = await http.get("/v1/files")
     assert len(upstream_calls(fake)) == before  # the upstream was never asked
     for answer in answers:
@@ -97,6 +98,7 @@ async def test_another_org_gets_404_like_a_missing_file_and_never_sees_it(
         assert answer.json() == {"error": {"message": f"No such File object: {mine.id}",
                                            "type": "invalid_request_error", "param": "id", "code": None}}
     assert missing.status_code == 404
+    assert [h.status_code for h in hostile] == [404] * 4  # ids that cannot be ids: 404, nothing asked
     assert missing.json()["error"]["message"] == "No such File object: file-doesnotexist000"
     assert listed.json() == {"object": "list", "data": [], "first_id": None, "last_id": None, "has_more": False}
     assert mine.id in fake.objects.files  # the other org's delete did nothing
@@ -120,9 +122,11 @@ async def test_paging_with_after_and_limit(gateway: str, org: Provisioned) -> No
             after = page["last_id"]
         ascending = (await http.get("/v1/files", params={"order": "asc", "limit": "4"})).json()
         bad = await http.get("/v1/files", params={"limit": "10001"})
+        bad_purpose = await http.get("/v1/files", params={"purpose": "x" * 65})
     assert seen == newest_first
     assert [f["id"] for f in ascending["data"]] == ids[:4] and ascending["has_more"] is True
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+    assert bad_purpose.status_code == 400 and bad_purpose.json()["error"]["param"] == "purpose"
     # the SDK's auto-pagination walks the same pages
     assert [f.id async for f in sdk.files.list(limit=2)] == newest_first
     assert [f.id async for f in sdk.files.list(purpose="batch")] == []
