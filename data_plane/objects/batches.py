@@ -36,13 +36,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUT_TRIES = 3
 
 
-def _endpoint(method: str, route: str, body: BodyKind = "none") -> Endpoint:
-    return Endpoint(family=OPENAI, method=method, route=route, name=route, body=body, model_in="none",
+def _endpoint(method: str, route: str, body: BodyKind = "none", name: str = "") -> Endpoint:
+    return Endpoint(family=OPENAI, method=method, route=route, name=name or route, body=body, model_in="none",
                     streams="never", upstream_path="/batches", output=False)  # fmt: skip
 
 
+# Names (records, metrics, log lines) as the files endpoints name theirs: one per call.
 CREATE = _endpoint("POST", "/v1/batches", "json")
-LIST = _endpoint("GET", "/v1/batches")
+LIST = _endpoint("GET", "/v1/batches", name="/v1/batches:list")
 RETRIEVE = _endpoint("GET", "/v1/batches/{batch_id}")
 CANCEL = _endpoint("POST", "/v1/batches/{batch_id}/cancel")
 
@@ -104,6 +105,9 @@ async def _on_batch(request: web.Request, endpoint: Endpoint, method: str, suffi
     batch_id = request.match_info["batch_id"]
     obj = await owned(call, Kind.BATCH, batch_id)
     route, dep = await locate_object(call, obj)
+    limiter = call.state.limiter
+    if limiter is not None:  # a call reaching the provider counts against the request rates
+        call.ex.admission = await limiter.admit(call.grant, Estimate(tokens=0, picos=0))
     relay, upstream = await open_upstream(call, route, dep, method, object_path("batches", batch_id, suffix))
     response, answer = await read_answer(relay, upstream)
     batch = parse_batch(answer, batch_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 import openai
@@ -135,7 +136,7 @@ async def test_paging_follows_openai(nodes: tuple[str, str], fake: FakeProvider,
 
 async def test_the_batch_cost_counts_against_the_key_budget(nodes: tuple[str, str], fake: FakeProvider,
                                                             org_a: BatchOrg, usage: UsageReader) -> None:
-    key = await org_a.budget_key(1_000_000)  # $1
+    key = await org_a.limited_key(budget_micros=1_000_000)  # $1
     async with sdk(nodes[0], key) as client:
         batch = await new_batch(client)
         # 2.6M input tokens at $1/M, at 40 %: $1.04, past the budget (the create itself cost nothing).
@@ -175,3 +176,20 @@ async def test_bad_requests_never_reach_the_provider(nodes: tuple[str, str], fak
         with pytest.raises(openai.NotFoundError):
             await client.batches.retrieve("batch_../../v1/files")
     assert fake.requests == []
+
+
+async def test_calls_reaching_the_provider_count_against_the_request_rate(nodes: tuple[str, str],
+                                                                          fake: FakeProvider, org_a: BatchOrg) -> None:
+    key = await org_a.limited_key(rpm=3)
+    if time.time() % 60 > 50:  # the four calls must fall in one "minute" (aligned on the epoch)
+        await asyncio.sleep(60.5 - time.time() % 60)
+    async with sdk(nodes[0], key) as client:
+        batch = await new_batch(client)  # the upload and the create: two requests
+        assert (await client.batches.retrieve(batch.id)).id == batch.id  # the third
+        fake.reset()
+        with pytest.raises(openai.RateLimitError) as info:
+            await client.batches.cancel(batch.id)
+        assert info.value.code == "rate_limit_exceeded"
+        with pytest.raises(openai.RateLimitError):
+            await client.batches.retrieve(batch.id)
+        assert fake.requests == []

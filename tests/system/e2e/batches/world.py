@@ -26,10 +26,13 @@ class BatchOrg:
     org_id: str
     key: str
 
-    async def budget_key(self, budget_micros: int) -> str:
-        """A new all-models key of this org with a lifetime budget."""
+    async def limited_key(self, *, budget_micros: int | None = None, rpm: int | None = None) -> str:
+        """A new all-models key of this org with a lifetime budget and/or a requests-per-minute limit."""
         row = keys_pb2.VirtualKey(org_id=self.org_id, name=f"b-{time.monotonic_ns()}", all_models=True)
-        row.limits.budget_micros = budget_micros
+        if budget_micros is not None:
+            row.limits.budget_micros = budget_micros
+        if rpm is not None:
+            row.limits.requests_per_minute = rpm
         created = await self.admin.keys.CreateVirtualKey(keys_pb2.CreateVirtualKeyRequest(key=row),
                                                          metadata=self.admin.metadata)
         return str(created.secret)
