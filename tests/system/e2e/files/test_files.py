@@ -225,3 +225,26 @@ async def test_a_file_whose_model_was_removed_answers_object_deployment_gone(
         await sdk.files.content(created.id)
     assert content.value.status_code == 502
     assert len(upstream_calls(fake)) == before  # no other deployment or model is asked
+
+
+async def expect_continue(gateway: str, key: str, path: str, length: int) -> bytes:
+    """The first line the gateway answers a request head announcing ``length`` bytes with ``Expect: 100-continue``."""
+    url = httpx.URL(gateway)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    try:
+        head = (f"POST {path} HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {length}\r\n"
+                "Expect: 100-continue\r\n\r\n")
+        writer.write(head.encode())
+        await writer.drain()
+        return await asyncio.wait_for(reader.readline(), 10)
+    finally:
+        writer.close()
+
+
+async def test_uploads_have_their_own_body_limit(gateway: str, org: Provisioned) -> None:
+    # This node's ODOCK_MAX_BODY_BYTES is 1 MiB: an upload of 2 MiB is invited, a chat body of 2 MiB is not,
+    # and an upload over ODOCK_MAX_UPLOAD_BYTES (512 MiB) is refused before it is sent.
+    assert await expect_continue(gateway, org.key, "/v1/files", 2 << 20) == b"HTTP/1.1 100 Continue\r\n"
+    assert (await expect_continue(gateway, org.key, "/v1/chat/completions", 2 << 20)).startswith(b"HTTP/1.1 413")
+    assert (await expect_continue(gateway, org.key, "/v1/files", 600 << 20)).startswith(b"HTTP/1.1 413")
