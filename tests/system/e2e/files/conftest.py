@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from tests.data_plane.usage.stack import USAGE_ENV
 from tests.fakes.provider import FakeProvider
 from tests.support.dataplane import DataPlaneProcess, start_data_plane
 from tests.support.planes import ControlPlaneProcess
@@ -57,8 +58,8 @@ def upload_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="package")
 def dp(cp: ControlPlaneProcess, upload_dir: Path) -> Iterator[DataPlaneProcess]:
-    env = {"ODOCK_UPLOAD_DIR": str(upload_dir), "ODOCK_MAX_BATCH_FILE_BYTES": str(BATCH_FILE_LIMIT),
-           "ODOCK_MAX_BODY_BYTES": str(1 << 20)}
+    env = {**USAGE_ENV, "ODOCK_UPLOAD_DIR": str(upload_dir), "ODOCK_MAX_BATCH_FILE_BYTES": str(BATCH_FILE_LIMIT),
+           "ODOCK_MAX_BODY_BYTES": str(1 << 20)}  # usage records shipped within a fraction of a second
     proc = start_data_plane(cp.address, cp.node_token, cp.pepper, extra_env=env)
     try:
         proc.wait_connected()

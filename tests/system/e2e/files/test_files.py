@@ -8,12 +8,14 @@ import json
 import os
 from pathlib import Path
 
+import grpc
 import httpx
 import openai
 import pytest
 
-from odock.v1 import models_pb2
+from odock.v1 import models_pb2, node_pb2, usage_pb2, usage_pb2_grpc
 from tests.fakes.provider import FakeProvider
+from tests.support.planes import ControlPlaneProcess
 from tests.support.provision import Provisioned, Provisioner, provision_org
 from tests.system.e2e.files.conftest import BATCH_FILE_LIMIT, MODELS
 
@@ -248,3 +250,38 @@ async def test_uploads_have_their_own_body_limit(gateway: str, org: Provisioned)
     assert await expect_continue(gateway, org.key, "/v1/files", 2 << 20) == b"HTTP/1.1 100 Continue\r\n"
     assert (await expect_continue(gateway, org.key, "/v1/chat/completions", 2 << 20)).startswith(b"HTTP/1.1 413")
     assert (await expect_continue(gateway, org.key, "/v1/files", 600 << 20)).startswith(b"HTTP/1.1 413")
+
+
+async def records_of(cp: ControlPlaneProcess, org_id: str, count: int) -> list[node_pb2.UsageRecord]:
+    """The org's usage records once there are ``count`` (bounded wait)."""
+    async with grpc.aio.insecure_channel(cp.address) as channel:
+        stub = usage_pb2_grpc.UsageServiceStub(channel)
+        deadline = asyncio.get_running_loop().time() + 15
+        while True:
+            resp = await stub.ListUsageRecords(usage_pb2.ListUsageRecordsRequest(org_id=org_id, page_size=100),
+                                               metadata=(("authorization", f"Bearer {cp.admin_token}"),), timeout=10)
+            if len(resp.records) >= count or asyncio.get_running_loop().time() > deadline:
+                return list(resp.records)
+            await asyncio.sleep(0.1)
+
+
+async def test_every_files_call_leaves_one_record_without_tokens(
+    gateway: str, org: Provisioned, cp: ControlPlaneProcess
+) -> None:
+    sdk = client(gateway, org.key)
+    created = await sdk.files.create(file=("a.txt", b"abc"), purpose="user_data", extra_body={"model": "gpt-files"})
+    await sdk.files.list()
+    await sdk.files.retrieve(created.id)
+    (await sdk.files.content(created.id)).read()
+    await sdk.files.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        await sdk.files.retrieve(created.id)
+    records = await records_of(cp, org.org.id, 6)
+    seen = sorted((r.endpoint, r.http_status, r.model_name) for r in records)
+    assert seen == sorted([
+        ("/v1/files", 200, "gpt-files"), ("/v1/files:list", 200, ""), ("/v1/files/{file_id}", 200, "gpt-files"),
+        ("/v1/files/{file_id}/content", 200, "gpt-files"), ("/v1/files/{file_id}:delete", 200, "gpt-files"),
+        ("/v1/files/{file_id}", 404, ""),
+    ])
+    assert all(r.input_tokens == 0 and r.output_tokens == 0 and r.cost_picos == 0 for r in records)
+    assert len({r.request_id for r in records}) == 6
