@@ -22,6 +22,7 @@ from data_plane.limits.estimate import Estimate
 from data_plane.objects.batch_body import invalid, parse_create
 from data_plane.objects.batch_list import list_batches
 from data_plane.objects.batch_sync import parse_batch, synced
+from data_plane.objects.batch_usage import snapshot_of
 from data_plane.objects.call import Call, begin, owned
 from data_plane.objects.errors import ledger_unavailable
 from data_plane.objects.ledger import Kind, LedgerUnavailable, OwnedObject
@@ -77,10 +78,10 @@ async def create(request: web.Request) -> web.StreamResponse:
     obj = OwnedObject(
         kind=Kind.BATCH, id=batch["id"], org_id=call.grant.org_id, key_id=call.grant.key_id,
         model_name=source.model_name, deployment=source.deployment, purpose=ask.endpoint,
-        created_at=created if isinstance(created, int) and created > 0 else 0,
+        created_at=created if isinstance(created, int) and created > 0 else 0, snapshot=snapshot_of(batch),
     )  # fmt: skip
     await _record_new(call, obj)
-    await synced(call, obj, route, dep, batch)  # the snapshot; a batch failed at once is settled too
+    await synced(call, obj, route, dep, batch)  # a batch that failed at once (validation) is settled
     return response
 
 
