@@ -1,0 +1,1 @@
+"""openai-python's own generated API tests run through the gateway (docs/sdk-tests.md)."""
