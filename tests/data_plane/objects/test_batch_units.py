@@ -4,9 +4,11 @@ ledger and a list as the usage sink), the batch's cost charged to the limits, li
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 
@@ -24,7 +26,9 @@ from data_plane.objects.batch_usage import (
     settle_finished,
     snapshot_of,
 )
-from data_plane.objects.ledger import MAX_SNAPSHOT_BYTES, Kind, OwnedObject
+from data_plane.objects.batches import _record_new
+from data_plane.objects.call import Call
+from data_plane.objects.ledger import MAX_SNAPSHOT_BYTES, Kind, LedgerUnavailable, OwnedObject
 from data_plane.settings import LimitSettings
 from odock.limitmetrics import BUDGET, MONTHLY_SPEND, MONTHLY_TOKENS
 from odock.v1 import node_pb2
@@ -234,3 +238,37 @@ async def test_a_charged_batch_exhausts_the_key_budget_held_on_this_node() -> No
     with pytest.raises(GatewayError) as info:
         await limiter.admit(grant, Estimate(tokens=10, picos=1_000_000))
     assert info.value.status == 429 and info.value.code == "budget_exceeded"
+
+
+class _FlakyLedger(MemoryLedger):
+    """Down for the first ``failures`` puts."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    async def put(self, obj: OwnedObject) -> OwnedObject | None:
+        if self.failures > 0:
+            self.failures -= 1
+            self.calls.append("put")
+            raise LedgerUnavailable("down")
+        return await super().put(obj)
+
+
+async def test_a_new_batch_is_recorded_through_a_brief_outage_else_answered_503() -> None:
+    obj = OwnedObject(kind=Kind.BATCH, id="batch_n", org_id="org_a", key_id="key_a", model_name="m",
+                      deployment="d", purpose="/v1/embeddings", created_at=1)  # fmt: skip
+    flaky = _FlakyLedger(2)
+    await _record_new(cast(Call, SimpleNamespace(ledger=flaky)), obj)
+    assert await flaky.get("org_a", Kind.BATCH, "batch_n") is not None
+    down = _FlakyLedger(10)
+    with pytest.raises(GatewayError) as info:
+        await _record_new(cast(Call, SimpleNamespace(ledger=down)), obj)
+    assert info.value.status == 503 and info.value.code == "control_plane_unavailable"
+    assert down.calls.count("put") == 3
+    taken = MemoryLedger()  # the id is another org's: never handed out as this org's
+    await taken.put(dataclasses.replace(obj, org_id="org_b"))
+    with pytest.raises(GatewayError) as info:
+        await _record_new(cast(Call, SimpleNamespace(ledger=taken)), obj)
+    assert info.value.status == 503
+    assert (await taken.get("org_b", Kind.BATCH, "batch_n")) is not None
