@@ -10,7 +10,15 @@ import pytest
 
 from tests.fakes import multipart
 from tests.fakes.provider import FakeProvider
-from tests.system.e2e.openai_surface.stack import Surface, UsageReader, auth, jsonl, openai_error, raw
+from tests.system.e2e.openai_surface.stack import (
+    BODY_LIMIT,
+    Surface,
+    UsageReader,
+    auth,
+    jsonl,
+    openai_error,
+    raw,
+)
 
 WAV = b"RIFF0000WAVEfmt "
 
@@ -121,4 +129,14 @@ async def test_batch_upload_lines_name_models_not_slugs(gateway: str, fake: Fake
         resp = await http.post("/v1/files", content=body, headers={**auth(org_a.key), "Content-Type": ctype})
     assert resp.status_code in (400, 404), resp.text
     assert "Line 2" in openai_error(resp)["message"]
+    assert fake.requests == []
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/speech", "/v1/moderations", "/v1/batches"])
+async def test_json_bodies_over_the_body_limit_are_413(gateway: str, fake: FakeProvider, org_a: Surface,
+                                                       path: str) -> None:
+    big = {"model": "tts-gw", "voice": "alloy", "input": "x" * BODY_LIMIT}
+    async with raw(gateway) as http:
+        resp = await http.post(path, json=big, headers=auth(org_a.key))
+    assert resp.status_code == 413 and openai_error(resp)["code"] == "request_too_large", resp.text[:300]
     assert fake.requests == []
