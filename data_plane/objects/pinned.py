@@ -124,8 +124,8 @@ async def open_upstream(
         raise GatewayError(
             502, "credential_unavailable", "The model's provider credential cannot be used right now"
         ) from None
-    headers.pop("Content-Type", None)
-    headers.pop("content-type", None)
+    for name in [n for n in headers if n.lower() == "content-type"]:
+        del headers[name]  # the body sent is the gateway's (a rebuilt form, or none), not the client's
     if content_type:
         headers["Content-Type"] = content_type
     attempts.note(call.ex, meter, dep, 1)
