@@ -166,3 +166,19 @@ async def test_speech_sse_metered_in_reported_tokens(gateway: str, fake: FakePro
     assert (rec.input_tokens, rec.output_tokens) == (prompt_tokens_for(fake.requests[0].body), 3)
     assert rec.input_characters == 0 and rec.cost_picos == (rec.input_tokens * TOKEN_PRICES.input_per_mtok_micros
                                                             + 3 * TOKEN_PRICES.output_per_mtok_micros)
+
+
+async def test_speech_client_gone_mid_stream_releases_the_upstream(gateway: str, fake: FakeProvider,
+                                                                   org_a: Surface) -> None:
+    fake.knobs.chunks = 4
+    fake.knobs.hold_last = asyncio.Event()  # never set: the provider keeps the answer open
+    async with raw(gateway) as http, http.stream(
+            "POST", "/v1/audio/speech", headers=auth(org_a.key),
+            json={"model": "tts-gw", "voice": "nova", "input": "long answer"}) as resp:
+        assert resp.status_code == 200
+        async for piece in resp.aiter_raw():
+            assert piece
+            break  # the client goes away after the first audio
+    rec = fake.requests[0]
+    await asyncio.wait_for(rec.finished.wait(), 10)
+    assert rec.disconnected and not rec.complete
