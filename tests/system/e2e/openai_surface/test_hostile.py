@@ -138,3 +138,53 @@ async def test_list_parameters_out_of_range_are_400(gateway: str, fake: FakeProv
         resp = await http.get(path, params=params, headers=auth(org_a.key))
     assert resp.status_code == 400, resp.text
     assert openai_error(resp)["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize(("data", "line"), [
+    (b"", None),  # empty batch file
+    (b'{"custom_id":"r0"', 1),  # truncated JSON
+    (jsonl("gpt-chat") + b"\xff\xfe not utf-8\n", 2),
+    (jsonl("gpt-chat") + b"[1, 2]\n", 2),  # not an object
+    (jsonl("gpt-chat") + (LINE % (0, '"gpt-chat"')).encode() + b"\n", 2),  # duplicate custom_id
+])
+async def test_malformed_batch_files_are_refused_before_the_provider(gateway: str, fake: FakeProvider,
+                                                                     org_a: Surface, data: bytes,
+                                                                     line: int | None) -> None:
+    async with raw(gateway) as http:
+        resp = await _upload(http, org_a.key, data)
+    assert resp.status_code == 400, resp.text
+    err = openai_error(resp)
+    assert err["type"] == "invalid_request_error"
+    if line is not None:
+        assert f"Line {line}" in err["message"], err
+    assert "POST /v1/files" not in upstream_paths(fake)
+
+
+@pytest.mark.parametrize("fields", [
+    [("model", "gpt-chat"), ("file", ("a.txt", b"a", "text/plain"))],  # no purpose
+    [("model", "gpt-chat"), ("purpose", "user_data")],  # no file
+    [("model", "gpt-chat"), ("purpose", "homework"), ("file", ("a.txt", b"a", "text/plain"))],
+])
+async def test_bad_uploads_are_400(gateway: str, fake: FakeProvider, org_a: Surface,
+                                   fields: list[tuple[str, str | tuple[str, bytes, str]]]) -> None:
+    body, ctype = multipart.build(fields)
+    async with raw(gateway) as http:
+        resp = await http.post("/v1/files", content=body, headers={**auth(org_a.key), "Content-Type": ctype})
+    assert resp.status_code == 400, resp.text
+    assert openai_error(resp)["type"] == "invalid_request_error"
+
+
+async def test_provider_failure_on_a_batch_is_relayed_and_records_no_batch_usage(
+        gateway: str, fake: FakeProvider, org_a: Surface, usage: UsageReader) -> None:
+    async with sdk(gateway, org_a.key) as client:
+        source = await client.files.create(file=("in.jsonl", jsonl("gpt-chat")), purpose="batch")
+        batch = await client.batches.create(input_file_id=source.id, endpoint="/v1/chat/completions",
+                                            completion_window="24h")
+        fake.objects.complete(batch.id)
+        fake.knobs.status = 500
+        async with raw(gateway) as http:
+            resp = await http.get(f"/v1/batches/{batch.id}", headers=auth(org_a.key))
+        assert resp.status_code >= 500 and openai_error(resp)
+        fake.knobs.status = None
+        assert (await client.batches.retrieve(batch.id)).status == "completed"
+    await usage.wait(org_a.org_id, 1, lambda r: r.batch_id == batch.id)
