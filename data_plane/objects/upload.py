@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +79,14 @@ def write_all(fd: int, data: bytes, write: Callable[[int, memoryview], int] = os
 
 
 class Spool:
-    """A temporary file holding one upload (removed when the context ends, however it ends)."""
+    """A temporary file holding one upload (removed when the context ends, however it ends).
+
+    Its descriptor is only written and closed under a lock, in worker threads: a request
+    cancelled while a write is in flight (the client went away) leaves that thread running,
+    and closing the descriptor under it would let a later ``open`` reuse the number and receive
+    the rest of the write. The lock makes the close wait for that write (in a thread, never
+    on the event loop).
+    """
 
     def __init__(self, directory: Path | None, write: Callable[[int, bytes], None] = write_all) -> None:
         self.directory = directory
@@ -86,42 +94,84 @@ class Spool:
         self.size = 0
         self._fd = -1
         self._write = write  # tests inject failures here
+        self._lock = threading.Lock()
 
     async def __aenter__(self) -> Self:
+        made = asyncio.ensure_future(
+            asyncio.to_thread(tempfile.mkstemp, prefix="odock-upload-", dir=self.directory)
+        )
         try:
-            self._fd, self.path = await asyncio.to_thread(
-                tempfile.mkstemp, prefix="odock-upload-", dir=self.directory
-            )
+            self._fd, self.path = await asyncio.shield(made)
+        except asyncio.CancelledError:
+            made.add_done_callback(_discard_made)  # the file may still be made: removed when it is
+            raise
         except OSError as exc:
             raise spool_error(exc) from None
         return self
+
+    def _write_locked(self, data: bytes) -> None:
+        with self._lock:
+            if self._fd < 0:
+                raise OSError(errno.EBADF, "the spool is closed")
+            self._write(self._fd, data)
 
     async def write(self, data: bytes) -> None:
         if not data:
             return
         try:
-            await asyncio.to_thread(self._write, self._fd, data)
+            await asyncio.to_thread(self._write_locked, data)
         except OSError as exc:
             raise spool_error(exc) from None
         self.size += len(data)
 
+    def _close_unlocked(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._close_unlocked()
+
     async def finish(self) -> None:
         """Done writing (the descriptor closed; the file stays until the context ends)."""
-        if self._fd >= 0:
-            fd, self._fd = self._fd, -1
-            try:
-                await asyncio.to_thread(os.close, fd)
-            except OSError as exc:
-                raise spool_error(exc) from None
+        try:
+            await asyncio.to_thread(self._close)
+        except OSError as exc:
+            raise spool_error(exc) from None
 
-    async def __aexit__(self, *exc: object) -> None:
-        if self._fd >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = -1
+    def _discard_unlocked(self) -> None:
+        with contextlib.suppress(OSError):
+            self._close_unlocked()
         if self.path:
             with contextlib.suppress(OSError):
-                os.unlink(self.path)  # one metadata call, also on cancellation (no await in a cancelled task)
+                os.unlink(self.path)
+
+    def _discard(self) -> None:
+        with self._lock:
+            self._discard_unlocked()
+
+    async def __aexit__(self, *exc: object) -> None:
+        # No await here (this also runs in a cancelled task): at once when no write holds the lock
+        # (two quick system calls), else in a thread once that write is done.
+        if self._lock.acquire(blocking=False):
+            try:
+                self._discard_unlocked()
+            finally:
+                self._lock.release()
+        else:
+            asyncio.get_running_loop().run_in_executor(None, self._discard)
+
+
+def _discard_made(made: asyncio.Future[tuple[int, str]]) -> None:
+    """A spool file made for a request that was cancelled meanwhile: closed and removed."""
+    if made.cancelled() or made.exception() is not None:
+        return
+    fd, path = made.result()
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 @dataclass(slots=True)

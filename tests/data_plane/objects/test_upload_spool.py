@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -147,3 +149,40 @@ async def test_malformed_forms(served: tuple[World, httpx.AsyncClient], content_
     answer = await http.post("/upload", content=body, headers={"Content-Type": content_type})
     assert answer.status_code == 400 and answer.json()["code"] == code
     assert list(world.directory.iterdir()) == []
+
+
+async def test_a_request_cancelled_mid_write_never_closes_the_descriptor_under_the_write(tmp_path: Path) -> None:
+    started, release = threading.Event(), threading.Event()
+    seen: dict[str, int | str] = {}
+
+    def slow(fd: int, data: bytes) -> None:
+        seen["fd"] = fd
+        started.set()
+        release.wait(10)
+        try:
+            os.fstat(fd)  # still this spool's descriptor: not closed under the write
+            write_all(fd, data)
+        except OSError as exc:
+            seen["error"] = str(exc)
+            raise
+
+    spool = Spool(tmp_path, slow)
+
+    async def upload() -> None:
+        async with spool:
+            seen["path"] = spool.path
+            await spool.write(b"data")
+
+    task = asyncio.create_task(upload())
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert Path(str(seen["path"])).exists()  # removal waits for the write in flight
+    release.set()
+    for _ in range(100):
+        if not Path(str(seen["path"])).exists():
+            break
+        await asyncio.sleep(0.05)
+    assert list(tmp_path.iterdir()) == []
+    assert "error" not in seen
