@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -46,6 +47,23 @@ def cost_text(picos: int) -> str:
     text = f"{Decimal(picos) / PICOS_PER_USD:.12f}".rstrip("0")
     whole, _, frac = text.partition(".")
     return f"${whole}.{frac.ljust(2, '0')}"
+
+
+def seconds_text(milliseconds: int) -> str:
+    """Milliseconds of audio as exact seconds: 61.5, 0.001, 12."""
+    whole, frac = divmod(milliseconds, 1000)
+    return f"{whole}.{frac:03d}".rstrip("0").rstrip(".")
+
+
+def _unit_columns(rows: Sequence[Any]) -> list[tuple[str, str]]:
+    """(header, field) of the units other than tokens that some row has (issue 15): shown only then."""
+    return [(header, name) for header, name in (("AUDIO S", "audio_milliseconds"), ("CHARS", "input_characters"))
+            if any(getattr(r, name) for r in rows)]  # fmt: skip
+
+
+def _unit_cells(row: Any, columns: list[tuple[str, str]]) -> list[str]:
+    return [seconds_text(row.audio_milliseconds) if name == "audio_milliseconds" else str(getattr(row, name))
+            for _, name in columns]  # fmt: skip
 
 
 def outcome_name(value: int) -> str:
@@ -140,8 +158,9 @@ def totals(ctx: Context, args: argparse.Namespace) -> None:
         ctx.out.json(to_dict(combined))
         return
     dims = [d for d in DIMENSIONS if d in args.by]
+    units = _unit_columns(combined.totals)
     headers = ["BUCKET", *(d.upper() for d in dims), "REQUESTS", "COMPLETE", "PARTIAL", "CANCELLED", "ERROR",
-               "INPUT", "OUTPUT", "CACHED", "REASONING", "COST"]  # fmt: skip
+               "INPUT", "OUTPUT", "CACHED", "REASONING", *(h for h, _ in units), "COST"]  # fmt: skip
     rows = []
     for t in combined.totals:
         o = t.outcomes
@@ -149,7 +168,7 @@ def totals(ctx: Context, args: argparse.Namespace) -> None:
         rows.append([_bucket_text(request.bucket, t.start_time, combined), *(by_dim[d] or "-" for d in dims),
                      *(str(n) for n in (t.requests, o.complete, o.partial, o.cancelled, o.error, t.input_tokens,
                                         t.output_tokens, t.cached_input_tokens, t.reasoning_tokens)),
-                     cost_text(t.cost_picos)])  # fmt: skip
+                     *_unit_cells(t, units), cost_text(t.cost_picos)])  # fmt: skip
     ctx.out.table(headers, rows)
 
 
@@ -174,6 +193,10 @@ def get(ctx: Context, args: argparse.Namespace) -> None:
         ("client request id", r.client_request_id or "-"), ("error code", r.error_code or "-"),
         ("flags", flags_text(r.flags)),
     ]  # fmt: skip
+    units = [("audio", f"{seconds_text(r.audio_milliseconds)}s" if r.audio_milliseconds else ""),
+             ("characters", str(r.input_characters) if r.input_characters else ""), ("batch id", r.batch_id)]
+    at = [name for name, _ in pairs].index("cost")
+    pairs[at:at] = [(name, value) for name, value in units if value]  # fmt: skip
     ctx.out.message(response, pairs)
 
 
@@ -217,12 +240,13 @@ def list_records(ctx: Context, args: argparse.Namespace) -> None:
             {"records": [record_dict(r) for r in page.records], "next_page_token": page.next_page_token}
         )
         return
+    units = _unit_columns(page.records)
     headers = ["TIME", "REQUEST ID", "CLIENT REQUEST ID", "ORG", "KEY", "MODEL", "ENDPOINT", "STATUS", "OUTCOME",
-               "ERROR", "INPUT", "OUTPUT", "COST", "FLAGS"]  # fmt: skip
+               "ERROR", "INPUT", "OUTPUT", *(h for h, _ in units), "COST", "FLAGS"]  # fmt: skip
     rows = [[timestamp_text(r.time), r.request_id, r.client_request_id or "-", r.org_id, r.key_id or "-",
              r.model_name or "-", r.endpoint or "-", str(r.http_status), outcome_name(r.outcome),
-             r.error_code or "-", str(r.input_tokens), str(r.output_tokens), cost_text(r.cost_picos),
-             flags_text(r.flags)] for r in page.records]  # fmt: skip
+             r.error_code or "-", str(r.input_tokens), str(r.output_tokens), *_unit_cells(r, units),
+             cost_text(r.cost_picos), flags_text(r.flags)] for r in page.records]  # fmt: skip
     ctx.out.table(headers, rows)
     if page.next_page_token:
         ctx.out.line(f"more: --page-token {page.next_page_token}")

@@ -8,6 +8,7 @@ from odockctl import protos
 from odockctl.apply.deployments import DeploymentSpec, compared
 from odockctl.apply.spec import ModelSpec
 from odockctl.commands.models import duration_ms
+from odockctl.pricing_units import current_key
 from odockctl.protos import optional_int
 from odockctl.values import CAPABILITIES
 
@@ -58,8 +59,9 @@ def model_diff(current: models_pb2.Model, spec: ModelSpec) -> list[str]:
             p.input_per_mtok_micros,
             p.output_per_mtok_micros,
             optional_int(p, "cached_input_per_mtok_micros"),
+            *current_key(p),
         )
-        != (spec.input_micros, spec.output_micros, spec.cached_input_micros),
+        != (spec.input_micros, spec.output_micros, spec.cached_input_micros, *spec.units.key()),
         "enabled": (current.enabled if current.HasField("enabled") else True) != spec.enabled,
         "openai_compatible": current.openai_compatible != spec.openai_compatible,
         "context_window": current.context_window != spec.context_window,
@@ -90,6 +92,7 @@ def model_proto(org_id: str, spec: ModelSpec, *, collapse: bool = False) -> mode
     model.pricing.output_per_mtok_micros = spec.output_micros
     if spec.cached_input_micros is not None:
         model.pricing.cached_input_per_mtok_micros = spec.cached_input_micros
+    spec.units.fill(model.pricing)
     for name in spec.capabilities:
         setattr(model.capabilities, name, True)
     if spec.deployments or collapse:

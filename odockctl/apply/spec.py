@@ -23,6 +23,7 @@ from odockctl.apply.deployments import (
     parse_timeout,
 )
 from odockctl.apply.fields import Fields, Node
+from odockctl.pricing_units import PRICING_KEYS, UnitPrices, unit_prices
 from odockctl.values import (
     CAPABILITIES,
     ValueProblem,
@@ -100,6 +101,7 @@ class ModelSpec:
     # deployments existed); else the whole list, the fields above repeating the first's.
     deployments: tuple[DeploymentSpec, ...] = ()
     fallbacks: tuple[str, ...] = ()
+    units: UnitPrices = field(default_factory=UnitPrices)  # issue 15: audio-second, character prices, batch %
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ def _model(node: Node, credentials: dict[str, CredentialSpec], environ: Mapping[
     )
     pricing_node = f.child("pricing")
     prices = (
-        pricing_node.mapping(("input", "output", "cached_input")) if pricing_node.value is not None else None
+        pricing_node.mapping(PRICING_KEYS) if pricing_node.value is not None else None
     )
     return ModelSpec(
         name=name,
@@ -238,6 +240,7 @@ def _model(node: Node, credentials: dict[str, CredentialSpec], environ: Mapping[
         ),
         deployments=upstream.deployments,
         fallbacks=parse_fallbacks(f.child("fallbacks"), name) if f.has("fallbacks") else (),
+        units=unit_prices(prices),
     )
 
 

@@ -14,6 +14,7 @@ from odockctl.commands.common import add_command, add_group, usd_or_none
 from odockctl.context import Context, parsed
 from odockctl.errors import UsageError
 from odockctl.output import timestamp_text, usd
+from odockctl.pricing_units import parse_percent, parse_usd_per_second, units_text
 from odockctl.protos import clear, has
 from odockctl.values import (
     CAPABILITIES,
@@ -63,6 +64,7 @@ def model_fields(m: models_pb2.Model) -> list[tuple[str, str]]:
         *(("deployment", deployments.summary(d)) for d in m.deployments),
         ("fallbacks", ", ".join(m.fallbacks) or "none"),
         ("pricing", pricing_text(m)),
+        ("unit pricing", units_text(m.pricing)),
         ("enabled", "yes" if m.enabled else "no"),
         ("openai compatible", "yes" if m.openai_compatible else "no"),
         ("context window", str(m.context_window) if m.context_window else "unknown"),
@@ -101,6 +103,7 @@ def _fill(model: models_pb2.Model, args: argparse.Namespace) -> list[str]:
         if args.cached_input_price is not None:
             model.pricing.cached_input_per_mtok_micros = args.cached_input_price
         paths.append("pricing.cached_input_per_mtok_micros")
+    paths += _fill_units(model, args)
     if args.enabled is not None:
         model.enabled = args.enabled
         paths.append("enabled")
@@ -133,6 +136,25 @@ def _fill(model: models_pb2.Model, args: argparse.Namespace) -> list[str]:
     return paths
 
 
+def _fill_units(model: models_pb2.Model, args: argparse.Namespace) -> list[str]:
+    """The non-token prices and the batch percent (issue 15); their update-mask paths."""
+    paths = []
+    if args.audio_second_price is not None:
+        model.pricing.per_million_audio_seconds_micros = parsed(
+            args.audio_second_price, parse_usd_per_second, "--audio-second-price"
+        )
+        paths.append("pricing.per_million_audio_seconds_micros")
+    if args.character_price is not None:
+        model.pricing.per_million_characters_micros = parsed(args.character_price, parse_usd, "--character-price")
+        paths.append("pricing.per_million_characters_micros")
+    if args.batch_price_percent is not None:
+        if args.batch_price_percent.strip().lower() not in ("default", "none", "unset"):
+            model.pricing.batch_price_percent = parsed(args.batch_price_percent, parse_percent,
+                                                       "--batch-price-percent")  # fmt: skip
+        paths.append("pricing.batch_price_percent")
+    return paths
+
+
 def _read_ca_file(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as f:
@@ -142,6 +164,8 @@ def _read_ca_file(path: str) -> str:
 
 
 _KEEP: Any = object()
+# Optional prices a flag may clear (unset: the input price; the default batch percent).
+_OPTIONAL_PRICES = ("cached_input_per_mtok_micros", "batch_price_percent")
 
 
 def create(ctx: Context, args: argparse.Namespace) -> None:
@@ -227,7 +251,7 @@ def update(ctx: Context, args: argparse.Namespace) -> None:
         for path in paths:
             if path.startswith("pricing."):
                 field = path.removeprefix("pricing.")
-                if field == "cached_input_per_mtok_micros" and not has(model.pricing, field):
+                if field in _OPTIONAL_PRICES and not has(model.pricing, field):
                     clear(merged.pricing, field)
                 else:
                     setattr(merged.pricing, field, getattr(model.pricing, field))
@@ -283,6 +307,15 @@ def _add_model_flags(p: argparse.ArgumentParser, create: bool) -> None:
         type=usd_or_none("--cached-input-price"),
         default=_KEEP,
         help="USD per million cached input tokens; 'none' = not priced separately",
+    )
+    p.add_argument(
+        "--audio-second-price", metavar="USD", help="USD per second of input audio (transcriptions), e.g. 0.0001"
+    )
+    p.add_argument("--character-price", metavar="USD", help="USD per million input characters (speech), e.g. 15")
+    p.add_argument(
+        "--batch-price-percent",
+        metavar="N|default",
+        help="what batch work costs, in percent of the prices (0-100); 'default' = 50",
     )
     state = p.add_mutually_exclusive_group()
     state.add_argument("--enabled", dest="enabled", action="store_const", const=True, default=None)
