@@ -9,6 +9,7 @@ has its one record.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -73,9 +74,24 @@ async def side_get(call: Call, route: Route, dep: Deployment, path: str) -> byte
     return relay.secret.bytes(body) if relay.secret is not None else body
 
 
+# Settlements under way, kept referenced: they finish even when their caller is cancelled.
+_SETTLING: set[asyncio.Task[None]] = set()
+
+
 async def synced(call: Call, obj: OwnedObject, route: Route, dep: Deployment, batch: dict[str, Any]) -> None:
     """Store ``batch`` as ``obj``'s snapshot and settle it if finished (a ledger outage is logged: the
-    next call on the batch does it)."""
+    next call on the batch does it).
+
+    Shielded: a client going away, or a list's refresh running out of time, must not stop it
+    between winning the usage claim and submitting the record (the batch would go unrecorded).
+    """
+    task = asyncio.ensure_future(_synced(call, obj, route, dep, batch))
+    _SETTLING.add(task)
+    task.add_done_callback(_SETTLING.discard)
+    await asyncio.shield(task)
+
+
+async def _synced(call: Call, obj: OwnedObject, route: Route, dep: Deployment, batch: dict[str, Any]) -> None:
     snapshot = snapshot_of(batch)
     ledger = call.ledger
     try:

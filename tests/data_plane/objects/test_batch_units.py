@@ -18,6 +18,7 @@ from data_plane.limits import Estimate, Limiter
 from data_plane.limits.charge import charge, month_index
 from data_plane.objects.batch_body import parse_create
 from data_plane.objects.batch_list import parse_limit, stored
+from data_plane.objects.batch_sync import synced
 from data_plane.objects.batch_usage import (
     Recorder,
     billable,
@@ -272,3 +273,37 @@ async def test_a_new_batch_is_recorded_through_a_brief_outage_else_answered_503(
         await _record_new(cast(Call, SimpleNamespace(ledger=taken)), obj)
     assert info.value.status == 503
     assert (await taken.get("org_b", Kind.BATCH, "batch_n")) is not None
+
+
+class _SlowClaim(MemoryLedger):
+    def __init__(self) -> None:
+        super().__init__()
+        self.claiming = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def claim_batch_usage(self, org_id: str, batch_id: str) -> bool:
+        won = await super().claim_batch_usage(org_id, batch_id)
+        self.claiming.set()
+        await self.release.wait()  # the claim is taken; its answer is on its way
+        return won
+
+
+async def test_a_caller_cancelled_after_the_claim_still_gets_the_batch_recorded() -> None:
+    ledger, sink = _SlowClaim(), Sink()
+    obj = await _owned(ledger)
+    settings = SimpleNamespace(usage=SimpleNamespace(metering=True), node_id="node-1")
+    state = SimpleNamespace(ledger=ledger, shipper=sink, limiter=None, settings=settings)
+    call = cast(Call, SimpleNamespace(ledger=ledger, state=state))
+    route = SimpleNamespace(pricing=PRICING)
+    dep = SimpleNamespace(upstream_slug="slug", name="primary")
+    caller = asyncio.ensure_future(synced(call, obj, route, dep, _batch("completed", usage=USAGE)))  # type: ignore[arg-type]
+    await ledger.claiming.wait()
+    caller.cancel()  # the client went away (or a list's refresh ran out of time)
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    ledger.release.set()
+    for _ in range(50):
+        if sink.records:
+            break
+        await asyncio.sleep(0.01)
+    assert [r.batch_id for r in sink.records] == ["batch_1"]
