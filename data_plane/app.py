@@ -226,14 +226,14 @@ def build_app(settings: Settings) -> web.Application:
         natives[native] = endpoint
         app.router.add_route(endpoint.method, endpoint.route, native, expect_handler=expect)
     upload_expect = continue_handler(settings.max_upload_bytes + files.FORM_OVERHEAD)
-    for endpoint, handler in files.ROUTES:  # OpenAI's Files API (data_plane/objects/files.py)
-        natives[handler] = endpoint
+    for endpoint, objects_handler in files.ROUTES:  # OpenAI's Files API (data_plane/objects/files.py)
+        natives[objects_handler] = endpoint
         # Uploads are streamed to a spool, never read through client_max_size: their own limit.
         upload = endpoint is files.UPLOAD
         app.router.add_route(
-            endpoint.method, endpoint.route, handler, expect_handler=upload_expect if upload else expect
+            endpoint.method, endpoint.route, objects_handler, expect_handler=upload_expect if upload else expect
         )
-    for endpoint, handler in batches.ROUTES:  # OpenAI's Batch API (data_plane/objects/batches.py)
-        natives[handler] = endpoint
-        app.router.add_route(endpoint.method, endpoint.route, handler, expect_handler=expect)
+    for endpoint, objects_handler in batches.ROUTES:  # OpenAI's Batch API (data_plane/objects/batches.py)
+        natives[objects_handler] = endpoint
+        app.router.add_route(endpoint.method, endpoint.route, objects_handler, expect_handler=expect)
     return app
