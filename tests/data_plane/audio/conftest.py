@@ -52,6 +52,8 @@ AUDIO_MODELS: dict[str, tuple[str, str, common_pb2.Pricing]] = {
 }
 OPTED_IN = frozenset({"claude-open"})
 MAX_BODY = 32 * 1024 * 1024  # the node's default ODOCK_MAX_BODY_BYTES, stated so the 413 test knows it
+# Small, so a long speech answer is far over what the node would ever hold whole.
+MAX_BUFFERED = 16 * 1024
 
 
 @dataclass
@@ -80,7 +82,12 @@ def cp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlaneProcess
 
 @pytest.fixture(scope="module")
 def dp(cp: ControlPlaneProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataPlaneProcess]:
-    proc = start_dp(cp, tmp_path_factory.mktemp("spool"), ODOCK_MAX_BODY_BYTES=str(MAX_BODY))
+    proc = start_dp(
+        cp,
+        tmp_path_factory.mktemp("spool"),
+        ODOCK_MAX_BODY_BYTES=str(MAX_BODY),
+        ODOCK_MAX_BUFFERED_RESPONSE_BYTES=str(MAX_BUFFERED),
+    )
     try:
         yield proc
     finally:

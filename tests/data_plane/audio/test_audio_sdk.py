@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from tests.data_plane.audio.conftest import AUDIO_MODELS, MAX_BODY, AudioOrg
+from tests.data_plane.audio.conftest import AUDIO_MODELS, MAX_BODY, MAX_BUFFERED, AudioOrg
 from tests.data_plane.usage.stack import UsageQueries
 from tests.fakes import multipart
 from tests.fakes.openai_audio import SPEECH_CHUNK_BYTES, SPEECH_FORMATS, audio_seconds, speech_chunks
@@ -176,6 +176,20 @@ async def test_speech_is_streamed_to_the_client_as_it_arrives(
     assert bytes(got) == expected
     record = await queries.record(request_id)
     assert record.input_characters == len(text) and record.http_status == 200
+
+
+async def test_a_long_speech_answer_is_never_held_whole(
+    dp: DataPlaneProcess, org: AudioOrg, fresh: FakeProvider, queries: UsageQueries
+) -> None:
+    text = "A long story. " * 200
+    fresh.knobs.chunks = 200  # 200 KiB of audio; the node would hold at most MAX_BUFFERED bytes of an answer
+    async with _client(dp, org) as client:
+        raw = await client.audio.speech.with_raw_response.create(model="tts", input=text, voice="echo",
+                                                                 response_format="wav")  # fmt: skip
+    assert len(raw.content) == 200 * SPEECH_CHUNK_BYTES > 10 * MAX_BUFFERED
+    assert raw.content == b"".join(speech_chunks(text, "wav", 200))
+    record = await queries.record(raw.headers[REQUEST_ID])
+    assert (record.http_status, record.input_characters, record.flags) == (200, len(text), 0)
 
 
 async def test_speech_sse_reports_tokens_which_replace_characters(
