@@ -122,7 +122,11 @@ async def prism_mock(art: Artifacts, log: Path) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
-        await asyncio.to_thread(wait_exit, proc, 10)
+        try:
+            await asyncio.to_thread(wait_exit, proc, 5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            await asyncio.to_thread(wait_exit, proc, 5)
 
 
 @contextlib.asynccontextmanager
