@@ -1,5 +1,8 @@
 """A second organisation can neither see nor fetch the first one's files and batches: its ids answer
-exactly like missing ones (nothing reaches the provider), and lists are filtered before paging."""
+exactly like missing ones (nothing reaches the provider), and lists are filtered before paging.
+
+Both orgs use the same provider account, so only the gateway's ownership records keep them apart. The
+e2e package runs modules named test_isolation on SQLite and again on PostgreSQL (its conftest)."""
 
 from __future__ import annotations
 
