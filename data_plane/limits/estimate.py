@@ -2,7 +2,8 @@
 
 Input tokens: the body size over ``bytes_per_token`` (3 by default: JSON and
 markup make bodies larger than their text, so this errs high for most
-prompts). Output tokens: the cap the client set (``max_tokens``,
+prompts); 1 for an audio upload (``Endpoint.body_is_text`` false), whose bytes say
+nothing about its tokens. Output tokens: the cap the client set (``max_tokens``,
 ``max_completion_tokens``, ``max_output_tokens`` or Gemini's
 ``generationConfig.maxOutputTokens``), else ``default_output_tokens``; endpoints
 that produce no output (``Endpoint.output`` false: embeddings, tokenizers, pooling,
@@ -37,7 +38,7 @@ def estimate(
     default_output_tokens: int,
 ) -> Estimate:
     """The reservation for one request (see the module docstring)."""
-    input_tokens = max(1, math.ceil(body_size / bytes_per_token)) if body_size else 1
+    input_tokens = max(1, math.ceil(body_size / bytes_per_token)) if body_size and endpoint.body_is_text else 1
     if not endpoint.output:
         output_tokens = 0
     else:

@@ -52,6 +52,9 @@ class Endpoint:
     # Whether it generates output tokens (limits reserve the output cap for it; embeddings,
     # tokenizers, pooling and scoring do not).
     output: bool = True
+    # Whether the body's size estimates its input tokens for the limits (an audio upload's bytes are
+    # not text: 25 MB would reserve millions of tokens for a request that uses a few thousand).
+    body_is_text: bool = True
 
     @property
     def injectable(self) -> bool:

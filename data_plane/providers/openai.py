@@ -125,7 +125,13 @@ USAGE = Shape("openai", body=_BODY, value=openai_usage, sse_tap=SseTap)
 
 
 def _endpoint(
-    path: str, usage: Shape, body: BodyKind = "json", streams: Streams = "never", *, output: bool = True
+    path: str,
+    usage: Shape,
+    body: BodyKind = "json",
+    streams: Streams = "never",
+    *,
+    output: bool = True,
+    body_is_text: bool = True,
 ) -> Endpoint:
     model_in: ModelIn = "form" if body == "multipart" else "body"
     return Endpoint(
@@ -139,6 +145,7 @@ def _endpoint(
         upstream_path=path,  # the base URL is the SDK's, ending in /v1
         usage=usage,
         output=output,
+        body_is_text=body_is_text,
     )
 
 
@@ -152,8 +159,8 @@ ENDPOINTS = (
     _endpoint("/images/variations", USAGE, body="multipart"),
     # Audio (openai_audio.py): a transcription streams when its form says stream=true (its
     # answer is SSE); speech always streams its audio bytes through as they come.
-    _endpoint("/audio/transcriptions", TRANSCRIPTION_USAGE, body="multipart", streams="body_flag"),
-    _endpoint("/audio/translations", TRANSCRIPTION_USAGE, body="multipart"),
+    _endpoint("/audio/transcriptions", TRANSCRIPTION_USAGE, body="multipart", streams="body_flag", body_is_text=False),
+    _endpoint("/audio/translations", TRANSCRIPTION_USAGE, body="multipart", body_is_text=False),
     _endpoint("/audio/speech", SPEECH_USAGE, streams="always"),
     # No usage in its answers: metered as a request (a record with the model, no units).
     _endpoint("/moderations", USAGE, output=False),

@@ -14,12 +14,15 @@ import httpx
 import openai
 import pytest
 
+from odock.v1 import keys_pb2
 from tests.data_plane.audio.conftest import AUDIO_MODELS, MAX_BODY, MAX_BUFFERED, AudioOrg
 from tests.data_plane.usage.stack import UsageQueries
 from tests.fakes import multipart
 from tests.fakes.openai_audio import SPEECH_CHUNK_BYTES, SPEECH_FORMATS, audio_seconds, speech_chunks
 from tests.fakes.provider import FakeProvider, prompt_tokens_for
 from tests.support.dataplane import DataPlaneProcess
+from tests.support.planes import ControlPlaneProcess
+from tests.support.provision import Provisioner
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -289,3 +292,28 @@ async def test_audio_errors_keep_openai_shape_and_governance(
     assert bad.status_code == 401 and bad.json()["error"]["type"] == "authentication_error"
     assert no_model.status_code == 400 and no_model.json()["error"]["code"] == "missing_model"
     assert no_model.json()["error"]["param"] == "model"
+
+
+async def test_an_audio_upload_reserves_no_tokens_for_its_bytes(
+    dp: DataPlaneProcess, org: AudioOrg, fresh: FakeProvider, cp: ControlPlaneProcess
+) -> None:
+    # 300 KB of audio would be an estimate of 100,000 input tokens if its bytes counted as text:
+    # over this key's 50,000 tokens a minute, so every transcription would be refused.
+    async with Provisioner.connect(cp.address, cp.admin_token) as admin:
+        row = keys_pb2.VirtualKey(org_id=org.org_id, name="tpm-key", all_models=True)
+        row.limits.tokens_per_minute = 50_000
+        created = await admin.keys.CreateVirtualKey(
+            keys_pb2.CreateVirtualKeyRequest(key=row), metadata=admin.metadata
+        )
+    audio = os.urandom(300_000)
+    async with openai.AsyncOpenAI(api_key=created.secret, base_url=dp.url + "/v1", max_retries=0) as client:
+        for _ in range(2):
+            result = await client.audio.transcriptions.create(
+                model="whisper", file=("a.mp3", audio, "audio/mpeg")
+            )
+            assert result.text.endswith("(300000 bytes)")
+        # Text still counts: a speech input far over the minute's tokens is refused before the upstream.
+        fresh.reset()
+        with pytest.raises(openai.RateLimitError):
+            await client.audio.speech.create(model="tts", input="x" * 200_000, voice="alloy")
+    assert fresh.requests == []
