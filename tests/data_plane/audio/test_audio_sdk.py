@@ -317,3 +317,25 @@ async def test_an_audio_upload_reserves_no_tokens_for_its_bytes(
         with pytest.raises(openai.RateLimitError):
             await client.audio.speech.create(model="tts", input="x" * 200_000, voice="alloy")
     assert fresh.requests == []
+
+
+async def test_a_stream_request_answered_with_json_is_still_metered(
+    dp: DataPlaneProcess, org: AudioOrg, fresh: FakeProvider, queries: UsageQueries
+) -> None:
+    # whisper ignores stream=true (OpenAI's documented behaviour) and answers JSON: relayed as it
+    # comes, its usage read from the streamed body.
+    form, ctype = multipart.build(
+        [("model", "whisper"), ("stream", "true"), ("file", ("a.wav", WAV, "audio/wav"))]
+    )
+    async with httpx.AsyncClient(base_url=dp.url, timeout=30) as http:
+        resp = await http.post(
+            "/v1/audio/transcriptions",
+            content=form,
+            headers={"Authorization": f"Bearer {org.key}", "Content-Type": ctype},
+        )
+    assert resp.status_code == 200 and resp.json()["usage"] == {
+        "type": "duration",
+        "seconds": audio_seconds(WAV),
+    }
+    record = await queries.record(resp.headers[REQUEST_ID])
+    assert record.streamed and record.audio_milliseconds == audio_seconds(WAV) * 1000 and record.flags == 0
