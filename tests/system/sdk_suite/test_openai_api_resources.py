@@ -25,7 +25,9 @@ DEVIATIONS = {
     "test_batches.TestAsyncBatches::test_method_list_with_all_params":
         "limit=0: as above",
 }  # fmt: skip
-# Per file: sync tests run with 2 clients (loose, strict), async ones with 3 (+ aiohttp).
+# Per file, as recorded in docs/sdk-tests.md for RECORDED_VERSION (another SDK release may add or
+# drop tests): sync tests run with 2 clients (loose, strict), async ones with 3 (+ aiohttp).
+RECORDED_VERSION = "3.63.0"
 EXPECTED_TOTALS = {
     "tests/api_resources/audio/test_transcriptions.py": 40,
     "tests/api_resources/audio/test_translations.py": 20,
@@ -53,8 +55,9 @@ def test_generated_api_tests_pass_through_the_gateway(suite: SuiteResult) -> Non
     assert set(suite.files) == set(SELECTED), suite.output[-5000:]
     for path, expected in EXPECTED_TOTALS.items():
         result = suite.files[path]
-        assert result.total == expected, (path, result, suite.output[-5000:])
-        assert result.skipped == 0, (path, result.failures)
+        if suite.sdk_version == RECORDED_VERSION:
+            assert result.total == expected, (path, result, suite.output[-5000:])
+        assert result.total > 0 and result.skipped == 0, (path, result.failures, suite.output[-5000:])
     total = suite.totals()
     unexpected = [f for f in total.failures if not _deviation(f)]
     assert unexpected == [], "\n".join(unexpected)
