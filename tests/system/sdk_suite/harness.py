@@ -45,6 +45,7 @@ SELECTED = (
     "tests/api_resources/test_moderations.py",
     "tests/api_resources/test_files.py",
     "tests/api_resources/test_batches.py",
+    "tests/api_resources/test_models.py",  # GET /v1/models/{id} (and the listing)
 )
 # The gateway models the generated tests name, each mapped to an upstream slug of its own.
 MODELS = (
@@ -53,6 +54,7 @@ MODELS = (
     ModelSpec("tts-1", "openai", "gpt-4o-mini-tts"),
     ModelSpec("omni-moderation-2024-09-26", "openai", "omni-moderation-latest"),
     ModelSpec("gpt-batch", "openai", "gpt-4.1-mini"),
+    ModelSpec("gpt-6.2-astra", "openai", "gpt-4.1"),
 )
 # For the calls that name no model: moderations without one, file uploads (purpose "assistants").
 DEFAULT_MODELS = {"/v1/moderations": "omni-moderation-2024-09-26", "/v1/files": "gpt-batch"}
@@ -197,8 +199,8 @@ async def provision(cp: ControlPlaneProcess, upstream_url: str, prism_url: str) 
     return owner
 
 
-def parse_junit(xml: Path) -> dict[str, FileResult]:
-    files = {path: FileResult() for path in SELECTED}
+def parse_junit(xml: Path, selection: tuple[str, ...]) -> dict[str, FileResult]:
+    files = {path: FileResult() for path in selection}
     by_module = {p.removesuffix(".py").replace("/", "."): p for p in SELECTED}
     for case in ET.parse(xml).getroot().iter("testcase"):
         module = ".".join(case.get("classname", "").split(".")[:-1])
@@ -266,5 +268,5 @@ async def run_suite(art: Artifacts, selection: tuple[str, ...] = SELECTED) -> Su
                         dp.stop()
                 finally:
                     cp.stop()
-        files = parse_junit(work / "junit.xml") if (work / "junit.xml").is_file() else {}
+        files = parse_junit(work / "junit.xml", selection) if (work / "junit.xml").is_file() else {}
     return SuiteResult(art.sdk_version, files, front.seen, code, output, time.monotonic() - start)
