@@ -1,4 +1,4 @@
-"""openai-python's generated API tests for audio, moderations, files and batches pass through the gateway.
+"""openai-python's generated API tests (audio, moderations, files, batches, models) pass through the gateway.
 
 One run of the whole selection (``harness.py``; docs/sdk-tests.md): every test passes, none is
 skipped, except ``DEVIATIONS``, which must fail (so a change in the gateway that fixes or widens
