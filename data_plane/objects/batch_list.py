@@ -14,12 +14,12 @@ import asyncio
 from typing import Any
 
 from data_plane.errors import GatewayError
-from data_plane.objects.batch_body import invalid
 from data_plane.objects.batch_sync import parse_batch, side_call, side_get, synced
 from data_plane.objects.batch_usage import finished
 from data_plane.objects.call import Call, valid_object_id
 from data_plane.objects.errors import ledger_unavailable
 from data_plane.objects.ledger import Kind, LedgerUnavailable, OwnedObject
+from data_plane.objects.listing import parse_limit, snapshot_json
 from data_plane.objects.pinned import locate_object, object_path
 
 DEFAULT_LIMIT = 20
@@ -28,21 +28,12 @@ REFRESH_CONCURRENCY = 4
 REFRESH_SECONDS = 5.0
 
 
-def parse_limit(raw: str | None) -> int:
-    """OpenAI's ``limit`` (1..100, default 20), or its 400."""
-    if raw is None:
-        return DEFAULT_LIMIT
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4 and 1 <= int(raw) <= MAX_LIMIT):
-        raise invalid(f"Invalid 'limit': integer between 1 and {MAX_LIMIT} expected.", "limit")
-    return int(raw)
-
-
 def stored(obj: OwnedObject) -> dict[str, Any]:
     """The batch as last recorded (a minimal object when no snapshot could be kept)."""
     doc = parse_batch(obj.snapshot, obj.id)
     if doc is not None:
         return doc
-    return {"id": obj.id, "object": "batch", "endpoint": obj.purpose, "created_at": obj.created_at, "status": None}
+    return snapshot_json(obj)
 
 
 async def _refresh(call: Call, obj: OwnedObject, gate: asyncio.Semaphore) -> dict[str, Any] | None:
@@ -80,7 +71,7 @@ async def refresh_all(call: Call, objs: list[OwnedObject], docs: list[dict[str, 
 async def list_batches(call: Call) -> dict[str, Any]:
     """The org's page of batches in OpenAI's list shape."""
     query = call.request.query
-    limit = parse_limit(query.get("limit"))
+    limit = parse_limit(query, DEFAULT_LIMIT, MAX_LIMIT)
     after = query.get("after", "")
     if after and not valid_object_id(after):
         return _page([], False)  # a cursor no batch can have: nothing after it
@@ -104,4 +95,4 @@ def _page(docs: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     }
 
 
-__all__ = ["list_batches", "parse_limit", "refresh_all", "stored"]
+__all__ = ["list_batches", "refresh_all", "stored"]

@@ -25,12 +25,16 @@ def _invalid(name: str, message: str) -> GatewayError:
 
 
 def parse_limit(query: Mapping[str, str], default: int, maximum: int) -> int:
+    """The page size: absent, empty or 0 is ``default``, above ``maximum`` is ``maximum`` (a page is
+    never refused for its size: openai-python's own tests send ``limit=0``); not a number is a 400."""
     raw = query.get("limit")
     if raw is None or raw == "":
         return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or not 1 <= int(raw) <= maximum:
+    if not raw.isascii() or not raw.isdigit():
         raise _invalid("limit", f"'limit' must be an integer from 1 to {maximum}")
-    return int(raw)
+    digits = raw.lstrip("0") or "0"
+    limit = int(digits) if len(digits) <= 12 else maximum  # never int() of a huge string
+    return default if limit == 0 else min(limit, maximum)
 
 
 def parse_order(query: Mapping[str, str]) -> bool:
@@ -50,11 +54,13 @@ def snapshot_json(obj: OwnedObject) -> dict[str, Any]:
             doc = None
         if isinstance(doc, dict):
             return doc
+    # Only the fields the ledger knows are true; the rest are what a client's strict validation
+    # needs (openai-python's FileObject / Batch require them), marked unknown where they can be.
     fallback: dict[str, Any] = {"id": obj.id, "object": _OBJECT_NAMES[obj.kind], "created_at": obj.created_at}
     if obj.kind == Kind.FILE:
-        fallback["purpose"] = obj.purpose
+        fallback |= {"purpose": obj.purpose, "bytes": 0, "filename": "", "status": "processed"}
     else:
-        fallback["endpoint"] = obj.purpose
+        fallback |= {"endpoint": obj.purpose, "input_file_id": "", "completion_window": "24h", "status": "in_progress"}
     return fallback
 
 

@@ -17,7 +17,7 @@ from data_plane.governance.domain import GrantLimits, KeyGrant, Link, Pricing
 from data_plane.limits import Estimate, Limiter
 from data_plane.limits.charge import charge, month_index
 from data_plane.objects.batch_body import parse_create
-from data_plane.objects.batch_list import parse_limit, stored
+from data_plane.objects.batch_list import stored
 from data_plane.objects.batch_sync import synced
 from data_plane.objects.batch_usage import (
     Recorder,
@@ -30,6 +30,7 @@ from data_plane.objects.batch_usage import (
 from data_plane.objects.batches import _record_new
 from data_plane.objects.call import Call
 from data_plane.objects.ledger import MAX_SNAPSHOT_BYTES, Kind, LedgerUnavailable, OwnedObject
+from data_plane.objects.listing import parse_limit
 from data_plane.settings import LimitSettings
 from odock.limitmetrics import BUDGET, MONTHLY_SPEND, MONTHLY_TOKENS
 from odock.v1 import node_pb2
@@ -87,13 +88,16 @@ def test_create_body_is_checked_like_openai() -> None:
     assert _refused(b"[" * 100_000).code == "invalid_json"  # deep nesting: a 400, not a crash
 
 
-def test_list_limit_is_one_to_a_hundred() -> None:
-    assert parse_limit(None) == 20
-    assert parse_limit("1") == 1
-    assert parse_limit("100") == 100
-    for bad in ("0", "101", "-1", "abc", "", "1e2", "0000000000001", "٣"):
+def test_list_limit_defaults_clamps_and_refuses_what_is_not_a_number() -> None:
+    def limit(raw: str | None) -> int:
+        return parse_limit({} if raw is None else {"limit": raw}, 20, 100)
+
+    assert limit(None) == limit("") == limit("0") == 20  # openai-python's own tests send limit=0
+    assert (limit("1"), limit("100"), limit("0000000000001")) == (1, 100, 1)
+    assert limit("101") == limit("9" * 5000) == 100  # clamped, never int() of a huge string
+    for bad in ("-1", "abc", "1e2", "٣", " 5"):
         with pytest.raises(GatewayError) as info:
-            parse_limit(bad)
+            limit(bad)
         assert info.value.status == 400 and info.value.param == "limit"
 
 

@@ -129,9 +129,11 @@ async def test_paging_follows_openai(nodes: tuple[str, str], fake: FakeProvider,
     async with httpx.AsyncClient(base_url=nodes[0], headers={"Authorization": f"Bearer {org_a.key}"}) as raw:
         body = (await raw.get("/v1/batches", params={"limit": "3"})).json()
         assert (body["first_id"], body["last_id"], body["has_more"]) == (newest_first[0], newest_first[2], True)
-        for bad in ("0", "101", "x"):
-            resp = await raw.get("/v1/batches", params={"limit": bad})
-            assert resp.status_code == 400 and resp.json()["error"]["param"] == "limit"
+        for lenient, size in (("0", 5), ("101", 5)):  # 0: the default (20); over 100: 100
+            resp = await raw.get("/v1/batches", params={"limit": lenient})
+            assert resp.status_code == 200 and [b["id"] for b in resp.json()["data"]] == newest_first[:size]
+        resp = await raw.get("/v1/batches", params={"limit": "x"})
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "limit"
 
 
 async def test_the_batch_cost_counts_against_the_key_budget(nodes: tuple[str, str], fake: FakeProvider,

@@ -123,10 +123,13 @@ async def test_paging_with_after_and_limit(gateway: str, org: Provisioned) -> No
                 break
             after = page["last_id"]
         ascending = (await http.get("/v1/files", params={"order": "asc", "limit": "4"})).json()
-        bad = await http.get("/v1/files", params={"limit": "10001"})
+        clamped = (await http.get("/v1/files", params={"limit": "10001"})).json()
+        zero = (await http.get("/v1/files", params={"limit": "0"})).json()
+        bad = await http.get("/v1/files", params={"limit": "ten"})
         bad_purpose = await http.get("/v1/files", params={"purpose": "x" * 65})
     assert seen == newest_first
     assert [f["id"] for f in ascending["data"]] == ids[:4] and ascending["has_more"] is True
+    assert [f["id"] for f in clamped["data"]] == [f["id"] for f in zero["data"]] == newest_first  # 10000
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
     assert bad_purpose.status_code == 400 and bad_purpose.json()["error"]["param"] == "purpose"
     # the SDK's auto-pagination walks the same pages
