@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
@@ -29,6 +29,8 @@ from control_plane.errors import Unavailable
 from control_plane.store.background import BackgroundDatabase
 from control_plane.store.repositories import usage_writes
 from control_plane.store.tables import utcnow
+from control_plane.usage import columns
+from control_plane.usage.columns import Columns
 from control_plane.usage.priority import GovernanceFirst
 from control_plane.usage.records import ROLLUP_COUNTERS, BadRecord, Prepared, prepare
 from odock.v1 import node_pb2
@@ -50,23 +52,29 @@ class StoreUnavailable(Unavailable):
     """The database could not take the batch now; nothing was stored."""
 
 
-def rollup_deltas(rows: Sequence[Prepared]) -> list[dict[str, Any]]:
-    """Per rollup key, the requests and counter sums of ``rows``, sorted by key."""
+def rollup_deltas(rows: Columns, inserted: set[str]) -> dict[str, list[Any]]:
+    """Per rollup key, the requests and counter sums of the ``inserted`` rows: columns, sorted by key."""
+    v = rows.values
     acc: dict[tuple[Any, ...], list[int]] = {}
-    for p in rows:
-        v = p.values
-        key = (v["org_id"], p.hour, v["key_id"], v["model_name"], v["outcome"])
-        sums = acc.setdefault(key, [0] * (1 + len(ROLLUP_COUNTERS)))
-        sums[0] += 1
-        for i, name in enumerate(ROLLUP_COUNTERS, start=1):
-            sums[i] += v[name]
-    out = []
-    for key in sorted(acc):
-        sums = acc[key]
-        row = dict(zip(usage_writes.ROLLUP_KEY, key, strict=True))
-        row["requests"] = sums[0]
-        row.update(zip(ROLLUP_COUNTERS, sums[1:], strict=True))
-        out.append(row)
+    keys = zip(v["org_id"], rows.hours, v["key_id"], v["model_name"], v["outcome"], strict=True)
+    counters = zip(*(v[name] for name in ROLLUP_COUNTERS), strict=True)
+    everything = len(inserted) == len(rows)
+    for request_id, key, sums in zip(v["request_id"], keys, counters, strict=True):
+        if not everything and request_id not in inserted:
+            continue
+        total = acc.get(key)
+        if total is None:
+            acc[key] = [1, *sums]
+        else:
+            total[0] += 1
+            for i, value in enumerate(sums, start=1):
+                total[i] += value
+    if not acc:
+        return {}
+    ordered = sorted(acc)
+    out = dict(zip(usage_writes.ROLLUP_KEY, map(list, zip(*ordered, strict=True)), strict=True))
+    sums_by_column = zip(*(acc[k] for k in ordered), strict=True)
+    out.update(zip(("requests", *ROLLUP_COUNTERS), map(list, sums_by_column), strict=True))
     return out
 
 
@@ -74,21 +82,22 @@ def _retryable(exc: DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
-def _write(conn: Connection, rows: list[Prepared]) -> int:
+def _write(conn: Connection, rows: Columns) -> int:
     """Insert ``rows`` and bump the rollups of those actually inserted; how many were."""
-    inserted = usage_writes.insert_records(conn, [p.values for p in rows])
-    usage_writes.add_rollups(conn, rollup_deltas([p for p in rows if p.values["request_id"] in inserted]))
+    inserted = usage_writes.insert_record_columns(conn, rows.values, len(rows))
+    deltas = rollup_deltas(rows, inserted)
+    usage_writes.add_rollup_columns(conn, deltas, len(deltas.get("hour", ())))
     return len(inserted)
 
 
-async def _transact(target: Target, rows: list[Prepared]) -> int:
+async def _transact(target: Target, rows: Columns) -> int:
     if isinstance(target, BackgroundDatabase):
         return await target.transaction(functools.partial(_write, rows=rows))
     async with target.begin() as session:
         return await session.run_sync(lambda s: _write(s.connection(), rows))
 
 
-async def _store(target: Target, rows: list[Prepared]) -> int:
+async def _store(target: Target, rows: Columns) -> int:
     """Insert ``rows`` and bump rollups in one transaction; the number inserted (after commit)."""
     for attempt in range(1, TRANSACTION_ATTEMPTS + 1):
         try:
@@ -106,9 +115,13 @@ async def _store(target: Target, rows: list[Prepared]) -> int:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _prepare_batch(batch: node_pb2.UsageBatch) -> tuple[list[Prepared], int, int]:
+def _prepare_batch(batch: node_pb2.UsageBatch) -> tuple[Columns, int, int]:
     """Valid records sorted by request id (first copy of each), duplicates within the batch, rejected."""
     receive_time = utcnow()
+    fast = columns.from_batch(batch.records, batch.node_id, receive_time)
+    if fast is not None:  # every record valid: the common case
+        rows, duplicates = fast
+        return rows, duplicates, 0
     unique: dict[str, Prepared] = {}
     duplicates = rejected = 0
     for index, record in enumerate(batch.records):
@@ -126,8 +139,7 @@ def _prepare_batch(batch: node_pb2.UsageBatch) -> tuple[list[Prepared], int, int
             duplicates += 1
             continue
         unique[prepared.values["request_id"]] = prepared
-    rows = [unique[k] for k in sorted(unique)]
-    return rows, duplicates, rejected
+    return columns.from_prepared([unique[k] for k in sorted(unique)]), duplicates, rejected
 
 
 async def ingest_batch(
@@ -147,7 +159,7 @@ async def ingest_batch(
     accepted = 0
     step = priority.slice_rows if priority is not None else max(1, len(rows))
     for start in range(0, len(rows), step):
-        part = rows[start : start + step]
+        part = rows.slice(start, start + step)
         if priority is None:
             accepted += await _store(target, part)
             continue

@@ -29,6 +29,7 @@ import grpc
 
 from odock.v1 import common_pb2, node_pb2, node_pb2_grpc
 from scripts.benchmark import report
+from scripts.benchmark.ingestprobe import LoopProbe, process_cpu_seconds
 from scripts.benchmark.pgserver import start_pg
 from scripts.benchmark.stack import REPO_ROOT
 from scripts.benchmark.stats import summary
@@ -37,6 +38,8 @@ from tests.support.planes import ControlPlaneProcess, start_control_plane
 BEGIN = "<!-- bench:ingest:begin -->"
 END = "<!-- bench:ingest:end -->"
 ACK_TIMEOUT_S = 120.0
+METRICS = ("records_per_s", "duplicates_per_s", "records_per_cpu_s", "duplicates_per_cpu_s",
+           "idle_ping_p50_ms", "ping_p50_ms", "ping_p99_ms", "ping_max_ms")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -144,16 +147,33 @@ async def push(address: str, token: str, lanes: list[list[node_pb2.UsageBatch]],
     return elapsed, {k: sum(r[k] for r in results) for k in results[0]}
 
 
-async def measure(cp: ControlPlaneProcess, plan: Plan) -> dict[str, float]:
-    """One repetition on one backend: fresh records, then the same batches replayed."""
+async def measure(cp: ControlPlaneProcess, plan: Plan, probe_cpu: int | None = None) -> dict[str, float]:
+    """One repetition on one backend: fresh records, then the same batches replayed.
+
+    Also the control plane's CPU seconds per record stored (``process_cpu_seconds``) and its
+    loop stalls while storing them (``LoopProbe``; idle first, for the RPC's own cost).
+    """
     lanes = make_batches(make_records(plan.records, int(time.time())), plan)
+    probe = LoopProbe(cp.address, probe_cpu)
+    probe.start()
+    await asyncio.sleep(0.5)
+    idle = probe.stop()
+    probe.start()
+    cpu0 = process_cpu_seconds(cp.pid)
     fresh_s, fresh = await push(cp.address, cp.node_token, lanes, plan.window)
+    cpu1 = process_cpu_seconds(cp.pid)
+    stalls = probe.stop()
     if fresh != {"accepted": plan.records, "duplicates": 0, "rejected": 0}:
         raise RuntimeError(f"fresh records not all accepted: {fresh}")
     replay_s, replay = await push(cp.address, cp.node_token, lanes, plan.window)
+    cpu2 = process_cpu_seconds(cp.pid)
     if replay != {"accepted": 0, "duplicates": plan.records, "rejected": 0}:
         raise RuntimeError(f"replayed records not all duplicates: {replay}")
-    return {"records_per_s": plan.records / fresh_s, "duplicates_per_s": plan.records / replay_s}
+    return {"records_per_s": plan.records / fresh_s, "duplicates_per_s": plan.records / replay_s,
+            "records_per_cpu_s": plan.records / max(cpu1 - cpu0, 1e-9),
+            "duplicates_per_cpu_s": plan.records / max(cpu2 - cpu1, 1e-9),
+            "idle_ping_p50_ms": idle["p50_ms"], "ping_p50_ms": stalls["p50_ms"],
+            "ping_p99_ms": stalls["p99_ms"], "ping_max_ms": stalls["max_ms"]}  # fmt: skip
 
 
 @dataclass
@@ -225,11 +245,19 @@ def markdown(header: dict[str, Any], results: list[dict[str, Any]]) -> str:
     if header["note"]:
         lines.append(f"\nNote: {header['note']}")
     lines += ["", ("| database | new records/s (median, min–max) | replayed (duplicate) records/s | "
-              "other processes' CPU |"), "| --- | --- | --- | --- |"]  # fmt: skip
+              "new records per control-plane CPU-second | duplicates per CPU-second | "
+              "health ping while ingesting p50 / p99 / max ms (idle p50) | other processes' CPU |"),
+              "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+
+    def cell(r: dict[str, Any], m: str) -> str:
+        v = r[m]
+        return f"{v['median']:,.0f} ({v['min']:,.0f}–{v['max']:,.0f})"
+
     for r in results:
-        new, dup = r["records_per_s"], r["duplicates_per_s"]
-        lines.append(f"| {r['description']} | {new['median']:,.0f} ({new['min']:,.0f}–{new['max']:,.0f}) | "
-                     f"{dup['median']:,.0f} ({dup['min']:,.0f}–{dup['max']:,.0f}) | "
+        lines.append(f"| {r['description']} | {cell(r, 'records_per_s')} | {cell(r, 'duplicates_per_s')} | "
+                     f"{cell(r, 'records_per_cpu_s')} | {cell(r, 'duplicates_per_cpu_s')} | "
+                     f"{r['ping_p50_ms']['median']:.2f} / {r['ping_p99_ms']['median']:.2f} / "
+                     f"{r['ping_max_ms']['max']:.2f} ({r['idle_ping_p50_ms']['median']:.2f}) | "
                      f"{r['foreign_cpu_pct']:.0f}% |")  # fmt: skip
     lines += ["", END]
     return "\n".join(lines)
@@ -262,7 +290,7 @@ async def main_async(args: argparse.Namespace) -> int:
             order = started[rep % len(started) :] + started[: rep % len(started)]
             for b in order:
                 before = cpu.snapshot()
-                metrics = await measure(b.cp, plan)
+                metrics = await measure(b.cp, plan, client_cpu)
                 foreign[b.name] = max(foreign[b.name], cpu.foreign_load(before, cpu.snapshot()))
                 runs[b.name].append(metrics)
                 log(
@@ -278,7 +306,7 @@ async def main_async(args: argparse.Namespace) -> int:
     for name in names:
         result = {"scenario": f"ingest_{name}", "description": descriptions[name], "reps": plan.reps,
                   "records": plan.records, "foreign_cpu_pct": round(foreign[name], 1),
-                  **{m: summary([r[m] for r in runs[name]]) for m in ("records_per_s", "duplicates_per_s")}}  # fmt: skip
+                  **{m: summary([r[m] for r in runs[name]]) for m in METRICS}}  # fmt: skip
         results.append(result)
         print(json.dumps(result), flush=True)
     docs = None if args.no_docs else (args.docs or (REPO_ROOT / "docs" / "benchmarks.md"
