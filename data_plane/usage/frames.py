@@ -29,6 +29,24 @@ _CRC = struct.Struct(">I")
 MAX_ENTRY = 256 * 1024 * 1024
 
 
+def record_frame(record: node_pb2.UsageRecord) -> bytes:
+    """``record`` as one element of UsageBatch.records on the wire (field 3, length-delimited).
+
+    A UsageBatch's encoding is its node_id field followed by these, so the journal encodes each
+    record when it is submitted and a commit only joins them (wal.Journal._append).
+    """
+    body = record.SerializeToString()
+    n = len(body)
+    if n < 0x80:
+        return b"\x1a" + bytes((n,)) + body
+    size = bytearray()
+    while n >= 0x80:
+        size.append((n & 0x7F) | 0x80)
+        n >>= 7
+    size.append(n)
+    return b"\x1a" + bytes(size) + body
+
+
 def frame(payload: bytes, records: int) -> bytes:
     """One entry: the checksummed header, then the payload."""
     head = _HEAD.pack(MAGIC, len(payload), records, zlib.crc32(payload))

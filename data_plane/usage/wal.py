@@ -1,8 +1,9 @@
 """The usage journal: records made durable within ``commit_interval``, batched for the stream, bounded.
 
-A finished request's record is appended to a list (:meth:`Journal.submit`,
-no I/O). Every ``commit_interval`` seconds :meth:`Journal.commit` takes that
-list and, in one executor call, serialises it and appends it to the spool
+A finished request's record is appended to a list, encoded (:meth:`Journal.submit`,
+no I/O: the encoding costs the same per request instead of a burst per commit). Every
+``commit_interval`` seconds :meth:`Journal.commit` takes that list and, in one executor
+call, joins the encoded records and appends them to the spool
 (one ``pwrite`` per group of at most ``batch_size`` records, one
 ``fdatasync``): the spool directory is the write-ahead log. The committed
 records then join the open batch, which is sealed at ``batch_size`` records or
@@ -36,6 +37,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from data_plane.settings import UsageSettings
+from data_plane.usage.frames import record_frame
 from data_plane.usage.spool import Entry, Spool
 from odock.v1 import node_pb2
 
@@ -91,6 +93,8 @@ class Journal:
         self.spool_ok = False
         self.closed = False
         self._pending: list[node_pb2.UsageRecord] = []
+        self._frames: list[bytes] = []  # each pending record already encoded (frames.record_frame)
+        self._header = node_pb2.UsageBatch(node_id=node_id).SerializeToString()
         self._pending_since = 0.0
         # Records waiting for a commit: normally one interval's worth; more only when commits hang.
         self._pending_max = max(settings.memory_max, 4 * settings.batch_size)
@@ -131,10 +135,12 @@ class Journal:
                 return
             cut = max(1, len(pending) // 10)
             del pending[:cut]
+            del self._frames[:cut]
             self.drop(
                 "memory_full", cut, "records waiting for the spool are at ODOCK_USAGE_MEMORY_MAX_RECORDS"
             )
         pending.append(record)
+        self._frames.append(record_frame(record))
 
     def queued(self) -> int:
         """Records in memory not yet sent (waiting for a commit, in the open batch, or sealed)."""
@@ -175,16 +181,18 @@ class Journal:
 
     async def commit(self) -> None:
         """Write the records submitted since the last commit (one write + fdatasync, off the loop)."""
-        records, since = self._pending, self._pending_since
+        records, frames, since = self._pending, self._frames, self._pending_since
         if not records:
             return
-        self._pending = []
+        self._pending, self._frames = [], []
         size = self._settings.batch_size
         groups = [records[i : i + size] for i in range(0, len(records), size)]
+        framed = [frames[i : i + size] for i in range(0, len(frames), size)]
         try:
-            entries, why = await self._write(groups)
+            entries, why = await self._write(groups, framed)
         except asyncio.CancelledError:
-            self._pending = records + self._pending  # written again later at worst: ids dedup replays
+            # Written again later at worst: ids dedup replays.
+            self._pending, self._frames = records + self._pending, frames + self._frames
             raise
         self.commits += 1
         wait = time.monotonic() - since
@@ -198,20 +206,29 @@ class Journal:
             self.not_durable += lost
             self._warn(f"{lost} records not written to the spool ({why}); kept in memory until delivered")
 
-    async def _write(self, groups: list[list[node_pb2.UsageRecord]]) -> tuple[list[Entry | None], str]:
+    async def _write(
+        self, groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]] | None = None
+    ) -> tuple[list[Entry | None], str]:
         if not self.spool_ok:
             return [None] * len(groups), "no_spool"
         try:
-            return await asyncio.to_thread(self._append, groups)
+            return await asyncio.to_thread(self._append, groups, framed)
         except Exception as exc:  # noqa: BLE001 - a bug here must not lose the records: they stay in memory
             log.error("usage spool append failed: %s: %s", type(exc).__name__, exc)
             return [None] * len(groups), type(exc).__name__
 
-    def _append(self, groups: list[list[node_pb2.UsageRecord]]) -> tuple[list[Entry | None], str]:
-        payloads = [
-            (node_pb2.UsageBatch(node_id=self._node_id, records=g).SerializeToString(), len(g))
-            for g in groups
-        ]
+    def _append(
+        self, groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]] | None = None
+    ) -> tuple[list[Entry | None], str]:
+        if framed is not None:
+            # The records were encoded one by one at submit: a join, not a 500-record encode
+            # holding the interpreter (and so the event loop) for a millisecond.
+            payloads = [(self._header + b"".join(f), len(g)) for g, f in zip(groups, framed, strict=True)]
+        else:  # a retry of records kept in memory
+            payloads = [
+                (node_pb2.UsageBatch(node_id=self._node_id, records=g).SerializeToString(), len(g))
+                for g in groups
+            ]
         return self.spool.append(payloads)
 
     def _add(self, chunk: Chunk) -> None:

@@ -71,9 +71,9 @@ async def steady(directory: Path, rate: int, seconds: float) -> dict[str, float]
     append = journal._append
     commit_cpu = [0.0]
 
-    def timed(groups: list[list[node_pb2.UsageRecord]]) -> Any:
+    def timed(groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]] | None = None) -> Any:
         cpu = time.thread_time()
-        out = append(groups)
+        out = append(groups, framed)
         done = time.monotonic()
         commit_cpu[0] += time.thread_time() - cpu
         durable.extend(done - submitted[r.request_id] for g in groups for r in g)
