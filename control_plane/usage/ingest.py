@@ -8,7 +8,8 @@ rollups are bumped for exactly the records that statement returned, i.e. the
 ones actually inserted. A replay (same request id, whatever its attempt or
 node) inserts nothing and so adds nothing to the rollups, which is also why a
 batch that failed after some of its slices committed can simply be sent again.
-The ack is built only after the last commit. Rows and rollup keys are written in sorted order so two
+The ack is built only after the last commit. A batch is validated and written column by
+column (columns.py; records.prepare record by record only when some record is bad). Rows and rollup keys are written in sorted order so two
 batches touching the same keys lock them in the same order (no deadlock
 between nodes); PostgreSQL deadlock or serialisation failures are retried anyway.
 """
