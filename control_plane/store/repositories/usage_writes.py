@@ -159,11 +159,15 @@ def _kinds(table: Table) -> tuple[tuple[str, str], ...]:
     return tuple((c.name, _pg_array_type(c)) for c in table.columns)
 
 
-def _sqlite_run(conn: Connection, table: Table, values: dict[str, list[Any]], count: int, tail: str) -> list[Any]:
+def _sqlite_run(
+    conn: Connection, table: Table, values: dict[str, list[Any]], count: int, tail: str
+) -> list[Any]:
     kinds = _kinds(table)
     prefixes: dict[int, str] = {}
     columns = [
-        [None if v is None else _sqlite_time(v, prefixes) for v in values[n]] if k == "timestamptz" else values[n]
+        [None if v is None else _sqlite_time(v, prefixes) for v in values[n]]
+        if k == "timestamptz"
+        else values[n]
         for n, k in kinds
     ]
     names = tuple(n for n, _ in kinds)
@@ -206,9 +210,13 @@ def insert_record_columns(conn: Connection, values: dict[str, list[Any]], count:
     if not count:
         return set()
     if _is_postgres(conn):
-        params = {n: _pg_literal("bigint" if k == "timestamptz" else k, values[n]) for n, k in _kinds(RECORDS)}
+        params = {
+            n: _pg_literal("bigint" if k == "timestamptz" else k, values[n]) for n, k in _kinds(RECORDS)
+        }
         return set(conn.execute(_pg_records_statement(), params).scalars().all())
-    return set(_sqlite_run(conn, RECORDS, values, count, "ON CONFLICT (request_id) DO NOTHING RETURNING request_id"))
+    return set(
+        _sqlite_run(conn, RECORDS, values, count, "ON CONFLICT (request_id) DO NOTHING RETURNING request_id")
+    )
 
 
 def insert_records(conn: Connection, rows: Sequence[dict[str, Any]]) -> set[str]:
@@ -258,7 +266,9 @@ def delete_records(conn: Connection, before: datetime, limit: int, lock_key: int
     if not try_advisory_xact_lock(conn, lock_key):
         return None
     oldest = select(RECORDS.c.request_id).where(RECORDS.c.time < before).order_by(RECORDS.c.time).limit(limit)
-    return int(conn.execute(delete(RECORDS).where(RECORDS.c.request_id.in_(oldest.scalar_subquery()))).rowcount)
+    return int(
+        conn.execute(delete(RECORDS).where(RECORDS.c.request_id.in_(oldest.scalar_subquery()))).rowcount
+    )
 
 
 def delete_rollups(conn: Connection, before_hour: int, limit: int, lock_key: int) -> int | None:

@@ -102,7 +102,12 @@ async def test_awkward_strings_and_times_round_trip(sessions: Sessions) -> None:
         for i, text in enumerate(AWKWARD):
             row = await s.get(UsageRecordRow, f"req-awk-{i}")
             assert row is not None
-            assert (row.model_name, row.key_id, row.upstream_slug, row.endpoint) == (text or "m", text, text, text)
+            assert (row.model_name, row.key_id, row.upstream_slug, row.endpoint) == (
+                text or "m",
+                text,
+                text,
+                text,
+            )
             assert row.time == T0 + timedelta(seconds=i, microseconds=999_999 - i)
             assert row.client_request_id is None and row.deployment is None
     rolled, recomputed = await rollups_match_records(sessions)
