@@ -148,6 +148,12 @@ def _sqlite_time(us: int, prefixes: dict[int, str]) -> str:
     return f"{prefix}.{fraction:06d}"
 
 
+def _sqlite_times(column: list[int | None], prefixes: dict[int, str]) -> list[str | None]:
+    # One formatting per distinct value: a batch's receive times are all the same.
+    table = {us: None if us is None else _sqlite_time(us, prefixes) for us in set(column)}
+    return list(map(table.__getitem__, column))
+
+
 @cache
 def _sqlite_statement(table_name: str, columns: tuple[str, ...], rows: int, tail: str) -> str:
     row = "(" + ",".join("?" * len(columns)) + ")"
@@ -164,12 +170,7 @@ def _sqlite_run(
 ) -> list[Any]:
     kinds = _kinds(table)
     prefixes: dict[int, str] = {}
-    columns = [
-        [None if v is None else _sqlite_time(v, prefixes) for v in values[n]]
-        if k == "timestamptz"
-        else values[n]
-        for n, k in kinds
-    ]
+    columns = [_sqlite_times(values[n], prefixes) if k == "timestamptz" else values[n] for n, k in kinds]
     names = tuple(n for n, _ in kinds)
     out: list[Any] = []
     for start in range(0, count, SQLITE_ROWS_PER_CALL):
