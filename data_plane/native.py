@@ -28,6 +28,7 @@ from data_plane.limits.gate import admit_request
 from data_plane.native_leg import NativeLeg
 from data_plane.payload import PayloadError, form_flag, inspect_json, inspect_multipart
 from data_plane.providers import DIALECTS, OPENAI, VLLM, Endpoint, endpoint_named, family_name
+from data_plane.providers.audio_duration import measured_upload
 from data_plane.providers.dialect import Dialect
 from data_plane.providers.headers import HOP_HEADER
 from data_plane.relay import Relay
@@ -259,6 +260,9 @@ def make_handler(endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.St
         native_shape = shape if settings.usage.metering else NO_USAGE
         # What the request itself bills (speech: its characters); counted once a 2xx is relayed.
         units = native_shape.request_units(body) if native_shape.request_units and body is not None else None
+        if native_shape.measures_audio and form_facts is not None and route.pricing.per_million_audio_seconds_micros:
+            assert body is not None
+            units = await measured_upload(body, form_facts)  # the answer may not say (audio_duration.py)
         relay: Relay | None = None
 
         def native_leg(serving: Route, target: Endpoint, target_dialect: Dialect) -> NativeLeg:

@@ -4,7 +4,8 @@
   (whisper: billed by input audio) or ``{"type": "tokens", "input_tokens", ...}`` (the
   gpt-4o transcribe models); a streamed transcription puts it in its
   ``transcript.text.done`` event. Plain-text answers (``response_format`` text, srt, vtt)
-  carry no usage at all, so their records hold no units.
+  and whisper's translations carry no usage at all: for a model priced per second the gateway
+  measures the uploaded file instead (``audio_duration.py``), replaced by any reported usage.
 - Speech answers audio bytes (any ``response_format``), relayed as they come and never
   scanned: it is billed by the characters of the request's ``input``, unless the answer
   reports tokens (``stream_format: "sse"``: usage in the ``speech.audio.done`` event).
@@ -124,6 +125,6 @@ def speech_characters(body: bytes) -> Usage | None:
 
 
 TRANSCRIPTION_USAGE = Shape(
-    "openai_transcription", body=_body(audio_usage), value=audio_usage, sse_tap=TranscriptTap
+    "openai_transcription", body=_body(audio_usage), value=audio_usage, sse_tap=TranscriptTap, measures_audio=True
 )
 SPEECH_USAGE = Shape("openai_speech", sse_tap=SpeechTap, binary_streams=True, request_units=speech_characters)

@@ -60,6 +60,9 @@ class Shape:
     # Usage the request body itself implies (speech: its input's characters), read only for the
     # endpoints that have it; counted once a 2xx answer is relayed, unless the answer reports its own.
     request_units: Callable[[bytes], Usage | None] | None = None
+    # Audio billed by the second whose answer may not say how long it was (whisper's translations,
+    # text transcripts): the gateway measures the uploaded file when the model has a per-second price.
+    measures_audio: bool = False
 
     def __repr__(self) -> str:
         return f"Shape({self.name})"
