@@ -51,6 +51,7 @@ class Plan:
     streams: int
     window: int
     reps: int
+    spread_s: int = 7200  # record times over this many seconds before now
 
 
 MODES = {
@@ -69,7 +70,7 @@ _ORGS = tuple(f"org_{i:02d}{'x' * 20}" for i in range(8))
 _KEYS = tuple(f"key_{i:03d}{'y' * 20}" for i in range(64))
 
 
-def make_records(count: int, now_s: int) -> list[node_pb2.UsageRecord]:
+def make_records(count: int, now_s: int, spread_s: int = 7200) -> list[node_pb2.UsageRecord]:
     """``count`` records like a busy gateway's: unique 96-bit ids, 8 orgs, 64 keys, 5 models, last 2 hours."""
     out = []
     for i in range(count):
@@ -87,7 +88,7 @@ def make_records(count: int, now_s: int) -> list[node_pb2.UsageRecord]:
             latency_us=300_000 + i % 5_000_000, upstream_latency_us=295_000 + i % 5_000_000,
             time_to_first_byte_us=150_000 + i % 90_000 if streamed else 0,
         )  # fmt: skip
-        rec.time.FromSeconds(now_s - (i * 7) % 7200)
+        rec.time.FromSeconds(now_s - (i * 7) % spread_s)
         out.append(rec)
     return out
 
@@ -153,7 +154,7 @@ async def measure(cp: ControlPlaneProcess, plan: Plan, probe_cpu: int | None = N
     Also the control plane's CPU seconds per record stored (``process_cpu_seconds``) and its
     loop stalls while storing them (``LoopProbe``; idle first, for the RPC's own cost).
     """
-    lanes = make_batches(make_records(plan.records, int(time.time())), plan)
+    lanes = make_batches(make_records(plan.records, int(time.time()), plan.spread_s), plan)
     probe = LoopProbe(cp.address, probe_cpu)
     probe.start()
     await asyncio.sleep(0.5)
@@ -268,7 +269,7 @@ async def main_async(args: argparse.Namespace) -> int:
 
     plan = MODES[args.mode]
     plan = Plan(records=args.records or plan.records, batch=args.batch or plan.batch, streams=plan.streams,
-                window=plan.window, reps=args.reps or plan.reps)  # fmt: skip
+                window=plan.window, reps=args.reps or plan.reps, spread_s=60 if args.recent else 7200)  # fmt: skip
     cores = sorted(os.sched_getaffinity(0))
     cp_cpu, client_cpu = (cores[-1], cores[0]) if len(cores) >= 2 else (None, None)
     if client_cpu is not None:
@@ -280,7 +281,7 @@ async def main_async(args: argparse.Namespace) -> int:
               "command": shown_command("scripts/bench-ingest", sys.argv[1:]), "note": args.note,
               "cores": cores_text, "plan": (f"{plan.records:,} records per repetition in batches of "
               f"{plan.batch} over {plan.streams} streams ({plan.window} batches in flight each), "
-              f"{plan.reps} interleaved repetitions")}  # fmt: skip
+              f"{plan.reps} interleaved repetitions, record times over the last {plan.spread_s} s")}  # fmt: skip
     log(header["plan"] + "; " + cores_text)
     runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     foreign: dict[str, float] = {n: 0.0 for n in names}
@@ -327,6 +328,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=None, help="records per repetition")
     parser.add_argument("--batch", type=int, default=None, help="records per batch")
     parser.add_argument("--reps", type=int, default=None, help="repetitions (>= 3 for a real run)")
+    parser.add_argument("--recent", action="store_true",
+                        help="record times within the last minute (live traffic) instead of the last 2 hours")  # fmt: skip
     parser.add_argument("--pg-fast", action="store_true",
                         help="PostgreSQL as the tests run it (fsync off) instead of its durable defaults")  # fmt: skip
     parser.add_argument("--docs", type=Path, default=None, help="markdown file to update (full run default: "
