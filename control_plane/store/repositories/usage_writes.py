@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import (
@@ -154,7 +154,7 @@ def _sqlite_times(column: list[int | None], prefixes: dict[int, str]) -> list[st
     return list(map(table.__getitem__, column))
 
 
-@cache
+@lru_cache(maxsize=64)  # batches sealed by age have any size: keep the usual ones, not every one
 def _sqlite_statement(table_name: str, columns: tuple[str, ...], rows: int, tail: str) -> str:
     row = "(" + ",".join("?" * len(columns)) + ")"
     return f"INSERT INTO {table_name} ({', '.join(columns)}) VALUES {','.join([row] * rows)} {tail}"
