@@ -52,6 +52,10 @@ class Plan:
     window: int
     reps: int
     spread_s: int = 7200  # record times over this many seconds before now
+    # Records in time order with ids as the gateway makes them (time first: data_plane.usage.new_record_id),
+    # as live nodes send them; else times cycling over the spread and 96-bit random ids (the old ids).
+    live: bool = False
+    random_ids: bool = False  # with live: 96-bit random ids as before issue 16 (the id change measured alone)
 
 
 MODES = {
@@ -70,15 +74,20 @@ _ORGS = tuple(f"org_{i:02d}{'x' * 20}" for i in range(8))
 _KEYS = tuple(f"key_{i:03d}{'y' * 20}" for i in range(64))
 
 
-def make_records(count: int, now_s: int, spread_s: int = 7200) -> list[node_pb2.UsageRecord]:
-    """``count`` records like a busy gateway's: unique 96-bit ids, 8 orgs, 64 keys, 5 models, last 2 hours."""
+def make_records(
+    count: int, now_s: int, spread_s: int = 7200, live: bool = False, random_ids: bool = False
+) -> list[node_pb2.UsageRecord]:
+    """``count`` records like a busy gateway's: unique ids, 8 orgs, 64 keys, 5 models, last 2 hours (``spread_s``)."""
     out = []
     for i in range(count):
+        at = now_s - spread_s + (i * spread_s) // count if live else now_s - (i * 7) % spread_s
+        time_first = live and not random_ids
+        request_id = f"req_{at:08x}{os.urandom(8).hex()}" if time_first else os.urandom(12).hex()
         name, slug, family, endpoint = _MODELS[i % len(_MODELS)]
         streamed = i % 3 != 0
         inp, outp = 200 + (i * 37) % 4000, 0 if name == "embed" else 20 + (i * 13) % 900
         rec = node_pb2.UsageRecord(
-            request_id=os.urandom(12).hex(), node_id=f"bench-node-{i % 2}", org_id=_ORGS[i % len(_ORGS)],
+            request_id=request_id, node_id=f"bench-node-{i % 2}", org_id=_ORGS[i % len(_ORGS)],
             key_id=_KEYS[i % len(_KEYS)], model_name=name, upstream_slug=slug,
             family=family,
             endpoint=endpoint, http_status=200 if i % 50 else 429,
@@ -88,7 +97,7 @@ def make_records(count: int, now_s: int, spread_s: int = 7200) -> list[node_pb2.
             latency_us=300_000 + i % 5_000_000, upstream_latency_us=295_000 + i % 5_000_000,
             time_to_first_byte_us=150_000 + i % 90_000 if streamed else 0,
         )  # fmt: skip
-        rec.time.FromSeconds(now_s - (i * 7) % spread_s)
+        rec.time.FromSeconds(at)
         out.append(rec)
     return out
 
@@ -154,7 +163,7 @@ async def measure(cp: ControlPlaneProcess, plan: Plan, probe_cpu: int | None = N
     Also the control plane's CPU seconds per record stored (``process_cpu_seconds``) and its
     loop stalls while storing them (``LoopProbe``; idle first, for the RPC's own cost).
     """
-    lanes = make_batches(make_records(plan.records, int(time.time()), plan.spread_s), plan)
+    lanes = make_batches(make_records(plan.records, int(time.time()), plan.spread_s, plan.live, plan.random_ids), plan)
     probe = LoopProbe(cp.address, probe_cpu)
     probe.start()
     await asyncio.sleep(0.5)
@@ -269,7 +278,8 @@ async def main_async(args: argparse.Namespace) -> int:
 
     plan = MODES[args.mode]
     plan = Plan(records=args.records or plan.records, batch=args.batch or plan.batch, streams=plan.streams,
-                window=plan.window, reps=args.reps or plan.reps, spread_s=60 if args.recent else 7200)  # fmt: skip
+                window=plan.window, reps=args.reps or plan.reps, spread_s=60 if args.recent else 7200,
+                live=args.live, random_ids=args.random_ids)  # fmt: skip
     cores = sorted(os.sched_getaffinity(0))
     cp_cpu, client_cpu = (cores[-1], cores[0]) if len(cores) >= 2 else (None, None)
     if client_cpu is not None:
@@ -281,7 +291,9 @@ async def main_async(args: argparse.Namespace) -> int:
               "command": shown_command("scripts/bench-ingest", sys.argv[1:]), "note": args.note,
               "cores": cores_text, "plan": (f"{plan.records:,} records per repetition in batches of "
               f"{plan.batch} over {plan.streams} streams ({plan.window} batches in flight each), "
-              f"{plan.reps} interleaved repetitions, record times over the last {plan.spread_s} s")}  # fmt: skip
+              f"{plan.reps} interleaved repetitions, record times over the last {plan.spread_s} s"
+              + (", in time order" if plan.live else "")
+              + (" with the gateway's time-first ids" if plan.live and not plan.random_ids else ""))}  # fmt: skip
     log(header["plan"] + "; " + cores_text)
     runs: dict[str, list[dict[str, float]]] = {n: [] for n in names}
     foreign: dict[str, float] = {n: 0.0 for n in names}
@@ -330,6 +342,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reps", type=int, default=None, help="repetitions (>= 3 for a real run)")
     parser.add_argument("--recent", action="store_true",
                         help="record times within the last minute (live traffic) instead of the last 2 hours")  # fmt: skip
+    parser.add_argument("--live", action="store_true",
+                        help="records in time order with the gateway's time-first request ids, as live nodes "
+                        "send them (default: times cycling over the spread, 96-bit random ids)")  # fmt: skip
+    parser.add_argument("--random-ids", action="store_true",
+                        help="with --live: 96-bit random request ids (the gateway's before issue 16)")
     parser.add_argument("--pg-fast", action="store_true",
                         help="PostgreSQL as the tests run it (fsync off) instead of its durable defaults")  # fmt: skip
     parser.add_argument("--docs", type=Path, default=None, help="markdown file to update (full run default: "

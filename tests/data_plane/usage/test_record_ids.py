@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 from data_plane.usage import new_record_id
 
@@ -14,6 +15,15 @@ def test_form_and_uniqueness_across_many_pool_refills() -> None:
     ids = [new_record_id() for _ in range(5_000)]
     assert len(set(ids)) == len(ids)
     assert all(FORM.fullmatch(i) for i in ids)
+
+
+def test_ids_start_with_the_time_so_they_arrive_in_key_order() -> None:
+    before = int(time.time())
+    ids = [new_record_id() for _ in range(1_000)]
+    after = int(time.time())
+    stamps = {int(i[4:12], 16) for i in ids}
+    assert stamps <= set(range(before, after + 1))
+    assert sorted(ids, key=lambda i: i[4:12]) == ids  # ordered by their time part as generated
 
 
 def test_a_forked_child_draws_fresh_bytes() -> None:
