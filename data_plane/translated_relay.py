@@ -70,6 +70,10 @@ def untranslatable() -> GatewayError:
 
 def split_events(block: bytes) -> list[bytes]:
     """Complete SSE events (each without the blank line that ended it) of a block the splitter released."""
+    if block.endswith(b"\n\n") and block.find(b"\n\n") == len(block) - 2 and b"\r" not in block:
+        # One event with LF line ends, the usual read: its only boundary is the last two bytes.
+        event = block[:-2]
+        return [event] if event.strip() else []
     events: list[bytes] = []
     start = 0
     for match in EVENT_END.finditer(block):

@@ -152,6 +152,9 @@ def map_answer(body: bytes, ids: ReplyIds) -> dict[str, Any]:
     }
 
 
+_NO_FINISH = b',"logprobs":null,"finish_reason":null}]}\n\n'
+
+
 class MessagesChunks:
     """One Messages SSE stream as ``chat.completion.chunk`` lines, each event as it arrives."""
 
@@ -164,6 +167,9 @@ class MessagesChunks:
         }
         if include_usage:
             self._head["usage"] = None
+        # Every chunk is the head then one choice: its bytes up to the delta, serialised once
+        # (orjson keeps insertion order, so the chunk is byte for byte the whole dict's dump).
+        self._prefix = b"data: " + orjson.dumps(self._head)[:-1] + b',"choices":[{"index":0,"delta":'
         self._include_usage = include_usage
         self._started = False
         self._done = False
@@ -175,11 +181,8 @@ class MessagesChunks:
         self._stopped = False  # message_stop seen: the stream ended, not merely the connection
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        chunk = {
-            **self._head,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        end = _NO_FINISH if finish is None else b',"logprobs":null,"finish_reason":' + orjson.dumps(finish) + b"}]}\n\n"
+        return b"".join((self._prefix, orjson.dumps(delta), end))
 
     def _start(self) -> bytes:
         if self._started:
@@ -196,7 +199,7 @@ class MessagesChunks:
     def feed(self, event: bytes) -> bytes:
         if self._done:
             return b""
-        data = b"\n".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+        data = _data(event)
         ev = _object(data) if data else {}
         kind = ev.get("type")
         if kind == "message_start":
@@ -281,6 +284,16 @@ class MessagesChunks:
             final = {**self._head, "choices": [], "usage": openai_usage(self._usage)}
             out += b"data: " + orjson.dumps(final) + b"\n\n"
         return out + b"data: [DONE]\n\n"
+
+
+def _data(event: bytes) -> bytes:
+    """The event's data lines, each stripped, joined by newlines."""
+    at = event.find(b"data:")
+    if (at == 0 or (at > 0 and event[at - 1] == 10)) and b"\r" not in event and event.find(b"\ndata:", at) < 0:
+        # One data line and LF line ends (what Anthropic sends): no line-by-line walk.
+        end = event.find(b"\n", at)
+        return (event[at + 5 :] if end < 0 else event[at + 5 : end]).strip()
+    return b"\n".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
 
 
 def _index(ev: Mapping[str, Any]) -> int:
