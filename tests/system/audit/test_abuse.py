@@ -38,7 +38,7 @@ async def test_wrong_method_is_405_in_family_shape(
 
 @pytest.mark.parametrize(("family", "path"), [
     ("openai", "/v1/chat/completions/"),
-    ("openai", "/v1/audio/speech"),
+    ("openai", "/v1/audio/voices"),  # /v1/audio/speech exists since issue 15
     ("anthropic", "/v1/messages/count_tokens"),
     ("gemini", "/v1beta/models/gemini-flash:countTokens"),
     ("gemini", "/v1beta/tunedModels/gemini-flash"),  # POST /v1beta/models/{model}: 405 (test_listings)
