@@ -11,11 +11,11 @@ Shared by ``odockctl model create|update|get`` and ``odockctl apply``: the same 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from odock.v1 import common_pb2
 from odockctl.apply.fields import Fields
-from odockctl.values import ValueProblem, parse_usd
+from odockctl.values import ValueProblem, parse_usd, usd_amount
 
 PICOS_PER_USD = 10**12
 # The control plane's bound for every price (micro-USD per million units): $1 a second of audio.
@@ -27,15 +27,7 @@ PRICING_KEYS = ("input", "output", "cached_input", "audio_second", "character", 
 
 def parse_usd_per_second(text: str | float) -> int:
     """USD per second of audio ("0.0001") as micro-USD per million seconds (USD x 10^12), exactly."""
-    if isinstance(text, bool):
-        raise ValueProblem(f"expected a USD amount, got {text!r}")
-    raw = repr(text) if isinstance(text, float) else str(text)
-    try:
-        amount = Decimal(raw.strip().removeprefix("$"))
-    except InvalidOperation:
-        raise ValueProblem(f"not a USD amount: {raw!r}") from None
-    if not amount.is_finite() or amount < 0:
-        raise ValueProblem(f"USD amount must be a finite, non-negative number: {raw!r}")
+    amount, raw = usd_amount(text)
     scaled = amount * PICOS_PER_USD
     if scaled != scaled.to_integral_value():
         raise ValueProblem(f"USD per second has more than 12 decimal places: {raw!r}")

@@ -69,8 +69,8 @@ def outage_policy_name(value: int) -> str:
     return "fail_open" if value == 0 else str(value)
 
 
-def parse_usd(text: str | float) -> int:
-    """A decimal USD amount ("0.15") as exact micro-USD; at most 6 decimals."""
+def usd_amount(text: str | float) -> tuple[Decimal, str]:
+    """A finite, non-negative decimal USD amount ("0.15", "$2", 0.5) and the text it was read from."""
     if isinstance(text, bool):
         raise ValueProblem(f"expected a USD amount, got {text!r}")
     raw = repr(text) if isinstance(text, float) else str(text)
@@ -80,6 +80,12 @@ def parse_usd(text: str | float) -> int:
         raise ValueProblem(f"not a USD amount: {raw!r}") from None
     if not amount.is_finite() or amount < 0:
         raise ValueProblem(f"USD amount must be a finite, non-negative number: {raw!r}")
+    return amount, raw
+
+
+def parse_usd(text: str | float) -> int:
+    """A decimal USD amount ("0.15") as exact micro-USD; at most 6 decimals."""
+    amount, raw = usd_amount(text)
     micros = amount * MICROS_PER_USD
     if micros != micros.to_integral_value():
         raise ValueProblem(f"USD amount has more than 6 decimal places: {raw!r}")
