@@ -181,7 +181,11 @@ class MessagesChunks:
         self._stopped = False  # message_stop seen: the stream ended, not merely the connection
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        end = _NO_FINISH if finish is None else b',"logprobs":null,"finish_reason":' + orjson.dumps(finish) + b"}]}\n\n"
+        end = (
+            _NO_FINISH
+            if finish is None
+            else b',"logprobs":null,"finish_reason":' + orjson.dumps(finish) + b"}]}\n\n"
+        )
         return b"".join((self._prefix, orjson.dumps(delta), end))
 
     def _start(self) -> bytes:
@@ -289,7 +293,11 @@ class MessagesChunks:
 def _data(event: bytes) -> bytes:
     """The event's data lines, each stripped, joined by newlines."""
     at = event.find(b"data:")
-    if (at == 0 or (at > 0 and event[at - 1] == 10)) and b"\r" not in event and event.find(b"\ndata:", at) < 0:
+    if (
+        (at == 0 or (at > 0 and event[at - 1] == 10))
+        and b"\r" not in event
+        and event.find(b"\ndata:", at) < 0
+    ):
         # One data line and LF line ends (what Anthropic sends): no line-by-line walk.
         end = event.find(b"\n", at)
         return (event[at + 5 :] if end < 0 else event[at + 5 : end]).strip()

@@ -230,7 +230,9 @@ def routing_cases(loop: asyncio.AbstractEventLoop) -> tuple[dict[str, Callable[[
     return {"1 deployment": case(single), "3 healthy deployments": case(routed)}, batch
 
 
-def measure(pair: dict[str, Callable[[], None]], requests: int, rounds: int, per_call: int = 1) -> dict[str, list[float]]:
+def measure(
+    pair: dict[str, Callable[[], None]], requests: int, rounds: int, per_call: int = 1
+) -> dict[str, list[float]]:
     calls = max(1, requests // per_call)
     for fn in pair.values():
         for _ in range(max(1, calls // 10)):

@@ -36,7 +36,7 @@ def general_data(event: bytes) -> bytes:
     return b"\n".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
 
 
-PIECES = [b"event: x", b"data: {}", b"data:{\"a\":1}", b" data: y", b"event: data: z", b"", b":c", b"data:"]
+PIECES = [b"event: x", b"data: {}", b'data:{"a":1}', b" data: y", b"event: data: z", b"", b":c", b"data:"]
 ENDS = [b"\n", b"\r\n", b"\r", b"\n\n", b"\r\n\r\n", b"\n\r\n", b""]
 
 

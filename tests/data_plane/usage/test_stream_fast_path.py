@@ -70,5 +70,7 @@ def test_shortcut_answers_as_the_general_path(strip: bool) -> None:
 def test_compact_nulls_are_cut_without_the_general_path() -> None:
     block = chunk("a") + chunk("b")
     m = meter(CHAT_USAGE)
-    assert ChatTap(m, strip_injected=True).relay(block) == chunk("a", layout="none") + chunk("b", layout="none")
+    assert ChatTap(m, strip_injected=True).relay(block) == chunk("a", layout="none") + chunk(
+        "b", layout="none"
+    )
     assert m.usage is None and m.flags == 0
