@@ -26,7 +26,7 @@ from data_plane.objects.call import Call
 from data_plane.objects.errors import deployment_gone
 from data_plane.objects.ledger import OwnedObject
 from data_plane.providers import DIALECTS, OPENAI
-from data_plane.providers.endpoint import _url_prefix, _with_query, filter_query
+from data_plane.providers.endpoint import url_for_path
 from data_plane.providers.headers import build_headers
 from data_plane.relay import Relay
 from data_plane.routing.health import DEFAULT_NAME
@@ -114,10 +114,9 @@ async def open_upstream(
         max_buffered=settings.max_buffered_response_bytes, max_sse_event=settings.max_sse_event_bytes,
     )  # fmt: skip
     try:
-        prefix, base_query = _url_prefix(dep.base_url, path, "")
+        url = url_for_path(dep.base_url, path, query)
     except ValueError:
         raise GatewayError(502, "upstream_misconfigured", "The model's upstream address is not usable") from None
-    url = _with_query(prefix, base_query, filter_query(query) if query else "")
     try:
         headers = build_headers(DIALECTS[OPENAI], request.headers.items(), dep.secret)
     except (ValueError, UnicodeDecodeError):

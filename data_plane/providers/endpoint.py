@@ -103,6 +103,13 @@ def encode_gemini_slug(slug: str) -> str:
     return quote(bare, safe=_GEMINI_SLUG_SAFE)
 
 
+def url_for_path(base_url: str, path: str, query: Query = None) -> str:
+    """``base_url`` + ``path`` + the client's ``query`` minus authentication (uncached: for paths that
+    vary per request, such as a provider object's id); ValueError for an unusable base URL."""
+    prefix, base_query = _url_prefix(base_url, path, "")
+    return _with_query(prefix, base_query, filter_query(query) if query else "")
+
+
 def _url_prefix(base_url: str, path: str, strip_suffix: str) -> tuple[str, str]:
     parts = urlsplit(base_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:

@@ -147,3 +147,13 @@ def test_base_url_must_be_http() -> None:
     for bad in ("ftp://x/v1", "api.openai.com/v1", "", "https:///v1"):
         with pytest.raises(ValueError):
             chat.upstream_url(bad, "m", None)
+
+
+def test_url_for_path_keeps_the_base_query_and_drops_credentials_from_the_clients() -> None:
+    from data_plane.providers.endpoint import url_for_path
+
+    url = url_for_path("https://api.example.com/v1?api-version=2", "/files/file-1%2F/content", "after=x&key=secret")
+    assert url == "https://api.example.com/v1/files/file-1%2F/content?api-version=2&after=x"
+    assert url_for_path("https://api.example.com/v1/", "/batches") == "https://api.example.com/v1/batches"
+    with pytest.raises(ValueError):
+        url_for_path("ftp://api.example.com", "/files")
