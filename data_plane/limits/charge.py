@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 
 from data_plane.limits.lanes import MONEY_KIND, TOKENS
 from data_plane.limits.limiter import Limiter
-from data_plane.limits.pools import adjustment
 from odock.limitmetrics import BUDGET, MONTHLY, MONTHLY_SPEND, MONTHLY_TOKENS
 
 # (metric, whose scope: the org's or the key's, what it counts)
@@ -38,19 +37,8 @@ def charge(limiter: Limiter, org_id: str, key_id: str, tokens: int, picos: int, 
     """Count ``tokens`` and ``picos`` (pico-USD) against the org's and key's long-window limits."""
     if wall is None:
         wall = time.time()
-    lanes = limiter._lanes  # the limiter's own state, read here: one call per batch
-    pending = limiter._leases.pending
     for metric, scope, kind in _CHARGED:
         amount = tokens if kind == TOKENS else picos
-        if amount <= 0:
-            continue
-        scope_id = org_id if scope == "org" else key_id
-        lane = lanes.get((scope_id, metric))
-        pool = lane.pool if lane is not None else None
-        if lane is not None and pool is not None and pool.live and pool.current(wall):
-            limiter.correct(lane, pool, amount)
-            continue
-        window = month_index(wall) if metric in MONTHLY else 0
-        fix = adjustment(org_id, key_id if scope == "key" else "", metric, window, amount)
-        if fix is not None:
-            pending.append(fix)
+        if amount > 0:
+            window = month_index(wall) if metric in MONTHLY else 0
+            limiter.charge(org_id, key_id if scope == "key" else "", metric, window, amount, wall)

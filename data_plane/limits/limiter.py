@@ -321,6 +321,19 @@ class Limiter:
                 self._leases.pending.append(fix)
         # Per-minute windows that already ended: nothing left to correct.
 
+    def charge(self, org_id: str, key_id: str, metric: int, window: int, amount: int, wall: float) -> None:
+        """Count ``amount`` nobody reserved (a finished batch's usage) against ``metric`` of the org
+        (``key_id`` empty) or of the key: from this node's live pool of the window, else as an
+        adjustment the control plane applies with the next lease call."""
+        lane = self._lanes.get((key_id or org_id, metric))
+        pool = lane.pool if lane is not None else None
+        if lane is not None and pool is not None and pool.live and pool.current(wall):
+            self.correct(lane, pool, amount)
+            return
+        fix = adjustment(org_id, key_id, metric, window, amount)
+        if fix is not None:
+            self._leases.pending.append(fix)
+
     # -- events from the watch stream ------------------------------------------------------
 
     def exhausted(self, org_id: str, key_id: str) -> None:
