@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from data_plane import deadlines
 from data_plane.errors import GatewayError
 from data_plane.settings import Timeouts
 
@@ -101,7 +102,8 @@ async def read_body(request: web.BaseRequest, limit: int, timeouts: Timeouts) ->
     buf = bytearray(first)
     while True:
         try:
-            async with asyncio.timeout(pace.wait(loop.time(), len(buf))):
+            now = loop.time()
+            async with deadlines.timeout_at(now + pace.wait(now, len(buf))):
                 chunk = await request.content.readany()
         except TimeoutError:
             continue  # the pace decides, at the top of the loop, whether this is the end

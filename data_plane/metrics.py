@@ -27,7 +27,6 @@ import logging
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -222,7 +221,7 @@ class DataPlaneMetrics:
         self.deployments = deployment_metrics.DeploymentSeries(reg)  # odock_dp_deployment_*
         self._mirror = _Mirror()
         self._started = time.monotonic()
-        self._children: dict[tuple[int, str, int, int], _RequestChildren] = {}
+        self._children: dict[tuple[int, str, int, int], _RequestSeries] = {}
         self.in_flight_now = 0  # kept by the request path; the gauge gets it on refresh
         for table in CACHE_TABLES:
             for result in CACHE_RESULTS:
@@ -240,29 +239,32 @@ class DataPlaneMetrics:
         self, family: int, endpoint: str, status: int, outcome: int, total: float, overhead: float,
         upstream_first_byte: float | None, input_tokens: int = 0, output_tokens: int = 0, cached_tokens: int = 0,
     ) -> None:  # fmt: skip
-        """Record one finished native-endpoint request (times in seconds)."""
+        """Record one finished native-endpoint request (times in seconds).
+
+        Tallied in plain numbers and moved into the registry by :meth:`refresh` (each scrape, and
+        every ``REFRESH_SECONDS`` in a worker), as the deployment series are: the seven locked
+        updates per request this replaces were a percent of a request's CPU (issue 16).
+        """
         key = (family, endpoint, status, outcome)
         c = self._children.get(key)
         if c is None:
             c = self._children_for(key)
-        c.requests.inc()
+        c.requests += 1
         c.seconds(total)
         c.overhead(overhead)
         if upstream_first_byte is not None:
             c.first_byte(upstream_first_byte)
-        if input_tokens:
-            c.input_tokens.inc(input_tokens)
-        if output_tokens:
-            c.output_tokens.inc(output_tokens)
-        if cached_tokens:
-            c.cached_tokens.inc(cached_tokens)
+        c.input_tokens += input_tokens
+        c.output_tokens += output_tokens
+        c.cached_tokens += cached_tokens
 
-    def _children_for(self, key: tuple[int, str, int, int]) -> _RequestChildren:
+    def _children_for(self, key: tuple[int, str, int, int]) -> _RequestSeries:
         family_code, endpoint, status, outcome = key
         if len(self._children) >= MAX_CACHED_CHILDREN:  # bounded whatever statuses come along
+            self.flush_requests()
             self._children.clear()
         family = family_label(family_code)
-        c = _RequestChildren(
+        c = _RequestSeries(
             requests=self.requests.labels(
                 family, endpoint, str(status), OUTCOMES.get(outcome, "unspecified")
             ),
@@ -276,10 +278,17 @@ class DataPlaneMetrics:
         self._children[key] = c
         return c
 
+    def flush_requests(self) -> None:
+        """Move the requests tallied so far into the registry (``refresh`` does, first)."""
+        for series in self._children.values():
+            series.flush()
+
     # -- state kept elsewhere -------------------------------------------------
 
     def refresh(self, node: NodeState) -> None:
-        """Copy the node's link, cache, usage and limits state into the metrics."""
+        """Copy the requests tallied since the last call, and the node's link, cache, usage and limits
+        state, into the metrics."""
+        self.flush_requests()
         now = time.monotonic()
         link = node.link
         self.workers.set(1)
@@ -352,36 +361,61 @@ METRICS: web.AppKey[DataPlaneMetrics] = web.AppKey("odock_metrics", DataPlaneMet
 
 
 class _Observer:
-    """``Histogram.observe`` of one labelled child, with a bisect instead of its Python loop over the buckets.
+    """A labelled histogram child's observations since the last flush, bucketed by a bisect.
 
-    The same values change the same way (the sum, then the first bucket whose bound is >= the amount;
-    NaN in none), through the child's own value objects, so multi-process mode is unchanged.
+    The same values change the same way as ``Histogram.observe`` would (the sum, then the first
+    bucket whose bound is >= the amount; NaN in none), through the child's own value objects at
+    :meth:`flush`, so multi-process mode is unchanged.
     """
 
-    __slots__ = ("_bounds", "_buckets", "_sum")
+    __slots__ = ("_bounds", "_buckets", "_counts", "_sum", "_total")
 
     def __init__(self, child: Histogram) -> None:
         self._bounds: list[float] = list(child._upper_bounds)
         self._buckets: list[Any] = child._buckets
         self._sum: Any = child._sum
+        self._counts = [0] * len(self._bounds)
+        self._total = 0.0
 
     def __call__(self, amount: float) -> None:
-        self._sum.inc(amount)
+        self._total += amount
         if amount <= self._bounds[-1]:  # the last bound is +Inf: false only for NaN
-            self._buckets[bisect_left(self._bounds, amount)].inc(1)
+            self._counts[bisect_left(self._bounds, amount)] += 1
+
+    def flush(self) -> None:
+        counts = self._counts
+        for i, n in enumerate(counts):
+            if n:
+                self._buckets[i].inc(n)
+                counts[i] = 0
+        if self._total:
+            self._sum.inc(self._total)
+            self._total = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class _RequestChildren:
-    """The labelled series one (family, endpoint, status, outcome) updates, looked up once."""
+class _RequestSeries:
+    """The labelled series one (family, endpoint, status, outcome) updates, looked up once, with
+    what was tallied for them since the last flush."""
 
-    requests: Counter
-    seconds: _Observer
-    overhead: _Observer
-    first_byte: _Observer
-    input_tokens: Counter
-    output_tokens: Counter
-    cached_tokens: Counter
+    __slots__ = ("_counters", "cached_tokens", "first_byte", "input_tokens", "output_tokens", "overhead",
+                 "requests", "seconds")  # fmt: skip
+
+    def __init__(self, *, requests: Counter, seconds: _Observer, overhead: _Observer, first_byte: _Observer,
+                 input_tokens: Counter, output_tokens: Counter, cached_tokens: Counter) -> None:  # fmt: skip
+        self._counters = (requests, input_tokens, output_tokens, cached_tokens)
+        self.requests = self.input_tokens = self.output_tokens = self.cached_tokens = 0
+        self.seconds, self.overhead, self.first_byte = seconds, overhead, first_byte
+
+    def flush(self) -> None:
+        requests, input_tokens, output_tokens, cached_tokens = self._counters
+        for counter, tally in ((requests, self.requests), (input_tokens, self.input_tokens),
+                               (output_tokens, self.output_tokens), (cached_tokens, self.cached_tokens)):  # fmt: skip
+            if tally:
+                counter.inc(tally)
+        self.requests = self.input_tokens = self.output_tokens = self.cached_tokens = 0
+        self.seconds.flush()
+        self.overhead.flush()
+        self.first_byte.flush()
 
 
 def multiprocess_registry(directory: Path) -> CollectorRegistry:

@@ -36,6 +36,7 @@ import logging
 from aiohttp import web
 from multidict import CIMultiDict
 
+from data_plane import deadlines
 from data_plane.errors import GatewayError, sse_error_event
 from data_plane.scrub import MARKER_TEXT, Secret, StreamScrubber
 from data_plane.sse import DEFAULT_MAX_EVENT, EventSplitter, EventTooLarge
@@ -130,8 +131,9 @@ class Trip:
         self.idle = upstream_idle  # longest silence between reads
         self.deadline = deadline  # loop.time() by which everything must be done
 
-    def _timeout(self, limit: float) -> float:
-        return max(0.0, min(limit, self.deadline - asyncio.get_running_loop().time()))
+    def _deadline(self, limit: float) -> float:
+        """Loop time by which a wait bounded by ``limit`` seconds must end (never past the request's)."""
+        return min(asyncio.get_running_loop().time() + limit, self.deadline)
 
     async def open(
         self,
@@ -150,7 +152,7 @@ class Trip:
         meter = self.meter
         meter.upstream_started()
         try:
-            async with asyncio.timeout(self._timeout(first_byte_timeout)):
+            async with deadlines.timeout_at(self._deadline(first_byte_timeout)):
                 upstream = await transport.request(method, url, headers, body, tenant=tenant, network=network)
         except TimeoutError:  # connect timeouts included
             raise GatewayError(504, "upstream_timeout", UPSTREAM_TIMEOUT) from None
@@ -177,8 +179,7 @@ class Trip:
         data = upstream.read_nowait()  # what already arrived needs no timer
         if data or upstream.at_eof():
             return data
-        async with asyncio.timeout(self._timeout(self.idle)):
-            return await upstream.read()
+        return await upstream.read(self._deadline(self.idle))
 
 
 class Relay(Trip):

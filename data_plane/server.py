@@ -30,6 +30,7 @@ from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError, HttpPr
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import generate_latest
 
+from data_plane import deadlines
 from data_plane.app import build_app, family_for_path
 from data_plane.errors import GatewayError, error_body
 from data_plane.metrics import METRICS, multiprocess_registry
@@ -85,7 +86,10 @@ class GuardedRequestHandler(RequestHandler):
     def __init__(self, manager: web.Server, *, header_timeout: float, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._odock_header_timeout = header_timeout
-        self._odock_timer: asyncio.TimerHandle | None = None
+        # The header deadline's slot on the loop's deadline wheel (one loop timer per request was
+        # most of the guard's cost); 0: not armed.
+        self._odock_wheel: deadlines.Wheel | None = None
+        self._odock_slot = 0
         self._odock_busy = False
         self._odock_head = b""  # the first bytes of the current request's head
 
@@ -95,7 +99,7 @@ class GuardedRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         if not self._odock_busy:
-            if self._odock_timer is None:
+            if not self._odock_slot:
                 self._odock_arm()
             if len(self._odock_head) < HEAD_PEEK_BYTES:
                 self._odock_head += data[: HEAD_PEEK_BYTES - len(self._odock_head)]
@@ -154,17 +158,20 @@ class GuardedRequestHandler(RequestHandler):
 
     def _odock_arm(self) -> None:
         self._odock_disarm()
-        self._odock_timer = asyncio.get_running_loop().call_later(
-            self._odock_header_timeout, self._odock_expire
-        )
+        wheel = self._odock_wheel
+        if wheel is None:
+            wheel = self._odock_wheel = deadlines.wheel()
+        slot = wheel.add(self._loop.time() + self._odock_header_timeout, self, _header_deadline)
+        self._odock_slot = slot or -1  # never 0 once armed (an unbounded timeout has slot 0)
 
     def _odock_disarm(self) -> None:
-        if self._odock_timer is not None:
-            self._odock_timer.cancel()
-            self._odock_timer = None
+        if self._odock_slot:
+            if self._odock_wheel is not None and self._odock_slot > 0:
+                self._odock_wheel.discard(self._odock_slot, self)
+            self._odock_slot = 0
 
     def _odock_expire(self) -> None:
-        self._odock_timer = None
+        self._odock_slot = 0
         if self._odock_busy or self.transport is None or self.transport.is_closing():
             return
         rid = f"req_{secrets.token_hex(12)}"
@@ -176,6 +183,10 @@ class GuardedRequestHandler(RequestHandler):
             + body
         )
         self.force_close()  # closes the transport once the 408 is flushed
+
+
+def _header_deadline(handler: GuardedRequestHandler) -> None:
+    handler._odock_expire()
 
 
 class GuardedServer(web.Server):

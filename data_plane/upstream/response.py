@@ -13,6 +13,7 @@ from typing import Protocol
 
 from multidict import CIMultiDict
 
+from data_plane import deadlines
 from data_plane.upstream.errors import UpstreamBroken
 
 # Body bytes buffered beyond what the reader took before the socket stops being read: a
@@ -94,14 +95,27 @@ class UpstreamResponse:
             raise self._error
         return b""
 
-    async def read(self) -> bytes:
-        """The next body bytes, waiting for them; b"" at the end; ``UpstreamBroken`` if the body was cut."""
+    async def read(self, deadline: float | None = None) -> bytes:
+        """The next body bytes, waiting for them; b"" at the end; ``UpstreamBroken`` if the body was cut.
+
+        ``deadline`` (loop time): ``TimeoutError`` if nothing came by then (a wheel slot, not a
+        loop timer per wait: ``data_plane/deadlines.py``).
+        """
         if not self._chunks and not self._done and self._error is None:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await waiter
-            finally:
-                self._waiter = None
+            if deadline is None:
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+            else:
+                wheel = deadlines.wheel()
+                slot = wheel.add(deadline, waiter, deadlines.fail_with_timeout)
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+                    wheel.discard(slot, waiter)
         return self.read_nowait()
 
     def release(self) -> None:

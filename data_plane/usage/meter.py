@@ -61,6 +61,9 @@ class RecordSink(Protocol):
     def submit(self, record: node_pb2.UsageRecord) -> None: ...
 
 
+UNPRICED = Pricing()
+
+
 def exact_cost_picos(usage: Usage, pricing: Pricing, percent: int = 100) -> int:
     """Cost in pico-USD, ``percent`` of the list price, rounded half up to a whole pico-USD.
 
@@ -139,7 +142,7 @@ class RequestMeter:
         self.deployment = ""  # the deployment that answered, or the last one tried
         self.upstream_attempts = 0
         self.requested_model = ""  # the model the client named, when a fallback model answered
-        self.pricing = Pricing()
+        self.pricing = UNPRICED  # frozen: one shared instance, not one made per request
         # Set by the batch code (data_plane/objects/batch_usage.py): the record is a batch's usage,
         # costed at the model's batch_price_percent of its prices (100: list price).
         self.batch_id = ""

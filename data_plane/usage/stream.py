@@ -84,7 +84,11 @@ def event_start(data: bytes, pos: int, lo: int = 0) -> int:
     """
     # Events hold no CR/LF but their line ends, so a blank line is the only place where
     # "\n\n", "\r\r" or "\n\r" occur ("\r\n" alone is one line end).
-    at = max(data.rfind(b"\n\n", lo, pos), data.rfind(b"\r\r", lo, pos), data.rfind(b"\n\r", lo, pos))
+    # The CR forms are looked for only after the last "\n\n" (the latest of the three wins):
+    # in the usual LF-only stream each search then stops at that blank line, not at ``lo``.
+    at = data.rfind(b"\n\n", lo, pos)
+    after = at if at > lo else lo
+    at = max(at, data.rfind(b"\r\r", after, pos), data.rfind(b"\n\r", after, pos))
     if at < 0:
         return lo
     at += 2

@@ -24,7 +24,7 @@ import aiohttp
 from scripts.benchmark import profile, report, wrk
 from scripts.benchmark.measure import Knobs, wrk_arm
 from scripts.benchmark.provision import provision
-from scripts.benchmark.requests import chat_call, messages_call
+from scripts.benchmark.requests import chat_call, messages_call, translated_call
 from scripts.benchmark.scenarios import SCENARIOS, Bench, log, run_scenario, select
 from scripts.benchmark.stack import (
     REPO_ROOT,
@@ -109,9 +109,12 @@ async def check_answers(services: dict[str, Service], key: str) -> None:
     """One request of every kind to every target: each must be a 200 with the upstream's content."""
     async with aiohttp.ClientSession() as session:
         for arm, svc in services.items():
-            for call, expect in ((chat_call(arm, key), b'"chat.completion"'),
-                                 (chat_call(arm, key, stream=True), b"data: [DONE]"),
-                                 (messages_call(arm, key), b"event: message_stop")):  # fmt: skip
+            calls = [(chat_call(arm, key), b'"chat.completion"'),
+                     (chat_call(arm, key, stream=True), b"data: [DONE]"),
+                     (messages_call(arm, key), b"event: message_stop")]  # fmt: skip
+            if arm == "gateway-translated":
+                calls.append((translated_call(key), b'"chat.completion.chunk"'))
+            for call, expect in calls:
                 async with session.post(
                     svc.url + call.path,
                     data=call.body,
@@ -227,7 +230,8 @@ async def main_async(args: argparse.Namespace) -> int:
         for svc in (dp, dp2):
             if svc is not None:
                 await wait_connected(svc)
-        services = {"direct": upstream, "floor": floor, "gateway": dp}
+        # "gateway-translated": the same data plane, asked in OpenAI format for the Anthropic model.
+        services = {"direct": upstream, "floor": floor, "gateway": dp, "gateway-translated": dp}
         if dp2 is not None:
             services["gateway-2w"] = dp2
         await check_answers(services, org.key)

@@ -16,6 +16,7 @@ from tests.support.provision import Provisioner, unique_name
 CHAT_MODEL = "bench-gpt"
 EMBED_MODEL = "bench-embed"
 CLAUDE_MODEL = "bench-claude"
+CLAUDE_OPENAI_MODEL = "bench-claude-openai"  # the same upstream model, opted in to OpenAI-format access
 _HUGE = 10**12
 
 
@@ -63,6 +64,14 @@ async def provision(cp_address: str, admin_token: str, upstream_url: str, *, dep
                                  oa.name, pricing=_pricing(20_000, 0))  # fmt: skip
         await admin.create_model(org.id, CLAUDE_MODEL, "anthropic", "claude-sonnet-4-5", upstream_url, an.name,
                                  pricing=_pricing(3_000_000, 15_000_000))  # fmt: skip
+        translated = await admin.create_model(org.id, CLAUDE_OPENAI_MODEL, "anthropic", "claude-sonnet-4-5",
+                                              upstream_url, an.name, pricing=_pricing(3_000_000, 15_000_000))  # fmt: skip
+        translated.openai_compatible = True
+        await admin.models.UpdateModel(
+            models_pb2.UpdateModelRequest(model=translated,
+                                          update_mask=field_mask_pb2.FieldMask(paths=["openai_compatible"])),
+            metadata=admin.metadata,
+        )  # fmt: skip
         if deployments > 1:
             chat = await admin.models.GetModel(models_pb2.GetModelRequest(org_id=org.id, name=CHAT_MODEL),
                                                metadata=admin.metadata)  # fmt: skip

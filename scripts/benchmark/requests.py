@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from scripts.benchmark.provision import CHAT_MODEL, CLAUDE_MODEL
+from scripts.benchmark.provision import CHAT_MODEL, CLAUDE_MODEL, CLAUDE_OPENAI_MODEL
 
 UPSTREAM_CHAT_MODEL = "gpt-4.1-mini"
 UPSTREAM_CLAUDE_MODEL = "claude-sonnet-4-5"
@@ -76,3 +76,10 @@ def messages_call(target: str, key: str, *, stream: bool = True, extra: dict[str
     secret = key if target.startswith("gateway") else "sk-ant-bench-0123456789"
     headers = {"x-api-key": secret, "anthropic-version": "2023-06-01", **(extra or {})}
     return Call("/v1/messages", messages_body(model, stream=stream), headers)
+
+
+def translated_call(key: str) -> Call:
+    """POST /v1/chat/completions (streamed) for the Anthropic model opted in to OpenAI format: the
+    gateway translates the request to Messages and the Anthropic stream back to chat chunks."""
+    headers = {"Authorization": f"Bearer {key}"}
+    return Call("/v1/chat/completions", chat_body(CLAUDE_OPENAI_MODEL, stream=True), headers)

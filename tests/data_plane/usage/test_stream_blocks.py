@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data_plane.providers.anthropic import USAGE as ANTHROPIC_USAGE
 from data_plane.providers.gemini import USAGE as GEMINI_USAGE
@@ -135,6 +137,27 @@ def test_event_start() -> None:
     for text, start in ((b"1", 0), (b"a", 0), (b"b", data.index(b"event: b")), (b"2", data.index(b"event: b")),
                         (b"3", data.index(b"data: 3")), (b"4", data.index(b"data: 4"))):  # fmt: skip
         assert event_start(data, data.index(text)) == start
+
+
+def _event_start_by_definition(data: bytes, pos: int, lo: int) -> int:
+    """event_start as first written: the latest of the three blank-line forms in [lo, pos)."""
+    at = max(data.rfind(b"\n\n", lo, pos), data.rfind(b"\r\r", lo, pos), data.rfind(b"\n\r", lo, pos))
+    if at < 0:
+        return lo
+    at += 2
+    while at < pos and data[at] in b"\r\n":
+        at += 1
+    return at
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"\n", b"\r", b"\r\n", b"data: x", b"e", b"\n\n", b"\r\r"]), max_size=30).map(b"".join),
+    cut=st.tuples(st.integers(0, 200), st.integers(0, 200)),
+)
+def test_event_start_finds_what_the_three_searches_find(data: bytes, cut: tuple[int, int]) -> None:
+    lo, pos = sorted(min(c, len(data)) for c in cut)
+    assert event_start(data, pos, lo) == _event_start_by_definition(data, pos, lo)
 
 
 def test_splitter_hands_over_whole_blocks_and_holds_partial_events() -> None:
