@@ -309,15 +309,22 @@ class TranslatedRelay(Trip):
     async def _translate(
         self, resp: web.StreamResponse, writer: Any, block: bytes, scrub: Any
     ) -> GatewayError | None:
+        # What a block's events translate to goes out in one write: a write per event was a send(2)
+        # per chunk, a fifth of a translated stream's CPU (issue 16).
+        parts: list[bytes] = []
+        failure: GatewayError | None = None
         for event in split_events(block):
             try:
                 out = writer.feed(event)
             except Exception:  # noqa: BLE001 - an event the translator cannot read ends the stream
                 log.info("upstream stream event could not be translated")
-                return untranslatable()
+                failure = untranslatable()
+                break
             if out:
-                await self._write(resp, scrub(out))
-        return None
+                parts.append(out)
+        if parts:
+            await self._write(resp, scrub(parts[0] if len(parts) == 1 else b"".join(parts)))
+        return failure
 
     async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
         if data:

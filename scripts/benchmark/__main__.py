@@ -134,13 +134,15 @@ async def ceiling(upstream: Service, workdir: Path, knobs: Knobs, other_core: st
 
 
 async def run_profiles(dp: Service, bench: Bench, out_dir: Path, seconds: int) -> str:
-    """py-spy on the 1-worker gateway under chat (c64), stream (c16) and 1 MB body (c8) load."""
+    """py-spy on the 1-worker gateway under chat (c64), stream (c16), 1 MB body (c8) and translated
+    stream (c16) load."""
     texts = []
     pid = dp.worker_pids()[0]
     loads = (
         ("chat c64", chat_call("gateway", bench.key), 64),
         ("stream c16", chat_call("gateway", bench.key, stream=True), 16),
         ("body 1MB c8", chat_call("gateway", bench.key, pad_to=1 << 20), 8),
+        ("translated stream c16", translated_call(bench.key), 16),
     )
     for label, call, conns in loads:
         arm = wrk_arm(dp, call, bench.workdir, Knobs(**{**bench.knobs.__dict__, "duration_s": seconds + 2}),
