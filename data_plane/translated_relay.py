@@ -74,15 +74,19 @@ def split_events(block: bytes) -> list[bytes]:
         # One event with LF line ends, the usual read: its only boundary is the last two bytes.
         event = block[:-2]
         return [event] if event.strip() else []
+    if b"\r" not in block:
+        # LF line ends only (a fast upstream's block of many events): a blank line is exactly
+        # "\n\n", so a split finds the same events as the general pattern, at C speed.
+        return [event for event in block.split(b"\n\n") if event and not event.isspace()]
     events: list[bytes] = []
     start = 0
     for match in EVENT_END.finditer(block):
         event = block[start : match.start()]
-        if event.strip():
+        if event and not event.isspace():  # not blank (isspace: the same bytes strip() drops, no copy)
             events.append(event)
         start = match.end()
     rest = block[start:]
-    if rest.strip():  # the final event of a stream that ended without a blank line
+    if rest and not rest.isspace():  # the final event of a stream that ended without a blank line
         events.append(rest)
     return events
 

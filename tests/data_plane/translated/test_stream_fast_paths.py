@@ -8,6 +8,8 @@ import itertools
 from typing import Any
 
 import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data_plane.providers.anthropic_reply import MessagesChunks, _data
 from data_plane.providers.translator import ReplyIds
@@ -52,6 +54,13 @@ def test_split_and_data_answer_as_the_general_code() -> None:
         assert split_events(block) == general_split(block), block
         assert _data(block) == general_data(block), block
     assert seen > 1000
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.sampled_from(PIECES + ENDS + [b" ", b"\t", b"\x0b", b"\x0c", b"event: e\ndata: {}\n\n"]), max_size=14))
+def test_split_of_many_event_blocks_answers_as_the_general_code(parts: list[bytes]) -> None:
+    block = b"".join(parts)
+    assert split_events(block) == general_split(block), block
 
 
 def chunk_dump(head: dict[str, Any], delta: dict[str, Any], finish: str | None) -> bytes:
