@@ -26,7 +26,7 @@ import logging
 import weakref
 from collections.abc import Callable, Hashable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 log = logging.getLogger("odock.data_plane")
 
@@ -134,7 +134,7 @@ def fail_with_timeout(future: asyncio.Future[Any]) -> None:
         future.set_exception(TimeoutError())
 
 
-class timeout_at:  # noqa: N801 - used like asyncio.timeout_at
+class timeout_at:
     """``async with timeout_at(when):`` as ``asyncio.timeout_at``, on the wheel.
 
     At the deadline the block's task is cancelled; leaving the block turns that cancellation into
@@ -151,7 +151,7 @@ class timeout_at:  # noqa: N801 - used like asyncio.timeout_at
         self._cancelling = 0
         self._wheel: Wheel | None = None
 
-    async def __aenter__(self) -> timeout_at:
+    async def __aenter__(self) -> Self:
         task = self._task = asyncio.current_task()
         if task is None:
             raise RuntimeError("timeout_at should be used inside a task")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:  # dialect.py imports this module (DROPPED_HEADERS)
     from data_plane.providers.dialect import Dialect
@@ -55,7 +55,8 @@ def build_headers(
     # The request path passes the client's ``headers.items()``: an ABC check of that view against
     # Mapping is a slow miss, so a mapping is told by its ``items`` method.
     items = getattr(client_headers, "items", None)
-    for name, value in items() if items is not None else client_headers:
+    pairs = cast("Iterable[tuple[str, str]]", items() if items is not None else client_headers)
+    for name, value in pairs:
         lower = name.lower()
         if lower in drop or lower.startswith(DROPPED_PREFIXES):
             if lower == "connection":

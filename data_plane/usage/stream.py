@@ -87,7 +87,7 @@ def event_start(data: bytes, pos: int, lo: int = 0) -> int:
     # The CR forms are looked for only after the last "\n\n" (the latest of the three wins):
     # in the usual LF-only stream each search then stops at that blank line, not at ``lo``.
     at = data.rfind(b"\n\n", lo, pos)
-    after = at if at > lo else lo
+    after = max(lo, at)
     at = max(at, data.rfind(b"\r\r", after, pos), data.rfind(b"\n\r", after, pos))
     if at < 0:
         return lo
