@@ -102,6 +102,9 @@ class Wheel:
                         log.exception("a deadline's expiry failed")
         while due and due[0] not in slots:  # slots emptied by discards: no need to wake for them
             heapq.heappop(due)
+        if self._handle is not None:  # an expiry above added a deadline (and armed for it)
+            self._handle.cancel()
+            self._handle = None
         if due:
             self._arm(due[0])
 

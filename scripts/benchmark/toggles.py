@@ -71,6 +71,15 @@ TOGGLE_SCENARIOS: tuple[Scenario, ...] = (
         ("first_byte_p50_ms", "first_event_p50_ms", "stream_p50_ms"),
     ),
     Scenario(
+        "metering_chat_c1",
+        "non-streaming chat, concurrency 1: latency (p99 above all) with metering on vs off — the "
+        "records' shipping and ingestion are the only difference",
+        METERING,
+        _wrk(lambda a, k: chat_call(a, k), 1),
+        lambda m: [],
+        ("rps", "p50_ms", "p99_ms", "cpu_us_per_req"),
+    ),
+    Scenario(
         "limits_chat_c64",
         "non-streaming chat, concurrency 64: requests/s with limits on vs off",
         LIMITS,
@@ -86,6 +95,10 @@ TOGGLE_SCENARIOS: tuple[Scenario, ...] = (
 def derived(result: dict[str, Any]) -> str:
     """One sentence comparing the two arms' medians."""
     on, off = (result["arms"][a] for a in result["arms"])
+    if result["scenario"] == "metering_chat_c1":
+        on_p99, off_p99 = on["p99_ms"]["median"], off["p99_ms"]["median"]
+        return (f"metering on: p99 {on_p99:.3f} ms vs {off_p99:.3f} ms off ({on_p99 - off_p99:+.3f} ms); "
+                f"p50 {on['p50_ms']['median']:.3f} vs {off['p50_ms']['median']:.3f} ms")
     if result["scenario"] == "metering_ttfb_c1":
         fb = on["first_byte_p50_ms"]["median"] - off["first_byte_p50_ms"]["median"]
         ev = on["first_event_p50_ms"]["median"] - off["first_event_p50_ms"]["median"]

@@ -186,3 +186,22 @@ def test_timeout_at_in_the_past_expires_at_once(run) -> None:  # type: ignore[no
                 await asyncio.sleep(1)
 
     run(main())
+
+
+def test_an_expiry_that_adds_a_deadline_leaves_one_timer_and_the_new_deadline_fires(run) -> None:  # type: ignore[no-untyped-def]
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        wheel = deadlines.wheel()
+        seen: list[str] = []
+
+        def chain(key: str) -> None:
+            seen.append(key)
+            if key == "first":
+                wheel.add(loop.time() + 0.02, "second", chain)
+
+        wheel.add(loop.time() + 0.02, "first", chain)
+        await asyncio.sleep(0.12)
+        assert wheel._handle is None  # nothing left to wake for
+        return seen
+
+    assert run(main()) == ["first", "second"]
