@@ -70,13 +70,9 @@ def untranslatable() -> GatewayError:
 
 def split_events(block: bytes) -> list[bytes]:
     """Complete SSE events (each without the blank line that ended it) of a block the splitter released."""
-    if block.endswith(b"\n\n") and block.find(b"\n\n") == len(block) - 2 and b"\r" not in block:
-        # One event with LF line ends, the usual read: its only boundary is the last two bytes.
-        event = block[:-2]
-        return [event] if event.strip() else []
     if b"\r" not in block:
-        # LF line ends only (a fast upstream's block of many events): a blank line is exactly
-        # "\n\n", so a split finds the same events as the general pattern, at C speed.
+        # LF line ends only (the usual read, one event or many): a blank line is exactly "\n\n",
+        # so a split finds the same events as the general pattern, at C speed.
         return [event for event in block.split(b"\n\n") if event and not event.isspace()]
     events: list[bytes] = []
     start = 0
