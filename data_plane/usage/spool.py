@@ -88,6 +88,9 @@ class Spool:
         self._counter = 0
         self._last_warning = 0.0
         self._last_error = ""
+        # drop_newest, once an entry is refused: the bytes used then. Nothing newer is taken until
+        # room is freed, or a smaller later group would slip into the gap and be kept over older ones.
+        self._full_at: int | None = None
         # Read by the event loop without the lock.
         self.dropped: Counter[str] = Counter()  # records, by reason: spool_full | corrupt
         self.errors: Counter[str] = Counter()  # failed writes/reads, by errno name or short_write
@@ -150,14 +153,21 @@ class Spool:
             out: list[Entry | None] = [None] * len(groups)
             reason = ""
             used = dir_bytes(self.directory, SUFFIX)
+            if self._full_at is not None and used < self._full_at:
+                self._full_at = None  # room was freed since (acks, here or in another worker)
             written: list[tuple[int, Entry]] = []
             for i, (payload, records) in enumerate(groups):
                 data = frame(payload, records)
-                if used + len(data) > self.max_bytes:
+                if self._full_at is None and used + len(data) > self.max_bytes:
                     used = self._make_room(len(data), used)
-                    if used + len(data) > self.max_bytes:
+                    if used + len(data) > self.max_bytes and self.policy == "drop_newest":
+                        self._full_at = used
+                    elif used + len(data) > self.max_bytes:
                         reason = reason or "spool_full"
                         continue
+                if self._full_at is not None:
+                    reason = reason or "spool_full"
+                    continue
                 entry = self._write(data, payload, records)
                 if entry is None:
                     reason = self._last_error

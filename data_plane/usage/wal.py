@@ -247,7 +247,6 @@ class Journal:
         if self._open:
             self._push(Batch(self._open, time.monotonic()))
             self._open, self._open_records = [], 0
-            self.wake.set()
 
     def seal_if_old(self, now: float) -> None:
         if self._open and now - self._opened_at >= self._settings.batch_age:
@@ -259,6 +258,8 @@ class Journal:
         else:
             self.memory.append(batch)
         self._memory_records += batch.size
+        # Also when a spill puts batches back: the stream may have looked while they were out.
+        self.wake.set()
 
     # -- the stream's side --
 
@@ -290,8 +291,6 @@ class Journal:
             if batch.durable():
                 batch.sealed_at = float("-inf")
             self._push(batch, front=True)
-        if batches:
-            self.wake.set()
 
     # -- housekeeping --
 

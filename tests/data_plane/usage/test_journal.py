@@ -81,6 +81,21 @@ async def test_records_refused_by_the_disk_are_written_once_it_recovers(tmp_path
     j.spool.close()
 
 
+async def test_batches_a_spill_puts_back_wake_the_stream(tmp_path: Path) -> None:
+    """The stream side may look for work while a spill has the batches out (writing them in a
+    thread): it finds none and waits for the wake, so putting them back must wake it, or records
+    sit in memory until new traffic comes (found as a flaky read-only-disk delivery test)."""
+    j = journal(tmp_path, FaultyDisk(fail_with=errno.EROFS))
+    await fill(j, 10)  # one sealed batch, kept in memory (the disk refused it)
+    spilling = asyncio.create_task(j.spill(time.monotonic() + 10, everything=True))
+    await asyncio.sleep(0)  # the spill has taken the batch and waits for the disk
+    j.wake.clear()
+    assert not j.has_work()  # what the stream side sees now: it waits for the wake
+    await spilling
+    assert j.has_work() and j.wake.is_set()
+    j.spool.close()
+
+
 async def test_shutdown_counts_what_the_disk_would_not_take(tmp_path: Path) -> None:
     j = journal(tmp_path, FaultyDisk(fail_with=errno.EIO), memory_max=1000)
     await fill(j, 25)  # 20 committed and spilled (refused), 5 waiting for a commit

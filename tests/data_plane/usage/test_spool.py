@@ -189,6 +189,24 @@ def test_full_drop_newest_refuses_and_the_caller_is_told(tmp_path: Path) -> None
     s.close()
 
 
+def test_full_drop_newest_takes_nothing_newer_until_room_is_freed(tmp_path: Path) -> None:
+    """Once an entry is refused, a smaller newer one does not slip into the room left: the spool
+    stays first-come (timing decides how records are grouped, so it must not decide what is kept)."""
+    one = len(batch(0, 3)[0]) + HEADER_SIZE
+    small = len(batch(0, 1)[0]) + HEADER_SIZE
+    s = Spool(tmp_path, one + small + 4, "drop_newest", segment_bytes=one)  # one entry per segment
+    s.open()
+    entries, why = s.append([batch(0, 3), batch(3, 3), batch(6, 1)])
+    assert [e is not None for e in entries] == [True, False, False] and why == "spool_full"
+    assert s.append([batch(7, 1)]) == ([None], "spool_full")  # a later call too
+    s.release([e for e in entries if e is not None])
+    s.ack([e for e, _ in s.take(10**6)])  # the control plane acknowledged: the segment is deleted
+    assert segments(tmp_path) == []
+    entries, why = s.append([batch(8, 1)])
+    assert entries[0] is not None and why == ""
+    s.close()
+
+
 def test_full_drop_oldest_deletes_old_segments_and_counts(tmp_path: Path) -> None:
     one = len(batch(0)[0]) + HEADER_SIZE
     s = Spool(tmp_path, one * 2 + 4, "drop_oldest", segment_bytes=one)  # one batch per segment

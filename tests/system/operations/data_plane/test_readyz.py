@@ -37,6 +37,30 @@ def _assert_public(resp: httpx.Response) -> None:
     assert not any(shape in resp.text for shape in SECRET_SHAPES), resp.text
 
 
+async def _pool_scopes_after_traffic(dp: OpsDataPlane, secret: str, workers: int) -> set[str]:
+    """Requests with ``secret`` (each answer and ``/readyz`` public-only), then the scopes of the limit
+    pools the workers report on the metrics listener."""
+    assert dp.metrics is not None
+    async with fresh_connections(dp.url) as client:
+        for _ in range(4 * workers):  # fresh connections: every worker likely serves some
+            call = chat_call("openai", "gpt-chat", key=secret)
+            resp = await client.post(call.path, content=call.body, headers=call.headers)
+            assert resp.status_code == 200, resp.text
+            _assert_public(await client.get("/readyz"))
+    await asyncio.sleep(1.2)  # supervised workers refresh their status every second
+    async with httpx.AsyncClient(base_url=f"http://{dp.metrics}") as ops:
+        details = await ops.get("/readyz/details")
+    assert details.status_code == 200, details.text
+    body = details.json()
+    statuses = body["workers"] if workers > 1 else [body]
+    assert body["ready"] is True and len(statuses) == workers
+    for status in statuses:
+        assert status["control_plane"] == "connected" and status["rpc"]
+        assert set(status) >= {"cache", "usage", "limits", "node_id", "revision"}
+        assert "dropped_records" in status["usage"]  # the usage counters moved here unchanged
+    return {p["scope"] for s in statuses for p in s["limits"]["pools"]}
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_public_readyz_shows_status_only_and_the_details_are_on_the_metrics_listener(
     workers: int, ops_cp: OpsControlPlane, org: Provisioned, tmp_path: Path
@@ -47,24 +71,12 @@ async def test_public_readyz_shows_status_only_and_the_details_are_on_the_metric
     )
     try:
         assert dp.metrics is not None
-        async with fresh_connections(dp.url) as client:
-            for _ in range(4 * workers):  # fresh connections: every worker likely serves some
-                call = chat_call("openai", "gpt-chat", key=secret)
-                resp = await client.post(call.path, content=call.body, headers=call.headers)
-                assert resp.status_code == 200, resp.text
-                _assert_public(await client.get("/readyz"))
-        await asyncio.sleep(1.2)  # supervised workers refresh their status every second
-        async with httpx.AsyncClient(base_url=f"http://{dp.metrics}") as ops:
-            details = await ops.get("/readyz/details")
-        assert details.status_code == 200, details.text
-        body = details.json()
-        statuses = body["workers"] if workers > 1 else [body]
-        assert body["ready"] is True and len(statuses) == workers
-        for status in statuses:
-            assert status["control_plane"] == "connected" and status["rpc"]
-            assert set(status) >= {"cache", "usage", "limits", "node_id", "revision"}
-            assert "dropped_records" in status["usage"]  # the usage counters moved here unchanged
-        pools = [p for s in statuses for p in s["limits"]["pools"]]
-        assert key_id in {p["scope"] for p in pools}, pools
+        # A per-minute pool is retired when its minute ends: a run that straddles a minute boundary
+        # (a few percent of runs) sees none, so it tries once more, inside the next minute.
+        for _attempt in range(2):
+            scopes = await _pool_scopes_after_traffic(dp, secret, workers)
+            if key_id in scopes:
+                break
+        assert key_id in scopes, scopes
     finally:
         assert await asyncio.to_thread(dp.process.stop) == 0
