@@ -97,7 +97,7 @@ def _in_range(column: Iterable[int], low: int, high: int) -> bool:
 
 
 def from_batch(records: Sequence[node_pb2.UsageRecord], batch_node_id: str,
-               receive_time: datetime) -> tuple[Columns, int] | None:  # fmt: skip
+               receive_time: datetime, batch_attempt: int = 0) -> tuple[Columns, int] | None:  # fmt: skip
     """(unique rows sorted by request id, duplicates within the batch); None if any record is invalid."""
     records = list(records)  # one wrapper per message; reading fields of a repeated field's items costs 3x
     count = len(records)
@@ -115,6 +115,8 @@ def from_batch(records: Sequence[node_pb2.UsageRecord], batch_node_id: str,
     if not (_in_range(seconds, 0, MAX_SECONDS) and _in_range(nanos, 0, 999_999_999)):
         return None
     get["node_id"] = [v or batch_node_id for v in get["node_id"]]
+    if batch_attempt:
+        get["attempt"] = [v or batch_attempt for v in get["attempt"]]
     for name, limit in _STRINGS.items():
         if max(map(len, get[name])) > limit:
             return None

@@ -119,7 +119,7 @@ async def _store(target: Target, rows: Columns) -> int:
 def _prepare_batch(batch: node_pb2.UsageBatch) -> tuple[Columns, int, int]:
     """Valid records sorted by request id (first copy of each), duplicates within the batch, rejected."""
     receive_time = utcnow()
-    fast = columns.from_batch(batch.records, batch.node_id, receive_time)
+    fast = columns.from_batch(batch.records, batch.node_id, receive_time, batch.attempt)
     if fast is not None:  # every record valid: the common case
         rows, duplicates = fast
         return rows, duplicates, 0
@@ -127,7 +127,7 @@ def _prepare_batch(batch: node_pb2.UsageBatch) -> tuple[Columns, int, int]:
     duplicates = rejected = 0
     for index, record in enumerate(batch.records):
         try:
-            prepared = prepare(record, batch.node_id, receive_time)
+            prepared = prepare(record, batch.node_id, receive_time, batch.attempt)
         except BadRecord as exc:
             rejected += 1
             # Ids and field names only: records carry no secrets, but keep logs small.

@@ -93,8 +93,14 @@ def _model_name(value: str) -> str | None:
     return value
 
 
-def prepare(record: node_pb2.UsageRecord, batch_node_id: str, receive_time: datetime) -> Prepared:
-    """Column values for ``record``; BadRecord when it cannot be stored as is."""
+def prepare(
+    record: node_pb2.UsageRecord, batch_node_id: str, receive_time: datetime, batch_attempt: int = 0
+) -> Prepared:
+    """Column values for ``record``; BadRecord when it cannot be stored as is.
+
+    ``batch_node_id`` and ``batch_attempt`` stand in for a record's own node id and attempt when it
+    has none (the batch's fields).
+    """
     if not record.request_id:
         raise BadRecord("request_id: required")
     if not record.org_id:
@@ -120,9 +126,10 @@ def prepare(record: node_pb2.UsageRecord, batch_node_id: str, receive_time: date
         if not 0 <= value <= _SMALLINT_MAX:
             raise BadRecord(f"{name}: out of range")
         values[name] = value
-    if record.attempt > _INT32_MAX:
+    attempt = record.attempt or batch_attempt
+    if attempt > _INT32_MAX:
         raise BadRecord("attempt: out of range")
-    values["attempt"] = record.attempt
+    values["attempt"] = attempt
     values["streamed"] = record.streamed
     values["flags"] = record.flags
     for name, limit in _TRACE.items():

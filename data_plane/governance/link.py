@@ -157,6 +157,13 @@ class ControlPlaneLink:
         self._settings = settings
         self._channel = _channel(settings)
         self._stub = node_pb2_grpc.NodeServiceStub(self._channel)
+        # Batches go up already encoded (the journal encodes each record once, when it is made):
+        # the generated stub would want a message and encode all of it again on the event loop.
+        self._report_usage: grpc.aio.StreamStreamMultiCallable[bytes, node_pb2.UsageAck] = self._channel.stream_stream(
+            "/odock.v1.NodeService/ReportUsage",
+            request_serializer=None,
+            response_deserializer=node_pb2.UsageAck.FromString,
+        )
         self._metadata = (("authorization", f"Bearer {settings.node_token}"),)
         self._keys = sealing.NodeKeyPair()
         self.calls: Counter[str] = Counter()
@@ -312,7 +319,8 @@ class ControlPlaneLink:
             wait_for_ready=True,
         )
 
-    def report_usage(self) -> grpc.aio.StreamStreamCall[node_pb2.UsageBatch, node_pb2.UsageAck]:
-        """Open the usage stream: batches up, acknowledgements down (the shipper drives it)."""
+    def report_usage(self) -> grpc.aio.StreamStreamCall[bytes, node_pb2.UsageAck]:
+        """Open the usage stream: encoded UsageBatch messages up, acknowledgements down (the shipper
+        drives it)."""
         self.calls["ReportUsage"] += 1
-        return self._stub.ReportUsage(metadata=self._metadata)
+        return self._report_usage(metadata=self._metadata)

@@ -52,9 +52,11 @@ DROP_REASONS = ("spool_full", "disk_error", "memory_full", "corrupt", "shutdown"
 
 @dataclass(eq=False)
 class Chunk:
-    """Records committed together, and the spool entry holding them (None: not durable, and why)."""
+    """Records committed together, each also encoded (``frames``, in step with ``records``: what
+    the stream sends), and the spool entry holding them (None: not durable, and why)."""
 
     records: list[node_pb2.UsageRecord]
+    frames: list[bytes]
     entry: Entry | None
     why: str = ""
 
@@ -71,6 +73,7 @@ class Batch:
     sealed_at: float
     size: int = 0
     sent_at: float = 0.0
+    sends: int = 0  # how many times the stream took it (the batch's ``attempt``)
     entries: list[Entry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -78,6 +81,15 @@ class Batch:
 
     def records(self) -> list[node_pb2.UsageRecord]:
         return [r for c in self.chunks for r in c.records]
+
+    def encoded(self, node_id: str, sequence: int) -> bytes:
+        """The UsageBatch message as sent: a head, then the records encoded when they were made.
+
+        One join instead of copying 500 records into a message that gRPC then encodes again on
+        the event loop (about 0.7 ms a batch, which showed in chat's p99 at concurrency 1).
+        """
+        head = node_pb2.UsageBatch(node_id=node_id, sequence=sequence, attempt=self.sends)
+        return head.SerializeToString() + b"".join(f for c in self.chunks for f in c.frames)
 
     def durable(self) -> bool:
         return all(c.durable for c in self.chunks)
@@ -199,15 +211,15 @@ class Journal:
         self.commit_waits.append(wait)
         self.recent_waits.append(wait)
         lost = 0
-        for group, entry in zip(groups, entries, strict=True):
-            self._add(Chunk(group, entry, "" if entry is not None else why))
+        for group, frame_group, entry in zip(groups, framed, entries, strict=True):
+            self._add(Chunk(group, frame_group, entry, "" if entry is not None else why))
             lost += 0 if entry is not None else len(group)
         if lost:
             self.not_durable += lost
             self._warn(f"{lost} records not written to the spool ({why}); kept in memory until delivered")
 
     async def _write(
-        self, groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]] | None = None
+        self, groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]]
     ) -> tuple[list[Entry | None], str]:
         if not self.spool_ok:
             return [None] * len(groups), "no_spool"
@@ -218,17 +230,11 @@ class Journal:
             return [None] * len(groups), type(exc).__name__
 
     def _append(
-        self, groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]] | None = None
+        self, groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]]
     ) -> tuple[list[Entry | None], str]:
-        if framed is not None:
-            # The records were encoded one by one at submit: a join, not a 500-record encode
-            # holding the interpreter (and so the event loop) for a millisecond.
-            payloads = [(self._header + b"".join(f), len(g)) for g, f in zip(groups, framed, strict=True)]
-        else:  # a retry of records kept in memory
-            payloads = [
-                (node_pb2.UsageBatch(node_id=self._node_id, records=g).SerializeToString(), len(g))
-                for g in groups
-            ]
+        # The records were encoded one by one at submit: a join, not a 500-record encode
+        # holding the interpreter (and so the event loop) for a millisecond.
+        payloads = [(self._header + b"".join(f), len(g)) for g, f in zip(groups, framed, strict=True)]
         return self.spool.append(payloads)
 
     def _add(self, chunk: Chunk) -> None:
@@ -266,14 +272,21 @@ class Journal:
     async def take(self, max_records: int) -> Batch | None:
         """The next batch to send: spooled records first (oldest first), else the oldest in memory."""
         if self.spool_ok and self.spool.pending_entries:
-            got = await asyncio.to_thread(self.spool.take, max_records)
-            if got:
-                return Batch([Chunk(list(b.records), e) for e, b in got], time.monotonic())
+            chunks = await asyncio.to_thread(self._take_spooled, max_records)
+            if chunks:
+                return Batch(chunks, time.monotonic())
         if self.memory:
             batch = self.memory.popleft()
             self._memory_records -= batch.size
             return batch
         return None
+
+    def _take_spooled(self, max_records: int) -> list[Chunk]:
+        """Entries read back from the spool, their records encoded for the stream (in the thread)."""
+        return [
+            Chunk(list(b.records), [record_frame(r) for r in b.records], e)
+            for e, b in self.spool.take(max_records)
+        ]
 
     def has_work(self) -> bool:
         return bool(self.memory) or (self.spool_ok and self.spool.pending_entries > 0)
@@ -316,7 +329,7 @@ class Journal:
         redo = [c for c in chunks if not c.durable]
         if redo and self.spool_ok and (everything or now >= self._retry_at):
             self._retry_at = now + RETRY_SECONDS
-            entries, why = await self._write([c.records for c in redo])
+            entries, why = await self._write([c.records for c in redo], [c.frames for c in redo])
             for chunk, entry in zip(redo, entries, strict=True):
                 chunk.entry, chunk.why = (entry, "") if entry is not None else (None, why)
         held = [c.entry for c in chunks if c.durable and c.entry is not None]
@@ -354,8 +367,10 @@ class Journal:
                 k = min(excess, len(chunk.records))
                 if newest:
                     del chunk.records[len(chunk.records) - k :]
+                    del chunk.frames[len(chunk.frames) - k :]
                 else:
                     del chunk.records[:k]
+                    del chunk.frames[:k]
                 excess -= k
                 batch.size -= k
                 self._memory_records -= k

@@ -786,8 +786,13 @@ class UsageBatch(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
     RECORDS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     sequence: _builtins.int
+    attempt: _builtins.int
+    """How many times the node has sent these records, for those whose own attempt is 0: a node
+    ships records encoded once, when they were made, and counts sends per batch instead.
+    """
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageRecord]: ...
     def __init__(
@@ -796,10 +801,11 @@ class UsageBatch(_message.Message):
         node_id: _builtins.str = ...,
         sequence: _builtins.int = ...,
         records: _abc.Iterable[Global___UsageRecord] | None = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "records", b"records", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "node_id", b"node_id", "records", b"records", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

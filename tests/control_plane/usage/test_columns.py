@@ -49,6 +49,18 @@ def _slow(records: list[node_pb2.UsageRecord]) -> tuple[columns.Columns, int]:
     return columns.from_prepared(rows), len(records) - len(rows)  # type: ignore[arg-type]
 
 
+def test_the_batch_attempt_stands_in_for_records_without_their_own() -> None:
+    """Nodes ship records encoded once, with attempt 0, and count sends on the batch instead."""
+    records = _varied()  # req-c carries its own attempt (3); the others none
+    fast = columns.from_batch(records, "batch-node", RECEIVED, 2)
+    assert fast is not None
+    by_id = dict(zip(fast[0].values["request_id"], fast[0].values["attempt"], strict=True))
+    assert by_id == {"req-a": 2, "req-b": 2, "req-c": 3, "req-d": 2}
+    slow = [prepare(r, "batch-node", RECEIVED, 2).values for r in records]
+    assert {v["request_id"]: v["attempt"] for v in slow} == by_id
+    assert prepare(records[0], "n", RECEIVED).values["attempt"] == 0  # no batch attempt: as before
+
+
 def test_fast_path_stores_exactly_what_prepare_would() -> None:
     records = _varied()
     fast = columns.from_batch(records, "batch-node", RECEIVED)

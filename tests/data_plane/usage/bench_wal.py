@@ -71,7 +71,7 @@ async def steady(directory: Path, rate: int, seconds: float) -> dict[str, float]
     append = journal._append
     commit_cpu = [0.0]
 
-    def timed(groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]] | None = None) -> Any:
+    def timed(groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]]) -> Any:
         cpu = time.thread_time()
         out = append(groups, framed)
         done = time.monotonic()
