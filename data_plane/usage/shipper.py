@@ -13,7 +13,10 @@ backoff when they fail, ``task_restarts``) do the rest:
   when the stream fails, unacknowledged batches go back to the front of the
   queue and are sent again on the next stream. A resend may repeat a batch the
   control plane already stored (the ack was lost): it recognises the request
-  ids and stores nothing twice. ``attempt`` on each record counts its sends.
+  ids and stores nothing twice. A batch goes up already encoded (each record
+  was encoded once, when it was made: ``Batch.encoded``), so a send costs a
+  join, not an encode on the event loop; the batch's ``attempt`` counts its
+  sends, and the control plane stores it for records that carry none.
   After a failed stream the next one is tried after 50 ms, doubling up to
   ``RETRY_MAX`` (1 s), and at once when the watch stream reconnects, so a
   control plane that answers again is reached within about a second.
