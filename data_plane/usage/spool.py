@@ -162,10 +162,7 @@ class Spool:
                     used = self._make_room(len(data), used)
                     if used + len(data) > self.max_bytes and self.policy == "drop_newest":
                         self._full_at = used
-                    elif used + len(data) > self.max_bytes:
-                        reason = reason or "spool_full"
-                        continue
-                if self._full_at is not None:
+                if self._full_at is not None or used + len(data) > self.max_bytes:
                     reason = reason or "spool_full"
                     continue
                 entry = self._write(data, payload, records)
