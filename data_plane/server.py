@@ -92,12 +92,15 @@ class GuardedRequestHandler(RequestHandler):
         self._odock_slot = 0
         self._odock_busy = False
         self._odock_head = b""  # the first bytes of the current request's head
+        self._odock_linger: asyncio.TimerHandle | None = None  # set once a 408 was sent
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._odock_arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._odock_linger is not None:
+            return  # the rest of a timed-out head: read and dropped until the linger ends
         if not self._odock_busy:
             if not self._odock_slot:
                 self._odock_arm()
@@ -107,6 +110,8 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._odock_disarm()
+        if self._odock_linger is not None:
+            self._odock_linger.cancel()
         super().connection_lost(exc)
 
     def request_started(self) -> None:
@@ -182,7 +187,17 @@ class GuardedRequestHandler(RequestHandler):
             + f"x-request-id: {rid}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        self.force_close()  # closes the transport once the 408 is flushed
+        # Closing now would answer the client's next bytes (it is still sending its head) with
+        # a reset, which can reach it before it reads the 408. So, like aiohttp after an early
+        # answer: half-close, drop what still arrives, close on the client's EOF or after
+        # LINGER_SECONDS. aiohttp's own request loop stops as force_close stops it.
+        transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._odock_linger = self._loop.call_later(LINGER_SECONDS, transport.close)
+        self._force_close = True
+        if self._waiter:
+            self._waiter.cancel()
 
 
 def _header_deadline(handler: GuardedRequestHandler) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import httpx
@@ -148,6 +149,34 @@ async def test_trickling_headers_are_cut_off(dp: DataPlaneProcess, org: Provisio
     assert took < 3.0
     async with httpx.AsyncClient(base_url=dp.url) as client:
         assert (await send(client, chat_call("openai", "gpt-chat", key=org.key))).status_code == 200
+
+
+async def test_a_client_still_sending_its_head_gets_the_408_not_a_reset(dp: DataPlaneProcess) -> None:
+    """Closing at once answers the client's next bytes with a reset: its next send fails (HTTP
+    clients then report a broken pipe instead of the answer) and, if the reset lands before it
+    reads, the 408 is lost. The gateway half-closes and drops what still arrives instead."""
+    host, port = dp.url.removeprefix("http://").rsplit(":", 1)
+
+    def exchange() -> bytes:
+        with socket.create_connection((host, int(port)), timeout=5) as sock:
+            sock.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n")
+            time.sleep(1.5)  # past the 1 s header deadline: the 408 is out
+            for _ in range(4):  # still sending its head, as a slow client would
+                sock.sendall(b"x-late: v\r\n")
+                time.sleep(0.1)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            time.sleep(2.0)  # the linger (2 s from the 408) is over: the gateway has let go
+            with pytest.raises(OSError):  # reset, then broken pipe
+                for _ in range(3):
+                    sock.sendall(b"x-later: v\r\n")
+                    time.sleep(0.1)
+            return answer
+
+    answer = await asyncio.to_thread(exchange)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert answer.endswith(b"}") and b"request_timeout" in answer
 
 
 @pytest.mark.parametrize("pace", ["paused", "trickled"])
