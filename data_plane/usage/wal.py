@@ -52,10 +52,10 @@ DROP_REASONS = ("spool_full", "disk_error", "memory_full", "corrupt", "shutdown"
 
 @dataclass(eq=False)
 class Chunk:
-    """Records committed together, each also encoded (``frames``, in step with ``records``: what
-    the stream sends), and the spool entry holding them (None: not durable, and why)."""
+    """Records committed together, each as encoded at submit (an element of UsageBatch.records on
+    the wire: what the spool holds and the stream sends), and the spool entry holding them (None:
+    not durable, and why)."""
 
-    records: list[node_pb2.UsageRecord]
     frames: list[bytes]
     entry: Entry | None
     why: str = ""
@@ -77,10 +77,11 @@ class Batch:
     entries: list[Entry] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.size = sum(len(c.records) for c in self.chunks)
+        self.size = sum(len(c.frames) for c in self.chunks)
 
     def records(self) -> list[node_pb2.UsageRecord]:
-        return [r for c in self.chunks for r in c.records]
+        """The records, decoded (for tests and tools: the stream sends the encodings)."""
+        return list(node_pb2.UsageBatch.FromString(b"".join(f for c in self.chunks for f in c.frames)).records)
 
     def encoded(self, node_id: str, sequence: int) -> bytes:
         """The UsageBatch message as sent: a head, then the records encoded when they were made.
@@ -104,8 +105,9 @@ class Journal:
         self.spool = spool
         self.spool_ok = False
         self.closed = False
-        self._pending: list[node_pb2.UsageRecord] = []
-        self._frames: list[bytes] = []  # each pending record already encoded (frames.record_frame)
+        # The records submitted since the last commit, each encoded once (frames.record_frame): the
+        # spool and the stream only ever need the encodings, so the objects are not kept.
+        self._pending: list[bytes] = []
         self._header = node_pb2.UsageBatch(node_id=node_id).SerializeToString()
         self._pending_since = 0.0
         # Records waiting for a commit: normally one interval's worth; more only when commits hang.
@@ -147,12 +149,10 @@ class Journal:
                 return
             cut = max(1, len(pending) // 10)
             del pending[:cut]
-            del self._frames[:cut]
             self.drop(
                 "memory_full", cut, "records waiting for the spool are at ODOCK_USAGE_MEMORY_MAX_RECORDS"
             )
-        pending.append(record)
-        self._frames.append(record_frame(record))
+        pending.append(record_frame(record))
 
     def queued(self) -> int:
         """Records in memory not yet sent (waiting for a commit, in the open batch, or sealed)."""
@@ -193,52 +193,47 @@ class Journal:
 
     async def commit(self) -> None:
         """Write the records submitted since the last commit (one write + fdatasync, off the loop)."""
-        records, frames, since = self._pending, self._frames, self._pending_since
-        if not records:
+        frames, since = self._pending, self._pending_since
+        if not frames:
             return
-        self._pending, self._frames = [], []
+        self._pending = []
         size = self._settings.batch_size
-        groups = [records[i : i + size] for i in range(0, len(records), size)]
-        framed = [frames[i : i + size] for i in range(0, len(frames), size)]
+        groups = [frames[i : i + size] for i in range(0, len(frames), size)]
         try:
-            entries, why = await self._write(groups, framed)
+            entries, why = await self._write(groups)
         except asyncio.CancelledError:
             # Written again later at worst: ids dedup replays.
-            self._pending, self._frames = records + self._pending, frames + self._frames
+            self._pending = frames + self._pending
             raise
         self.commits += 1
         wait = time.monotonic() - since
         self.commit_waits.append(wait)
         self.recent_waits.append(wait)
         lost = 0
-        for group, frame_group, entry in zip(groups, framed, entries, strict=True):
-            self._add(Chunk(group, frame_group, entry, "" if entry is not None else why))
+        for group, entry in zip(groups, entries, strict=True):
+            self._add(Chunk(group, entry, "" if entry is not None else why))
             lost += 0 if entry is not None else len(group)
         if lost:
             self.not_durable += lost
             self._warn(f"{lost} records not written to the spool ({why}); kept in memory until delivered")
 
-    async def _write(
-        self, groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]]
-    ) -> tuple[list[Entry | None], str]:
+    async def _write(self, groups: list[list[bytes]]) -> tuple[list[Entry | None], str]:
         if not self.spool_ok:
             return [None] * len(groups), "no_spool"
         try:
-            return await asyncio.to_thread(self._append, groups, framed)
+            return await asyncio.to_thread(self._append, groups)
         except Exception as exc:  # noqa: BLE001 - a bug here must not lose the records: they stay in memory
             log.error("usage spool append failed: %s: %s", type(exc).__name__, exc)
             return [None] * len(groups), type(exc).__name__
 
-    def _append(
-        self, groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]]
-    ) -> tuple[list[Entry | None], str]:
+    def _append(self, groups: list[list[bytes]]) -> tuple[list[Entry | None], str]:
         # The records were encoded one by one at submit: a join, not a 500-record encode
         # holding the interpreter (and so the event loop) for a millisecond.
-        payloads = [(self._header + b"".join(f), len(g)) for g, f in zip(groups, framed, strict=True)]
+        payloads = [(self._header + b"".join(group), len(group)) for group in groups]
         return self.spool.append(payloads)
 
     def _add(self, chunk: Chunk) -> None:
-        n = len(chunk.records)
+        n = len(chunk.frames)
         if self._open_records and self._open_records + n > self._settings.batch_size:
             self.seal()
         if not self._open:
@@ -283,10 +278,7 @@ class Journal:
 
     def _take_spooled(self, max_records: int) -> list[Chunk]:
         """Entries read back from the spool, their records encoded for the stream (in the thread)."""
-        return [
-            Chunk(list(b.records), [record_frame(r) for r in b.records], e)
-            for e, b in self.spool.take(max_records)
-        ]
+        return [Chunk([record_frame(r) for r in b.records], e) for e, b in self.spool.take(max_records)]
 
     def has_work(self) -> bool:
         return bool(self.memory) or (self.spool_ok and self.spool.pending_entries > 0)
@@ -329,7 +321,7 @@ class Journal:
         redo = [c for c in chunks if not c.durable]
         if redo and self.spool_ok and (everything or now >= self._retry_at):
             self._retry_at = now + RETRY_SECONDS
-            entries, why = await self._write([c.records for c in redo], [c.frames for c in redo])
+            entries, why = await self._write([c.frames for c in redo])
             for chunk, entry in zip(redo, entries, strict=True):
                 chunk.entry, chunk.why = (entry, "") if entry is not None else (None, why)
         held = [c.entry for c in chunks if c.durable and c.entry is not None]
@@ -343,7 +335,7 @@ class Journal:
         batches: list[list[Chunk]] = []
         size = self._settings.batch_size
         for chunk in keep:
-            if not batches or sum(len(c.records) for c in batches[-1]) + len(chunk.records) > size:
+            if not batches or sum(len(c.frames) for c in batches[-1]) + len(chunk.frames) > size:
                 batches.append([])
             batches[-1].append(chunk)
         for chunks in reversed(batches):
@@ -352,7 +344,7 @@ class Journal:
     def _bound(self) -> None:
         """Records that are only in memory stay under ``memory_max``: the policy drops the excess."""
         cap = self._settings.memory_max
-        excess = sum(len(c.records) for b in self.memory for c in b.chunks if not c.durable) - cap
+        excess = sum(len(c.frames) for b in self.memory for c in b.chunks if not c.durable) - cap
         if excess <= 0:
             return
         newest = self._settings.spool_full_policy != "drop_oldest"
@@ -364,12 +356,10 @@ class Journal:
                     break
                 if chunk.durable:
                     continue
-                k = min(excess, len(chunk.records))
+                k = min(excess, len(chunk.frames))
                 if newest:
-                    del chunk.records[len(chunk.records) - k :]
                     del chunk.frames[len(chunk.frames) - k :]
                 else:
-                    del chunk.records[:k]
                     del chunk.frames[:k]
                 excess -= k
                 batch.size -= k
@@ -379,7 +369,7 @@ class Journal:
                 full = chunk.why == "spool_full" or (chunk.entry is not None and chunk.entry.segment.gone)
                 lost["spool_full" if full else "disk_error"] += k
                 why = why or chunk.why or ("spool_full" if full else "")
-            batch.chunks = [c for c in batch.chunks if c.records]
+            batch.chunks = [c for c in batch.chunks if c.frames]
             if not batch.chunks:
                 self.memory.remove(batch)
         for reason, count in lost.items():
@@ -394,7 +384,7 @@ class Journal:
         left = list(self.memory)
         self.memory.clear()
         self._memory_records = 0
-        lost = sum(c_len for b in left for c_len in (len(c.records) for c in b.chunks if not c.durable))
+        lost = sum(len(c.frames) for b in left for c in b.chunks if not c.durable)
         if lost:
             self.drop(
                 "shutdown", lost, f"not durable at shutdown ({left[0].chunks[0].why or 'spool failing'})"

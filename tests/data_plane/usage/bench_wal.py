@@ -66,17 +66,18 @@ async def steady(directory: Path, rate: int, seconds: float) -> dict[str, float]
     settings = UsageSettings(spool_dir=directory, spill_after=3600.0, memory_max=10**7)
     shipper = Shipper(_NoStream(), settings, "node-1")
     journal = shipper.journal
-    submitted: dict[str, float] = {}
+    submitted: list[float] = []  # submit times, in order: commits take records in that order
     durable: list[float] = []
     append = journal._append
     commit_cpu = [0.0]
 
-    def timed(groups: list[list[node_pb2.UsageRecord]], framed: list[list[bytes]]) -> Any:
+    def timed(groups: list[list[bytes]]) -> Any:
         cpu = time.thread_time()
-        out = append(groups, framed)
+        out = append(groups)
         done = time.monotonic()
         commit_cpu[0] += time.thread_time() - cpu
-        durable.extend(done - submitted[r.request_id] for g in groups for r in g)
+        first = len(durable)
+        durable.extend(done - t for t in submitted[first : first + sum(map(len, groups))])
         return out
 
     journal._append = timed  # type: ignore[method-assign]
@@ -90,7 +91,7 @@ async def steady(directory: Path, rate: int, seconds: float) -> dict[str, float]
     for r in records:
         while sent >= per_tick * ((time.monotonic() - start) / tick):
             await asyncio.sleep(tick)
-        submitted[r.request_id] = time.monotonic()
+        submitted.append(time.monotonic())
         shipper.submit(r)
         sent += 1
     await asyncio.sleep(settings.commit_interval * 3)
