@@ -11,19 +11,20 @@ first sees it finished (``batch_usage.py``).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from data_plane.body import check_declared_length, read_body
+from data_plane.governance.domain import Deployment, Route
 from data_plane.limits.estimate import Estimate
 from data_plane.objects.batch_body import invalid, parse_create
 from data_plane.objects.batch_list import list_batches
 from data_plane.objects.batch_sync import parse_batch, synced
 from data_plane.objects.batch_usage import snapshot_of
 from data_plane.objects.call import Call, begin, owned
+from data_plane.objects.created import put_new, take_back
 from data_plane.objects.errors import ledger_unavailable
 from data_plane.objects.ledger import Kind, LedgerUnavailable, OwnedObject
 from data_plane.objects.pinned import locate_object, object_path, open_upstream, read_answer
@@ -34,7 +35,6 @@ from data_plane.usage.meter import COMPLETE
 log = logging.getLogger("odock.data_plane.batches")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUT_TRIES = 3
 
 
 def _endpoint(method: str, route: str, body: BodyKind = "none", name: str = "") -> Endpoint:
@@ -80,25 +80,21 @@ async def create(request: web.Request) -> web.StreamResponse:
         model_name=source.model_name, deployment=source.deployment, purpose=ask.endpoint,
         created_at=created if isinstance(created, int) and created > 0 else 0, snapshot=snapshot_of(batch),
     )  # fmt: skip
-    await _record_new(call, obj)
+    await _record_new(call, obj, route, dep)
     await synced(call, obj, route, dep, batch)  # a batch that failed at once (validation) is settled
     return response
 
 
-async def _record_new(call: Call, obj: OwnedObject) -> None:
-    """Make the new batch the org's; without that the client could never see it again, so a ledger
-    outage is retried briefly, then answered 503 (the id is logged for the operator)."""
-    for attempt in range(PUT_TRIES):
-        try:
-            if await call.ledger.put(obj) is None:  # a provider id another org holds: never handed out
-                raise ledger_unavailable()
-            return
-        except LedgerUnavailable:
-            if attempt + 1 < PUT_TRIES:
-                await asyncio.sleep(0.2 * (attempt + 1))
-    log.error("batch %s was created upstream but could not be recorded as org %s's (control plane unreachable)",
-              obj.id[:128], obj.org_id)  # fmt: skip
-    raise ledger_unavailable()
+async def _record_new(call: Call, obj: OwnedObject, route: Route, dep: Deployment) -> None:
+    """Make the new batch the org's, or cancel it at the provider and answer 503 (created.py)."""
+    try:
+        stored = await put_new(call, obj)
+    except LedgerUnavailable:
+        await take_back(call, route, dep, "POST", object_path("batches", obj.id, "/cancel"), obj)
+        raise ledger_unavailable() from None
+    if stored is None:  # a provider id another org holds: never handed out (nor touched)
+        log.error("batch %s: the provider returned an id the ledger gives to another organisation", obj.id[:128])
+        raise ledger_unavailable()
 
 
 async def _on_batch(request: web.Request, endpoint: Endpoint, method: str, suffix: str) -> web.StreamResponse:

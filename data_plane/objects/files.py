@@ -25,6 +25,7 @@ from data_plane.limits.gate import admit_request
 from data_plane.native import resolve
 from data_plane.objects import batch_input
 from data_plane.objects.call import Call, begin, owned
+from data_plane.objects.created import put_new, take_back
 from data_plane.objects.errors import ledger_unavailable
 from data_plane.objects.ledger import MAX_SNAPSHOT_BYTES, Kind, LedgerUnavailable, OwnedObject
 from data_plane.objects.listing import list_page
@@ -209,9 +210,9 @@ async def _record(call: Call, route: Route, dep: Deployment, purpose: str, snaps
         snapshot=snapshot if len(snapshot) <= MAX_SNAPSHOT_BYTES else b"",
     )  # fmt: skip
     try:
-        stored = await call.ledger.put(obj)
+        stored = await put_new(call, obj)
     except LedgerUnavailable:
-        log.warning("file %s uploaded but its owner could not be recorded (control plane unreachable)", clip(file_id))
+        await take_back(call, route, dep, "DELETE", object_path("files", obj.id), obj)
         raise ledger_unavailable() from None
     if stored is None:
         log.warning("file %s: the provider returned an id the ledger gives to another organisation", clip(file_id))

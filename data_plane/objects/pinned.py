@@ -102,15 +102,19 @@ async def open_upstream(
     content_type: str = "",
     streaming: bool = False,
     sending_body: bool = False,
+    deadline: float | None = None,
 ) -> tuple[Relay, UpstreamResponse]:
     """Send one request to ``dep`` (``path`` under its base URL, the client's ``query`` minus credentials).
 
     ``sending_body``: a large upload, whose first-byte timeout counts from after the body was
     sent, so the bound is the request's total time rather than the deployment's timeout.
+    ``deadline`` (loop time): the trip's own bound instead of the request's (created.take_back).
     """
     request, settings, meter = call.request, call.state.settings, call.meter
+    if deadline is None:
+        deadline = call.deadline
     relay = Relay(
-        request, meter, family=OPENAI, upstream_idle=settings.timeouts.upstream_idle, deadline=call.deadline,
+        request, meter, family=OPENAI, upstream_idle=settings.timeouts.upstream_idle, deadline=deadline,
         max_buffered=settings.max_buffered_response_bytes, max_sse_event=settings.max_sse_event_bytes,
     )  # fmt: skip
     try:
@@ -134,7 +138,7 @@ async def open_upstream(
     relay.idle = min(relay.idle, timeout) if timeout > 0 else relay.idle
     first_byte = timeout
     if sending_body or timeout <= 0:
-        first_byte = max(timeout, call.deadline - asyncio.get_running_loop().time())
+        first_byte = max(timeout, deadline - asyncio.get_running_loop().time())
     EGRESS.set(route.egress)  # checked on each new upstream connection (upstream/egress.py)
     upstream = await relay.open(
         call.state.transport, method, url, headers, body,

@@ -93,6 +93,7 @@ class Knobs:
     chunk_delay: float = 0.0
     chunks: int = 3  # generated pieces = completion tokens
     status: int | None = None  # answer this status with a native error body (or error_body)
+    status_for: dict[str, int] = field(default_factory=dict)  # by HTTP method: like status, only for it
     error_body: bytes | None = None
     error_content_type: str = "application/json"  # of error_body
     error_message: str = "fake upstream error"
@@ -236,6 +237,8 @@ class FakeProvider:
             return web.Response(status=503)
         if k.redirect_to is not None:
             return web.Response(status=307, headers={"Location": k.redirect_to, **k.extra_headers})
+        if k.status is None and rec.method in k.status_for:
+            return _error(family, k.status_for[rec.method], k.error_message, k)
         if k.status is not None:
             if k.error_body is not None:
                 return web.Response(status=k.status, body=k.error_body, headers=k.extra_headers,

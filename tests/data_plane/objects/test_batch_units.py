@@ -16,6 +16,7 @@ from data_plane.errors import GatewayError
 from data_plane.governance.domain import GrantLimits, KeyGrant, Link, Pricing
 from data_plane.limits import Estimate, Limiter
 from data_plane.limits.charge import charge, month_index
+from data_plane.objects import batches
 from data_plane.objects.batch_body import parse_create
 from data_plane.objects.batch_list import stored
 from data_plane.objects.batch_sync import synced
@@ -260,22 +261,33 @@ class _FlakyLedger(MemoryLedger):
         return await super().put(obj)
 
 
-async def test_a_new_batch_is_recorded_through_a_brief_outage_else_answered_503() -> None:
+async def test_a_new_batch_is_recorded_through_a_brief_outage_else_cancelled_and_answered_503(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     obj = OwnedObject(kind=Kind.BATCH, id="batch_n", org_id="org_a", key_id="key_a", model_name="m",
                       deployment="d", purpose="/v1/embeddings", created_at=1)  # fmt: skip
+    undone: list[tuple[str, str]] = []
+
+    async def take_back(call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject) -> bool:
+        undone.append((method, path))
+        return True
+
+    monkeypatch.setattr(batches, "take_back", take_back)
+    route = dep = SimpleNamespace()
     flaky = _FlakyLedger(2)
-    await _record_new(cast(Call, SimpleNamespace(ledger=flaky)), obj)
-    assert await flaky.get("org_a", Kind.BATCH, "batch_n") is not None
+    await _record_new(cast(Call, SimpleNamespace(ledger=flaky)), obj, route, dep)  # type: ignore[arg-type]
+    assert await flaky.get("org_a", Kind.BATCH, "batch_n") is not None and undone == []
     down = _FlakyLedger(10)
     with pytest.raises(GatewayError) as info:
-        await _record_new(cast(Call, SimpleNamespace(ledger=down)), obj)
+        await _record_new(cast(Call, SimpleNamespace(ledger=down)), obj, route, dep)  # type: ignore[arg-type]
     assert info.value.status == 503 and info.value.code == "control_plane_unavailable"
     assert down.calls.count("put") == 3
-    taken = MemoryLedger()  # the id is another org's: never handed out as this org's
+    assert undone == [("POST", "/batches/batch_n/cancel")]  # not left running (and billing) unrecorded
+    taken = MemoryLedger()  # the id is another org's: never handed out as this org's, nor cancelled
     await taken.put(dataclasses.replace(obj, org_id="org_b"))
     with pytest.raises(GatewayError) as info:
-        await _record_new(cast(Call, SimpleNamespace(ledger=taken)), obj)
-    assert info.value.status == 503
+        await _record_new(cast(Call, SimpleNamespace(ledger=taken)), obj, route, dep)  # type: ignore[arg-type]
+    assert info.value.status == 503 and len(undone) == 1
     assert (await taken.get("org_b", Kind.BATCH, "batch_n")) is not None
 
 
