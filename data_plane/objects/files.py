@@ -212,7 +212,7 @@ async def _record(call: Call, route: Route, dep: Deployment, purpose: str, snaps
     try:
         stored = await put_new(call, obj)
     except LedgerUnavailable:
-        await take_back(call, route, dep, "DELETE", object_path("files", obj.id), obj)
+        await take_back(call, route, dep, "DELETE", object_path("files", file_id), obj)  # the provider's whole id
         raise ledger_unavailable() from None
     if stored is None:
         log.warning("file %s: the provider returned an id the ledger gives to another organisation", clip(file_id))

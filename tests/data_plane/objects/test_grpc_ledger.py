@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -64,7 +65,7 @@ def owned(org_id: str, object_id: str, *, kind: Kind = Kind.FILE, created_at: in
 
 
 async def test_objects_round_trip_and_stay_with_their_org(
-    cp: ControlPlaneProcess, ledger: tuple[GrpcLedger, ControlPlaneLink]
+    cp: ControlPlaneProcess, ledger: tuple[GrpcLedger, ControlPlaneLink], caplog: pytest.LogCaptureFixture
 ) -> None:
     objects, link = ledger
     a, b = await new_org(cp), await new_org(cp)
@@ -77,10 +78,14 @@ async def test_objects_round_trip_and_stay_with_their_org(
     assert await objects.delete(b, Kind.FILE, "file-1") is None
     assert await objects.list(b, Kind.FILE) == Page((), False)
     assert await objects.get(a, Kind.FILE, "file-1") == stored
-    # An id no object can have (a client's path segment) reads as absent, never as an outage.
-    assert await objects.get(a, Kind.FILE, "file 1\n") is None
-    assert await objects.get(a, Kind.FILE, "f" * 500) is None
-    assert await objects.list(a, Kind.FILE, after="not a cursor") == Page((), False)
+    # An id no object can have reads as absent, never as an outage; the node checks ids by the same
+    # rule before asking, so a refusal means the two rules disagree: said at WARNING.
+    with caplog.at_level(logging.WARNING, "odock.data_plane.objects"):
+        assert await objects.get(a, Kind.FILE, "file 1\n") is None
+        assert await objects.get(a, Kind.FILE, "f" * 500) is None
+        assert await objects.list(a, Kind.FILE, after="not a cursor") == Page((), False)
+    refused = [r.getMessage() for r in caplog.records if "refused the request as invalid" in r.getMessage()]
+    assert [m.split(":")[0] for m in refused] == ["GetObject", "GetObject", "ListObjects"], refused
     assert await objects.delete(a, Kind.FILE, "file-1") == stored
     assert await objects.get(a, Kind.FILE, "file-1") is None
     assert link.calls["PutObject"] == 2 and link.calls["GetObject"] == 6
