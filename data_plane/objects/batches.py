@@ -89,8 +89,8 @@ async def _record_new(call: Call, obj: OwnedObject, route: Route, dep: Deploymen
     """Make the new batch the org's, or cancel it at the provider and answer 503 (created.py)."""
     try:
         stored = await put_new(call, obj)
-    except LedgerUnavailable:
-        await take_back(call, route, dep, "POST", object_path("batches", obj.id, "/cancel"), obj)
+    except LedgerUnavailable as exc:
+        await take_back(call, route, dep, "POST", object_path("batches", obj.id, "/cancel"), obj, str(exc))
         raise ledger_unavailable() from None
     if stored is None:  # a provider id another org holds: never handed out (nor touched)
         log.error("batch %s: the provider returned an id the ledger gives to another organisation", obj.id[:128])

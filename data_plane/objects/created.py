@@ -39,8 +39,11 @@ async def put_new(call: Call, obj: OwnedObject) -> OwnedObject | None:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def take_back(call: Call, route: Route, dep: Deployment, method: str, path: str, obj: OwnedObject) -> bool:
-    """Ask ``dep`` to undo ``obj`` (``method path``: the delete or cancel); whether it answered 2xx. Never raises."""
+async def take_back(
+    call: Call, route: Route, dep: Deployment, method: str, path: str, obj: OwnedObject, why: str
+) -> bool:
+    """Ask ``dep`` to undo ``obj`` (``method path``: the delete or cancel; ``why`` it could not be
+    recorded, for the log); whether it answered 2xx. Upstream failures are logged, not raised."""
     deadline = asyncio.get_running_loop().time() + TAKE_BACK_SECONDS
     try:
         relay, upstream = await open_upstream(call, route, dep, method, path, deadline=deadline)
@@ -54,10 +57,10 @@ async def take_back(call: Call, route: Route, dep: Deployment, method: str, path
         outcome, done = err.code, False
     kind = obj.kind.name.lower()
     if done:
-        log.warning("%s %s was not recorded as org %s's (control plane unreachable): taken back at the provider "
-                    "(%s %s)", kind, clip(obj.id), obj.org_id, method, outcome)  # fmt: skip
+        log.warning("%s %s could not be recorded as org %s's (%s): taken back at the provider (%s %s)",
+                    kind, clip(obj.id), obj.org_id, why, method, outcome)  # fmt: skip
     else:
-        log.error("%s %s was not recorded as org %s's (control plane unreachable) and could not be taken back at "
-                  "deployment %s (%s): it stays at the provider, remove it there", kind, clip(obj.id), obj.org_id,
-                  dep.name, outcome)  # fmt: skip
+        log.error("%s %s could not be recorded as org %s's (%s) nor taken back at deployment %s (%s): it "
+                  "stays at the provider, remove it there", kind, clip(obj.id), obj.org_id, why, dep.name,
+                  outcome)  # fmt: skip
     return done

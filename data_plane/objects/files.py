@@ -211,8 +211,8 @@ async def _record(call: Call, route: Route, dep: Deployment, purpose: str, snaps
     )  # fmt: skip
     try:
         stored = await put_new(call, obj)
-    except LedgerUnavailable:
-        await take_back(call, route, dep, "DELETE", object_path("files", file_id), obj)  # the provider's whole id
+    except LedgerUnavailable as exc:  # the provider's whole id (the ledger's is clipped)
+        await take_back(call, route, dep, "DELETE", object_path("files", file_id), obj, str(exc))
         raise ledger_unavailable() from None
     if stored is None:
         log.warning("file %s: the provider returned an id the ledger gives to another organisation", clip(file_id))

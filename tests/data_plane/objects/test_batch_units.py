@@ -268,7 +268,7 @@ async def test_a_new_batch_is_recorded_through_a_brief_outage_else_cancelled_and
                       deployment="d", purpose="/v1/embeddings", created_at=1)  # fmt: skip
     undone: list[tuple[str, str]] = []
 
-    async def take_back(call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject) -> bool:
+    async def take_back(call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str) -> bool:
         undone.append((method, path))
         return True
 

@@ -58,9 +58,10 @@ async def test_an_upload_that_cannot_be_recorded_is_deleted_at_the_provider(
         assert set(fake.objects.files) - before == (set() if reachable else {orphan})
         logs = dp.stderr_text()
         if reachable:
-            assert f"file {orphan} was not recorded" in logs and "taken back at the provider" in logs
+            assert f"file {orphan} could not be recorded" in logs and "taken back at the provider" in logs
         else:
-            assert f"file {orphan} was not recorded" in logs and "it stays at the provider" in logs
+            assert f"file {orphan} could not be recorded" in logs and "it stays at the provider" in logs
+        assert "PutObject: UNAVAILABLE" in logs  # why it could not be recorded
     finally:
         dp.stop()
         cp.stop()
