@@ -24,7 +24,7 @@ from data_plane.objects.batch_list import list_batches
 from data_plane.objects.batch_sync import parse_batch, synced
 from data_plane.objects.batch_usage import snapshot_of
 from data_plane.objects.call import Call, begin, owned
-from data_plane.objects.created import put_new, take_back
+from data_plane.objects.created import record_new
 from data_plane.objects.errors import ledger_unavailable
 from data_plane.objects.ledger import Kind, LedgerUnavailable, OwnedObject
 from data_plane.objects.pinned import locate_object, object_path, open_upstream, read_answer
@@ -88,9 +88,8 @@ async def create(request: web.Request) -> web.StreamResponse:
 async def _record_new(call: Call, obj: OwnedObject, route: Route, dep: Deployment) -> None:
     """Make the new batch the org's, or cancel it at the provider and answer 503 (created.py)."""
     try:
-        stored = await put_new(call, obj)
-    except LedgerUnavailable as exc:
-        await take_back(call, route, dep, "POST", object_path("batches", obj.id, "/cancel"), obj, str(exc))
+        stored = await record_new(call, obj, route, dep, "POST", object_path("batches", obj.id, "/cancel"))
+    except LedgerUnavailable:
         raise ledger_unavailable() from None
     if stored is None:  # a provider id another org holds: never handed out (nor touched)
         log.error("batch %s: the provider returned an id the ledger gives to another organisation", obj.id[:128])

@@ -8,12 +8,17 @@ deleted, the batch cancelled), once and bounded in time: left there, a file woul
 company's data where nobody can reach or delete it through the gateway, and a batch would run
 and bill unmetered. Which of the two happened is logged with the object's id, at ERROR when it
 could not be taken back (the operator's to remove).
+
+Both run in a task of their own that the client going away does not cancel (the handler is
+cancelled on disconnect): cut short between the provider's answer and the record, the object
+would be left behind without a word.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from data_plane.errors import GatewayError, clip
 from data_plane.governance.domain import Deployment, Route
@@ -25,6 +30,29 @@ log = logging.getLogger("odock.data_plane.objects")
 
 PUT_TRIES = 3
 TAKE_BACK_SECONDS = 10.0  # the whole undo request (connect, answer), whatever is left of the client's
+# Recordings under way, kept referenced: they finish even when their caller is cancelled.
+_RECORDING: set[asyncio.Task[Any]] = set()
+
+
+async def record_new(
+    call: Call, obj: OwnedObject, route: Route, dep: Deployment, method: str, undo_path: str
+) -> OwnedObject | None:
+    """``obj`` recorded as the org's (None: its id is another org's, left alone); else taken back at
+    ``dep`` (``method undo_path``) and LedgerUnavailable raised. Finishes if the caller is cancelled."""
+    task = asyncio.ensure_future(_record_new(call, obj, route, dep, method, undo_path))
+    _RECORDING.add(task)
+    task.add_done_callback(_RECORDING.discard)
+    return await asyncio.shield(task)
+
+
+async def _record_new(
+    call: Call, obj: OwnedObject, route: Route, dep: Deployment, method: str, undo_path: str
+) -> OwnedObject | None:
+    try:
+        return await put_new(call, obj)
+    except LedgerUnavailable as exc:
+        await take_back(call, route, dep, method, undo_path, obj, str(exc))
+        raise
 
 
 async def put_new(call: Call, obj: OwnedObject) -> OwnedObject | None:

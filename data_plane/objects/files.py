@@ -25,7 +25,7 @@ from data_plane.limits.gate import admit_request
 from data_plane.native import resolve
 from data_plane.objects import batch_input
 from data_plane.objects.call import Call, begin, owned
-from data_plane.objects.created import put_new, take_back
+from data_plane.objects.created import record_new
 from data_plane.objects.errors import ledger_unavailable
 from data_plane.objects.ledger import MAX_SNAPSHOT_BYTES, Kind, LedgerUnavailable, OwnedObject
 from data_plane.objects.listing import list_page
@@ -209,10 +209,9 @@ async def _record(call: Call, route: Route, dep: Deployment, purpose: str, snaps
         created_at=created if isinstance(created, int) and created >= 0 else 0,
         snapshot=snapshot if len(snapshot) <= MAX_SNAPSHOT_BYTES else b"",
     )  # fmt: skip
-    try:
-        stored = await put_new(call, obj)
-    except LedgerUnavailable as exc:  # the provider's whole id (the ledger's is clipped)
-        await take_back(call, route, dep, "DELETE", object_path("files", file_id), obj, str(exc))
+    try:  # taken back by the provider's whole id (the ledger's is clipped)
+        stored = await record_new(call, obj, route, dep, "DELETE", object_path("files", file_id))
+    except LedgerUnavailable:
         raise ledger_unavailable() from None
     if stored is None:
         log.warning("file %s: the provider returned an id the ledger gives to another organisation", clip(file_id))

@@ -16,7 +16,7 @@ from data_plane.errors import GatewayError
 from data_plane.governance.domain import GrantLimits, KeyGrant, Link, Pricing
 from data_plane.limits import Estimate, Limiter
 from data_plane.limits.charge import charge, month_index
-from data_plane.objects import batches
+from data_plane.objects import created
 from data_plane.objects.batch_body import parse_create
 from data_plane.objects.batch_list import stored
 from data_plane.objects.batch_sync import synced
@@ -272,7 +272,7 @@ async def test_a_new_batch_is_recorded_through_a_brief_outage_else_cancelled_and
         undone.append((method, path))
         return True
 
-    monkeypatch.setattr(batches, "take_back", take_back)
+    monkeypatch.setattr(created, "take_back", take_back)
     route = dep = SimpleNamespace()
     flaky = _FlakyLedger(2)
     await _record_new(cast(Call, SimpleNamespace(ledger=flaky)), obj, route, dep)  # type: ignore[arg-type]
@@ -289,6 +289,47 @@ async def test_a_new_batch_is_recorded_through_a_brief_outage_else_cancelled_and
         await _record_new(cast(Call, SimpleNamespace(ledger=taken)), obj, route, dep)  # type: ignore[arg-type]
     assert info.value.status == 503 and len(undone) == 1
     assert (await taken.get("org_b", Kind.BATCH, "batch_n")) is not None
+
+
+class _HeldLedger(MemoryLedger):
+    """A put that waits to be let go, then finds the control plane down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def put(self, obj: OwnedObject) -> OwnedObject | None:
+        self.entered.set()
+        await self.go.wait()
+        raise LedgerUnavailable("down")
+
+
+async def test_a_client_going_away_stops_neither_the_record_nor_the_take_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handler is cancelled when its client disconnects; cut short there, a batch the provider
+    created would be left running, unrecorded and not cancelled, without a word."""
+    obj = OwnedObject(kind=Kind.BATCH, id="batch_c", org_id="org_a", key_id="key_a", model_name="m",
+                      deployment="d", purpose="/v1/embeddings", created_at=1)  # fmt: skip
+    undone: list[str] = []
+
+    async def take_back(call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str) -> bool:
+        undone.append(path)
+        return True
+
+    monkeypatch.setattr(created, "take_back", take_back)
+    ledger = _HeldLedger()
+    caller = asyncio.ensure_future(
+        _record_new(cast(Call, SimpleNamespace(ledger=ledger)), obj, SimpleNamespace(), SimpleNamespace())  # type: ignore[arg-type]
+    )
+    await ledger.entered.wait()
+    caller.cancel()  # the client went away while the ledger was being written
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    ledger.go.set()
+    deadline = time.monotonic() + 5
+    while not undone and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert undone == ["/batches/batch_c/cancel"]
 
 
 class _SlowClaim(MemoryLedger):
