@@ -9,7 +9,6 @@ has its one record.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from data_plane.exchange import Exchange
 from data_plane.governance.domain import Deployment, Route
 from data_plane.objects.batch_usage import Recorder, settle_finished, snapshot_of
-from data_plane.objects.call import Call
+from data_plane.objects.call import Call, outlive_client
 from data_plane.objects.ledger import Kind, LedgerUnavailable, OwnedObject
 from data_plane.objects.pinned import object_path, open_upstream
 from data_plane.state import NodeState
@@ -74,10 +73,6 @@ async def side_get(call: Call, route: Route, dep: Deployment, path: str) -> byte
     return relay.secret.bytes(body) if relay.secret is not None else body
 
 
-# Settlements under way, kept referenced: they finish even when their caller is cancelled.
-_SETTLING: set[asyncio.Task[None]] = set()
-
-
 async def synced(call: Call, obj: OwnedObject, route: Route, dep: Deployment, batch: dict[str, Any]) -> None:
     """Store ``batch`` as ``obj``'s snapshot and settle it if finished (a ledger outage is logged: the
     next call on the batch does it).
@@ -85,10 +80,7 @@ async def synced(call: Call, obj: OwnedObject, route: Route, dep: Deployment, ba
     Shielded: a client going away, or a list's refresh running out of time, must not stop it
     between winning the usage claim and submitting the record (the batch would go unrecorded).
     """
-    task = asyncio.ensure_future(_synced(call, obj, route, dep, batch))
-    _SETTLING.add(task)
-    task.add_done_callback(_SETTLING.discard)
-    await asyncio.shield(task)
+    await outlive_client(_synced(call, obj, route, dep, batch))
 
 
 async def _synced(call: Call, obj: OwnedObject, route: Route, dep: Deployment, batch: dict[str, Any]) -> None:

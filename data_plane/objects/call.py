@@ -8,8 +8,11 @@ asks the ledger whether an object is the caller's organisation's.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -23,6 +26,11 @@ from data_plane.providers.headers import HOP_HEADER
 from data_plane.state import STATE, NodeState
 from data_plane.usage.meter import RequestMeter
 from data_plane.usage.shapes import NO_USAGE
+
+log = logging.getLogger("odock.data_plane.objects")
+T = TypeVar("T")
+# Work that must finish though its client went away, kept referenced until it has (outlive_client).
+_OUTLIVING: set[asyncio.Task[Any]] = set()
 
 # Provider object ids ("file-abc123", "batch_abc123"): anything else cannot be one (404, no lookup).
 _OBJECT_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_OBJECT_ID - 1}}}")
@@ -90,3 +98,25 @@ async def owned(call: Call, kind: Kind, object_id: str) -> OwnedObject:
         raise no_such(kind, object_id)
     call.meter.model_name = obj.model_name[:256]
     return obj
+
+
+async def outlive_client(work: Coroutine[Any, Any, T]) -> T:
+    """``await work``, run in a task the handler's cancellation (its client went away) does not stop.
+
+    For steps that must not be cut in the middle (an object made at the provider and not yet
+    recorded, a usage claim won and its record not yet submitted). Once the caller is gone nobody
+    reads the result, so a failure other than the ledger's is logged here rather than lost.
+    """
+    task = asyncio.ensure_future(work)
+    _OUTLIVING.add(task)
+    task.add_done_callback(_finished)
+    return await asyncio.shield(task)
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    _OUTLIVING.discard(task)
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, LedgerUnavailable):
+        log.error("object bookkeeping failed: %s: %s", type(exc).__name__, exc, exc_info=exc)

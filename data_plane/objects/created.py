@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from data_plane.errors import GatewayError, clip
 from data_plane.governance.domain import Deployment, Route
-from data_plane.objects.call import Call
+from data_plane.objects.call import Call, outlive_client
 from data_plane.objects.ledger import LedgerUnavailable, OwnedObject
 from data_plane.objects.pinned import open_upstream
 
@@ -30,8 +29,6 @@ log = logging.getLogger("odock.data_plane.objects")
 
 PUT_TRIES = 3
 TAKE_BACK_SECONDS = 10.0  # the whole undo request (connect, answer), whatever is left of the client's
-# Recordings under way, kept referenced: they finish even when their caller is cancelled.
-_RECORDING: set[asyncio.Task[Any]] = set()
 
 
 async def record_new(
@@ -39,10 +36,7 @@ async def record_new(
 ) -> OwnedObject | None:
     """``obj`` recorded as the org's (None: its id is another org's, left alone); else taken back at
     ``dep`` (``method undo_path``) and LedgerUnavailable raised. Finishes if the caller is cancelled."""
-    task = asyncio.ensure_future(_record_new(call, obj, route, dep, method, undo_path))
-    _RECORDING.add(task)
-    task.add_done_callback(_RECORDING.discard)
-    return await asyncio.shield(task)
+    return await outlive_client(_record_new(call, obj, route, dep, method, undo_path))
 
 
 async def _record_new(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import time
 from types import SimpleNamespace
 from typing import Any, cast
@@ -29,7 +30,7 @@ from data_plane.objects.batch_usage import (
     snapshot_of,
 )
 from data_plane.objects.batches import _record_new
-from data_plane.objects.call import Call
+from data_plane.objects.call import Call, outlive_client
 from data_plane.objects.ledger import MAX_SNAPSHOT_BYTES, Kind, LedgerUnavailable, OwnedObject
 from data_plane.objects.listing import parse_limit
 from data_plane.settings import LimitSettings
@@ -364,3 +365,25 @@ async def test_a_caller_cancelled_after_the_claim_still_gets_the_batch_recorded(
             break
         await asyncio.sleep(0.01)
     assert [r.batch_id for r in sink.records] == ["batch_1"]
+
+
+async def test_work_outliving_its_client_says_when_it_fails(caplog: pytest.LogCaptureFixture) -> None:
+    """Nobody awaits the result once the client is gone: a failure must not vanish with it."""
+    go = asyncio.Event()
+
+    async def work() -> None:
+        await go.wait()
+        raise RuntimeError("broken bookkeeping")
+
+    caller = asyncio.ensure_future(outlive_client(work()))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    with caplog.at_level(logging.ERROR, "odock.data_plane.objects"):
+        go.set()
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if caplog.records:
+                break
+    assert [r.getMessage() for r in caplog.records] == ["object bookkeeping failed: RuntimeError: broken bookkeeping"]
