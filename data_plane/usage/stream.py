@@ -47,6 +47,8 @@ _COMPACT_NULLS = (
     (b'data: {"usage":null,', b"data: {"),
     (b'data:{"usage":null,', b"data:{"),
 )
+# How many "usage" members from a block's end are tested for the candidate before searching forward.
+_BACKWARD_TRIES = 4
 _NULL_LAST = re.compile(rb',[ \t]*"usage"[ \t]*:[ \t]*null(?=[ \t]*\}[ \t]*(?:\r\n|\r|\n|$))')
 _NULL_FIRST = re.compile(rb'(data:[ ]?\{)[ \t]*"usage"[ \t]*:[ \t]*null[ \t]*,')
 _NULL_ANY = re.compile(rb'"usage"[ \t]*:[ \t]*null')
@@ -65,6 +67,8 @@ class StreamTap(Protocol):
 
 def event_fields(event: bytes) -> tuple[bytes, bytes]:
     """(event name, data) of one SSE event (data lines joined by newlines)."""
+    if event.startswith(b"data: ") and b"\n" not in event and b"\r" not in event:
+        return b"", event[6:]  # one data line: what providers send
     name = b""
     data: list[bytes] = []
     for line in _LINE.split(event):
@@ -121,16 +125,20 @@ class SseTap:
         """Read usage from complete events; the bytes to relay."""
         if not data or self._candidate is None:
             return data
+        cut = b""
         if self._strip:
             # The usual block of an injected stream: compact chunks ending with the null member.
             # When no "usage" is left once those are cut, the block held no candidate and nothing
             # else to strip: the result is the general path's, at a fraction of its cost (issue 16).
             cut = data.replace(_COMPACT_LAST, b"}\n")
-            if b'"usage"' not in cut:
+            at = cut.find(b'"usage"')
+            if at < 0:
                 return cut
-        found = self._candidate.search(data)
+            found = self._sole_candidate(data, cut, at)
+        else:
+            found = self._candidate.search(data)
         if found is None:
-            return self._strip_nulls(data) if self._strip else data
+            return self._strip_nulls(data, cut) if self._strip else data
         out: list[bytes] = []
         changed = False
         done = 0  # data[:done] is handled
@@ -139,7 +147,7 @@ class SseTap:
             end_match = EVENT_END.search(data, found.end())
             body_end, end = (end_match.start(), end_match.end()) if end_match else (len(data), len(data))
             if start > done:
-                out.append(self._strip_nulls(data[done:start]) if self._strip else data[done:start])
+                out.append(self._stripped(data, cut, done, start) if self._strip else data[done:start])
             raw = data[start:end]
             kept = self._event(data[start:body_end], raw)
             changed = changed or len(kept) != len(raw)
@@ -152,10 +160,48 @@ class SseTap:
             return data
         return b"".join(out)
 
-    def _strip_nulls(self, block: bytes) -> bytes:
-        """The events of ``block`` (none carrying a usage value) without the injected null member."""
-        out = block
-        for compact, kept in _COMPACT_NULLS:
+    def _sole_candidate(self, data: bytes, cut: bytes, at: int) -> re.Match[bytes] | None:
+        """The first candidate of ``data``, found from its end when ``cut`` (``data`` without its
+        compact null members) holds one "usage", at ``at``, and it is a candidate.
+
+        Cutting those members keeps every other "usage" and whether it is a candidate (the cut
+        text starts with a comma and ends a line, where a candidate's null test already stops), so
+        ``data`` then holds exactly one candidate among its null members; the usage chunk comes
+        last, so a backward search meets it first, without the forward scan's test at each of the
+        null members before it. Anything else takes the forward search.
+        """
+        candidate = self._candidate
+        assert candidate is not None
+        if cut.find(b'"usage"', at + 1) < 0 and candidate.match(cut, at) is not None:
+            pos = len(data)
+            for _ in range(_BACKWARD_TRIES):
+                pos = data.rfind(b'"usage"', 0, pos)
+                if pos < 0:
+                    break
+                found = candidate.match(data, pos)
+                if found is not None:
+                    return found
+        return candidate.search(data)
+
+    def _stripped(self, data: bytes, cut: bytes, done: int, start: int) -> bytes:
+        """``_strip_nulls(data[done:start])``; the block's start up to its first candidate event is
+        taken from ``cut`` when no compact null member is cut at or after ``start`` (the part of
+        ``cut`` before that event is then exactly the start's cut: that text ends a line, so it
+        never spans an event's start)."""
+        block = data[done:start]
+        if done == 0 and data.find(_COMPACT_LAST, start) < 0:
+            return self._strip_nulls(block, cut[: start - (len(data) - len(cut))])
+        return self._strip_nulls(block)
+
+    def _strip_nulls(self, block: bytes, cut: bytes | None = None) -> bytes:
+        """The events of ``block`` (none carrying a usage value) without the injected null member.
+
+        ``cut``: what the first compact replacement makes of ``block``, when already known.
+        """
+        out = block if cut is None else cut
+        if b'"usage"' not in out:  # every form below names it
+            return out
+        for compact, kept in _COMPACT_NULLS if cut is None else _COMPACT_NULLS[1:]:
             if compact in out:
                 out = out.replace(compact, kept)
         if _NULL_ANY.search(out) is None:
