@@ -24,7 +24,7 @@ import aiohttp
 from scripts.benchmark import profile, report, wrk
 from scripts.benchmark.measure import Knobs, wrk_arm
 from scripts.benchmark.provision import provision
-from scripts.benchmark.requests import chat_call, messages_call, translated_call
+from scripts.benchmark.requests import chat_call, messages_call, routed_call, translated_call
 from scripts.benchmark.scenarios import SCENARIOS, Bench, log, run_scenario, select
 from scripts.benchmark.stack import (
     REPO_ROOT,
@@ -114,6 +114,8 @@ async def check_answers(services: dict[str, Service], key: str) -> None:
                      (messages_call(arm, key), b"event: message_stop")]  # fmt: skip
             if arm == "gateway-translated":
                 calls.append((translated_call(key), b'"chat.completion.chunk"'))
+            if arm == "gateway-routed":
+                calls.append((routed_call(key), b'"chat.completion"'))
             for call, expect in calls:
                 async with session.post(
                     svc.url + call.path,
@@ -233,7 +235,8 @@ async def main_async(args: argparse.Namespace) -> int:
             if svc is not None:
                 await wait_connected(svc)
         # "gateway-translated": the same data plane, asked in OpenAI format for the Anthropic model.
-        services = {"direct": upstream, "floor": floor, "gateway": dp, "gateway-translated": dp}
+        # "gateway-routed": the same data plane, asked for the model behind three deployments.
+        services = {"direct": upstream, "floor": floor, "gateway": dp, "gateway-translated": dp, "gateway-routed": dp}
         if dp2 is not None:
             services["gateway-2w"] = dp2
         await check_answers(services, org.key)

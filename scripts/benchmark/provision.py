@@ -17,6 +17,8 @@ CHAT_MODEL = "bench-gpt"
 EMBED_MODEL = "bench-embed"
 CLAUDE_MODEL = "bench-claude"
 CLAUDE_OPENAI_MODEL = "bench-claude-openai"  # the same upstream model, opted in to OpenAI-format access
+# The chat model's twin behind three healthy deployments and a fallback (scenario routed_c64).
+ROUTED_MODEL = "bench-gpt-routed"
 _HUGE = 10**12
 
 
@@ -42,6 +44,18 @@ def _deployments(count: int, base_url: str, credential: str, slug: str) -> list[
         dep.timeout.FromSeconds(30)
         out.append(dep)
     return out
+
+
+async def _route(admin: Provisioner, org_id: str, model: str, deployments: int, base_url: str, credential: str) -> None:
+    """Put ``deployments`` healthy deployments and a fallback model (never reached) behind ``model``."""
+    found = await admin.models.GetModel(models_pb2.GetModelRequest(org_id=org_id, name=model),
+                                        metadata=admin.metadata)  # fmt: skip
+    del found.deployments[:]
+    found.deployments.extend(_deployments(deployments, base_url, credential, "gpt-4.1-mini"))
+    found.fallbacks.append(EMBED_MODEL)
+    mask = field_mask_pb2.FieldMask(paths=["deployments", "fallbacks"])
+    await admin.models.UpdateModel(models_pb2.UpdateModelRequest(model=found, update_mask=mask),
+                                   metadata=admin.metadata)  # fmt: skip
 
 
 async def provision(cp_address: str, admin_token: str, upstream_url: str, *, deployments: int = 1) -> BenchOrg:
@@ -72,15 +86,11 @@ async def provision(cp_address: str, admin_token: str, upstream_url: str, *, dep
                                           update_mask=field_mask_pb2.FieldMask(paths=["openai_compatible"])),
             metadata=admin.metadata,
         )  # fmt: skip
+        await admin.create_model(org.id, ROUTED_MODEL, "openai", "gpt-4.1-mini", f"{upstream_url}/v1", oa.name,
+                                 pricing=_pricing(400_000, 1_600_000))  # fmt: skip
+        await _route(admin, org.id, ROUTED_MODEL, 3, f"{upstream_url}/v1", oa.name)
         if deployments > 1:
-            chat = await admin.models.GetModel(models_pb2.GetModelRequest(org_id=org.id, name=CHAT_MODEL),
-                                               metadata=admin.metadata)  # fmt: skip
-            del chat.deployments[:]
-            chat.deployments.extend(_deployments(deployments, f"{upstream_url}/v1", oa.name, "gpt-4.1-mini"))
-            chat.fallbacks.append(EMBED_MODEL)  # never reached while the deployments are healthy
-            mask = field_mask_pb2.FieldMask(paths=["deployments", "fallbacks"])
-            await admin.models.UpdateModel(models_pb2.UpdateModelRequest(model=chat, update_mask=mask),
-                                           metadata=admin.metadata)  # fmt: skip
+            await _route(admin, org.id, CHAT_MODEL, deployments, f"{upstream_url}/v1", oa.name)
         key_limits = common_pb2.KeyLimits(
             requests_per_minute=_HUGE, tokens_per_minute=_HUGE, budget_micros=_HUGE
         )

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from scripts.benchmark.provision import CHAT_MODEL, CLAUDE_MODEL, CLAUDE_OPENAI_MODEL
+from scripts.benchmark.provision import CHAT_MODEL, CLAUDE_MODEL, CLAUDE_OPENAI_MODEL, ROUTED_MODEL
 
 UPSTREAM_CHAT_MODEL = "gpt-4.1-mini"
 UPSTREAM_CLAUDE_MODEL = "claude-sonnet-4-5"
@@ -83,3 +83,8 @@ def translated_call(key: str) -> Call:
     gateway translates the request to Messages and the Anthropic stream back to chat chunks."""
     headers = {"Authorization": f"Bearer {key}"}
     return Call("/v1/chat/completions", chat_body(CLAUDE_OPENAI_MODEL, stream=True), headers)
+
+
+def routed_call(key: str) -> Call:
+    """POST /v1/chat/completions for the chat model's twin behind three deployments and a fallback."""
+    return Call("/v1/chat/completions", chat_body(ROUTED_MODEL), {"Authorization": f"Bearer {key}"})

@@ -17,7 +17,7 @@ from typing import Any
 
 from scripts.benchmark import cpu
 from scripts.benchmark.measure import Arm, Knobs, Metrics, held_streams_arm, ttfb_arm, wrk_arm
-from scripts.benchmark.requests import chat_call, messages_call, translated_call
+from scripts.benchmark.requests import chat_call, messages_call, routed_call, translated_call
 from scripts.benchmark.stack import Service
 from scripts.benchmark.stats import summary
 
@@ -198,6 +198,23 @@ SCENARIOS: tuple[Scenario, ...] = (
                 _ratio(m, "gateway-translated", "gateway", "cpu_us_per_req"),
                 "<=",
                 1.3,
+                "x",
+            )
+        ],
+        ("rps", "p99_ms", "cpu_us_per_req"),
+    ),
+    Scenario(
+        "routed_c64",
+        "non-streaming chat, concurrency 64, for a model behind three healthy deployments (weighted "
+        "5/3/2, a fallback model) vs the same model with one deployment, on the same data plane: CPU per request",
+        ("gateway", "gateway-routed"),
+        _wrk(lambda a, k: routed_call(k) if a == "gateway-routed" else chat_call(a, k), 64),
+        lambda m: [
+            Check(
+                "routed CPU per request vs one deployment",
+                _ratio(m, "gateway-routed", "gateway", "cpu_us_per_req"),
+                "<=",
+                1.05,
                 "x",
             )
         ],
