@@ -39,7 +39,8 @@ def test_smoke_run_reports_every_scenario(tmp_path: Path) -> None:
                 assert stat["min"] <= stat["median"] <= stat["max"] and stat["median"] > 0
         for target in result["targets"]:
             assert isinstance(target["met"], bool) and target["unit"]
-    assert sum(len(r["targets"]) for r in lines if "targets" in r) == 10  # 9, and issue 16's translated stream
+    # 9, and issue 16's translated stream and routed model
+    assert sum(len(r["targets"]) for r in lines if "targets" in r) == 11
     text = docs.read_text()
     assert text.startswith("# Benchmarks\n\nhand-written intro\n")
     assert "### Targets (issue 6)" in text and "scripts/bench --smoke" in text
