@@ -339,14 +339,20 @@ class Relay(Trip):
         try:
             if head:
                 await _write(resp, _pass(head, scrub, tap), meter)
-            failure = await self._pump(upstream, resp, splitter, scrub, tap)
+            failure, last = await self._pump(upstream, resp, splitter, scrub, tap)
             meter.upstream_finished()
             if failure is None:
                 rest = splitter.flush() if splitter is not None else b""
                 if scrub is not None:
                     rest = scrub.feed(rest) + scrub.flush()
-                await _write(resp, tap.relay(rest) if tap is not None and rest else rest, meter)
-                await resp.write_eof()
+                if tap is not None and rest:
+                    rest = tap.relay(rest)
+                last += rest
+                if last:
+                    meter.first_byte()
+                # The answer's last bytes go with its end: one send (with the head, when nothing
+                # went before: a whole stream that arrived in one read).
+                await resp.write_eof(last)
                 meter.settle(status, COMPLETE if ok else ERROR)
                 return resp
             meter.settle(status, PARTIAL if ok else ERROR, failure.code)
@@ -369,25 +375,30 @@ class Relay(Trip):
         splitter: EventSplitter | None,
         scrub: StreamScrubber | None,
         tap: StreamTap | None,
-    ) -> GatewayError | None:
-        """Relay upstream chunks until the end (None) or an upstream failure (the error to report)."""
+    ) -> tuple[GatewayError | None, bytes]:
+        """Relay upstream chunks until the end or an upstream failure (the error to report). At the
+        end, the bytes of the read that completed the answer are returned unsent (the caller sends
+        them with the end of the answer)."""
         meter = self.meter
         while True:
             try:
                 chunk = await self.read(upstream)
             except TimeoutError:
-                return GatewayError(504, "upstream_timeout", UPSTREAM_STALLED)
+                return GatewayError(504, "upstream_timeout", UPSTREAM_STALLED), b""
             except (UpstreamError, OSError):
-                return GatewayError(502, "upstream_reset", UPSTREAM_BROKEN)
+                return GatewayError(502, "upstream_reset", UPSTREAM_BROKEN), b""
             if not chunk:
-                return None
+                return None, b""
             if splitter is not None:
                 try:
                     chunk = splitter.feed(chunk)
                 except EventTooLarge:
-                    return GatewayError(502, "upstream_event_too_large", UPSTREAM_EVENT_TOO_LARGE)
+                    return GatewayError(502, "upstream_event_too_large", UPSTREAM_EVENT_TOO_LARGE), b""
+            data = _pass(chunk, scrub, tap)
+            if upstream.at_eof():
+                return None, data
             # A client write failure propagates: it is not an upstream error.
-            await _write(resp, _pass(chunk, scrub, tap), meter)
+            await _write(resp, data, meter)
 
 
 def _pass(data: bytes, scrub: StreamScrubber | None, tap: StreamTap | None) -> bytes:

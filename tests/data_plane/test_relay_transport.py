@@ -187,6 +187,54 @@ async def test_a_streamed_answer_is_relayed_event_by_event_through_a_fake_transp
     assert served.meters[0].outcome == COMPLETE
 
 
+async def test_a_stream_that_arrived_whole_goes_out_in_one_send() -> None:
+    """The head goes at once (a stream's status reaches the client before its events); then the
+    events and the chunked terminator in one send: the end of the answer carries its last bytes
+    (before: the events, then the terminator on its own)."""
+
+    async def make(answer: UpstreamResponse) -> None:
+        answer.status, answer.reason, answer.content_type = 200, "OK", "text/event-stream"
+        answer.raw_headers = [("Content-Type", "text/event-stream")]
+        for event in EVENTS:
+            answer.feed_data(event)
+        answer.feed_eof()
+
+    meters: list[RequestMeter] = []
+    relay = relaying(FakeTransport(make), meters, streaming=True)
+    sends: list[bytes] = []
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        transport = request.transport
+        assert transport is not None
+        write, writelines = transport.write, transport.writelines
+
+        def record(data: bytes) -> None:
+            sends.append(bytes(data))
+            write(data)
+
+        def record_lines(lines: list[bytes]) -> None:
+            sends.append(b"".join(lines))
+            writelines(lines)
+
+        transport.write = record  # type: ignore[method-assign]
+        transport.writelines = record_lines  # type: ignore[method-assign]
+        return await relay(request)
+
+    app = web.Application()
+    app.router.add_post("/relay", counted)
+    test_server = TestServer(app, host="127.0.0.1", port=0)
+    await test_server.start_server()
+    try:
+        async with httpx.AsyncClient() as client:
+            resp = await client.post(str(test_server.make_url("/relay")), content=b"{}")
+    finally:
+        await test_server.close()
+    assert resp.status_code == 200 and resp.content == b"".join(EVENTS)
+    assert len(sends) == 2 and sends[0].startswith(b"HTTP/1.1 200") and sends[0].endswith(b"\r\n\r\n")
+    assert sends[1].endswith(b"0\r\n\r\n") and b"".join(EVENTS) in sends[1]
+    assert meters[0].outcome == COMPLETE
+
+
 class RefusingTransport:
     """No answer: the pool's error for a TLS handshake that failed verification (or a raw OSError)."""
 
