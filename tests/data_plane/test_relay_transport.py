@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -208,16 +208,17 @@ async def test_a_stream_that_arrived_whole_goes_out_in_one_send() -> None:
         assert transport is not None
         write, writelines = transport.write, transport.writelines
 
-        def record(data: bytes) -> None:
+        def record(data: bytes | bytearray | memoryview) -> None:
             sends.append(bytes(data))
             write(data)
 
-        def record_lines(lines: list[bytes]) -> None:
+        def record_lines(lines: Iterable[bytes | bytearray | memoryview]) -> None:
+            lines = list(lines)
             sends.append(b"".join(lines))
             writelines(lines)
 
         transport.write = record  # type: ignore[method-assign]
-        transport.writelines = record_lines  # type: ignore[method-assign]
+        transport.writelines = record_lines  # type: ignore[method-assign,assignment]
         return await relay(request)
 
     app = web.Application()
