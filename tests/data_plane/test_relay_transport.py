@@ -187,7 +187,7 @@ async def test_a_streamed_answer_is_relayed_event_by_event_through_a_fake_transp
     assert served.meters[0].outcome == COMPLETE
 
 
-async def test_a_stream_that_arrived_whole_goes_out_in_one_send() -> None:
+async def test_a_stream_that_arrived_whole_sends_its_body_and_end_together() -> None:
     """The head goes at once (a stream's status reaches the client before its events); then the
     events and the chunked terminator in one send: the end of the answer carries its last bytes
     (before: the events, then the terminator on its own)."""
