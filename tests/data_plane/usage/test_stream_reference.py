@@ -19,14 +19,7 @@ from hypothesis import strategies as st
 from data_plane.providers.openai import CHAT_USAGE, ChatTap
 from data_plane.sse import EVENT_END
 from data_plane.usage import stream
-from data_plane.usage.stream import (
-    _COMPACT_LAST,
-    _COMPACT_NULLS,
-    _NULL_ANY,
-    _NULL_FIRST,
-    _NULL_LAST,
-    event_start,
-)
+from data_plane.usage.stream import _COMPACT_LAST, event_start
 from tests.data_plane.usage.test_stream_taps import meter
 
 _LINE = re.compile(rb"\r\n|\r|\n")
@@ -45,7 +38,9 @@ def reference_event_fields(event: bytes) -> tuple[bytes, bytes]:
 
 
 class Reference(ChatTap):
-    """The tap before the shortcuts: forward search, full strip of each part."""
+    """The tap before the shortcuts: forward search, and each part stripped from scratch (the
+    tap's own ``_strip_nulls`` without a ``cut``: the previous function, plus a return for a part
+    without "usage" that changes no result)."""
 
     def relay(self, data: bytes) -> bytes:
         if not data or self._candidate is None:
@@ -77,26 +72,6 @@ class Reference(ChatTap):
         if not changed and not self._strip:
             return data
         return b"".join(out)
-
-    def _strip_nulls(self, block: bytes, cut: bytes | None = None) -> bytes:
-        assert cut is None
-        out = block
-        for compact, kept in _COMPACT_NULLS:
-            if compact in out:
-                out = out.replace(compact, kept)
-        if _NULL_ANY.search(out) is None:
-            return out
-        out = _NULL_FIRST.sub(rb"\1", _NULL_LAST.sub(b"", out))
-        if _NULL_ANY.search(out) is None:
-            return out
-        parts: list[bytes] = []
-        start = 0
-        for match in EVENT_END.finditer(block):
-            parts.append(self._without_null_usage(block[start : match.end()]))
-            start = match.end()
-        if start < len(block):
-            parts.append(self._without_null_usage(block[start:]))
-        return b"".join(parts)
 
 
 USAGE = orjson.dumps({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7})
