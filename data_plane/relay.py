@@ -350,8 +350,8 @@ class Relay(Trip):
                 last += rest
                 if last:
                     meter.first_byte()
-                # The answer's last bytes go with its end: one send (with the head, when nothing
-                # went before: a whole stream that arrived in one read).
+                # The answer's last bytes go with the chunked terminator, in one send (the head
+                # went at prepare: a stream's status reaches the client before its events).
                 await resp.write_eof(last)
                 meter.settle(status, COMPLETE if ok else ERROR)
                 return resp
