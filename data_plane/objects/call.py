@@ -104,17 +104,21 @@ async def outlive_client(work: Coroutine[Any, Any, T]) -> T:
     """``await work``, run in a task the handler's cancellation (its client went away) does not stop.
 
     For steps that must not be cut in the middle (an object made at the provider and not yet
-    recorded, a usage claim won and its record not yet submitted). Once the caller is gone nobody
-    reads the result, so a failure other than the ledger's is logged here rather than lost.
+    recorded, a usage claim won and its record not yet submitted). While the caller waits, a failure
+    is its to handle; once it is gone nobody reads the result, so a failure other than the ledger's
+    is logged here rather than lost.
     """
     task = asyncio.ensure_future(work)
     _OUTLIVING.add(task)
-    task.add_done_callback(_finished)
-    return await asyncio.shield(task)
+    task.add_done_callback(_OUTLIVING.discard)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.add_done_callback(_report_unread)
+        raise
 
 
-def _finished(task: asyncio.Task[Any]) -> None:
-    _OUTLIVING.discard(task)
+def _report_unread(task: asyncio.Task[Any]) -> None:
     if task.cancelled():
         return
     exc = task.exception()

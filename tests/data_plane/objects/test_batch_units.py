@@ -387,3 +387,19 @@ async def test_work_outliving_its_client_says_when_it_fails(caplog: pytest.LogCa
             if caplog.records:
                 break
     assert [r.getMessage() for r in caplog.records] == ["object bookkeeping failed: RuntimeError: broken bookkeeping"]
+
+
+async def test_work_whose_client_waits_hands_it_the_failure_and_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The waiting caller handles the error (the middleware logs a 500 once): no second report."""
+
+    async def work() -> None:
+        raise RuntimeError("broken bookkeeping")
+
+    with caplog.at_level(logging.ERROR, "odock.data_plane.objects"):
+        with pytest.raises(RuntimeError, match="broken bookkeeping"):
+            await outlive_client(work())
+        for _ in range(5):
+            await asyncio.sleep(0)
+    assert caplog.records == []
