@@ -327,9 +327,10 @@ class Relay(Trip):
         request, meter = self.request, self.meter
         status = upstream.status
         ok = 200 <= status < 300
-        resp = web.StreamResponse(
-            status=status, reason=self._reason(upstream), headers=response_headers(upstream, self.secret)
-        )
+        # Bytes already in hand go out with the head, in one send; with none yet, the head goes at
+        # prepare (a stream's status never waits for its upstream's first event).
+        kind = _HeadWithFirstBytes if not head and upstream.has_body_bytes() else web.StreamResponse
+        resp = kind(status=status, reason=self._reason(upstream), headers=response_headers(upstream, self.secret))
         if is_sse:
             resp.headers["Cache-Control"] = resp.headers.get("Cache-Control", "no-cache")
             resp.headers["X-Accel-Buffering"] = "no"
@@ -350,8 +351,8 @@ class Relay(Trip):
                 last += rest
                 if last:
                     meter.first_byte()
-                # The answer's last bytes go with the chunked terminator, in one send (the head
-                # went at prepare: a stream's status reaches the client before its events).
+                # The answer's last bytes go with the chunked terminator, in one send (and with the
+                # head, when the whole answer was in hand at prepare).
                 await resp.write_eof(last)
                 meter.settle(status, COMPLETE if ok else ERROR)
                 return resp
@@ -398,7 +399,17 @@ class Relay(Trip):
             if upstream.at_eof():
                 return None, data
             # A client write failure propagates: it is not an upstream error.
-            await _write(resp, data, meter)
+            if data:
+                await _write(resp, data, meter)
+            else:  # all held back (a partial event): a head still waiting goes now, before the next wait
+                await resp.write(b"")
+
+
+class _HeadWithFirstBytes(web.StreamResponse):
+    """A stream response whose head waits for the first body write and goes out with it (aiohttp's
+    own opt-in, as its ``Response`` uses): one send instead of two when the answer is in hand."""
+
+    _send_headers_immediately = False
 
 
 def _pass(data: bytes, scrub: StreamScrubber | None, tap: StreamTap | None) -> bytes:

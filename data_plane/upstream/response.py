@@ -80,6 +80,10 @@ class UpstreamResponse:
         """Whether the whole body arrived and was read."""
         return self._done and not self._chunks
 
+    def has_body_bytes(self) -> bool:
+        """Whether body bytes arrived that were not read yet (a read would return them at once)."""
+        return bool(self._chunks)
+
     def read_nowait(self) -> bytes:
         """Body bytes that already arrived (b"" if none); raises ``UpstreamBroken`` once they ran out on a failure."""
         chunks = self._chunks

@@ -187,10 +187,9 @@ async def test_a_streamed_answer_is_relayed_event_by_event_through_a_fake_transp
     assert served.meters[0].outcome == COMPLETE
 
 
-async def test_a_stream_that_arrived_whole_sends_its_body_and_end_together() -> None:
-    """The head goes at once (a stream's status reaches the client before its events); then the
-    events and the chunked terminator in one send: the end of the answer carries its last bytes
-    (before: the events, then the terminator on its own)."""
+async def test_a_stream_that_arrived_whole_goes_out_in_one_send() -> None:
+    """Head, events and chunked terminator in one send when the whole answer was in hand at
+    prepare (before: the head at prepare, then the events, then the terminator; 3 sends, then 2)."""
 
     async def make(answer: UpstreamResponse) -> None:
         answer.status, answer.reason, answer.content_type = 200, "OK", "text/event-stream"
@@ -231,9 +230,44 @@ async def test_a_stream_that_arrived_whole_sends_its_body_and_end_together() -> 
     finally:
         await test_server.close()
     assert resp.status_code == 200 and resp.content == b"".join(EVENTS)
-    assert len(sends) == 2 and sends[0].startswith(b"HTTP/1.1 200") and sends[0].endswith(b"\r\n\r\n")
-    assert sends[1].endswith(b"0\r\n\r\n") and b"".join(EVENTS) in sends[1]
+    assert len(sends) == 1 and sends[0].startswith(b"HTTP/1.1 200") and sends[0].endswith(b"0\r\n\r\n")
+    assert b"".join(EVENTS) in sends[0]
     assert meters[0].outcome == COMPLETE
+
+
+@pytest.mark.parametrize("first", [b"", b'data: {"partial'], ids=["no-body-yet", "a-partial-event"])
+async def test_a_stream_s_head_never_waits_for_its_upstream_s_events(
+    server: Callable[[Transport, bool], Awaitable[Served]], first: bytes
+) -> None:
+    """The head reaches the client while the upstream has sent no complete event: with no body
+    bytes at prepare, or with only part of an event in hand (held back by the splitter)."""
+    head_seen = asyncio.Event()
+    feeder: list[asyncio.Task[None]] = []
+
+    async def feed(answer: UpstreamResponse) -> None:
+        await head_seen.wait()  # nothing more until the client has the status and headers
+        answer.feed_data(b'" : 1}\n\n' if first else EVENTS[0])
+        for event in EVENTS[1:]:
+            answer.feed_data(event)
+        answer.feed_eof()
+
+    async def make(answer: UpstreamResponse) -> None:
+        answer.status, answer.reason, answer.content_type = 200, "OK", "text/event-stream"
+        answer.raw_headers = [("Content-Type", "text/event-stream")]
+        if first:
+            answer.feed_data(first)
+        feeder.append(asyncio.create_task(feed(answer)))
+
+    served = await server(FakeTransport(make), True)
+    async with asyncio.timeout(10):  # a head waiting for the events would never come
+        async with httpx.AsyncClient() as client, client.stream("POST", served.url, content=b"{}") as resp:
+            assert resp.status_code == 200
+            head_seen.set()
+            body = await resp.aread()
+    await feeder[0]
+    start = first + b'" : 1}\n\n' if first else EVENTS[0]
+    assert body == start + b"".join(EVENTS[1:])
+    assert served.meters[0].outcome == COMPLETE
 
 
 class RefusingTransport:
