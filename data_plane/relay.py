@@ -327,9 +327,10 @@ class Relay(Trip):
         request, meter = self.request, self.meter
         status = upstream.status
         ok = 200 <= status < 300
-        # Bytes already in hand go out with the head, in one send; with none yet, the head goes at
-        # prepare (a stream's status never waits for its upstream's first event).
-        kind = _HeadWithFirstBytes if not head and upstream.has_body_bytes() else web.StreamResponse
+        # Bytes already in hand go out with the head, in one send (every ``_write`` sends a head still
+        # waiting); with none yet, the head goes at prepare: a stream's status never waits for its
+        # upstream's first event.
+        kind = _HeadWithFirstBytes if head or upstream.has_body_bytes() else web.StreamResponse
         resp = kind(status=status, reason=self._reason(upstream), headers=response_headers(upstream, self.secret))
         if is_sse:
             resp.headers["Cache-Control"] = resp.headers.get("Cache-Control", "no-cache")
@@ -399,10 +400,7 @@ class Relay(Trip):
             if upstream.at_eof():
                 return None, data
             # A client write failure propagates: it is not an upstream error.
-            if data:
-                await _write(resp, data, meter)
-            else:  # all held back (a partial event): a head still waiting goes now, before the next wait
-                await resp.write(b"")
+            await _write(resp, data, meter)
 
 
 class _HeadWithFirstBytes(web.StreamResponse):
@@ -422,6 +420,8 @@ def _pass(data: bytes, scrub: StreamScrubber | None, tap: StreamTap | None) -> b
 
 
 async def _write(resp: web.StreamResponse, data: bytes, meter: RequestMeter) -> None:
+    """Relay ``data``; with nothing to relay (all held back: a partial event, a scrubbed tail), send
+    a head still waiting (``_HeadWithFirstBytes``) before the relay waits on upstream again."""
     if data:
         meter.first_byte()
-        await resp.write(data)
+    await resp.write(data)
