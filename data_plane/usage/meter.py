@@ -56,9 +56,11 @@ CLIENT_CLOSED = 499
 
 
 class RecordSink(Protocol):
-    """Where finished records go (the shipper); must not block."""
+    """Where closed meters go (the shipper's journal); must not block."""
 
-    def submit(self, record: node_pb2.UsageRecord) -> None: ...
+    def submit_closed(self, meter: RequestMeter) -> None:
+        """Take a closed meter: its record (:meth:`RequestMeter.final_record`) is built now or soon."""
+        ...
 
 
 UNPRICED = Pricing()
@@ -161,6 +163,7 @@ class RequestMeter:
         self._upstream_headers: float | None = None
         self._first_byte: float | None = None
         self._retried = False
+        self._end: float | None = None  # when the meter closed: the record's latency ends there
         self.closed = False
 
     # -- what the gateway and the proxy learn along the way --
@@ -194,6 +197,8 @@ class RequestMeter:
 
     def report(self, usage: Usage | None, *, final: bool) -> None:
         """A usage report from the provider (see the module docstring for final vs cumulative)."""
+        if self.closed:  # the record may be built after close: what it says is fixed at close
+            return
         if final:
             if self._final_seen:
                 self.flags |= FLAG_DUPLICATE
@@ -207,7 +212,8 @@ class RequestMeter:
 
     def malformed(self) -> None:
         """The provider sent usage that could not be read."""
-        self.flags |= FLAG_MALFORMED
+        if not self.closed:
+            self.flags |= FLAG_MALFORMED
 
     def settle(self, status: int, outcome: int, error_code: str = "") -> None:
         """Set the status, outcome and error code unless an earlier, more precise one is set."""
@@ -237,28 +243,37 @@ class RequestMeter:
     # -- the record --
 
     def close(self) -> None:
-        """Emit the record (once). An unsettled request counts as an internal error."""
+        """Close the meter (once) and hand it to the sink, which builds its record now or on the
+        next loop iteration. An unsettled request counts as an internal error.
+
+        What the record says is fixed here: later reports are ignored, and its latency ends now.
+        """
         if self.closed:
             return
         self.closed = True
-        self.upstream_finished()
+        self._end = end = time.perf_counter()
+        if self._upstream_start is not None and self._upstream_end is None:
+            self._upstream_end = end  # upstream_finished(), with the same clock reading
         self.settle(500, ERROR, "internal_error")
         if self._sink is None:  # metering is off (ODOCK_USAGE_METERING): no record is built
             return
         # Called in the gateway's ``finally``: an exception here would turn the answer already
         # decided (often the upstream's 200) into a 500 and lose the record.
         try:
-            record = self.record()
-        except Exception as exc:  # noqa: BLE001 - metering must never fail a request
-            FAILURES.count += 1
-            log.warning("usage record of %s: building it failed (%s); a minimal record is kept",
-                        self.request_id, type(exc).__name__)  # fmt: skip
-            record = self._minimal_record()
-        try:
-            self._sink.submit(record)
+            self._sink.submit_closed(self)
         except Exception as exc:  # noqa: BLE001 - metering must never fail a request
             FAILURES.count += 1
             log.warning("usage record of %s not submitted: %s", self.request_id, type(exc).__name__)
+
+    def final_record(self) -> node_pb2.UsageRecord:
+        """The record of a closed meter; never raises (a minimal record when building it fails)."""
+        try:
+            return self.record()
+        except Exception as exc:  # noqa: BLE001 - metering must never lose a request's record
+            FAILURES.count += 1
+            log.warning("usage record of %s: building it failed (%s); a minimal record is kept",
+                        self.request_id, type(exc).__name__)  # fmt: skip
+            return self._minimal_record()
 
     def _error_code(self) -> str:
         if self.error_code or self.outcome != ERROR:
@@ -283,8 +298,8 @@ class RequestMeter:
         return rec
 
     def record(self) -> node_pb2.UsageRecord:
-        """The UsageRecord as things stand."""
-        end = time.perf_counter()
+        """The UsageRecord as things stand (as they stood at close, once closed)."""
+        end = self._end if self._end is not None else time.perf_counter()
         usage = self.usage or Usage()
         cost = exact_cost_picos(usage, self.pricing, self.price_percent)
         flags = self.flags

@@ -1,6 +1,6 @@
 """Getting usage records to the control plane: durable first, then sent, forgotten only when acknowledged.
 
-The request path only calls :meth:`Shipper.submit`, which appends to a list.
+The request path only calls :meth:`Shipper.submit_closed`, which appends to a list.
 The :class:`~data_plane.usage.wal.Journal` makes records durable (the spool is
 a write-ahead log, group-committed every ``commit_interval``), batches them
 and keeps memory bounded. Three supervised background tasks (restarted with
@@ -93,7 +93,8 @@ class Shipper:
         self._tasks: list[asyncio.Task[None]] = []
         self.counters: Counter[str] = Counter()
         self.restarts: Counter[str] = Counter()
-        self.submit = self.journal.submit  # the request path's one call: an append
+        self.submit_closed = self.journal.submit_closed  # the request path's one call: an append
+        self.submit = self.journal.submit
 
     # -- lifecycle --
 
@@ -142,6 +143,7 @@ class Shipper:
                     COMMIT_STOP_TIMEOUT,
                 )
                 journal.spool_ok = False  # what is not durable now is counted, not waited for
+        journal.build_closed()  # meters closed before this point are records, not shutdown drops
         journal.closed = True
         journal.seal()
         deadline = time.monotonic() + self._settings.flush

@@ -55,7 +55,6 @@ from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import COMPLETE, RequestMeter
 from data_plane.usage.shapes import NO_USAGE
 from data_plane.usage.stream import make_tap
-from odock.v1 import node_pb2
 from scripts.benchmark.translatecost import MODEL, PLAIN, anthropic_native
 
 CHAT = endpoint_named("/v1/chat/completions")
@@ -68,10 +67,10 @@ WORDS = ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog,",
 
 
 class Sink:
-    """The shipper's place in the meter: records are encoded (as submit does), then dropped."""
+    """The shipper's place in the meter: records are built and encoded (as the journal does), then dropped."""
 
-    def submit(self, record: node_pb2.UsageRecord) -> None:
-        record.SerializeToString()
+    def submit_closed(self, meter: RequestMeter) -> None:
+        meter.final_record().SerializeToString()
 
 
 SINK = Sink()

@@ -197,3 +197,35 @@ async def test_a_broken_stderr_never_fails_the_request_that_writes(restore_loggi
     for n in range(FLUSH_CHARS // 100):  # past the bound: the write happens in this call
         w.write(fields(n))
     await asyncio.to_thread(w.write, fields())  # no loop in that thread: written at once
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+async def test_a_line_is_rendered_after_its_request_but_carries_the_time_the_request_finished(
+    fmt: str, restore_logging: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = io.StringIO()
+    w = writer(fmt, out)
+    monkeypatch.setattr(logs.time, "time", lambda: 1_700_000_000.25)  # 2023-11-14T22:13:20.250Z
+    w.write(fields(1))
+    monkeypatch.setattr(logs.time, "time", lambda: 1_700_000_999.0)  # when the loop renders it
+    await asyncio.sleep(0)
+    text = out.getvalue()
+    assert text.count("\n") == 1 and "2023-11-14T22:13:20.250Z" in text, text
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+async def test_a_line_that_cannot_be_rendered_is_said_in_its_place_and_the_others_are_kept(
+    fmt: str, restore_logging: None
+) -> None:
+    out = io.StringIO()
+    w = writer(fmt, out)
+    w.write(fields(1))
+    w.write(fields(2, status="two hundred"))  # type: ignore[arg-type]  # a bug: {status:d} raises
+    w.write(fields(3, model=CANARY))
+    await asyncio.sleep(0)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and CANARY not in out.getvalue()
+    assert fields(1).request_id in lines[0] and fields(3).request_id in lines[2]
+    assert "could not be written (ValueError)" in lines[1] and "ERROR" in lines[1].upper()
+    if fmt == "json":
+        assert [json.loads(line)["level"] for line in lines] == ["info", "error", "info"]

@@ -34,6 +34,7 @@ from data_plane.objects.call import Call, outlive_client
 from data_plane.objects.ledger import MAX_SNAPSHOT_BYTES, Kind, LedgerUnavailable, OwnedObject
 from data_plane.objects.listing import parse_limit
 from data_plane.settings import LimitSettings
+from data_plane.usage.meter import RequestMeter
 from odock.limitmetrics import BUDGET, MONTHLY_SPEND, MONTHLY_TOKENS
 from odock.v1 import node_pb2
 from tests.data_plane.limits.ledger_source import LedgerSource
@@ -46,8 +47,8 @@ class Sink:
     def __init__(self) -> None:
         self.records: list[node_pb2.UsageRecord] = []
 
-    def submit(self, record: node_pb2.UsageRecord) -> None:
-        self.records.append(record)
+    def submit_closed(self, meter: RequestMeter) -> None:
+        self.records.append(meter.final_record())
 
 
 def _create(**fields: Any) -> bytes:

@@ -37,12 +37,12 @@ class Sink:
     def __init__(self) -> None:
         self.records: list[node_pb2.UsageRecord] = []
 
-    def submit(self, record: node_pb2.UsageRecord) -> None:
-        self.records.append(record)
+    def submit_closed(self, meter: RequestMeter) -> None:
+        self.records.append(meter.final_record())
 
 
 class FailingSink:
-    def submit(self, record: node_pb2.UsageRecord) -> None:
+    def submit_closed(self, meter: RequestMeter) -> None:
         raise RuntimeError("queue broken")
 
 

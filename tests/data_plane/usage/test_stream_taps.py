@@ -27,8 +27,8 @@ class Sink:
     def __init__(self) -> None:
         self.records: list[node_pb2.UsageRecord] = []
 
-    def submit(self, record: node_pb2.UsageRecord) -> None:
-        self.records.append(record)
+    def submit_closed(self, meter: RequestMeter) -> None:
+        self.records.append(meter.final_record())
 
 
 def ask(family: str, payload: dict[str, Any], *, query: dict[str, str] | None = None) -> Ask:
