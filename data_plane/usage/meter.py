@@ -1,9 +1,11 @@
 """One request's usage, gathered while it runs and turned into exactly one record.
 
 The gateway opens a :class:`RequestMeter` right after authentication and
-closes it in a ``finally``; :meth:`RequestMeter.close` emits the record once,
-whatever happened (a second call does nothing). Closing never awaits: the
-record is handed to the shipper's in-memory queue.
+closes it in a ``finally``; :meth:`RequestMeter.close` fixes what the record
+says once, whatever happened (a second call does nothing, later reports are
+ignored). Closing never awaits: the meter is handed to the shipper's journal,
+which builds its record with the others of the same loop iteration, after
+their responses went out (``wal.Journal.submit_closed``).
 
 Usage reports come in two kinds. *Final* reports (a JSON answer's usage, the
 OpenAI usage-only chunk, ``response.completed``, Anthropic ``message_start``)
