@@ -125,7 +125,7 @@ class SseTap:
         """Read usage from complete events; the bytes to relay."""
         if not data or self._candidate is None:
             return data
-        cut = b""
+        cut, at = b"", -1
         if self._strip:
             # The usual block of an injected stream: compact chunks ending with the null member.
             # When no "usage" is left once those are cut, the block held no candidate and nothing
@@ -147,7 +147,7 @@ class SseTap:
             end_match = EVENT_END.search(data, found.end())
             body_end, end = (end_match.start(), end_match.end()) if end_match else (len(data), len(data))
             if start > done:
-                out.append(self._stripped(data, cut, done, start) if self._strip else data[done:start])
+                out.append(self._stripped(data, cut, at, done, start) if self._strip else data[done:start])
             raw = data[start:end]
             kept = self._event(data[start:body_end], raw)
             changed = changed or len(kept) != len(raw)
@@ -183,14 +183,16 @@ class SseTap:
                     return found
         return candidate.search(data)
 
-    def _stripped(self, data: bytes, cut: bytes, done: int, start: int) -> bytes:
+    def _stripped(self, data: bytes, cut: bytes, at: int, done: int, start: int) -> bytes:
         """``_strip_nulls(data[done:start])``; the block's start up to its first candidate event is
         taken from ``cut`` when no compact null member is cut at or after ``start`` (the part of
         ``cut`` before that event is then exactly the start's cut: that text ends a line, so it
-        never spans an event's start)."""
+        never spans an event's start). ``at`` is where ``cut``'s first "usage" is: a part ending
+        at or before it holds none, so it is what ``_strip_nulls`` would return, without a scan."""
         block = data[done:start]
         if done == 0 and data.find(_COMPACT_LAST, start) < 0:
-            return self._strip_nulls(block, cut[: start - (len(data) - len(cut))])
+            head = cut[: start - (len(data) - len(cut))]
+            return head if at >= len(head) else self._strip_nulls(block, head)
         return self._strip_nulls(block)
 
     def _strip_nulls(self, block: bytes, cut: bytes | None = None) -> bytes:
