@@ -92,7 +92,8 @@ class GuardedRequestHandler(RequestHandler):
         self._odock_slot = 0
         self._odock_busy = False
         self._odock_head = b""  # the first bytes of the current request's head
-        self._odock_linger: asyncio.TimerHandle | None = None  # set once a 408 was sent
+        self._odock_linger: asyncio.TimerHandle | None = None  # set once a 408 or a refusal was sent
+        self._odock_refused = False  # the request being answered is one the parser refused
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -150,6 +151,7 @@ class GuardedRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send an error response")
         parse_error = isinstance(exc, HttpProcessingError) or status < 500
+        self._odock_refused = parse_error
         family = head_family(self._odock_head) if parse_error else family_for_path(request.path)
         err = transport_error(status, exc, self._odock_head)
         resp = web.Response(
@@ -160,6 +162,20 @@ class GuardedRequestHandler(RequestHandler):
         )
         resp.force_close()
         return resp
+
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """aiohttp's, then a lingering close after the answer to a request the parser refused.
+
+        The client may still be sending that request (the rest of a huge head, its body): aiohttp
+        would close at once, and the reset of those unread bytes can reach the client before the
+        400 does (an SDK then sees a connection error and retries, never the answer).
+        """
+        result = await super().finish_response(request, resp, start_time)
+        if self._odock_refused and self.transport is not None and not self.transport.is_closing():
+            self._odock_linger_close()
+        return result
 
     def _odock_arm(self) -> None:
         self._odock_disarm()
@@ -187,11 +203,18 @@ class GuardedRequestHandler(RequestHandler):
             + f"x-request-id: {rid}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
-        # Closing now would answer the client's next bytes (it is still sending its head) with
-        # a reset, which can reach it before it reads the 408. So, like aiohttp after an early
-        # answer: half-close, drop what still arrives, close on the client's EOF or after
-        # LINGER_SECONDS. aiohttp's own request loop stops as force_close stops it.
+        self._odock_linger_close()
+
+    def _odock_linger_close(self) -> None:
+        """Close after an answer the client may still be sending into.
+
+        Closing now would answer the client's next bytes with a reset, which can reach it before
+        it reads the answer. So, like aiohttp after an early answer: half-close, drop what still
+        arrives, close on the client's EOF or after LINGER_SECONDS. aiohttp's own request loop
+        stops as force_close stops it.
+        """
         transport = self.transport
+        assert transport is not None
         if transport.can_write_eof():
             transport.write_eof()
         self._odock_linger = self._loop.call_later(LINGER_SECONDS, transport.close)

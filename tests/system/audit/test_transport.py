@@ -101,3 +101,16 @@ async def test_the_node_keeps_serving_after_refusals(
         )
     assert done.choices[0].message.content
     assert len(fake.requests) == 1
+
+
+async def test_a_huge_header_with_a_large_body_still_gets_its_answer(gateway: str, org: Provisioned) -> None:
+    """The answer is written while the client is still sending its body: closing at once would
+    reset the connection under the unread bytes, and the client would see a reset, not the 400."""
+    async with openai_client(gateway, org.key) as client:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await client.with_options(max_retries=0).chat.completions.create(
+                model="gpt-chat",
+                messages=[{"role": "user", "content": "x" * (4 * 1024 * 1024)}],
+                extra_headers={"x-big": "b" * LONG},
+            )
+    assert caught.value.status_code == 400 and caught.value.code == "header_too_large"
