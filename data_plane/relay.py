@@ -295,7 +295,9 @@ class Relay(Trip):
             raise GatewayError(502, "upstream_reset", UPSTREAM_BROKEN) from None
         if len(body) > limit:
             # Too big to hold: relay the rest as it comes (a break then aborts the connection).
-            tap = make_tap(meter, is_sse=False, strip_injected=False) if 200 <= upstream.status < 300 else None
+            tap = (
+                make_tap(meter, is_sse=False, strip_injected=False) if 200 <= upstream.status < 300 else None
+            )
             return await self._relay_stream(upstream, False, tap, body)
         return self.buffered_answer(upstream, body)
 
@@ -330,8 +332,10 @@ class Relay(Trip):
         # Bytes already in hand go out with the head, in one send (every ``_write`` sends a head still
         # waiting); with none yet, the head goes at prepare: a stream's status never waits for its
         # upstream's first event.
-        kind = _HeadWithFirstBytes if head or upstream.has_body_bytes() else web.StreamResponse
-        resp = kind(status=status, reason=self._reason(upstream), headers=response_headers(upstream, self.secret))
+        kind = HeadWithFirstBytes if head or upstream.has_body_bytes() else web.StreamResponse
+        resp = kind(
+            status=status, reason=self._reason(upstream), headers=response_headers(upstream, self.secret)
+        )
         if is_sse:
             resp.headers["Cache-Control"] = resp.headers.get("Cache-Control", "no-cache")
             resp.headers["X-Accel-Buffering"] = "no"
@@ -403,7 +407,7 @@ class Relay(Trip):
             await _write(resp, data, meter)
 
 
-class _HeadWithFirstBytes(web.StreamResponse):
+class HeadWithFirstBytes(web.StreamResponse):
     """A stream response whose head waits for the first body write and goes out with it (aiohttp's
     own opt-in, as its ``Response`` uses): one send instead of two when the answer is in hand."""
 
@@ -421,7 +425,7 @@ def _pass(data: bytes, scrub: StreamScrubber | None, tap: StreamTap | None) -> b
 
 async def _write(resp: web.StreamResponse, data: bytes, meter: RequestMeter) -> None:
     """Relay ``data``; with nothing to relay (all held back: a partial event, a scrubbed tail), send
-    a head still waiting (``_HeadWithFirstBytes``) before the relay waits on upstream again."""
+    a head still waiting (``HeadWithFirstBytes``) before the relay waits on upstream again."""
     if data:
         meter.first_byte()
     await resp.write(data)

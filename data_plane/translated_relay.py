@@ -24,7 +24,13 @@ from aiohttp import web
 from data_plane.errors import GatewayError, sse_error_event
 from data_plane.providers import OPENAI
 from data_plane.providers.translator import ChatTranslator, OpenAIError, ReplyIds, UpstreamCall
-from data_plane.relay import UPSTREAM_BROKEN, UPSTREAM_EVENT_TOO_LARGE, UPSTREAM_STALLED, Trip
+from data_plane.relay import (
+    UPSTREAM_BROKEN,
+    UPSTREAM_EVENT_TOO_LARGE,
+    UPSTREAM_STALLED,
+    HeadWithFirstBytes,
+    Trip,
+)
 from data_plane.scrub import Secret
 from data_plane.sse import EVENT_END, EventSplitter, EventTooLarge
 from data_plane.upstream.errors import UpstreamError
@@ -33,7 +39,7 @@ from data_plane.upstream.response import UpstreamResponse
 from data_plane.upstream.transport import Transport
 from data_plane.usage.meter import CANCELLED, COMPLETE, ERROR, PARTIAL, RequestMeter
 from data_plane.usage.shapes import body_usage
-from data_plane.usage.stream import make_tap
+from data_plane.usage.stream import StreamTap, make_tap
 from data_plane.usage.tokens import MalformedUsage, Usage
 
 log = logging.getLogger("odock.data_plane.translated")
@@ -159,7 +165,9 @@ class TranslatedRelay(Trip):
         """
         return await self.read_answer(await self.send(url, headers, call), ids, answered)
 
-    async def read_answer(self, upstream: UpstreamResponse, ids: ReplyIds, answered: list[Answer] | None = None) -> Answer:
+    async def read_answer(
+        self, upstream: UpstreamResponse, ids: ReplyIds, answered: list[Answer] | None = None
+    ) -> Answer:
         """:meth:`answer` once the head came."""
         try:
             body = await self._read_all(upstream)
@@ -204,9 +212,10 @@ class TranslatedRelay(Trip):
             self.meter.upstream_finished()
         return self._error(upstream, body)
 
-    def stream_response(self) -> web.StreamResponse:
-        """The client's event-stream response (not prepared)."""
-        resp = web.StreamResponse(status=200)
+    def stream_response(self, head_waits: bool = False) -> web.StreamResponse:
+        """The client's event-stream response (not prepared); ``head_waits``: its head goes out with
+        its first bytes (``relay.HeadWithFirstBytes``), for an answer whose bytes are in hand."""
+        resp = (HeadWithFirstBytes if head_waits else web.StreamResponse)(status=200)
         resp.content_type = "text/event-stream"
         resp.headers["Cache-Control"] = "no-cache"
         resp.headers["X-Accel-Buffering"] = "no"
@@ -243,7 +252,9 @@ class TranslatedRelay(Trip):
         """One streamed call relayed chunk by chunk (an error answer as JSON, like OpenAI's)."""
         return await self.stream_opened(await self.send(url, headers, call), ids, include_usage)
 
-    async def stream_opened(self, upstream: UpstreamResponse, ids: ReplyIds, include_usage: bool) -> web.StreamResponse:
+    async def stream_opened(
+        self, upstream: UpstreamResponse, ids: ReplyIds, include_usage: bool
+    ) -> web.StreamResponse:
         """:meth:`stream` once the head came."""
         try:
             if upstream.status >= 300:
@@ -256,16 +267,21 @@ class TranslatedRelay(Trip):
     async def _relay_stream(
         self, upstream: UpstreamResponse, ids: ReplyIds, include_usage: bool
     ) -> web.StreamResponse:
+        """Translate the stream read by read. Every read that does not end it is written (an empty
+        write sends a head still waiting, so the client never waits on the upstream for it); the
+        read that ends it goes out with the translator's tail and the end of the answer, in one
+        send (with the head too, when the whole answer was in hand at prepare)."""
         meter, request = self.meter, self.request
         writer = self.translator.chunks(ids, include_usage)
         tap = make_tap(meter, is_sse=True, strip_injected=False)
         splitter = EventSplitter(self.max_event)
         scrub = self.secret.stream()
-        resp = self.stream_response()
+        resp = self.stream_response(head_waits=upstream.has_body_bytes())
         await resp.prepare(request)
         failure: GatewayError | None = None
+        out = b""  # the translation of the latest read, not written yet
         try:
-            while failure is None:
+            while True:
                 try:
                     chunk = await self.read(upstream)
                 except TimeoutError:
@@ -274,18 +290,19 @@ class TranslatedRelay(Trip):
                 except (UpstreamError, OSError):
                     failure = GatewayError(502, "upstream_reset", UPSTREAM_BROKEN)
                     break
-                last = not chunk
+                ended = not chunk or upstream.at_eof()
                 try:
-                    block = splitter.flush() if last else splitter.feed(chunk)
+                    block = splitter.feed(chunk) if chunk else b""
+                    if ended:
+                        block += splitter.flush()
                 except EventTooLarge:
                     failure = GatewayError(502, "upstream_event_too_large", UPSTREAM_EVENT_TOO_LARGE)
                     break
-                if block:
-                    if tap is not None:
-                        tap.relay(block)  # usage read from the native events; nothing to strip
-                    failure = await self._translate(resp, writer, block, scrub.feed)
-                if last:
+                out, failure = self._translate(writer, block, tap)
+                if ended or failure is not None:
                     break
+                await self._write(resp, scrub.feed(out))
+                out = b""
             meter.upstream_finished()
             if failure is None:
                 try:
@@ -294,23 +311,30 @@ class TranslatedRelay(Trip):
                     log.info("upstream stream could not be ended in translation")
                     failure = untranslatable()
                 else:
-                    await self._write(resp, scrub.feed(tail) + scrub.flush())
-                    await resp.write_eof()
+                    last = scrub.feed(out + tail) + scrub.flush()
+                    if last:
+                        meter.first_byte()
+                    await resp.write_eof(last)
                     meter.settle(200, COMPLETE)
                     return resp
             meter.settle(200, PARTIAL, failure.code)
             log.info("upstream stream ended early: %s", failure.code)
-            await resp.write(sse_error_event(OPENAI, failure))
-            await resp.write_eof()
+            # What was translated before the failure, then the error event; a tail the scrubber
+            # still holds (it may start a secret) is dropped.
+            await resp.write_eof(scrub.feed(out) + sse_error_event(OPENAI, failure))
         except ConnectionResetError:
             meter.settle(200, CANCELLED)  # the client went away; the caller closes upstream
         return resp
 
-    async def _translate(
-        self, resp: web.StreamResponse, writer: Any, block: bytes, scrub: Any
-    ) -> GatewayError | None:
-        # What a block's events translate to goes out in one write: a write per event was a send(2)
-        # per chunk, a fifth of a translated stream's CPU (issue 16).
+    def _translate(
+        self, writer: Any, block: bytes, tap: StreamTap | None
+    ) -> tuple[bytes, GatewayError | None]:
+        """What a block's events translate to, as one piece (a write per event was a send(2) per
+        chunk, a fifth of a translated stream's CPU: issue 16), and the failure that ended it."""
+        if not block:
+            return b"", None
+        if tap is not None:
+            tap.relay(block)  # usage read from the native events; nothing to strip
         parts: list[bytes] = []
         failure: GatewayError | None = None
         for event in split_events(block):
@@ -322,11 +346,9 @@ class TranslatedRelay(Trip):
                 break
             if out:
                 parts.append(out)
-        if parts:
-            await self._write(resp, scrub(parts[0] if len(parts) == 1 else b"".join(parts)))
-        return failure
+        return (parts[0] if len(parts) == 1 else b"".join(parts)), failure
 
     async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
         if data:
             self.meter.first_byte()
-            await resp.write(data)
+        await resp.write(data)  # also when empty: a head still waiting goes out
