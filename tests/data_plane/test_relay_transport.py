@@ -85,6 +85,25 @@ class FakeTransport:
         return answer
 
 
+def record_sends(request: web.Request, sends: list[bytes]) -> None:
+    """Every write to the client's socket from now on is also appended to ``sends``."""
+    transport = request.transport
+    assert transport is not None
+    write, writelines = transport.write, transport.writelines
+
+    def record(data: bytes | bytearray | memoryview) -> None:
+        sends.append(bytes(data))
+        write(data)
+
+    def record_lines(lines: Iterable[bytes | bytearray | memoryview]) -> None:
+        lines = list(lines)
+        sends.append(b"".join(lines))
+        writelines(lines)
+
+    transport.write = record  # type: ignore[method-assign]
+    transport.writelines = record_lines  # type: ignore[method-assign,assignment]
+
+
 @dataclass
 class Served:
     url: str
@@ -203,21 +222,7 @@ async def test_a_stream_that_arrived_whole_goes_out_in_one_send() -> None:
     sends: list[bytes] = []
 
     async def counted(request: web.Request) -> web.StreamResponse:
-        transport = request.transport
-        assert transport is not None
-        write, writelines = transport.write, transport.writelines
-
-        def record(data: bytes | bytearray | memoryview) -> None:
-            sends.append(bytes(data))
-            write(data)
-
-        def record_lines(lines: Iterable[bytes | bytearray | memoryview]) -> None:
-            lines = list(lines)
-            sends.append(b"".join(lines))
-            writelines(lines)
-
-        transport.write = record  # type: ignore[method-assign]
-        transport.writelines = record_lines  # type: ignore[method-assign,assignment]
+        record_sends(request, sends)
         return await relay(request)
 
     app = web.Application()
@@ -295,9 +300,14 @@ async def test_a_failed_upstream_call_logs_its_cause_but_no_address(caplog: pyte
                          endpoint="/v1/chat/completions", shape=NO_USAGE)  # fmt: skip
     trip = Trip(meter, upstream_idle=5.0, deadline=asyncio.get_running_loop().time() + 5.0)
     caplog.set_level(logging.INFO, logger="odock.data_plane.relay")
-    for error in (UpstreamUnreachable("SSLCertVerificationError"), ConnectionRefusedError("refused 10.1.2.3")):
+    for error in (
+        UpstreamUnreachable("SSLCertVerificationError"),
+        ConnectionRefusedError("refused 10.1.2.3"),
+    ):
         with pytest.raises(GatewayError) as failed:
-            await trip.open(RefusingTransport(error), "POST", URL, {}, b"{}", tenant="t", first_byte_timeout=5.0)
+            await trip.open(
+                RefusingTransport(error), "POST", URL, {}, b"{}", tenant="t", first_byte_timeout=5.0
+            )
         assert failed.value.code == "upstream_unreachable"
     lines = [r.getMessage() for r in caplog.records if r.name == "odock.data_plane.relay"]
     assert lines == [

@@ -5,7 +5,7 @@ upstream's events (no body yet, or only bytes that translate to nothing)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import orjson
@@ -22,7 +22,7 @@ from data_plane.upstream.response import UpstreamResponse
 from data_plane.usage.meter import COMPLETE, RequestMeter
 from data_plane.usage.shapes import NO_USAGE
 from scripts.benchmark.translatecost import MODEL, PLAIN, anthropic_native
-from tests.data_plane.test_relay_transport import FakeTransport
+from tests.data_plane.test_relay_transport import FakeTransport, record_sends
 
 pytestmark = pytest.mark.asyncio
 
@@ -49,21 +49,7 @@ def translating(
 
     async def handle(request: web.Request) -> web.StreamResponse:
         if sends is not None:
-            transport = request.transport
-            assert transport is not None
-            write, writelines = transport.write, transport.writelines
-
-            def record(data: bytes | bytearray | memoryview) -> None:
-                sends.append(bytes(data))
-                write(data)
-
-            def record_lines(lines: Iterable[bytes | bytearray | memoryview]) -> None:
-                lines = list(lines)
-                sends.append(b"".join(lines))
-                writelines(lines)
-
-            transport.write = record  # type: ignore[method-assign]
-            transport.writelines = record_lines  # type: ignore[method-assign,assignment]
+            record_sends(request, sends)
         meter = RequestMeter(None, request_id="rec-1", node_id="node", org_id="org", key_id="key",
                              family=ANTHROPIC, endpoint="/v1/chat/completions", shape=NO_USAGE)  # fmt: skip
         meters.append(meter)
