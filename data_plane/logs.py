@@ -17,8 +17,8 @@ request queues its fields and the time with the handler's stream, a
 :class:`LineBuffer`, and once per event-loop iteration the buffer has
 :class:`RequestLog` render the queued lines straight to the handler's format,
 redact them with the handler's formatter, and writes them. Rendering them
-together, after the responses went out, costs a request about a third of what
-rendering its line inside the request did (issue 16, docs/benchmarks.md).
+together, after the responses went out, is part of what made a chat request at
+c=64 cost 7 % less CPU (issue 16, docs/benchmarks.md).
 Ordinary records still go through ``logging`` and are written at once, after
 any request lines queued before them, so lines stay in order.
 """

@@ -2,9 +2,9 @@
 
 A finished request's meter is taken by :meth:`Journal.submit_closed`, and once per
 event-loop iteration the records of the meters closed in it are built and encoded
-together (:meth:`Journal.submit`, no I/O), after their responses went out: built
-in a row they cost a request about half of what building each inside its request did
-(issue 16), and the cost stays spread evenly, not a burst per commit. Every
+together (:meth:`Journal.submit`, no I/O), after their responses went out (with
+the request lines built the same way, 7 % less CPU per chat request at c=64: issue 16,
+docs/benchmarks.md), and the cost stays spread evenly, not a burst per commit. Every
 ``commit_interval`` seconds :meth:`Journal.commit` takes that list and, in one executor
 call, joins the encoded records and appends them to the spool
 (one ``pwrite`` per group of at most ``batch_size`` records, one
