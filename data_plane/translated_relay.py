@@ -321,7 +321,10 @@ class TranslatedRelay(Trip):
             log.info("upstream stream ended early: %s", failure.code)
             # What was translated before the failure, then the error event; a tail the scrubber
             # still holds (it may start a secret) is dropped.
-            await resp.write_eof(scrub.feed(out) + sse_error_event(OPENAI, failure))
+            done = scrub.feed(out)
+            if done:
+                meter.first_byte()
+            await resp.write_eof(done + sse_error_event(OPENAI, failure))
         except ConnectionResetError:
             meter.settle(200, CANCELLED)  # the client went away; the caller closes upstream
         return resp
