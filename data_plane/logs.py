@@ -51,11 +51,6 @@ FLUSH_CHARS = 64 * 1024
 QUEUED_LINE_CHARS = 256
 
 
-def _plain_lines(queued: list[tuple[RequestFields, float]]) -> str:
-    """Queued request lines before a :class:`RequestLog` took the buffer over (not in practice)."""
-    return "".join(f"{fields}\n" for fields, _ in queued)
-
-
 class LineBuffer:
     """The log handler's stream: records pass straight through, request lines wait for the loop tick.
 
@@ -70,7 +65,8 @@ class LineBuffer:
         # Re-entrant like logging's own handler lock: a signal handler that logs may interrupt a flush.
         self._lock = threading.RLock()  # the handler is used from other threads too
         self._tick_loop: asyncio.AbstractEventLoop | None = None
-        self.render: Callable[[list[tuple[RequestFields, float]]], str] = _plain_lines
+        # Set by the RequestLog that queues the lines (the only caller of add_request).
+        self.render: Callable[[list[tuple[RequestFields, float]]], str] | None = None
 
     def write(self, text: str) -> int:
         """Queue ``text`` (the logging handler calls :meth:`flush` right after)."""
@@ -87,18 +83,21 @@ class LineBuffer:
             self.stream.flush()
 
     def _text(self, pending: list[str | tuple[RequestFields, float]]) -> str:
+        render = self.render
         out: list[str] = []
         run: list[tuple[RequestFields, float]] = []
         for item in pending:
             if isinstance(item, str):
                 if run:
-                    out.append(self.render(run))
+                    assert render is not None  # queued by a RequestLog, which set it
+                    out.append(render(run))
                     run = []
                 out.append(item)
             else:
                 run.append(item)
         if run:
-            out.append(self.render(run))
+            assert render is not None
+            out.append(render(run))
         return "".join(out)
 
     def add_request(self, fields: RequestFields, when: float) -> None:

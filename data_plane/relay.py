@@ -329,8 +329,8 @@ class Relay(Trip):
         request, meter = self.request, self.meter
         status = upstream.status
         ok = 200 <= status < 300
-        # Bytes already in hand go out with the head, in one send (every ``_write`` sends a head still
-        # waiting); with none yet, the head goes at prepare: a stream's status never waits for its
+        # Bytes already in hand go out with the head, in one send (every ``write_relayed`` sends a
+        # head still waiting); with none yet, the head goes at prepare: a stream's status never waits for its
         # upstream's first event.
         kind = HeadWithFirstBytes if head or upstream.has_body_bytes() else web.StreamResponse
         resp = kind(
@@ -344,7 +344,7 @@ class Relay(Trip):
         scrub = self.secret.stream() if self.secret is not None else None
         try:
             if head:
-                await _write(resp, _pass(head, scrub, tap), meter)
+                await write_relayed(resp, _pass(head, scrub, tap), meter)
             failure, last = await self._pump(upstream, resp, splitter, scrub, tap)
             meter.upstream_finished()
             if failure is None:
@@ -353,12 +353,7 @@ class Relay(Trip):
                     rest = scrub.feed(rest) + scrub.flush()
                 if tap is not None and rest:
                     rest = tap.relay(rest)
-                last += rest
-                if last:
-                    meter.first_byte()
-                # The answer's last bytes go with the chunked terminator, in one send (and with the
-                # head, when the whole answer was in hand at prepare).
-                await resp.write_eof(last)
+                await end_relayed(resp, last + rest, meter)
                 meter.settle(status, COMPLETE if ok else ERROR)
                 return resp
             meter.settle(status, PARTIAL if ok else ERROR, failure.code)
@@ -404,7 +399,7 @@ class Relay(Trip):
             if upstream.at_eof():
                 return None, data
             # A client write failure propagates: it is not an upstream error.
-            await _write(resp, data, meter)
+            await write_relayed(resp, data, meter)
 
 
 class HeadWithFirstBytes(web.StreamResponse):
@@ -423,9 +418,19 @@ def _pass(data: bytes, scrub: StreamScrubber | None, tap: StreamTap | None) -> b
     return data
 
 
-async def _write(resp: web.StreamResponse, data: bytes, meter: RequestMeter) -> None:
+async def write_relayed(resp: web.StreamResponse, data: bytes, meter: RequestMeter) -> None:
     """Relay ``data``; with nothing to relay (all held back: a partial event, a scrubbed tail), send
     a head still waiting (``HeadWithFirstBytes``) before the relay waits on upstream again."""
     if data:
         meter.first_byte()
     await resp.write(data)
+
+
+async def end_relayed(
+    resp: web.StreamResponse, data: bytes, meter: RequestMeter, trailer: bytes = b""
+) -> None:
+    """The answer's last bytes (then ``trailer``, the gateway's own: an error event) with the chunked
+    terminator, in one send (and with the head, when the whole answer was in hand at prepare)."""
+    if data:
+        meter.first_byte()
+    await resp.write_eof(data + trailer)

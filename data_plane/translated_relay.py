@@ -30,6 +30,8 @@ from data_plane.relay import (
     UPSTREAM_STALLED,
     HeadWithFirstBytes,
     Trip,
+    end_relayed,
+    write_relayed,
 )
 from data_plane.scrub import Secret
 from data_plane.sse import EVENT_END, EventSplitter, EventTooLarge
@@ -301,7 +303,7 @@ class TranslatedRelay(Trip):
                 out, failure = self._translate(writer, block, tap)
                 if ended or failure is not None:
                     break
-                await self._write(resp, scrub.feed(out))
+                await write_relayed(resp, scrub.feed(out), meter)
                 out = b""
             meter.upstream_finished()
             if failure is None:
@@ -311,20 +313,14 @@ class TranslatedRelay(Trip):
                     log.info("upstream stream could not be ended in translation")
                     failure = untranslatable()
                 else:
-                    last = scrub.feed(out + tail) + scrub.flush()
-                    if last:
-                        meter.first_byte()
-                    await resp.write_eof(last)
+                    await end_relayed(resp, scrub.feed(out + tail) + scrub.flush(), meter)
                     meter.settle(200, COMPLETE)
                     return resp
             meter.settle(200, PARTIAL, failure.code)
             log.info("upstream stream ended early: %s", failure.code)
             # What was translated before the failure, then the error event; a tail the scrubber
             # still holds (it may start a secret) is dropped.
-            done = scrub.feed(out)
-            if done:
-                meter.first_byte()
-            await resp.write_eof(done + sse_error_event(OPENAI, failure))
+            await end_relayed(resp, scrub.feed(out), meter, sse_error_event(OPENAI, failure))
         except ConnectionResetError:
             meter.settle(200, CANCELLED)  # the client went away; the caller closes upstream
         return resp
@@ -350,8 +346,3 @@ class TranslatedRelay(Trip):
             if out:
                 parts.append(out)
         return (parts[0] if len(parts) == 1 else b"".join(parts)), failure
-
-    async def _write(self, resp: web.StreamResponse, data: bytes) -> None:
-        if data:
-            self.meter.first_byte()
-        await resp.write(data)  # also when empty: a head still waiting goes out

@@ -143,7 +143,6 @@ class Shipper:
                     COMMIT_STOP_TIMEOUT,
                 )
                 journal.spool_ok = False  # what is not durable now is counted, not waited for
-        journal.build_closed()  # meters closed before this point are records, not shutdown drops
         journal.closed = True
         journal.seal()
         deadline = time.monotonic() + self._settings.flush
