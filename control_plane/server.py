@@ -139,7 +139,11 @@ async def start(settings: Settings) -> RunningServer:
         await db.migrate(settings.database_url)
     engine = db.make_engine(settings.database_url)
     # Usage ingestion and pruning: own connections and worker threads (usage/priority.py).
-    background = BackgroundDatabase.open(settings.database_url, settings.usage_ingest_concurrency + 1)
+    background = BackgroundDatabase.open(
+        settings.database_url,
+        settings.usage_ingest_concurrency + 1,
+        idle_cpu=settings.usage_ingest_cpu_priority == "idle",
+    )
     metrics = ControlPlaneMetrics()
     metrics.watch_engine(engine)
     try:

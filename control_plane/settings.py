@@ -58,6 +58,9 @@ class Settings:
     # Usage (docs/operations.md): ingest transactions at once (governance RPCs go first);
     # days raw records and hourly rollups are kept (0 = forever); how often the pruner runs.
     usage_ingest_concurrency: int = 2
+    # "idle": usage ingestion and pruning threads under SCHED_IDLE (store/background.py), for a
+    # control plane sharing its cores with latency-sensitive processes; "normal" otherwise.
+    usage_ingest_cpu_priority: str = "normal"
     usage_retention_days: float = 30.0
     usage_rollup_retention_days: float = 400.0
     usage_prune_seconds: float = 600.0
@@ -145,6 +148,7 @@ class Settings:
 
 class _UsageSettings(TypedDict):
     usage_ingest_concurrency: int
+    usage_ingest_cpu_priority: str
     usage_retention_days: float
     usage_rollup_retention_days: float
     usage_prune_seconds: float
@@ -159,8 +163,12 @@ def _usage_settings(env: _Env) -> _UsageSettings:
             "ODOCK_USAGE_ROLLUP_RETENTION_DAYS: must be 0 (keep forever) or at least 35"
             " and at least ODOCK_USAGE_RETENTION_DAYS"
         )
+    cpu_priority = env.plain("ODOCK_USAGE_INGEST_CPU_PRIORITY", "normal").lower()
+    if cpu_priority not in ("normal", "idle"):
+        raise SettingsError("ODOCK_USAGE_INGEST_CPU_PRIORITY: must be 'normal' or 'idle'")
     return _UsageSettings(
         usage_ingest_concurrency=int(env.number("ODOCK_USAGE_INGEST_CONCURRENCY", 2, low=1, high=64, integer=True)),
+        usage_ingest_cpu_priority=cpu_priority,
         usage_retention_days=records,
         usage_rollup_retention_days=rollups,
         usage_prune_seconds=env.number("ODOCK_USAGE_PRUNE_SECONDS", 600.0, low=0.05, high=86400.0),

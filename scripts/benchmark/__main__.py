@@ -77,7 +77,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=1,
         help="deployments behind the chat model (issue 14: >1 measures routing; all point at the fake upstream)",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--cp-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an ODOCK_ setting for the control plane (repeatable), e.g. ODOCK_USAGE_INGEST_CPU_PRIORITY=idle",
+    )
+    args = parser.parse_args(argv)
+    for item in args.cp_env:
+        name, eq, _ = item.partition("=")
+        if not eq or not name.startswith("ODOCK_"):
+            parser.error(f"--cp-env: expected ODOCK_NAME=VALUE, got {item!r}")
+    return args
 
 
 def core_plan() -> tuple[str | None, str | None, str | None, str]:
@@ -223,7 +235,8 @@ async def main_async(args: argparse.Namespace) -> int:
         started.append(upstream)
         floor = start_floor(upstream, dp_cpu)
         started.append(floor)
-        cp, secrets = start_control_plane(workdir / "cp.db", load_cpus)
+        cp_env = dict(item.split("=", 1) for item in args.cp_env)
+        cp, secrets = start_control_plane(workdir / "cp.db", load_cpus, cp_env)
         started.append(cp)
         dp = start_data_plane(cp, secrets, workers=1, cpus=dp_cpu)
         started.append(dp)

@@ -178,13 +178,15 @@ class Gateway:
 DP_ENV = {"ODOCK_UPSTREAM_POOL_SIZE": "4096", "ODOCK_UPSTREAM_POOL_PER_HOST": "4096"}
 
 
-def start_control_plane(db_path: Path, cpus: str | None) -> tuple[Service, PlaneSecrets]:
-    """``python -m control_plane`` on a fresh SQLite file with generated secrets."""
+def start_control_plane(
+    db_path: Path, cpus: str | None, extra_env: Mapping[str, str] | None = None
+) -> tuple[Service, PlaneSecrets]:
+    """``python -m control_plane`` on a fresh SQLite file with generated secrets (and ``extra_env``)."""
     from tests.support.planes import control_plane_env
 
     secrets = PlaneSecrets()
     env = control_plane_env(
-        f"sqlite:///{db_path}", secrets, Path("/nonexistent"), {"ODOCK_GRACE_SECONDS": "2"}
+        f"sqlite:///{db_path}", secrets, Path("/nonexistent"), {"ODOCK_GRACE_SECONDS": "2", **(extra_env or {})}
     )
     env.pop("ODOCK_READY_FILE")
     svc = spawn("control-plane", [sys.executable, "-m", "control_plane"], env, cpus=cpus,

@@ -187,3 +187,34 @@ def test_secrets_from_files(tmp_path: Path) -> None:
     finally:
         assert cp.stop() == 0
     assert os.path.exists(tmp_path / "cp.db")
+
+
+def _thread_policies(pid: int) -> dict[int, int]:
+    policies = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            policies[int(task.name)] = os.sched_getscheduler(int(task.name))
+        except ProcessLookupError:  # a thread that just ended
+            continue
+    return policies
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+@pytest.mark.parametrize("setting", [None, "normal", "idle"])
+def test_usage_ingest_threads_cpu_priority(tmp_path: Path, setting: str | None) -> None:
+    from tests.control_plane.usage.env import batch, record
+
+    extra = {} if setting is None else {"ODOCK_USAGE_INGEST_CPU_PRIORITY": setting}
+    cp = start_control_plane(f"sqlite:///{tmp_path / 'cp.db'}", extra_env=extra)
+    try:
+        with grpc.insecure_channel(cp.address) as ch:
+            acks = list(node_pb2_grpc.NodeServiceStub(ch).ReportUsage(
+                iter([batch([record(), record()])]), metadata=_md(cp.node_token), timeout=30))  # fmt: skip
+        assert [(a.accepted, a.duplicates, a.rejected) for a in acks] == [(2, 0, 0)]
+        policies = _thread_policies(cp.pid)
+    finally:
+        assert cp.stop() == 0, cp.stderr_text()
+    assert policies[cp.pid] == os.SCHED_OTHER  # the thread serving the RPCs keeps its priority
+    idle = [tid for tid, policy in policies.items() if policy == os.SCHED_IDLE]
+    # The batch was validated and stored in the ingest pool's threads, which exist by now.
+    assert bool(idle) == (setting == "idle"), policies

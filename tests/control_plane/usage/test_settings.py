@@ -16,6 +16,7 @@ def test_defaults() -> None:
     s = Settings.from_env(_env())
     assert (s.usage_ingest_concurrency, s.usage_retention_days, s.usage_rollup_retention_days) == (2, 30.0, 400.0)
     assert s.usage_prune_seconds == 600.0
+    assert s.usage_ingest_cpu_priority == "normal"
 
 
 def test_values_and_forever() -> None:
@@ -23,6 +24,7 @@ def test_values_and_forever() -> None:
                                ODOCK_USAGE_ROLLUP_RETENTION_DAYS="0", ODOCK_USAGE_PRUNE_SECONDS="60"))  # fmt: skip
     assert (s.usage_ingest_concurrency, s.usage_retention_days, s.usage_rollup_retention_days) == (4, 0.0, 0.0)
     assert s.usage_prune_seconds == 60.0
+    assert Settings.from_env(_env(ODOCK_USAGE_INGEST_CPU_PRIORITY="IDLE")).usage_ingest_cpu_priority == "idle"
 
 
 @pytest.mark.parametrize(
@@ -35,6 +37,7 @@ def test_values_and_forever() -> None:
         ({"ODOCK_USAGE_RETENTION_DAYS": "90", "ODOCK_USAGE_ROLLUP_RETENTION_DAYS": "60"}, "at least 35"),
         ({"ODOCK_USAGE_RETENTION_DAYS": "0", "ODOCK_USAGE_ROLLUP_RETENTION_DAYS": "400"}, "at least 35"),
         ({"ODOCK_USAGE_PRUNE_SECONDS": "0"}, "ODOCK_USAGE_PRUNE_SECONDS: must be between"),
+        ({"ODOCK_USAGE_INGEST_CPU_PRIORITY": "low"}, "ODOCK_USAGE_INGEST_CPU_PRIORITY: must be 'normal' or 'idle'"),
     ],
 )
 def test_bad_values_are_refused_with_the_variable_named(env: dict[str, str], message: str) -> None:
