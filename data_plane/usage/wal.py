@@ -51,7 +51,7 @@ MEMORY_BATCHES = 64  # durable batches kept in memory before they are read back 
 RETRY_SECONDS = 1.0  # between attempts to write records the spool refused
 WARN_EVERY = 10.0
 DROP_LOG_EVERY = 1.0  # a flood of drops (every request, say) is logged as one line a second
-DROP_REASONS = ("spool_full", "disk_error", "memory_full", "corrupt", "shutdown")
+DROP_REASONS = ("spool_full", "disk_error", "memory_full", "corrupt", "shutdown", "record_error")
 
 
 class ClosedMeter(Protocol):
@@ -165,7 +165,10 @@ class Journal:
         self._build_loop = None
         closed, self._closed = self._closed, []
         for meter in closed:
-            self.submit(meter.final_record())
+            try:
+                self.submit(meter.final_record())
+            except Exception as exc:  # noqa: BLE001 - a bug in one record must not lose the others built with it
+                self.drop("record_error", 1, f"a usage record could not be built or encoded ({type(exc).__name__})")
 
     def submit(self, record: node_pb2.UsageRecord) -> None:
         """Queue one record for the next commit (never blocks, never raises)."""

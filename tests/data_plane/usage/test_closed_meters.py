@@ -130,3 +130,26 @@ async def test_closing_the_shipper_keeps_the_meters_closed_before_it_and_counts_
     spooled.open()
     ids = sorted(r.request_id for _, batch in spooled.take(1000) for r in batch.records)
     assert ids == [f"req_{n:04d}" for n in range(3)]
+
+
+class _Broken:
+    """A closed meter whose record cannot be built (a bug): the others built with it must survive."""
+
+    def final_record(self) -> object:
+        raise ValueError("boom")
+
+
+@pytest.mark.asyncio
+async def test_a_record_that_cannot_be_built_is_counted_and_logged_and_the_others_are_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    j = journal(tmp_path)
+    closed(j, 1)
+    j.submit_closed(_Broken())  # type: ignore[arg-type]
+    closed(j, 2)
+    await asyncio.sleep(0)
+    await j.commit()
+    assert committed_ids(j) == ["req_0001", "req_0002"]
+    assert j.dropped == Counter({"record_error": 1})
+    assert j.queued() == 2  # the two records, now in the sealed batch; the broken one is not waiting
+    assert "1 records dropped (record_error): a usage record could not be built or encoded (ValueError)" in caplog.text
