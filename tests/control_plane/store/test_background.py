@@ -66,7 +66,7 @@ async def test_a_refused_policy_change_is_logged_once_and_the_work_still_runs(
             started.wait(timeout=10)
             return os.sched_getscheduler(0)
 
-        assert await asyncio.gather(store.call(both), store.call(both)) == [os.SCHED_OTHER] * 2
+        assert list(await asyncio.gather(store.call(both), store.call(both))) == [os.SCHED_OTHER] * 2
     finally:
         store.close()
     warnings = [r.getMessage() for r in caplog.records if "SCHED_IDLE" in r.getMessage()]
