@@ -6,6 +6,7 @@ reserved JSON tool (JSON output) is message content, never a tool call.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -153,6 +154,16 @@ def map_answer(body: bytes, ids: ReplyIds) -> dict[str, Any]:
 
 
 _NO_FINISH = b',"logprobs":null,"finish_reason":null}]}\n\n'
+# A text delta event as Anthropic sends most of a stream's events (one data line, LF ends,
+# compact JSON in its key order, the text last): its head, then the text's JSON string literal,
+# then '"}}'. A literal without a backslash, a quote or a control character that is valid UTF-8
+# decodes and re-encodes (orjson) to the same bytes, so it is copied into the chunk without
+# parsing the event; anything else takes the general path.
+_TEXT_DELTA_HEAD = re.compile(
+    rb'(?:event: ?content_block_delta\n)?data: ?\{"type":"content_block_delta","index":(?:0|[1-9][0-9]{0,8}),'
+    rb'"delta":\{"type":"text_delta","text":"'
+)
+_NOT_PLAIN = re.compile(rb'[\x00-\x1f"\\]')
 
 
 class MessagesChunks:
@@ -203,6 +214,12 @@ class MessagesChunks:
     def feed(self, event: bytes) -> bytes:
         if self._done:
             return b""
+        head = _TEXT_DELTA_HEAD.match(event)
+        if head is not None and event.endswith(b'"}}') and not self._json_seen:
+            text = event[head.end() : -3]
+            if text and _NOT_PLAIN.search(text) is None and (text.isascii() or _is_utf8(text)):
+                # The general path's chunk, byte for byte (tests/data_plane/translated/test_stream_fast_paths.py).
+                return self._start() + self._prefix + b'{"content":"' + text + b'"}' + _NO_FINISH
         data = _data(event)
         ev = _object(data) if data else {}
         kind = ev.get("type")
@@ -302,6 +319,14 @@ def _data(event: bytes) -> bytes:
         end = event.find(b"\n", at)
         return (event[at + 5 :] if end < 0 else event[at + 5 : end]).strip()
     return b"\n".join(line[5:].strip() for line in event.splitlines() if line.startswith(b"data:"))
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _index(ev: Mapping[str, Any]) -> int:

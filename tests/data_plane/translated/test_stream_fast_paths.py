@@ -5,13 +5,16 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from data_plane.providers.anthropic_reply import MessagesChunks, _data
+from data_plane.providers.anthropic_reply import _TEXT_DELTA_HEAD, MessagesChunks, _data
 from data_plane.providers.translator import ReplyIds
 from data_plane.sse import EVENT_END
 from data_plane.translated_relay import split_events
@@ -78,3 +81,85 @@ def test_chunks_are_the_whole_dicts_dump() -> None:
         for delta, finish in (({"content": 'a "quoted" \u00e9 \n'}, None), ({}, "stop"), ({}, "tool_calls"),
                               ({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]}, None)):  # fmt: skip
             assert writer._chunk(delta, finish) == chunk_dump(head, delta, finish)
+
+
+def general_writer(include_usage: bool) -> MessagesChunks:
+    """A writer that never takes the text-delta shortcut."""
+    writer = MessagesChunks(IDS, include_usage)
+    writer.feed(b'event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":3}}}')
+    return writer
+
+
+def feed_general(writer: MessagesChunks, event: bytes, monkeypatch: Any) -> bytes:
+    import data_plane.providers.anthropic_reply as reply
+
+    with monkeypatch.context() as m:
+        m.setattr(reply, "_TEXT_DELTA_HEAD", re.compile(rb"(?!)"))  # matches nothing
+        return writer.feed(event)
+
+
+def text_events(text: str) -> list[bytes]:
+    """The same text delta as Anthropic sends it and as other encoders would."""
+    body = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}
+    encodings = [json.dumps(body, separators=(",", ":")).encode(),
+                 json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"),
+                 json.dumps(body).encode()]  # fmt: skip
+    if not any(0xD800 <= ord(c) <= 0xDFFF for c in text):  # orjson refuses to write a lone surrogate
+        encodings.insert(0, orjson.dumps(body))
+    out = []
+    for encoded in encodings:
+        for head in (b"event: content_block_delta\ndata: ", b"data: ", b"data:", b"event:content_block_delta\ndata:"):
+            out.append(head + encoded)
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=24))
+def test_a_text_delta_answers_as_the_general_path_byte_for_byte(text: str) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for event in text_events(text):
+            for include_usage in (False, True):
+                fast, general = general_writer(include_usage), general_writer(include_usage)
+                assert fast.feed(event) == feed_general(general, event, monkeypatch), event
+
+
+MUTATIONS = [b"\xff", b"\xed\xa0\x80", b"\\u0041", b"\\/", b"\x01", b'"', b"\\", b"\\x", b"\n", b"\r", b" "]
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from(text_events("hello world")[:4]), st.integers(0, 200), st.sampled_from(MUTATIONS))
+def test_a_damaged_text_delta_answers_as_the_general_path(event: bytes, at: int, piece: bytes) -> None:
+    damaged = event[: at % (len(event) + 1)] + piece + event[at % (len(event) + 1) :]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        fast, general = general_writer(False), general_writer(False)
+        assert fast.feed(damaged) == feed_general(general, damaged, monkeypatch), damaged
+
+
+def test_text_delta_shortcut_cases() -> None:
+    """Odd indexes, an empty text, the JSON output already seen: the general path's answers."""
+    cases = [
+        b'data: {"type":"content_block_delta","index":01,"delta":{"type":"text_delta","text":"a"}}',
+        b'data: {"type":"content_block_delta","index":-1,"delta":{"type":"text_delta","text":"a"}}',
+        b'data: {"type":"content_block_delta","index":7,"delta":{"type":"text_delta","text":""}}',
+        b'data: {"type":"content_block_delta","index":7,"delta":{"type":"text_delta","text":"caf\\u00e9"}}',
+        b'data: {"type":"content_block_delta","index":7,"delta":{"type":"text_delta","text":"a\\ud800"}}',
+        b'data: {"type":"content_block_delta","index":7,"delta":{"type":"text_delta","text":"a"}}\n',
+        b'id: 1\ndata: {"type":"content_block_delta","index":7,"delta":{"type":"text_delta","text":"a"}}',
+    ]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for event in cases:
+            fast, general = general_writer(False), general_writer(False)
+            assert fast.feed(event) == feed_general(general, event, monkeypatch), event
+        # After the JSON output's tool block began, text is not content (as in map_answer).
+        start = (b'data: {"type":"content_block_start","index":0,"content_block":'
+                 b'{"type":"tool_use","id":"t","name":"json_answer","input":{}}}')  # fmt: skip
+        event = b'data: {"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"a"}}'
+        fast, general = general_writer(False), general_writer(False)
+        fast.feed(start)
+        general.feed(start)
+        assert fast.feed(event) == feed_general(general, event, monkeypatch) == b""
+    # And the shortcut is taken for what Anthropic sends (its answer is the chunk of that text).
+    event = text_events(" a b é")[0]
+    assert _TEXT_DELTA_HEAD.match(event) is not None
+    chunk = general_writer(False).feed(event)
+    assert orjson.loads(chunk[len(b"data: ") :])["choices"][0]["delta"] == {"content": " a b é"}
