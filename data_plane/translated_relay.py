@@ -76,6 +76,9 @@ def untranslatable() -> GatewayError:
     return GatewayError(502, "upstream_untranslatable", UPSTREAM_UNTRANSLATABLE)
 
 
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
 def split_events(block: bytes) -> list[bytes]:
     """Complete SSE events (each without the blank line that ended it) of a block the splitter released."""
     if b"\r" not in block:
@@ -217,11 +220,8 @@ class TranslatedRelay(Trip):
     def stream_response(self, head_waits: bool = False) -> web.StreamResponse:
         """The client's event-stream response (not prepared); ``head_waits``: its head goes out with
         its first bytes (``relay.HeadWithFirstBytes``), for an answer whose bytes are in hand."""
-        resp = (HeadWithFirstBytes if head_waits else web.StreamResponse)(status=200)
-        resp.content_type = "text/event-stream"
-        resp.headers["Cache-Control"] = "no-cache"
-        resp.headers["X-Accel-Buffering"] = "no"
-        return resp
+        # Given whole (copied into the response's own headers): the content_type setter costs 1 µs more.
+        return (HeadWithFirstBytes if head_waits else web.StreamResponse)(status=200, headers=_SSE_HEADERS)
 
     def _meter_usage(self, answer: Answer) -> None:
         if answer.malformed:

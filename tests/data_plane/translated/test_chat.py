@@ -103,7 +103,9 @@ async def test_anthropic_stream_equals_plain_answer_with_usage_chunk(
     raw = await oai.chat.completions.with_raw_response.create(
         model="claude-x", messages=messages, stream=True, stream_options={"include_usage": True}
     )
-    assert raw.headers["content-type"].startswith("text/event-stream") and raw.headers["x-request-id"]
+    assert raw.headers["content-type"] == "text/event-stream" and raw.headers["x-request-id"]
+    # Proxies must neither cache nor buffer the stream.
+    assert (raw.headers["cache-control"], raw.headers["x-accel-buffering"]) == ("no-cache", "no")
     text, finish, usage, ids, roles = "", None, None, set(), 0
     async for chunk in raw.parse():
         ids.add(chunk.id)
