@@ -167,7 +167,9 @@ class Journal:
         for meter in closed:
             try:
                 self.submit(meter.final_record())
-            except Exception as exc:  # noqa: BLE001 - a bug in one record must not lose the others built with it
+            except Exception as exc:  # a bug in one record must not lose the others built with it
+                if not self.dropped["record_error"]:  # a bug: its first traceback, not one per request
+                    log.error("usage record could not be built or encoded", exc_info=exc)
                 self.drop("record_error", 1, f"a usage record could not be built or encoded ({type(exc).__name__})")
 
     def submit(self, record: node_pb2.UsageRecord) -> None:

@@ -153,3 +153,10 @@ async def test_a_record_that_cannot_be_built_is_counted_and_logged_and_the_other
     assert j.dropped == Counter({"record_error": 1})
     assert j.queued() == 2  # the two records, now in the sealed batch; the broken one is not waiting
     assert "1 records dropped (record_error): a usage record could not be built or encoded (ValueError)" in caplog.text
+    # The bug's traceback is logged, once: a second broken record adds to the count only.
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1 and "boom" in caplog.text
+    j.submit_closed(_Broken())  # type: ignore[arg-type]
+    j.build_closed()
+    assert j.dropped == Counter({"record_error": 2})
+    assert len([r for r in caplog.records if r.exc_info is not None]) == 1
