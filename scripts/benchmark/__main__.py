@@ -85,10 +85,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="an ODOCK_ setting for the control plane (repeatable), e.g. ODOCK_USAGE_INGEST_CPU_PRIORITY=idle",
     )
     args = parser.parse_args(argv)
+    cp_env: dict[str, str] = {}
     for item in args.cp_env:
-        name, eq, _ = item.partition("=")
+        name, eq, value = item.partition("=")
         if not eq or not name.startswith("ODOCK_"):
             parser.error(f"--cp-env: expected ODOCK_NAME=VALUE, got {item!r}")
+        cp_env[name] = value
+    args.cp_env = cp_env  # given to the control plane's environment as is
     return args
 
 
@@ -235,8 +238,7 @@ async def main_async(args: argparse.Namespace) -> int:
         started.append(upstream)
         floor = start_floor(upstream, dp_cpu)
         started.append(floor)
-        cp_env = dict(item.split("=", 1) for item in args.cp_env)
-        cp, secrets = start_control_plane(workdir / "cp.db", load_cpus, cp_env)
+        cp, secrets = start_control_plane(workdir / "cp.db", load_cpus, args.cp_env)
         started.append(cp)
         dp = start_data_plane(cp, secrets, workers=1, cpus=dp_cpu)
         started.append(dp)
