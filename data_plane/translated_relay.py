@@ -274,8 +274,10 @@ class TranslatedRelay(Trip):
         read that ends it goes out with the translator's tail and the end of the answer, in one
         send (with the head too, when the whole answer was in hand at prepare)."""
         meter, request = self.meter, self.request
-        writer = self.translator.chunks(ids, include_usage)
         tap = make_tap(meter, is_sse=True, strip_injected=False)
+        writer = self.translator.chunks(ids, include_usage, tap)
+        if writer.reads_usage:
+            tap = None  # the writer reports the usage events it decodes (issue 16)
         splitter = EventSplitter(self.max_event)
         scrub = self.secret.stream()
         resp = self.stream_response(head_waits=upstream.has_body_bytes())

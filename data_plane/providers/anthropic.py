@@ -71,7 +71,13 @@ _TYPED = msgspec.json.Decoder(_Typed)
 
 class MessagesTap(SseTap):
     """Messages streams: ``message_start`` (once: final) carries the input, ``message_delta``
-    events running totals; the fields seen so far are merged, the last merge wins."""
+    events running totals; the fields seen so far are merged, the last merge wins.
+
+    The OpenAI translation of a stream parses these events anyway: its writer
+    (``anthropic_reply.MessagesChunks``) hands them over already decoded (:meth:`parsed`), and
+    any event it could not parse as a JSON object raw (:meth:`unparsed`), instead of the relay
+    running :meth:`relay` over every block a second time (issue 16). The meter sees the same reports.
+    """
 
     candidate = re.compile(rb"message_(?:start|delta)")
 
@@ -83,20 +89,37 @@ class MessagesTap(SseTap):
     def _read(self, event: bytes, raw: bytes) -> bytes:
         name, data = event_fields(event)
         if b"message_start" in name + data or b"message_delta" in name + data:
-            self._message_event(_TYPED.decode(data))
+            typed = _TYPED.decode(data)
+            self._message_event(typed.type, typed.message, typed.usage)
         return raw
 
-    def _message_event(self, typed: _Typed) -> None:
-        if typed.type == "message_start":
+    def parsed(self, kind: object, message: object, usage: object, event: bytes) -> None:
+        """``event``'s ``type``, ``message`` and ``usage`` members, decoded by its reader."""
+        counts = message.get("usage") if kind == "message_start" and isinstance(message, dict) else usage
+        if isinstance(counts, dict) and any(type(value) is float for value in counts.values()):
+            # orjson reads an integer beyond 64 bits as a float, which would be malformed; the
+            # tap's own decoder keeps it an integer (clamped): the event is read as relay() reads it.
+            self.unparsed(event)
+            return
+        try:
+            self._message_event(kind, message, usage)
+        except MalformedUsage:
+            self._meter.malformed()
+
+    def unparsed(self, event: bytes) -> None:
+        """One complete event its reader could not decode: read as :meth:`relay` reads it."""
+        if self.candidate.search(event) is not None:
+            self._event(event, event)
+
+    def _message_event(self, kind: object, message: object, usage: object) -> None:
+        if kind == "message_start":
             if self._started:
                 self._meter.report(None, final=True)  # a second start: flagged, ignored
                 return
             self._started = True
             self._meter.report(None, final=True)
-            usage = typed.message.get("usage") if isinstance(typed.message, dict) else None
-        elif typed.type == "message_delta":
-            usage = typed.usage
-        else:
+            usage = message.get("usage") if isinstance(message, dict) else None
+        elif kind != "message_delta":
             return
         if usage is None:
             return

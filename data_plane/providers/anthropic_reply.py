@@ -12,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from data_plane.providers.anthropic import MessagesTap
 from data_plane.providers.translator import ChunkWriter, OpenAIError, ReplyIds
+from data_plane.usage.stream import StreamTap
 
 # The reserved tool that carries JSON output (anthropic_chat adds it for response_format).
 JSON_TOOL = "json_answer"
@@ -40,12 +42,17 @@ _TYPE_STATUS = {
 _OVERFLOW_MARKERS = ("prompt is too long", "exceed context limit", "context window")
 
 
-def _object(raw: bytes) -> dict[str, Any]:
+def _parsed(raw: bytes) -> dict[str, Any] | None:
+    """``raw`` as a JSON object; None when it is not one."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _object(raw: bytes) -> dict[str, Any]:
+    return _parsed(raw) or {}
 
 
 def _count(usage: Mapping[str, Any], name: str) -> int:
@@ -167,9 +174,14 @@ _NOT_PLAIN = re.compile(rb'[\x00-\x1f"\\]')
 
 
 class MessagesChunks:
-    """One Messages SSE stream as ``chat.completion.chunk`` lines, each event as it arrives."""
+    """One Messages SSE stream as ``chat.completion.chunk`` lines, each event as it arrives.
 
-    def __init__(self, ids: ReplyIds, include_usage: bool) -> None:
+    ``tap``: the native stream's usage tap, given the ``message_start``/``message_delta`` events
+    this writer decodes anyway, and the events it cannot decode, raw (``reads_usage``: the relay
+    then does not run the tap over the bytes).
+    """
+
+    def __init__(self, ids: ReplyIds, include_usage: bool, tap: MessagesTap | None = None) -> None:
         self._head: dict[str, Any] = {
             "id": ids.id,
             "object": "chat.completion.chunk",
@@ -190,6 +202,8 @@ class MessagesChunks:
         self._tools = 0
         self._json_seen = False
         self._stopped = False  # message_stop seen: the stream ended, not merely the connection
+        self._tap = tap
+        self.reads_usage = tap is not None
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         end = (
@@ -213,6 +227,8 @@ class MessagesChunks:
 
     def feed(self, event: bytes) -> bytes:
         if self._done:
+            if self._tap is not None:  # usage after an error event is still metered
+                self._tap.unparsed(event)
             return b""
         head = _TEXT_DELTA_HEAD.match(event)
         if head is not None and event.endswith(b'"}}') and not self._json_seen:
@@ -221,10 +237,16 @@ class MessagesChunks:
                 # The general path's chunk, byte for byte (tests/data_plane/translated/test_stream_fast_paths.py).
                 return self._start() + self._prefix + b'{"content":"' + text + b'"}' + _NO_FINISH
         data = _data(event)
-        ev = _object(data) if data else {}
+        ev = _parsed(data) if data else None
+        if ev is None:
+            if self._tap is not None:
+                self._tap.unparsed(event)  # the tap decides whether it is a broken usage report
+            return b""
         kind = ev.get("type")
         if kind == "message_start":
             message = ev.get("message")
+            if self._tap is not None:
+                self._tap.parsed(kind, message, None, event)
             usage = message.get("usage") if isinstance(message, dict) else None
             if isinstance(usage, dict):
                 self._usage.update(usage)
@@ -253,6 +275,8 @@ class MessagesChunks:
             # A tool without input streams no pieces; the answer would say "{}".
             return self._arguments(block, "{}") if block is not None and not block[1] else b""
         if kind == "message_delta":
+            if self._tap is not None:
+                self._tap.parsed(kind, None, ev.get("usage"), event)
             delta = ev.get("delta")
             if isinstance(delta, dict) and delta.get("stop_reason") is not None:
                 self._stop = delta["stop_reason"]
@@ -347,8 +371,9 @@ class AnthropicReplies:
     def answer(self, body: bytes, ids: ReplyIds) -> dict[str, Any]:
         return map_answer(body, ids)
 
-    def chunks(self, ids: ReplyIds, include_usage: bool) -> ChunkWriter:
-        return MessagesChunks(ids, include_usage)
+    def chunks(self, ids: ReplyIds, include_usage: bool, tap: StreamTap | None = None) -> ChunkWriter:
+        # Only the Messages shape's own tap is fed (a meter of any other shape keeps its tap).
+        return MessagesChunks(ids, include_usage, tap if isinstance(tap, MessagesTap) else None)
 
     def error(self, status: int, body: bytes) -> OpenAIError:
         return map_error(status, body)

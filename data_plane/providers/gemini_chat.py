@@ -30,6 +30,7 @@ from data_plane.providers.translator import (
     TranslationError,
     UpstreamCall,
 )
+from data_plane.usage.stream import StreamTap
 
 MAX_STOP_SEQUENCES = 5  # Gemini rejects more
 _ROLES = {"user": "user", "assistant": "model", "tool": "user"}
@@ -356,7 +357,7 @@ class GeminiChat:
     def answer(self, body: bytes, ids: ReplyIds) -> dict[str, Any]:
         return answer(body, ids)
 
-    def chunks(self, ids: ReplyIds, include_usage: bool) -> ChunkWriter:
+    def chunks(self, ids: ReplyIds, include_usage: bool, tap: StreamTap | None = None) -> ChunkWriter:
         return GeminiChunkWriter(ids, include_usage)
 
     def error(self, status: int, body: bytes) -> OpenAIError:

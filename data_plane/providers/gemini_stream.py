@@ -150,6 +150,8 @@ def _data(event: bytes) -> bytes:
 class GeminiChunkWriter:
     """One streamed reply: ``streamGenerateContent?alt=sse`` events -> OpenAI chunks."""
 
+    reads_usage = False  # the relay's tap reads the native stream's usage
+
     def __init__(self, ids: ReplyIds, include_usage: bool) -> None:
         self.ids = ids
         self.include_usage = include_usage

@@ -19,7 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from data_plane.usage.stream import StreamTap
 
 # What a model may be asked to do beyond plain chat (the control plane's model capabilities).
 TOOLS = "tools"
@@ -96,6 +99,10 @@ class OpenAIError:
 class ChunkWriter(Protocol):
     """One streamed reply: the backend's SSE events in, OpenAI ``chat.completion.chunk`` SSE out."""
 
+    # Whether this writer hands the native stream's usage to the tap it was made with (it decodes
+    # the events that carry it anyway); if not, the relay runs that tap over the stream's bytes.
+    reads_usage: bool
+
     def feed(self, event: bytes) -> bytes:
         """One complete upstream event (its lines, without the blank line that ended it) -> zero or
         more complete ``data: {...}\\n\\n`` lines for the client, as soon as there is something to say."""
@@ -118,8 +125,8 @@ class ChatTranslator(Protocol):
         """The backend's 200 JSON answer -> a ``chat.completion`` object (usage included)."""
         ...
 
-    def chunks(self, ids: ReplyIds, include_usage: bool) -> ChunkWriter:
-        """A writer for one streamed reply."""
+    def chunks(self, ids: ReplyIds, include_usage: bool, tap: StreamTap | None = None) -> ChunkWriter:
+        """A writer for one streamed reply; ``tap``: the native stream's usage tap, if it has one."""
         ...
 
     def error(self, status: int, body: bytes) -> OpenAIError:

@@ -1,0 +1,157 @@
+"""A translated Anthropic stream's usage read by its writer (issue 16) meters exactly what the
+native tap, run over the same bytes, meters: the same usage and flags (duplicate, malformed,
+clamped) and the same chunks, for any stream, split anywhere, broken or hostile usage included."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from data_plane.providers import ANTHROPIC, GEMINI, TRANSLATORS
+from data_plane.providers.anthropic import USAGE as ANTHROPIC_USAGE
+from data_plane.providers.gemini import USAGE as GEMINI_USAGE
+from data_plane.sse import EventSplitter
+from data_plane.translated_relay import split_events
+from data_plane.usage.meter import FLAG_CLAMPED, FLAG_DUPLICATE, FLAG_MALFORMED, RequestMeter
+from data_plane.usage.stream import StreamTap, make_tap
+from data_plane.usage.tokens import MAX_TOKENS, Usage
+from tests.data_plane.translated.test_stream_fast_paths import IDS
+from tests.data_plane.usage.test_stream_taps import meter
+from tests.fakes.reply import sse
+
+COUNTS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+# What a hostile or broken upstream may put where a count belongs.
+COUNT_VALUES: st.SearchStrategy[Any] = st.one_of(
+    st.integers(0, 10**6), st.sampled_from([None, -1, 1.5, "3", True, [], {}, 2**41, 2**63 - 1, 2**64, 2**70])
+)
+USAGE_VALUES: st.SearchStrategy[Any] = st.one_of(
+    st.none(),
+    st.dictionaries(st.sampled_from(COUNTS), COUNT_VALUES, max_size=4),
+    st.sampled_from([[], "usage", 7, [1]]),
+)
+
+
+def named(name: str, data: dict[str, Any]) -> bytes:
+    return sse({"type": name, **data}, event=name)
+
+
+@st.composite
+def events(draw: st.DrawFn) -> bytes:
+    kind = draw(st.sampled_from(
+        ["start", "delta", "text", "block", "ping", "stop", "error", "raw", "crlf", "unnamed"]
+    ))  # fmt: skip
+    if kind == "start":
+        message: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant", "content": []}
+        usage = draw(USAGE_VALUES)
+        if usage is not None or draw(st.booleans()):
+            message["usage"] = usage
+        return named("message_start", {"message": draw(st.sampled_from([message, None, "m"]))})
+    if kind == "delta":
+        body: dict[str, Any] = {"delta": {"stop_reason": draw(st.sampled_from([None, "end_turn", "max_tokens"]))}}
+        usage = draw(USAGE_VALUES)
+        if usage is not None or draw(st.booleans()):
+            body["usage"] = usage
+        return named("message_delta", body)
+    if kind == "text":  # the writer's shortcut; a text naming the usage events is still text
+        text = draw(st.sampled_from(["hi", "message_start", 'say "message_delta"', "é\n"]))
+        return named("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": text}})
+    if kind == "block":
+        return named("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+    if kind == "ping":
+        return named("ping", {})
+    if kind == "stop":
+        return named("message_stop", {})
+    if kind == "error":
+        return named("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+    if kind == "crlf":
+        return named("message_delta", {"usage": {"output_tokens": draw(st.integers(0, 99))}}).replace(b"\n", b"\r\n")
+    if kind == "unnamed":
+        return sse({"type": "message_delta", "usage": {"output_tokens": draw(st.integers(0, 99))}})
+    return draw(st.sampled_from([
+        b"event: message_start\ndata: {not json\n\n",
+        b"event: message_delta\n\n",  # a usage event without data
+        b'data: ["message_start"]\n\n',
+        b'data: {"type":"message_delta","usage":{"output_tokens":' + str(2**70).encode() + b"}}\n\n",
+        b'data: {"type":"message_delta","usage":{"output_tokens":3},"usage":{"input_tokens":4}}\n\n',
+        b": a comment naming message_start\n\n",
+        b"event: ping\ndata: message_delta\n\n",
+    ]))  # fmt: skip
+
+
+def relay(frames: list[bytes], cuts: list[int], *, writer_reads: bool) -> tuple[bytes, RequestMeter]:
+    """The stream as the translated relay handles it: split at ``cuts``, each released block given
+    to the tap (when the writer does not read usage) and then event by event to the writer."""
+    m = meter(ANTHROPIC_USAGE)
+    tap: StreamTap | None = make_tap(m, is_sse=True, strip_injected=False)
+    writer = TRANSLATORS[ANTHROPIC].chunks(IDS, True, tap if writer_reads else None)
+    assert writer.reads_usage is writer_reads
+    data = b"".join(frames)
+    bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
+    splitter = EventSplitter()
+    out = bytearray()
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+        block = splitter.feed(data[a:b]) if b > a else b""
+        if i == len(bounds) - 2:
+            block += splitter.flush()
+        if tap is not None and not writer_reads and block:
+            tap.relay(block)
+        for event in split_events(block):
+            out += writer.feed(event)
+    try:
+        out += writer.close()
+    except ValueError as exc:
+        out += repr(exc).encode()
+    return bytes(out), m
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(events(), max_size=10), st.lists(st.integers(0, 10**6), max_size=6))
+def test_the_writer_meters_what_the_tap_meters(frames: list[bytes], cuts: list[int]) -> None:
+    tapped, by_tap = relay(frames, cuts, writer_reads=False)
+    written, by_writer = relay(frames, cuts, writer_reads=True)
+    assert written == tapped
+    assert (by_writer.usage, by_writer.flags) == (by_tap.usage, by_tap.flags)
+
+
+def test_usage_the_writer_reads() -> None:
+    """The cases the property covers, with what they must meter (it cannot fail by agreeing wrongly)."""
+    start = named("message_start", {"message": {"usage": {"input_tokens": 10, "cache_read_input_tokens": 5}}})
+    delta = named("message_delta", {"delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}})
+    stop = named("message_stop", {})
+    cases: list[tuple[list[bytes], Usage, int]] = [
+        ([start, delta, stop], Usage(input=15, output=7, cached=5), 0),
+        ([start, start, delta, stop], Usage(input=15, output=7, cached=5), FLAG_DUPLICATE),
+        ([start, b"event: message_delta\ndata: {broken\n\n", stop], Usage(input=15, cached=5), FLAG_MALFORMED),
+        ([start, named("message_delta", {"usage": {"output_tokens": -1}}), stop],
+         Usage(input=15, cached=5), FLAG_MALFORMED),
+        ([start, named("message_delta", {"usage": {"output_tokens": 2**41}}), stop],
+         Usage(input=15, output=MAX_TOKENS, cached=5, clamped=True), FLAG_CLAMPED),
+        # Beyond 64 bits: the writer's decoder refuses it, the tap's reads it (and clamps).
+        ([start, b'data: {"type":"message_delta","usage":{"output_tokens":' + str(2**70).encode() + b"}}\n\n",
+          stop], Usage(input=15, output=MAX_TOKENS, cached=5, clamped=True), FLAG_CLAMPED),
+        # Usage after the provider's error event is still metered.
+        ([start, named("error", {"error": {"type": "api_error", "message": "x"}}), delta],
+         Usage(input=15, output=7, cached=5), 0),
+    ]  # fmt: skip
+    for frames, usage, flags in cases:
+        for reads in (False, True):
+            _, m = relay(frames, [], writer_reads=reads)
+            assert (m.usage, m.flags) == (usage, flags), (frames, reads)
+
+
+@pytest.mark.parametrize("family", [GEMINI])
+def test_a_writer_that_reads_no_usage_leaves_the_tap_to_the_relay(family: int) -> None:
+    m = meter(GEMINI_USAGE)
+    writer = TRANSLATORS[family].chunks(IDS, True, make_tap(m, is_sse=True, strip_injected=False))
+    assert writer.reads_usage is False
+
+
+def test_the_anthropic_writer_reads_only_its_own_shapes_tap() -> None:
+    """A meter of another shape (never the case today) keeps its tap on the bytes."""
+    m = meter(GEMINI_USAGE)
+    writer = TRANSLATORS[ANTHROPIC].chunks(IDS, True, make_tap(m, is_sse=True, strip_injected=False))
+    assert writer.reads_usage is False
