@@ -23,7 +23,7 @@ from aiohttp import web
 
 from data_plane.errors import GatewayError, sse_error_event
 from data_plane.providers import OPENAI
-from data_plane.providers.translator import ChatTranslator, OpenAIError, ReplyIds, UpstreamCall
+from data_plane.providers.translator import ChatTranslator, ChunkWriter, OpenAIError, ReplyIds, UpstreamCall
 from data_plane.relay import (
     UPSTREAM_BROKEN,
     UPSTREAM_EVENT_TOO_LARGE,
@@ -276,8 +276,6 @@ class TranslatedRelay(Trip):
         meter, request = self.meter, self.request
         tap = make_tap(meter, is_sse=True, strip_injected=False)
         writer = self.translator.chunks(ids, include_usage, tap)
-        if writer.reads_usage:
-            tap = None  # the writer reports the usage events it decodes (issue 16)
         splitter = EventSplitter(self.max_event)
         scrub = self.secret.stream()
         resp = self.stream_response(head_waits=upstream.has_body_bytes())
@@ -302,7 +300,7 @@ class TranslatedRelay(Trip):
                 except EventTooLarge:
                     failure = GatewayError(502, "upstream_event_too_large", UPSTREAM_EVENT_TOO_LARGE)
                     break
-                out, failure = self._translate(writer, block, tap)
+                out, failure = translate_block(writer, block, tap)
                 if ended or failure is not None:
                     break
                 await write_relayed(resp, scrub.feed(out), meter)
@@ -327,24 +325,31 @@ class TranslatedRelay(Trip):
             meter.settle(200, CANCELLED)  # the client went away; the caller closes upstream
         return resp
 
-    def _translate(
-        self, writer: Any, block: bytes, tap: StreamTap | None
-    ) -> tuple[bytes, GatewayError | None]:
-        """What a block's events translate to, as one piece (a write per event was a send(2) per
-        chunk, a fifth of a translated stream's CPU: issue 16), and the failure that ended it."""
-        if not block:
-            return b"", None
-        if tap is not None:
-            tap.relay(block)  # usage read from the native events; nothing to strip
-        parts: list[bytes] = []
-        failure: GatewayError | None = None
-        for event in split_events(block):
-            try:
-                out = writer.feed(event)
-            except Exception:  # noqa: BLE001 - an event the translator cannot read ends the stream
-                log.info("upstream stream event could not be translated")
-                failure = untranslatable()
-                break
-            if out:
-                parts.append(out)
-        return (parts[0] if len(parts) == 1 else b"".join(parts)), failure
+
+
+def translate_block(writer: ChunkWriter, block: bytes, tap: StreamTap | None) -> tuple[bytes, GatewayError | None]:
+    """What a block's events translate to, as one piece (a write per event was a send(2) per
+    chunk, a fifth of a translated stream's CPU: issue 16), and the failure that ended it.
+
+    ``tap`` reads the native usage: over the whole block, unless the writer hands it the usage
+    events it decodes (``reads_usage``, issue 16; it does so before anything else of an event can
+    fail); then the events after one the writer could not translate are given to the tap, so the
+    block is metered whole either way.
+    """
+    if not block:
+        return b"", None
+    if tap is not None and not writer.reads_usage:
+        tap.relay(block)  # usage read from the native events; nothing to strip
+    parts: list[bytes] = []
+    events = split_events(block)
+    for at, event in enumerate(events):
+        try:
+            out = writer.feed(event)
+        except Exception:  # noqa: BLE001 - an event the translator cannot read ends the stream
+            log.info("upstream stream event could not be translated")
+            if tap is not None and writer.reads_usage and at + 1 < len(events):
+                tap.relay(b"".join(rest + b"\n\n" for rest in events[at + 1 :]))
+            return b"".join(parts), untranslatable()
+        if out:
+            parts.append(out)
+    return (parts[0] if len(parts) == 1 else b"".join(parts)), None

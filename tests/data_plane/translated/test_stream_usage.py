@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from data_plane.providers import ANTHROPIC, GEMINI, TRANSLATORS
 from data_plane.providers.anthropic import USAGE as ANTHROPIC_USAGE
 from data_plane.providers.gemini import USAGE as GEMINI_USAGE
+from data_plane.providers.translator import ChunkWriter
 from data_plane.sse import EventSplitter
-from data_plane.translated_relay import split_events
+from data_plane.translated_relay import translate_block
 from data_plane.usage.meter import FLAG_CLAMPED, FLAG_DUPLICATE, FLAG_MALFORMED, RequestMeter
 from data_plane.usage.stream import StreamTap, make_tap
 from data_plane.usage.tokens import MAX_TOKENS, Usage
@@ -82,13 +83,36 @@ def events(draw: st.DrawFn) -> bytes:
     ]))  # fmt: skip
 
 
-def relay(frames: list[bytes], cuts: list[int], *, writer_reads: bool) -> tuple[bytes, RequestMeter]:
-    """The stream as the translated relay handles it: split at ``cuts``, each released block given
-    to the tap (when the writer does not read usage) and then event by event to the writer."""
+class Breaks:
+    """A writer that fails on its ``at``-th event once it decoded it (a translator bug on a shape it
+    never saw; the Anthropic writer hands a usage event to the tap as soon as it decoded it)."""
+
+    def __init__(self, writer: ChunkWriter, at: int) -> None:
+        self.writer, self.at, self.fed = writer, at, 0
+        self.reads_usage = writer.reads_usage
+
+    def feed(self, event: bytes) -> bytes:
+        self.fed += 1
+        out = self.writer.feed(event)
+        if self.fed == self.at:
+            raise RuntimeError("untranslatable")
+        return out
+
+    def close(self) -> bytes:
+        return self.writer.close()
+
+
+def relay(
+    frames: list[bytes], cuts: list[int], *, writer_reads: bool, breaks_at: int = 0
+) -> tuple[bytes, RequestMeter]:
+    """The stream as the translated relay handles it (``translate_block``): split at ``cuts``, each
+    released block translated; ``breaks_at``: the writer fails on that event, which ends the stream."""
     m = meter(ANTHROPIC_USAGE)
     tap: StreamTap | None = make_tap(m, is_sse=True, strip_injected=False)
-    writer = TRANSLATORS[ANTHROPIC].chunks(IDS, True, tap if writer_reads else None)
+    writer: ChunkWriter = TRANSLATORS[ANTHROPIC].chunks(IDS, True, tap if writer_reads else None)
     assert writer.reads_usage is writer_reads
+    if breaks_at:
+        writer = Breaks(writer, breaks_at)
     data = b"".join(frames)
     bounds = [0, *sorted(c % (len(data) + 1) for c in cuts), len(data)]
     splitter = EventSplitter()
@@ -97,10 +121,10 @@ def relay(frames: list[bytes], cuts: list[int], *, writer_reads: bool) -> tuple[
         block = splitter.feed(data[a:b]) if b > a else b""
         if i == len(bounds) - 2:
             block += splitter.flush()
-        if tap is not None and not writer_reads and block:
-            tap.relay(block)
-        for event in split_events(block):
-            out += writer.feed(event)
+        piece, failure = translate_block(writer, block, tap)
+        out += piece
+        if failure is not None:
+            return bytes(out) + failure.code.encode(), m
     try:
         out += writer.close()
     except ValueError as exc:
@@ -109,10 +133,10 @@ def relay(frames: list[bytes], cuts: list[int], *, writer_reads: bool) -> tuple[
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(events(), max_size=10), st.lists(st.integers(0, 10**6), max_size=6))
-def test_the_writer_meters_what_the_tap_meters(frames: list[bytes], cuts: list[int]) -> None:
-    tapped, by_tap = relay(frames, cuts, writer_reads=False)
-    written, by_writer = relay(frames, cuts, writer_reads=True)
+@given(st.lists(events(), max_size=10), st.lists(st.integers(0, 10**6), max_size=6), st.integers(0, 12))
+def test_the_writer_meters_what_the_tap_meters(frames: list[bytes], cuts: list[int], breaks_at: int) -> None:
+    tapped, by_tap = relay(frames, cuts, writer_reads=False, breaks_at=breaks_at)
+    written, by_writer = relay(frames, cuts, writer_reads=True, breaks_at=breaks_at)
     assert written == tapped
     assert (by_writer.usage, by_writer.flags) == (by_tap.usage, by_tap.flags)
 
@@ -141,6 +165,11 @@ def test_usage_the_writer_reads() -> None:
         for reads in (False, True):
             _, m = relay(frames, [], writer_reads=reads)
             assert (m.usage, m.flags) == (usage, flags), (frames, reads)
+    # The writer fails on the start, in a block holding the whole stream: the events after it
+    # in that block are still metered (the stream itself ends with an error chunk).
+    for reads in (False, True):
+        out, m = relay([start, delta, stop], [], writer_reads=reads, breaks_at=1)
+        assert out.endswith(b"upstream_untranslatable") and m.usage == Usage(input=15, output=7, cached=5), reads
 
 
 @pytest.mark.parametrize("family", [GEMINI])
