@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from data_plane.providers.anthropic import USAGE as ANTHROPIC_USAGE
 from data_plane.providers.gemini import USAGE as GEMINI_USAGE
 from data_plane.providers.openai import CHAT_USAGE, RESPONSES_USAGE
@@ -14,7 +17,7 @@ from data_plane.sse import EventSplitter
 from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import FLAG_DUPLICATE, FLAG_MALFORMED, RequestMeter
 from data_plane.usage.shapes import Shape
-from data_plane.usage.stream import make_tap
+from data_plane.usage.stream import event_bounds, make_tap
 from data_plane.usage.tokens import Usage
 from odock.v1 import node_pb2
 from tests.fakes import anthropic_shapes, gemini_shapes, openai_shapes
@@ -200,3 +203,15 @@ def test_include_usage_injection_keeps_bytes_or_reencodes() -> None:
     out, injected = ensure_include_usage(b'{"model":"m","stream_options":null}')
     assert injected and json.loads(out)["stream_options"] == {"include_usage": True}
     assert ensure_include_usage(b'{"model":"m","stream_options":"x"}')[1] is False
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b"data: x", b'"usage":{}', b"\n", b"\n\n", b"\n\n\n", b"event: e", b": c"]), max_size=12),
+    st.integers(0, 200), st.integers(0, 200), st.integers(0, 200),
+)  # fmt: skip
+def test_event_bounds_of_lf_only_blocks_are_the_general_ones(parts: list[bytes], a: int, b: int, c: int) -> None:
+    """The two C searches for a block without CR find what event_start and EVENT_END find."""
+    data = b"".join(parts)
+    lo, pos, after = sorted(x % (len(data) + 1) for x in (a, b, c))
+    assert event_bounds(data, pos, after, lo, True) == event_bounds(data, pos, after, lo, False)
