@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Protocol
+
+import msgspec
 
 from data_plane.governance.domain import Pricing
 from data_plane.usage.shapes import Shape
@@ -99,7 +100,7 @@ def _clamp_units(usage: Usage) -> Usage:
     """``usage`` with audio milliseconds and characters clamped to MAX_TOKENS (marked ``clamped``)."""
     if usage.audio_ms <= MAX_TOKENS and usage.characters <= MAX_TOKENS:
         return usage
-    return replace(usage, audio_ms=min(usage.audio_ms, MAX_TOKENS), characters=min(usage.characters, MAX_TOKENS),
+    return msgspec.structs.replace(usage, audio_ms=min(usage.audio_ms, MAX_TOKENS), characters=min(usage.characters, MAX_TOKENS),
                    clamped=True)  # fmt: skip
 
 

@@ -101,17 +101,27 @@ def event_start(data: bytes, pos: int, lo: int = 0) -> int:
     return at
 
 
-def event_bounds(data: bytes, pos: int, after: int, lo: int, lf_only: bool) -> tuple[int, int, int]:
+def blank_line(data: bytes) -> bytes | None:
+    """The one form a blank line takes in ``data`` when all its line ends are alike (LF, or CRLF as
+    Gemini sends), else None."""
+    if b"\r" not in data:
+        return b"\n\n"
+    crs = data.count(b"\r")
+    return b"\r\n\r\n" if crs == data.count(b"\r\n") == data.count(b"\n") else None
+
+
+def event_bounds(data: bytes, pos: int, after: int, lo: int, blank: bytes | None) -> tuple[int, int, int]:
     """Where the event holding ``data[pos:after]`` starts (not before ``lo``, see :func:`event_start`),
     where its body ends, and where the blank line ending it ends (the block's end if none does).
 
-    ``lf_only``: ``data`` holds no CR, so a blank line is exactly "\n\n" and two C searches find
-    the same bounds as :func:`event_start` and ``EVENT_END`` (2 µs less per usage event: issue 16).
+    ``blank``: :func:`blank_line` of ``data``; when there is one form, two C searches find the same
+    bounds as :func:`event_start` and ``EVENT_END`` (1.4 µs less per usage event: issue 16).
     """
-    if lf_only:
-        at = data.rfind(b"\n\n", lo, pos)
-        end = data.find(b"\n\n", after)
-        return (lo if at < 0 else at + 2), *((len(data), len(data)) if end < 0 else (end, end + 2))
+    if blank is not None:
+        at = data.rfind(blank, lo, pos)
+        end = data.find(blank, after)
+        size = len(blank)
+        return (lo if at < 0 else at + size), *((len(data), len(data)) if end < 0 else (end, end + size))
     end_match = EVENT_END.search(data, after)
     body_end, end = (end_match.start(), end_match.end()) if end_match else (len(data), len(data))
     return event_start(data, pos, lo), body_end, end
@@ -158,9 +168,9 @@ class SseTap:
         out: list[bytes] = []
         changed = False
         done = 0  # data[:done] is handled
-        lf_only = b"\r" not in data  # what providers send
+        blank = blank_line(data)
         while found is not None:
-            start, body_end, end = event_bounds(data, found.start(), found.end(), done, lf_only)
+            start, body_end, end = event_bounds(data, found.start(), found.end(), done, blank)
             if start > done:
                 out.append(self._stripped(data, cut, at, done, start) if self._strip else data[done:start])
             raw = data[start:end]

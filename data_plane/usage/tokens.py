@@ -20,8 +20,9 @@ Nothing in ``data_plane.usage`` imports ``data_plane.providers``: the families p
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 # Far beyond any real request (about 1.1e12); keeps per-record counters, and sums of
 # many records, inside int64. Larger counts are clamped to it.
@@ -32,9 +33,10 @@ class MalformedUsage(ValueError):
     """A usage report that cannot be trusted."""
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Normalised token counts of one request."""
+class Usage(msgspec.Struct, frozen=True):
+    """Normalised token counts of one request (a msgspec struct: made per usage report, and a frozen
+    slots dataclass took 0.94 µs to build where this takes 0.08; a Gemini stream reports on every
+    chunk: issue 16)."""
 
     input: int = 0
     output: int = 0

@@ -13,11 +13,11 @@ from data_plane.providers.anthropic import USAGE as ANTHROPIC_USAGE
 from data_plane.providers.gemini import USAGE as GEMINI_USAGE
 from data_plane.providers.openai import CHAT_USAGE, RESPONSES_USAGE
 from data_plane.providers.openai import USAGE as OPENAI_USAGE
-from data_plane.sse import EventSplitter
+from data_plane.sse import EVENT_END, EventSplitter
 from data_plane.usage.inject import ensure_include_usage
 from data_plane.usage.meter import FLAG_DUPLICATE, FLAG_MALFORMED, RequestMeter
 from data_plane.usage.shapes import Shape
-from data_plane.usage.stream import event_bounds, make_tap
+from data_plane.usage.stream import blank_line, event_bounds, make_tap
 from data_plane.usage.tokens import Usage
 from odock.v1 import node_pb2
 from tests.fakes import anthropic_shapes, gemini_shapes, openai_shapes
@@ -205,13 +205,33 @@ def test_include_usage_injection_keeps_bytes_or_reencodes() -> None:
     assert ensure_include_usage(b'{"model":"m","stream_options":"x"}')[1] is False
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=800, deadline=None)
 @given(
-    st.lists(st.sampled_from([b"data: x", b'"usage":{}', b"\n", b"\n\n", b"\n\n\n", b"event: e", b": c"]), max_size=12),
+    st.lists(st.sampled_from([b"data: x", b'"usage":{}', b"event: e", b": c"]), max_size=12),
+    st.sampled_from([b"\n", b"\r\n", b"\r"]), st.booleans(),
     st.integers(0, 200), st.integers(0, 200), st.integers(0, 200),
 )  # fmt: skip
-def test_event_bounds_of_lf_only_blocks_are_the_general_ones(parts: list[bytes], a: int, b: int, c: int) -> None:
-    """The two C searches for a block without CR find what event_start and EVENT_END find."""
-    data = b"".join(parts)
-    lo, pos, after = sorted(x % (len(data) + 1) for x in (a, b, c))
-    assert event_bounds(data, pos, after, lo, True) == event_bounds(data, pos, after, lo, False)
+def test_event_bounds_by_blank_line_are_the_general_ones(
+    parts: list[bytes], end: bytes, mixed: bool, a: int, b: int, c: int
+) -> None:
+    """Blocks whose line ends are all LF or all CRLF: two C searches find what event_start and
+    EVENT_END find; any other block (mixed ends, bare CR) takes the general path."""
+    # Pieces joined by one or two line ends (a blank line), of one form unless ``mixed``.
+    other = b"\r\n" if end == b"\n" else b"\n"
+    data = b"".join(p + end * (1 + len(p) % 2) + (other if mixed and i == 1 else b"") for i, p in enumerate(parts))
+    blank = blank_line(data)
+    if b"\r" not in data:
+        assert blank == b"\n\n"
+    elif end == b"\r" or (mixed and len(parts) > 1):
+        assert blank is None
+    else:
+        assert blank == b"\r\n\r\n"
+    # As the tap calls it: ``pos``..``after`` a match (not a line end), ``lo`` where an event starts.
+    text = [i for i in range(len(data)) if data[i] not in b"\r\n"]
+    if not text:
+        return
+    pos = text[a % len(text)]
+    after = max(pos + 1, text[b % len(text)] + 1)
+    starts = [0] + [m.end() for m in EVENT_END.finditer(data) if m.end() <= pos]
+    lo = starts[c % len(starts)]
+    assert event_bounds(data, pos, after, lo, blank) == event_bounds(data, pos, after, lo, None)
