@@ -28,7 +28,7 @@ from data_plane.providers.dialect import (
 )
 from data_plane.providers.endpoint import Endpoint
 from data_plane.usage.shapes import Shape, usage_member
-from data_plane.usage.stream import SseTap, event_fields
+from data_plane.usage.stream import SseTap, event_fields, read_apart
 from data_plane.usage.tokens import MalformedUsage, Usage, as_object, count, make_usage
 from odock.v1 import common_pb2
 
@@ -96,20 +96,13 @@ class MessagesTap(SseTap):
     def parsed(self, kind: object, message: object, usage: object, event: bytes) -> None:
         """``event``'s ``type``, ``message`` and ``usage`` members, decoded by its reader."""
         counts = message.get("usage") if kind == "message_start" and isinstance(message, dict) else usage
-        if isinstance(counts, dict) and any(type(value) is float for value in counts.values()):
-            # orjson reads an integer beyond 64 bits as a float, which would be malformed; the
-            # tap's own decoder keeps it an integer (clamped): the event is read as relay() reads it.
+        if read_apart(counts):
             self.unparsed(event)
             return
         try:
             self._message_event(kind, message, usage)
         except MalformedUsage:
             self._meter.malformed()
-
-    def unparsed(self, event: bytes) -> None:
-        """One complete event its reader could not decode: read as :meth:`relay` reads it."""
-        if self.candidate.search(event) is not None:
-            self._event(event, event)
 
     def _message_event(self, kind: object, message: object, usage: object) -> None:
         if kind == "message_start":

@@ -15,6 +15,7 @@ import orjson
 from data_plane.providers.anthropic import MessagesTap
 from data_plane.providers.translator import ChunkWriter, OpenAIError, ReplyIds
 from data_plane.usage.stream import StreamTap
+from data_plane.usage.tokens import MAX_TOKENS
 
 # The reserved tool that carries JSON output (anthropic_chat adds it for response_format).
 JSON_TOOL = "json_answer"
@@ -56,14 +57,16 @@ def _object(raw: bytes) -> dict[str, Any]:
 
 
 def _count(usage: Mapping[str, Any], name: str) -> int:
+    """A count the client is shown: a hostile upstream's beyond ``MAX_TOKENS`` is clamped to it, as
+    the meter does (a count beyond 64 bits cannot even be serialised)."""
     value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    return min(value, MAX_TOKENS) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:
     """Anthropic usage -> OpenAI's: cache reads and writes are prompt tokens too."""
     read = _count(usage, "cache_read_input_tokens")
-    prompt = _count(usage, "input_tokens") + read + _count(usage, "cache_creation_input_tokens")
+    prompt = min(_count(usage, "input_tokens") + read + _count(usage, "cache_creation_input_tokens"), MAX_TOKENS)
     completion = _count(usage, "output_tokens")
     return {
         "prompt_tokens": prompt,

@@ -21,8 +21,8 @@ from data_plane.governance.domain import ModelSummary
 from data_plane.providers.dialect import Dialect, ErrorFacts, Listing, bad_parameter, by_status, int_parameter
 from data_plane.providers.endpoint import SLUG, Endpoint, Streams
 from data_plane.usage.shapes import Shape
-from data_plane.usage.stream import SseTap, event_fields
-from data_plane.usage.tokens import Usage, as_object, count, make_usage
+from data_plane.usage.stream import SseTap, event_fields, read_apart
+from data_plane.usage.tokens import MalformedUsage, Usage, as_object, count, make_usage
 from odock.v1 import common_pb2
 
 FAMILY = common_pb2.PROVIDER_FAMILY_GEMINI
@@ -74,6 +74,18 @@ class GenerateTap(SseTap):
             if meta is not None:
                 self._meter.report(gemini_usage(meta), final=False)
         return raw
+
+    def parsed(self, meta: object, event: bytes) -> None:
+        """``event``'s top-level ``usageMetadata``, decoded by the translator's writer (issue 16)."""
+        if meta is None:
+            return
+        if read_apart(meta):
+            self.unparsed(event)
+            return
+        try:
+            self._meter.report(gemini_usage(meta), final=False)
+        except MalformedUsage:
+            self._meter.malformed()
 
 
 USAGE = Shape(

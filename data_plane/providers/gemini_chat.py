@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from data_plane.providers.endpoint import encode_gemini_slug
+from data_plane.providers.gemini import GenerateTap
 from data_plane.providers.gemini_errors import error
 from data_plane.providers.gemini_schema import clean_schema
 from data_plane.providers.gemini_stream import GeminiChunkWriter, answer, signature_of
@@ -358,7 +359,8 @@ class GeminiChat:
         return answer(body, ids)
 
     def chunks(self, ids: ReplyIds, include_usage: bool, tap: StreamTap | None = None) -> ChunkWriter:
-        return GeminiChunkWriter(ids, include_usage)
+        # Only the Gemini shape's own tap is fed (a meter of any other shape keeps its tap).
+        return GeminiChunkWriter(ids, include_usage, tap if isinstance(tap, GenerateTap) else None)
 
     def error(self, status: int, body: bytes) -> OpenAIError:
         return error(status, body)

@@ -17,8 +17,11 @@ from typing import Any
 
 import orjson
 
+from data_plane.providers.gemini import GenerateTap
 from data_plane.providers.gemini_errors import error, stream_error
 from data_plane.providers.translator import ReplyIds
+from data_plane.usage.stream import plain_lines
+from data_plane.usage.tokens import MAX_TOKENS
 
 CONTENT_FILTER = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                             "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT"})
@@ -61,12 +64,12 @@ def usage(meta: Any) -> dict[str, Any]:
     """``usageMetadata`` -> OpenAI ``usage``."""
     meta = meta if isinstance(meta, dict) else {}
 
-    def count(key: str) -> int:
+    def count(key: str) -> int:  # clamped as the meter clamps (beyond 64 bits it cannot be serialised)
         value = meta.get(key)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+        return min(value, MAX_TOKENS) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
     prompt, thoughts = count("promptTokenCount"), count("thoughtsTokenCount")
-    completion = count("candidatesTokenCount") + thoughts
+    completion = min(count("candidatesTokenCount") + thoughts, MAX_TOKENS)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": count("cachedContentTokenCount")},
             "completion_tokens_details": {"reasoning_tokens": thoughts}}
@@ -148,11 +151,16 @@ def _data(event: bytes) -> bytes:
 
 
 class GeminiChunkWriter:
-    """One streamed reply: ``streamGenerateContent?alt=sse`` events -> OpenAI chunks."""
+    """One streamed reply: ``streamGenerateContent?alt=sse`` events -> OpenAI chunks.
 
-    reads_usage = False  # the relay's tap reads the native stream's usage
+    ``tap``: the native stream's usage tap, given each event's ``usageMetadata`` this writer decodes
+    anyway, and raw the events it cannot read as the tap would (``reads_usage``: the relay then
+    does not run the tap over the bytes; issue 16).
+    """
 
-    def __init__(self, ids: ReplyIds, include_usage: bool) -> None:
+    def __init__(self, ids: ReplyIds, include_usage: bool, tap: GenerateTap | None = None) -> None:
+        self._tap = tap
+        self.reads_usage = tap is not None
         self.ids = ids
         self.include_usage = include_usage
         self.started: set[int] = set()  # choices whose role was sent
@@ -198,15 +206,26 @@ class GeminiChunkWriter:
         return self._choice(index, delta, mapped)
 
     def feed(self, event: bytes) -> bytes:
+        tap = self._tap
         if self.failed:
+            if tap is not None:  # usage after an error is still metered
+                tap.unparsed(event)
             return b""
         data = _data(event)
         if not data.strip():
+            if tap is not None:
+                tap.unparsed(event)
             return b""
         try:
             response = orjson.loads(data)
         except orjson.JSONDecodeError:
             response = None
+        if tap is not None:  # before anything below can fail
+            if isinstance(response, dict) and plain_lines(event):
+                if "usageMetadata" in response:
+                    tap.parsed(response["usageMetadata"], event)
+            else:
+                tap.unparsed(event)
         if not isinstance(response, dict) or "error" in response:
             self.failed = True
             return stream_error(error(500, data) if response is None else error(0, data))

@@ -65,6 +65,18 @@ class StreamTap(Protocol):
         ...
 
 
+def read_apart(counts: object) -> bool:
+    """Whether usage counts a writer decoded with orjson must be read by the tap's own decoder instead:
+    orjson reads an integer beyond 64 bits as a float (malformed), msgspec keeps it an integer (clamped)."""
+    return isinstance(counts, dict) and any(type(value) is float for value in counts.values())
+
+
+def plain_lines(event: bytes) -> bool:
+    """Whether every CR of ``event`` ends a line with LF: a writer splitting lines at LF then reads
+    its data as the tap does (a bare CR, which the tap takes for a line end, may not be)."""
+    return b"\r" not in event or event.count(b"\r") == event.count(b"\r\n")
+
+
 def event_fields(event: bytes) -> tuple[bytes, bytes]:
     """(event name, data) of one SSE event (data lines joined by newlines)."""
     if event.startswith(b"data: ") and b"\n" not in event and b"\r" not in event:
@@ -245,6 +257,14 @@ class SseTap:
         if start < len(block):
             parts.append(self._without_null_usage(block[start:]))
         return b"".join(parts)
+
+    def unparsed(self, event: bytes) -> None:
+        """One complete event (without its terminator) that a translator's writer, which reads the
+        stream's usage events for this tap (``ChunkWriter.reads_usage``), could not decode: read as
+        :meth:`relay` reads it."""
+        candidate = self._candidate
+        if candidate is not None and candidate.search(event) is not None:
+            self._event(event, event)
 
     def _event(self, event: bytes, raw: bytes) -> bytes:
         """One event (without / with its terminator): what to relay of it."""

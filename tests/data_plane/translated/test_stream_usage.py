@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +19,7 @@ from data_plane.providers.translator import ChunkWriter
 from data_plane.sse import EventSplitter
 from data_plane.translated_relay import translate_block
 from data_plane.usage.meter import FLAG_CLAMPED, FLAG_DUPLICATE, FLAG_MALFORMED, RequestMeter
+from data_plane.usage.shapes import Shape
 from data_plane.usage.stream import StreamTap, make_tap
 from data_plane.usage.tokens import MAX_TOKENS, Usage
 from tests.data_plane.translated.test_stream_fast_paths import IDS
@@ -103,13 +105,13 @@ class Breaks:
 
 
 def relay(
-    frames: list[bytes], cuts: list[int], *, writer_reads: bool, breaks_at: int = 0
+    frames: list[bytes], cuts: list[int], *, writer_reads: bool, breaks_at: int = 0, family: int = ANTHROPIC
 ) -> tuple[bytes, RequestMeter]:
     """The stream as the translated relay handles it (``translate_block``): split at ``cuts``, each
     released block translated; ``breaks_at``: the writer fails on that event, which ends the stream."""
-    m = meter(ANTHROPIC_USAGE)
+    m = meter(ANTHROPIC_USAGE if family == ANTHROPIC else GEMINI_USAGE)
     tap: StreamTap | None = make_tap(m, is_sse=True, strip_injected=False)
-    writer: ChunkWriter = TRANSLATORS[ANTHROPIC].chunks(IDS, True, tap if writer_reads else None)
+    writer: ChunkWriter = TRANSLATORS[family].chunks(IDS, True, tap if writer_reads else None)
     assert writer.reads_usage is writer_reads
     if breaks_at:
         writer = Breaks(writer, breaks_at)
@@ -172,15 +174,97 @@ def test_usage_the_writer_reads() -> None:
         assert out.endswith(b"upstream_untranslatable") and m.usage == Usage(input=15, output=7, cached=5), reads
 
 
-@pytest.mark.parametrize("family", [GEMINI])
-def test_a_writer_that_reads_no_usage_leaves_the_tap_to_the_relay(family: int) -> None:
-    m = meter(GEMINI_USAGE)
-    writer = TRANSLATORS[family].chunks(IDS, True, make_tap(m, is_sse=True, strip_injected=False))
-    assert writer.reads_usage is False
-
-
-def test_the_anthropic_writer_reads_only_its_own_shapes_tap() -> None:
+@pytest.mark.parametrize(("family", "other"), [(ANTHROPIC, GEMINI_USAGE), (GEMINI, ANTHROPIC_USAGE)])
+def test_a_writer_reads_only_its_own_shapes_tap(family: int, other: Shape) -> None:
     """A meter of another shape (never the case today) keeps its tap on the bytes."""
-    m = meter(GEMINI_USAGE)
-    writer = TRANSLATORS[ANTHROPIC].chunks(IDS, True, make_tap(m, is_sse=True, strip_injected=False))
+    writer = TRANSLATORS[family].chunks(IDS, True, make_tap(meter(other), is_sse=True, strip_injected=False))
     assert writer.reads_usage is False
+
+
+# --- Gemini: every event may carry running totals (usageMetadata) --------------------------------
+
+GEMINI_COUNTS = ("promptTokenCount", "candidatesTokenCount", "cachedContentTokenCount", "thoughtsTokenCount",
+                 "toolUsePromptTokenCount", "totalTokenCount")  # fmt: skip
+
+
+@st.composite
+def gemini_events(draw: st.DrawFn) -> bytes:
+    end = draw(st.sampled_from(["\r\n", "\n"]))
+    kind = draw(st.sampled_from(["chunk", "chunk", "error", "raw"]))
+    if kind == "raw":
+        return draw(st.sampled_from([
+            b"data: {broken usageMetadata\r\n\r\n",
+            b'data: ["usageMetadata"]\r\n\r\n',
+            b'data: {"usageMetadata":\r\ndata: {"promptTokenCount":4}}\r\n\r\n',  # two data lines
+            b'data: {"usageMetadata":{"promptTokenCount":4}}\rdata: {"x":1}\r\n\r\n',  # a bare CR
+            b'data: {"usageMetadata":{"promptTokenCount":' + str(2**70).encode() + b"}}\r\n\r\n",
+            b'data: {"usageMetadata":{"promptTokenCount":1},"usageMetadata":{"promptTokenCount":2}}\n\n',
+            b": usageMetadata in a comment\r\n\r\n",
+            b'event: x\rdata: {"usageMetadata":{"promptTokenCount":4}}\r\n\r\n',  # no data line without CR ends
+            b"event: usageMetadata\r\n\r\n",
+        ]))  # fmt: skip
+    body: dict[str, Any] = {}
+    if kind == "error":
+        body["error"] = {"code": 500, "message": "internal", "status": "INTERNAL"}
+    else:
+        text = draw(st.sampled_from(["hi ", "usageMetadata", ""]))
+        candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+        if draw(st.booleans()):
+            candidate["finishReason"] = draw(st.sampled_from(["STOP", "MAX_TOKENS", "SAFETY"]))
+        body["candidates"] = [candidate]
+    if draw(st.booleans()):
+        body["usageMetadata"] = draw(st.one_of(
+            st.dictionaries(st.sampled_from(GEMINI_COUNTS), COUNT_VALUES, max_size=4), st.sampled_from([None, [], "x"])
+        ))  # fmt: skip
+    return sse(body, newline=end)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(gemini_events(), max_size=8), st.lists(st.integers(0, 10**6), max_size=6), st.integers(0, 10))
+def test_the_gemini_writer_meters_what_the_tap_meters(frames: list[bytes], cuts: list[int], breaks_at: int) -> None:
+    tapped, by_tap = relay(frames, cuts, writer_reads=False, breaks_at=breaks_at, family=GEMINI)
+    written, by_writer = relay(frames, cuts, writer_reads=True, breaks_at=breaks_at, family=GEMINI)
+    assert written == tapped
+    assert (by_writer.usage, by_writer.flags) == (by_tap.usage, by_tap.flags)
+
+
+def test_usage_the_gemini_writer_reads() -> None:
+    def chunk(meta: Any, *, error: bool = False) -> bytes:
+        body: dict[str, Any] = {"error": {"code": 500}} if error else {
+            "candidates": [{"content": {"parts": [{"text": "x"}]}, "index": 0}]}  # fmt: skip
+        return sse({**body, "usageMetadata": meta}, newline="\r\n")
+
+    first = chunk({"promptTokenCount": 11, "candidatesTokenCount": 1, "cachedContentTokenCount": 3})
+    last = chunk({"promptTokenCount": 11, "candidatesTokenCount": 7, "thoughtsTokenCount": 2})
+    cases: list[tuple[list[bytes], Usage | None, int]] = [
+        ([first, last], Usage(input=11, output=9, reasoning=2), 0),
+        ([first], Usage(input=11, output=1, cached=3), 0),
+        ([first, chunk({"promptTokenCount": -1})], Usage(input=11, output=1, cached=3), FLAG_MALFORMED),
+        ([first, chunk({"candidatesTokenCount": 2**70})], Usage(output=MAX_TOKENS, clamped=True), FLAG_CLAMPED),
+        # The usage on an error event, and after it, is still metered.
+        ([first, chunk({"promptTokenCount": 5}, error=True)], Usage(input=5), 0),
+        ([first, chunk(None, error=True), last], Usage(input=11, output=9, reasoning=2), 0),
+    ]  # fmt: skip
+    for frames, usage, flags in cases:
+        for reads in (False, True):
+            _, m = relay(frames, [], writer_reads=reads, family=GEMINI)
+            assert (m.usage, m.flags) == (usage, flags), (frames, reads)
+
+
+@pytest.mark.parametrize("count", [2**41, 2**63 - 1, 2**64 - 1])
+def test_hostile_counts_are_clamped_in_what_the_client_is_shown(count: int) -> None:
+    """A count the meter clamps is clamped in the translated usage too, as the meter clamps it (the
+    total): beyond 64 bits it could not be serialised at all (the stream ended with an error, the
+    whole answer failed)."""
+    start = named("message_start", {"message": {"usage": {"input_tokens": 2, "cache_read_input_tokens": count}}})
+    delta = named("message_delta", {"usage": {"output_tokens": count}})
+    out, m = relay([start, delta, named("message_stop", {})], [], writer_reads=True)
+    shown = orjson.loads(out.split(b"data: ")[-2])["usage"]
+    assert shown["prompt_tokens"] == MAX_TOKENS and shown["completion_tokens"] == MAX_TOKENS
+    assert m.usage == Usage(input=MAX_TOKENS, output=MAX_TOKENS, cached=MAX_TOKENS, clamped=True)
+    whole = {"content": [{"type": "text", "text": "hi"}], "usage": {"input_tokens": count, "output_tokens": count}}
+    answer = TRANSLATORS[ANTHROPIC].answer(orjson.dumps(whole), IDS)
+    assert orjson.loads(orjson.dumps(answer))["usage"]["total_tokens"] == 2 * MAX_TOKENS
+    meta = {"promptTokenCount": count, "candidatesTokenCount": count}
+    gemini = TRANSLATORS[GEMINI].answer(orjson.dumps({"candidates": [], "usageMetadata": meta}), IDS)
+    assert orjson.loads(orjson.dumps(gemini))["usage"]["total_tokens"] == 2 * MAX_TOKENS
