@@ -15,7 +15,7 @@ import orjson
 from data_plane.providers.anthropic import MessagesTap
 from data_plane.providers.translator import ChunkWriter, OpenAIError, ReplyIds
 from data_plane.usage.stream import StreamTap
-from data_plane.usage.tokens import MAX_TOKENS
+from data_plane.usage.tokens import MAX_TOKENS, shown_count
 
 # The reserved tool that carries JSON output (anthropic_chat adds it for response_format).
 JSON_TOOL = "json_answer"
@@ -57,10 +57,8 @@ def _object(raw: bytes) -> dict[str, Any]:
 
 
 def _count(usage: Mapping[str, Any], name: str) -> int:
-    """A count the client is shown: a hostile upstream's beyond ``MAX_TOKENS`` is clamped to it, as
-    the meter does (a count beyond 64 bits cannot even be serialised)."""
-    value = usage.get(name)
-    return min(value, MAX_TOKENS) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    # Clamped as the meter clamps (a count beyond 64 bits could not even be serialised).
+    return shown_count(usage.get(name))
 
 
 def openai_usage(usage: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from data_plane.providers.gemini import GenerateTap
 from data_plane.providers.gemini_errors import error, stream_error
 from data_plane.providers.translator import ReplyIds
 from data_plane.usage.stream import plain_lines
-from data_plane.usage.tokens import MAX_TOKENS
+from data_plane.usage.tokens import MAX_TOKENS, shown_count
 
 CONTENT_FILTER = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                             "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT"})
@@ -65,8 +65,7 @@ def usage(meta: Any) -> dict[str, Any]:
     meta = meta if isinstance(meta, dict) else {}
 
     def count(key: str) -> int:  # clamped as the meter clamps (beyond 64 bits it cannot be serialised)
-        value = meta.get(key)
-        return min(value, MAX_TOKENS) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+        return shown_count(meta.get(key))
 
     prompt, thoughts = count("promptTokenCount"), count("thoughtsTokenCount")
     completion = min(count("candidatesTokenCount") + thoughts, MAX_TOKENS)

@@ -49,6 +49,15 @@ class Usage(msgspec.Struct, frozen=True):
     clamped: bool = False  # some count was above MAX_TOKENS and was clamped to it
 
 
+def shown_count(value: object) -> int:
+    """A provider's count as a translated answer shows it to the client: 0 unless a positive integer,
+    clamped to MAX_TOKENS as the meter clamps it (orjson, which the translators parse with, reads an
+    integer beyond 64 bits as a float: such a float is such a count too)."""
+    if type(value) is int:
+        return min(value, MAX_TOKENS) if value > 0 else 0
+    return MAX_TOKENS if type(value) is float and value >= 2**64 else 0
+
+
 def count(obj: Mapping[str, Any], key: str) -> int:
     """``obj[key]`` as a token count (absent or null: 0)."""
     value = obj.get(key)

@@ -10,7 +10,10 @@ import pytest
 from openai import APIError, AsyncOpenAI, pydantic_function_tool
 from pydantic import BaseModel
 
+from data_plane.usage.meter import FLAG_CLAMPED
+from data_plane.usage.tokens import MAX_TOKENS
 from tests.data_plane.translated.conftest import Org
+from tests.data_plane.usage.stack import UsageQueries
 from tests.fakes.anthropic_messages import (
     frames,
     invalid,
@@ -190,3 +193,37 @@ async def test_tool_call_ids_reused_across_turns_are_made_unique(
     rome = next(b for b in sent[3]["content"] if b["type"] == "tool_use" and b["input"] == {"city": "Rome"})
     empty = next(b for b in sent[4]["content"] if "content" not in b)
     assert empty["tool_use_id"] == rome["id"]
+
+
+def beyond_64_bits(ask: Ask) -> JsonReply | StreamReply:
+    """A broken or hostile upstream: usage counts no 64-bit integer holds."""
+    message = scripted_reply(ask.payload)
+    message["usage"] = {"input_tokens": 2**64 + 5, "output_tokens": 2**63}
+    if not ask.stream:
+        return JsonReply(message)
+    out = frames(stream_events(message))
+    return StreamReply(out, len(out) - 3)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_counts_beyond_64_bits_are_clamped_not_a_failure(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, queries: UsageQueries, stream: bool
+) -> None:
+    """Once a 500 (the whole answer) or an error chunk instead of the usage chunk (a stream): the
+    client sees the usage clamped as the record is."""
+    fake.builders["anthropic"] = beyond_64_bits
+    messages: Any = [{"role": "user", "content": "hello"}]
+    oai = client(dp, org)
+    if stream:
+        streamed = await oai.chat.completions.with_raw_response.create(
+            model="claude-x", messages=messages, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = [chunk async for chunk in streamed.parse()]
+        usage, record_id = chunks[-1].usage, streamed.headers["x-odock-request-id"]
+        assert chunks[-2].choices[0].finish_reason == "stop"
+    else:
+        whole = await oai.chat.completions.with_raw_response.create(model="claude-x", messages=messages)
+        usage, record_id = whole.parse().usage, whole.headers["x-odock-request-id"]
+    assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (MAX_TOKENS, MAX_TOKENS)
+    rec = await queries.record(record_id)
+    assert (rec.input_tokens, rec.output_tokens) == (MAX_TOKENS, MAX_TOKENS) and rec.flags & FLAG_CLAMPED
