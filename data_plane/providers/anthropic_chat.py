@@ -33,6 +33,7 @@ from data_plane.providers.translator import (
     TranslatedModel,
     TranslationError,
     UpstreamCall,
+    native_body,
 )
 
 PATH = "/v1/messages"
@@ -392,7 +393,7 @@ class AnthropicChat(AnthropicReplies):
     """The :class:`~data_plane.providers.translator.ChatTranslator` of the Anthropic family."""
 
     def request(self, chat: ChatRequest, model: TranslatedModel) -> UpstreamCall:
-        return UpstreamCall(path=PATH, body=orjson.dumps(build_request(chat, model)), stream=chat.stream)
+        return UpstreamCall(path=PATH, body=native_body(build_request(chat, model)), stream=chat.stream)
 
 
 TRANSLATOR = AnthropicChat()

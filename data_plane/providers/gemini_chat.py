@@ -30,6 +30,7 @@ from data_plane.providers.translator import (
     TranslatedModel,
     TranslationError,
     UpstreamCall,
+    native_body,
 )
 from data_plane.usage.stream import StreamTap
 
@@ -349,10 +350,7 @@ class GeminiChat:
         except ValueError:
             raise TranslationError("the model has no Gemini model id", "model") from None
         method = ":streamGenerateContent?alt=sse" if chat.stream else ":generateContent"
-        try:
-            body = orjson.dumps(request_body(chat.body, model))
-        except TypeError:  # an integer beyond 64 bits (a body parsed by the stdlib json)
-            raise TranslationError("a number in the request is out of range", None) from None
+        body = native_body(request_body(chat.body, model))
         return UpstreamCall(path=f"/v1beta/models/{slug}{method}", body=body, stream=chat.stream)
 
     def answer(self, body: bytes, ids: ReplyIds) -> dict[str, Any]:

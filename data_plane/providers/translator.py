@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import orjson
+
 if TYPE_CHECKING:
     from data_plane.usage.stream import StreamTap
 
@@ -42,6 +44,22 @@ class TranslationError(Exception):
         self.message = message
         self.param = param
         self.code = code
+
+
+def native_body(document: Any) -> bytes:
+    """The native request's JSON; a TranslationError (400) for what orjson cannot write: nesting
+    beyond its 254 levels (a body within the gateway's depth bound can still hold deeper function
+    arguments, which are JSON strings there), or an integer beyond 64 bits."""
+    try:
+        return orjson.dumps(document)
+    except TypeError as exc:  # orjson.JSONEncodeError
+        if "ecursion" in str(exc):
+            raise TranslationError(
+                "the request nests too deeply to be sent to this model (function arguments included)",
+                None,
+                "json_too_deep",
+            ) from None
+        raise TranslationError("a number in the request is out of range", None) from None
 
 
 @dataclass(frozen=True, slots=True)

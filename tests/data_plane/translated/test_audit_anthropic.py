@@ -4,10 +4,11 @@ give, image data URLs as clients really write them."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
-from openai import APIError, AsyncOpenAI, pydantic_function_tool
+from openai import APIError, AsyncOpenAI, BadRequestError, pydantic_function_tool
 from pydantic import BaseModel
 
 from data_plane.usage.meter import FLAG_CLAMPED
@@ -227,3 +228,26 @@ async def test_counts_beyond_64_bits_are_clamped_not_a_failure(
     assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (MAX_TOKENS, MAX_TOKENS)
     rec = await queries.record(record_id)
     assert (rec.input_tokens, rec.output_tokens) == (MAX_TOKENS, MAX_TOKENS) and rec.flags & FLAG_CLAMPED
+
+
+@pytest.mark.parametrize("model", ["claude-x", "gem-x"])
+async def test_function_arguments_nested_beyond_what_can_be_sent_are_a_400(
+    dp: DataPlaneProcess, org: Org, fake: FakeProvider, model: str
+) -> None:
+    """Arguments are a JSON string in the client's body (within the gateway's depth bound), an object
+    in the native one: nested 400 deep they cannot be written (orjson stops at 254 levels). Once a
+    500 on Anthropic models; now the client's mistake, named, and nothing is sent upstream."""
+    deep: Any = {}
+    for _ in range(400):
+        deep = {"a": deep}
+    messages: Any = [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": json.dumps(deep)}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]  # fmt: skip
+    before = len(fake.requests)
+    with pytest.raises(BadRequestError) as caught:
+        await client(dp, org).chat.completions.create(model=model, messages=messages)
+    assert caught.value.code == "json_too_deep" and "nests too deeply" in caught.value.message
+    assert len(fake.requests) == before
