@@ -187,6 +187,8 @@ def _conversation(messages: object) -> tuple[list[str], list[Block]]:
         role = msg.get("role")
         if role is None:
             raise TranslationError("a message needs a role", f"{param}.role")
+        if not isinstance(role, str):  # a list or an object is unhashable: never a 500
+            raise TranslationError("a message's role must be a string", f"{param}.role")
         if role in _SYSTEM_ROLES:
             system.extend(_text_parts(msg.get("content"), f"{param}.content"))
             continue
