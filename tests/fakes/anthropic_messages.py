@@ -383,14 +383,18 @@ def invalid(message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
 
 
+def answered(ask: Ask, message: dict[str, Any]) -> JsonReply | StreamReply:
+    """``message`` as Anthropic answers ``ask``: whole, or streamed as its events when asked."""
+    if not ask.stream:
+        return JsonReply(message)
+    out = frames(stream_events(message))
+    return StreamReply(out, len(out) - 3)
+
+
 def strict_messages(ask: Ask) -> JsonReply | StreamReply:
     """A ``tests.fakes.provider`` route builder for POST /v1/messages: 400 on what the real API
     refuses, else the scripted reply (streamed when asked)."""
     found = problems(ask.payload)
     if found:
         return JsonReply(invalid("; ".join(found)), status=400)
-    message = scripted_reply(ask.payload)
-    if not ask.stream:
-        return JsonReply(message)
-    out = frames(stream_events(message))
-    return StreamReply(out, len(out) - 3)
+    return answered(ask, scripted_reply(ask.payload))

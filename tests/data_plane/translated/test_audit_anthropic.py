@@ -16,6 +16,7 @@ from data_plane.usage.tokens import MAX_TOKENS
 from tests.data_plane.translated.conftest import Org
 from tests.data_plane.usage.stack import UsageQueries
 from tests.fakes.anthropic_messages import (
+    answered,
     frames,
     invalid,
     problems,
@@ -65,10 +66,7 @@ def with_text_before_json(ask: Ask) -> JsonReply | StreamReply:
         },
     ]
     reply["stop_reason"] = "tool_use"
-    if not ask.stream:
-        return JsonReply(reply)
-    out = frames(stream_events(reply))
-    return StreamReply(out, len(out) - 3)
+    return answered(ask, reply)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -200,10 +198,7 @@ def beyond_64_bits(ask: Ask) -> JsonReply | StreamReply:
     """A broken or hostile upstream: usage counts no 64-bit integer holds."""
     message = scripted_reply(ask.payload)
     message["usage"] = {"input_tokens": 2**64 + 5, "output_tokens": 2**63}
-    if not ask.stream:
-        return JsonReply(message)
-    out = frames(stream_events(message))
-    return StreamReply(out, len(out) - 3)
+    return answered(ask, message)
 
 
 @pytest.mark.parametrize("stream", [False, True])
