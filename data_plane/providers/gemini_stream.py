@@ -20,7 +20,7 @@ import orjson
 from data_plane.providers.gemini import GenerateTap
 from data_plane.providers.gemini_errors import error, stream_error
 from data_plane.providers.translator import ReplyIds
-from data_plane.usage.stream import plain_lines
+from data_plane.usage.stream import event_fields
 from data_plane.usage.tokens import MAX_TOKENS, shown_count
 
 CONTENT_FILTER = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
@@ -143,12 +143,6 @@ def answer(body: bytes, ids: ReplyIds) -> dict[str, Any]:
             "choices": choices, "usage": usage(response.get("usageMetadata"))}
 
 
-def _data(event: bytes) -> bytes:
-    lines = [line.rstrip(b"\r") for line in event.split(b"\n")]
-    data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
-    return b"\n".join(data)
-
-
 class GeminiChunkWriter:
     """One streamed reply: ``streamGenerateContent?alt=sse`` events -> OpenAI chunks.
 
@@ -210,7 +204,7 @@ class GeminiChunkWriter:
             if tap is not None:  # usage after an error is still metered
                 tap.unparsed(event)
             return b""
-        data = _data(event)
+        _, data = event_fields(event)  # the tap's reading (a bare CR ends a line, as SSE says)
         if not data.strip():
             if tap is not None:
                 tap.unparsed(event)
@@ -220,7 +214,7 @@ class GeminiChunkWriter:
         except orjson.JSONDecodeError:
             response = None
         if tap is not None:  # before anything below can fail
-            if isinstance(response, dict) and plain_lines(event):
+            if isinstance(response, dict):
                 if "usageMetadata" in response:
                     tap.parsed(response["usageMetadata"], event)
             else:

@@ -71,12 +71,6 @@ def read_apart(counts: object) -> bool:
     return isinstance(counts, dict) and any(type(value) is float for value in counts.values())
 
 
-def plain_lines(event: bytes) -> bool:
-    """Whether every CR of ``event`` ends a line with LF: a writer splitting lines at LF then reads
-    its data as the tap does (a bare CR, which the tap takes for a line end, may not be)."""
-    return b"\r" not in event or event.count(b"\r") == event.count(b"\r\n")
-
-
 def event_fields(event: bytes) -> tuple[bytes, bytes]:
     """(event name, data) of one SSE event (data lines joined by newlines)."""
     if event.startswith(b"data: ") and b"\n" not in event and b"\r" not in event:
