@@ -89,14 +89,22 @@ async def test_a_dead_workers_gauges_go_and_its_counts_stay(
     assert dp.metrics is not None
     metrics = dp.metrics
     try:
+        calls = 0
         async with fresh_connections(dp.url) as client:
             for _ in range(60):
-                await call(client, "openai", chat_call("openai", "gpt-chat", key=org.key))
+                seen = await call(client, "openai", chat_call("openai", "gpt-chat", key=org.key))
+                assert seen.status == 200, seen.body[:300]
+                calls += 1
                 if len({r["node_id"] for r in dp.request_lines()}) == 2:
                     break
-        lines = dp.request_lines()
+        # A request's line is written on the worker's next loop iteration, after its answer: the
+        # count to expect is the calls made, not the lines read so far.
+        total = float(calls)
+        deadline = time.monotonic() + 10
+        while len(lines := dp.request_lines()) < calls and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(lines) == calls
         assert len({r["node_id"] for r in lines}) == 2
-        total = float(len(lines))
 
         def requests(s: Scrape) -> float:
             return s.get("odock_dp_requests_total", family="openai", endpoint="/v1/chat/completions",
