@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from control_plane.store.background import BackgroundDatabase
+from control_plane.store.repositories import usage_writes
 from control_plane.usage import ingest_batch
 from control_plane.usage.priority import GovernanceFirst
 from tests.control_plane.usage.env import batch, count_records, record, rollups_match_records
@@ -40,6 +43,39 @@ async def test_background_database_stores_batches_off_the_loop(
         await asyncio.to_thread(store.close)
     assert (first.accepted, again.accepted, again.duplicates) == (600, 0, 300)
     assert await count_records(sessions) == 600
+    rolled, recomputed = await rollups_match_records(sessions)
+    assert rolled == recomputed
+
+
+async def test_sqlite_ingest_yields_its_core_before_every_statement(
+    migrated_db_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite runs in the control plane's process: a slice is cut into statements of at most
+    SQLITE_ROWS_PER_CALL records, and the thread yields its core before each, so a process sharing
+    the core waits for one statement, not a slice (issue 16). PostgreSQL runs a slice's one
+    statement in its own server process: nothing to yield there."""
+    seen: list[str | int] = []
+    monkeypatch.setattr(os, "sched_yield", lambda: seen.append("yield"))
+    store = BackgroundDatabase.open(migrated_db_url, 2)
+
+    def executed(_conn: Any, _cursor: Any, statement: str, params: Any, _context: Any, _many: bool) -> None:
+        if statement.lstrip().startswith("INSERT INTO usage_records"):
+            seen.append(len(params) // len(usage_writes.RECORDS.columns) if store.engine.name == "sqlite" else 0)
+
+    event.listen(store.engine, "before_cursor_execute", executed)
+    try:
+        ack = await ingest_batch(store, batch([record() for _ in range(500)]), GovernanceFirst(1))
+    finally:
+        await asyncio.to_thread(store.close)
+    assert ack.accepted == 500
+    statements = [n for n in seen if isinstance(n, int)]
+    if store.engine.name == "sqlite":
+        assert sum(statements) == 500 and max(statements) <= usage_writes.SQLITE_ROWS_PER_CALL < 500
+        inserts = [i for i, n in enumerate(seen) if isinstance(n, int)]
+        assert all(seen[i - 1] == "yield" for i in inserts), seen  # every insert right after a yield
+    else:
+        assert seen == [0, 0]  # one statement per 250-record slice, no yield
+    assert await count_records(sessions) == 500
     rolled, recomputed = await rollups_match_records(sessions)
     assert rolled == recomputed
 
