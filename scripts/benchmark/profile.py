@@ -118,11 +118,14 @@ def py_spy() -> str:
 async def record(pid: int, duration_s: int, out: Path, rate: int = 250) -> ProfileSummary:
     """Sample ``pid`` for ``duration_s``; the raw stacks are kept in ``out``.
 
-    Blocking mode (py-spy pauses the process for each sample): slower under the profiler, but
-    every stack is complete, so inclusive shares are right.
+    Non-blocking mode (py-spy reads the process's memory while it runs). Blocking mode, which
+    stops the process for each sample, gives complete stacks but lands its samples where the
+    process returns from the kernel: on the VM of issue 16's session 15 it put a quarter of the
+    samples on lines calling ``asyncio.get_running_loop()`` (a ``getpid`` system call, 86 ns in
+    ``timeit``). An occasional torn stack costs less than that bias (docs/benchmarks.md).
     """
     cmd = [py_spy(), "record", "--pid", str(pid), "--duration", str(duration_s), "--rate", str(rate),
-           "--format", "raw", "--output", str(out)]  # fmt: skip
+           "--nonblocking", "--format", "raw", "--output", str(out)]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)  # fmt: skip
     _, err = await asyncio.wait_for(proc.communicate(), duration_s + 60)
