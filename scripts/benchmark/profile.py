@@ -119,10 +119,10 @@ async def record(pid: int, duration_s: int, out: Path, rate: int = 250) -> Profi
     """Sample ``pid`` for ``duration_s``; the raw stacks are kept in ``out``.
 
     Non-blocking mode (py-spy reads the process's memory while it runs). Blocking mode, which
-    stops the process for each sample, gives complete stacks but lands its samples where the
-    process returns from the kernel: on the VM of issue 16's session 15 it put a quarter of the
-    samples on lines calling ``asyncio.get_running_loop()`` (a ``getpid`` system call, 86 ns in
-    ``timeit``). An occasional torn stack costs less than that bias (docs/benchmarks.md).
+    stops the process for each sample, gives complete stacks but overweights system calls: on the
+    VM of issue 16's session 15 it put a quarter of the samples on lines calling
+    ``asyncio.get_running_loop()`` (a ``getpid`` system call, 86 ns in ``timeit``, and no cost when
+    removed). An occasional torn stack costs less than that bias (docs/benchmarks.md).
     """
     cmd = [py_spy(), "record", "--pid", str(pid), "--duration", str(duration_s), "--rate", str(rate),
            "--nonblocking", "--format", "raw", "--output", str(out)]  # fmt: skip
