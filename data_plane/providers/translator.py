@@ -52,14 +52,17 @@ def native_body(document: Any) -> bytes:
     arguments, which are JSON strings there), or an integer beyond 64 bits."""
     try:
         return orjson.dumps(document)
-    except TypeError as exc:  # orjson.JSONEncodeError
-        if "ecursion" in str(exc):
+    except TypeError as exc:  # orjson.JSONEncodeError; its message is all that tells the cases apart
+        reason = str(exc)
+        if reason.startswith("Recursion limit"):
             raise TranslationError(
                 "the request nests too deeply to be sent to this model (function arguments included)",
                 None,
                 "json_too_deep",
             ) from None
-        raise TranslationError("a number in the request is out of range", None) from None
+        if reason.startswith("Integer exceeds"):
+            raise TranslationError("a number in the request is out of range", None) from None
+        raise  # anything else (a value of a type JSON has not) is the translator's bug: a 500
 
 
 @dataclass(frozen=True, slots=True)

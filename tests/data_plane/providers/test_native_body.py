@@ -34,3 +34,10 @@ def test_what_orjson_cannot_write_is_a_translation_error(doc: Any, code: str, wo
     with pytest.raises(TranslationError) as caught:
         native_body(doc)
     assert caught.value.code == code and words in caught.value.message and caught.value.param is None
+
+
+def test_a_value_json_has_no_type_for_is_not_blamed_on_the_client() -> None:
+    """Only what the client sent can make a 400: a set in the translated document is a bug (500)."""
+    with pytest.raises(TypeError) as caught:
+        native_body({"tools": {"f", "g"}})
+    assert "not JSON serializable" in str(caught.value)
