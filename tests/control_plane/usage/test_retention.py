@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select, text
+import pytest
+from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from control_plane.store.background import BackgroundDatabase
+from control_plane.store.repositories import usage_writes
 from control_plane.store.tables import UsageRecordRow, UsageRollupRow
 from control_plane.usage import ingest_batch
 from control_plane.usage.priority import GovernanceFirst
@@ -39,7 +42,9 @@ async def test_old_records_go_recent_stay_rollups_outlive_records(
     store = BackgroundDatabase.open(migrated_db_url, 2)
     try:
         for name, days in ages.items():
-            recs = [record(request_id=f"{name}-{i}", when=NOW - timedelta(days=days, hours=1)) for i in range(3)]
+            recs = [
+                record(request_id=f"{name}-{i}", when=NOW - timedelta(days=days, hours=1)) for i in range(3)
+            ]
             assert (await ingest_batch(store, batch(recs))).accepted == 3
         report = await prune(store, RetentionPolicy(record_days=30, rollup_days=400), GovernanceFirst(1))
     finally:
@@ -69,6 +74,38 @@ async def test_a_backlog_is_deleted_in_bounded_batches(
     assert await _record_ids(sessions) == {"keep"}
     async with sessions() as s:
         assert await s.scalar(select(func.count()).select_from(UsageRollupRow)) == 1
+
+
+async def test_sqlite_deletes_in_statements_yielding_the_core_before_each(
+    migrated_db_url: str, sessions: async_sessionmaker[AsyncSession], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite deletes in the control plane's process: a batch of ``batch_rows`` is cut into statements
+    of at most SQLITE_DELETE_ROWS with a yield of the core before each; PostgreSQL deletes a batch in
+    one statement of its server, with no yield (issue 16, like the inserts)."""
+    monkeypatch.setattr(usage_writes, "SQLITE_DELETE_ROWS", 400)
+    store = BackgroundDatabase.open(migrated_db_url, 2)
+    seen: list[str] = []
+    try:
+        recs = [record(request_id=f"old-{i}", when=NOW - timedelta(days=50, seconds=i)) for i in range(1000)]
+        await ingest_batch(store, batch(recs))
+        monkeypatch.setattr(os, "sched_yield", lambda: seen.append("yield"))
+
+        def executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            if statement.lstrip().startswith("DELETE FROM usage_records"):
+                seen.append("delete")
+
+        event.listen(store.engine, "before_cursor_execute", executed)
+        policy = RetentionPolicy(record_days=30, rollup_days=0, batch_rows=900, pause_seconds=0.01)
+        report = await prune(store, policy, GovernanceFirst(1))
+    finally:
+        await asyncio.to_thread(store.close)
+    assert report.records == 1000 and report.batches == [900, 100]
+    assert await _record_ids(sessions) == set()
+    if store.engine.name == "sqlite":
+        # 900: 400 + 400 + 100; then 100: one statement that finds fewer than it may delete
+        assert seen == ["yield", "delete"] * 4
+    else:
+        assert seen == ["delete"] * 2
 
 
 async def test_the_task_survives_a_failed_run_and_keeps_pruning(
