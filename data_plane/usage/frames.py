@@ -35,7 +35,11 @@ def record_frame(record: node_pb2.UsageRecord) -> bytes:
     A UsageBatch's encoding is its node_id field followed by these, so the journal encodes each
     record when it is submitted and a commit only joins them (wal.Journal._append).
     """
-    body = record.SerializeToString()
+    return encoded_frame(record.SerializeToString())
+
+
+def encoded_frame(body: bytes) -> bytes:
+    """An encoded UsageRecord (``body``) as one element of UsageBatch.records (see record_frame)."""
     n = len(body)
     if n < 0x80:
         return b"\x1a" + bytes((n,)) + body

@@ -62,7 +62,7 @@ class RecordSink(Protocol):
     """Where closed meters go (the shipper's journal); must not block."""
 
     def submit_closed(self, meter: RequestMeter) -> None:
-        """Take a closed meter: its record (:meth:`RequestMeter.final_record`) is built now or soon."""
+        """Take a closed meter: its record (:meth:`RequestMeter.final_encoded`) is built now or soon."""
         ...
 
 
@@ -114,7 +114,9 @@ FAILURES = _Failures()
 
 
 def _us(seconds: float) -> int:
-    return max(0, round(seconds * 1_000_000))
+    """Whole microseconds, rounded half up, never negative (``round`` costs several times more)."""
+    us = int(seconds * 1_000_000 + 0.5)
+    return max(0, us)
 
 
 class RequestMeter:
@@ -268,15 +270,19 @@ class RequestMeter:
             FAILURES.count += 1
             log.warning("usage record of %s not submitted: %s", self.request_id, type(exc).__name__)
 
-    def final_record(self) -> node_pb2.UsageRecord:
-        """The record of a closed meter; never raises (a minimal record when building it fails)."""
+    def final_encoded(self) -> bytes:
+        """The encoded record of a closed meter; never raises (a minimal record when building it fails)."""
         try:
-            return self.record()
+            return self.encoded()
         except Exception as exc:  # noqa: BLE001 - metering must never lose a request's record
             FAILURES.count += 1
             log.warning("usage record of %s: building it failed (%s); a minimal record is kept",
                         self.request_id, type(exc).__name__)  # fmt: skip
-            return self._minimal_record()
+            return self._minimal_record().SerializeToString()
+
+    def final_record(self) -> node_pb2.UsageRecord:
+        """The record of a closed meter (:meth:`final_encoded`, decoded); never raises."""
+        return node_pb2.UsageRecord.FromString(self.final_encoded())
 
     def _error_code(self) -> str:
         if self.error_code or self.outcome != ERROR:
@@ -302,6 +308,16 @@ class RequestMeter:
 
     def record(self) -> node_pb2.UsageRecord:
         """The UsageRecord as things stand (as they stood at close, once closed)."""
+        return node_pb2.UsageRecord.FromString(self.encoded())
+
+    def encoded(self) -> bytes:
+        """The encoding of the UsageRecord as things stand (as they stood at close, once closed).
+
+        Two encodings joined: the fields every record of the same key, model and deployment
+        shares, encoded once (:func:`_shared_part`), then this request's own. A protobuf parser
+        merges the two, so they decode as one record. A 26-field message built and encoded for
+        each request cost 6.6 µs in ``timeit``, this 3.9 (issue 16, docs/benchmarks.md).
+        """
         end = self._end if self._end is not None else time.perf_counter()
         usage = self.usage or Usage()
         cost = exact_cost_picos(usage, self.pricing, self.price_percent)
@@ -311,35 +327,77 @@ class RequestMeter:
             cost = min(max(0, cost), MAX_COST_PICOS)
         rec = node_pb2.UsageRecord(
             request_id=self.request_id,
-            node_id=self.node_id,
-            org_id=self.org_id,
-            key_id=self.key_id,
-            model_name=self.model_name,
-            upstream_slug=self.upstream_slug,
-            family=self.family,  # type: ignore[arg-type]
-            endpoint=self.endpoint,
             http_status=self.status,
             outcome=self.outcome,  # type: ignore[arg-type]
             streamed=self.streamed,
             input_tokens=usage.input,
             output_tokens=usage.output,
-            cached_input_tokens=usage.cached,
-            reasoning_tokens=usage.reasoning,
             cost_picos=cost,
             latency_us=_us(end - self._start),
-            flags=flags,
-            client_request_id=self.client_request_id,
-            error_code=self._error_code(),
-            deployment=self.deployment,
             upstream_attempts=self.upstream_attempts,
-            requested_model=self.requested_model,
-            audio_milliseconds=usage.audio_ms,
-            input_characters=usage.characters,
-            batch_id=self.batch_id,
         )
+        # Zero on most records: set only when not (each keyword costs about as much as a field set).
+        if usage.cached:
+            rec.cached_input_tokens = usage.cached
+        if usage.reasoning:
+            rec.reasoning_tokens = usage.reasoning
+        if usage.audio_ms:
+            rec.audio_milliseconds = usage.audio_ms
+        if usage.characters:
+            rec.input_characters = usage.characters
+        if flags:
+            rec.flags = flags
+        if self.client_request_id:
+            rec.client_request_id = self.client_request_id
+        error_code = self._error_code()
+        if error_code:
+            rec.error_code = error_code
         if self._upstream_start is not None:
             rec.upstream_latency_us = _us((self._upstream_end or end) - self._upstream_start)
         if self._first_byte is not None:
             rec.time_to_first_byte_us = _us(self._first_byte - self._start)
-        rec.time.FromNanoseconds(int(self._wall * 1e9))
-        return rec
+        stamp = rec.time
+        stamp.seconds, stamp.nanos = divmod(int(self._wall * 1e9), 1_000_000_000)
+        shared = (self.node_id, self.org_id, self.key_id, self.model_name, self.upstream_slug, self.family,
+                  self.endpoint, self.deployment, self.requested_model, self.batch_id)  # fmt: skip
+        part = _SHARED.get(shared)
+        if part is None:
+            part = _shared_part(shared)
+        return part + rec.SerializeToString()
+
+
+# The encodings of the fields records share (node, org, key, model, deployment...), by their values.
+_SHARED: dict[tuple[str, str, str, str, str, int, str, str, str, str], bytes] = {}
+# Distinct sets of shared fields kept (the cache starts over past it: a rebuild is one message).
+SHARED_PARTS_MAX = 4096
+
+
+def _shared_part(shared: tuple[str, str, str, str, str, int, str, str, str, str]) -> bytes:
+    (
+        node_id,
+        org_id,
+        key_id,
+        model_name,
+        upstream_slug,
+        family,
+        endpoint,
+        deployment,
+        requested_model,
+        batch_id,
+    ) = shared
+    part = node_pb2.UsageRecord(
+        node_id=node_id,
+        org_id=org_id,
+        key_id=key_id,
+        model_name=model_name,
+        upstream_slug=upstream_slug,
+        family=family,  # type: ignore[arg-type]
+        endpoint=endpoint,
+        deployment=deployment,
+        requested_model=requested_model,
+        batch_id=batch_id,
+    ).SerializeToString()
+    if len(_SHARED) >= SHARED_PARTS_MAX:
+        _SHARED.clear()
+    _SHARED[shared] = part
+    return part

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from data_plane.settings import UsageSettings
-from data_plane.usage.frames import record_frame
+from data_plane.usage.frames import encoded_frame, record_frame
 from data_plane.usage.spool import Entry, Spool
 from odock.v1 import node_pb2
 
@@ -57,8 +57,8 @@ DROP_REASONS = ("spool_full", "disk_error", "memory_full", "corrupt", "shutdown"
 class ClosedMeter(Protocol):
     """A request's closed meter (``meter.RequestMeter``)."""
 
-    def final_record(self) -> node_pb2.UsageRecord:
-        """Its record; never raises."""
+    def final_encoded(self) -> bytes:
+        """Its record, encoded; never raises."""
         ...
 
 
@@ -93,7 +93,9 @@ class Batch:
 
     def records(self) -> list[node_pb2.UsageRecord]:
         """The records, decoded (for tests and tools: the stream sends the encodings)."""
-        return list(node_pb2.UsageBatch.FromString(b"".join(f for c in self.chunks for f in c.frames)).records)
+        return list(
+            node_pb2.UsageBatch.FromString(b"".join(f for c in self.chunks for f in c.frames)).records
+        )
 
     def encoded(self, node_id: str, sequence: int) -> bytes:
         """The UsageBatch message as sent: a head, then the records encoded when they were made.
@@ -117,7 +119,7 @@ class Journal:
         self.spool = spool
         self.spool_ok = False
         self.closed = False
-        # The records submitted since the last commit, each encoded once (frames.record_frame): the
+        # The records submitted since the last commit, each encoded once (frames.encoded_frame): the
         # spool and the stream only ever need the encodings, so the objects are not kept.
         self._pending: list[bytes] = []
         # Meters closed since the loop last built their records (a loop iteration's worth).
@@ -166,14 +168,20 @@ class Journal:
         closed, self._closed = self._closed, []
         for meter in closed:
             try:
-                self.submit(meter.final_record())
+                self.submit_encoded(meter.final_encoded())
             except Exception as exc:  # a bug in one record must not lose the others built with it
                 if not self.dropped["record_error"]:  # a bug: its first traceback, not one per request
                     log.error("usage record could not be built or encoded", exc_info=exc)
-                self.drop("record_error", 1, f"a usage record could not be built or encoded ({type(exc).__name__})")
+                self.drop(
+                    "record_error", 1, f"a usage record could not be built or encoded ({type(exc).__name__})"
+                )
 
     def submit(self, record: node_pb2.UsageRecord) -> None:
         """Queue one record for the next commit (never blocks, never raises)."""
+        self.submit_encoded(record.SerializeToString())
+
+    def submit_encoded(self, record: bytes) -> None:
+        """Queue one encoded record for the next commit (never blocks, never raises)."""
         self.submitted += 1
         if self.closed:  # a request outliving shutdown: nowhere left to put it, but not silently
             self.drop("shutdown", 1, "the shipper is closed")
@@ -192,7 +200,7 @@ class Journal:
             self.drop(
                 "memory_full", cut, "records waiting for the spool are at ODOCK_USAGE_MEMORY_MAX_RECORDS"
             )
-        pending.append(record_frame(record))
+        pending.append(encoded_frame(record))
 
     def queued(self) -> int:
         """Records in memory not yet sent (waiting for a commit, in the open batch, or sealed)."""
