@@ -51,6 +51,7 @@ class Entry:
     crc: int
     acked: bool = False
     claimed: bool = False
+    forgotten: bool = False  # its write was not made durable: removed from its segment
 
 
 @dataclass(eq=False)
@@ -62,6 +63,9 @@ class Segment:
     size: int
     entries: list[Entry] = field(default_factory=list)
     pending: int = 0
+    # Entries not acknowledged yet: the segment is deleted when the last one is (a count, so that
+    # an ack costs the same however many entries a segment holds: thousands, when traffic is low).
+    unacked: int = 0
     writable: bool = False
     gone: bool = False
 
@@ -184,7 +188,7 @@ class Spool:
                             self._forget(e)
                     self._failed(reason, seg)
             for i, entry in written:
-                if entry in entry.segment.entries:
+                if not entry.forgotten:
                     out[i] = entry
             self.bytes = dir_bytes(self.directory, SUFFIX)
             return out, reason
@@ -205,6 +209,7 @@ class Spool:
             return None
         entry = Entry(seg, seg.size + HEADER_SIZE, len(payload), records, zlib.crc32(payload), claimed=True)
         seg.entries.append(entry)
+        seg.unacked += 1
         seg.size += len(data)
         self.held_records += records
         self.held_batches += 1
@@ -329,7 +334,8 @@ class Spool:
             self.held_records -= entry.records
             self.held_batches -= 1
         entry.acked = True
-        if not seg.gone and all(e.acked for e in seg.entries):
+        seg.unacked -= 1
+        if not seg.gone and not seg.unacked:
             self._delete(seg)
 
     def _set_claimed(self, entry: Entry, claimed: bool) -> None:
@@ -344,6 +350,8 @@ class Spool:
     def _forget(self, entry: Entry) -> None:
         """An entry whose write was not made durable: not an entry at all."""
         entry.segment.entries.remove(entry)
+        entry.segment.unacked -= 1
+        entry.forgotten = True
         self.held_records -= entry.records
         self.held_batches -= 1
 
@@ -361,7 +369,7 @@ class Spool:
             self._corrupt(path, offset, records)
         seg.entries = [Entry(seg, f.offset, f.length, f.records, f.crc) for f in found.entries]
         seg.size = len(data)
-        seg.pending = len(seg.entries)
+        seg.pending = seg.unacked = len(seg.entries)
         self.pending_entries += seg.pending
         self.held_batches += len(seg.entries)
         self.held_records += sum(e.records for e in seg.entries)

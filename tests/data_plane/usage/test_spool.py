@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data_plane.usage.frames import HEADER_SIZE
 from data_plane.usage.spool import SUFFIX, Entry, Spool
@@ -217,3 +222,20 @@ def test_full_drop_oldest_deletes_old_segments_and_counts(tmp_path: Path) -> Non
     assert (s.dropped["spool_full"], s.dropped_batches) == (3, 1)
     assert len(segments(tmp_path)) == 2
     s.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.randoms(use_true_random=False), st.integers(1, 40))
+def test_a_segment_goes_exactly_when_its_last_entry_is_acked(tmp_path_factory: pytest.TempPathFactory,
+                                                               rng: random.Random, count: int) -> None:  # fmt: skip
+    spool = Spool(tmp_path_factory.mktemp("spool"), 1 << 20, "drop_newest", segment_bytes=512)
+    spool.open()
+    entries = [e for g in range(count) for e in stored(spool, [batch(3 * g)])]
+    assert len({e.segment.path for e in entries}) > 1 or count < 8  # several segments once there are enough
+    rng.shuffle(entries)
+    for n, entry in enumerate(entries):
+        spool.ack([entry, entry])  # an entry acked twice counts once
+        left = entries[n + 1 :]
+        assert entry.segment.path.exists() == any(e.segment is entry.segment for e in left)
+    assert (spool.held_batches, spool.held_records) == (0, 0)
+    spool.close()

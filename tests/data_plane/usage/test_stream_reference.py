@@ -91,6 +91,9 @@ BODIES = [
     b'{"id":"c","choices":[],"usage":5}',  # malformed usage
     b'{"id":"c","choices":[],"usage":{"prompt_tokens":-1}}',  # malformed counts
     b'{"id":"c","usage":null,"usage":null}',
+    b'{"id":"c","usage"usage":null,"x":1}',  # '"usage"' overlapping itself: a candidate, then a null
+    b'{"id":"c","usages":{"a":1},"usage":null}',  # a longer name starting the same
+    b'{"id":"c","usage":null]',  # a null member not followed by , or }: a candidate
     b"[DONE]",
 ]
 
@@ -137,3 +140,4 @@ def test_a_usage_chunk_far_from_the_end_is_still_found() -> None:
 def test_event_fields_reads_as_the_line_walk(lines: list[bytes], newline: bytes) -> None:
     event = newline.join(lines)
     assert stream.event_fields(event) == reference_event_fields(event)
+
