@@ -6,7 +6,8 @@ one caller per batch; that caller submits ONE usage record (``batch_id`` set, en
 batch's endpoint, model = the gateway model, tokens from the batch object's ``usage``, cost at
 the model's ``batch_price_percent``) and charges it to the org's and key's long-window limits
 (``data_plane/limits/charge.py``). The record's id is derived from the batch id, so should two
-records ever be submitted the control plane keeps one (records are unique by id).
+records ever be submitted the control plane keeps one (records are unique by id). The record is
+submitted, and in the spool, before the claim is asked for (``settle_finished``).
 
 The batch's ``output_file_id`` / ``error_file_id`` become the org's files (purpose
 ``batch_output``, same model and deployment) before the claim, so a node that dies between the
@@ -20,7 +21,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from data_plane.governance.domain import Pricing
 from data_plane.limits.charge import charge
@@ -40,12 +41,27 @@ OUTPUT_PURPOSE = "batch_output"
 FileFetcher = Callable[[str], Awaitable[bytes | None]]
 
 
+# How long a batch's usage record is waited for to reach the spool before its claim (a commit
+# every ODOCK_USAGE_COMMIT_SECONDS, 50 ms by default).
+DURABLE_WAIT_SECONDS = 5.0
+# The batches this process is settling (org, batch id): concurrent calls on one leave it to the first.
+_SETTLING: set[tuple[str, str]] = set()
+
+
+class BatchSink(RecordSink, Protocol):
+    """Where a batch's usage record goes (the shipper): a sink that can say when it is durable."""
+
+    async def durable(self, timeout: float) -> bool:
+        """Until the records submitted so far are in the spool (at most ``timeout`` s): whether they are."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Recorder:
     """What recording a batch's usage needs of the node."""
 
     ledger: Ledger
-    sink: RecordSink | None  # None: metering off (no record; the limits still count)
+    sink: BatchSink | None  # None: metering off (no record; the limits still count)
     limiter: Limiter | None  # None: limits off
     node_id: str
 
@@ -65,7 +81,8 @@ def billable(batch: dict[str, Any]) -> bool:
         return True
     usage = batch.get("usage")
     return isinstance(usage, dict) and any(
-        isinstance(usage.get(k), int) and usage[k] > 0 for k in ("input_tokens", "output_tokens", "total_tokens")
+        isinstance(usage.get(k), int) and usage[k] > 0
+        for k in ("input_tokens", "output_tokens", "total_tokens")
     )
 
 
@@ -95,7 +112,9 @@ def snapshot_of(batch: dict[str, Any]) -> bytes:
     return data if len(data) <= MAX_SNAPSHOT_BYTES else b""
 
 
-async def register_outputs(ledger: Ledger, batch_obj: OwnedObject, batch: dict[str, Any], fetch: FileFetcher) -> None:
+async def register_outputs(
+    ledger: Ledger, batch_obj: OwnedObject, batch: dict[str, Any], fetch: FileFetcher
+) -> None:
     """Record the batch's output and error files as its org's (LedgerUnavailable propagates)."""
     for name in ("output_file_id", "error_file_id"):
         file_id = batch.get(name)
@@ -117,14 +136,50 @@ async def settle_finished(
 
     Nothing for an unfinished batch or one already settled (``obj.usage_recorded``, as the ledger
     said when it was read); LedgerUnavailable propagates (the next call on the batch tries again).
+
+    The record is submitted, and waited for until it is in the spool, before the claim: a node
+    that dies between the two leaves a record that the next caller's (the same id) joins at the
+    control plane, never a claim won with its record lost. A caller that loses the claim has sent
+    a duplicate the control plane drops (records are unique by id); one node settles a batch
+    once at a time.
     """
     if obj.usage_recorded or not finished(batch):
         return False
     await register_outputs(rec.ledger, obj, batch, fetch)
-    if not await rec.ledger.claim_batch_usage(obj.org_id, obj.id):
-        return False  # another call (this node or another) has it
     if not billable(batch):
+        await rec.ledger.claim_batch_usage(obj.org_id, obj.id)  # settled: never asked again
         return False
+    settling = (obj.org_id, obj.id)
+    if settling in _SETTLING:
+        return False  # this node is already on it
+    _SETTLING.add(settling)
+    try:
+        meter = _meter(rec, obj, batch, pricing, slug)
+        picos = meter.cost_picos()
+        meter.close()  # submitted (metering off: nothing is)
+        if rec.sink is not None and not await rec.sink.durable(DURABLE_WAIT_SECONDS):
+            # The spool failed or is slow: the record is kept in memory until delivered, as any is.
+            log.warning("batch %s: its usage record is not in the spool yet; claimed anyway", obj.id[:128])
+        if not await rec.ledger.claim_batch_usage(obj.org_id, obj.id):
+            return False  # another call (another node) has it: its record and ours are one
+    finally:
+        _SETTLING.discard(settling)
+    usage = meter.usage
+    if rec.limiter is not None and usage is not None:
+        charge(rec.limiter, obj.org_id, obj.key_id, usage.input + usage.output, picos)
+    log.info(
+        "batch %s finished (%s): usage recorded once as %s",
+        obj.id[:128],
+        batch.get("status"),
+        meter.request_id,
+    )
+    return True
+
+
+def _meter(
+    rec: Recorder, obj: OwnedObject, batch: dict[str, Any], pricing: Pricing, slug: str
+) -> RequestMeter:
+    """The batch's usage as a settled meter, ready to close (its record derived from the batch)."""
     usage, malformed = batch_usage(batch)
     meter = RequestMeter(rec.sink, request_id=record_id(obj.id), node_id=rec.node_id, org_id=obj.org_id,
                          key_id=obj.key_id, family=OPENAI, endpoint=obj.purpose, shape=NO_USAGE)  # fmt: skip
@@ -139,12 +194,7 @@ async def settle_finished(
         meter.malformed()
     meter.report(usage, final=True)
     meter.settle(200, COMPLETE)
-    picos = meter.cost_picos()
-    meter.close()
-    if rec.limiter is not None and usage is not None:
-        charge(rec.limiter, obj.org_id, obj.key_id, usage.input + usage.output, picos)
-    log.info("batch %s finished (%s): usage recorded once as %s", obj.id[:128], batch.get("status"), meter.request_id)
-    return True
+    return meter
 
 
 def _int(value: object) -> int:

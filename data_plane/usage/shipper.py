@@ -95,6 +95,7 @@ class Shipper:
         self.restarts: Counter[str] = Counter()
         self.submit_closed = self.journal.submit_closed  # the request path's one call: an append
         self.submit = self.journal.submit
+        self.durable = self.journal.durable
 
     # -- lifecycle --
 

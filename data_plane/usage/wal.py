@@ -127,6 +127,9 @@ class Journal:
         self._build_loop: asyncio.AbstractEventLoop | None = None
         self._header = node_pb2.UsageBatch(node_id=node_id).SerializeToString()
         self._pending_since = 0.0
+        # Resolved by the next commit to start (whether it spooled all it wrote): see durable().
+        self._next_commit: asyncio.Future[bool] | None = None
+        self._last_commit_whole = True  # the last commit that wrote anything spooled it all
         # Records waiting for a commit: normally one interval's worth; more only when commits hang.
         self._pending_max = max(settings.memory_max, 4 * settings.batch_size)
         self._open: list[Chunk] = []
@@ -239,11 +242,31 @@ class Journal:
                     pass
         await self.commit()
 
+    async def durable(self, timeout: float) -> bool:
+        """Until the records submitted or closed so far are committed, for at most ``timeout`` seconds:
+        whether they all reached the spool.
+
+        For the one record whose loss nothing would make up (a batch's usage, claimed once: see
+        ``objects/batch_usage.py``); a request's record never waits.
+        """
+        if self.closed:
+            return False
+        waiting = self._next_commit
+        if waiting is None:
+            waiting = self._next_commit = asyncio.get_running_loop().create_future()
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiting), timeout)
+        except TimeoutError:
+            return False
+
     async def commit(self) -> None:
         """Write the records submitted since the last commit (one write + fdatasync, off the loop)."""
         self.build_closed()  # meters closed in this iteration are in this commit (and at shutdown)
+        waiting, self._next_commit = self._next_commit, None
         frames, since = self._pending, self._pending_since
         if not frames:
+            if waiting is not None:
+                waiting.set_result(self._last_commit_whole)
             return
         self._pending = []
         size = self._settings.batch_size
@@ -253,6 +276,8 @@ class Journal:
         except asyncio.CancelledError:
             # Written again later at worst: ids dedup replays.
             self._pending = frames + self._pending
+            if waiting is not None:
+                waiting.set_result(False)
             raise
         self.commits += 1
         wait = time.monotonic() - since
@@ -262,6 +287,9 @@ class Journal:
         for group, entry in zip(groups, entries, strict=True):
             self._add(Chunk(group, entry, "" if entry is not None else why))
             lost += 0 if entry is not None else len(group)
+        self._last_commit_whole = not lost
+        if waiting is not None:
+            waiting.set_result(not lost)
         if lost:
             self.not_durable += lost
             self._warn(f"{lost} records not written to the spool ({why}); kept in memory until delivered")

@@ -44,15 +44,28 @@ PRICING = Pricing(input_per_mtok_micros=2_000_000, output_per_mtok_micros=8_000_
 
 
 class Sink:
+    """The shipper's part: records submitted, and how many of them are in the spool."""
+
     def __init__(self) -> None:
         self.records: list[node_pb2.UsageRecord] = []
+        self.spooled = 0
 
     def submit_closed(self, meter: RequestMeter) -> None:
         self.records.append(meter.final_record())
 
+    async def durable(self, timeout: float) -> bool:
+        await asyncio.sleep(0.01)  # the next commit
+        self.spooled = len(self.records)
+        return True
+
 
 def _create(**fields: Any) -> bytes:
-    body = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h", **fields}
+    body = {
+        "input_file_id": "file-abc",
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+        **fields,
+    }
     return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
 
 
@@ -64,8 +77,11 @@ def _refused(raw: bytes) -> GatewayError:
 
 
 def test_create_body_is_checked_like_openai() -> None:
-    ask = parse_create(_create(metadata={"k" * 64: "v" * 512}, output_expires_after={"anchor": "created_at",
-                                                                                     "seconds": 3600}))
+    ask = parse_create(
+        _create(
+            metadata={"k" * 64: "v" * 512}, output_expires_after={"anchor": "created_at", "seconds": 3600}
+        )
+    )
     assert (ask.input_file_id, ask.endpoint) == ("file-abc", "/v1/chat/completions")
     for endpoint in ("/v1/responses", "/v1/embeddings", "/v1/completions", "/v1/moderations"):
         assert parse_create(_create(endpoint=endpoint)).endpoint == endpoint
@@ -117,8 +133,13 @@ def _batch(status: str, **fields: Any) -> dict[str, Any]:
     return doc
 
 
-USAGE = {"input_tokens": 1000, "output_tokens": 300, "total_tokens": 1300,
-         "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 100}}
+USAGE = {
+    "input_tokens": 1000,
+    "output_tokens": 300,
+    "total_tokens": 1300,
+    "input_tokens_details": {"cached_tokens": 0},
+    "output_tokens_details": {"reasoning_tokens": 100},
+}
 
 
 def test_finished_and_billable() -> None:
@@ -141,7 +162,9 @@ async def _owned(ledger: MemoryLedger, batch_id: str = "batch_1") -> OwnedObject
 
 
 async def _fetch(file_id: str) -> bytes:
-    return json.dumps({"id": file_id, "object": "file", "created_at": 1_700_000_200, "purpose": "batch_output"}).encode()
+    return json.dumps(
+        {"id": file_id, "object": "file", "created_at": 1_700_000_200, "purpose": "batch_output"}
+    ).encode()
 
 
 async def test_a_finished_batch_is_recorded_once_with_its_discounted_cost_and_its_files() -> None:
@@ -156,8 +179,11 @@ async def test_a_finished_batch_is_recorded_once_with_its_discounted_cost_and_it
     [record] = sink.records
     assert record.batch_id == "batch_1" and record.request_id == record_id("batch_1")
     assert (record.org_id, record.key_id, record.model_name) == ("org_a", "key_a", "gpt-batch")
-    assert (record.endpoint, record.upstream_slug, record.deployment) == ("/v1/chat/completions", "gpt-4o-mini",
-                                                                          "primary")
+    assert (record.endpoint, record.upstream_slug, record.deployment) == (
+        "/v1/chat/completions",
+        "gpt-4o-mini",
+        "primary",
+    )
     assert (record.input_tokens, record.output_tokens, record.reasoning_tokens) == (1000, 300, 100)
     assert record.cost_picos == (1000 * 2_000_000 + 300 * 8_000_000) // 2  # half price
     assert record.http_status == 200
@@ -165,15 +191,66 @@ async def test_a_finished_batch_is_recorded_once_with_its_discounted_cost_and_it
         owned = await ledger.get("org_a", Kind.FILE, file_id)
         assert owned is not None
         assert (owned.purpose, owned.model_name, owned.deployment, owned.key_id) == (
-            "batch_output", "gpt-batch", "primary", "key_a")
+            "batch_output",
+            "gpt-batch",
+            "primary",
+            "key_a",
+        )
         assert owned.created_at == 1_700_000_200 and json.loads(owned.snapshot)["id"] == file_id
     assert await ledger.get("org_b", Kind.FILE, "file-out") is None
-    # Seen again, by a reader holding the stale object (usage_recorded False) or the fresh one.
-    assert not await settle_finished(rec, obj, done, PRICING, "gpt-4o-mini", _fetch)
+    # Seen again by a reader holding the fresh object: settled, nothing sent.
     fresh = await ledger.get("org_a", Kind.BATCH, "batch_1")
     assert fresh is not None and fresh.usage_recorded
     assert not await settle_finished(rec, fresh, done, PRICING, "gpt-4o-mini", _fetch)
     assert len(sink.records) == 1
+    # By one holding the stale object (usage_recorded False): it loses the claim, and the record it
+    # sent first is the same record (same id), which the control plane keeps once.
+    assert not await settle_finished(rec, obj, done, PRICING, "gpt-4o-mini", _fetch)
+    assert [r.request_id for r in sink.records] == [record_id("batch_1")] * 2
+    assert _same_usage(*sink.records)
+
+
+def _same_usage(a: node_pb2.UsageRecord, b: node_pb2.UsageRecord) -> bool:
+    """The same record but for when it was made and how long that took."""
+    return all(getattr(a, f) == getattr(b, f) for f in ("request_id", "org_id", "key_id", "model_name",
+               "input_tokens", "output_tokens", "cost_picos", "batch_id", "endpoint", "deployment"))  # fmt: skip
+
+
+class _ClaimAfterSpool(MemoryLedger):
+    """A ledger that notes, at each claim, whether the batch's record was in the spool by then."""
+
+    def __init__(self, sink: Sink) -> None:
+        super().__init__()
+        self.sink = sink
+        self.spooled_at_claim: list[int] = []
+
+    async def claim_batch_usage(self, org_id: str, batch_id: str) -> bool:
+        self.spooled_at_claim.append(self.sink.spooled)
+        return await super().claim_batch_usage(org_id, batch_id)
+
+
+async def test_the_record_is_in_the_spool_before_the_claim_is_asked_for() -> None:
+    """A node dying after winning the claim must not take the batch's only record with it."""
+    sink = Sink()
+    ledger = _ClaimAfterSpool(sink)
+    obj = await _owned(ledger)
+    assert await settle_finished(Recorder(ledger, sink, None, "node-1"), obj, _batch("completed", usage=USAGE),
+                                 PRICING, "s", _fetch)  # fmt: skip
+    assert ledger.spooled_at_claim == [1] and len(sink.records) == 1
+
+
+async def test_a_record_the_spool_cannot_take_is_still_claimed_and_said(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Failing(Sink):
+        async def durable(self, timeout: float) -> bool:
+            return False
+
+    ledger, sink = MemoryLedger(), Failing()
+    obj = await _owned(ledger)
+    assert await settle_finished(Recorder(ledger, sink, None, "node-1"), obj, _batch("completed", usage=USAGE),
+                                 PRICING, "s", _fetch)  # fmt: skip
+    assert len(sink.records) == 1 and "its usage record is not in the spool yet" in caplog.text
 
 
 async def test_concurrent_readers_record_a_batch_once() -> None:
@@ -270,7 +347,9 @@ async def test_a_new_batch_is_recorded_through_a_brief_outage_else_cancelled_and
                       deployment="d", purpose="/v1/embeddings", created_at=1)  # fmt: skip
     undone: list[tuple[str, str]] = []
 
-    async def take_back(call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str) -> bool:
+    async def take_back(
+        call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str
+    ) -> bool:
         undone.append((method, path))
         return True
 
@@ -307,14 +386,18 @@ class _HeldLedger(MemoryLedger):
         raise LedgerUnavailable("down")
 
 
-async def test_a_client_going_away_stops_neither_the_record_nor_the_take_back(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_client_going_away_stops_neither_the_record_nor_the_take_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The handler is cancelled when its client disconnects; cut short there, a batch the provider
     created would be left running, unrecorded and not cancelled, without a word."""
     obj = OwnedObject(kind=Kind.BATCH, id="batch_c", org_id="org_a", key_id="key_a", model_name="m",
                       deployment="d", purpose="/v1/embeddings", created_at=1)  # fmt: skip
     undone: list[str] = []
 
-    async def take_back(call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str) -> bool:
+    async def take_back(
+        call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str
+    ) -> bool:
         undone.append(path)
         return True
 
@@ -387,7 +470,9 @@ async def test_work_outliving_its_client_says_when_it_fails(caplog: pytest.LogCa
             await asyncio.sleep(0.01)
             if caplog.records:
                 break
-    assert [r.getMessage() for r in caplog.records] == ["object bookkeeping failed: RuntimeError: broken bookkeeping"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "object bookkeeping failed: RuntimeError: broken bookkeeping"
+    ]
 
 
 async def test_work_whose_client_waits_hands_it_the_failure_and_logs_nothing(

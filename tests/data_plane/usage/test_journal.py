@@ -24,7 +24,9 @@ from tests.data_plane.usage.faults import FaultyDisk
 pytestmark = pytest.mark.asyncio
 
 
-def journal(tmp_path: Path, disk: FaultyDisk, policy: FullPolicy = "drop_newest", memory_max: int = 50) -> Journal:
+def journal(
+    tmp_path: Path, disk: FaultyDisk, policy: FullPolicy = "drop_newest", memory_max: int = 50
+) -> Journal:
     settings = UsageSettings(
         spool_dir=tmp_path, spool_full_policy=policy, batch_size=20, batch_age=0.0, spill_after=0.0,
         memory_max=memory_max,
@@ -146,3 +148,28 @@ async def test_records_whose_segment_drop_oldest_deleted_before_a_spill_count_as
     await j.spill(time.monotonic())  # well within spill_after: the batch stays, only the bound applies
     assert j.dropped == Counter({"spool_full": 15}) and j.queued() == 5
     j.spool.close()
+
+
+async def test_durable_waits_for_the_next_commit_and_says_whether_the_spool_took_it(tmp_path: Path) -> None:
+    disk = FaultyDisk()
+    j = journal(tmp_path, disk)
+    j.submit(node_pb2.UsageRecord(request_id="req_a", org_id="org_1"))
+    waiter = asyncio.ensure_future(j.durable(5.0))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()  # nothing committed yet
+    await j.commit()
+    assert await waiter is True
+    assert j.spool.held_records == 1
+    disk.fail_with = errno.EIO
+    j.submit(node_pb2.UsageRecord(request_id="req_b", org_id="org_1"))
+    waiter = asyncio.ensure_future(j.durable(5.0))
+    await asyncio.sleep(0)
+    await j.commit()
+    assert await waiter is False  # kept in memory until delivered, but not in the spool
+    waiter = asyncio.ensure_future(j.durable(5.0))
+    await asyncio.sleep(0)
+    await j.commit()  # nothing new: says what the last commit that wrote did
+    assert await waiter is False
+    assert await j.durable(0.05) is False  # no commit comes
+    j.closed = True
+    assert await j.durable(5.0) is False
