@@ -25,7 +25,6 @@ name the duplicate key in the error message.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, Final
 
@@ -70,9 +69,13 @@ class _Absent:
 ABSENT: Final = _Absent()  # a member the body does not have (unlike null)
 
 
-@dataclass(frozen=True, slots=True)
-class JsonFacts:
-    """What the gateway needs from a JSON body, found in one inspection."""
+class JsonFacts(msgspec.Struct, frozen=True):
+    """What the gateway needs from a JSON body, found in one inspection.
+
+    A struct rather than a frozen dataclass: built for every JSON request, and a frozen
+    dataclass's constructor sets each of its ten fields through ``object.__setattr__`` (1.9 µs
+    in ``timeit`` against 0.2, issue 16).
+    """
 
     model: str | None  # None: absent or null
     stream: bool | None  # None: absent or null
