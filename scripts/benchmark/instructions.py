@@ -14,7 +14,7 @@ another source tree) started under callgrind beside a control plane and the fast
 (``callgrind_control -z``), ``--requests`` requests are sent at ``--concurrency`` by an aiohttp
 client, and the counters dumped (``-d``): instructions over requests.
 
-Run: ``scripts/bench-instructions [--scenario chat|stream] [--arms floor,gateway,unmetered]
+Run: ``scripts/bench-instructions [--scenario chat|stream|messages|translated] [--arms floor,gateway]
 [--tree before=/path/to/worktree] [--requests 2000] [--concurrency 64] [--reps 2]``. A few minutes
 an arm (callgrind runs the process about 50 times slower). Prints one JSON line per arm.
 """
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ import aiohttp
 from scripts.benchmark import stack
 from scripts.benchmark.__main__ import core_plan, raise_fd_limit, stopping
 from scripts.benchmark.provision import provision
-from scripts.benchmark.requests import Call, chat_call
+from scripts.benchmark.requests import Call, chat_call, messages_call, translated_call
 from scripts.benchmark.stack import Service, spawn, start_control_plane, start_upstream, wait_connected
 
 # Data-plane settings per arm name (every other setting as scripts/bench runs it).
@@ -50,7 +51,15 @@ ARMS: dict[str, dict[str, str]] = {
     "unmetered": {"ODOCK_LIMITS": "off", "ODOCK_USAGE_METERING": "off"},
     "unlogged": {"ODOCK_LOG_LEVEL": "warning"},
 }
-SCENARIOS = {"chat": (False, 64), "stream": (True, 16)}
+# name: (default concurrency, the call for an arm: "floor" or "gateway")
+SCENARIOS: dict[str, tuple[int, Callable[[str, str], Call]]] = {
+    "chat": (64, lambda target, key: chat_call(target, key)),
+    "stream": (16, lambda target, key: chat_call(target, key, stream=True)),
+    # issue 16's translated target: an Anthropic model streamed through OpenAI chat completions
+    # against the same model streamed natively through /v1/messages (no floor arm for "translated").
+    "messages": (16, lambda target, key: messages_call(target, key)),
+    "translated": (16, lambda target, key: translated_call(key)),
+}
 # Starting a process under callgrind takes about a minute here (imports run 50 times slower).
 START_TIMEOUT_S = 900.0
 
@@ -120,7 +129,7 @@ def _dump(service: Service, work: Path, arm: str) -> int:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    stream, default_concurrency = SCENARIOS[args.scenario]
+    default_concurrency, make_call = SCENARIOS[args.scenario]
     concurrency = args.concurrency or default_concurrency
     load_cpus, dp_cpu, _, _ = core_plan()
     raise_fd_limit()
@@ -146,10 +155,7 @@ async def main_async(args: argparse.Namespace) -> int:
         for arm, service in services.items():
             if arm != "floor":
                 await wait_connected(service, START_TIMEOUT_S)
-        calls = {
-            arm: chat_call("floor" if arm == "floor" else "gateway", org.key, stream=stream)
-            for arm in services
-        }
+        calls = {arm: make_call("floor" if arm == "floor" else "gateway", org.key) for arm in services}
         for arm, service in services.items():
             await _send(service.url, calls[arm], args.warmup, concurrency)
         per_request: dict[str, list[float]] = {arm: [] for arm in services}
@@ -186,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     unknown = [a for a in args.arms.split(",") if a and a != "floor" and a not in ARMS]
     bad_trees = [t for t in args.tree if "=" not in t or not Path(t.partition("=")[2]).is_dir()]
+    if args.scenario == "translated" and "floor" in args.arms.split(","):
+        unknown.append("floor (no floor translates)")
     if unknown or bad_trees:
         print(f"bench-instructions: unknown arm(s) {unknown} (known: floor, {', '.join(ARMS)}) or --tree not "
               f"NAME=DIRECTORY: {bad_trees}", file=sys.stderr)  # fmt: skip
