@@ -11,7 +11,13 @@ from scripts.benchmark import instructions
 
 
 @pytest.mark.parametrize(
-    "argv", [["--arms", "floor,gatewy"], ["--tree", "before"], ["--tree", "x=/nonexistent"]]
+    "argv",
+    [
+        ["--arms", "floor,gatewy"],
+        ["--tree", "before"],
+        ["--tree", "x=/nonexistent"],
+        ["--scenario", "translated", "--arms", "floor,gateway"],
+    ],
 )
 def test_a_wrong_arm_or_tree_is_refused_in_one_line(
     argv: list[str], capsys: pytest.CaptureFixture[str]
