@@ -21,10 +21,9 @@ from data_plane.payload import JsonFacts
 from data_plane.providers import Endpoint
 
 
-class Estimate(
-    msgspec.Struct, frozen=True
-):  # per request: a struct builds in a fraction of a frozen dataclass
-    """A request's reservation: tokens and cost in pico-USD."""
+class Estimate(msgspec.Struct, frozen=True):
+    """A request's reservation: tokens and cost in pico-USD (a struct: built per request, it
+    costs a fraction of a frozen dataclass)."""
 
     tokens: int
     picos: int
@@ -40,9 +39,7 @@ def estimate(
     default_output_tokens: int,
 ) -> Estimate:
     """The reservation for one request (see the module docstring)."""
-    input_tokens = (
-        max(1, math.ceil(body_size / bytes_per_token)) if body_size and endpoint.body_is_text else 1
-    )
+    input_tokens = max(1, math.ceil(body_size / bytes_per_token)) if body_size and endpoint.body_is_text else 1
     if not endpoint.output:
         output_tokens = 0
     else:

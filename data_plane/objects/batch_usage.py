@@ -81,8 +81,7 @@ def billable(batch: dict[str, Any]) -> bool:
         return True
     usage = batch.get("usage")
     return isinstance(usage, dict) and any(
-        isinstance(usage.get(k), int) and usage[k] > 0
-        for k in ("input_tokens", "output_tokens", "total_tokens")
+        isinstance(usage.get(k), int) and usage[k] > 0 for k in ("input_tokens", "output_tokens", "total_tokens")
     )
 
 
@@ -112,9 +111,7 @@ def snapshot_of(batch: dict[str, Any]) -> bytes:
     return data if len(data) <= MAX_SNAPSHOT_BYTES else b""
 
 
-async def register_outputs(
-    ledger: Ledger, batch_obj: OwnedObject, batch: dict[str, Any], fetch: FileFetcher
-) -> None:
+async def register_outputs(ledger: Ledger, batch_obj: OwnedObject, batch: dict[str, Any], fetch: FileFetcher) -> None:
     """Record the batch's output and error files as its org's (LedgerUnavailable propagates)."""
     for name in ("output_file_id", "error_file_id"):
         file_id = batch.get(name)
@@ -167,18 +164,11 @@ async def settle_finished(
     usage = meter.usage
     if rec.limiter is not None and usage is not None:
         charge(rec.limiter, obj.org_id, obj.key_id, usage.input + usage.output, picos)
-    log.info(
-        "batch %s finished (%s): usage recorded once as %s",
-        obj.id[:128],
-        batch.get("status"),
-        meter.request_id,
-    )
+    log.info("batch %s finished (%s): usage recorded once as %s", obj.id[:128], batch.get("status"), meter.request_id)
     return True
 
 
-def _meter(
-    rec: Recorder, obj: OwnedObject, batch: dict[str, Any], pricing: Pricing, slug: str
-) -> RequestMeter:
+def _meter(rec: Recorder, obj: OwnedObject, batch: dict[str, Any], pricing: Pricing, slug: str) -> RequestMeter:
     """The batch's usage as a settled meter, ready to close (its record derived from the batch)."""
     usage, malformed = batch_usage(batch)
     meter = RequestMeter(rec.sink, request_id=record_id(obj.id), node_id=rec.node_id, org_id=obj.org_id,

@@ -76,9 +76,7 @@ class TranslatedModel:
     capabilities: frozenset[str] = frozenset()
 
 
-class ChatRequest(
-    msgspec.Struct, frozen=True
-):  # per request: a struct builds in a fraction of a frozen dataclass
+class ChatRequest(msgspec.Struct, frozen=True):  # built per request: a struct, not a frozen dataclass
     """The client's chat completions request, parsed once (a JSON object; fields unchecked)."""
 
     body: Mapping[str, Any]
@@ -86,9 +84,7 @@ class ChatRequest(
     include_usage: bool  # stream_options.include_usage
 
 
-class UpstreamCall(
-    msgspec.Struct, frozen=True
-):  # per request: a struct builds in a fraction of a frozen dataclass
+class UpstreamCall(msgspec.Struct, frozen=True):  # built per request: a struct, not a frozen dataclass
     """The native request: ``path`` (with its query) is appended to the route's base URL."""
 
     path: str
@@ -96,9 +92,7 @@ class UpstreamCall(
     stream: bool  # the answer is server-sent events
 
 
-class ReplyIds(
-    msgspec.Struct, frozen=True
-):  # per request: a struct builds in a fraction of a frozen dataclass
+class ReplyIds(msgspec.Struct, frozen=True):  # built per request: a struct, not a frozen dataclass
     """What every chunk or answer of one reply repeats."""
 
     id: str  # "chatcmpl-..."

@@ -93,9 +93,7 @@ class Batch:
 
     def records(self) -> list[node_pb2.UsageRecord]:
         """The records, decoded (for tests and tools: the stream sends the encodings)."""
-        return list(
-            node_pb2.UsageBatch.FromString(b"".join(f for c in self.chunks for f in c.frames)).records
-        )
+        return list(node_pb2.UsageBatch.FromString(b"".join(f for c in self.chunks for f in c.frames)).records)
 
     def encoded(self, node_id: str, sequence: int) -> bytes:
         """The UsageBatch message as sent: a head, then the records encoded when they were made.
@@ -175,9 +173,7 @@ class Journal:
             except Exception as exc:  # a bug in one record must not lose the others built with it
                 if not self.dropped["record_error"]:  # a bug: its first traceback, not one per request
                     log.error("usage record could not be built or encoded", exc_info=exc)
-                self.drop(
-                    "record_error", 1, f"a usage record could not be built or encoded ({type(exc).__name__})"
-                )
+                self.drop("record_error", 1, f"a usage record could not be built or encoded ({type(exc).__name__})")
 
     def submit(self, record: node_pb2.UsageRecord) -> None:
         """Queue one record for the next commit (never blocks, never raises)."""

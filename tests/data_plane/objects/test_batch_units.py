@@ -60,12 +60,7 @@ class Sink:
 
 
 def _create(**fields: Any) -> bytes:
-    body = {
-        "input_file_id": "file-abc",
-        "endpoint": "/v1/chat/completions",
-        "completion_window": "24h",
-        **fields,
-    }
+    body = {"input_file_id": "file-abc", "endpoint": "/v1/chat/completions", "completion_window": "24h", **fields}
     return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
 
 
@@ -77,11 +72,8 @@ def _refused(raw: bytes) -> GatewayError:
 
 
 def test_create_body_is_checked_like_openai() -> None:
-    ask = parse_create(
-        _create(
-            metadata={"k" * 64: "v" * 512}, output_expires_after={"anchor": "created_at", "seconds": 3600}
-        )
-    )
+    ask = parse_create(_create(metadata={"k" * 64: "v" * 512}, output_expires_after={"anchor": "created_at",
+                                                                                     "seconds": 3600}))
     assert (ask.input_file_id, ask.endpoint) == ("file-abc", "/v1/chat/completions")
     for endpoint in ("/v1/responses", "/v1/embeddings", "/v1/completions", "/v1/moderations"):
         assert parse_create(_create(endpoint=endpoint)).endpoint == endpoint
@@ -133,13 +125,8 @@ def _batch(status: str, **fields: Any) -> dict[str, Any]:
     return doc
 
 
-USAGE = {
-    "input_tokens": 1000,
-    "output_tokens": 300,
-    "total_tokens": 1300,
-    "input_tokens_details": {"cached_tokens": 0},
-    "output_tokens_details": {"reasoning_tokens": 100},
-}
+USAGE = {"input_tokens": 1000, "output_tokens": 300, "total_tokens": 1300,
+         "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 100}}
 
 
 def test_finished_and_billable() -> None:
@@ -162,9 +149,7 @@ async def _owned(ledger: MemoryLedger, batch_id: str = "batch_1") -> OwnedObject
 
 
 async def _fetch(file_id: str) -> bytes:
-    return json.dumps(
-        {"id": file_id, "object": "file", "created_at": 1_700_000_200, "purpose": "batch_output"}
-    ).encode()
+    return json.dumps({"id": file_id, "object": "file", "created_at": 1_700_000_200, "purpose": "batch_output"}).encode()
 
 
 async def test_a_finished_batch_is_recorded_once_with_its_discounted_cost_and_its_files() -> None:
@@ -179,11 +164,8 @@ async def test_a_finished_batch_is_recorded_once_with_its_discounted_cost_and_it
     [record] = sink.records
     assert record.batch_id == "batch_1" and record.request_id == record_id("batch_1")
     assert (record.org_id, record.key_id, record.model_name) == ("org_a", "key_a", "gpt-batch")
-    assert (record.endpoint, record.upstream_slug, record.deployment) == (
-        "/v1/chat/completions",
-        "gpt-4o-mini",
-        "primary",
-    )
+    assert (record.endpoint, record.upstream_slug, record.deployment) == ("/v1/chat/completions", "gpt-4o-mini",
+                                                                          "primary")
     assert (record.input_tokens, record.output_tokens, record.reasoning_tokens) == (1000, 300, 100)
     assert record.cost_picos == (1000 * 2_000_000 + 300 * 8_000_000) // 2  # half price
     assert record.http_status == 200
@@ -191,11 +173,7 @@ async def test_a_finished_batch_is_recorded_once_with_its_discounted_cost_and_it
         owned = await ledger.get("org_a", Kind.FILE, file_id)
         assert owned is not None
         assert (owned.purpose, owned.model_name, owned.deployment, owned.key_id) == (
-            "batch_output",
-            "gpt-batch",
-            "primary",
-            "key_a",
-        )
+            "batch_output", "gpt-batch", "primary", "key_a")
         assert owned.created_at == 1_700_000_200 and json.loads(owned.snapshot)["id"] == file_id
     assert await ledger.get("org_b", Kind.FILE, "file-out") is None
     # Seen again by a reader holding the fresh object: settled, nothing sent.
@@ -347,9 +325,7 @@ async def test_a_new_batch_is_recorded_through_a_brief_outage_else_cancelled_and
                       deployment="d", purpose="/v1/embeddings", created_at=1)  # fmt: skip
     undone: list[tuple[str, str]] = []
 
-    async def take_back(
-        call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str
-    ) -> bool:
+    async def take_back(call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str) -> bool:
         undone.append((method, path))
         return True
 
@@ -386,18 +362,14 @@ class _HeldLedger(MemoryLedger):
         raise LedgerUnavailable("down")
 
 
-async def test_a_client_going_away_stops_neither_the_record_nor_the_take_back(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_client_going_away_stops_neither_the_record_nor_the_take_back(monkeypatch: pytest.MonkeyPatch) -> None:
     """The handler is cancelled when its client disconnects; cut short there, a batch the provider
     created would be left running, unrecorded and not cancelled, without a word."""
     obj = OwnedObject(kind=Kind.BATCH, id="batch_c", org_id="org_a", key_id="key_a", model_name="m",
                       deployment="d", purpose="/v1/embeddings", created_at=1)  # fmt: skip
     undone: list[str] = []
 
-    async def take_back(
-        call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str
-    ) -> bool:
+    async def take_back(call: Call, route: Any, dep: Any, method: str, path: str, what: OwnedObject, why: str) -> bool:
         undone.append(path)
         return True
 
@@ -470,9 +442,7 @@ async def test_work_outliving_its_client_says_when_it_fails(caplog: pytest.LogCa
             await asyncio.sleep(0.01)
             if caplog.records:
                 break
-    assert [r.getMessage() for r in caplog.records] == [
-        "object bookkeeping failed: RuntimeError: broken bookkeeping"
-    ]
+    assert [r.getMessage() for r in caplog.records] == ["object bookkeeping failed: RuntimeError: broken bookkeeping"]
 
 
 async def test_work_whose_client_waits_hands_it_the_failure_and_logs_nothing(

@@ -24,9 +24,7 @@ from tests.data_plane.usage.faults import FaultyDisk
 pytestmark = pytest.mark.asyncio
 
 
-def journal(
-    tmp_path: Path, disk: FaultyDisk, policy: FullPolicy = "drop_newest", memory_max: int = 50
-) -> Journal:
+def journal(tmp_path: Path, disk: FaultyDisk, policy: FullPolicy = "drop_newest", memory_max: int = 50) -> Journal:
     settings = UsageSettings(
         spool_dir=tmp_path, spool_full_policy=policy, batch_size=20, batch_age=0.0, spill_after=0.0,
         memory_max=memory_max,
