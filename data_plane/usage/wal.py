@@ -259,11 +259,18 @@ class Journal:
         """Write the records submitted since the last commit (one write + fdatasync, off the loop)."""
         self.build_closed()  # meters closed in this iteration are in this commit (and at shutdown)
         waiting, self._next_commit = self._next_commit, None
+        whole = False
+        try:
+            whole = await self._commit()
+        finally:  # a cancelled or failed commit answers its waiters too: not spooled
+            if waiting is not None:
+                waiting.set_result(whole)
+
+    async def _commit(self) -> bool:
+        """The commit's work; whether everything submitted so far reached the spool."""
         frames, since = self._pending, self._pending_since
         if not frames:
-            if waiting is not None:
-                waiting.set_result(self._last_commit_whole)
-            return
+            return self._last_commit_whole
         self._pending = []
         size = self._settings.batch_size
         groups = [frames[i : i + size] for i in range(0, len(frames), size)]
@@ -272,8 +279,6 @@ class Journal:
         except asyncio.CancelledError:
             # Written again later at worst: ids dedup replays.
             self._pending = frames + self._pending
-            if waiting is not None:
-                waiting.set_result(False)
             raise
         self.commits += 1
         wait = time.monotonic() - since
@@ -284,11 +289,10 @@ class Journal:
             self._add(Chunk(group, entry, "" if entry is not None else why))
             lost += 0 if entry is not None else len(group)
         self._last_commit_whole = not lost
-        if waiting is not None:
-            waiting.set_result(not lost)
         if lost:
             self.not_durable += lost
             self._warn(f"{lost} records not written to the spool ({why}); kept in memory until delivered")
+        return not lost
 
     async def _write(self, groups: list[list[bytes]]) -> tuple[list[Entry | None], str]:
         if not self.spool_ok:

@@ -169,5 +169,17 @@ async def test_durable_waits_for_the_next_commit_and_says_whether_the_spool_took
     await j.commit()  # nothing new: says what the last commit that wrote did
     assert await waiter is False
     assert await j.durable(0.05) is False  # no commit comes
+    disk.fail_with = 0
+
+    async def broken(groups: object) -> object:
+        raise RuntimeError("a bug in the commit")
+
+    j._write = broken  # type: ignore[method-assign, assignment]
+    j.submit(node_pb2.UsageRecord(request_id="req_c", org_id="org_1"))
+    waiter = asyncio.ensure_future(j.durable(5.0))
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError):
+        await j.commit()
+    assert await asyncio.wait_for(waiter, 0.5) is False  # answered at once, not after the timeout
     j.closed = True
     assert await j.durable(5.0) is False
