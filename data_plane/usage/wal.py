@@ -135,6 +135,9 @@ class Journal:
         self._opened_at = 0.0
         self.memory: deque[Batch] = deque()
         self._memory_records = 0
+        # Records a commit or a spill holds while it waits for the disk: still in memory, so
+        # queued() counts them (else /readyz would show them nowhere for that moment).
+        self._moving = 0
         self._retry_at = 0.0
         self._warned_at = -WARN_EVERY
         self.wake = asyncio.Event()  # a batch is ready for the stream
@@ -203,7 +206,8 @@ class Journal:
 
     def queued(self) -> int:
         """Records in memory not yet sent (waiting for a commit, in the open batch, or sealed)."""
-        return len(self._closed) + len(self._pending) + self._open_records + self._memory_records
+        waiting = len(self._closed) + len(self._pending) + self._moving
+        return waiting + self._open_records + self._memory_records
 
     def drop(self, reason: str, records: int, why: str) -> None:
         """Count lost records and say so (WARNING): at once, then at most once a second, summed."""
@@ -274,12 +278,15 @@ class Journal:
         self._pending = []
         size = self._settings.batch_size
         groups = [frames[i : i + size] for i in range(0, len(frames), size)]
+        self._moving += len(frames)
         try:
             entries, why = await self._write(groups)
         except asyncio.CancelledError:
             # Written again later at worst: ids dedup replays.
             self._pending = frames + self._pending
             raise
+        finally:
+            self._moving -= len(frames)
         self.commits += 1
         wait = time.monotonic() - since
         self.commit_waits.append(wait)
@@ -388,7 +395,12 @@ class Journal:
             self._memory_records -= batch.size
             old.append(batch)
         if old:
-            await self._spill(old, now, everything)
+            moving = sum(batch.size for batch in old)
+            self._moving += moving
+            try:
+                await self._spill(old, now, everything)
+            finally:
+                self._moving -= moving
         self._bound()
         if self._unlogged and time.monotonic() - self._drops_logged_at >= DROP_LOG_EVERY:
             self.log_drops()
