@@ -172,6 +172,17 @@ _TEXT_DELTA_HEAD = re.compile(
     rb'"delta":\{"type":"text_delta","text":"'
 )
 _NOT_PLAIN = re.compile(rb'[\x00-\x1f"\\]')
+# Four events of every text stream that carry nothing for the client beyond what their type
+# says, whole as Anthropic sends them (one data line, LF ends, compact JSON): a ping, message_stop,
+# a block's stop, a text block's empty start. Answered without decoding them; any other bytes
+# (a duplicate key, another member, spaces) take the general path.
+_TRIVIAL = re.compile(
+    rb'(?:event: ?[a-z_]{1,32}\n)?data: ?\{"type":"(?:'
+    rb'(?P<plain>ping|message_stop)"'
+    rb'|content_block_stop","index":(?P<stop>0|[1-9][0-9]{0,8})'
+    rb'|content_block_start","index":(?:0|[1-9][0-9]{0,8}),"content_block":\{"type":"text","text":""\}'
+    rb")\}"
+)
 
 
 class MessagesChunks:
@@ -237,6 +248,8 @@ class MessagesChunks:
             if text and _NOT_PLAIN.search(text) is None and (text.isascii() or _is_utf8(text)):
                 # The general path's chunk, byte for byte (tests/data_plane/translated/test_stream_fast_paths.py).
                 return self._start() + self._prefix + b'{"content":"' + text + b'"}' + _NO_FINISH
+        elif head is None and (trivial := _TRIVIAL.fullmatch(event)) is not None:
+            return self._trivial(trivial)
         data = _data(event)
         ev = _parsed(data) if data else None
         if ev is None:
@@ -292,6 +305,18 @@ class MessagesChunks:
         if kind == "message_stop":
             self._stopped = True
         return b""  # ping, message_stop, and whatever Anthropic adds later
+
+    def _trivial(self, event: re.Match[bytes]) -> bytes:
+        """What ``feed`` answers for a ``_TRIVIAL`` event (as the general path would)."""
+        plain, stop = event["plain"], event["stop"]
+        if plain is not None:
+            if plain == b"message_stop":
+                self._stopped = True
+            return b""
+        if stop is not None:
+            block = self._blocks.pop(int(stop), None)
+            return self._arguments(block, "{}") if block is not None and not block[1] else b""
+        return self._start()  # an empty text block's start: nothing of its own
 
     def _block_start(self, ev: Mapping[str, Any]) -> bytes:
         block = ev.get("content_block")

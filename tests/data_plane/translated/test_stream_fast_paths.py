@@ -163,3 +163,63 @@ def test_text_delta_shortcut_cases() -> None:
     assert _TEXT_DELTA_HEAD.match(event) is not None
     chunk = general_writer(False).feed(event)
     assert orjson.loads(chunk[len(b"data: ") :])["choices"][0]["delta"] == {"content": " a b é"}
+
+
+TRIVIAL_EVENTS = [
+    b'event: ping\ndata: {"type":"ping"}',
+    b'event: message_stop\ndata: {"type":"message_stop"}',
+    b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}',
+    b'data: {"type":"content_block_stop","index":1}',
+    b'event: content_block_start\ndata: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}',
+    b'data:{"type":"content_block_start","index":3,"content_block":{"type":"text","text":""}}',
+]
+TOOL_START = (b'data: {"type":"content_block_start","index":1,"content_block":'
+              b'{"type":"tool_use","id":"t","name":"f","input":{}}}')  # fmt: skip
+# Forwarded only while the tool block is open (not after its stop).
+TOOL_PIECE = b'data: {"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"1"}}'
+
+
+def run_writer(events: list[bytes], monkeypatch: Any | None) -> list[bytes | str]:
+    """Every answer of a writer fed ``events`` (after a tool block began at index 1), then a piece of
+    that block, then its close: the general path's when ``monkeypatch`` is given."""
+    import data_plane.providers.anthropic_reply as reply
+
+    writer = general_writer(False)
+    out: list[bytes | str] = [writer.feed(TOOL_START)]
+    with pytest.MonkeyPatch.context() as m:
+        if monkeypatch is not None:
+            m.setattr(reply, "_TRIVIAL", re.compile(rb"(?!)"))
+        for event in events:
+            out.append(writer.feed(event))
+        out.append(writer.feed(TOOL_PIECE))
+        try:
+            out.append(writer.close())
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
+
+
+def test_trivial_events_are_recognised_as_anthropic_sends_them() -> None:
+    import data_plane.providers.anthropic_reply as reply
+
+    for event in TRIVIAL_EVENTS:
+        assert reply._TRIVIAL.fullmatch(event) is not None, event
+    # And they change what follows as the general path does: message_stop lets the stream close,
+    # the tool block's stop sends its empty arguments.
+    fast = run_writer(TRIVIAL_EVENTS, None)
+    assert fast == run_writer(TRIVIAL_EVENTS, True)
+    assert fast[4] == general_writer(False)._arguments([0, False], "{}") and fast[-2] == b""
+    last = fast[-1]
+    assert isinstance(last, bytes) and last.endswith(b"data: [DONE]\n\n")  # message_stop seen
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.lists(st.sampled_from(TRIVIAL_EVENTS), min_size=1, max_size=4),
+    st.integers(0, 200),
+    st.sampled_from(MUTATIONS + [b"}", b",", b'"type":"error"', b"0", b"9" * 10, b'","text":"x']),
+)
+def test_a_damaged_trivial_event_answers_as_the_general_path(events: list[bytes], at: int, piece: bytes) -> None:
+    first = events[0]
+    events[0] = first[: at % (len(first) + 1)] + piece + first[at % (len(first) + 1) :]
+    assert run_writer(events, None) == run_writer(events, True), events[0]
