@@ -20,6 +20,7 @@ ints the event loop reads without it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -52,6 +53,7 @@ class Entry:
     acked: bool = False
     claimed: bool = False
     forgotten: bool = False  # its write was not made durable: removed from its segment
+    index: int = 0  # in its segment's ``entries``
 
 
 @dataclass(eq=False)
@@ -66,6 +68,9 @@ class Segment:
     # Entries not acknowledged yet: the segment is deleted when the last one is (a count, so that
     # an ack costs the same however many entries a segment holds: thousands, when traffic is low).
     unacked: int = 0
+    # Every entry before this index is acked or claimed: take() starts there, so taking a
+    # segment's entries batch by batch is linear in them, not quadratic (a released entry moves it back).
+    cursor: int = 0
     writable: bool = False
     gone: bool = False
 
@@ -207,7 +212,8 @@ class Spool:
                 pass  # the next reader skips the torn tail by its checksum
             self._failed("short_write", seg)
             return None
-        entry = Entry(seg, seg.size + HEADER_SIZE, len(payload), records, zlib.crc32(payload), claimed=True)
+        entry = Entry(seg, seg.size + HEADER_SIZE, len(payload), records, zlib.crc32(payload), claimed=True,
+                      index=len(seg.entries))  # fmt: skip
         seg.entries.append(entry)
         seg.unacked += 1
         seg.size += len(data)
@@ -274,7 +280,12 @@ class Spool:
             for seg in list(self._segments):
                 if not seg.pending:
                     continue
-                for entry in seg.entries:
+                entries = seg.entries
+                at = seg.cursor
+                while at < len(entries) and (entries[at].acked or entries[at].claimed):
+                    at += 1
+                seg.cursor = at
+                for entry in itertools.islice(entries, at, None):
                     if entry.acked or entry.claimed:
                         continue
                     if out and records + entry.records > max_records:
@@ -342,8 +353,11 @@ class Spool:
         if entry.claimed != claimed:
             entry.claimed = claimed
             delta = -1 if claimed else 1
-            entry.segment.pending += delta
+            seg = entry.segment
+            seg.pending += delta
             self.pending_entries += delta
+            if not claimed and entry.index < seg.cursor:
+                seg.cursor = entry.index
 
     # -- internals --
 
@@ -367,7 +381,9 @@ class Spool:
         found = scan(data)
         for offset, records in found.corrupt:
             self._corrupt(path, offset, records)
-        seg.entries = [Entry(seg, f.offset, f.length, f.records, f.crc) for f in found.entries]
+        seg.entries = [
+            Entry(seg, f.offset, f.length, f.records, f.crc, index=i) for i, f in enumerate(found.entries)
+        ]
         seg.size = len(data)
         seg.pending = seg.unacked = len(seg.entries)
         self.pending_entries += seg.pending

@@ -239,3 +239,41 @@ def test_a_segment_goes_exactly_when_its_last_entry_is_acked(tmp_path_factory: p
         assert entry.segment.path.exists() == any(e.segment is entry.segment for e in left)
     assert (spool.held_batches, spool.held_records) == (0, 0)
     spool.close()
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["append", "take", "release", "ack"]), st.integers(1, 7)), max_size=40))
+def test_take_returns_the_oldest_pending_entries_whatever_came_before(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, int]]
+) -> None:
+    """take() starts each segment at a cursor, not its first entry: what it returns is still the
+    oldest pending entries in order (as a walk from the start finds them), after any mix of
+    appends, takes, releases of taken entries and acks."""
+    spool = Spool(tmp_path_factory.mktemp("spool"), 1 << 20, "drop_newest", segment_bytes=512)
+    spool.open()
+    written: list[Entry] = []
+    taken: list[Entry] = []
+    first = 0
+    for op, n in steps:
+        if op == "append":
+            written += stored(spool, [batch(first + 3 * i) for i in range(n)])
+            first += 3 * n
+        elif op == "take":
+            pending = [e for e in written if not e.acked and not e.claimed]
+            want: list[Entry] = []
+            for e in pending:  # whole entries, at least one, up to n records
+                if want and 3 * (len(want) + 1) > n:
+                    break
+                want.append(e)
+            got = [e for e, _ in spool.take(n)]
+            assert got == want
+            taken += got
+        elif op == "release" and taken:
+            back, taken = taken[-n:], taken[:-n]  # the newest taken first: behind the cursor
+            spool.release(back)
+        elif op == "ack" and taken:
+            done, taken = taken[:n], taken[n:]
+            spool.ack(done)
+    pending = [e for e in written if not e.acked and not e.claimed]
+    assert [e for e, _ in spool.take(10**6)] == pending
+    spool.close()
