@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from typing import Any
 
 import aiohttp
 import pytest
 
-from scripts.benchmark import profile, report, streamclient, wrk
+from scripts.benchmark import profile, report, servercost, streamclient, wrk
 from scripts.benchmark.requests import chat_call, messages_call
 from scripts.benchmark.stack import Service
 from scripts.benchmark.stats import percentile, summary
@@ -185,3 +186,22 @@ def test_stats_profile_and_report_helpers(tmp_path: Any) -> None:
     report.write_block(doc, f"{report.BEGIN}\nnew\n{report.END}")
     text = doc.read_text()
     assert "new" in text and "old" not in text and text.endswith("## Profile\nkept\n") and "intro" in text
+
+
+@pytest.mark.parametrize("kind", servercost.KINDS)
+async def test_servercost_servers_give_the_same_answer_on_keep_alive(kind: str) -> None:
+    port = servercost.free_port()
+    proc = servercost.start(kind, port, str(min(os.sched_getaffinity(0))))
+    try:
+        await asyncio.to_thread(servercost.wait_listening, port)
+        body = json.dumps(servercost.REQUEST).encode()
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        async with aiohttp.ClientSession() as session:
+            for _ in range(3):  # the same connection answers request after request
+                async with session.post(url, data=body) as resp:
+                    assert resp.status == 200 and await resp.read() == servercost.ANSWER
+                    assert resp.headers["Content-Type"].startswith("application/json")
+            assert len(session.connector._conns) == 1  # type: ignore[union-attr]
+    finally:
+        proc.terminate()
+        proc.wait(10)
