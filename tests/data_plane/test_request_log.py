@@ -1,5 +1,5 @@
 """The request-line writer: the same lines ``logging`` would write, redacted, whole and in order,
-written once per loop iteration and never lost at exit; nothing at ``ODOCK_LOG_LEVEL=warning``."""
+written together within ``FLUSH_SECONDS`` and never lost at exit; nothing at ``ODOCK_LOG_LEVEL=warning``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from data_plane import logs
-from data_plane.logs import FLUSH_CHARS, REQUEST_LOGGER, RequestFields, RequestLog
+from data_plane.logs import FLUSH_CHARS, FLUSH_SECONDS, REQUEST_LOGGER, RequestFields, RequestLog
 from odock.envconfig import LogSettings
 from odock.logfmt import REDACTED, JsonFormatter, TextFormatter
 
@@ -113,25 +114,28 @@ def test_a_secret_in_the_model_name_is_redacted(fmt: str, model: str, restore_lo
         assert REDACTED in json.loads(text)["model"]
 
 
-async def test_lines_wait_for_the_end_of_the_loop_iteration_complete_and_in_order(
-    restore_logging: None,
-) -> None:
+async def test_lines_wait_for_the_flush_timer_complete_and_in_order(restore_logging: None) -> None:
     out = io.StringIO()
     w = writer("json", out)
     for n in range(3):
         w.write(fields(n))
-    assert out.getvalue() == ""  # queued until this iteration ends
+    assert out.getvalue() == ""  # queued
     logging.getLogger("odock.data_plane").warning("an ordinary record")  # written at once, after them
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [r.get("request_id") for r in lines] == [fields(n).request_id for n in range(3)] + [None]
     assert lines[-1]["message"] == "an ordinary record"
-    for n in range(3, 300):
+    for n in range(3, 200):  # under FLUSH_CHARS: no early write
         w.write(fields(n))
     await asyncio.sleep(0)
+    assert out.getvalue().count("\n") == 4  # not at the end of this loop iteration: batched
+    started = time.monotonic()
+    while out.getvalue().count("\n") == 4:
+        await asyncio.sleep(0.001)
+    assert time.monotonic() - started < FLUSH_SECONDS + 0.5  # generous: a busy CI machine
     text = out.getvalue()
     assert text.endswith("\n")
     got = [json.loads(line) for line in text.splitlines()]
-    assert [r["request_id"] for r in got if "request_id" in r] == [fields(n).request_id for n in range(300)]
+    assert [r["request_id"] for r in got if "request_id" in r] == [fields(n).request_id for n in range(200)]
 
 
 async def test_a_large_backlog_is_written_without_waiting_for_the_loop(restore_logging: None) -> None:
@@ -147,7 +151,7 @@ async def test_a_large_backlog_is_written_without_waiting_for_the_loop(restore_l
         fields(n).request_id for n in range(count)
     ]
     w.write(fields(count))
-    await asyncio.sleep(0)
+    await asyncio.sleep(FLUSH_SECONDS * 3)
     assert out.getvalue().count("\n") == count + 1
 
 
@@ -193,7 +197,7 @@ class BrokenStream(io.StringIO):
 async def test_a_broken_stderr_never_fails_the_request_that_writes(restore_logging: None) -> None:
     w = writer("json", BrokenStream())
     w.write(fields())  # queued: the tick's write fails quietly
-    await asyncio.sleep(0)
+    await asyncio.sleep(FLUSH_SECONDS * 3)
     for n in range(FLUSH_CHARS // 100):  # past the bound: the write happens in this call
         w.write(fields(n))
     await asyncio.to_thread(w.write, fields())  # no loop in that thread: written at once
@@ -208,7 +212,7 @@ async def test_a_line_is_rendered_after_its_request_but_carries_the_time_the_req
     monkeypatch.setattr("data_plane.logs.time.time", lambda: 1_700_000_000.25)  # 2023-11-14T22:13:20.250Z
     w.write(fields(1))
     monkeypatch.setattr("data_plane.logs.time.time", lambda: 1_700_000_999.0)  # when the loop renders it
-    await asyncio.sleep(0)
+    await asyncio.sleep(FLUSH_SECONDS * 3)
     text = out.getvalue()
     assert text.count("\n") == 1 and "2023-11-14T22:13:20.250Z" in text, text
 
@@ -222,7 +226,7 @@ async def test_a_line_that_cannot_be_rendered_is_said_in_its_place_and_the_other
     w.write(fields(1))
     w.write(fields(2, status="two hundred"))  # a bug: {status:d} raises
     w.write(fields(3, model=CANARY))
-    await asyncio.sleep(0)
+    await asyncio.sleep(FLUSH_SECONDS * 3)
     lines = out.getvalue().splitlines()
     assert len(lines) == 3 and CANARY not in out.getvalue()
     assert fields(1).request_id in lines[0] and fields(3).request_id in lines[2]
