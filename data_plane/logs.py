@@ -45,8 +45,8 @@ from odock.logfmt import LogSetup, Redacting
 QUIET_LOGGERS = ("aiohttp.access", "grpc._cython", "asyncio")
 REQUEST_LOGGER = "odock.data_plane.request"
 # Queued request lines are written by a callback this long after the first of them was queued, or
-# at once past FLUSH_CHARS. One write per request (a loop iteration often ends one request) cost
-# 2.4-2.5 us of CPU per request in the bench (chat c=64 and streams c=16); 10 ms gathers dozens.
+# at once past FLUSH_CHARS. Written at the end of each loop iteration instead, streams at c=16 cost
+# 6 us more CPU each in the bench (an iteration often ends one stream: a write per line).
 FLUSH_SECONDS = 0.01
 FLUSH_CHARS = 64 * 1024
 # What a queued request line counts towards FLUSH_CHARS before it is rendered: less than any
