@@ -19,22 +19,28 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from scripts.benchmark import wrk
+from scripts.benchmark.measure import cpu_seconds
+from scripts.benchmark.stack import Service, python_env, spawn
 
 ANSWER = b'{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[]}'
 REQUEST = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16}
 KINDS = ("aiohttp", "httptools")
 
 
-def serve_aiohttp(port: int) -> None:
+def _ready(path: Path, address: tuple[str, int]) -> None:
+    """The ready file ``stack.spawn`` waits for (the address bound), written whole at once."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"http": f"{address[0]}:{address[1]}"}))
+    os.replace(tmp, path)
+
+
+def serve_aiohttp(ready: Path) -> None:
     import uvloop
     from aiohttp import web
 
@@ -42,13 +48,20 @@ def serve_aiohttp(port: int) -> None:
         await request.read()
         return web.Response(body=ANSWER, content_type="application/json")
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", answer)
-    uvloop.install()
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", answer)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        _ready(ready, runner.addresses[0])
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
 
 
-def serve_httptools(port: int) -> None:
+def serve_httptools(ready: Path) -> None:
     import httptools
     import uvloop
 
@@ -73,53 +86,31 @@ def serve_httptools(port: int) -> None:
             self.parser.feed_data(data)
 
     async def main() -> None:
-        server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", port)
+        server = await asyncio.get_running_loop().create_server(Answer, "127.0.0.1", 0)
+        _ready(ready, server.sockets[0].getsockname()[:2])
         await server.serve_forever()
 
     uvloop.run(main())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_listening(port: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"server on port {port} did not start")
-
-
-def start(kind: str, port: int, core: str) -> subprocess.Popen[bytes]:
-    serve = [sys.executable, "-m", "scripts.benchmark.servercost", "--serve", kind, str(port)]
-    return subprocess.Popen(["taskset", "-c", core, *serve])
+def start(kind: str, core: str | None) -> Service:
+    """One of the servers, pinned to ``core``, once it listens."""
+    argv = [sys.executable, "-m", "scripts.benchmark.servercost", "--serve", kind]
+    return spawn(f"servercost-{kind}", argv, python_env(), cpus=core, ready_arg=True)
 
 
 async def measure(kind: str, script: Path, reps: int, duration: int, load: str, core: str) -> dict[str, object]:
-    port = free_port()
-    proc = start(kind, port, core)
+    service = start(kind, core)
     try:
-        await asyncio.to_thread(wait_listening, port)
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        url = f"{service.url}/v1/chat/completions"
         await wrk.run(url, script, connections=64, duration_s=1, cpus=load)  # warm-up
         cpu, rps = [], []
         for _ in range(reps):
-            before = cpu_seconds(proc.pid)
+            before = cpu_seconds([service.pid])
             result = await wrk.run(url, script, connections=64, duration_s=duration, cpus=load)
             if result.errors or result.non_2xx:
                 raise RuntimeError(f"{kind}: {result.errors} errors, {result.non_2xx} non-2xx answers")
-            cpu.append((cpu_seconds(proc.pid) - before) * 1e6 / result.requests)
+            cpu.append((cpu_seconds([service.pid]) - before) * 1e6 / result.requests)
             rps.append(result.rps)
         return {
             "server": kind,
@@ -129,8 +120,7 @@ async def measure(kind: str, script: Path, reps: int, duration: int, load: str, 
             "rps": round(statistics.median(rps)),
         }
     finally:
-        proc.terminate()
-        proc.wait(10)
+        service.stop()
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -150,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    parser.add_argument("--serve", nargs=2, metavar=("KIND", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        kind, port = args.serve
-        (serve_aiohttp if kind == "aiohttp" else serve_httptools)(int(port))
+        (serve_aiohttp if args.serve == "aiohttp" else serve_httptools)(args.ready_file)
         return 0
     asyncio.run(main_async(args))
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from typing import Any
 
@@ -190,12 +189,10 @@ def test_stats_profile_and_report_helpers(tmp_path: Any) -> None:
 
 @pytest.mark.parametrize("kind", servercost.KINDS)
 async def test_servercost_servers_give_the_same_answer_on_keep_alive(kind: str) -> None:
-    port = servercost.free_port()
-    proc = servercost.start(kind, port, str(min(os.sched_getaffinity(0))))
+    service = await asyncio.to_thread(servercost.start, kind, None)
     try:
-        await asyncio.to_thread(servercost.wait_listening, port)
         body = json.dumps(servercost.REQUEST).encode()
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        url = f"{service.url}/v1/chat/completions"
         async with aiohttp.ClientSession() as session:
             for _ in range(3):  # the same connection answers request after request
                 async with session.post(url, data=body) as resp:
@@ -203,5 +200,4 @@ async def test_servercost_servers_give_the_same_answer_on_keep_alive(kind: str) 
                     assert resp.headers["Content-Type"].startswith("application/json")
             assert len(session.connector._conns) == 1  # type: ignore[union-attr]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        service.stop()
